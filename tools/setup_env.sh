@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Create or update the project's virtual environment (default .venv): torch==2.13.0 first, then
+# the library's needs, ROS 2 kilted wheels, the test references and, with the argument "bench",
+# pytorch_kinematics. Idempotent: a stamp records what the environment holds; a re-run with the
+# same requirements returns at once. Usage: tools/setup_env.sh [bench]
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+venv=${VENV:-$root/.venv}
+python=${PYTHON:-python3.11}
+groups="library ros-kilted test ${1:-}"
+stamp="$venv/.ros_torch_kin-environment"
+wanted=$( { echo "$groups"; for g in $groups; do cat "$root/requirements/$g.txt"; done;
+            cat "$root/requirements/constraints.txt"; } | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
+  exit 0
+fi
+if [ ! -x "$venv/bin/python" ]; then
+  echo "creating $venv"
+  "$python" -m venv "$venv"
+fi
+pip_install() {  # quiet; drop the notes this machine's pip config prints for absent local indexes
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -c "$root/requirements/constraints.txt" "$@" 2>&1 \
+    | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+}
+echo "installing torch==2.13.0 (first, so nothing else can pull another torch)"
+pip_install "setuptools>=77.0.3,<80" torch==2.13.0
+for g in $groups; do
+  echo "installing requirements/$g.txt"
+  pip_install -r "$root/requirements/$g.txt"
+done
+"$venv/bin/python" -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+
+# The kilted wheels' CMake exports hard-code the wheel builder's include dirs under /opt/python
+# (shared/ros-pip-recipe.md, workaround A): point them at this interpreter's and numpy's.
+pyinc=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+npinc=$("$venv/bin/python" -c 'import numpy; print(numpy.get_include())')
+grep -rlF --include='*.cmake' /opt/python/cp311-cp311 "$venv/share" 2>/dev/null | xargs -r sed -i \
+  -e "s#/opt/python/cp311-cp311/include/python3.11#$pyinc#g" \
+  -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$npinc#g"
+echo "$wanted" > "$stamp"
+echo "environment ready: $venv"
