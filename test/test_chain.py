@@ -106,3 +106,11 @@ def test_imports_point_one_way(layer, forbidden):
                 parts[0] == bad or (relative_up and parts[0] == bad) or f"ros_torch_kin.{bad}" in name
                 for bad in forbidden
             ), f"{path.name} imports {name}"
+
+
+def test_to_float64_rebuilds_with_full_precision():
+    urdf = real_urdf("panda")
+    exact = Chain.from_urdf(urdf, device="cpu", dtype=torch.float64)
+    upcast = Chain.from_urdf(urdf, device="cpu", dtype=torch.float32).to(dtype=torch.float64)
+    q = random_q(exact, 100, 0)
+    torch.testing.assert_close(forward_kinematics(upcast, q), forward_kinematics(exact, q), rtol=0, atol=0)

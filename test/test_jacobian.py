@@ -116,3 +116,21 @@ def jacobian_from_autograd_fk(chain, q):
         o = T[:, link, :3, 3]
         columns.append(torch.cat((torch.linalg.cross(z, p - o), z), dim=-1))
     return torch.stack(columns, dim=-1)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_wrench_vector_jacobian_product_is_jacobian_transpose_times_wrench(seed):
+    from ros_torch_kin.kinematics import wrench_vector_jacobian_product
+
+    chain = Chain.from_urdf(random_chain_urdf(seed, 8, branching=True, **MIXED), device="cpu", dtype=torch.float64)
+    q = random_q(chain, 6, seed)
+    links = [chain.num_links - 1, chain.num_links // 2, 0]
+    generator = torch.Generator().manual_seed(seed)
+    forces = torch.randn(6, 3, 3, generator=generator, dtype=torch.float64)
+    torques = torch.randn(6, 3, 3, generator=generator, dtype=torch.float64)
+    result = wrench_vector_jacobian_product(chain, q, torch.tensor(links), forces, torques)
+    expected = sum(
+        (compute_jacobian(chain, q, link).mT @ torch.cat((forces[:, k], torques[:, k]), -1).unsqueeze(-1)).squeeze(-1)
+        for k, link in enumerate(links)
+    )
+    torch.testing.assert_close(result, expected, rtol=0, atol=1e-12)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -77,3 +78,14 @@ def test_pose_error_by_hand():
     T_target[:3, :3] = rotation_about([1, 0, 0], 0.5)
     expected = rotation_log(T[:3, :3] @ T_target[:3, :3].mT)
     torch.testing.assert_close(pose_error(T, T_target)[3:], expected)
+
+
+def test_numpy_inputs_give_the_same_poses():
+    quat = torch.randn(300, 4, generator=torch.Generator().manual_seed(1), **F64)
+    quat = quat / quat.norm(dim=-1, keepdim=True)
+    pose = torch.cat((torch.randn(300, 3, **F64), torch.where(quat[:, 3:] < 0, -quat, quat)), dim=-1)
+    T = pose_xyzw_to_matrix(pose)
+    from_numpy = matrix_to_pose_xyzw(T.numpy())
+    assert isinstance(from_numpy, np.ndarray)
+    np.testing.assert_allclose(from_numpy, matrix_to_pose_xyzw(T).numpy(), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(matrix_to_quat_xyzw(rotation_about([1, 0, 0], math.pi).numpy()), [1, 0, 0, 0], atol=1e-15)

@@ -6,9 +6,10 @@ Plain PyTorch (+ numpy and urdf_parser_py to read URDF); never imports ROS.
 from .chain import Chain, default_device
 from .description import JointDescription, Mimic, RobotDescription
 from .fk import forward_kinematics, world_transforms
-from .fk_backward import fk_vector_jacobian_product
+from .fk_backward import fk_vector_jacobian_product, wrench_vector_jacobian_product
 from .jacobian import compute_jacobian
 from .pose import (
+    invert_transform,
     matrix_to_pose_xyzw,
     matrix_to_quat_xyzw,
     pose_error,
@@ -26,6 +27,7 @@ __all__ = [
     "compute_jacobian",
     "default_device",
     "fk_vector_jacobian_product",
+    "invert_transform",
     "forward_kinematics",
     "matrix_to_pose_xyzw",
     "matrix_to_quat_xyzw",
@@ -35,4 +37,5 @@ __all__ = [
     "quat_xyzw_to_matrix",
     "rotation_log",
     "world_transforms",
+    "wrench_vector_jacobian_product",
 ]

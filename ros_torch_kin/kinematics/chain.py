@@ -3,12 +3,17 @@
 A :class:`Chain` is built once per URDF and never changes (``.to()`` returns a new one), so it can
 be shared by concurrent callers and swapped by a single assignment.
 
-Link-frame conventions: link ``l``'s pose at joint position ``q`` is
+Conventions: link ``l``'s pose at joint position ``q`` is
 ``T_parent_link(q) = T_parent_joint @ motion(axis, q)`` where ``T_parent_joint`` is the URDF
 ``<origin>`` and ``motion`` rotates about (revolute) or translates along (prismatic) the unit axis.
-With Rodrigues' formula ``R(θ) = a aᵀ + cos θ (I − a aᵀ) + sin θ [a]ₓ``, every local transform is a
-fixed linear combination ``C_const + cos q · C_cos + sin q · C_sin + q · C_q`` of four constant 3×4
-matrices, which the chain stores per link (``local_constant``, ``local_linear``).
+With Rodrigues' formula ``R(θ) = a aᵀ + cos θ (I − a aᵀ) + sin θ [a]ₓ`` every local transform is a
+fixed linear combination ``C_const + cos q · C_cos + sin q · C_sin + q · C_q`` of constant 4×4
+matrices (``local_constant``, ``local_linear``).
+
+Links are of two kinds. *Bodies* are the root and every link whose parent joint moves; fixed
+joints are folded into the coefficients of the body below them, so composition runs over bodies
+only. *Frames* are links attached by fixed joints: each is placed at the end as
+``T_world_anchor @ frame_offset``, its nearest body ancestor times a constant.
 """
 
 from __future__ import annotations
@@ -22,9 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .description import CONTINUOUS, PRISMATIC, REVOLUTE, RobotDescription
+from .description import CONTINUOUS, PRISMATIC, REVOLUTE, JointDescription, RobotDescription
 from .urdf import FloatingJointPolicy, parse_urdf
-
 
 Index = Union[Tensor, slice]
 
@@ -40,16 +44,18 @@ def take(t: Tensor, index: Index, dim: int = 0) -> Tensor:
 class ChainPlan:
     """Index structures fixed by the tree's shape (slices where indices are consecutive).
 
-    Links are numbered breadth-first, so each tree level is a contiguous range.
-    ``levels[d]`` = (start, end, parents) for depth d+1: links ``start:end`` and their parents'
-    link indices. ``jump_ancestors`` (K, L) int64: row k
-    holds each link's ancestor 2**k generations up (the root is its own ancestor), for the
-    log-depth composition used at tiny batch sizes; K = max(1, ceil(log2(depth))).
-    ``joint_links`` (M,): the links whose parent joint is movable (mimic joints included).
+    Bodies are links ``0:num_bodies``, numbered breadth-first over the tree of bodies, so each
+    level of that tree is a contiguous range: ``levels[d]`` = (start, end, parents) for depth
+    d+1. ``jump_ancestors`` (K, num_bodies) int64: row k holds each body's ancestor 2**k levels
+    up (the root is its own ancestor), for the log-depth composition used at tiny batch sizes,
+    K = max(1, ceil(log2(depth))). ``frame_anchors``: the body each frame (links
+    ``num_bodies:L``) hangs from. ``joint_links`` (M,): links whose parent joint is movable.
     """
 
+    num_bodies: int
     levels: tuple[tuple[int, int, Index], ...]
     jump_ancestors: Tensor
+    frame_anchors: Index
     joint_links: Index
 
     def to(self, device: torch.device) -> "ChainPlan":
@@ -57,8 +63,10 @@ class ChainPlan:
             return index if isinstance(index, slice) else index.to(device)
 
         return ChainPlan(
+            num_bodies=self.num_bodies,
             levels=tuple((start, end, move(parents)) for start, end, parents in self.levels),
             jump_ancestors=self.jump_ancestors.to(device),
+            frame_anchors=move(self.frame_anchors),
             joint_links=move(self.joint_links),
         )
 
@@ -67,11 +75,11 @@ class ChainPlan:
 class Chain:
     """A robot's kinematic tree on one device, in one floating dtype.
 
-    Sizes: L links (``link_names``, breadth-first from the root: by depth, so parents come before
-    children; depth-first order among links of one depth), J
-    independent degrees of freedom (``joint_names``: movable joints that mimic nothing, in tree
-    order). Mimic joints are not DOFs: they follow their leader through ``dof_to_link``.
-    Units: m and rad (revolute/continuous) or m (prismatic).
+    Sizes: L links (``link_names``: the root, the links moved by joints in breadth-first order,
+    then the links attached by fixed joints); J independent degrees of freedom
+    (``joint_names``: movable joints that mimic nothing, depth-first tree order); M movable
+    joints (independent and mimic); N = ``plan.num_bodies`` bodies; F = L − N frames. Mimic
+    joints are not DOFs: they follow their leader. Units: m, rad.
     """
 
     name: str
@@ -85,17 +93,19 @@ class Chain:
     upper_limits: Tensor
     velocity_limits: Tensor
     effort_limits: Tensor
-    #: (L, 16, 1) and (L, 16, 3): each link's row-major 4×4 local transform is
-    #: local_constant + local_linear @ (cos q_link, sin q_link, q_link)
+    #: (N, 16, 1) and (N, 16, 3): each body's row-major 4×4 pose in its parent body is
+    #: local_constant + local_linear @ (cos q_body, sin q_body, q_body)
     local_constant: Tensor
     local_linear: Tensor
-    #: (L, J) and (L,): each link's joint value q_link = dof_to_link @ q + link_offset (mimics)
-    dof_to_link: Tensor
-    link_offset: Tensor
-    #: M movable joints (independent and mimic), one per link in plan.joint_links:
-    #: (M,) their names; (M, 3) unit axis in the child link frame; (M,) 1.0 if revolute or
-    #: continuous (resp. prismatic); (M, L) 1.0 where the joint moves link l; (J, M) how each
-    #: joint's motion maps onto the DOFs (1, or the mimic multiplier on the leader's row)
+    #: (N, J) and (N,): each body's joint value q_body = body_dofs @ q + body_offset (mimics)
+    body_dofs: Tensor
+    body_offset: Tensor
+    #: (F, 4, 4) each frame's pose in its anchor body (fixed joints composed)
+    frame_offset: Tensor
+    #: M movable joints, one per link in plan.joint_links: (M,) names; (M, 3) unit axis in the
+    #: child link frame; (M, 1, 1) 1.0 if revolute or continuous (resp. prismatic); (M, L) 1.0
+    #: where the joint moves link l; (J, M) each joint's motion per unit of each DOF (1, or the
+    #: mimic multiplier on its leader's row)
     moving_joint_names: tuple[str, ...]
     joint_axis: Tensor
     joint_is_revolute: Tensor
@@ -104,10 +114,11 @@ class Chain:
     joint_to_dof: Tensor
     #: (J, L) bool: DOF j moves link l (the ancestor mask)
     ancestor_mask: Tensor
-    #: (L,) int64 parent link index; the root's parent is -1
+    #: (L,) int64 URDF parent link index; the root's parent is -1
     parent_index: Tensor
     plan: ChainPlan
-    warnings: tuple[str, ...] = ()
+    #: the float64 description the chain was built from (rebuilds exactly in another dtype)
+    description: RobotDescription = field(repr=False)
     _link_lookup: dict[str, int] = field(init=False, repr=False)
     _joint_lookup: dict[str, int] = field(init=False, repr=False)
 
@@ -141,47 +152,57 @@ class Chain:
         if not dtype.is_floating_point:
             raise TypeError(f"a chain's dtype must be floating point, not {dtype}")
         device = default_device() if device is None else torch.device(device)
-        arrays = _chain_arrays(description)
-        link_names, parent_joints = breadth_first(description)
+        layout = _Layout(description)
+        arrays = layout.arrays()
         dofs = description.dof_joints
 
-        def floats(name):
-            return torch.as_tensor(arrays[name], dtype=dtype, device=device)
+        def tensor(name, floating=True):
+            return torch.as_tensor(arrays[name], dtype=dtype if floating else None, device=device)
+
+        def limits(attribute):
+            return torch.tensor([getattr(j, attribute) for j in dofs], dtype=dtype, device=device)
 
         return cls(
             name=description.name,
-            link_names=link_names,
+            link_names=tuple(layout.links),
             joint_names=tuple(j.name for j in dofs),
             joint_types=tuple(j.type for j in dofs),
-            link_joint_names=tuple(j.name if j else "" for j in parent_joints),
-            lower_limits=torch.tensor([j.lower for j in dofs], dtype=dtype, device=device),
-            upper_limits=torch.tensor([j.upper for j in dofs], dtype=dtype, device=device),
-            velocity_limits=torch.tensor([j.velocity for j in dofs], dtype=dtype, device=device),
-            effort_limits=torch.tensor([j.effort for j in dofs], dtype=dtype, device=device),
-            local_constant=floats("local_constant"),
-            local_linear=floats("local_linear"),
-            dof_to_link=floats("dof_to_link"),
-            link_offset=floats("link_offset"),
-            moving_joint_names=tuple(parent_joints[l].name for l in arrays["joint_links"]),
-            joint_axis=floats("joint_axis"),
-            joint_is_revolute=floats("joint_is_revolute"),
-            joint_is_prismatic=floats("joint_is_prismatic"),
-            joint_subtree_mask=floats("joint_subtree_mask"),
-            joint_to_dof=floats("joint_to_dof"),
-            ancestor_mask=torch.as_tensor(arrays["ancestor_mask"], device=device),
-            parent_index=torch.as_tensor(arrays["parent_index"], device=device),
-            plan=_chain_plan(arrays["parent_index"], arrays["joint_links"]).to(device),
-            warnings=description.warnings,
+            link_joint_names=tuple(j.name if j else "" for j in layout.parent_joints),
+            lower_limits=limits("lower"),
+            upper_limits=limits("upper"),
+            velocity_limits=limits("velocity"),
+            effort_limits=limits("effort"),
+            local_constant=tensor("local_constant"),
+            local_linear=tensor("local_linear"),
+            body_dofs=tensor("body_dofs"),
+            body_offset=tensor("body_offset"),
+            frame_offset=tensor("frame_offset"),
+            moving_joint_names=tuple(layout.parent_joints[l].name for l in layout.joint_links),
+            joint_axis=tensor("joint_axis"),
+            joint_is_revolute=tensor("joint_is_revolute"),
+            joint_is_prismatic=tensor("joint_is_prismatic"),
+            joint_subtree_mask=tensor("joint_subtree_mask"),
+            joint_to_dof=tensor("joint_to_dof"),
+            ancestor_mask=tensor("ancestor_mask", floating=False),
+            parent_index=tensor("parent_index", floating=False),
+            plan=layout.plan().to(device),
+            description=description,
         )
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Chain":
-        """A copy on ``device`` and/or in floating ``dtype`` (index tensors keep int64/bool)."""
+        """A copy on ``device`` and/or in floating ``dtype``. A new dtype is built again from the
+        float64 description (so float32 -> float64 gives full float64 accuracy); a new device
+        only moves the tensors."""
         device = self.device if device is None else torch.device(device)
         dtype = self.dtype if dtype is None else dtype
         if not dtype.is_floating_point:
             raise TypeError(f"a chain's dtype must be floating point, not {dtype}")
+        if dtype != self.dtype:
+            return Chain.from_description(self.description, device, dtype)
         changes = {}
         for member in dataclasses.fields(self):
+            if not member.init:
+                continue
             value = getattr(self, member.name)
             if isinstance(value, Tensor):
                 changes[member.name] = value.to(
@@ -212,13 +233,19 @@ class Chain:
     def root_link(self) -> str:
         return self.link_names[0]
 
+    def has_link(self, name: str) -> bool:
+        return name in self._link_lookup
+
     def link_index(self, name: str) -> int:
         """Index of a link in ``link_names``; ValueError naming the link if there is none."""
         return _index_of(self._link_lookup, name, "link", self.name)
 
     def joint_index(self, name: str) -> int:
         """Index of an independent DOF in ``joint_names``; ValueError if unknown or a mimic."""
-        return _index_of(self._joint_lookup, name, "joint", self.name, self._mimic_hint(name))
+        hint = ""
+        if name in self.link_joint_names and name not in self._joint_lookup:
+            hint = " (it is a fixed or mimic joint, not an independent degree of freedom)"
+        return _index_of(self._joint_lookup, name, "joint", self.name, hint)
 
     def link_indices(self, names) -> list[int]:
         return [self.link_index(n) for n in names]
@@ -226,10 +253,10 @@ class Chain:
     def joint_indices(self, names) -> list[int]:
         return [self.joint_index(n) for n in names]
 
-    def _mimic_hint(self, name: str) -> str:
-        if name in self.link_joint_names and name not in self._joint_lookup:
-            return " (it is a fixed or mimic joint, not an independent degree of freedom)"
-        return ""
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What the URDF parser reported but tolerated."""
+        return self.description.warnings
 
     def __repr__(self) -> str:
         return (
@@ -243,7 +270,8 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-# ---------------------------------------------------------------------- helpers
+# ---------------------------------------------------------------------- building
+
 
 def _index_of(table: dict[str, int], name: str, kind: str, robot: str, hint: str = "") -> int:
     try:
@@ -256,13 +284,13 @@ def _skew(a: np.ndarray) -> np.ndarray:
     return np.array([[0.0, -a[2], a[1]], [a[2], 0.0, -a[0]], [-a[1], a[0], 0.0]])
 
 
-def _local_coefficients(joint) -> np.ndarray:
-    """(16, 4) float64: columns (const, cos, sin, q) of the row-major 4×4 local transform."""
+def _local_coefficients(joint: JointDescription | None) -> np.ndarray:
+    """(4, 4, 4) float64: [..., f] is the 4×4 coefficient of feature f = (1, cos, sin, q)."""
     coefficients = np.zeros((4, 4, 4))
     coefficients[3, 3, 0] = 1.0  # homogeneous bottom row (0, 0, 0, 1)
     if joint is None:
         coefficients[:3, :3, 0] = np.eye(3)
-        return coefficients.reshape(16, 4)
+        return coefficients
     R0, t0, a = joint.T_parent_joint[:3, :3], joint.T_parent_joint[:3, 3], joint.axis
     coefficients[:3, 3, 0] = t0
     if joint.type in (REVOLUTE, CONTINUOUS):
@@ -274,71 +302,116 @@ def _local_coefficients(joint) -> np.ndarray:
         coefficients[:3, :3, 0] = R0
         if joint.type == PRISMATIC:
             coefficients[:3, 3, 3] = R0 @ a
-    return coefficients.reshape(16, 4)
+    return coefficients
 
 
-def breadth_first(description: RobotDescription) -> tuple[tuple[str, ...], tuple]:
-    """(link names, their parent joints) ordered by depth; depth-first order within a depth."""
-    depth = {description.root_link: 0}
-    for joint in description.joints:  # parents come before children in the description
-        depth[joint.child] = depth[joint.parent] + 1
-    order = sorted(range(len(description.link_names)), key=lambda i: depth[description.link_names[i]])
-    return (
-        tuple(description.link_names[i] for i in order),
-        tuple(description.parent_joint[i] for i in order),
-    )
+class _Layout:
+    """Link order, bodies and frames of a description, and the arrays of a Chain (float64)."""
 
+    def __init__(self, description: RobotDescription):
+        self.description = description
+        joint_of = dict(zip(description.link_names, description.parent_joint))
+        depth = {description.root_link: 0}
+        for joint in description.joints:  # parents come before children in the description
+            depth[joint.child] = depth[joint.parent] + 1
+        # the body each link hangs from, and the constant pose of the link in that body
+        anchor, offset = {description.root_link: description.root_link}, {description.root_link: np.eye(4)}
+        for joint in description.joints:
+            if joint.is_movable:
+                anchor[joint.child], offset[joint.child] = joint.child, np.eye(4)
+            else:
+                anchor[joint.child] = anchor[joint.parent]
+                offset[joint.child] = offset[joint.parent] @ joint.T_parent_joint
+        body_depth = {description.root_link: 0}
+        for joint in description.joints:
+            if joint.is_movable:
+                body_depth[joint.child] = body_depth[anchor[joint.parent]] + 1
+        dfs = {name: i for i, name in enumerate(description.link_names)}
+        bodies = sorted(body_depth, key=lambda n: (body_depth[n], dfs[n]))
+        frames = sorted((n for n in description.link_names if n not in body_depth), key=lambda n: (depth[n], dfs[n]))
+        self.links = bodies + frames
+        self.num_bodies = len(bodies)
+        self.index = {name: i for i, name in enumerate(self.links)}
+        self.parent_joints = [joint_of[name] for name in self.links]
+        self.anchor, self.offset, self.body_depth = anchor, offset, body_depth
+        self.joint_links = [i for i, j in enumerate(self.parent_joints) if j is not None and j.is_movable]
 
-def _chain_arrays(description: RobotDescription) -> dict[str, np.ndarray]:
-    links, parent_joints = breadth_first(description)
-    L = len(links)
-    dofs = description.dof_joints
-    dof_index = {j.name: i for i, j in enumerate(dofs)}
-    link_index = {name: i for i, name in enumerate(links)}
+    def arrays(self) -> dict[str, np.ndarray]:
+        description, index, links = self.description, self.index, self.links
+        L, N = len(links), self.num_bodies
+        dofs = description.dof_joints
+        dof_index = {j.name: i for i, j in enumerate(dofs)}
 
-    parent_index = np.full(L, -1, dtype=np.int64)
-    dof_to_link = np.zeros((L, len(dofs)))
-    link_offset = np.zeros(L)
-    coefficients = np.zeros((L, 16, 4))
-    joint_links, axes, revolute, prismatic = [], [], [], []
-    for l, joint in enumerate(parent_joints):
-        coefficients[l] = _local_coefficients(joint)
-        if joint is None:
-            continue
-        parent_index[l] = link_index[joint.parent]
-        if not joint.is_movable:
-            continue
-        joint_links.append(l)
-        axes.append(joint.axis)
-        revolute.append(float(joint.type in (REVOLUTE, CONTINUOUS)))
-        prismatic.append(float(joint.type == PRISMATIC))
-        if joint.mimic is None:
-            dof_to_link[l, dof_index[joint.name]] = 1.0
-        else:
-            dof_to_link[l, dof_index[joint.mimic.leader]] = joint.mimic.multiplier
-            link_offset[l] = joint.mimic.offset
+        coefficients = np.zeros((N, 4, 4, 4))
+        body_dofs, body_offset = np.zeros((N, len(dofs))), np.zeros(N)
+        for b, name in enumerate(links[:N]):
+            joint = self.parent_joints[b]
+            local = _local_coefficients(joint)
+            if joint is not None:  # fold the fixed joints between the parent body and this joint
+                local = np.einsum("ij,jkf->ikf", self.offset[joint.parent], local)
+                leader = joint.mimic.leader if joint.mimic else joint.name
+                body_dofs[b, dof_index[leader]] = joint.mimic.multiplier if joint.mimic else 1.0
+                body_offset[b] = joint.mimic.offset if joint.mimic else 0.0
+            coefficients[b] = local
+        frame_offset = np.stack([self.offset[name] for name in links[N:]]) if L > N else np.zeros((0, 4, 4))
 
-    subtree = np.eye(L)
-    for l in range(L - 1, 0, -1):  # children come after parents: accumulate bottom-up
-        subtree[parent_index[l]] += subtree[l]
-    subtree = (subtree > 0).astype(np.float64)
-    joint_links = np.array(joint_links, dtype=np.int64)
-    joint_to_dof = dof_to_link[joint_links].T  # (J, M)
-    joint_subtree = subtree[joint_links]  # (M, L)
-    return {
-        "local_constant": coefficients[:, :, :1].copy(),
-        "local_linear": coefficients[:, :, 1:].copy(),
-        "dof_to_link": dof_to_link,
-        "link_offset": link_offset,
-        "joint_links": joint_links,
-        "joint_axis": np.array(axes).reshape(-1, 3),
-        "joint_is_revolute": np.array(revolute),
-        "joint_is_prismatic": np.array(prismatic),
-        "joint_subtree_mask": joint_subtree.reshape(-1, L),
-        "joint_to_dof": joint_to_dof.reshape(len(dofs), -1),
-        "ancestor_mask": (np.abs(joint_to_dof) @ joint_subtree) > 0,
-        "parent_index": parent_index,
-    }
+        parent_index = np.array([index[j.parent] if j else -1 for j in self.parent_joints], dtype=np.int64)
+        subtree = np.eye(L)
+        for l in sorted(range(1, L), key=lambda l: -self._depth(l)):  # deepest first
+            subtree[parent_index[l]] += subtree[l]
+        subtree = (subtree > 0).astype(np.float64)
+
+        moving = [self.parent_joints[l] for l in self.joint_links]
+        joint_to_dof = np.zeros((len(dofs), len(moving)))
+        for m, joint in enumerate(moving):
+            leader = joint.mimic.leader if joint.mimic else joint.name
+            joint_to_dof[dof_index[leader], m] = joint.mimic.multiplier if joint.mimic else 1.0
+        joint_subtree = subtree[self.joint_links].reshape(-1, L)
+        flat = coefficients.reshape(N, 16, 4)
+        return {
+            "local_constant": flat[:, :, :1].copy(),
+            "local_linear": flat[:, :, 1:].copy(),
+            "body_dofs": body_dofs,
+            "body_offset": body_offset,
+            "frame_offset": frame_offset,
+            "joint_axis": np.array([j.axis for j in moving]).reshape(-1, 3),
+            "joint_is_revolute": np.array([float(j.type in (REVOLUTE, CONTINUOUS)) for j in moving]).reshape(-1, 1, 1),
+            "joint_is_prismatic": np.array([float(j.type == PRISMATIC) for j in moving]).reshape(-1, 1, 1),
+            "joint_subtree_mask": joint_subtree,
+            "joint_to_dof": joint_to_dof,
+            "ancestor_mask": (np.abs(joint_to_dof) @ joint_subtree) > 0,
+            "parent_index": parent_index,
+        }
+
+    def _depth(self, l: int) -> int:
+        depth, joint = 0, self.parent_joints[l]
+        while joint is not None:
+            depth += 1
+            joint = self.parent_joints[self.index[joint.parent]]
+        return depth
+
+    def plan(self) -> ChainPlan:
+        N, index = self.num_bodies, self.index
+        bodies = self.links[:N]
+        parent_body = np.array(
+            [index[self.anchor[self.parent_joints[b].parent]] if b else 0 for b in range(N)], dtype=np.int64
+        )
+        depth = np.array([self.body_depth[name] for name in bodies], dtype=np.int64)
+        levels = []
+        for d in range(1, int(depth.max(initial=0)) + 1):
+            members = np.flatnonzero(depth == d)
+            levels.append((int(members[0]), int(members[-1]) + 1, _as_index(parent_body[members])))
+        jumps = [parent_body]
+        for _ in range(max(1, math.ceil(math.log2(max(int(depth.max(initial=0)), 1)))) - 1):
+            jumps.append(jumps[-1][jumps[-1]])
+        anchors = [index[self.anchor[name]] for name in self.links[N:]]
+        return ChainPlan(
+            num_bodies=N,
+            levels=tuple(levels),
+            jump_ancestors=torch.as_tensor(np.stack(jumps)),
+            frame_anchors=_as_index(anchors),
+            joint_links=_as_index(self.joint_links),
+        )
 
 
 def _as_index(indices) -> Index:
@@ -348,24 +421,3 @@ def _as_index(indices) -> Index:
     if indices == list(range(indices[0], indices[0] + len(indices))):
         return slice(indices[0], indices[0] + len(indices))
     return torch.tensor(indices, dtype=torch.int64)
-
-
-def _chain_plan(parent_index: np.ndarray, joint_links: np.ndarray) -> ChainPlan:
-    """Index structures of a breadth-first-numbered tree (see :class:`ChainPlan`)."""
-    L = len(parent_index)
-    depth = np.zeros(L, dtype=np.int64)
-    for l in range(1, L):
-        depth[l] = depth[parent_index[l]] + 1
-    if np.any(np.diff(depth) < 0):
-        raise AssertionError("links must be numbered breadth-first")
-    levels = []
-    for d in range(1, int(depth.max(initial=0)) + 1):
-        members = np.flatnonzero(depth == d)
-        parents = _as_index(parent_index[members])
-        levels.append((int(members[0]), int(members[-1]) + 1, parents))
-
-    ancestor = np.where(parent_index < 0, np.arange(L), parent_index)
-    jumps = [ancestor]
-    for _ in range(max(1, math.ceil(math.log2(max(int(depth.max(initial=0)), 1)))) - 1):
-        jumps.append(jumps[-1][jumps[-1]])
-    return ChainPlan(tuple(levels), torch.as_tensor(np.stack(jumps)), _as_index(joint_links))

@@ -75,11 +75,12 @@ def world_transforms(chain: Chain, q: Tensor) -> Tensor:
     No input checks. Differentiable by plain autograd, usable under ``torch.func.vmap`` and
     ``torch.compile``. The composition is chosen by :func:`composition_strategy`.
     """
+    if q.shape[0] == 0:
+        return q.new_empty(chain.num_links, 4, 4, 0)
     strategy = composition_strategy(chain, q.shape[0])
     if strategy == "jumping":
         return _compose_by_jumping(chain, q)
-    functional = (torch.is_grad_enabled() and q.requires_grad) or in_function_transform(q)
-    if functional:
+    if (torch.is_grad_enabled() and q.requires_grad) or in_function_transform(q):
         return _compose_by_levels_functional(chain, local_transforms(chain, q, rows=4))
     return _compose_by_levels(chain, local_transforms(chain, q, rows=3 if strategy == "levels-wide" else 4))
 
@@ -88,46 +89,43 @@ def composition_strategy(chain: Chain, batch_size: int) -> str:
     """Which composition serves a batch fastest (measured on a 2-core CPU; see BENCHMARKS.md).
 
     "jumping": pointer jumping with batched 4×4 matrix products: ceil(log2(depth)) rounds over
-    all links, the fewest operations, for tiny batches where per-operation overhead is all;
-    "levels": one round per tree level over that level's links, batch innermost, as broadcast
+    all bodies, the fewest operations, for tiny batches where per-operation overhead is all;
+    "levels": one round per tree level over that level's bodies, batch innermost, as broadcast
     products; "levels-wide": the same with three multiply-adds per level, which move fewer
     bytes and win once the batch is wide.
     """
-    if batch_size <= max(1, JUMP_MAX_PRODUCTS // chain.num_links):
+    if batch_size <= max(1, JUMP_MAX_PRODUCTS // chain.plan.num_bodies):
         return "jumping"
     return "levels-wide" if batch_size >= WIDE_BATCH else "levels"
 
 
 def local_transforms(chain: Chain, q: Tensor, rows: int = 4) -> Tensor:
-    """(B, J) -> (L, rows, 4, B): the first ``rows`` rows of each link's pose in its parent."""
-    q_link = torch.addmm(chain.link_offset.unsqueeze(1), chain.dof_to_link, q.mT)  # (L, B)
-    features = torch.stack((q_link.cos(), q_link.sin(), q_link), dim=1)  # (L, 3, B)
+    """(B, J) -> (N, rows, 4, B): the first ``rows`` rows of each body's pose in its parent body."""
+    q_body = torch.addmm(chain.body_offset.unsqueeze(1), chain.body_dofs, q.mT)  # (N, B)
+    features = torch.stack((q_body.cos(), q_body.sin(), q_body), dim=1)  # (N, 3, B)
     n = 4 * rows
     local = torch.baddbmm(chain.local_constant[:, :n], chain.local_linear[:, :n], features)
-    return local.view(chain.num_links, rows, 4, q.shape[0])
+    return local.view(-1, rows, 4, q.shape[0])
 
 
 def _compose_by_levels(chain: Chain, local: Tensor) -> Tensor:
-    """Level-by-level composition into one buffer: (L, rows, 4, B) local -> (L, 4, 4, B) world.
+    """Level-by-level composition into one buffer: (N, rows, 4, B) local -> (L, 4, 4, B) world.
 
     rows = 4: each level is one broadcast product summed over the inner index (the translation
     comes from the homogeneous row of the local transform); rows = 3: three multiply-adds and the
     parent translation. Views are taken once, so a level costs two slices and two operations.
     """
-    L, rows, _, B = local.shape
-    world = local.new_empty(L, 4, 4, B)
+    N, rows, _, B = local.shape
+    world = local.new_empty(chain.num_links, 4, 4, B)
     world_rows = world[:, :3]  # (L, 3, 4, B)
-    if rows == 4:
-        world[:, 3] = local[:, 3]
-    else:
-        world[:, 3].zero_()
-        world[:, 3, 3].fill_(1.0)
+    world[:, 3].zero_()
+    world[:, 3, 3].fill_(1.0)
     levels = chain.plan.levels
-    first = levels[0][1] if levels else L  # the root is the identity: its children's world = local
+    first = levels[0][1] if levels else N  # the root is the identity: its children's world = local
     world_rows[:first] = local[:first, :3]
     if rows == 4:
         parent_rows = world_rows.unsqueeze(3)  # (L, 3, 4, 1, B)
-        local_rows = local.unsqueeze(1)  # (L, 1, 4, 4, B)
+        local_rows = local.unsqueeze(1)  # (N, 1, 4, 4, B)
         for start, end, parents in levels[1:]:
             product = take(parent_rows, parents) * local_rows[start:end]  # (n, 3, 4, 4, B)
             torch.sum(product, dim=2, out=world_rows[start:end])
@@ -140,19 +138,25 @@ def _compose_by_levels(chain: Chain, local: Tensor) -> Tensor:
             out.addcmul_(above[..., 1, :], below[:, 1:2])
             out.addcmul_(above[..., 2, :], below[:, 2:3])
             out[:, :, 3] += above[:, :, 0, 3]
+    if N < chain.num_links:
+        torch.sum(_place_frames(chain, world), dim=2, out=world_rows[N:])
     return world
+
+
+def _place_frames(chain: Chain, world: Tensor) -> Tensor:
+    """(F, 3, 4, 4, B) products whose sum over dim 2 is rows 0..2 of each frame's world pose,
+    ``T_world_anchor @ frame_offset``."""
+    anchors = take(world, chain.plan.frame_anchors)[:, :3]  # (F, 3, 4, B)
+    return anchors.unsqueeze(3) * chain.frame_offset.unsqueeze(1).unsqueeze(-1)
 
 
 def _compose_by_levels_functional(chain: Chain, local: Tensor) -> Tensor:
     """:func:`_compose_by_levels` without writes into a buffer, for autograd and vmap:
-    (L, 4, 4, B) local -> (L, 4, 4, B) world, one tensor per level concatenated at the end."""
+    (N, 4, 4, B) local -> (L, 4, 4, B) world, one tensor per level concatenated at the end."""
     levels = chain.plan.levels
-    if not levels:
-        return local
-    first = levels[0][1]
-    pieces = [local[:first, :3]]
-    level_rows = local[levels[0][0] : first, :3]
-    level_start = levels[0][0]
+    pieces = [local[: levels[0][1], :3]] if levels else [local[:, :3]]
+    if levels:
+        level_rows, level_start = local[levels[0][0] : levels[0][1], :3], levels[0][0]
     for start, end, parents in levels[1:]:
         if isinstance(parents, slice):
             parents = slice(parents.start - level_start, parents.stop - level_start)
@@ -161,26 +165,34 @@ def _compose_by_levels_functional(chain: Chain, local: Tensor) -> Tensor:
         product = take(level_rows, parents).unsqueeze(3) * local[start:end].unsqueeze(1)
         level_rows, level_start = product.sum(dim=2), start
         pieces.append(level_rows)
-    return torch.cat((torch.cat(pieces, dim=0), local[:, 3:]), dim=1)
+    bodies = torch.cat(pieces, dim=0)  # (N, 3, 4, B)
+    if chain.plan.num_bodies < chain.num_links:
+        bottom = local[:1, 3:].expand(bodies.shape[0], 1, 4, bodies.shape[-1])
+        pieces.append(_place_frames(chain, torch.cat((bodies, bottom), dim=1)).sum(dim=2))
+    world_rows = torch.cat(pieces, dim=0)
+    bottom = local[:1, 3:].expand(world_rows.shape[0], 1, 4, world_rows.shape[-1])
+    return torch.cat((world_rows, bottom), dim=1)
 
 
 def _compose_by_jumping(chain: Chain, q: Tensor) -> Tensor:
-    """Pointer jumping with batched 4×4 matrix products on (L, B, 4, 4) stacks: after round k
-    every link holds the product of the 2**(k+1) local transforms above it (the root is the
-    identity and its own ancestor). Returns (L, 4, 4, B) (a view)."""
-    L, B = chain.num_links, q.shape[0]
-    q_link = torch.addmm(chain.link_offset.unsqueeze(1), chain.dof_to_link, q.mT)  # (L, B)
-    features = torch.stack((q_link.cos(), q_link.sin(), q_link), dim=2)  # (L, B, 3)
-    world = torch.baddbmm(chain.local_constant.mT, features, chain.local_linear.mT)  # (L, B, 16)
-    if B == 1:
-        world = world.view(L, 4, 4)
-        for ancestors in chain.plan.jump_ancestors:  # at least one round
-            world = torch.bmm(world.index_select(0, ancestors), world)
-        return world.unsqueeze(3)
-    world = world.view(L, B, 4, 4)
-    for ancestors in chain.plan.jump_ancestors:
-        above = world.index_select(0, ancestors)
-        world = torch.bmm(above.view(L * B, 4, 4), world.view(L * B, 4, 4)).view(L, B, 4, 4)
+    """Pointer jumping with batched 4×4 matrix products on (N, B, 4, 4) stacks: after round k
+    every body holds the product of the 2**(k+1) local transforms above it (the root is the
+    identity and its own ancestor); frames follow from their anchors. Returns (L, 4, 4, B)."""
+    N, B = chain.plan.num_bodies, q.shape[0]
+    q_body = torch.addmm(chain.body_offset.unsqueeze(1), chain.body_dofs, q.mT)  # (N, B)
+    features = torch.stack((q_body.cos(), q_body.sin(), q_body), dim=2)  # (N, B, 3)
+    world = torch.baddbmm(chain.local_constant.mT, features, chain.local_linear.mT)  # (N, B, 16)
+    world = world.view(N * B, 4, 4)
+    for ancestors in chain.plan.jump_ancestors:  # at least one round
+        if B > 1:
+            above = world.view(N, B * 16).index_select(0, ancestors).view(N * B, 4, 4)
+        else:
+            above = world.index_select(0, ancestors)
+        world = torch.bmm(above, world)
+    world = world.view(N, B, 4, 4)
+    if N < chain.num_links:
+        frames = torch.matmul(take(world, chain.plan.frame_anchors), chain.frame_offset.unsqueeze(1))
+        world = torch.cat((world, frames), dim=0)
     return world.permute(0, 2, 3, 1)
 
 

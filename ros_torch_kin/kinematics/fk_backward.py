@@ -105,21 +105,45 @@ def fk_vector_jacobian_product(
     with respect to all of them (``grad_all``, (B, L, 4, 4)) and/or to the links in
     ``selection`` (``grad_selected``, (B, K, 4, 4)). Rows 3 of the gradients are ignored."""
     world = T_all.permute(1, 2, 3, 0)  # (L, 4, 4, B)
-    L, _, _, B = world.shape
     below = None  # (M, 6 B): force and moment summed over each joint's subtree
     if grad_selected is not None:
-        wrench = link_wrenches(world.index_select(0, selection), grad_selected)
-        below = chain.joint_subtree_mask.index_select(1, selection) @ wrench.view(-1, 6 * B)
+        below = _subtree_sums(chain, link_wrenches(world.index_select(0, selection), grad_selected), selection)
     if grad_all is not None:
-        wrench = link_wrenches(world, grad_all)
-        below_all = chain.joint_subtree_mask @ wrench.view(L, 6 * B)
+        below_all = _subtree_sums(chain, link_wrenches(world, grad_all), None)
         below = below_all if below is None else below + below_all
-    if below is None:
-        return None
+    return None if below is None else _joint_gradient(chain, world, below)
+
+
+def wrench_vector_jacobian_product(
+    chain: Chain, q: Tensor, links: Tensor, forces: Tensor, torques: Tensor
+) -> Tensor:
+    """``Σ_k J_kᵀ (f_k, τ_k)``: the gradient with respect to q of a scalar whose gradient with
+    respect to each link's motion is given as a force-like part ``f = ∂L/∂p`` (link origin,
+    world frame) and a torque-like part ``τ = ∂L/∂θ`` (small world-frame rotation vector).
+
+    q: (B, J); links: (K,) int64 link indices; forces, torques: (B, K, 3). Returns (B, J).
+    """
+    world = world_transforms(chain, q)  # (L, 4, 4, B)
+    origin = world.index_select(0, links)[:, :3, 3]  # (K, 3, B)
+    f, tau = forces.permute(1, 2, 0), torques.permute(1, 2, 0)  # (K, 3, B)
+    wrench = torch.cat((f, tau + cross(origin, f.contiguous())), dim=1)  # moment about the origin
+    return _joint_gradient(chain, world, _subtree_sums(chain, wrench, links))
+
+
+def _subtree_sums(chain: Chain, wrench: Tensor, selection: Tensor | None) -> Tensor:
+    """(K, 6, B) link wrenches -> (M, 6 B): their sums over each movable joint's subtree."""
+    K, _, B = wrench.shape
+    mask = chain.joint_subtree_mask if selection is None else chain.joint_subtree_mask.index_select(1, selection)
+    return mask @ wrench.reshape(K, 6 * B)
+
+
+def _joint_gradient(chain: Chain, world: Tensor, below: Tensor) -> Tensor:
+    """(M, 6 B) subtree wrenches -> (B, J): each joint's twist dotted with its wrench, folded onto
+    the DOFs (mimic multipliers)."""
+    B = world.shape[-1]
     below = below.view(-1, 6, B)
     axis, origin = joint_axes_in_world(chain, world)  # (M, 3, B) each
-    revolute = chain.joint_is_revolute.view(-1, 1, 1)
-    prismatic = chain.joint_is_prismatic.view(-1, 1, 1)
+    revolute, prismatic = chain.joint_is_revolute, chain.joint_is_prismatic  # (M, 1, 1)
     # ∂ℓ/∂θ = twist · (F, M): revolute twist (o × z, z) gives (o × z)·F + z·M = z·(M − o × F);
     # prismatic twist (z, 0) gives z·F
     twist = torch.cat((revolute * cross(origin, axis) + prismatic * axis, revolute * axis), dim=1)

@@ -47,8 +47,7 @@ def compute_jacobian(
         offset = point.mT if point.dim() == 2 else point.view(3, 1)  # (3, B) or (3, 1), link frame
         position = position + (T_link[:3, :3] * offset.unsqueeze(0)).sum(1)
     axis, origin = joint_axes_in_world(chain, world)  # (M, 3, B)
-    revolute = chain.joint_is_revolute.view(-1, 1, 1)
-    prismatic = chain.joint_is_prismatic.view(-1, 1, 1)
+    revolute, prismatic = chain.joint_is_revolute, chain.joint_is_prismatic  # (M, 1, 1)
     linear = revolute * cross(axis, position.unsqueeze(0) - origin) + prismatic * axis
     columns = torch.cat((linear, revolute * axis), dim=1)  # (M, 6, B)
     columns = columns * chain.joint_subtree_mask[:, index].view(-1, 1, 1)
