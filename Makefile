@@ -1,31 +1,36 @@
 # ros_torch_kin: every target does the set-up it needs (idempotently) on a fresh machine.
-#   make demo    run the main job on the bundled 7-DOF arm and print results and timings
-#   make test    the whole test suite
-#   make bench   side-by-side benchmark against pytorch_kinematics 0.10 -> BENCHMARKS.md
+#   make demo    build, start the node on the bundled 7-DOF arm, call its services, print results
+#   make test    build and run the whole suite (library + integration tests against the real node)
+#   make bench   side-by-side benchmarks -> BENCHMARKS.md
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 VENV ?= $(CURDIR)/.venv
-PYTHON := $(VENV)/bin/python
+WS := $(CURDIR)/ws
+ROS_ENV := source $(CURDIR)/tools/ros_env.sh
 # keep DDS traffic on this machine (shared/ros-pip-recipe.md, pitfall 8)
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
-export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
+COLCON_QUIET := --event-handlers console_cohesion- status- summary+
 
-.PHONY: env test test-library demo bench clean
+.PHONY: env build test demo bench clean
 
 env:
 	VENV=$(VENV) tools/setup_env.sh
 
-test: env test-library
+# A colcon workspace next to the sources: ws/src/ros_torch_kin -> this checkout.
+build: env
+	mkdir -p $(WS)/src && ln -sfn $(CURDIR) $(WS)/src/ros_torch_kin
+	$(ROS_ENV) && cd $(WS) && colcon build $(COLCON_QUIET)
 
-test-library: env
-	$(PYTHON) -m pytest test -q -p no:cacheprovider
+test: build
+	$(ROS_ENV) && cd $(WS) && colcon test --event-handlers console_direct+ --return-code-on-test-failure \
+	  && colcon test-result --verbose
 
-demo: env
-	$(PYTHON) -m ros_torch_kin.demo
+demo: build
+	$(ROS_ENV) && python -P -m ros_torch_kin.ros.demo
 
-bench: env
+bench: build
 	VENV=$(VENV) tools/setup_env.sh bench
-	$(PYTHON) bench/kinematics_benchmark.py --output BENCHMARKS.md
+	$(ROS_ENV) && python bench/kinematics_benchmark.py --output BENCHMARKS.md
 
 clean:
-	rm -rf build install log ws .pytest_cache
+	rm -rf $(WS) .pytest_cache

@@ -21,6 +21,10 @@ from ros_torch_kin.robots import bundled_urdf
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+# The session-wide ROS fixture, defined once here for every module (it is only used by tests
+# marked requires_ros, which skip when the colcon-built package is absent).
+from ros_fixtures import ros_domain  # noqa: E402,F401
+
 
 def example_robot_data_dir() -> Path | None:
     """Where the example-robot-data wheel puts its robots, if installed."""

@@ -1,0 +1,170 @@
+"""A client for planners: numpy in, numpy out, over the node's services. No torch needed.
+
+    import rclpy
+    from ros_torch_kin.ros.client import KinematicsClient
+    rclpy.init()
+    client = KinematicsClient()                  # talks to /ros_torch_kin
+    model = client.robot_model()
+    poses = client.forward_kinematics(q)         # q (B, J) -> (B, L, 7): x y z qx qy qz qw
+    J, ee = client.jacobian(q, "tool0")          # (B, 6, J), (B, 7)
+    cost, grad = client.pose_target_gradient(q, ["tool0"], target)   # (B,), (B, J)
+
+Each call raises :class:`KinematicsError` with the node's message when it answers success=false.
+With ``node=None`` the client makes a private node and spins it while waiting; with your own node,
+spin that node in another thread (e.g. a MultiThreadedExecutor) and the client waits on futures.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+
+from ..srv import ComputeFK, ComputeGradient, ComputeJacobian, GetRobotModel
+from .convert import as_float_array, pack, pose_msgs
+
+
+class KinematicsError(RuntimeError):
+    """The node answered success=false; the message says why."""
+
+
+@dataclass(frozen=True)
+class RobotModel:
+    """What GetRobotModel returns, as numpy."""
+
+    name: str
+    root_link: str
+    base_link: str
+    end_effector_link: str
+    joint_names: tuple[str, ...]
+    joint_types: tuple[str, ...]
+    lower_limits: np.ndarray
+    upper_limits: np.ndarray
+    velocity_limits: np.ndarray
+    effort_limits: np.ndarray
+    link_names: tuple[str, ...]
+    device: str
+    dtype: str
+    max_batch: int
+    joint_limit_policy: str
+    description_source: str
+
+
+class KinematicsClient:
+    def __init__(self, node: Node | None = None, server: str = "/ros_torch_kin", timeout: float = 30.0):
+        self._own_node = node is None
+        self.node = node or rclpy.create_node(f"ros_torch_kin_client_{os.getpid()}_{id(self):x}")
+        self.timeout = timeout
+        self._executor = None
+        if self._own_node:
+            self._executor = SingleThreadedExecutor()
+            self._executor.add_node(self.node)
+        server = server.rstrip("/")
+        self._fk = self.node.create_client(ComputeFK, f"{server}/compute_fk")
+        self._jacobian = self.node.create_client(ComputeJacobian, f"{server}/compute_jacobian")
+        self._gradient = self.node.create_client(ComputeGradient, f"{server}/compute_gradient")
+        self._model = self.node.create_client(GetRobotModel, f"{server}/get_robot_model")
+
+    def wait_for_server(self, timeout: float | None = None) -> bool:
+        timeout = self.timeout if timeout is None else timeout
+        return all(c.wait_for_service(timeout_sec=timeout) for c in (self._fk, self._jacobian, self._gradient, self._model))
+
+    def close(self) -> None:
+        if self._own_node:
+            self._executor.shutdown()
+            self.node.destroy_node()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ------------------------------------------------------------------ calls
+    def robot_model(self) -> RobotModel:
+        r = self._call(self._model, GetRobotModel.Request())
+        return RobotModel(
+            r.robot_name, r.root_link, r.base_link, r.end_effector_link, tuple(r.joint_names),
+            tuple(r.joint_types), as_float_array(r.lower_limits).copy(), as_float_array(r.upper_limits).copy(),
+            as_float_array(r.velocity_limits).copy(), as_float_array(r.effort_limits).copy(),
+            tuple(r.link_names), r.device, r.dtype, r.max_batch, r.joint_limit_policy, r.description_source,
+        )
+
+    def forward_kinematics(self, q, joint_names=(), links=(), reference_frame: str = "", full: bool = False):
+        """q (B, J) or (J,) -> poses (B, L, 7) (or (L, 7)): x y z qx qy qz qw.
+        With ``full``, returns the whole response's content: (poses, link_names, within_limits)."""
+        q, single = _rows(q)
+        request = ComputeFK.Request(joint_names=list(joint_names), link_names=list(links),
+                                    reference_frame=reference_frame)
+        request.positions = pack(q)
+        r = self._call(self._fk, request)
+        poses = as_float_array(r.poses).reshape(r.batch_size, len(r.link_names), 7)
+        poses = poses[0] if single else poses
+        return (poses, list(r.link_names), np.array(r.within_limits, dtype=bool)) if full else poses
+
+    def jacobian(self, q, link: str = "", point=(0.0, 0.0, 0.0), joint_names=()):
+        """q (B, J) -> (Jacobians (B, 6, J), link poses (B, 7)) in the root frame."""
+        q, single = _rows(q)
+        request = ComputeJacobian.Request(joint_names=list(joint_names), link_name=link)
+        request.positions = pack(q)
+        request.point.x, request.point.y, request.point.z = (float(v) for v in point)
+        r = self._call(self._jacobian, request)
+        J = as_float_array(r.jacobians).reshape(r.batch_size, 6, len(r.joint_names))
+        poses = as_float_array(r.poses).reshape(r.batch_size, 7)
+        return (J[0], poses[0]) if single else (J, poses)
+
+    def pose_target_gradient(self, q, links, targets, position_weights=(), orientation_weights=(), joint_names=()):
+        """Cost Σ_k w_p |p_k − p*_k|² + w_o |log(R_k R*_kᵀ)|² and its gradient.
+        targets: (K, 7) or (B, K, 7) poses x y z qx qy qz qw. Returns (costs (B,), gradients (B, J))."""
+        q, single = _rows(q)
+        request = ComputeGradient.Request(mode=ComputeGradient.Request.POSE_TARGETS, joint_names=list(joint_names),
+                                          link_names=list(links))
+        request.positions = pack(q)
+        request.target_poses = pose_msgs(np.asarray(targets, dtype=np.float64).reshape(-1, 7))
+        request.position_weights = pack(np.asarray(position_weights, dtype=np.float64))
+        request.orientation_weights = pack(np.asarray(orientation_weights, dtype=np.float64))
+        r = self._call(self._gradient, request)
+        costs = as_float_array(r.costs).copy()
+        gradients = as_float_array(r.gradients).reshape(r.batch_size, len(r.joint_names))
+        return (costs[0], gradients[0]) if single else (costs, gradients)
+
+    def vector_jacobian_product(self, q, links, forces, torques, joint_names=()):
+        """Σ_k J_kᵀ (f_k, τ_k): forces, torques (B, K, 3) in the root frame -> (B, J)."""
+        q, single = _rows(q)
+        request = ComputeGradient.Request(mode=ComputeGradient.Request.VECTOR_JACOBIAN_PRODUCT,
+                                          joint_names=list(joint_names), link_names=list(links))
+        request.positions = pack(q)
+        request.forces = pack(np.asarray(forces, dtype=np.float64))
+        request.torques = pack(np.asarray(torques, dtype=np.float64))
+        r = self._call(self._gradient, request)
+        gradients = as_float_array(r.gradients).reshape(r.batch_size, len(r.joint_names))
+        return gradients[0] if single else gradients
+
+    # ------------------------------------------------------------------ plumbing
+    def _call(self, client, request):
+        if not client.wait_for_service(timeout_sec=self.timeout):
+            raise KinematicsError(f"service {client.srv_name} is not available")
+        future = client.call_async(request)
+        if self._own_node:
+            self._executor.spin_until_future_complete(future, timeout_sec=self.timeout)
+        else:
+            done = threading.Event()
+            future.add_done_callback(lambda _: done.set())
+            done.wait(self.timeout)
+        if not future.done():
+            future.cancel()
+            raise KinematicsError(f"no answer from {client.srv_name} within {self.timeout} s")
+        response = future.result()
+        if not response.success:
+            raise KinematicsError(response.message)
+        return response
+
+
+def _rows(q) -> tuple[np.ndarray, bool]:
+    q = np.asarray(q, dtype=np.float64)
+    return (q[None], True) if q.ndim == 1 else (q, False)

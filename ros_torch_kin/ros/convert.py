@@ -1,0 +1,185 @@
+"""Between ROS messages and numpy/torch: reading and checking requests, packing responses.
+
+Checks happen here, in numpy, before anything reaches the device; each failure raises
+:class:`RequestError` with a message that names the field, configuration or joint at fault.
+Large float64[] fields go through ``array.array`` / ``np.frombuffer`` (no per-element Python).
+"""
+
+from __future__ import annotations
+
+import array
+
+import numpy as np
+import torch
+
+from ..kinematics import Chain, matrix_to_pose_xyzw
+
+
+class RequestError(ValueError):
+    """A request the node cannot serve; the message goes back to the client verbatim."""
+
+
+def as_float_array(values) -> np.ndarray:
+    """A float64[] field (array.array, list or ndarray) as a 1-D float64 ndarray (zero-copy for
+    array.array)."""
+    if isinstance(values, array.array) and values.typecode == "d":
+        return np.frombuffer(values, dtype=np.float64) if len(values) else np.zeros(0)
+    return np.asarray(values, dtype=np.float64).reshape(-1)
+
+
+def pack(values: np.ndarray) -> array.array:
+    """An ndarray as the array.array('d') that float64[] fields take without per-element work."""
+    return array.array("d", np.ascontiguousarray(values, dtype=np.float64).tobytes())
+
+
+def joint_columns(chain: Chain, joint_names) -> np.ndarray | None:
+    """For each column named in ``joint_names``, its index in ``chain.joint_names``; None when
+    the list is empty (the chain's own order). Every independent joint must appear exactly once."""
+    names = list(joint_names)
+    if not names:
+        return None
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise RequestError(f"joint '{name}' is listed twice in joint_names")
+        seen.add(name)
+    try:
+        columns = np.array(chain.joint_indices(names), dtype=np.int64)
+    except ValueError as error:
+        raise RequestError(str(error)) from None
+    missing = [name for name in chain.joint_names if name not in seen]
+    if missing:
+        raise RequestError(
+            f"joint_names lacks {', '.join(missing)}: robot '{chain.name}' has {chain.num_dofs} "
+            "independent joints and every one needs a value"
+        )
+    return columns
+
+
+def read_positions(chain: Chain, joint_names, positions, max_batch: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """[B x J] positions in request column order -> (q (B, J) float64 in chain order, columns)."""
+    columns = joint_columns(chain, joint_names)
+    names = list(joint_names) or list(chain.joint_names)
+    flat = as_float_array(positions)
+    J = chain.num_dofs
+    if flat.size == 0:
+        raise RequestError("positions is empty: send B >= 1 configurations of J values each")
+    if flat.size % J:
+        raise RequestError(
+            f"positions has {flat.size} values, not a multiple of the {J} joints "
+            f"({', '.join(names)}): expected B x {J} values, row-major"
+        )
+    batch = flat.size // J
+    if batch > max_batch:
+        raise RequestError(f"batch of {batch} configurations is above max_batch ({max_batch})")
+    bad = np.flatnonzero(~np.isfinite(flat))
+    if bad.size:
+        i = int(bad[0])
+        raise RequestError(
+            f"positions[{i}] (configuration {i // J}, joint '{names[i % J]}') is {flat[i]}; "
+            "positions must be finite"
+        )
+    rows = flat.reshape(batch, J)
+    if columns is None:
+        return rows, None
+    q = np.empty_like(rows)
+    q[:, columns] = rows
+    return q, columns
+
+
+def apply_limit_policy(
+    chain: Chain, lower: np.ndarray, upper: np.ndarray, q: np.ndarray, policy: str, tolerance: float = 1e-9
+) -> tuple[np.ndarray, np.ndarray]:
+    """(q after the policy, within (B,) bool: whether each row was inside the limits)."""
+    inside = (q >= lower - tolerance) & (q <= upper + tolerance)
+    within = inside.all(axis=1)
+    if policy == "reject" and not within.all():
+        b, j = (int(i) for i in np.argwhere(~inside)[0])
+        raise RequestError(
+            f"configuration {b}: joint '{chain.joint_names[j]}' = {q[b, j]:.6g} is outside its limits "
+            f"[{lower[j]:.6g}, {upper[j]:.6g}] (joint_limit_policy is 'reject')"
+        )
+    if policy == "clamp":
+        q = np.clip(q, lower, upper)
+    return q, within
+
+
+def link_indices(chain: Chain, link_names, field: str = "link_names") -> list[int]:
+    try:
+        return chain.link_indices(list(link_names))
+    except ValueError as error:
+        raise RequestError(f"{field}: {error}") from None
+
+
+def link_index(chain: Chain, name: str, field: str) -> int:
+    try:
+        return chain.link_index(name)
+    except ValueError as error:
+        raise RequestError(f"{field}: {error}") from None
+
+
+def to_tensor(chain: Chain, values: np.ndarray) -> torch.Tensor:
+    """float64 ndarray -> tensor on the chain's device in its dtype."""
+    return torch.from_numpy(np.ascontiguousarray(values)).to(device=chain.device, dtype=chain.dtype)
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to(device="cpu", dtype=torch.float64).contiguous().numpy()
+
+
+def poses_from_msgs(poses, field: str) -> np.ndarray:
+    """geometry_msgs/Pose[] -> (N, 7) x, y, z, qx, qy, qz, qw; rejects non-finite values and
+    zero quaternions."""
+    values = np.array(
+        [(p.position.x, p.position.y, p.position.z, p.orientation.x, p.orientation.y, p.orientation.z,
+          p.orientation.w) for p in poses],
+        dtype=np.float64,
+    ).reshape(-1, 7)
+    bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
+    if bad.size:
+        raise RequestError(f"{field}[{int(bad[0])}] is not finite")
+    norms = np.linalg.norm(values[:, 3:], axis=1)
+    bad = np.flatnonzero(norms < 1e-9)
+    if bad.size:
+        raise RequestError(f"{field}[{int(bad[0])}] has a zero quaternion")
+    values[:, 3:] /= norms[:, None]
+    return values
+
+
+def weights(values, count: int, field: str) -> np.ndarray:
+    """[K] weights, or ones when empty; non-negative and finite."""
+    w = as_float_array(values)
+    if w.size == 0:
+        return np.ones(count)
+    if w.size != count:
+        raise RequestError(f"{field} has {w.size} values; expected {count} (one per link) or none")
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise RequestError(f"{field} must be finite and non-negative")
+    return w
+
+
+def fill_pose(msg, pose):
+    """Set a geometry_msgs/Pose from (7,) x, y, z, qx, qy, qz, qw."""
+    x, y, z, qx, qy, qz, qw = (float(v) for v in pose)
+    position, orientation = msg.position, msg.orientation
+    position.x, position.y, position.z = x, y, z
+    orientation.x, orientation.y, orientation.z, orientation.w = qx, qy, qz, qw
+    return msg
+
+
+def pose_msgs(poses: np.ndarray) -> list:
+    """(N, 7) -> N geometry_msgs/Pose."""
+    from geometry_msgs.msg import Pose
+
+    return [fill_pose(Pose(), pose) for pose in poses.tolist()]
+
+
+#: Below this many poses the conversion runs in numpy on the host (lower per-call cost).
+HOST_POSES = 256
+
+
+def poses_xyzw(T: torch.Tensor) -> np.ndarray:
+    """(..., 4, 4) transforms on any device -> (..., 7) float64 poses x, y, z, qx, qy, qz, qw."""
+    if T[..., 0, 0].numel() <= HOST_POSES:
+        return matrix_to_pose_xyzw(to_numpy(T))
+    return to_numpy(matrix_to_pose_xyzw(T))

@@ -1,0 +1,130 @@
+"""`make demo`: start the ros_torch_kin node on the bundled 7-DOF arm, call its services with a few
+thousand configurations, follow joint_states to link poses, and print results and timings.
+
+Run after `colcon build` and sourcing the install: ``python -m ros_torch_kin.ros.demo``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import rclpy
+from sensor_msgs.msg import JointState
+
+from ..msg import LinkPoses
+from .client import KinematicsClient, KinematicsError
+from .node_process import NodeProcess
+
+
+def _timed(fn, repeats: int):
+    result, times = None, []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return result, 1e3 * float(np.median(times))
+
+
+def _fmt(values, digits=4) -> str:
+    return "[" + ", ".join(f"{v:+.{digits}f}" for v in np.asarray(values).ravel()) + "]"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=4096, help="configurations per service call")
+    parser.add_argument("--repeats", type=int, default=10, help="calls per timing (median reported)")
+    args = parser.parse_args(argv)
+    domain = int(os.environ.get("ROS_DOMAIN_ID", 0)) or 1 + os.getpid() % 100
+
+    print(f"starting the ros_torch_kin node (ROS_DOMAIN_ID={domain}) ...")
+    with NodeProcess(domain_id=domain) as node:
+        os.environ["ROS_DOMAIN_ID"] = str(domain)
+        rclpy.init()
+        client = KinematicsClient()
+        try:
+            if not client.wait_for_server(30):
+                raise SystemExit(f"the node did not come up; its log:\n{node.log()}")
+            _run(client, args)
+        finally:
+            client.close()
+            rclpy.try_shutdown()
+        code = node.stop()
+        print(f"\nnode stopped with SIGINT, exit code {code}")
+
+
+def _run(client: KinematicsClient, args) -> None:
+    model = client.robot_model()
+    print(f"\nserving '{model.name}' on {model.device} ({model.dtype}), from {model.description_source}")
+    print(f"  joints ({len(model.joint_names)}): {', '.join(model.joint_names)}")
+    print(f"  links ({len(model.link_names)}): {', '.join(model.link_names)}")
+    J = len(model.joint_names)
+    rng = np.random.default_rng(0)
+    q = model.lower_limits + rng.random((args.batch, J)) * (model.upper_limits - model.lower_limits)
+    ee = model.end_effector_link
+
+    poses, fk_ms = _timed(lambda: client.forward_kinematics(q), args.repeats)
+    print(f"\nComputeFK: {args.batch} configurations -> poses {poses.shape} (B x L x [x y z qx qy qz qw])")
+    print(f"  {ee} of configuration 0: {_fmt(poses[0, model.link_names.index(ee)])}")
+    print(f"  round trip {fk_ms:.2f} ms median ({1e3 * fk_ms / args.batch:.1f} µs per configuration)")
+    _, single_ms = _timed(lambda: client.forward_kinematics(q[0]), args.repeats)
+    print(f"  single configuration: {single_ms:.2f} ms round trip")
+
+    (jacobians, ee_poses), jac_ms = _timed(lambda: client.jacobian(q, ee), args.repeats)
+    print(f"\nComputeJacobian of {ee}: {jacobians.shape} (B x 6 x J), {jac_ms:.2f} ms round trip")
+    print(f"  configuration 0, linear z row: {_fmt(jacobians[0, 2])}")
+
+    target = np.array([0.5, 0.2, 0.6, 0.0, 1.0, 0.0, 0.0])  # tool pointing down
+    (costs, gradients), grad_ms = _timed(lambda: client.pose_target_gradient(q, [ee], [target]), args.repeats)
+    print(f"\nComputeGradient (pose target {_fmt(target[:3], 2)}, tool down): costs {costs.shape}, "
+          f"gradients {gradients.shape}, {grad_ms:.2f} ms round trip")
+    print(f"  configuration 0: cost {costs[0]:.4f}, d(cost)/dq {_fmt(gradients[0])}")
+    # a few gradient-descent steps on configuration 0, with gradients from the node
+    q0 = q[:1].copy()
+    for _ in range(50):
+        cost, gradient = client.pose_target_gradient(q0, [ee], [target])
+        q0 = np.clip(q0 - 0.2 * gradient, model.lower_limits, model.upper_limits)
+    print(f"  50 gradient steps from configuration 0: cost {costs[0]:.4f} -> {cost[0]:.5f}")
+    forces = np.tile([0.0, 0.0, -1.0], (args.batch, 1, 1))  # pull the tool down, no torque
+    vjp, vjp_ms = _timed(lambda: client.vector_jacobian_product(q, [ee], forces, np.zeros_like(forces)), args.repeats)
+    print(f"  VECTOR_JACOBIAN_PRODUCT (force -z on {ee}): {vjp.shape}, {vjp_ms:.2f} ms; "
+          f"equals J^T f: {np.allclose(vjp, jacobians[:, 2] * -1.0, atol=1e-4)}")
+
+    print("\njoint_states -> ~/link_poses:")
+    received: list[LinkPoses] = []
+    node = client.node
+    node.create_subscription(LinkPoses, "/ros_torch_kin/link_poses", received.append, 10)
+    publisher = node.create_publisher(JointState, "joint_states", 10)
+    state = JointState(name=list(model.joint_names), position=q[1].tolist())
+    deadline = time.monotonic() + 10.0
+    while not received and time.monotonic() < deadline:
+        state.header.stamp = node.get_clock().now().to_msg()
+        publisher.publish(state)
+        client._executor.spin_once(timeout_sec=0.1)
+    if received:
+        msg = received[-1]
+        tip = msg.poses[msg.link_names.index(ee)]
+        print(f"  {len(msg.poses)} link poses in '{msg.header.frame_id}'; {ee} at "
+              f"({tip.position.x:+.4f}, {tip.position.y:+.4f}, {tip.position.z:+.4f}), same as ComputeFK: "
+              f"{np.allclose([tip.position.x, tip.position.y, tip.position.z], poses[1, model.link_names.index(ee), :3], atol=1e-5)}")
+    else:
+        print("  no link poses received within 10 s")
+
+    print("\nbad input is answered, and the node keeps serving:")
+    for label, call in (
+        ("6 values per row for a 7-joint robot", lambda: client.forward_kinematics(np.zeros((2, 6)).ravel())),
+        ("a NaN", lambda: client.forward_kinematics(np.full(J, np.nan))),
+        ("an unknown joint", lambda: client.forward_kinematics(np.zeros(J), joint_names=["elbow"] + list(model.joint_names[1:]))),
+    ):
+        try:
+            call()
+            print(f"  {label}: accepted?!")
+        except KinematicsError as error:
+            print(f"  {label}: {error}")
+    print(f"  and then a good call: {client.forward_kinematics(q[:2]).shape}")
+
+
+if __name__ == "__main__":
+    main()

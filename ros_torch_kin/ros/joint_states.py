@@ -1,0 +1,44 @@
+"""Merging sensor_msgs/JointState messages into one full joint vector.
+
+Drivers often publish partial messages (an arm and a gripper separately) in any joint order and
+with joints the model does not know (wheels, other robots). The tracker keeps the latest value of
+each of the chain's independent joints and says which are still unknown.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..kinematics import Chain
+
+
+class JointStateTracker:
+    """Latest position of every independent joint of one chain (float64, rad / m)."""
+
+    def __init__(self, chain: Chain):
+        self.chain = chain
+        self.positions = np.full(chain.num_dofs, np.nan)
+        self._index = {name: i for i, name in enumerate(chain.joint_names)}
+        #: names seen in messages that are not independent joints of the chain
+        self.ignored: set[str] = set()
+
+    def update(self, names, positions) -> None:
+        """Take the values of the named joints; ignore unknown names and non-finite values.
+        ValueError if the message's arrays disagree in length."""
+        if len(positions) != len(names):
+            raise ValueError(f"JointState has {len(names)} names but {len(positions)} positions")
+        for name, value in zip(names, positions):
+            index = self._index.get(name)
+            if index is None:
+                self.ignored.add(name)
+            elif np.isfinite(value):
+                self.positions[index] = value
+
+    @property
+    def missing(self) -> list[str]:
+        """Joints not received yet (poses are published once this is empty)."""
+        return [name for name, value in zip(self.chain.joint_names, self.positions) if np.isnan(value)]
+
+    @property
+    def complete(self) -> bool:
+        return not np.isnan(self.positions).any()

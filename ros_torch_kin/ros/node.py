@@ -1,0 +1,251 @@
+"""The ros_torch_kin node: serves batched kinematics of the robot in ``robot_description``.
+
+Services (node-private names, e.g. /ros_torch_kin/compute_fk):
+  ~/compute_fk (ComputeFK), ~/compute_jacobian (ComputeJacobian), ~/compute_gradient
+  (ComputeGradient), ~/get_robot_model (GetRobotModel).
+Topics: subscribes ``joint_states`` (sensor_msgs/JointState) and ``robot_description``
+(std_msgs/String, transient local); publishes ``~/link_poses`` (LinkPoses) and
+``~/end_effector_pose`` (geometry_msgs/PoseStamped), stamped with the joint state's stamp.
+
+The node is an adapter: checks and conversions live in :mod:`.convert`, service logic in
+:mod:`.handlers`, all math in the kinematics core. The served model is one immutable object
+swapped by assignment, so a new description never tears a request in flight, and an invalid
+description never replaces a valid one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+
+import rclpy
+import torch
+from geometry_msgs.msg import PoseStamped
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
+from sensor_msgs.msg import JointState
+from std_msgs.msg import String
+
+from ..kinematics import forward_kinematics, invert_transform
+from ..msg import LinkPoses
+from ..srv import ComputeFK, ComputeGradient, ComputeJacobian, GetRobotModel
+from . import convert, handlers
+from .convert import RequestError
+from .joint_states import JointStateTracker
+from .parameters import PARAMETERS, Settings, check_choice
+from .served_model import ServedModel, build_model, configured_description, moved, resolve_device, resolve_dtype
+
+NO_MODEL = (
+    "no robot model: set the robot_description, robot_description_file or bundled_robot "
+    "parameter, or publish the robot on the robot_description topic"
+)
+_DESCRIPTION_PARAMETERS = {"robot_description", "robot_description_file", "bundled_robot"}
+_CHAIN_PARAMETERS = {"device", "dtype", "floating_joints"}
+_SETTINGS = ("base_link", "end_effector_link", "max_batch", "joint_limit_policy",
+             "publish_link_poses", "publish_end_effector_pose")
+
+
+class KinematicsNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("ros_torch_kin", **kwargs)
+        for parameter in PARAMETERS:
+            self.declare_parameter(parameter.name, parameter.default, parameter.descriptor())
+        values = {p.name: self.get_parameter(p.name).value for p in PARAMETERS}
+        for name in ("dtype", "floating_joints", "joint_limit_policy"):
+            if (error := check_choice(name, values[name])):
+                raise ValueError(error)
+        self._device = resolve_device(values["device"])
+        self._dtype = resolve_dtype(values["dtype"])
+        if values["torch_threads"]:
+            torch.set_num_threads(values["torch_threads"])
+        self.settings = Settings(**{name: values[name] for name in _SETTINGS})
+        self.model: ServedModel | None = None
+        self._tracker: JointStateTracker | None = None
+        self._load_configured_description(values)
+
+        services = ReentrantCallbackGroup()  # concurrent requests
+        topics = MutuallyExclusiveCallbackGroup()  # joint_states -> poses, never behind a request
+        descriptions = MutuallyExclusiveCallbackGroup()
+        self.create_service(ComputeFK, "~/compute_fk", self._serving(handlers.serve_fk), callback_group=services)
+        self.create_service(ComputeJacobian, "~/compute_jacobian", self._serving(handlers.serve_jacobian),
+                            callback_group=services)
+        self.create_service(ComputeGradient, "~/compute_gradient", self._serving(handlers.serve_gradient),
+                            callback_group=services)
+        self.create_service(GetRobotModel, "~/get_robot_model", self._serving(handlers.serve_robot_model),
+                            callback_group=services)
+        self._link_poses = self.create_publisher(LinkPoses, "~/link_poses", 10)
+        self._end_effector_pose = self.create_publisher(PoseStamped, "~/end_effector_pose", 10)
+        self.create_subscription(JointState, "joint_states", self._on_joint_state, qos_profile_sensor_data,
+                                 callback_group=topics)
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.create_subscription(String, "robot_description", self._on_robot_description, latched,
+                                 callback_group=descriptions)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    # ------------------------------------------------------------------ robot descriptions
+    def _load_configured_description(self, values) -> None:
+        try:
+            configured = configured_description(
+                values["robot_description"], values["robot_description_file"], values["bundled_robot"]
+            )
+            if configured is None:
+                self.get_logger().info("no robot configured; waiting for the robot_description topic")
+                return
+            self._apply(build_model(*configured, self._device, self._dtype, values["floating_joints"]))
+        except ValueError as error:
+            self.get_logger().error(f"cannot load the configured robot: {error}")
+
+    def _apply(self, model: ServedModel) -> None:
+        self.model = model
+        self.get_logger().info(f"serving {model.summary()}")
+        for warning in model.chain.warnings:
+            self.get_logger().warning(f"URDF: {warning}")
+        for name in ("base_link", "end_effector_link"):
+            link = getattr(self.settings, name)
+            if link and link not in model.chain.link_names:
+                self.get_logger().warning(f"{name} '{link}' is not a link of robot '{model.chain.name}'")
+
+    def _on_robot_description(self, msg: String) -> None:
+        if not self.get_parameter("subscribe_robot_description").value:
+            return
+        current = self.model
+        if current is not None and msg.data == current.urdf:
+            return
+        try:
+            model = build_model(msg.data, "topic robot_description", self._device, self._dtype,
+                                self.get_parameter("floating_joints").value)
+        except ValueError as error:
+            kept = f"still serving {current.summary()}" if current else "no robot model yet"
+            self.get_logger().error(f"ignoring the description on the robot_description topic: {error}; {kept}")
+            return
+        self._apply(model)
+
+    # ------------------------------------------------------------------ parameters at runtime
+    def _on_set_parameters(self, changed) -> SetParametersResult:
+        updates = {p.name: p.value for p in changed}
+        values = {p.name: self.get_parameter(p.name).value for p in PARAMETERS} | updates
+        try:
+            for name in updates:
+                if (error := check_choice(name, values[name])):
+                    raise ValueError(error)
+            device, dtype = resolve_device(values["device"]), resolve_dtype(values["dtype"])
+            model = self.model
+            if updates.keys() & _DESCRIPTION_PARAMETERS:
+                configured = configured_description(
+                    values["robot_description"], values["robot_description_file"], values["bundled_robot"]
+                )
+                if configured is not None:
+                    model = build_model(*configured, device, dtype, values["floating_joints"])
+            elif model is not None and "floating_joints" in updates:
+                model = build_model(model.urdf, model.source, device, dtype, values["floating_joints"])
+            elif model is not None and updates.keys() & _CHAIN_PARAMETERS:
+                model = moved(model, device, dtype)
+            settings = Settings(**{name: values[name] for name in _SETTINGS})
+            if model is not None:
+                for name in ("base_link", "end_effector_link"):
+                    link = getattr(settings, name)
+                    if name in updates and link and link not in model.chain.link_names:
+                        raise ValueError(f"{name} '{link}' is not a link of robot '{model.chain.name}'")
+        except ValueError as error:
+            return SetParametersResult(successful=False, reason=str(error))
+        if "torch_threads" in updates and values["torch_threads"]:
+            torch.set_num_threads(values["torch_threads"])
+        self._device, self._dtype, self.settings = device, dtype, settings
+        if model is not self.model:
+            self._apply(model)
+        return SetParametersResult(successful=True)
+
+    # ------------------------------------------------------------------ services
+    def _serving(self, handler):
+        def callback(request, response):
+            model, settings = self.model, self.settings  # one snapshot per request
+            if model is None:
+                return _fail(response, NO_MODEL)
+            try:
+                return handler(model, settings, request, response)
+            except RequestError as error:
+                return _fail(response, str(error))
+            except (torch.cuda.OutOfMemoryError, MemoryError) as error:
+                return _fail(response, _out_of_memory(model, error))
+            except Exception as error:  # never leave a client without an answer
+                if isinstance(error, RuntimeError) and ("allocate" in str(error) or "out of memory" in str(error)):
+                    return _fail(response, _out_of_memory(model, error))
+                self.get_logger().error(f"{handler.__name__} failed:\n{traceback.format_exc()}")
+                return _fail(response, f"internal error in {handler.__name__}: {type(error).__name__}: {error}")
+
+        return callback
+
+    # ------------------------------------------------------------------ joint_states -> poses
+    def _on_joint_state(self, msg: JointState) -> None:
+        model, settings = self.model, self.settings
+        if model is None or not (settings.publish_link_poses or settings.publish_end_effector_pose):
+            return
+        tracker = self._tracker
+        if tracker is None or tracker.chain is not model.chain:
+            tracker = self._tracker = JointStateTracker(model.chain)
+        try:
+            tracker.update(msg.name, msg.position)
+        except ValueError as error:
+            self.get_logger().warning(f"ignoring a joint_states message: {error}", throttle_duration_sec=5.0)
+            return
+        if not tracker.complete:
+            self.get_logger().info(f"waiting for joint_states of {', '.join(tracker.missing)}",
+                                   throttle_duration_sec=5.0)
+            return
+        chain = model.chain
+        frame = settings.base_link or chain.root_link
+        if not chain.has_link(frame):
+            self.get_logger().warning(f"base_link '{frame}' is not a link of robot '{chain.name}'",
+                                      throttle_duration_sec=5.0)
+            return
+        with torch.no_grad():
+            T = forward_kinematics(chain, convert.to_tensor(chain, tracker.positions))  # (L, 4, 4)
+            if frame != chain.root_link:
+                T = invert_transform(T[chain.link_index(frame)]) @ T
+        poses = convert.poses_xyzw(T)  # (L, 7)
+        if settings.publish_link_poses:
+            out = LinkPoses(link_names=chain.link_names, poses=convert.pose_msgs(poses))
+            out.header.stamp, out.header.frame_id = msg.header.stamp, frame
+            self._link_poses.publish(out)
+        end_effector = settings.end_effector_link
+        if settings.publish_end_effector_pose and chain.has_link(end_effector):
+            out = PoseStamped()
+            out.header.stamp, out.header.frame_id = msg.header.stamp, frame
+            convert.fill_pose(out.pose, poses[chain.link_index(end_effector)])
+            self._end_effector_pose.publish(out)
+
+
+def _fail(response, message: str):
+    response.success = False
+    response.message = message
+    return response
+
+
+def _out_of_memory(model: ServedModel, error) -> str:
+    return (f"out of memory on {model.chain.device} for this batch ({str(error).splitlines()[0][:120]}); "
+            "send fewer configurations per request or lower max_batch")
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = KinematicsNode()
+        executor = MultiThreadedExecutor(num_threads=max(4, os.cpu_count() or 1))
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except ValueError as error:  # a parameter the node cannot start with
+        print(f"ros_torch_kin: {error}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C (launch sends two) during cleanup
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()

@@ -1,0 +1,83 @@
+"""The node's parameters: names, defaults, descriptions and validation (config/default.yaml mirrors
+these defaults)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
+
+JOINT_LIMIT_POLICIES = ("report", "clamp", "reject")
+DTYPES = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    default: object
+    description: str
+    integer_range: tuple[int, int] | None = None
+    choices: tuple[str, ...] | None = None
+
+    def descriptor(self) -> ParameterDescriptor:
+        text = self.description
+        if self.choices:
+            text += f" One of: {', '.join(self.choices)}."
+        descriptor = ParameterDescriptor(description=text)
+        if self.integer_range:
+            descriptor.integer_range = [IntegerRange(from_value=self.integer_range[0], to_value=self.integer_range[1], step=1)]
+        return descriptor
+
+
+PARAMETERS = (
+    Parameter("robot_description", "", "URDF XML of the robot. Empty: use robot_description_file, "
+              "else bundled_robot, else wait for the robot_description topic."),
+    Parameter("robot_description_file", "", "Path of a URDF file, used when robot_description is empty."),
+    Parameter("bundled_robot", "arm7", "A robot shipped with ros_torch_kin, used when neither "
+              "robot_description nor robot_description_file is set. Empty: none (wait for the topic)."),
+    Parameter("subscribe_robot_description", True, "Also follow the robot_description topic "
+              "(std_msgs/String, transient local, as robot_state_publisher publishes it). The newest "
+              "valid description wins; an invalid one is logged and the current model stays."),
+    Parameter("floating_joints", "error", "What to do with floating and planar joints: 'error' "
+              "rejects the URDF, 'fixed' treats them as fixed at their origin.", choices=("error", "fixed")),
+    Parameter("device", "auto", "Where the chain lives and the math runs: auto (cuda when a GPU is "
+              "visible, else cpu), cpu, cuda or cuda:N."),
+    Parameter("dtype", "float32", "Floating type of the chain and the computation.", choices=DTYPES),
+    Parameter("base_link", "", "Frame of published poses and default reference frame of ComputeFK. "
+              "Empty: the URDF root link."),
+    Parameter("end_effector_link", "tool0", "Link of the end_effector_pose topic and the default "
+              "link of ComputeJacobian and ComputeGradient. Empty: none."),
+    Parameter("max_batch", 100_000, "Largest number of configurations B served in one request.",
+              integer_range=(1, 10_000_000)),
+    Parameter("joint_limit_policy", "report", "Configurations outside the URDF position limits: "
+              "'report' computes them as given (ComputeFK flags them in within_limits), 'clamp' clamps "
+              "them into the limits first, 'reject' fails the request.", choices=JOINT_LIMIT_POLICIES),
+    Parameter("publish_link_poses", True, "Publish every link's pose (LinkPoses on ~/link_poses) for "
+              "each joint_states message."),
+    Parameter("publish_end_effector_pose", True, "Publish the end effector's pose (PoseStamped on "
+              "~/end_effector_pose) for each joint_states message."),
+    Parameter("torch_threads", 0, "CPU threads torch may use; 0 keeps torch's default.",
+              integer_range=(0, 1024)),
+)
+
+BY_NAME = {p.name: p for p in PARAMETERS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The parameters that shape how requests are served (not the robot itself)."""
+
+    base_link: str = ""
+    end_effector_link: str = "tool0"
+    max_batch: int = 100_000
+    joint_limit_policy: str = "report"
+    publish_link_poses: bool = True
+    publish_end_effector_pose: bool = True
+
+
+def check_choice(name: str, value) -> str | None:
+    """An error message if ``value`` is not allowed for parameter ``name``, else None."""
+    spec = BY_NAME[name]
+    if spec.choices and value not in spec.choices:
+        return f"{name} must be one of {', '.join(spec.choices)}, not '{value}'"
+    return None

@@ -1,0 +1,151 @@
+"""The real node's topics: joint_states in, link poses out; robot_description swaps."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from conftest import random_q
+from ros_fixtures import Spinner, requires_ros, running_node, wait_until
+
+from ros_torch_kin.kinematics import Chain, forward_kinematics, matrix_to_pose_xyzw
+from ros_torch_kin.robots import bundled_urdf
+from ros_torch_kin.robots.generated import random_chain_urdf
+
+pytestmark = requires_ros
+
+
+@pytest.fixture(scope="module")
+def arm():
+    return Chain.from_urdf(bundled_urdf(), device="cpu", dtype=torch.float64)
+
+
+@pytest.fixture()
+def topics(ros_domain):
+    from geometry_msgs.msg import PoseStamped
+    from rclpy.qos import DurabilityPolicy, QoSProfile
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import String
+
+    from ros_torch_kin.msg import LinkPoses
+
+    spinner = Spinner("topic_tester")
+    node = spinner.node
+    received = {"link_poses": [], "end_effector_pose": []}
+    node.create_subscription(LinkPoses, "/ros_torch_kin/link_poses", received["link_poses"].append, 10)
+    node.create_subscription(PoseStamped, "/ros_torch_kin/end_effector_pose", received["end_effector_pose"].append, 10)
+    joint_states = node.create_publisher(JointState, "/joint_states", 10)
+    latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    description = node.create_publisher(String, "/robot_description", latched)
+    yield spinner, joint_states, description, received
+    spinner.close()
+
+
+def joint_state(names, positions, stamp_sec):
+    from sensor_msgs.msg import JointState
+
+    msg = JointState(name=list(names), position=[float(v) for v in positions])
+    msg.header.stamp.sec = stamp_sec
+    return msg
+
+
+def test_joint_states_to_link_poses_partial_messages_any_order(ros_domain, topics, arm):
+    spinner, joint_states, _, received = topics
+    q = random_q(arm, 1, seed=11)[0].numpy()
+    with running_node(ros_domain):
+        assert wait_until(lambda: joint_states.get_subscription_count() > 0)
+        # the gripper driver and an unknown joint in one message, the arm's first half in reverse
+        joint_states.publish(joint_state(["finger", "joint_3", "joint_2", "joint_1"], [0.01, q[2], q[1], q[0]], 1))
+        time.sleep(0.5)
+        assert not received["link_poses"], "nothing is published until every joint has been seen"
+        joint_states.publish(joint_state(["joint_7", "joint_5", "joint_6", "joint_4"], [q[6], q[4], q[5], q[3]], 2))
+        assert wait_until(lambda: received["link_poses"] and received["end_effector_pose"])
+        msg = received["link_poses"][-1]
+        assert msg.header.stamp.sec == 2 and msg.header.frame_id == "base_link"
+        assert list(msg.link_names) == list(arm.link_names)
+        expected = matrix_to_pose_xyzw(forward_kinematics(arm, torch.from_numpy(q))).numpy()
+        got = np.array([[p.position.x, p.position.y, p.position.z] for p in msg.poses])
+        np.testing.assert_allclose(got, expected[:, :3], rtol=0, atol=3e-5)
+        ee = received["end_effector_pose"][-1]
+        assert ee.header.stamp.sec == 2
+        np.testing.assert_allclose([ee.pose.position.x, ee.pose.position.y, ee.pose.position.z], expected[-1, :3],
+                                   rtol=0, atol=3e-5)
+        # a later partial message updates only its joints
+        joint_states.publish(joint_state(["joint_1"], [q[0] + 0.5], 3))
+        assert wait_until(lambda: received["link_poses"][-1].header.stamp.sec == 3)
+        q2 = q.copy()
+        q2[0] += 0.5
+        tip = received["link_poses"][-1].poses[-1].position
+        expected2 = forward_kinematics(arm, torch.from_numpy(q2), links="tool0")[:3, 3].numpy()
+        np.testing.assert_allclose([tip.x, tip.y, tip.z], expected2, rtol=0, atol=3e-5)
+
+
+def test_after_a_burst_the_latest_state_is_published(ros_domain, topics):
+    # (the rate the pipeline sustains is measured in bench/, not asserted here)
+    _, joint_states, _, received = topics
+    with running_node(ros_domain):
+        assert wait_until(lambda: joint_states.get_subscription_count() > 0)
+        names = [f"joint_{i}" for i in range(1, 8)]
+        for k in range(1, 501):  # as fast as this process can publish
+            joint_states.publish(joint_state(names, np.full(7, 0.001 * k), k))
+        assert wait_until(lambda: received["link_poses"] and received["link_poses"][-1].header.stamp.sec == 500)
+        stamps = [m.header.stamp.sec for m in received["link_poses"]]
+        assert stamps == sorted(stamps), "poses are published in the order of the joint states"
+
+
+def test_slow_request_does_not_block_the_pipeline(ros_domain, topics):
+    _, joint_states, _, received = topics
+    with running_node(ros_domain, {"max_batch": 2_000_000}) as (_, client):
+        assert wait_until(lambda: joint_states.get_subscription_count() > 0)
+        names = [f"joint_{i}" for i in range(1, 8)]
+        done = threading.Event()
+        big = np.zeros((1_000_000, 7))
+
+        def slow_request():
+            client.forward_kinematics(big, links=["tool0"])
+            done.set()
+
+        threading.Thread(target=slow_request, daemon=True).start()
+        time.sleep(0.3)  # the request is being served
+        for k in range(1, 21):
+            joint_states.publish(joint_state(names, np.zeros(7), k))
+            time.sleep(0.01)
+        answered_during = wait_until(lambda: any(m.header.stamp.sec == 20 for m in received["link_poses"]), timeout=5)
+        assert answered_during
+        assert not done.is_set(), "the slow request finished before the check; make it bigger"
+        assert done.wait(120)
+
+
+def test_robot_description_topic_swaps_the_model_and_a_bad_one_is_ignored(ros_domain, topics, arm):
+    from std_msgs.msg import String
+
+    from ros_torch_kin.ros.client import KinematicsError
+
+    _, _, description, _ = topics
+    other_urdf = random_chain_urdf(3, 5, name="swapped_robot")
+    other = Chain.from_urdf(other_urdf, device="cpu", dtype=torch.float64)
+    with running_node(ros_domain) as (process, client):
+        assert client.robot_model().name == "rtk_arm7"
+        # a malformed description: logged with the parser's reason, the arm stays
+        description.publish(String(data="<robot name='broken'><link name='a'/><joint name='j' type='revolute'>"))
+        assert process.wait_for_log("ignoring the description on the robot_description topic")
+        assert "not well-formed XML" in process.log()
+        assert client.robot_model().name == "rtk_arm7"
+        assert client.forward_kinematics(np.zeros(7)).shape == (10, 7)
+        # a valid description replaces the model
+        description.publish(String(data=other_urdf))
+        assert wait_until(lambda: client.robot_model().name == "swapped_robot")
+        model = client.robot_model()
+        assert model.joint_names == other.joint_names and model.description_source == "topic robot_description"
+        q = random_q(other, 4, seed=1)
+        poses = client.forward_kinematics(q.numpy())
+        np.testing.assert_allclose(poses[..., :3], forward_kinematics(other, q)[..., :3, 3].numpy(), rtol=0, atol=3e-5)
+        # a request written for the old robot is refused by name, not misread
+        with pytest.raises(KinematicsError, match="unknown joint 'joint_1'|positions has 14 values"):
+            client.forward_kinematics(np.zeros((2, 7)), joint_names=list(arm.joint_names))
+        with pytest.raises(KinematicsError, match="unknown link 'tool0'"):
+            client.jacobian(q.numpy(), "tool0")
+        assert "end_effector_link 'tool0' is not a link of robot 'swapped_robot'" in process.log()
