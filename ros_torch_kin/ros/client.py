@@ -25,6 +25,7 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
+from ..action import PlanTrajectory
 from ..srv import ComputeFK, ComputeGradient, ComputeJacobian, GetRobotModel
 from .convert import as_float_array, pack, pose_msgs
 
@@ -69,6 +70,9 @@ class KinematicsClient:
         self._jacobian = self.node.create_client(ComputeJacobian, f"{server}/compute_jacobian")
         self._gradient = self.node.create_client(ComputeGradient, f"{server}/compute_gradient")
         self._model = self.node.create_client(GetRobotModel, f"{server}/get_robot_model")
+        from rclpy.action import ActionClient
+
+        self._plan = ActionClient(self.node, PlanTrajectory, f"{server}/plan_trajectory")
 
     def wait_for_server(self, timeout: float | None = None) -> bool:
         timeout = self.timeout if timeout is None else timeout
@@ -145,21 +149,51 @@ class KinematicsClient:
         gradients = as_float_array(r.gradients).reshape(r.batch_size, len(r.joint_names))
         return gradients[0] if single else gradients
 
+    def plan_trajectory(self, goal: PlanTrajectory.Goal, on_feedback=None, cancel_after: float | None = None):
+        """Send a PlanTrajectory goal and wait for its result; returns (status, result).
+
+        on_feedback(feedback) is called for every feedback message; ``cancel_after`` (s) asks the
+        node to cancel once that much time has passed (for tests and tools). Status is an
+        action_msgs/GoalStatus value (4 succeeded, 5 canceled, 6 aborted).
+        """
+        import time
+
+        if not self._plan.wait_for_server(timeout_sec=self.timeout):
+            raise KinematicsError(f"action {self._plan._action_name} is not available")
+        callback = (lambda msg: on_feedback(msg.feedback)) if on_feedback else None
+        handle = self._wait(self._plan.send_goal_async(goal, feedback_callback=callback), self.timeout)
+        if not handle.accepted:
+            raise KinematicsError("the goal was rejected")
+        result = handle.get_result_async()
+        deadline = time.monotonic() + self.timeout
+        if cancel_after is not None:
+            self._wait(result, cancel_after, allow_timeout=True)
+            if not result.done():
+                self._wait(handle.cancel_goal_async(), self.timeout)
+        self._wait(result, max(0.0, deadline - time.monotonic()) + self.timeout)
+        response = result.result()
+        return response.status, response.result
+
     # ------------------------------------------------------------------ plumbing
+    def _wait(self, future, timeout: float, allow_timeout: bool = False):
+        if self._own_node:
+            self._executor.spin_until_future_complete(future, timeout_sec=timeout)
+        else:
+            done = threading.Event()
+            future.add_done_callback(lambda _: done.set())
+            done.wait(timeout)
+        if not future.done() and not allow_timeout:
+            raise KinematicsError(f"no answer within {timeout} s")
+        return future.result() if future.done() else None
+
     def _call(self, client, request):
         if not client.wait_for_service(timeout_sec=self.timeout):
             raise KinematicsError(f"service {client.srv_name} is not available")
         future = client.call_async(request)
-        if self._own_node:
-            self._executor.spin_until_future_complete(future, timeout_sec=self.timeout)
-        else:
-            done = threading.Event()
-            future.add_done_callback(lambda _: done.set())
-            done.wait(self.timeout)
+        response = self._wait(future, self.timeout, allow_timeout=True)
         if not future.done():
             future.cancel()
             raise KinematicsError(f"no answer from {client.srv_name} within {self.timeout} s")
-        response = future.result()
         if not response.success:
             raise KinematicsError(response.message)
         return response

@@ -3,9 +3,12 @@
 Services (node-private names, e.g. /ros_torch_kin/compute_fk):
   ~/compute_fk (ComputeFK), ~/compute_jacobian (ComputeJacobian), ~/compute_gradient
   (ComputeGradient), ~/get_robot_model (GetRobotModel).
+Action: ~/plan_trajectory (PlanTrajectory), the trajectory optimizer, see :mod:`.trajectory_action`.
 Topics: subscribes ``joint_states`` (sensor_msgs/JointState) and ``robot_description``
 (std_msgs/String, transient local); publishes ``~/link_poses`` (LinkPoses) and
-``~/end_effector_pose`` (geometry_msgs/PoseStamped), stamped with the joint state's stamp.
+``~/end_effector_pose`` (geometry_msgs/PoseStamped), stamped with the joint state's stamp, and
+``~/planned_trajectory`` (trajectory_msgs/JointTrajectory) and ``~/planned_path``
+(visualization_msgs/MarkerArray) for every successful plan.
 
 The node is an adapter: checks and conversions live in :mod:`.convert`, service logic in
 :mod:`.handlers`, all math in the kinematics core. The served model is one immutable object
@@ -39,6 +42,7 @@ from .convert import RequestError
 from .joint_states import JointStateTracker
 from .parameters import PARAMETERS, Settings, check_choice
 from .served_model import ServedModel, build_model, configured_description, moved, resolve_device, resolve_dtype
+from .trajectory_action import TrajectoryActionServer
 
 NO_MODEL = (
     "no robot model: set the robot_description, robot_description_file or bundled_robot "
@@ -56,8 +60,8 @@ class KinematicsNode(Node):
         for parameter in PARAMETERS:
             self.declare_parameter(parameter.name, parameter.default, parameter.descriptor())
         values = {p.name: self.get_parameter(p.name).value for p in PARAMETERS}
-        for name in ("dtype", "floating_joints", "joint_limit_policy"):
-            if (error := check_choice(name, values[name])):
+        for parameter in PARAMETERS:
+            if (error := check_choice(parameter.name, values[parameter.name])):
                 raise ValueError(error)
         self._device = resolve_device(values["device"])
         self._dtype = resolve_dtype(values["dtype"])
@@ -85,7 +89,12 @@ class KinematicsNode(Node):
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.create_subscription(String, "robot_description", self._on_robot_description, latched,
                                  callback_group=descriptions)
+        self._planner = TrajectoryActionServer(self)
         self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    def destroy_node(self):
+        self._planner.destroy()
+        super().destroy_node()
 
     # ------------------------------------------------------------------ robot descriptions
     def _load_configured_description(self, values) -> None:
@@ -181,18 +190,26 @@ class KinematicsNode(Node):
         return callback
 
     # ------------------------------------------------------------------ joint_states -> poses
-    def _on_joint_state(self, msg: JointState) -> None:
-        model, settings = self.model, self.settings
-        if model is None or not (settings.publish_link_poses or settings.publish_end_effector_pose):
-            return
+    def joint_state_tracker(self, model: ServedModel) -> JointStateTracker:
+        """The latest joint positions received for ``model``'s chain (a new, empty tracker after a
+        model change)."""
         tracker = self._tracker
         if tracker is None or tracker.chain is not model.chain:
             tracker = self._tracker = JointStateTracker(model.chain)
+        return tracker
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        model, settings = self.model, self.settings
+        if model is None:
+            return
+        tracker = self.joint_state_tracker(model)
         try:
             tracker.update(msg.name, msg.position)
         except ValueError as error:
             self.get_logger().warning(f"ignoring a joint_states message: {error}", throttle_duration_sec=5.0)
             return
+        if not (settings.publish_link_poses or settings.publish_end_effector_pose):
+            return  # still tracked: the planner starts from the latest joint state
         if not tracker.complete:
             self.get_logger().info(f"waiting for joint_states of {', '.join(tracker.missing)}",
                                    throttle_duration_sec=5.0)

@@ -58,6 +58,16 @@ PARAMETERS = (
               "~/end_effector_pose) for each joint_states message."),
     Parameter("torch_threads", 0, "CPU threads torch may use; 0 keeps torch's default.",
               integer_range=(0, 1024)),
+    Parameter("trajectory_waypoints", 32, "Waypoints of a planned trajectory (start included) when "
+              "the goal does not say.", integer_range=(3, 1000)),
+    Parameter("trajectory_seeds", 16, "Seeds optimised in parallel per plan when the goal does not say.",
+              integer_range=(1, 1024)),
+    Parameter("trajectory_max_iterations", 60, "Most solver iterations per plan.", integer_range=(1, 100_000)),
+    Parameter("trajectory_time_budget", 2.0, "Wall-clock seconds a plan may take when the goal does not say."),
+    Parameter("trajectory_acceleration_limit", 5.0, "Joint acceleration limit of planned trajectories "
+              "(rad/s² or m/s²; URDF has none)."),
+    Parameter("trajectory_velocity_scaling", 1.0, "Fraction of the URDF velocity limits planned "
+              "trajectories may use (0 < s <= 1)."),
 )
 
 BY_NAME = {p.name: p for p in PARAMETERS}
@@ -75,9 +85,16 @@ class Settings:
     publish_end_effector_pose: bool = True
 
 
+_POSITIVE = ("trajectory_time_budget", "trajectory_acceleration_limit", "trajectory_velocity_scaling")
+
+
 def check_choice(name: str, value) -> str | None:
     """An error message if ``value`` is not allowed for parameter ``name``, else None."""
     spec = BY_NAME[name]
     if spec.choices and value not in spec.choices:
         return f"{name} must be one of {', '.join(spec.choices)}, not '{value}'"
+    if name in _POSITIVE and not value > 0:
+        return f"{name} must be positive, not {value}"
+    if name == "trajectory_velocity_scaling" and value > 1:
+        return f"{name} must be at most 1, not {value}"
     return None

@@ -1,0 +1,91 @@
+"""Settings of the trajectory optimizer and the joint limits it respects."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..kinematics import Chain
+
+
+@dataclass(frozen=True)
+class CostWeights:
+    """Weights of the built-in cost terms (see :mod:`.costs`). Units make each term comparable:
+    goal terms per m² and per rad², smoothness per (rad per waypoint step)²."""
+
+    goal_position: float = 1e4
+    goal_orientation: float = 1e3
+    goal_configuration: float = 1e3
+    acceleration: float = 1.0
+    jerk: float = 1.0
+    #: squared Cartesian step of the target link between waypoints (a short, smooth tool path)
+    path: float = 10.0
+
+
+@dataclass(frozen=True)
+class TrajectoryOptions:
+    """How a trajectory problem is solved.
+
+    waypoints T (the start included), seeds S per problem, at most ``max_iterations`` L-BFGS
+    iterations within ``time_budget`` seconds of wall clock. Success: the target link ends within
+    ``position_tolerance`` (m) and ``orientation_tolerance`` (rad) of the target.
+    """
+
+    waypoints: int = 32
+    seeds: int = 16
+    max_iterations: int = 60
+    time_budget: float = 2.0
+    position_tolerance: float = 1e-3
+    orientation_tolerance: float = math.radians(1.0)
+    weights: CostWeights = field(default_factory=CostWeights)
+    #: damped-least-squares IK for seeding and for the final polish of the last waypoint
+    ik_iterations: int = 40
+    ik_damping: float = 0.02
+    polish_iterations: int = 10
+    #: L-BFGS memory and the step sizes tried together (in one batch) by the line search
+    history: int = 8
+    line_search_steps: tuple[float, ...] = (1.0, 0.5, 0.2, 0.05)
+    #: stop when the best cost of every problem improved by less than this fraction in one iteration
+    relative_tolerance: float = 1e-4
+    #: use the analytical FK backward (False: plain autograd, for comparisons)
+    analytical_grad: bool = True
+    #: random seed of the seeding; solving the same problem twice gives the same result
+    random_seed: int = 0
+
+    def __post_init__(self):
+        if self.waypoints < 3:
+            raise ValueError(f"waypoints must be at least 3, got {self.waypoints}")
+        if self.seeds < 1:
+            raise ValueError(f"seeds must be at least 1, got {self.seeds}")
+        if not (self.position_tolerance > 0 and self.orientation_tolerance > 0):
+            raise ValueError("tolerances must be positive")
+
+
+@dataclass(frozen=True)
+class TrajectoryLimits:
+    """(J,) joint limits the trajectory respects: position (rad or m; ±inf where unbounded),
+    velocity (rad/s or m/s) and acceleration (rad/s² or m/s²)."""
+
+    lower: Tensor
+    upper: Tensor
+    velocity: Tensor
+    acceleration: Tensor
+
+    @classmethod
+    def from_chain(cls, chain: Chain, acceleration: float | Tensor = 5.0, default_velocity: float = 1.0) -> "TrajectoryLimits":
+        """The URDF's position and velocity limits (a joint without one gets ``default_velocity``);
+        URDF has no acceleration limits, so ``acceleration`` (a scalar or (J,)) fills them in."""
+        velocity = torch.where(torch.isfinite(chain.velocity_limits) & (chain.velocity_limits > 0),
+                               chain.velocity_limits, torch.full_like(chain.velocity_limits, default_velocity))
+        acceleration = torch.as_tensor(acceleration, dtype=chain.dtype, device=chain.device).expand(chain.num_dofs)
+        return cls(chain.lower_limits, chain.upper_limits, velocity, acceleration.clone())
+
+    def clamp(self, q: Tensor) -> Tensor:
+        return torch.maximum(torch.minimum(q, self.upper), self.lower)
+
+    def contains(self, q: Tensor, tolerance: float = 1e-9) -> Tensor:
+        """(...) bool: every joint of each configuration (..., J) inside the position limits."""
+        return ((q >= self.lower - tolerance) & (q <= self.upper + tolerance)).all(-1)

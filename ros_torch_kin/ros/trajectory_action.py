@@ -1,0 +1,199 @@
+"""The ~/plan_trajectory action: the trajectory optimizer on the node's chain, with progress
+feedback and cancel; results also published as a JointTrajectory and an RViz MarkerArray.
+
+Every goal is accepted and answered: an invalid one (unknown link, NaN pose, start outside the
+limits, ...) aborts at once with a message that names the problem; an unreachable target ends
+with success=false, the errors reached and an empty trajectory (nothing unsafe to execute).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from builtin_interfaces.msg import Duration
+from geometry_msgs.msg import Point
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from visualization_msgs.msg import Marker, MarkerArray
+
+from ..action import PlanTrajectory
+from ..kinematics import forward_kinematics, pose_xyzw_to_matrix
+from ..optim import TrajectoryLimits, TrajectoryOptions, solve_trajectory
+from . import convert
+from .convert import RequestError
+
+Goal = PlanTrajectory.Goal
+
+
+class TrajectoryActionServer:
+    """Serves ~/plan_trajectory for ``node`` (a KinematicsNode: model, settings, latest joint state)."""
+
+    def __init__(self, node):
+        self.node = node
+        self._server = ActionServer(
+            node, PlanTrajectory, "~/plan_trajectory", self._execute,
+            goal_callback=lambda goal: GoalResponse.ACCEPT,
+            cancel_callback=lambda goal_handle: CancelResponse.ACCEPT,
+            callback_group=MutuallyExclusiveCallbackGroup(),  # one plan at a time; others queue
+        )
+        self._trajectory = node.create_publisher(JointTrajectory, "~/planned_trajectory", 10)
+        self._markers = node.create_publisher(MarkerArray, "~/planned_path", 10)
+
+    def destroy(self):
+        self._server.destroy()
+
+    # ------------------------------------------------------------------ execution
+    def _execute(self, goal_handle):
+        node = self.node
+        model, settings = node.model, node.settings  # one snapshot for the whole plan
+        result = PlanTrajectory.Result()
+        if model is None:
+            return _abort(goal_handle, result, "no robot model")
+        try:
+            problem = self._read_goal(goal_handle.request, model, settings)
+        except (RequestError, ValueError) as error:
+            return _abort(goal_handle, result, str(error))
+
+        def on_iteration(report) -> bool:
+            feedback = PlanTrajectory.Feedback(
+                iteration=report.iteration, best_cost=float(report.best_cost[0]),
+                position_error=float(report.position_error[0]), orientation_error=float(report.orientation_error[0]),
+                elapsed=report.elapsed,
+            )
+            goal_handle.publish_feedback(feedback)
+            return not goal_handle.is_cancel_requested
+
+        try:
+            solution = solve_trajectory(model.chain, on_iteration=on_iteration, **problem)
+        except ValueError as error:
+            return _abort(goal_handle, result, str(error))
+        except (torch.cuda.OutOfMemoryError, MemoryError) as error:
+            return _abort(goal_handle, result, f"out of memory on {model.chain.device}: {error}; use fewer seeds or waypoints")
+        result.position_error = float(solution.position_error[0])
+        result.orientation_error = float(solution.orientation_error[0])
+        result.iterations = solution.iterations
+        result.solve_time = solution.solve_time
+        if solution.stopped == "canceled":
+            result.message = f"canceled after {solution.iterations} iterations"
+            goal_handle.canceled()
+            return result
+        result.success = bool(solution.success[0])
+        if result.success:
+            result.trajectory = self._trajectory_msg(model.chain, solution)
+            result.duration = float(solution.duration[0])
+            result.message = (f"reached in {solution.iterations} iterations ({solution.stopped}), "
+                              f"{1e3 * solution.solve_time:.0f} ms")
+            self._trajectory.publish(result.trajectory)
+            self._markers.publish(self._markers_msg(model.chain, solution, problem))
+        else:
+            result.message = (
+                f"no seed reached the target within tolerance in {solution.iterations} iterations "
+                f"({solution.stopped}): best position error {1e3 * result.position_error:.2f} mm, "
+                f"orientation error {math.degrees(result.orientation_error):.2f} deg"
+            )
+        goal_handle.succeed()
+        return result
+
+    def _read_goal(self, goal, model, settings) -> dict:
+        chain = model.chain
+        node = self.node
+        if goal.start.name:
+            start, _ = convert.read_positions(chain, goal.start.name, goal.start.position, 1)
+            start = start[0]
+        else:
+            tracker = node.joint_state_tracker(model)
+            if not tracker.complete:
+                raise RequestError("start is empty and joint_states has not given every joint yet (missing "
+                                   + ", ".join(tracker.missing) + ")")
+            start = tracker.positions.copy()
+        _, within = convert.apply_limit_policy(chain, model.lower_limits, model.upper_limits, start[None], "report")
+        if not within[0]:
+            j = int(np.argmax((start < model.lower_limits - 1e-9) | (start > model.upper_limits + 1e-9)))
+            raise RequestError(f"start: joint '{chain.joint_names[j]}' = {start[j]:.6g} is outside its limits "
+                               f"[{model.lower_limits[j]:.6g}, {model.upper_limits[j]:.6g}]")
+        p = node.get_parameter
+        options = TrajectoryOptions(
+            waypoints=goal.waypoints or p("trajectory_waypoints").value,
+            seeds=goal.seeds or p("trajectory_seeds").value,
+            max_iterations=p("trajectory_max_iterations").value,
+            time_budget=goal.time_budget or p("trajectory_time_budget").value,
+            position_tolerance=goal.position_tolerance or 1e-3,
+            orientation_tolerance=goal.orientation_tolerance or math.radians(1.0),
+        )
+        limits = TrajectoryLimits.from_chain(chain, acceleration=p("trajectory_acceleration_limit").value)
+        limits = TrajectoryLimits(limits.lower, limits.upper,
+                                  limits.velocity * p("trajectory_velocity_scaling").value, limits.acceleration)
+        problem = dict(start=convert.to_tensor(chain, start), options=options, limits=limits)
+        if goal.target_type == Goal.TARGET_CONFIGURATION:
+            target, _ = convert.read_positions(chain, goal.target_configuration.name, goal.target_configuration.position, 1)
+            problem["target_configuration"] = convert.to_tensor(chain, target[0])
+            return problem
+        if goal.target_type not in (Goal.TARGET_POSE, Goal.TARGET_POSITION):
+            raise RequestError(f"target_type {goal.target_type} is unknown (0: pose, 1: position, 2: configuration)")
+        link = goal.target_link or settings.end_effector_link
+        if not link:
+            raise RequestError("target_link is empty and the node has no end_effector_link")
+        convert.link_index(chain, link, "target_link")
+        frame = goal.target_pose.header.frame_id
+        if frame not in ("", chain.root_link, settings.base_link):
+            raise RequestError(f"target_pose.header.frame_id '{frame}' must be the root link '{chain.root_link}'"
+                               + (f" or base_link '{settings.base_link}'" if settings.base_link else ""))
+        pose = convert.poses_from_msgs([goal.target_pose.pose], "target_pose")
+        target = pose_xyzw_to_matrix(convert.to_tensor(chain, pose[0]))
+        if frame and frame != chain.root_link:  # base_link: must not move with the joints
+            base = chain.link_index(frame)
+            if chain.ancestor_mask[:, base].any():
+                raise RequestError(f"target_pose.header.frame_id '{frame}' moves with the joints; use '{chain.root_link}'")
+            target = forward_kinematics(chain, torch.zeros(chain.num_dofs, dtype=chain.dtype, device=chain.device),
+                                        links=base) @ target
+        problem.update(link=link, target_pose=target, position_only=goal.target_type == Goal.TARGET_POSITION)
+        return problem
+
+    # ------------------------------------------------------------------ messages
+    def _trajectory_msg(self, chain, solution) -> JointTrajectory:
+        msg = JointTrajectory(joint_names=list(chain.joint_names))
+        msg.header.frame_id = chain.root_link
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        times = solution.times()[0].tolist()
+        for q, v, a, t in zip(convert.to_numpy(solution.positions[0]).tolist(), convert.to_numpy(solution.velocities[0]).tolist(),
+                              convert.to_numpy(solution.accelerations[0]).tolist(), times):
+            seconds = math.floor(t)
+            msg.points.append(JointTrajectoryPoint(
+                positions=q, velocities=v, accelerations=a,
+                time_from_start=Duration(sec=seconds, nanosec=int(round((t - seconds) * 1e9)) % 1_000_000_000),
+            ))
+        return msg
+
+    def _markers_msg(self, chain, solution, problem) -> MarkerArray:
+        markers = MarkerArray()
+        stamp = self.node.get_clock().now().to_msg()
+        link = problem.get("link")
+        if link is None:
+            return markers
+        with torch.no_grad():
+            points = convert.to_numpy(forward_kinematics(chain, solution.positions[0], links=link)[:, :3, 3])
+        path = Marker(ns="ros_torch_kin/planned_path", id=0, type=Marker.LINE_STRIP, action=Marker.ADD)
+        path.header.frame_id, path.header.stamp = chain.root_link, stamp
+        path.scale.x = 0.005
+        path.color.r, path.color.g, path.color.b, path.color.a = 0.1, 0.6, 1.0, 1.0
+        path.pose.orientation.w = 1.0
+        path.points = [Point(x=x, y=y, z=z) for x, y, z in points.tolist()]
+        target = Marker(ns="ros_torch_kin/planned_path", id=1, type=Marker.SPHERE, action=Marker.ADD)
+        target.header.frame_id, target.header.stamp = chain.root_link, stamp
+        target.scale.x = target.scale.y = target.scale.z = 0.03
+        target.color.r, target.color.g, target.color.a = 1.0, 0.4, 0.8
+        goal = convert.to_numpy(problem["target_pose"])
+        target.pose.position.x, target.pose.position.y, target.pose.position.z = goal[:3, 3].tolist()
+        target.pose.orientation.w = 1.0
+        markers.markers = [path, target]
+        return markers
+
+
+def _abort(goal_handle, result, message: str):
+    result.success = False
+    result.message = message
+    goal_handle.abort()
+    return result
