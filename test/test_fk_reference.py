@@ -126,3 +126,16 @@ def test_empty_batch_and_bad_inputs(arm7):
         forward_kinematics(arm7, torch.zeros(7, dtype=torch.float64), links=10)
     with pytest.raises(TypeError, match="must be a torch.Tensor"):
         forward_kinematics(arm7, [0.0] * 7)
+
+
+def test_large_batches_are_composed_in_chunks_with_the_same_result():
+    from ros_torch_kin.kinematics.fk import _chunk_size
+
+    chain = Chain.from_urdf(real_urdf("talos"), device="cpu", dtype=torch.float64)
+    chunk = _chunk_size(chain, 10**9)
+    batch = 2 * chunk + 37  # three chunks, the last one partial
+    q = random_q(chain, batch, seed=9)
+    fast = forward_kinematics(chain, q)
+    recorded = forward_kinematics(chain, q.clone().requires_grad_(), analytical_grad=False).detach()
+    torch.testing.assert_close(fast, recorded, rtol=0, atol=1e-13)
+    assert_matches_pinocchio(real_urdf("talos"), chain, q, rows=[0, chunk, batch - 1])

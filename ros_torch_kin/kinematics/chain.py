@@ -46,10 +46,11 @@ class ChainPlan:
 
     Bodies are links ``0:num_bodies``, numbered breadth-first over the tree of bodies, so each
     level of that tree is a contiguous range: ``levels[d]`` = (start, end, parents) for depth
-    d+1. ``jump_ancestors`` (K, num_bodies) int64: row k holds each body's ancestor 2**k levels
-    up (the root is its own ancestor), for the log-depth composition used at tiny batch sizes,
-    K = max(1, ceil(log2(depth))). ``frame_anchors``: the body each frame (links
-    ``num_bodies:L``) hangs from. ``joint_links`` (M,): links whose parent joint is movable.
+    d+1. ``frame_anchors``: the body each frame (links ``num_bodies:L``) hangs from.
+    ``jump_ancestors`` (K, L) int64: row k holds each link's ancestor 2**k levels up in the tree
+    of bodies with the frames hung from their anchors (the root is its own ancestor), for the
+    log-depth composition used at tiny batch sizes, K = max(1, ceil(log2(depth))).
+    ``joint_links`` (M,): links whose parent joint is movable.
     """
 
     num_bodies: int
@@ -93,15 +94,15 @@ class Chain:
     upper_limits: Tensor
     velocity_limits: Tensor
     effort_limits: Tensor
-    #: (N, 16, 1) and (N, 16, 3): each body's row-major 4×4 pose in its parent body is
-    #: local_constant + local_linear @ (cos q_body, sin q_body, q_body)
+    #: (L, 16, 1) and (L, 16, 3): each body's row-major 4×4 pose in its parent body is
+    #: local_constant + local_linear @ (cos q_link, sin q_link, q_link); a frame's rows hold its
+    #: constant pose in its anchor body (fixed joints composed; local_linear zero)
     local_constant: Tensor
     local_linear: Tensor
-    #: (N, J) and (N,): each body's joint value q_body = body_dofs @ q + body_offset (mimics)
-    body_dofs: Tensor
-    body_offset: Tensor
-    #: (F, 4, 4) each frame's pose in its anchor body (fixed joints composed)
-    frame_offset: Tensor
+    #: (L, J) and (L,): each link's joint value q_link = link_dofs @ q + link_offset (mimic
+    #: multipliers and offsets; zero rows for the root and frames)
+    link_dofs: Tensor
+    link_offset: Tensor
     #: M movable joints, one per link in plan.joint_links: (M,) names; (M, 3) unit axis in the
     #: child link frame; (M, 1, 1) 1.0 if revolute or continuous (resp. prismatic); (M, L) 1.0
     #: where the joint moves link l; (J, M) each joint's motion per unit of each DOF (1, or the
@@ -174,9 +175,8 @@ class Chain:
             effort_limits=limits("effort"),
             local_constant=tensor("local_constant"),
             local_linear=tensor("local_linear"),
-            body_dofs=tensor("body_dofs"),
-            body_offset=tensor("body_offset"),
-            frame_offset=tensor("frame_offset"),
+            link_dofs=tensor("link_dofs"),
+            link_offset=tensor("link_offset"),
             moving_joint_names=tuple(layout.parent_joints[l].name for l in layout.joint_links),
             joint_axis=tensor("joint_axis"),
             joint_is_revolute=tensor("joint_is_revolute"),
@@ -342,18 +342,19 @@ class _Layout:
         dofs = description.dof_joints
         dof_index = {j.name: i for i, j in enumerate(dofs)}
 
-        coefficients = np.zeros((N, 4, 4, 4))
-        body_dofs, body_offset = np.zeros((N, len(dofs))), np.zeros(N)
+        coefficients = np.zeros((L, 4, 4, 4))  # bodies, then frames (constant pose in the anchor)
+        link_dofs, link_offset = np.zeros((L, len(dofs))), np.zeros(L)
         for b, name in enumerate(links[:N]):
             joint = self.parent_joints[b]
             local = _local_coefficients(joint)
             if joint is not None:  # fold the fixed joints between the parent body and this joint
                 local = np.einsum("ij,jkf->ikf", self.offset[joint.parent], local)
                 leader = joint.mimic.leader if joint.mimic else joint.name
-                body_dofs[b, dof_index[leader]] = joint.mimic.multiplier if joint.mimic else 1.0
-                body_offset[b] = joint.mimic.offset if joint.mimic else 0.0
+                link_dofs[b, dof_index[leader]] = joint.mimic.multiplier if joint.mimic else 1.0
+                link_offset[b] = joint.mimic.offset if joint.mimic else 0.0
             coefficients[b] = local
-        frame_offset = np.stack([self.offset[name] for name in links[N:]]) if L > N else np.zeros((0, 4, 4))
+        for f, name in enumerate(links[N:], start=N):
+            coefficients[f, :, :, 0] = self.offset[name]
 
         parent_index = np.array([index[j.parent] if j else -1 for j in self.parent_joints], dtype=np.int64)
         subtree = np.eye(L)
@@ -367,13 +368,12 @@ class _Layout:
             leader = joint.mimic.leader if joint.mimic else joint.name
             joint_to_dof[dof_index[leader], m] = joint.mimic.multiplier if joint.mimic else 1.0
         joint_subtree = subtree[self.joint_links].reshape(-1, L)
-        flat = coefficients.reshape(N, 16, 4)
+        flat = coefficients.reshape(L, 16, 4)
         return {
             "local_constant": flat[:, :, :1].copy(),
             "local_linear": flat[:, :, 1:].copy(),
-            "body_dofs": body_dofs,
-            "body_offset": body_offset,
-            "frame_offset": frame_offset,
+            "link_dofs": link_dofs,
+            "link_offset": link_offset,
             "joint_axis": np.array([j.axis for j in moving]).reshape(-1, 3),
             "joint_is_revolute": np.array([float(j.type in (REVOLUTE, CONTINUOUS)) for j in moving]).reshape(-1, 1, 1),
             "joint_is_prismatic": np.array([float(j.type == PRISMATIC) for j in moving]).reshape(-1, 1, 1),
@@ -401,10 +401,12 @@ class _Layout:
         for d in range(1, int(depth.max(initial=0)) + 1):
             members = np.flatnonzero(depth == d)
             levels.append((int(members[0]), int(members[-1]) + 1, _as_index(parent_body[members])))
-        jumps = [parent_body]
-        for _ in range(max(1, math.ceil(math.log2(max(int(depth.max(initial=0)), 1)))) - 1):
-            jumps.append(jumps[-1][jumps[-1]])
         anchors = [index[self.anchor[name]] for name in self.links[N:]]
+        parent = np.concatenate((parent_body, np.array(anchors, dtype=np.int64)))
+        deepest = max(int(depth.max(initial=0)), *(int(depth[a]) + 1 for a in anchors)) if anchors else int(depth.max(initial=0))
+        jumps = [parent]
+        for _ in range(max(1, math.ceil(math.log2(max(deepest, 1)))) - 1):
+            jumps.append(jumps[-1][jumps[-1]])
         return ChainPlan(
             num_bodies=N,
             levels=tuple(levels),

@@ -31,6 +31,8 @@ JUMP_MAX_PRODUCTS = 64
 #: From this batch size on, levels are composed with three multiply-adds instead of one
 #: broadcast product and sum (fewer bytes moved; more operations).
 WIDE_BATCH = 2048
+#: Bytes of world transforms per chunk of a large batch (a few MB: the chunk stays in cache).
+CHUNK_BYTES = 4 << 20
 
 
 def forward_kinematics(
@@ -75,51 +77,68 @@ def world_transforms(chain: Chain, q: Tensor) -> Tensor:
     No input checks. Differentiable by plain autograd, usable under ``torch.func.vmap`` and
     ``torch.compile``. The composition is chosen by :func:`composition_strategy`.
     """
-    if q.shape[0] == 0:
+    B = q.shape[0]
+    if B == 0:
         return q.new_empty(chain.num_links, 4, 4, 0)
-    strategy = composition_strategy(chain, q.shape[0])
+    recorded = (torch.is_grad_enabled() and q.requires_grad) or in_function_transform(q)
+    strategy = composition_strategy(chain, B)
     if strategy == "jumping":
         return _compose_by_jumping(chain, q)
-    if (torch.is_grad_enabled() and q.requires_grad) or in_function_transform(q):
+    if recorded:
         return _compose_by_levels_functional(chain, local_transforms(chain, q, rows=4))
-    return _compose_by_levels(chain, local_transforms(chain, q, rows=3 if strategy == "levels-wide" else 4))
+    rows = 3 if strategy == "levels-wide" else 4
+    world = q.new_empty(chain.num_links, 4, 4, B)
+    world[:, 3].zero_()
+    world[:, 3, 3].fill_(1.0)
+    chunk = _chunk_size(chain, B)
+    for start in range(0, B, chunk):  # chunks whose working set stays in cache
+        stop = min(B, start + chunk)
+        _compose_by_levels(chain, local_transforms(chain, q[start:stop], rows), world[..., start:stop])
+    return world
 
 
 def composition_strategy(chain: Chain, batch_size: int) -> str:
     """Which composition serves a batch fastest (measured on a 2-core CPU; see BENCHMARKS.md).
 
     "jumping": pointer jumping with batched 4×4 matrix products: ceil(log2(depth)) rounds over
-    all bodies, the fewest operations, for tiny batches where per-operation overhead is all;
+    all links, the fewest operations, for tiny batches where per-operation overhead is all;
     "levels": one round per tree level over that level's bodies, batch innermost, as broadcast
     products; "levels-wide": the same with three multiply-adds per level, which move fewer
     bytes and win once the batch is wide.
     """
-    if batch_size <= max(1, JUMP_MAX_PRODUCTS // chain.plan.num_bodies):
+    if batch_size <= max(1, JUMP_MAX_PRODUCTS // chain.num_links):
         return "jumping"
     return "levels-wide" if batch_size >= WIDE_BATCH else "levels"
 
 
+def _chunk_size(chain: Chain, batch_size: int) -> int:
+    """Configurations per chunk of the level-by-level composition: about CHUNK_BYTES of world
+    transforms (float32), a power of two, at least WIDE_BATCH."""
+    per_configuration = chain.num_links * 16 * 4
+    chunk = max(WIDE_BATCH, 1 << (CHUNK_BYTES // per_configuration).bit_length() - 1)
+    return min(chunk, batch_size)
+
+
 def local_transforms(chain: Chain, q: Tensor, rows: int = 4) -> Tensor:
     """(B, J) -> (N, rows, 4, B): the first ``rows`` rows of each body's pose in its parent body."""
-    q_body = torch.addmm(chain.body_offset.unsqueeze(1), chain.body_dofs, q.mT)  # (N, B)
+    N = chain.plan.num_bodies
+    q_body = torch.addmm(chain.link_offset[:N].unsqueeze(1), chain.link_dofs[:N], q.mT)  # (N, B)
     features = torch.stack((q_body.cos(), q_body.sin(), q_body), dim=1)  # (N, 3, B)
     n = 4 * rows
-    local = torch.baddbmm(chain.local_constant[:, :n], chain.local_linear[:, :n], features)
-    return local.view(-1, rows, 4, q.shape[0])
+    local = torch.baddbmm(chain.local_constant[:N, :n], chain.local_linear[:N, :n], features)
+    return local.view(N, rows, 4, q.shape[0])
 
 
-def _compose_by_levels(chain: Chain, local: Tensor) -> Tensor:
-    """Level-by-level composition into one buffer: (N, rows, 4, B) local -> (L, 4, 4, B) world.
+def _compose_by_levels(chain: Chain, local: Tensor, world: Tensor) -> None:
+    """Level-by-level composition of (N, rows, 4, B) local transforms into ``world`` (L, 4, 4, B),
+    whose bottom rows are already (0, 0, 0, 1).
 
     rows = 4: each level is one broadcast product summed over the inner index (the translation
     comes from the homogeneous row of the local transform); rows = 3: three multiply-adds and the
     parent translation. Views are taken once, so a level costs two slices and two operations.
     """
-    N, rows, _, B = local.shape
-    world = local.new_empty(chain.num_links, 4, 4, B)
+    N, rows = local.shape[0], local.shape[1]
     world_rows = world[:, :3]  # (L, 3, 4, B)
-    world[:, 3].zero_()
-    world[:, 3, 3].fill_(1.0)
     levels = chain.plan.levels
     first = levels[0][1] if levels else N  # the root is the identity: its children's world = local
     world_rows[:first] = local[:first, :3]
@@ -140,14 +159,15 @@ def _compose_by_levels(chain: Chain, local: Tensor) -> Tensor:
             out[:, :, 3] += above[:, :, 0, 3]
     if N < chain.num_links:
         torch.sum(_place_frames(chain, world), dim=2, out=world_rows[N:])
-    return world
 
 
 def _place_frames(chain: Chain, world: Tensor) -> Tensor:
     """(F, 3, 4, 4, B) products whose sum over dim 2 is rows 0..2 of each frame's world pose,
-    ``T_world_anchor @ frame_offset``."""
+    ``T_world_anchor @ T_anchor_frame``."""
+    N = chain.plan.num_bodies
     anchors = take(world, chain.plan.frame_anchors)[:, :3]  # (F, 3, 4, B)
-    return anchors.unsqueeze(3) * chain.frame_offset.unsqueeze(1).unsqueeze(-1)
+    offset = chain.local_constant[N:].view(-1, 1, 4, 4, 1)  # (F, 1, 4, 4, 1)
+    return anchors.unsqueeze(3) * offset
 
 
 def _compose_by_levels_functional(chain: Chain, local: Tensor) -> Tensor:
@@ -175,24 +195,22 @@ def _compose_by_levels_functional(chain: Chain, local: Tensor) -> Tensor:
 
 
 def _compose_by_jumping(chain: Chain, q: Tensor) -> Tensor:
-    """Pointer jumping with batched 4×4 matrix products on (N, B, 4, 4) stacks: after round k
-    every body holds the product of the 2**(k+1) local transforms above it (the root is the
-    identity and its own ancestor); frames follow from their anchors. Returns (L, 4, 4, B)."""
-    N, B = chain.plan.num_bodies, q.shape[0]
-    q_body = torch.addmm(chain.body_offset.unsqueeze(1), chain.body_dofs, q.mT)  # (N, B)
-    features = torch.stack((q_body.cos(), q_body.sin(), q_body), dim=2)  # (N, B, 3)
-    world = torch.baddbmm(chain.local_constant.mT, features, chain.local_linear.mT)  # (N, B, 16)
-    world = world.view(N * B, 4, 4)
-    for ancestors in chain.plan.jump_ancestors:  # at least one round
-        if B > 1:
-            above = world.view(N, B * 16).index_select(0, ancestors).view(N * B, 4, 4)
-        else:
-            above = world.index_select(0, ancestors)
-        world = torch.bmm(above, world)
-    world = world.view(N, B, 4, 4)
-    if N < chain.num_links:
-        frames = torch.matmul(take(world, chain.plan.frame_anchors), chain.frame_offset.unsqueeze(1))
-        world = torch.cat((world, frames), dim=0)
+    """Pointer jumping with batched 4×4 matrix products on (L, B, 4, 4) stacks: after round k
+    every link holds the product of the 2**(k+1) local transforms above it (the root is the
+    identity and its own ancestor; frames hang from their anchors). Returns (L, 4, 4, B)."""
+    L, B = chain.num_links, q.shape[0]
+    q_link = torch.addmm(chain.link_offset.unsqueeze(1), chain.link_dofs, q.mT)  # (L, B)
+    features = torch.stack((q_link.cos(), q_link.sin(), q_link), dim=2)  # (L, B, 3)
+    world = torch.baddbmm(chain.local_constant.mT, features, chain.local_linear.mT)  # (L, B, 16)
+    if B == 1:
+        world = world.view(L, 4, 4)
+        for ancestors in chain.plan.jump_ancestors:  # at least one round
+            world = torch.bmm(world.index_select(0, ancestors), world)
+        return world.unsqueeze(3)
+    world = world.view(L, B, 4, 4)
+    for ancestors in chain.plan.jump_ancestors:
+        above = world.index_select(0, ancestors)
+        world = torch.bmm(above.view(L * B, 4, 4), world.view(L * B, 4, 4)).view(L, B, 4, 4)
     return world.permute(0, 2, 3, 1)
 
 
