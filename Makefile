@@ -28,9 +28,12 @@ test: build
 demo: build
 	$(ROS_ENV) && python -P -m ros_torch_kin.ros.demo
 
+# Each script rewrites only its own section of BENCHMARKS.md; run one alone to refresh it.
 bench: build
 	VENV=$(VENV) tools/setup_env.sh bench
-	$(ROS_ENV) && python bench/kinematics_benchmark.py --output BENCHMARKS.md
+	$(ROS_ENV) && python bench/kinematics_benchmark.py --output BENCHMARKS.md --plot docs/benchmark_fk.png
+	$(ROS_ENV) && python bench/service_benchmark.py --output BENCHMARKS.md
+	$(ROS_ENV) && python bench/trajectory_benchmark.py --output BENCHMARKS.md
 
 clean:
 	rm -rf $(WS) .pytest_cache

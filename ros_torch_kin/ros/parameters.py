@@ -56,8 +56,9 @@ PARAMETERS = (
               "each joint_states message."),
     Parameter("publish_end_effector_pose", True, "Publish the end effector's pose (PoseStamped on "
               "~/end_effector_pose) for each joint_states message."),
-    Parameter("torch_threads", 0, "CPU threads torch may use; 0 keeps torch's default.",
-              integer_range=(0, 1024)),
+    Parameter("torch_threads", 1, "CPU threads torch may use for the math (0: torch's default, all "
+              "cores). 1 keeps torch's spinning worker threads from competing with the robot's other "
+              "processes; raise it on a computer the node has to itself.", integer_range=(0, 1024)),
     Parameter("trajectory_waypoints", 32, "Waypoints of a planned trajectory (start included) when "
               "the goal does not say.", integer_range=(3, 1000)),
     Parameter("trajectory_seeds", 16, "Seeds optimised in parallel per plan when the goal does not say.",
