@@ -148,7 +148,7 @@ def markdown(all_results, count, threads) -> str:
         f"{stamp()}; {machine()}; {versions(('pytorch_kinematics', version('pytorch-kinematics')))}; "
         f"torch threads {threads}, float32, CPU. {count} random reachable goals per robot (poses of random "
         "configurations within 90 % of the joint ranges; starts likewise; fixed seed), one problem per solve, "
-        "32 waypoints × 16 seeds, default options (≤ 60 L-BFGS iterations, 2 s budget). Success: final pose within "
+        "32 waypoints × 16 seeds, default options (≤ 10 L-BFGS iterations, 2 s budget). Success: final pose within "
         "1 mm and 1°. The analytical and autograd variants solve the same problems alternately (same seeds).",
         "",
         "| robot | backward | success | median solve (ms) | p95 (ms) | position error median / max (mm) | orientation error median / max (°) | within limits | joint path length (rad, median) | max jerk (rad/s³, median) | motion time (s, median) | iterations (median) |",

@@ -41,18 +41,29 @@ def ros_domain():
 
 
 @contextmanager
-def running_node(ros_domain, parameters=None, name="ros_torch_kin", wait_for_services=True):
-    """The installed node with ``parameters``; yields (process, client)."""
-    with NodeProcess(parameters=parameters, domain_id=ros_domain, name=name) as process:
+def running_node(ros_domain, parameters=None, name="ros_torch_kin", wait_for_services=True, remappings=None):
+    """The installed node with ``parameters``; yields (process, client) once it answers a call
+    (the graph can still list a previous node's endpoints for a while after it exited)."""
+    with NodeProcess(parameters=parameters, domain_id=ros_domain, name=name, remappings=remappings) as process:
         client = KinematicsClient(server=f"/{name}", timeout=60.0)
         try:
-            if wait_for_services and not client.wait_for_server(60.0):
-                pytest.fail(f"the node's services did not appear; its log:\n{process.log()}")
+            if wait_for_services and not (client.wait_for_server(60.0) and _answers(client)):
+                pytest.fail(f"the node's services did not answer; its log:\n{process.log()}")
             yield process, client
         finally:
             client.close()
         code = process.stop()
         assert code == 0, f"the node exited with {code}; its log:\n{process.log()}"
+
+
+def _answers(client) -> bool:
+    from ros_torch_kin.ros.client import KinematicsError
+
+    try:
+        client.robot_model()
+    except KinematicsError as error:
+        return "no robot model" in str(error)  # alive, configured to wait for a description
+    return True
 
 
 class Spinner:
@@ -86,3 +97,19 @@ def wait_until(predicate, timeout=20.0, step=0.02):
             return True
         time.sleep(step)
     return predicate()
+
+
+def set_parameters(spinner: Spinner, **values):
+    """Call /ros_torch_kin/set_parameters; returns [(successful, reason)] per parameter."""
+    from rcl_interfaces.msg import Parameter, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter as RclpyParameter
+
+    client = spinner.node.create_client(SetParameters, "/ros_torch_kin/set_parameters")
+    request = SetParameters.Request(
+        parameters=[Parameter(name=k, value=RclpyParameter(k, value=v).get_parameter_value()) for k, v in values.items()]
+    )
+    assert isinstance(request.parameters[0].value, ParameterValue)
+    result = spinner.call(client, request)
+    spinner.node.destroy_client(client)
+    return [(r.successful, r.reason) for r in result.results]

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from ros_fixtures import Spinner, requires_ros, running_node, wait_until
+from ros_fixtures import Spinner, requires_ros, running_node, set_parameters, wait_until
 
 from ros_torch_kin.kinematics import Chain, forward_kinematics, matrix_to_pose_xyzw, pose_error, pose_xyzw_to_matrix
 from ros_torch_kin.robots import bundled_urdf
@@ -95,8 +95,9 @@ def test_starts_from_joint_states_when_start_is_empty(ros_domain, planner, arm):
         publisher = spinner.node.create_publisher(JointState, "/joint_states", 10)
         start = random_configuration(arm, 3)
         assert wait_until(lambda: publisher.get_subscription_count() > 0)
-        publisher.publish(JointState(name=list(arm.joint_names), position=start.tolist()))
-        wait_until(lambda: False, timeout=0.5)
+        for _ in range(10):  # like a driver: a stream of states (best effort may drop one)
+            publisher.publish(JointState(name=list(arm.joint_names), position=start.tolist()))
+            wait_until(lambda: False, timeout=0.1)
         status, result = client.plan_trajectory(goal)
         assert status == SUCCEEDED and result.success, result.message
         np.testing.assert_allclose(result.trajectory.points[0].positions, start, atol=1e-5)
@@ -119,12 +120,17 @@ def test_position_and_configuration_targets(planner, arm):
 
 def test_cancel_mid_solve(planner, arm):
     _, client = planner
-    goal, _ = goal_for(arm, random_configuration(arm, 7), random_configuration(arm, 8))
-    goal.seeds, goal.waypoints, goal.time_budget = 64, 64, 60.0
-    goal.position_tolerance = 1e-9  # cannot converge early
-    status, result = client.plan_trajectory(goal, cancel_after=1.0)
-    assert status == CANCELED and result.message.startswith("canceled after")
-    assert not result.success and len(result.trajectory.points) == 0
+    spinner = Spinner("cancel_tester")
+    try:  # a plan that takes several seconds: many iterations, each over 256 seeds x 128 waypoints
+        assert set_parameters(spinner, trajectory_max_iterations=100_000) == [(True, "")]
+        goal, _ = goal_for(arm, random_configuration(arm, 7), random_configuration(arm, 8))
+        goal.seeds, goal.waypoints, goal.time_budget = 256, 128, 60.0
+        status, result = client.plan_trajectory(goal, cancel_after=1.5)
+        assert status == CANCELED and result.message.startswith("canceled after"), result.message
+        assert not result.success and len(result.trajectory.points) == 0
+    finally:
+        set_parameters(spinner, trajectory_max_iterations=10)
+        spinner.close()
 
 
 def test_unreachable_target_is_a_clean_failure(planner, arm):

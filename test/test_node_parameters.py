@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from ros_fixtures import Spinner, requires_ros, running_node, wait_until
+from ros_fixtures import Spinner, requires_ros, running_node, set_parameters, wait_until
 
 from ros_torch_kin.kinematics import Chain, forward_kinematics
 from ros_torch_kin.robots import bundled_urdf
@@ -17,22 +17,6 @@ from ros_torch_kin.robots.generated import random_chain_urdf
 
 pytestmark = requires_ros
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "default.yaml"
-
-
-def set_parameters(spinner: Spinner, **values):
-    """Call /ros_torch_kin/set_parameters; returns [(successful, reason)] per parameter."""
-    from rcl_interfaces.msg import Parameter, ParameterValue
-    from rcl_interfaces.srv import SetParameters
-    from rclpy.parameter import Parameter as RclpyParameter
-
-    client = spinner.node.create_client(SetParameters, "/ros_torch_kin/set_parameters")
-    request = SetParameters.Request(
-        parameters=[Parameter(name=k, value=RclpyParameter(k, value=v).get_parameter_value()) for k, v in values.items()]
-    )
-    assert isinstance(request.parameters[0].value, ParameterValue)
-    result = spinner.call(client, request)
-    spinner.node.destroy_client(client)
-    return [(r.successful, r.reason) for r in result.results]
 
 
 @pytest.fixture()

@@ -15,82 +15,68 @@ from torch import Tensor
 def matrix_to_quat_xyzw(R):
     """(..., 3, 3) rotation matrices -> (..., 4) unit quaternions (x, y, z, w) with w ≥ 0.
 
-    Shepperd's method: per element, the best-conditioned of the four classic formulas (largest
-    of 1 + trace, 1 + 2 R00 − trace, ...), so it is accurate near 180° rotations too. Works on
-    components (3, 3, ...) so every operation is contiguous whatever the input's layout; returns a
-    view whose component axis is outermost in memory. Takes a torch tensor (differentiable) or a
-    numpy array (for small host-side batches, where numpy's per-call cost is lower).
+    Shepperd's method: per element, the best-conditioned of the four classic formulas, so it is
+    accurate near 180° rotations too. Every candidate's numerators are linear in R's nine entries,
+    so all of them are one matrix product with a constant (16, 9) matrix; candidate k's own
+    component (4 q_k²) sits on the diagonal, the largest picks the candidate. About a dozen
+    operations whatever the batch. Takes a torch tensor (differentiable) or a numpy array.
     """
-    xp = _Namespace.of(R)
-    R, restore = _leading_dims_in_memory_order(R, 2)
-    m = xp.movedim(R, (-2, -1), (0, 1))  # (3, 3, ...)
-    m00, m11, m22 = m[0, 0], m[1, 1], m[2, 2]
-    d21, d02, d10 = m[2, 1] - m[1, 2], m[0, 2] - m[2, 0], m[1, 0] - m[0, 1]
-    s01, s02, s12 = m[0, 1] + m[1, 0], m[0, 2] + m[2, 0], m[1, 2] + m[2, 1]
-    # 4 q_k² for k = w, x, y, z, and candidate k's (x, y, z, w) times 4 q_k
-    squares = xp.stack((1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22))
-    candidates = xp.stack(
-        (
-            xp.stack((d21, d02, d10, squares[0])),
-            xp.stack((squares[1], s01, s02, d21)),
-            xp.stack((s01, squares[2], s12, d02)),
-            xp.stack((s02, s12, squares[3], d10)),
-        )
-    )  # (4 candidates, 4 components, ...)
-    # the largest square, by elementwise comparisons (argmax over a leading axis is slow on CPUs)
-    best = xp.where(squares[1] > squares[0], 1, 0)
-    largest = xp.maximum(squares[0], squares[1])
-    best = xp.where(squares[2] > largest, 2, best)
-    largest = xp.maximum(largest, squares[2])
-    best = xp.where(squares[3] > largest, 3, best)[None]  # (1, ...)
-    chosen = xp.take(candidates, best[None])[0]  # (4, ...)
-    scale = 2.0 * xp.sqrt(xp.take(squares, best))  # 4 q_k, ≥ 2: the largest of four summing to 4
-    quat = chosen / scale
-    quat = quat / xp.sqrt(quat[0] * quat[0] + quat[1] * quat[1] + quat[2] * quat[2] + quat[3] * quat[3])
-    return restore(xp.movedim(xp.where(quat[3:] < 0, -quat, quat), 0, -1))
+    shape = R.shape[:-2]
+    flat = R.reshape(-1, 9)
+    if isinstance(R, Tensor):
+        A, c = _shepperd_coefficients(R.dtype, R.device)
+        candidates = torch.addmm(c, flat, A).view(-1, 4, 4)  # (N, candidate, component x y z w)
+        squares = candidates.diagonal(dim1=1, dim2=2).contiguous()  # (N, 4): 4 q_k²
+        best = squares.argmax(dim=-1, keepdim=True)  # (N, 1)
+        chosen = torch.gather(candidates, 1, best.unsqueeze(-1).expand(-1, 1, 4)).squeeze(1)
+        quat = chosen / (2.0 * torch.sqrt(torch.gather(squares, 1, best)))  # 4 q_k ≥ 2
+        quat = quat / torch.sqrt((quat * quat).sum(-1, keepdim=True))
+        return torch.where(quat[:, 3:] < 0, -quat, quat).view(*shape, 4)
+    A, c = _SHEPPERD
+    candidates = (flat @ A + c).reshape(-1, 4, 4)
+    squares = np.diagonal(candidates, axis1=1, axis2=2)
+    best = squares.argmax(axis=-1)[:, None]
+    chosen = np.take_along_axis(candidates, best[:, :, None], axis=1)[:, 0]
+    quat = chosen / (2.0 * np.sqrt(np.take_along_axis(squares, best, axis=1)))
+    quat = quat / np.linalg.norm(quat, axis=-1, keepdims=True)
+    return np.where(quat[:, 3:] < 0, -quat, quat).reshape(*shape, 4)
 
 
-class _Namespace:
-    """The few array operations matrix_to_quat_xyzw needs, for torch tensors or numpy arrays."""
+def _shepperd() -> tuple[np.ndarray, np.ndarray]:
+    """(9, 16) and (16,): candidates = vec(R) @ A + c, candidate k (x, y, z, w) scaled by 4 q_k."""
+    A, c = np.zeros((9, 4, 4)), np.zeros((4, 4))
+    r = {(i, j): 3 * i + j for i in range(3) for j in range(3)}
 
-    def __init__(self, module):
-        self.module = module
-        self.stack, self.where, self.maximum, self.sqrt = module.stack, module.where, module.maximum, module.sqrt
+    def put(candidate, component, constant, *terms):
+        c[candidate, component] = constant
+        for sign, entry in terms:
+            A[r[entry], candidate, component] += sign
 
-    @staticmethod
-    def of(x) -> "_Namespace":
-        return _TORCH if isinstance(x, Tensor) else _NUMPY
+    d21, d02, d10 = ((1, (2, 1)), (-1, (1, 2))), ((1, (0, 2)), (-1, (2, 0))), ((1, (1, 0)), (-1, (0, 1)))
+    s01, s02, s12 = ((1, (0, 1)), (1, (1, 0))), ((1, (0, 2)), (1, (2, 0))), ((1, (1, 2)), (1, (2, 1)))
+    diagonal = {  # 4 q_k² = 1 ± R00 ± R11 ± R22
+        0: ((1, (0, 0)), (-1, (1, 1)), (-1, (2, 2))), 1: ((-1, (0, 0)), (1, (1, 1)), (-1, (2, 2))),
+        2: ((-1, (0, 0)), (-1, (1, 1)), (1, (2, 2))), 3: ((1, (0, 0)), (1, (1, 1)), (1, (2, 2))),
+    }
+    rows = {0: (None, s01, s02, d21), 1: (s01, None, s12, d02), 2: (s02, s12, None, d10), 3: (d21, d02, d10, None)}
+    for k, parts in rows.items():
+        for component, terms in enumerate(parts):
+            if terms is None:
+                put(k, component, 1.0, *diagonal[k])
+            else:
+                put(k, component, 0.0, *terms)
+    return A.reshape(9, 16), c.reshape(16)
 
-    def movedim(self, x, source, destination):
-        return torch.movedim(x, source, destination) if self.module is torch else np.moveaxis(x, source, destination)
 
-    def take(self, x, index):
-        """Entries of ``x`` along axis 0 at ``index`` (same rank, size 1 on axis 0, broadcast)."""
-        if self.module is torch:
-            return torch.gather(x, 0, index.expand(1, *x.shape[1:]))
-        return np.take_along_axis(x, index, axis=0)
+_SHEPPERD = _shepperd()
+_SHEPPERD_TENSORS: dict = {}
 
 
-_TORCH, _NUMPY = _Namespace(torch), _Namespace(np)
-
-
-def _leading_dims_in_memory_order(x: Tensor, trailing: int):
-    """A view of ``x`` whose leading (batch) dims are ordered by decreasing stride, so that new
-    tensors computed from it are written in memory order, not transposed; and the function that
-    puts a result's leading dims back in the caller's order."""
-    if not isinstance(x, Tensor):
-        return x, lambda y: y
-    lead = x.dim() - trailing
-    order = sorted(range(lead), key=lambda d: -x.stride(d))
-    if order == list(range(lead)):
-        return x, lambda y: y
-    inverse = [order.index(d) for d in range(lead)]
-    tail = list(range(lead, x.dim()))
-
-    def restore(y: Tensor) -> Tensor:
-        return y.permute(*inverse, *range(lead, y.dim()))
-
-    return x.permute(*order, *tail), restore
+def _shepperd_coefficients(dtype, device) -> tuple[Tensor, Tensor]:
+    key = (dtype, device)
+    if key not in _SHEPPERD_TENSORS:
+        _SHEPPERD_TENSORS[key] = tuple(torch.as_tensor(a, dtype=dtype, device=device) for a in _SHEPPERD)
+    return _SHEPPERD_TENSORS[key]
 
 
 def quat_xyzw_to_matrix(quat: Tensor) -> Tensor:
@@ -133,20 +119,16 @@ def invert_transform(T: Tensor) -> Tensor:
 def quat_xyzw_to_rotation_vector(quat: Tensor) -> Tensor:
     """(..., 4) unit quaternions -> (..., 3) rotation vectors (axis × angle, rad, angle ≤ π).
 
-    Uses θ = 2·atan2(|v|, |w|); near θ = 0 the series 2/w·(1 − |v|²/(3w²)) keeps it smooth.
+    θ/|v| = 2·atan2(|v|, |w|)/|v|; below |v| = 1e-6 it is 2/w (the next term of the series is
+    under 3e-13 relative there), with both branches kept finite for the gradient.
     """
     quat = torch.where(quat[..., 3:] < 0, -quat, quat)
-    v, w = quat[..., :3], quat[..., 3]
-    norm_sq = (v * v).sum(-1)
+    v, w = quat[..., :3], quat[..., 3:]
+    norm_sq = (v * v).sum(-1, keepdim=True)
     small = norm_sq < 1e-12
-    norm = torch.sqrt(torch.where(small, torch.ones_like(norm_sq), norm_sq))
-    w_safe = torch.where(small, w, torch.ones_like(w))
-    factor = torch.where(
-        small,
-        2.0 / w_safe * (1.0 - norm_sq / (3.0 * w_safe * w_safe)),
-        2.0 * torch.atan2(norm, w) / norm,
-    )
-    return v * factor.unsqueeze(-1)
+    norm = torch.sqrt(torch.where(small, torch.ones_like(norm_sq), norm_sq))  # sqrt'(0) would be inf
+    factor = torch.where(small, 2.0 / w.clamp(min=1e-6), 2.0 * torch.atan2(norm, w) / norm)
+    return v * factor
 
 
 def rotation_log(R: Tensor) -> Tensor:

@@ -36,20 +36,20 @@ class TrajectoryOptions:
 
     waypoints: int = 32
     seeds: int = 16
-    max_iterations: int = 60
+    max_iterations: int = 10
     time_budget: float = 2.0
     position_tolerance: float = 1e-3
     orientation_tolerance: float = math.radians(1.0)
     weights: CostWeights = field(default_factory=CostWeights)
     #: damped-least-squares IK for seeding and for the final polish of the last waypoint
-    ik_iterations: int = 40
+    ik_iterations: int = 15
     ik_damping: float = 0.02
-    polish_iterations: int = 10
+    polish_iterations: int = 5
     #: L-BFGS memory and the step sizes tried together (in one batch) by the line search
-    history: int = 8
-    line_search_steps: tuple[float, ...] = (1.0, 0.5, 0.2, 0.05)
+    history: int = 5
+    line_search_steps: tuple[float, ...] = (1.0, 0.3, 0.05)
     #: stop when the best cost of every problem improved by less than this fraction in one iteration
-    relative_tolerance: float = 1e-4
+    relative_tolerance: float = 1e-3
     #: use the analytical FK backward (False: plain autograd, for comparisons)
     analytical_grad: bool = True
     #: random seed of the seeding; solving the same problem twice gives the same result

@@ -7,9 +7,10 @@ link), each with S seeds:
    reaches the target; each seed's trajectory is a minimum-jerk interpolation from the start to
    its IK solution (T waypoints);
 2. optimise all P·S trajectories together with batched L-BFGS on
-   goal error + acceleration² + jerk² + tool path² (+ your terms); every cost evaluation runs
-   forward kinematics of every waypoint once, and its gradient is the analytical backward; the
-   line search tries several step sizes in one batch; positions are projected into the limits;
+   goal error + acceleration² + jerk² + tool path² (+ your terms); each iteration evaluates
+   every step size of the line search, with its gradient, in one batch: forward kinematics of
+   every waypoint of every candidate once, differentiated by the analytical backward;
+   positions are projected into the limits;
 3. polish the last waypoint with a few IK steps, keep per problem the lowest-cost seed that
    reaches the target within tolerance (else the closest), and time-parameterise it for the
    velocity and acceleration limits.
@@ -128,32 +129,35 @@ def solve_trajectory(
             cost = cost + weight * term(state)
         return cost, state
 
-    def value_and_gradient(x: Tensor) -> tuple[Tensor, Tensor]:
+    def value_and_gradient(x: Tensor, repeat: int) -> tuple[Tensor, Tensor]:
+        """Cost (M,) and its gradient (M, T − 1, J) for M = P·repeat rows of free waypoints."""
         x = x.detach().requires_grad_()
         with torch.enable_grad():
-            cost, _ = evaluate(x, S)
+            cost, _ = evaluate(x, repeat)
             (gradient,) = torch.autograd.grad(cost.sum(), x)
         return cost.detach(), gradient
 
     x = _seed_trajectories(chain, problem, options, limits)[:, 1:]  # (P·S, T − 1, J)
-    cost, gradient = value_and_gradient(x)
+    cost, gradient = value_and_gradient(x, S)
     lbfgs = BatchedLBFGS(P * S, (T - 1) * J, options.history, initial_step=0.05, like=x)
     steps = torch.tensor(options.line_search_steps, dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
+    A = steps.shape[0]
+    every_row = torch.arange(P * S, device=x.device)
     best = cost.view(P, S).amin(1)
     stopped, iteration, quiet = "max_iterations", 0, 0
     for iteration in range(1, options.max_iterations + 1):
         direction = lbfgs.direction(gradient.view(P * S, -1)).view_as(x)
         candidates = limits.clamp(x.unsqueeze(0) + steps * direction.unsqueeze(0))  # (A, P·S, T − 1, J)
-        A = candidates.shape[0]
-        with torch.no_grad():  # one batch: problem-major rows (P, A, S)
-            grouped = candidates.view(A, P, S, T - 1, J).transpose(0, 1).reshape(-1, T - 1, J)
-            tried, _ = evaluate(grouped, A * S)
+        # every step size with its gradient in one batch (problem-major rows: P, A, S)
+        grouped = candidates.view(A, P, S, T - 1, J).transpose(0, 1).reshape(-1, T - 1, J)
+        tried, tried_gradient = value_and_gradient(grouped, A * S)
         tried = tried.view(P, A, S).transpose(0, 1).reshape(A, P * S)
+        tried_gradient = tried_gradient.view(P, A, S, T - 1, J).transpose(0, 1).reshape(A, P * S, T - 1, J)
         lowest, choice = tried.min(0)
         improved = lowest < cost
-        chosen = candidates[choice, torch.arange(P * S, device=x.device)]
-        x_new = torch.where(improved.view(-1, 1, 1), chosen, x)
-        cost_new, gradient_new = value_and_gradient(x_new)
+        x_new = torch.where(improved.view(-1, 1, 1), candidates[choice, every_row], x)
+        cost_new = torch.where(improved, lowest, cost)
+        gradient_new = torch.where(improved.view(-1, 1, 1), tried_gradient[choice, every_row], gradient)
         lbfgs.update((x_new - x).view(P * S, -1), (gradient_new - gradient).view(P * S, -1), improved)
         lbfgs.reset(~improved)
         x, cost, gradient = x_new, cost_new, gradient_new

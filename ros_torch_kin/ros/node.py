@@ -93,7 +93,9 @@ class KinematicsNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     def destroy_node(self):
-        self._planner.destroy()
+        planner = getattr(self, "_planner", None)  # absent when __init__ stopped at a bad parameter
+        if planner is not None:
+            planner.destroy()
         super().destroy_node()
 
     # ------------------------------------------------------------------ robot descriptions

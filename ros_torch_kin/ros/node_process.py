@@ -35,11 +35,14 @@ def default_params_file() -> Path:
 
 
 class NodeProcess:
-    """``with NodeProcess(parameters={...}, domain_id=42) as node: ...``; ``node.log()`` is its output."""
+    """``with NodeProcess(parameters={...}, domain_id=42) as node: ...``; ``node.log()`` is its output.
+    ``remappings`` maps topic names, e.g. {"joint_states": "/arm/joint_states"}."""
 
     def __init__(self, parameters: dict | None = None, params_file: Path | str | None = None,
-                 domain_id: int | None = None, name: str = "ros_torch_kin", env: dict | None = None):
+                 domain_id: int | None = None, name: str = "ros_torch_kin", env: dict | None = None,
+                 remappings: dict[str, str] | None = None):
         self.parameters = dict(parameters or {})
+        self.remappings = dict(remappings or {})
         self.params_file = Path(params_file) if params_file else default_params_file()
         self.name = name
         self.env = dict(os.environ)
@@ -54,6 +57,8 @@ class NodeProcess:
     def command(self) -> list[str]:
         command = [sys.executable, str(node_executable()), "--ros-args", "-r", f"__node:={self.name}",
                    "--params-file", str(self.params_file)]
+        for source, target in self.remappings.items():
+            command += ["-r", f"{source}:={target}"]
         if self.parameters:
             overrides = Path(self._dir.name) / "overrides.yaml"
             overrides.write_text(yaml.safe_dump({"/**": {"ros__parameters": self.parameters}}))
