@@ -4,7 +4,8 @@ Round trip: ComputeFK for B configurations (all 10 links) from a client process 
 next to the same request handled in-process (the node's handler called directly: checks,
 FK, pose conversion, packing — everything but transport) and the bare library call. Pipeline:
 joint_states published at a fixed rate for a few seconds; we count the LinkPoses that come back
-and measure their latency (receipt time − the stamp set at publishing).
+(received serialized, so the measuring process leaves the CPU to the node) and measure their
+latency (receipt time − the stamp set at publishing).
 
     python bench/service_benchmark.py --output BENCHMARKS.md     (after `make build`, sourced)
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import struct
 import sys
 import threading
 import time
@@ -86,12 +88,14 @@ def pipeline(rates, seconds):
     executor.add_node(node)
     received, lock = [], threading.Lock()
 
-    def on_poses(msg):
+    def on_poses(raw: bytes):  # serialized CDR: 4-byte encapsulation, then header.stamp (int32, uint32)
         now = node.get_clock().now().nanoseconds
+        sec, nanosec = struct.unpack_from("<iI", raw, 4)
         with lock:
-            received.append((msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec, now))
+            received.append((sec * 1_000_000_000 + nanosec, now))
 
-    node.create_subscription(LinkPoses, "/ros_torch_kin/link_poses", on_poses, 1000)
+    # raw: this process measures, it should not spend the CPU the node needs on deserialising
+    node.create_subscription(LinkPoses, "/ros_torch_kin/link_poses", on_poses, 1000, raw=True)
     publisher = node.create_publisher(JointState, "/joint_states", 1000)
     spin = threading.Thread(target=executor.spin, daemon=True)
     spin.start()

@@ -9,13 +9,13 @@ with success=false, the errors reached and an empty trajectory (nothing unsafe t
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import torch
 from builtin_interfaces.msg import Duration
 from geometry_msgs.msg import Point
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from visualization_msgs.msg import Marker, MarkerArray
 
@@ -37,8 +37,8 @@ class TrajectoryActionServer:
             node, PlanTrajectory, "~/plan_trajectory", self._execute,
             goal_callback=lambda goal: GoalResponse.ACCEPT,
             cancel_callback=lambda goal_handle: CancelResponse.ACCEPT,
-            callback_group=MutuallyExclusiveCallbackGroup(),  # one plan at a time; others queue
         )
+        self._one_plan_at_a_time = threading.Lock()  # plans share the CPU/GPU; others queue
         self._trajectory = node.create_publisher(JointTrajectory, "~/planned_trajectory", 10)
         self._markers = node.create_publisher(MarkerArray, "~/planned_path", 10)
 
@@ -46,7 +46,8 @@ class TrajectoryActionServer:
         self._server.destroy()
 
     # ------------------------------------------------------------------ execution
-    def _execute(self, goal_handle):
+    async def _execute(self, goal_handle):
+        """Runs on the executor; the solve runs in the node's worker pool (cancel stays responsive)."""
         node = self.node
         model, settings = node.model, node.settings  # one snapshot for the whole plan
         result = PlanTrajectory.Result()
@@ -66,8 +67,12 @@ class TrajectoryActionServer:
             goal_handle.publish_feedback(feedback)
             return not goal_handle.is_cancel_requested
 
+        def solve():
+            with self._one_plan_at_a_time:
+                return solve_trajectory(model.chain, on_iteration=on_iteration, **problem)
+
         try:
-            solution = solve_trajectory(model.chain, on_iteration=on_iteration, **problem)
+            solution = await node.run_in_worker(solve)
         except ValueError as error:
             return _abort(goal_handle, result, str(error))
         except (torch.cuda.OutOfMemoryError, MemoryError) as error:
