@@ -41,7 +41,9 @@ class TrajectoryOptions:
     position_tolerance: float = 1e-3
     orientation_tolerance: float = math.radians(1.0)
     weights: CostWeights = field(default_factory=CostWeights)
-    #: damped-least-squares IK for seeding and for the final polish of the last waypoint
+    #: damped-least-squares IK for seeding (from ``ik_candidates`` starts per problem, of which the
+    #: ``seeds`` best become trajectories) and for the final polish of the last waypoint
+    ik_candidates: int = 32
     ik_iterations: int = 15
     ik_damping: float = 0.02
     polish_iterations: int = 5

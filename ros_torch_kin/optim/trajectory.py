@@ -3,9 +3,9 @@
 For P problems at once (start configuration, target pose / position / configuration of one
 link), each with S seeds:
 
-1. seed: batched damped-least-squares IK from the start and from random configurations
-   reaches the target; each seed's trajectory is a minimum-jerk interpolation from the start to
-   its IK solution (T waypoints);
+1. seed: batched damped-least-squares IK from the start and from many random configurations
+   reaches the target; the S best solutions (within tolerance, nearest the start) each give a
+   minimum-jerk interpolation from the start (T waypoints);
 2. optimise all P·S trajectories together with batched L-BFGS on
    goal error + acceleration² + jerk² + tool path² (+ your terms); each iteration evaluates
    every step size of the line search, with its gradient, in one batch: forward kinematics of
@@ -253,29 +253,43 @@ def _check_inside(chain: Chain, q: Tensor, limits: TrajectoryLimits, name: str) 
 
 
 def _seed_trajectories(chain: Chain, problem: _Problem, options: TrajectoryOptions, limits: TrajectoryLimits) -> Tensor:
-    """(P·S, T, J) minimum-jerk interpolations from the start to each seed's end configuration."""
+    """(P·S, T, J) minimum-jerk interpolations from the start to each seed's end configuration.
+
+    Pose targets: IK from ``ik_candidates`` starts per problem (the start itself, a third near
+    it, the rest anywhere in the limits); the S best become seeds: those within tolerance first,
+    nearest the start first (shorter motions), then the rest by their error.
+    """
     P, S, J = problem.start.shape[0], options.seeds, chain.num_dofs
+    C = max(S, options.ik_candidates) if problem.target_pose is not None else S
     generator = torch.Generator().manual_seed(options.random_seed)  # the same draws for every problem
-    u = torch.rand(S, J, generator=generator, dtype=torch.float64).to(chain.device, chain.dtype)
+    u = torch.rand(C, J, generator=generator, dtype=torch.float64).to(chain.device, chain.dtype)
     lower, upper = limits.lower.clamp(min=-math.pi), limits.upper.clamp(max=math.pi)
     start = problem.start.repeat_interleave(S, dim=0)  # (P·S, J)
     if problem.target_configuration is not None:
         end = problem.target_configuration.repeat_interleave(S, dim=0)
     else:
-        # seed 0 starts IK from the start, a third from near it, the rest from anywhere
         near = limits.clamp(problem.start.unsqueeze(1) + 0.5 * (u - 0.5) * (upper - lower))
-        anywhere = (lower + u * (upper - lower)).expand(P, S, J)
-        initial = torch.where(torch.arange(S, device=chain.device).view(1, S, 1) < max(1, S // 3), near, anywhere)
+        anywhere = (lower + u * (upper - lower)).expand(P, C, J)
+        initial = torch.where(torch.arange(C, device=chain.device).view(1, C, 1) < max(1, C // 3), near, anywhere)
         initial[:, 0] = problem.start
-        end, _ = damped_least_squares_ik(
-            chain, problem.link, problem.target_pose.repeat_interleave(S, dim=0), initial.reshape(P * S, J),
+        solutions, error = damped_least_squares_ik(
+            chain, problem.link, problem.target_pose.repeat_interleave(C, dim=0), initial.reshape(P * C, J),
             limits.lower, limits.upper, options.ik_iterations, options.ik_damping, problem.position_only,
         )
+        position, rotation = error[:, :3].norm(dim=-1), error[:, 3:].norm(dim=-1)
+        miss = position / options.position_tolerance
+        if not problem.position_only:
+            miss = torch.maximum(miss, rotation / options.orientation_tolerance)
+        solutions = solutions.view(P, C, J)
+        distance = (solutions - problem.start.unsqueeze(1)).norm(dim=-1)  # (P, C)
+        score = torch.where(miss.view(P, C) <= 1, distance, 1e6 + miss.view(P, C))
+        best = score.argsort(dim=1)[:, :S]  # (P, S)
+        end = torch.gather(solutions, 1, best.unsqueeze(-1).expand(P, S, J)).reshape(P * S, J)
     tau = torch.linspace(0, 1, options.waypoints, dtype=chain.dtype, device=chain.device)
     profile = (10 * tau**3 - 15 * tau**4 + 6 * tau**5).view(1, -1, 1)  # zero velocity and acceleration at both ends
     trajectory = start.unsqueeze(1) + profile * (end - start).unsqueeze(1)
     if problem.target_configuration is not None and S > 1:  # different routes to the same end
-        bump = torch.sin(math.pi * tau).view(1, -1, 1) * 0.3 * (u - 0.5).unsqueeze(1) * (upper - lower).clamp(max=2.0)
+        bump = torch.sin(math.pi * tau).view(1, -1, 1) * 0.3 * (u[:S] - 0.5).unsqueeze(1) * (upper - lower).clamp(max=2.0)
         bump[0] = 0
         trajectory = limits.clamp(trajectory + bump.repeat(P, 1, 1))
     return trajectory
