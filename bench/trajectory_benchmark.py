@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine, stamp, versions, write_section  # noqa: E402
 
-from ros_torch_kin.kinematics import Chain, forward_kinematics, pose_error  # noqa: E402
+from ros_torch_kin.kinematics import Chain, forward_kinematics  # noqa: E402
 from ros_torch_kin.optim import TrajectoryLimits, TrajectoryOptions, damped_least_squares_ik, solve_trajectory  # noqa: E402
 from ros_torch_kin.robots import bundled_urdf  # noqa: E402
 

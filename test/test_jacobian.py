@@ -109,7 +109,7 @@ def jacobian_from_autograd_fk(chain, q):
     T = forward_kinematics(chain, q, analytical_grad=False)  # (B, L, 4, 4)
     p = T[:, chain.link_index("tool0"), :3, 3]
     columns = []
-    for j, name in enumerate(chain.joint_names):
+    for name in chain.joint_names:
         link = chain.link_index(chain.link_names[chain.link_joint_names.index(name)])
         axis_local = chain.joint_axis[chain.moving_joint_names.index(name)]
         z = T[:, link, :3, :3] @ axis_local

@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-from conftest import random_q
 
 from ros_torch_kin.kinematics import Chain, forward_kinematics, pose_error
 from ros_torch_kin.optim import TrajectoryLimits, TrajectoryOptions, solve_trajectory, time_parameterize

@@ -344,7 +344,7 @@ class _Layout:
 
         coefficients = np.zeros((L, 4, 4, 4))  # bodies, then frames (constant pose in the anchor)
         link_dofs, link_offset = np.zeros((L, len(dofs))), np.zeros(L)
-        for b, name in enumerate(links[:N]):
+        for b in range(N):
             joint = self.parent_joints[b]
             local = _local_coefficients(joint)
             if joint is not None:  # fold the fixed joints between the parent body and this joint

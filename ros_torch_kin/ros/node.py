@@ -24,7 +24,6 @@ they nor a plan block the joint_states pipeline or cancel requests, which run on
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import traceback
