@@ -36,6 +36,10 @@ def machine() -> str:
 
 def versions(*extra: tuple[str, str]) -> str:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "ros_torch_kin", "bench"],
+                             cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    if commit and changed:
+        commit += " + uncommitted changes"
     items = [("python", platform.python_version()), ("torch", torch.__version__), ("ros_torch_kin", commit or "?"), *extra]
     return ", ".join(f"{name} {version}" for name, version in items)
 
