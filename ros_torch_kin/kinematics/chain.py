@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .description import CONTINUOUS, PRISMATIC, REVOLUTE, JointDescription, RobotDescription
+from .description import CONTINUOUS, PRISMATIC, REVOLUTE, JointDescription, Mimic, RobotDescription
 from .urdf import FloatingJointPolicy, parse_urdf
 
 Index = Union[Tensor, slice]
@@ -333,7 +333,7 @@ class _Layout:
         self.num_bodies = len(bodies)
         self.index = {name: i for i, name in enumerate(self.links)}
         self.parent_joints = [joint_of[name] for name in self.links]
-        self.anchor, self.offset, self.body_depth = anchor, offset, body_depth
+        self.anchor, self.offset, self.body_depth, self.depth = anchor, offset, body_depth, depth
         self.joint_links = [i for i, j in enumerate(self.parent_joints) if j is not None and j.is_movable]
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -343,30 +343,29 @@ class _Layout:
         dof_index = {j.name: i for i, j in enumerate(dofs)}
 
         coefficients = np.zeros((L, 4, 4, 4))  # bodies, then frames (constant pose in the anchor)
-        link_dofs, link_offset = np.zeros((L, len(dofs))), np.zeros(L)
         for b in range(N):
             joint = self.parent_joints[b]
             local = _local_coefficients(joint)
             if joint is not None:  # fold the fixed joints between the parent body and this joint
                 local = np.einsum("ij,jkf->ikf", self.offset[joint.parent], local)
-                leader = joint.mimic.leader if joint.mimic else joint.name
-                link_dofs[b, dof_index[leader]] = joint.mimic.multiplier if joint.mimic else 1.0
-                link_offset[b] = joint.mimic.offset if joint.mimic else 0.0
             coefficients[b] = local
         for f, name in enumerate(links[N:], start=N):
             coefficients[f, :, :, 0] = self.offset[name]
 
+        # each movable joint's value: multiplier * q[leader] + offset (a joint that mimics nothing is
+        # its own leader, multiplier 1, offset 0)
+        moving = [self.parent_joints[l] for l in self.joint_links]
+        joint_to_dof, link_dofs, link_offset = np.zeros((len(dofs), len(moving))), np.zeros((L, len(dofs))), np.zeros(L)
+        for m, (l, joint) in enumerate(zip(self.joint_links, moving)):
+            mimic = joint.mimic or Mimic(joint.name)
+            joint_to_dof[dof_index[mimic.leader], m] = link_dofs[l, dof_index[mimic.leader]] = mimic.multiplier
+            link_offset[l] = mimic.offset
+
         parent_index = np.array([index[j.parent] if j else -1 for j in self.parent_joints], dtype=np.int64)
         subtree = np.eye(L)
-        for l in sorted(range(1, L), key=lambda l: -self._depth(l)):  # deepest first
+        for l in sorted(range(1, L), key=lambda l: -self.depth[links[l]]):  # deepest first
             subtree[parent_index[l]] += subtree[l]
         subtree = (subtree > 0).astype(np.float64)
-
-        moving = [self.parent_joints[l] for l in self.joint_links]
-        joint_to_dof = np.zeros((len(dofs), len(moving)))
-        for m, joint in enumerate(moving):
-            leader = joint.mimic.leader if joint.mimic else joint.name
-            joint_to_dof[dof_index[leader], m] = joint.mimic.multiplier if joint.mimic else 1.0
         joint_subtree = subtree[self.joint_links].reshape(-1, L)
         flat = coefficients.reshape(L, 16, 4)
         return {
@@ -383,13 +382,6 @@ class _Layout:
             "parent_index": parent_index,
         }
 
-    def _depth(self, l: int) -> int:
-        depth, joint = 0, self.parent_joints[l]
-        while joint is not None:
-            depth += 1
-            joint = self.parent_joints[self.index[joint.parent]]
-        return depth
-
     def plan(self) -> ChainPlan:
         N, index = self.num_bodies, self.index
         bodies = self.links[:N]
@@ -403,7 +395,7 @@ class _Layout:
             levels.append((int(members[0]), int(members[-1]) + 1, _as_index(parent_body[members])))
         anchors = [index[self.anchor[name]] for name in self.links[N:]]
         parent = np.concatenate((parent_body, np.array(anchors, dtype=np.int64)))
-        deepest = max(int(depth.max(initial=0)), *(int(depth[a]) + 1 for a in anchors)) if anchors else int(depth.max(initial=0))
+        deepest = max([int(depth.max(initial=0))] + [int(depth[a]) + 1 for a in anchors])
         jumps = [parent]
         for _ in range(max(1, math.ceil(math.log2(max(deepest, 1)))) - 1):
             jumps.append(jumps[-1][jumps[-1]])

@@ -32,6 +32,12 @@ def _forward(q: Tensor, chain: Chain, selection: Tensor | None):
     return world.index_select(0, selection).permute(3, 0, 1, 2), world.permute(3, 0, 1, 2)
 
 
+def _save(ctx, chain: Chain, selection: Tensor | None, output) -> None:
+    ctx.chain = chain
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(*((output,) if selection is None else (output[1], selection)))
+
+
 def _backward(chain: Chain, saved, grads):
     if len(saved) == 2:
         T_all, selection = saved
@@ -54,9 +60,7 @@ class ForwardKinematicsFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: Tensor, chain: Chain, selection: Tensor | None):
         output = _forward(q, chain, selection)
-        ctx.chain = chain
-        ctx.set_materialize_grads(False)
-        ctx.save_for_backward(*((output,) if selection is None else (output[1], selection)))
+        _save(ctx, chain, selection, output)
         return output
 
     @staticmethod
@@ -78,9 +82,7 @@ class VmappableForwardKinematicsFunction(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         _, chain, selection = inputs
-        ctx.chain = chain
-        ctx.set_materialize_grads(False)
-        ctx.save_for_backward(*((output,) if selection is None else (output[1], selection)))
+        _save(ctx, chain, selection, output)
 
     @staticmethod
     def backward(ctx, *grads):
