@@ -77,17 +77,28 @@ class TrajectoryLimits:
     acceleration: Tensor
 
     @classmethod
-    def from_chain(cls, chain: Chain, acceleration: float | Tensor = 5.0, default_velocity: float = 1.0) -> "TrajectoryLimits":
-        """The URDF's position and velocity limits (a joint without one gets ``default_velocity``);
-        URDF has no acceleration limits, so ``acceleration`` (a scalar or (J,)) fills them in."""
+    def from_chain(
+        cls,
+        chain: Chain,
+        acceleration: float | Tensor = 5.0,
+        default_velocity: float = 1.0,
+        velocity_scaling: float = 1.0,
+    ) -> "TrajectoryLimits":
+        """The URDF's position limits and velocity limits times ``velocity_scaling`` (a joint
+        without a velocity limit gets ``default_velocity``); URDF has no acceleration limits, so
+        ``acceleration`` (a scalar or (J,)) fills them in."""
         velocity = torch.where(torch.isfinite(chain.velocity_limits) & (chain.velocity_limits > 0),
                                chain.velocity_limits, torch.full_like(chain.velocity_limits, default_velocity))
         acceleration = torch.as_tensor(acceleration, dtype=chain.dtype, device=chain.device).expand(chain.num_dofs)
-        return cls(chain.lower_limits, chain.upper_limits, velocity, acceleration.clone())
+        return cls(chain.lower_limits, chain.upper_limits, velocity * velocity_scaling, acceleration.clone())
 
     def clamp(self, q: Tensor) -> Tensor:
         return torch.maximum(torch.minimum(q, self.upper), self.lower)
 
+    def outside(self, q: Tensor, tolerance: float = 1e-9) -> Tensor:
+        """(..., J) bool: each joint of each configuration (..., J) outside its position limits."""
+        return (q < self.lower - tolerance) | (q > self.upper + tolerance)
+
     def contains(self, q: Tensor, tolerance: float = 1e-9) -> Tensor:
         """(...) bool: every joint of each configuration (..., J) inside the position limits."""
-        return ((q >= self.lower - tolerance) & (q <= self.upper + tolerance)).all(-1)
+        return ~self.outside(q, tolerance).any(-1)

@@ -163,7 +163,7 @@ def solve_trajectory(
         x, cost, gradient = x_new, cost_new, gradient_new
 
         previous, best = best, cost.view(P, S).amin(1)
-        if on_iteration is not None and not on_iteration(_report(evaluate, x, cost, problem, P, S, iteration, started)):
+        if on_iteration is not None and not on_iteration(_report(chain, problem, x, cost, S, iteration, started)):
             stopped = "canceled"
             break
         if time.perf_counter() - started > options.time_budget:
@@ -243,7 +243,7 @@ def _batch(chain: Chain, value, shape: tuple[int, ...], name: str) -> Tensor:
 
 
 def _check_inside(chain: Chain, q: Tensor, limits: TrajectoryLimits, name: str) -> None:
-    outside = ~((q >= limits.lower - 1e-9) & (q <= limits.upper + 1e-9))
+    outside = limits.outside(q)
     if outside.any():
         p, j = (int(i) for i in outside.nonzero()[0])
         raise ValueError(
@@ -314,10 +314,13 @@ def _goal_errors(state: TrajectoryState, problem: _Problem) -> tuple[Tensor, Ten
     return position, torch.zeros_like(orientation) if problem.position_only else orientation
 
 
-def _report(evaluate, x, cost, problem, P, S, iteration, started) -> IterationReport:
-    best = cost.view(P, S).argmin(1)
-    index = torch.arange(P, device=x.device) * S + best
+def _report(chain, problem, x, cost, S, iteration, started) -> IterationReport:
+    """The goal errors of each problem's cheapest seed, from its last waypoint alone."""
+    P = problem.start.shape[0]
+    index = torch.arange(P, device=x.device) * S + cost.view(P, S).argmin(1)
+    last = x[index, -1:]  # (P, 1, J)
     with torch.no_grad():
-        _, state = evaluate(x[index], 1)
+        poses = None if problem.link is None else forward_kinematics(chain, last[:, 0], links=problem.link).unsqueeze(1)
+        state = TrajectoryState(last, poses, problem.target_pose, problem.target_configuration, problem.position_only)
         position, orientation = _goal_errors(state, problem)
     return IterationReport(iteration, cost.view(P, S).amin(1), position, orientation, time.perf_counter() - started)
