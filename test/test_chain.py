@@ -84,28 +84,37 @@ def test_library_never_imports_ros():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def imported_modules(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
+def imported_modules(path: Path, package: str) -> set[str]:
+    """Absolute names of everything the module at ``path`` (in ``package``) imports, including
+    each name of a ``from X import name`` as X.name (it may be a module: ``from .. import ros``)."""
     names = set()
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            prefix = "." * node.level
-            names.add(prefix + (node.module or ""))
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
     return names
 
 
-@pytest.mark.parametrize("layer, forbidden", [("kinematics", ("optim", "ros", "rclpy")), ("optim", ("ros", "rclpy"))])
+def test_import_resolution_sees_relative_and_from_imports(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("from .. import ros\nfrom ..optim.ik import x\nimport rclpy.node\nfrom .fk import y\n")
+    names = imported_modules(probe, "ros_torch_kin.kinematics")
+    assert {"ros_torch_kin.ros", "ros_torch_kin.optim.ik", "rclpy.node", "ros_torch_kin.kinematics.fk.y"} <= names
+
+
+@pytest.mark.parametrize("layer, forbidden", [("kinematics", ("optim", "ros")), ("optim", ("ros",))])
 def test_imports_point_one_way(layer, forbidden):
     for path in (PACKAGE / layer).glob("*.py"):
-        for name in imported_modules(path):
-            parts = name.lstrip(".").split(".")
-            relative_up = name.startswith("..")
-            assert not any(
-                parts[0] == bad or (relative_up and parts[0] == bad) or f"ros_torch_kin.{bad}" in name
-                for bad in forbidden
-            ), f"{path.name} imports {name}"
+        for name in imported_modules(path, f"ros_torch_kin.{layer}"):
+            assert name.split(".")[0] != "rclpy", f"{path.name} imports {name}"
+            assert not any(name == f"ros_torch_kin.{bad}" or name.startswith(f"ros_torch_kin.{bad}.")
+                           for bad in forbidden), f"{path.name} imports {name}"
 
 
 def test_to_float64_rebuilds_with_full_precision():

@@ -110,7 +110,7 @@ def jacobian_from_autograd_fk(chain, q):
     p = T[:, chain.link_index("tool0"), :3, 3]
     columns = []
     for name in chain.joint_names:
-        link = chain.link_index(chain.link_names[chain.link_joint_names.index(name)])
+        link = chain.link_joint_names.index(name)  # the joint's child link
         axis_local = chain.joint_axis[chain.moving_joint_names.index(name)]
         z = T[:, link, :3, :3] @ axis_local
         o = T[:, link, :3, 3]

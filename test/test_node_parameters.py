@@ -3,6 +3,9 @@ from each description source; config/default.yaml matches the declared defaults.
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -133,15 +136,42 @@ def test_robot_description_file_and_bad_start_parameters(ros_domain, tmp_path):
         assert "cannot be read: No such file or directory" in process.log()
 
 
-def test_launch_file_starts_the_node():
-    launch_ros = pytest.importorskip("launch_ros", reason="launch_ros is not installed (no ROS 2 launch here)")
-    from launch import LaunchContext
-    from launch.launch_description_sources import PythonLaunchDescriptionSource
+#: Runs a launch file as `ros2 launch` would (ros2launch itself is not needed): path, then name:=value.
+LAUNCH = """
+import sys
+from launch import LaunchService
+from launch.actions import IncludeLaunchDescription
+from launch.launch_description_sources import PythonLaunchDescriptionSource
+path, *arguments = sys.argv[1:]
+service = LaunchService()
+service.include_launch_description(IncludeLaunchDescription(
+    PythonLaunchDescriptionSource(path), launch_arguments=[tuple(a.split(":=", 1)) for a in arguments]))
+sys.exit(service.run())
+"""
 
+
+def test_launch_file_starts_the_node_with_its_arguments(ros_domain, tmp_path):
+    pytest.importorskip("launch_ros", reason="launch_ros is not installed (no ROS 2 launch here)")
+    from ros_torch_kin.ros.client import KinematicsClient
     from ros_torch_kin.ros.node_process import package_share
 
-    source = PythonLaunchDescriptionSource(str(package_share() / "launch" / "ros_torch_kin.launch.py"))
-    description = source.get_launch_description(LaunchContext())
-    names = [a.name for a in description.entities if hasattr(a, "name")]
-    assert {"params_file", "urdf_file", "namespace"} <= set(names)
-    assert launch_ros is not None
+    urdf = tmp_path / "robot.urdf"
+    urdf.write_text(random_chain_urdf(4, 3, name="launched_robot"))
+    launch_file = package_share() / "launch" / "ros_torch_kin.launch.py"
+    log = tmp_path / "launch.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen([sys.executable, "-c", LAUNCH, str(launch_file), f"urdf_file:={urdf}",
+                                    "namespace:=launched"], stdout=output, stderr=subprocess.STDOUT)
+    client = KinematicsClient(server="/launched/ros_torch_kin", timeout=60.0)
+    try:
+        assert client.wait_for_server(60.0), log.read_text()
+        model = client.robot_model()
+        # urdf_file overrides the params file's bundled robot; the rest comes from config/default.yaml
+        assert model.name == "launched_robot" and model.description_source == f"file {urdf}"
+        assert (model.max_batch, model.joint_limit_policy, model.dtype) == (100_000, "report", "float32")
+    finally:
+        client.close()
+        process.send_signal(signal.SIGINT)
+        code = process.wait(30)
+    assert code == 0, log.read_text()
+    assert "process has finished cleanly" in log.read_text()
