@@ -21,27 +21,43 @@ section says how it measured.
 """
 
 
-def machine() -> str:
-    model = "unknown CPU"
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or "unknown CPU"
+
+
+def machine() -> str:
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
-    return f"{model}, {os.cpu_count()} cores{gpu}, {platform.system()} {platform.release()}"
+    return f"{cpu_model()}, {os.cpu_count()} cores{gpu}, {platform.system()} {platform.release()}"
+
+
+def commit() -> str:
+    """The checked-out commit, flagged when the measured code (ros_torch_kin/, bench/) differs from it."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "ros_torch_kin", "bench"],
+                             cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return (head + " + uncommitted changes" if changed else head) if head else "?"
 
 
 def versions(*extra: tuple[str, str]) -> str:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "ros_torch_kin", "bench"],
-                             cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    if commit and changed:
-        commit += " + uncommitted changes"
-    items = [("python", platform.python_version()), ("torch", torch.__version__), ("ros_torch_kin", commit or "?"), *extra]
+    items = [("python", platform.python_version()), ("torch", torch.__version__), ("ros_torch_kin", commit()), *extra]
     return ", ".join(f"{name} {version}" for name, version in items)
+
+
+def example_robot_data_dir() -> Path:
+    """Where the example-robot-data wheel puts its robots (Panda, Talos, ...)."""
+    import site
+
+    for base in site.getsitepackages() + [site.getusersitepackages()]:
+        path = Path(base) / "cmeel.prefix" / "share" / "example-robot-data" / "robots"
+        if path.is_dir():
+            return path
+    raise SystemExit("example-robot-data is not installed (it provides the panda and talos URDFs)")
 
 
 def stamp() -> str:

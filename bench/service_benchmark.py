@@ -72,7 +72,7 @@ def round_trips(client, batches, repeats, threads):
         remote, local, library = [], [], []
         for _ in range(3):  # interleaved rounds
             remote += timed(lambda: client.forward_kinematics(q), repeats // 3)
-            local += timed(lambda: handlers.serve_fk(model, Settings(), request, ComputeFK.Response()), repeats // 3)
+            local += timed(lambda: handlers.serve_fk(model, Settings.defaults(), request, ComputeFK.Response()), repeats // 3)
             with torch.no_grad():
                 library += timed(lambda: forward_kinematics(model.chain, q_tensor), repeats // 3)
         rows.append((B, statistics.median(remote), percentile(remote, 90), statistics.median(local),

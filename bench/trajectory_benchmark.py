@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import machine, stamp, versions, write_section  # noqa: E402
+from report import example_robot_data_dir, machine, stamp, versions, write_section  # noqa: E402
 
 from ros_torch_kin.kinematics import Chain, forward_kinematics  # noqa: E402
 from ros_torch_kin.optim import TrajectoryLimits, TrajectoryOptions, damped_least_squares_ik, solve_trajectory  # noqa: E402
@@ -29,23 +29,14 @@ from ros_torch_kin.robots import bundled_urdf  # noqa: E402
 POSITION_TOLERANCE, ORIENTATION_TOLERANCE = 1e-3, math.radians(1.0)
 
 
-def example_robot(relative: str) -> str:
-    import site
-
-    for base in site.getsitepackages():
-        path = Path(base) / "cmeel.prefix/share/example-robot-data/robots" / relative
-        if path.is_file():
-            return path.read_text()
-    raise SystemExit(f"example-robot-data is missing {relative}")
-
-
 ROBOTS = {
     "arm7": (bundled_urdf, "tool0"),
-    "panda": (lambda: example_robot("panda_description/urdf/panda.urdf"), "panda_hand_tcp"),
+    "panda": (lambda: (example_robot_data_dir() / "panda_description/urdf/panda.urdf").read_text(), "panda_hand_tcp"),
 }
 
 
-def problems(chain: Chain, count: int, seed: int):
+def problems(chain: Chain, link: str, count: int, seed: int):
+    """(start (count, J), target poses of ``link`` (count, 4, 4)), both from in-limit configurations."""
     g = torch.Generator().manual_seed(seed)
     lower, upper = 0.9 * chain.lower_limits.double(), 0.9 * chain.upper_limits.double()
 
@@ -53,10 +44,7 @@ def problems(chain: Chain, count: int, seed: int):
         return (lower + torch.rand(count, chain.num_dofs, generator=g, dtype=torch.float64) * (upper - lower)).to(chain.dtype)
 
     start, goal = sample(), sample()
-    return start, forward_kinematics(chain, goal, links=LINK[0])
-
-
-LINK = [None]
+    return start, forward_kinematics(chain, goal, links=link)
 
 
 def metrics(result, limits):
@@ -75,7 +63,7 @@ def metrics(result, limits):
 
 def run_optimizer(chain, link, count, seed):
     limits = TrajectoryLimits.from_chain(chain)
-    start, target = problems(chain, count, seed)
+    start, target = problems(chain, link, count, seed)
     results = {"analytical": [], "autograd": []}
     for p in range(count):
         order = ("analytical", "autograd") if p % 2 == 0 else ("autograd", "analytical")  # alternate: drift cancels
@@ -94,7 +82,7 @@ def run_ik(chain, urdf, link, count, seed, seeds=16, iterations=40):
     """Our batched DLS IK (the optimizer's seeding) and pk's PseudoInverseIK, same goals and retries."""
     import pytorch_kinematics as pk
 
-    start, target = problems(chain, count, seed)
+    start, target = problems(chain, link, count, seed)
     lower, upper = chain.lower_limits, chain.upper_limits
     g = torch.Generator().manual_seed(seed + 1)
     ours_time, ours_ok = [], []
@@ -204,10 +192,9 @@ def main(argv=None):
         load, link = ROBOTS[robot]
         urdf = load()
         chain = Chain.from_urdf(urdf, device="cpu", dtype=torch.float32)
-        LINK[0] = link
         print(f"{robot}: optimizer on {args.count} goals", flush=True)
-        solve_trajectory(chain, torch.zeros(chain.num_dofs).clamp(chain.lower_limits, chain.upper_limits), link,
-                         target_pose=forward_kinematics(chain, torch.zeros(chain.num_dofs).clamp(chain.lower_limits, chain.upper_limits), links=link))  # warm-up
+        warm_up = torch.zeros(chain.num_dofs).clamp(chain.lower_limits, chain.upper_limits)
+        solve_trajectory(chain, warm_up, link, target_pose=forward_kinematics(chain, warm_up, links=link))
         results = run_optimizer(chain, link, args.count, args.seed)
         print(f"{robot}: IK comparison", flush=True)
         ik = run_ik(chain, urdf, link, args.count, args.seed)
