@@ -87,21 +87,43 @@ def read_positions(chain: Chain, joint_names, positions, max_batch: int) -> tupl
     return q, columns
 
 
+def limit_violation(
+    chain: Chain, lower: np.ndarray, upper: np.ndarray, q: np.ndarray, tolerance: float = 1e-9
+) -> tuple[np.ndarray, tuple[int, str] | None]:
+    """q (B, J) against the (J,) position limits: (within (B,) bool, and for the first joint
+    outside its limits, (its configuration, "joint 'name' = value is outside its limits [lo, hi]"),
+    or None when every row is within)."""
+    outside = (q < lower - tolerance) | (q > upper + tolerance)
+    within = ~outside.any(axis=1)
+    if within.all():
+        return within, None
+    b, j = (int(i) for i in np.argwhere(outside)[0])
+    return within, (b, f"joint '{chain.joint_names[j]}' = {q[b, j]:.6g} is outside its limits "
+                       f"[{lower[j]:.6g}, {upper[j]:.6g}]")
+
+
 def apply_limit_policy(
-    chain: Chain, lower: np.ndarray, upper: np.ndarray, q: np.ndarray, policy: str, tolerance: float = 1e-9
+    chain: Chain, lower: np.ndarray, upper: np.ndarray, q: np.ndarray, policy: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """(q after the policy, within (B,) bool: whether each row was inside the limits)."""
-    inside = (q >= lower - tolerance) & (q <= upper + tolerance)
-    within = inside.all(axis=1)
-    if policy == "reject" and not within.all():
-        b, j = (int(i) for i in np.argwhere(~inside)[0])
-        raise RequestError(
-            f"configuration {b}: joint '{chain.joint_names[j]}' = {q[b, j]:.6g} is outside its limits "
-            f"[{lower[j]:.6g}, {upper[j]:.6g}] (joint_limit_policy is 'reject')"
-        )
+    within, violation = limit_violation(chain, lower, upper, q)
+    if policy == "reject" and violation is not None:
+        b, text = violation
+        raise RequestError(f"configuration {b}: {text} (joint_limit_policy is 'reject')")
     if policy == "clamp":
         q = np.clip(q, lower, upper)
     return q, within
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is torch or Python running out of memory (CUDA or host)."""
+    if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(error, RuntimeError) and ("out of memory" in str(error) or "allocate" in str(error))
+
+
+def out_of_memory_message(device: torch.device, error: BaseException, advice: str) -> str:
+    return f"out of memory on {device} ({str(error).splitlines()[0][:120]}); {advice}"
 
 
 def link_indices(chain: Chain, link_names, field: str = "link_names") -> list[int]:

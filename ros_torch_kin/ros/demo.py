@@ -1,5 +1,6 @@
 """`make demo`: start the ros_torch_kin node on the bundled 7-DOF arm, call its services with a few
-thousand configurations, follow joint_states to link poses, and print results and timings.
+thousand configurations, plan a trajectory with its action, follow joint_states to link poses, and
+print results and timings.
 
 Run after `colcon build` and sourcing the install: ``python -m ros_torch_kin.ros.demo``.
 """
@@ -92,6 +93,8 @@ def _run(client: KinematicsClient, args) -> None:
     print(f"  VECTOR_JACOBIAN_PRODUCT (force -z on {ee}): {vjp.shape}, {vjp_ms:.2f} ms; "
           f"equals J^T f: {np.allclose(vjp, jacobians[:, 2] * -1.0, atol=1e-4)}")
 
+    _plan(client, model, q, poses)
+
     print("\njoint_states -> ~/link_poses:")
     received: list[LinkPoses] = []
     node = client.node
@@ -124,6 +127,28 @@ def _run(client: KinematicsClient, args) -> None:
         except KinematicsError as error:
             print(f"  {label}: {error}")
     print(f"  and then a good call: {client.forward_kinematics(q[:2]).shape}")
+
+
+def _plan(client: KinematicsClient, model, q, poses) -> None:
+    """PlanTrajectory from configuration 3 to the end effector's pose at configuration 2."""
+    from sensor_msgs.msg import JointState as Start
+
+    from ..action import PlanTrajectory
+    from .convert import fill_pose
+
+    ee = model.end_effector_link
+    goal = PlanTrajectory.Goal(target_type=PlanTrajectory.Goal.TARGET_POSE, target_link=ee)
+    goal.start = Start(name=list(model.joint_names), position=q[3].tolist())
+    fill_pose(goal.target_pose.pose, poses[2, model.link_names.index(ee)])
+    feedback = []
+    started = time.perf_counter()
+    status, result = client.plan_trajectory(goal, on_feedback=feedback.append)
+    wall_ms = 1e3 * (time.perf_counter() - started)
+    print(f"\nPlanTrajectory (action): configuration 3 -> {ee} at {_fmt(poses[2, model.link_names.index(ee), :3], 3)}")
+    print(f"  {len(feedback)} feedback messages; {'succeeded' if result.success else 'failed'}: {result.message}")
+    print(f"  final error {1e3 * result.position_error:.3f} mm, {np.degrees(result.orientation_error):.3f} deg; "
+          f"{len(result.trajectory.points)} waypoints, {result.duration:.2f} s of motion; "
+          f"solved in {1e3 * result.solve_time:.0f} ms ({wall_ms:.0f} ms round trip, status {status})")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ joint_states pipeline or cancel requests, which run on the executor.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 import traceback
@@ -49,7 +50,7 @@ from . import convert, handlers
 from .convert import RequestError
 from .joint_states import JointStateTracker
 from .parameters import PARAMETERS, Settings, check_choice
-from .served_model import ServedModel, build_model, configured_description, moved, resolve_device, resolve_dtype
+from .served_model import ServedModel, build_model, configured_description, resolve_device, resolve_dtype
 from .trajectory_action import TrajectoryActionServer
 
 NO_MODEL = (
@@ -61,8 +62,7 @@ NO_MODEL = (
 INLINE_VALUES = 512
 _DESCRIPTION_PARAMETERS = {"robot_description", "robot_description_file", "bundled_robot"}
 _CHAIN_PARAMETERS = {"device", "dtype", "floating_joints"}
-_SETTINGS = ("base_link", "end_effector_link", "max_batch", "joint_limit_policy",
-             "publish_link_poses", "publish_end_effector_pose")
+_LINK_SETTINGS = ("base_link", "end_effector_link")
 
 
 class KinematicsNode(Node):
@@ -78,9 +78,10 @@ class KinematicsNode(Node):
         self._dtype = resolve_dtype(values["dtype"])
         if values["torch_threads"]:
             torch.set_num_threads(values["torch_threads"])
-        self.settings = Settings(**{name: values[name] for name in _SETTINGS})
+        self.settings = Settings.from_values(values)
         self.model: ServedModel | None = None
         self._tracker: JointStateTracker | None = None
+        self._link_poses_cache: tuple | None = None  # (chain, LinkPoses message), see _link_poses_message
         self._workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ros_torch_kin")
         self._load_configured_description(values)
 
@@ -140,10 +141,8 @@ class KinematicsNode(Node):
         self.get_logger().info(f"serving {model.summary()}")
         for warning in model.chain.warnings:
             self.get_logger().warning(f"URDF: {warning}")
-        for name in ("base_link", "end_effector_link"):
-            link = getattr(self.settings, name)
-            if link and link not in model.chain.link_names:
-                self.get_logger().warning(f"{name} '{link}' is not a link of robot '{model.chain.name}'")
+        for problem in _unknown_links(self.settings, model.chain, _LINK_SETTINGS):
+            self.get_logger().warning(problem)
 
     def _on_robot_description(self, msg: String) -> None:
         if not self.get_parameter("subscribe_robot_description").value:
@@ -179,13 +178,12 @@ class KinematicsNode(Node):
             elif model is not None and "floating_joints" in updates:
                 model = build_model(model.urdf, model.source, device, dtype, values["floating_joints"])
             elif model is not None and updates.keys() & _CHAIN_PARAMETERS:
-                model = moved(model, device, dtype)
-            settings = Settings(**{name: values[name] for name in _SETTINGS})
+                model = dataclasses.replace(model, chain=model.chain.to(device, dtype))
+            settings = Settings.from_values(values)
             if model is not None:
-                for name in ("base_link", "end_effector_link"):
-                    link = getattr(settings, name)
-                    if name in updates and link and link not in model.chain.link_names:
-                        raise ValueError(f"{name} '{link}' is not a link of robot '{model.chain.name}'")
+                problems = _unknown_links(settings, model.chain, [n for n in _LINK_SETTINGS if n in updates])
+                if problems:
+                    raise ValueError(problems[0])
         except ValueError as error:
             return SetParametersResult(successful=False, reason=str(error))
         if "torch_threads" in updates and values["torch_threads"]:
@@ -207,11 +205,10 @@ class KinematicsNode(Node):
                 return await self.run_in_worker(handler, model, settings, request, response)
             except RequestError as error:
                 return _fail(response, str(error))
-            except (torch.cuda.OutOfMemoryError, MemoryError) as error:
-                return _fail(response, _out_of_memory(model, error))
             except Exception as error:  # never leave a client without an answer
-                if isinstance(error, RuntimeError) and ("allocate" in str(error) or "out of memory" in str(error)):
-                    return _fail(response, _out_of_memory(model, error))
+                if convert.is_out_of_memory(error):
+                    return _fail(response, convert.out_of_memory_message(
+                        model.chain.device, error, "send fewer configurations per request or lower max_batch"))
                 self.get_logger().error(f"{handler.__name__} failed:\n{traceback.format_exc()}")
                 return _fail(response, f"internal error in {handler.__name__}: {type(error).__name__}: {error}")
 
@@ -229,7 +226,7 @@ class KinematicsNode(Node):
     def _link_poses_message(self, chain) -> LinkPoses:
         """One LinkPoses message per chain, filled in place for every joint state (building L
         Pose messages costs more than the kinematics)."""
-        cached = getattr(self, "_link_poses_cache", None)
+        cached = self._link_poses_cache
         if cached is None or cached[0] is not chain:
             message = LinkPoses(link_names=chain.link_names, poses=convert.pose_msgs(np.zeros((chain.num_links, 7))))
             cached = self._link_poses_cache = (chain, message)
@@ -284,9 +281,10 @@ def _fail(response, message: str):
     return response
 
 
-def _out_of_memory(model: ServedModel, error) -> str:
-    return (f"out of memory on {model.chain.device} for this batch ({str(error).splitlines()[0][:120]}); "
-            "send fewer configurations per request or lower max_batch")
+def _unknown_links(settings: Settings, chain, names) -> list[str]:
+    """A message for each of the named link settings that is set but not a link of ``chain``."""
+    return [f"{name} '{link}' is not a link of robot '{chain.name}'"
+            for name in names if (link := getattr(settings, name)) and not chain.has_link(link)]
 
 
 def main(args=None) -> None:

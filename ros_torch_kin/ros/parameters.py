@@ -3,7 +3,7 @@ these defaults)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
 
@@ -77,14 +77,24 @@ BY_NAME = {p.name: p for p in PARAMETERS}
 
 @dataclass(frozen=True)
 class Settings:
-    """The parameters that shape how requests are served (not the robot itself)."""
+    """The parameters that shape how requests are served (not the robot itself); each field is
+    the parameter of the same name."""
 
-    base_link: str = ""
-    end_effector_link: str = "tool0"
-    max_batch: int = 100_000
-    joint_limit_policy: str = "report"
-    publish_link_poses: bool = True
-    publish_end_effector_pose: bool = True
+    base_link: str
+    end_effector_link: str
+    max_batch: int
+    joint_limit_policy: str
+    publish_link_poses: bool
+    publish_end_effector_pose: bool
+
+    @classmethod
+    def from_values(cls, values: dict) -> "Settings":
+        """From a {parameter name: value} mapping (other names are ignored)."""
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
+
+    @classmethod
+    def defaults(cls) -> "Settings":
+        return cls.from_values({p.name: p.default for p in PARAMETERS})
 
 
 _POSITIVE = ("trajectory_time_budget", "trajectory_acceleration_limit", "trajectory_velocity_scaling")

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..kinematics import Chain, parse_urdf
+from ..kinematics import Chain, default_device
 from ..robots import bundled_urdf
 
 
@@ -22,9 +23,16 @@ class ServedModel:
     source: str
     #: wall-clock time it was applied, ns since the epoch
     loaded_at_ns: int
-    #: (J,) position limits in float64 as the URDF gives them (the chain may be float32)
-    lower_limits: np.ndarray
-    upper_limits: np.ndarray
+
+    @cached_property
+    def lower_limits(self) -> np.ndarray:
+        """(J,) lower position limits in float64 as the URDF gives them (the chain may be float32)."""
+        return np.array([j.lower for j in self.chain.description.dof_joints], dtype=np.float64)
+
+    @cached_property
+    def upper_limits(self) -> np.ndarray:
+        """(J,) upper position limits in float64 as the URDF gives them."""
+        return np.array([j.upper for j in self.chain.description.dof_joints], dtype=np.float64)
 
     def summary(self) -> str:
         chain = self.chain
@@ -37,7 +45,7 @@ class ServedModel:
 def resolve_device(text: str) -> torch.device:
     """'auto' | 'cpu' | 'cuda' | 'cuda:N' -> a usable device; ValueError with the reason if not."""
     if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return default_device()
     try:
         device = torch.device(text)
     except RuntimeError:
@@ -60,23 +68,8 @@ def resolve_dtype(text: str) -> torch.dtype:
 
 def build_model(urdf: str, source: str, device: torch.device, dtype: torch.dtype, floating_joints: str) -> ServedModel:
     """Parse and build; ValueError with the parser's reason for a bad description."""
-    description = parse_urdf(urdf, floating_joints)
-    chain = Chain.from_description(description, device=device, dtype=dtype)
-    dofs = description.dof_joints
-    return ServedModel(
-        chain=chain,
-        urdf=urdf,
-        source=source,
-        loaded_at_ns=time.time_ns(),
-        lower_limits=np.array([j.lower for j in dofs], dtype=np.float64),
-        upper_limits=np.array([j.upper for j in dofs], dtype=np.float64),
-    )
-
-
-def moved(model: ServedModel, device: torch.device, dtype: torch.dtype) -> ServedModel:
-    """The same robot on another device or in another dtype."""
-    return ServedModel(model.chain.to(device, dtype), model.urdf, model.source, model.loaded_at_ns,
-                       model.lower_limits, model.upper_limits)
+    chain = Chain.from_urdf(urdf, device=device, dtype=dtype, floating_joints=floating_joints)
+    return ServedModel(chain=chain, urdf=urdf, source=source, loaded_at_ns=time.time_ns())
 
 
 def configured_description(robot_description: str, robot_description_file: str, bundled_robot: str):

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import threading
+import traceback
 
-import numpy as np
 import torch
 from builtin_interfaces.msg import Duration
 from geometry_msgs.msg import Point
@@ -75,8 +75,12 @@ class TrajectoryActionServer:
             solution = await node.run_in_worker(solve)
         except ValueError as error:
             return _abort(goal_handle, result, str(error))
-        except (torch.cuda.OutOfMemoryError, MemoryError) as error:
-            return _abort(goal_handle, result, f"out of memory on {model.chain.device}: {error}; use fewer seeds or waypoints")
+        except Exception as error:  # never leave a client without a reason
+            if convert.is_out_of_memory(error):
+                return _abort(goal_handle, result, convert.out_of_memory_message(
+                    model.chain.device, error, "use fewer seeds or waypoints"))
+            node.get_logger().error(f"plan_trajectory failed:\n{traceback.format_exc()}")
+            return _abort(goal_handle, result, f"internal error in plan_trajectory: {type(error).__name__}: {error}")
         result.position_error = float(solution.position_error[0])
         result.orientation_error = float(solution.orientation_error[0])
         result.iterations = solution.iterations
@@ -114,11 +118,9 @@ class TrajectoryActionServer:
                 raise RequestError("start is empty and joint_states has not given every joint yet (missing "
                                    + ", ".join(tracker.missing) + ")")
             start = tracker.positions.copy()
-        _, within = convert.apply_limit_policy(chain, model.lower_limits, model.upper_limits, start[None], "report")
-        if not within[0]:
-            j = int(np.argmax((start < model.lower_limits - 1e-9) | (start > model.upper_limits + 1e-9)))
-            raise RequestError(f"start: joint '{chain.joint_names[j]}' = {start[j]:.6g} is outside its limits "
-                               f"[{model.lower_limits[j]:.6g}, {model.upper_limits[j]:.6g}]")
+        _, violation = convert.limit_violation(chain, model.lower_limits, model.upper_limits, start[None])
+        if violation is not None:
+            raise RequestError(f"start: {violation[1]}")
         p = node.get_parameter
         options = TrajectoryOptions(
             waypoints=goal.waypoints or p("trajectory_waypoints").value,
@@ -128,9 +130,8 @@ class TrajectoryActionServer:
             position_tolerance=goal.position_tolerance or 1e-3,
             orientation_tolerance=goal.orientation_tolerance or math.radians(1.0),
         )
-        limits = TrajectoryLimits.from_chain(chain, acceleration=p("trajectory_acceleration_limit").value)
-        limits = TrajectoryLimits(limits.lower, limits.upper,
-                                  limits.velocity * p("trajectory_velocity_scaling").value, limits.acceleration)
+        limits = TrajectoryLimits.from_chain(chain, acceleration=p("trajectory_acceleration_limit").value,
+                                             velocity_scaling=p("trajectory_velocity_scaling").value)
         problem = dict(start=convert.to_tensor(chain, start), options=options, limits=limits)
         if goal.target_type == Goal.TARGET_CONFIGURATION:
             target, _ = convert.read_positions(chain, goal.target_configuration.name, goal.target_configuration.position, 1)
