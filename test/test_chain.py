@@ -77,7 +77,7 @@ def test_bundled_robot_is_package_data():
 def test_library_never_imports_ros():
     code = (
         "import sys, ros_torch_kin, ros_torch_kin.kinematics, ros_torch_kin.robots;"
-        "import ros_torch_kin.optim;"
+        "import ros_torch_kin.collision, ros_torch_kin.optim;"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('rclpy', 'rosidl_runtime_py', 'std_msgs')];"
         "assert not bad, bad"
     )
@@ -108,7 +108,10 @@ def test_import_resolution_sees_relative_and_from_imports(tmp_path):
     assert {"ros_torch_kin.ros", "ros_torch_kin.optim.ik", "rclpy.node", "ros_torch_kin.kinematics.fk.y"} <= names
 
 
-@pytest.mark.parametrize("layer, forbidden", [("kinematics", ("optim", "ros")), ("optim", ("ros",))])
+@pytest.mark.parametrize(
+    "layer, forbidden",
+    [("kinematics", ("collision", "optim", "ros")), ("collision", ("optim", "ros")), ("optim", ("ros",))],
+)
 def test_imports_point_one_way(layer, forbidden):
     for path in (PACKAGE / layer).glob("*.py"):
         for name in imported_modules(path, f"ros_torch_kin.{layer}"):

@@ -1,0 +1,71 @@
+"""The robot's shape as spheres fixed to its links: what every collision query runs on.
+
+A :class:`RobotSpheres` is built once per URDF (see :mod:`.urdf_spheres`) and never changes;
+``.to()`` returns a copy on another device or in another dtype, like :class:`Chain`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True, eq=False)
+class RobotSpheres:
+    """S spheres, each rigidly attached to one link of a chain.
+
+    ``link_names`` is the chain's ``link_names`` (L); ``sphere_links`` (S,) int64 indexes it.
+    ``centers`` (S, 3): sphere centres in their link's frame (m); ``radii`` (S,) (m).
+    ``slack`` (S,): an upper bound (m) on how far any point of the sphere lies from the link's
+    collision geometry that it covers (0 for a URDF ``<sphere>``; user spheres: their radius), so
+    for two covered bodies A and B, ``d_spheres <= d_exact <= d_spheres + slack_a + slack_b``.
+    ``source`` per link: 'urdf' (covered from <collision>), 'user' (from a spheres file) or
+    'none' (no collision geometry); ``warnings``: what was skipped while building (a mesh not
+    found, ...), each naming the link and the file.
+    """
+
+    link_names: tuple[str, ...]
+    sphere_links: Tensor
+    centers: Tensor
+    radii: Tensor
+    slack: Tensor
+    source: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+    _counts: tuple[int, ...] = field(init=False, repr=False)
+
+    def __post_init__(self):
+        counts = torch.bincount(self.sphere_links.cpu(), minlength=len(self.link_names))
+        object.__setattr__(self, "_counts", tuple(int(c) for c in counts))
+
+    @property
+    def num_spheres(self) -> int:
+        return int(self.radii.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.centers.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.centers.dtype
+
+    def count_per_link(self) -> dict[str, int]:
+        """Link name -> number of spheres (every link, zeros included)."""
+        return dict(zip(self.link_names, self._counts))
+
+    @property
+    def links_without_geometry(self) -> tuple[str, ...]:
+        return tuple(name for name, count in zip(self.link_names, self._counts) if count == 0)
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "RobotSpheres":
+        device = self.device if device is None else torch.device(device)
+        dtype = self.dtype if dtype is None else dtype
+        return replace(
+            self,
+            sphere_links=self.sphere_links.to(device),
+            centers=self.centers.to(device, dtype),
+            radii=self.radii.to(device, dtype),
+            slack=self.slack.to(device, dtype),
+        )
