@@ -31,24 +31,20 @@ import sys
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import rclpy
 import torch
-from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile
 from rclpy.task import Future
-from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
-from ..kinematics import forward_kinematics, invert_transform
-from ..msg import LinkPoses
 from ..srv import ComputeFK, ComputeGradient, ComputeJacobian, GetRobotModel
 from . import convert, handlers
 from .convert import RequestError
 from .joint_states import JointStateTracker
+from .link_pose_publisher import LinkPosePublisher
 from .parameters import PARAMETERS, Settings, check_choice
 from .served_model import ServedModel, build_model, configured_description, resolve_device, resolve_dtype
 from .trajectory_action import TrajectoryActionServer
@@ -80,8 +76,6 @@ class KinematicsNode(Node):
             torch.set_num_threads(values["torch_threads"])
         self.settings = Settings.from_values(values)
         self.model: ServedModel | None = None
-        self._tracker: JointStateTracker | None = None
-        self._link_poses_cache: tuple | None = None  # (chain, LinkPoses message), see _link_poses_message
         self._workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ros_torch_kin")
         self._load_configured_description(values)
 
@@ -89,9 +83,7 @@ class KinematicsNode(Node):
         self.create_service(ComputeJacobian, "~/compute_jacobian", self._serving(handlers.serve_jacobian))
         self.create_service(ComputeGradient, "~/compute_gradient", self._serving(handlers.serve_gradient))
         self.create_service(GetRobotModel, "~/get_robot_model", self._serving(handlers.serve_robot_model))
-        self._link_poses = self.create_publisher(LinkPoses, "~/link_poses", 10)
-        self._end_effector_pose = self.create_publisher(PoseStamped, "~/end_effector_pose", 10)
-        self.create_subscription(JointState, "joint_states", self._on_joint_state, qos_profile_sensor_data)
+        self._poses = LinkPosePublisher(self)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.create_subscription(String, "robot_description", self._on_robot_description, latched)
         self._planner = TrajectoryActionServer(self)
@@ -216,63 +208,8 @@ class KinematicsNode(Node):
 
     # ------------------------------------------------------------------ joint_states -> poses
     def joint_state_tracker(self, model: ServedModel) -> JointStateTracker:
-        """The latest joint positions received for ``model``'s chain (a new, empty tracker after a
-        model change)."""
-        tracker = self._tracker
-        if tracker is None or tracker.chain is not model.chain:
-            tracker = self._tracker = JointStateTracker(model.chain)
-        return tracker
-
-    def _link_poses_message(self, chain) -> LinkPoses:
-        """One LinkPoses message per chain, filled in place for every joint state (building L
-        Pose messages costs more than the kinematics)."""
-        cached = self._link_poses_cache
-        if cached is None or cached[0] is not chain:
-            message = LinkPoses(link_names=chain.link_names, poses=convert.pose_msgs(np.zeros((chain.num_links, 7))))
-            cached = self._link_poses_cache = (chain, message)
-        return cached[1]
-
-    def _on_joint_state(self, msg: JointState) -> None:
-        model, settings = self.model, self.settings
-        if model is None:
-            return
-        tracker = self.joint_state_tracker(model)
-        try:
-            tracker.update(msg.name, msg.position)
-        except ValueError as error:
-            self.get_logger().warning(f"ignoring a joint_states message: {error}", throttle_duration_sec=5.0)
-            return
-        publish_links = settings.publish_link_poses and self._link_poses.get_subscription_count() > 0
-        publish_end = settings.publish_end_effector_pose and self._end_effector_pose.get_subscription_count() > 0
-        if not (publish_links or publish_end):
-            return  # nobody listens (the state is still tracked: the planner starts from it)
-        if not tracker.complete:
-            self.get_logger().info(f"waiting for joint_states of {', '.join(tracker.missing)}",
-                                   throttle_duration_sec=5.0)
-            return
-        chain = model.chain
-        frame = settings.base_link or chain.root_link
-        if not chain.has_link(frame):
-            self.get_logger().warning(f"base_link '{frame}' is not a link of robot '{chain.name}'",
-                                      throttle_duration_sec=5.0)
-            return
-        with torch.no_grad():
-            T = forward_kinematics(chain, convert.to_tensor(chain, tracker.positions))  # (L, 4, 4)
-            if frame != chain.root_link:
-                T = invert_transform(T[chain.link_index(frame)]) @ T
-        poses = convert.poses_xyzw(T)  # (L, 7)
-        if publish_links:
-            out = self._link_poses_message(chain)  # reused: publish() serialises at once
-            for pose_msg, pose in zip(out.poses, poses.tolist()):
-                convert.fill_pose(pose_msg, pose)
-            out.header.stamp, out.header.frame_id = msg.header.stamp, frame
-            self._link_poses.publish(out)
-        end_effector = settings.end_effector_link
-        if publish_end and chain.has_link(end_effector):
-            out = PoseStamped()
-            out.header.stamp, out.header.frame_id = msg.header.stamp, frame
-            convert.fill_pose(out.pose, poses[chain.link_index(end_effector)])
-            self._end_effector_pose.publish(out)
+        """The latest joint positions received for ``model``'s chain (see LinkPosePublisher)."""
+        return self._poses.tracker(model)
 
 
 def _fail(response, message: str):
