@@ -2,5 +2,24 @@
 signed distances with gradients through the FK analytical backward. Imports ``kinematics`` only."""
 
 from .robot_spheres import RobotSpheres
+from .obstacles import KINDS, Obstacle, PackedScene, PackedShapes, Scene, pose_from_xyz_quat_xyzw
+from .signed_distance import sphere_obstacle_distances, sphere_sphere_distance
+from .self_collision import SelfCollisionPairs, self_collision_pairs
+from .collision_checker import CollisionChecker, CollisionDistances, CollisionPenaltyFunction
 
-__all__ = ["RobotSpheres"]
+__all__ = [
+    "CollisionChecker",
+    "CollisionDistances",
+    "CollisionPenaltyFunction",
+    "KINDS",
+    "Obstacle",
+    "PackedScene",
+    "PackedShapes",
+    "RobotSpheres",
+    "Scene",
+    "SelfCollisionPairs",
+    "pose_from_xyz_quat_xyzw",
+    "self_collision_pairs",
+    "sphere_obstacle_distances",
+    "sphere_sphere_distance",
+]

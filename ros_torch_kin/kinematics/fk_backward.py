@@ -128,7 +128,18 @@ def wrench_vector_jacobian_product(
     world = world_transforms(chain, q)  # (L, 4, 4, B)
     origin = world.index_select(0, links)[:, :3, 3]  # (K, 3, B)
     f, tau = forces.permute(1, 2, 0), torques.permute(1, 2, 0)  # (K, 3, B)
-    wrench = torch.cat((f, tau + cross(origin, f.contiguous())), dim=1)  # moment about the origin
+    return world_wrench_vector_jacobian_product(chain, world, links, f, tau + cross(origin, f.contiguous()))
+
+
+def world_wrench_vector_jacobian_product(
+    chain: Chain, world: Tensor, links: Tensor, forces: Tensor, moments: Tensor
+) -> Tensor:
+    """:func:`wrench_vector_jacobian_product` on world transforms already computed, in the
+    link-major layout: world (L, 4, 4, B) (from :func:`world_transforms`); links (K,) int64, a
+    link may repeat (e.g. one entry per point on it); forces ``f = ∂L/∂p`` and moments
+    (K, 3, B), world frame, the moment taken about the world origin: ``m = τ + p_link × f``, so
+    for a gradient g at a point c fixed to the link, f = g and m = c × g. Returns (B, J)."""
+    wrench = torch.cat((forces, moments), dim=1)  # (K, 6, B)
     return _joint_gradient(chain, world, _subtree_sums(chain, wrench, links))
 
 

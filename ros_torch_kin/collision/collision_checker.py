@@ -1,0 +1,250 @@
+"""Batched collision queries of a robot's spheres against a scene and against themselves.
+
+Conventions. A signed distance d (m) is the gap between two spheres, or between a sphere and an
+obstacle, negative when they overlap (penetration depth). ``margin`` (m, ≥ 0) is the clearance
+required: a configuration is *in collision* when some checked pair has ``d < margin`` (with the
+default margin 0, touching is not a collision, any overlap is). The penalty is
+``Σ_pairs ½ max(0, margin − d)²`` over world pairs (every sphere against every obstacle) and the
+enabled self pairs, in m².
+
+Gradients are closed form, never autograd through FK: ∂cost/∂(sphere centre) = −hinge · normal;
+each sphere's gradient g at its world centre c is a force g with moment c × g about the world
+origin on its link, and :func:`world_wrench_vector_jacobian_product` turns those into ∂cost/∂q
+on the transforms the forward pass already computed. Everything runs on the chain's device and
+dtype without host synchronisation and without Python loops over configurations, spheres or
+obstacles (only over the ≤ 4 obstacle kinds).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from ..kinematics import Chain, world_transforms
+from ..kinematics.fk import check_joint_positions
+from ..kinematics.fk_backward import cross, world_wrench_vector_jacobian_product
+from .obstacles import PackedScene, Scene
+from .robot_spheres import RobotSpheres
+from .self_collision import SelfCollisionPairs, self_collision_pairs
+from .signed_distance import local_vectors_to_world_sum, point_distances, sphere_sphere_distance
+from .sphere_centers import world_sphere_centers
+
+
+@dataclass(frozen=True, eq=False)
+class CollisionDistances:
+    """Distances for B configurations (all tensors on the chain's device; m).
+
+    ``min_distance`` (B,): smallest signed distance over world and enabled self pairs (+inf when
+    nothing is checked); ``in_collision`` (B,) bool: ``min_distance < margin``.
+    ``world_distance`` (B,), ``nearest_sphere`` and ``nearest_obstacle`` (B,) int64: the smallest
+    sphere–obstacle distance and its sphere (index into the RobotSpheres) and obstacle (index
+    into ``obstacle_ids``); +inf and index 0 without obstacles.
+    ``self_distance`` (B,), ``nearest_self_pair`` (B,) int64: the same over the enabled self
+    sphere pairs (index into ``SelfCollisionPairs.sphere_a/sphere_b``).
+    ``sphere_obstacle`` (B, S, O) and ``sphere_pairs`` (B, Q): every distance, when asked for.
+    """
+
+    min_distance: Tensor
+    in_collision: Tensor
+    world_distance: Tensor
+    nearest_sphere: Tensor
+    nearest_obstacle: Tensor
+    self_distance: Tensor
+    nearest_self_pair: Tensor
+    obstacle_ids: tuple[str, ...]
+    link_names: tuple[str, ...]
+    sphere_links: Tensor
+    self_sphere_a: Tensor
+    self_sphere_b: Tensor
+    sphere_obstacle: Tensor | None = None
+    sphere_pairs: Tensor | None = None
+
+    def nearest_pair(self, b: int) -> tuple[str, str]:
+        """The pair giving configuration b's minimum distance: (link, obstacle id) for a world
+        pair, (link, link) for a self pair. Reads the tensors back to the host."""
+        if bool(self.self_distance[b] < self.world_distance[b]):
+            q = int(self.nearest_self_pair[b])
+            a, c = int(self.self_sphere_a[q]), int(self.self_sphere_b[q])
+            return self.link_names[int(self.sphere_links[a])], self.link_names[int(self.sphere_links[c])]
+        if not self.obstacle_ids:
+            return "", ""
+        sphere = int(self.nearest_sphere[b])
+        return self.link_names[int(self.sphere_links[sphere])], self.obstacle_ids[int(self.nearest_obstacle[b])]
+
+    def nearest_pairs(self) -> list[tuple[str, str]]:
+        return [self.nearest_pair(b) for b in range(self.min_distance.shape[0])]
+
+
+class CollisionChecker:
+    """A robot's spheres against a scene and themselves (immutable; ``with_scene`` for a new scene).
+
+    chain: the kinematics (its device and dtype are used throughout); spheres: the RobotSpheres
+    of that chain; scene: world obstacles in the chain's root frame (default none); self_pairs:
+    from :func:`self_collision_pairs` (default: built here with adjacency and 1000 samples, no
+    SRDF); margin (m): the clearance required by :meth:`in_collision` and the default of
+    :meth:`penalty`.
+    """
+
+    def __init__(
+        self,
+        chain: Chain,
+        spheres: RobotSpheres,
+        scene: Scene | None = None,
+        self_pairs: SelfCollisionPairs | None = None,
+        margin: float = 0.0,
+    ):
+        if tuple(spheres.link_names) != tuple(chain.link_names):
+            raise ValueError(f"the spheres were built for other links than those of robot '{chain.name}'")
+        if not math.isfinite(margin) or margin < 0:
+            raise ValueError(f"margin must be finite and ≥ 0 m, got {margin}")
+        self.chain = chain
+        self.spheres = spheres.to(chain.device, chain.dtype)
+        self.scene = Scene() if scene is None else scene
+        self.self_pairs = (self_collision_pairs(chain, self.spheres) if self_pairs is None else self_pairs).to(chain.device)
+        self.margin = float(margin)
+        self._packed: PackedScene = self.scene.packed(chain.device, chain.dtype)
+        self._radii_a = self.spheres.radii[self.self_pairs.sphere_a]
+        self._radii_b = self.spheres.radii[self.self_pairs.sphere_b]
+
+    def with_scene(self, scene: Scene) -> "CollisionChecker":
+        """The same robot and self pairs against another scene (cheap: nothing is rebuilt)."""
+        checker = object.__new__(CollisionChecker)
+        checker.__dict__.update(self.__dict__)
+        checker.scene, checker._packed = scene, scene.packed(self.chain.device, self.chain.dtype)
+        return checker
+
+    # ------------------------------------------------------------------ geometry
+    def _centers(self, q: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, J) -> link-major world transforms (L, 4, 4, B) and sphere centres (B, S, 3)."""
+        world = world_transforms(self.chain, check_joint_positions(self.chain, q).detach())
+        return world, world_sphere_centers(world, self.spheres).permute(2, 0, 1).contiguous()
+
+    def _world_distances(self, centers: Tensor, with_normal: bool):
+        """(B, S, 3) -> per kind: (shapes, distance (B, S, n), local normals (B·S, n, 3) or None)."""
+        B, S, _ = centers.shape
+        points = centers.view(B * S, 3)
+        radii = self.spheres.radii.repeat(B).unsqueeze(1)  # (B·S, 1)
+        return [
+            (shapes, d.sub_(radii).view(B, S, shapes.count), n)
+            for shapes in self._packed.shapes
+            for d, n in (point_distances(points, shapes, with_normal),)
+        ]
+
+    def _self_distances(self, centers: Tensor, with_normal: bool):
+        """(B, S, 3) -> self pair distances (B, Q) and normals from b to a (B, Q, 3) or None."""
+        pairs = self.self_pairs
+        return sphere_sphere_distance(centers[:, pairs.sphere_a], self._radii_a, centers[:, pairs.sphere_b],
+                                      self._radii_b, with_normal)
+
+    # ------------------------------------------------------------------ queries
+    def in_collision(self, q: Tensor) -> Tensor:
+        """(B, J) joint positions -> (B,) bool: some checked pair is closer than the margin."""
+        _, centers = self._centers(q)
+        return self._minimum(centers) < self.margin
+
+    def _minimum(self, centers: Tensor) -> Tensor:
+        B = centers.shape[0]
+        minimum = centers.new_full((B,), math.inf)
+        for _, d, _ in self._world_distances(centers, with_normal=False):
+            minimum = torch.minimum(minimum, d.view(B, -1).amin(1))
+        if self.self_pairs.num_sphere_pairs:
+            minimum = torch.minimum(minimum, self._self_distances(centers, False)[0].amin(1))
+        return minimum
+
+    def distances(self, q: Tensor, full: bool = False) -> CollisionDistances:
+        """(B, J) joint positions -> :class:`CollisionDistances` (``full``: every pair's distance too)."""
+        _, centers = self._centers(q)
+        B, S, _ = centers.shape
+        world = [d for _, d, _ in self._world_distances(centers, with_normal=False)]
+        sphere_obstacle = torch.cat(world, dim=2) if world else centers.new_empty(B, S, 0)
+        zero_index = torch.zeros(B, dtype=torch.int64, device=centers.device)
+        if sphere_obstacle.shape[2]:
+            world_distance, flat = sphere_obstacle.view(B, -1).min(1)
+            nearest_sphere, nearest_obstacle = flat // sphere_obstacle.shape[2], flat % sphere_obstacle.shape[2]
+        else:
+            world_distance, nearest_sphere, nearest_obstacle = centers.new_full((B,), math.inf), zero_index, zero_index
+        if self.self_pairs.num_sphere_pairs:
+            sphere_pairs = self._self_distances(centers, False)[0]
+            self_distance, nearest_self_pair = sphere_pairs.min(1)
+        else:
+            sphere_pairs = centers.new_empty(B, 0)
+            self_distance, nearest_self_pair = centers.new_full((B,), math.inf), zero_index
+        minimum = torch.minimum(world_distance, self_distance)
+        return CollisionDistances(
+            min_distance=minimum,
+            in_collision=minimum < self.margin,
+            world_distance=world_distance,
+            nearest_sphere=nearest_sphere,
+            nearest_obstacle=nearest_obstacle,
+            self_distance=self_distance,
+            nearest_self_pair=nearest_self_pair,
+            obstacle_ids=self._packed.ids,
+            link_names=self.chain.link_names,
+            sphere_links=self.spheres.sphere_links,
+            self_sphere_a=self.self_pairs.sphere_a,
+            self_sphere_b=self.self_pairs.sphere_b,
+            sphere_obstacle=sphere_obstacle if full else None,
+            sphere_pairs=sphere_pairs if full else None,
+        )
+
+    def penalty(self, q: Tensor, margin: float | None = None) -> tuple[Tensor, Tensor]:
+        """(B, J) joint positions -> cost (B,) = Σ_pairs ½ max(0, margin − d)² (m²) and its
+        gradient ∂cost/∂q (B, J), closed form (see the module docstring). ``margin`` defaults
+        to the checker's."""
+        margin = self.margin if margin is None else float(margin)
+        world, centers = self._centers(q)
+        B, S, _ = centers.shape
+        cost = centers.new_zeros(B)
+        sphere_gradient = centers.new_zeros(B * S, 3)  # ∂cost/∂centre, world frame
+        for shapes, d, normal in self._world_distances(centers, with_normal=True):
+            hinge = (margin - d).clamp_min_(0.0)  # (B, S, n)
+            cost += 0.5 * (hinge * hinge).view(B, -1).sum(1)
+            weighted = normal.mul_(hinge.view(B * S, shapes.count, 1))
+            sphere_gradient -= local_vectors_to_world_sum(weighted, shapes)
+        sphere_gradient = sphere_gradient.view(B, S, 3)
+        if self.self_pairs.num_sphere_pairs:
+            d, normal = self._self_distances(centers, True)  # (B, Q), (B, Q, 3)
+            hinge = (margin - d).clamp_min_(0.0)
+            cost += 0.5 * (hinge * hinge).sum(1)
+            push = normal.mul_(hinge.unsqueeze(2))  # −∂cost/∂centre_a = +∂cost/∂centre_b
+            sphere_gradient.index_add_(1, self.self_pairs.sphere_a, push, alpha=-1.0)
+            sphere_gradient.index_add_(1, self.self_pairs.sphere_b, push)
+        force = sphere_gradient.permute(1, 2, 0)  # (S, 3, B)
+        moment = cross(centers.permute(1, 2, 0), force)  # about the world origin
+        gradient = world_wrench_vector_jacobian_product(self.chain, world, self.spheres.sphere_links,
+                                                        force.contiguous(), moment)
+        return cost, gradient
+
+    def penalty_cost(self, q: Tensor, margin: float | None = None) -> Tensor:
+        """The penalty cost (B,) as a differentiable function of q: ``.backward()`` uses the
+        closed-form gradient of :meth:`penalty` (first order only)."""
+        return CollisionPenaltyFunction.apply(q, self, margin)
+
+    def self_collision_info(self) -> str:
+        return self.self_pairs.info()
+
+    def __repr__(self) -> str:
+        return (f"CollisionChecker('{self.chain.name}', {self.spheres.num_spheres} spheres, "
+                f"{self._packed.count} obstacles, {self.self_pairs.num_sphere_pairs} self sphere pairs, "
+                f"margin {self.margin} m)")
+
+
+class CollisionPenaltyFunction(torch.autograd.Function):
+    """cost = checker.penalty(q, margin)[0] with its closed-form gradient as the backward.
+    Inputs: q (B, J), checker, margin (float or None). Output: (B,). Not twice differentiable."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, checker: CollisionChecker, margin: float | None):
+        cost, gradient = checker.penalty(q, margin)
+        ctx.save_for_backward(gradient)
+        return cost
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_cost: Tensor):
+        (gradient,) = ctx.saved_tensors
+        return grad_cost.unsqueeze(1) * gradient, None, None
