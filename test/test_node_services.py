@@ -155,8 +155,9 @@ BAD_FK = [
     (dict(q=np.zeros(13)), "positions has 13 values, not a multiple of the 7 joints"),
     (dict(q=np.zeros((0, 7))), "positions is empty"),
     (dict(q=np.zeros((5001, 7))), "batch of 5001 configurations is above max_batch \\(5000\\)"),
-    (dict(q=np.array([[0, 0, np.nan, 0, 0, 0, 0.0]])), "positions\\[2\\] \\(configuration 0, joint 'joint_3'\\) is nan"),
-    (dict(q=np.array([[0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, np.inf, 0, 0]])), "configuration 1, joint 'joint_5'\\) is inf"),
+    (dict(q=np.array([[0, 0, np.nan, 0, 0, 0, 0.0]])), "positions\\[2\\] \\(configuration 0, joint 'joint_3'\\) = nan is not finite"),
+    (dict(q=np.array([[0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, np.inf, 0, 0]])), "configuration 1, joint 'joint_5'\\) = inf is not finite"),
+    (dict(q=np.array([[0, 0, 0, 1e39, 0, 0, 0]])), "positions\\[3\\] \\(configuration 0, joint 'joint_4'\\) = 1e\\+39 is beyond ±1e\\+06 rad or m"),
     (dict(links=["tool0", "gripper"]), "link_names: unknown link 'gripper'"),
     (dict(reference_frame="world"), "reference_frame: unknown link 'world'"),
     (dict(joint_names=["flange_joint", "joint_2", "joint_3", "joint_4", "joint_5", "joint_6", "joint_7"]),
@@ -182,7 +183,7 @@ def test_bad_jacobian_and_gradient_requests(served):
     q = np.zeros((2, 7))
     cases = [
         (lambda: client.jacobian(q, "nowhere"), "link_name: unknown link 'nowhere'"),
-        (lambda: client.jacobian(q, point=(np.nan, 0, 0)), "point is not finite"),
+        (lambda: client.jacobian(q, point=(np.nan, 0, 0)), "point\\[0\\] \\(x\\) = nan is not finite"),
         (lambda: client.pose_target_gradient(q, ["tool0"], [[0, 0, 0, 0, 0, 0, 0]]), "target_poses\\[0\\] has a zero quaternion"),
         (lambda: client.pose_target_gradient(q, ["tool0"], np.zeros((3, 7)) + [0, 0, 0, 0, 0, 0, 1]),
          "target_poses has 3 poses; expected 1 .* or 2"),

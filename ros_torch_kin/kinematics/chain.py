@@ -156,6 +156,7 @@ class Chain:
         layout = _Layout(description)
         arrays = layout.arrays()
         dofs = description.dof_joints
+        _require_representable(layout, arrays, dtype)
 
         def tensor(name, floating=True):
             return torch.as_tensor(arrays[name], dtype=dtype if floating else None, device=device)
@@ -406,6 +407,30 @@ class _Layout:
             frame_anchors=_as_index(anchors),
             joint_links=_as_index(self.joint_links),
         )
+
+
+def _require_representable(layout: "_Layout", arrays: dict[str, np.ndarray], dtype: torch.dtype) -> None:
+    """ValueError naming the joint when a constant of the model does not fit ``dtype`` (an
+    ``<origin>`` of 1e39 m is finite in float64 but infinite in float32, and FK would answer NaN)."""
+    largest = torch.finfo(dtype).max
+    constants = np.concatenate((arrays["local_constant"], arrays["local_linear"]), axis=2).reshape(len(layout.links), -1)
+    for row in np.flatnonzero(np.abs(constants).max(axis=1) > largest):
+        name = layout.links[row]
+        joint = layout.parent_joints[row]
+        where = f"joint '{joint.name}' (parent of link '{name}')" if joint else f"link '{name}'"
+        raise ValueError(
+            f"{where}: its <origin> (with the fixed joints above it) has a value of "
+            f"{np.abs(constants[row]).max():.3g} m, beyond {str(dtype).replace('torch.', '')}'s range "
+            f"({largest:.3g}); fix the URDF or use float64"
+        )
+    for joint in layout.description.dof_joints:
+        for attribute in ("lower", "upper", "velocity", "effort"):
+            value = getattr(joint, attribute)
+            if np.isfinite(value) and abs(value) > largest:
+                raise ValueError(
+                    f"joint '{joint.name}': <limit {attribute}> = {value:.3g} is beyond "
+                    f"{str(dtype).replace('torch.', '')}'s range ({largest:.3g})"
+                )
 
 
 def _as_index(indices) -> Index:

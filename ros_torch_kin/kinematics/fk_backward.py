@@ -18,6 +18,8 @@ products, Gauss-Newton) is exact and itself runs through this analytical backwar
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -154,7 +156,7 @@ def _joint_gradient(chain: Chain, world: Tensor, below: Tensor) -> Tensor:
     """(M, 6 B) subtree wrenches -> (B, J): each joint's twist dotted with its wrench, folded onto
     the DOFs (mimic multipliers)."""
     B = world.shape[-1]
-    below = below.view(-1, 6, B)
+    below = below.view(below.shape[0], 6, B)
     axis, origin = joint_axes_in_world(chain, world)  # (M, 3, B) each
     revolute, prismatic = chain.joint_is_revolute, chain.joint_is_prismatic  # (M, 1, 1)
     # ∂ℓ/∂θ = twist · (F, M): revolute twist (o × z, z) gives (o × z)·F + z·M = z·(M − o × F);
@@ -195,7 +197,7 @@ def cross_summed(a: Tensor, b: Tensor) -> Tensor:
     """
     outer = (a.unsqueeze(2) * b.unsqueeze(1)).sum(3)  # (n, 3, 3, ...): Σ_k a_j b_k
     n, rest = outer.shape[0], outer.shape[3:]
-    return (_levi_civita(outer) @ outer.reshape(n, 9, -1)).view(n, 3, *rest)
+    return (_levi_civita(outer) @ outer.reshape(n, 9, math.prod(rest))).view(n, 3, *rest)
 
 
 _LEVI_CIVITA: dict = {}

@@ -52,7 +52,7 @@ def compute_jacobian(
     columns = torch.cat((linear, revolute * axis), dim=1)  # (M, 6, B)
     columns = columns * chain.joint_subtree_mask[:, index].view(-1, 1, 1)
     M, _, B = columns.shape
-    J = (chain.joint_to_dof @ columns.view(M, 6 * B)).view(-1, 6, B).permute(2, 1, 0)  # (B, 6, J)
+    J = (chain.joint_to_dof @ columns.view(M, 6 * B)).view(chain.num_dofs, 6, B).permute(2, 1, 0)  # (B, 6, J)
     if q.dim() == 1:
         J, T_link = J[0], T_link[..., 0]
     else:

@@ -74,7 +74,7 @@ def parse_urdf(urdf: str, floating_joints: FloatingJointPolicy = "error") -> Rob
     roots = [name for name in link_names if name not in parent_of]
     if len(roots) > 1:
         raise ValueError(
-            f"the URDF has {len(roots)} root links ({', '.join(roots)}); a kinematic tree has "
+            f"the URDF has {summarize_names(roots, 'root links')}; a kinematic tree has "
             "exactly one link without a parent joint"
         )
     if not roots:
@@ -123,8 +123,6 @@ _KINEMATIC_ELEMENTS = ("link", "joint", "material")
 def _read_xml(urdf: str):
     # Imported here so that importing ros_torch_kin does not pay for lxml until a URDF is parsed.
     from lxml import etree
-    from urdf_parser_py import urdf as urdf_module
-    from urdf_parser_py.xml_reflection import core as reflection_core
 
     try:  # bytes: lxml refuses str documents that declare an encoding
         root = etree.fromstring(urdf.encode("utf-8"), etree.XMLParser(remove_comments=True))
@@ -138,17 +136,66 @@ def _read_xml(urdf: str):
         root.remove(child)
     if skipped:
         warnings.append("ignored non-kinematic elements: " + ", ".join(f"<{tag}>" for tag in skipped))
+    try:
+        robot = _parse_tree(root, warnings)
+    except ValueError as error:
+        # CAD exporters write visual markup urdf_parser_py rejects (an empty <texture/>, ...) that
+        # urdfdom, RViz and Pinocchio accept. Kinematics never reads visuals, materials, inertials
+        # or (here) collisions: drop them and try again; the collision model reads <collision> itself.
+        stripped = _without_link_contents(root)
+        if stripped == 0:
+            raise
+        warnings = [w for w in warnings if not w.startswith("urdf_parser_py:")]
+        robot = _parse_tree(root, warnings)
+        warnings.append(
+            f"skipped the <visual>, <collision>, <inertial> and <material> markup of the links "
+            f"({stripped} elements), which urdf_parser_py could not read ({error}); kinematics "
+            "does not use it"
+        )
+    return robot, _summarize_warnings(warnings)
+
+
+#: Link children that kinematics does not read (the collision model parses <collision> itself).
+_NON_KINEMATIC_LINK_CHILDREN = ("visual", "collision", "inertial")
+
+
+def _without_link_contents(root) -> int:
+    """Remove every link's visual, collision and inertial elements and the top-level materials, in
+    place; return how many elements were removed."""
+    removed = [c for c in root if c.tag == "material"]
+    for link in root.iter("link"):
+        removed += [c for c in link if c.tag in _NON_KINEMATIC_LINK_CHILDREN]
+    for element in removed:
+        element.getparent().remove(element)
+    return len(removed)
+
+
+def _parse_tree(root, warnings: list[str]):
+    from lxml import etree
+    from urdf_parser_py import urdf as urdf_module
+    from urdf_parser_py.xml_reflection import core as reflection_core
+
     with _PARSER_LOCK:
         previous = reflection_core.on_error
-        reflection_core.on_error = warnings.append
+        reflection_core.on_error = lambda message: warnings.append(f"urdf_parser_py: {message}")
         try:
-            robot = urdf_module.URDF.from_xml_string(etree.tostring(root))
+            return urdf_module.URDF.from_xml_string(etree.tostring(root))
         except Exception as error:  # urdf_parser_py raises ParseError, AssertionError, ...
             detail = " ".join(str(error).split()) or type(error).__name__
-            raise ValueError(f"the URDF could not be parsed: {detail}") from None
+            raise ValueError(f"the URDF could not be parsed: {detail[:500]}") from None
         finally:
             reflection_core.on_error = previous
-    return robot, warnings
+
+
+#: At most this many distinct parser warnings are kept; the rest are counted.
+MAX_WARNINGS = 20
+
+
+def _summarize_warnings(warnings: list[str]) -> list[str]:
+    distinct = list(dict.fromkeys(" ".join(w.split())[:300] for w in warnings))
+    if len(distinct) <= MAX_WARNINGS:
+        return distinct
+    return distinct[:MAX_WARNINGS] + [f"... and {len(distinct) - MAX_WARNINGS:,} more parser warnings"]
 
 
 def _require_unique(kind: str, names: list[str]) -> None:
@@ -171,10 +218,11 @@ def _joint_from_parsed(raw, known_links: set[str], floating_joints, warnings) ->
     if raw.origin is not None:
         xyz = raw.origin.xyz if raw.origin.xyz is not None else (0.0, 0.0, 0.0)
         rpy = raw.origin.rpy if raw.origin.rpy is not None else (0.0, 0.0, 0.0)
+        _require_finite(name, "<origin xyz>", xyz)
+        _require_finite(name, "<origin rpy>", rpy)
         T[:3, :3] = rpy_to_matrix(rpy)
         T[:3, 3] = np.asarray(xyz, dtype=np.float64)
-    if not np.all(np.isfinite(T)):
-        raise ValueError(f"joint '{name}': <origin> is not finite")
+    _check_joint_extras(raw)
 
     joint_type = raw.type
     if joint_type in ("floating", "planar"):
@@ -195,14 +243,18 @@ def _joint_from_parsed(raw, known_links: set[str], floating_joints, warnings) ->
         return JointDescription(name, FIXED, raw.parent, raw.child, T, np.zeros(3))
 
     axis = np.asarray(raw.axis if raw.axis is not None else (1.0, 0.0, 0.0), dtype=np.float64)
-    norm = float(np.linalg.norm(axis))
-    if not np.isfinite(norm) or norm < 1e-12:
+    _require_finite(name, "<axis xyz>", axis)
+    scale = float(np.abs(axis).max())  # divide by it first: the norm of (1e300, 1e300, 0) overflows
+    if scale < 1e-12:
         raise ValueError(f"joint '{name}': <axis> has zero length")
-    axis = axis / norm
+    axis = axis / scale
+    axis = axis / np.linalg.norm(axis)
 
     lower, upper, velocity, effort = -np.inf, np.inf, np.inf, np.inf
     limit = raw.limit
     if limit is not None:
+        for attribute in ("lower", "upper", "velocity", "effort"):
+            _require_finite(name, f"<limit {attribute}>", getattr(limit, attribute, None))
         velocity = _limit_value(limit.velocity, np.inf)
         effort = _limit_value(limit.effort, np.inf)
         if joint_type != CONTINUOUS:
@@ -215,6 +267,8 @@ def _joint_from_parsed(raw, known_links: set[str], floating_joints, warnings) ->
 
     mimic = None
     if raw.mimic is not None:
+        _require_finite(name, "<mimic multiplier>", raw.mimic.multiplier)
+        _require_finite(name, "<mimic offset>", raw.mimic.offset)
         mimic = Mimic(
             leader=raw.mimic.joint,
             multiplier=_limit_value(raw.mimic.multiplier, 1.0),
@@ -227,6 +281,44 @@ def _joint_from_parsed(raw, known_links: set[str], floating_joints, warnings) ->
 
 def _limit_value(value, default: float) -> float:
     return default if value is None else float(value)
+
+
+def _require_finite(joint: str, attribute: str, values) -> None:
+    """ValueError naming the joint and attribute unless every given number is finite (None: not
+    given). urdfdom, and so robot_state_publisher and RViz, refuse such descriptions too."""
+    if values is None:
+        return
+    array = np.atleast_1d(np.asarray(values, dtype=np.float64))
+    bad = array[~np.isfinite(array)]
+    if bad.size:
+        raise ValueError(
+            f"joint '{joint}': {attribute} is {bad[0]}; every number of the kinematic model must be finite"
+        )
+
+
+#: Optional joint elements whose numbers must be finite although kinematics does not use them.
+_JOINT_EXTRAS = {
+    "safety_controller": ("k_velocity", "k_position", "soft_lower_limit", "soft_upper_limit"),
+    "dynamics": ("damping", "friction"),
+    "calibration": ("rising", "falling", "reference_position"),
+}
+
+
+def _check_joint_extras(raw) -> None:
+    for element, attributes in _JOINT_EXTRAS.items():
+        parsed = getattr(raw, element, None)
+        if parsed is None:
+            continue
+        for attribute in attributes:
+            _require_finite(raw.name, f"<{element} {attribute}>", getattr(parsed, attribute, None))
+
+
+def summarize_names(names, what: str, shown: int = 5) -> str:
+    """'3 root links: a, b, c' or, for a long list, '192,308 root links: a, b, c, d, e, …' (a
+    message never carries an unbounded list)."""
+    names = list(names)
+    listed = ", ".join(names[:shown]) + (", …" if len(names) > shown else "")
+    return f"{len(names):,} {what} ({listed})"
 
 
 def _resolve_mimics(joints: dict[str, JointDescription], warnings) -> dict[str, JointDescription]:

@@ -19,6 +19,28 @@ class RequestError(ValueError):
     """A request the node cannot serve; the message goes back to the client verbatim."""
 
 
+#: Largest joint position accepted, rad or m. Beyond it a revolute angle has lost all float32
+#: precision and a prismatic offset is not a robot; it also keeps every product finite in float32.
+MAX_JOINT_POSITION = 1e6
+#: Largest coordinate of a point or target position accepted, m.
+MAX_COORDINATE = 1e6
+#: Largest cost weight (1/m², 1/rad²) and upstream gradient component accepted: with positions
+#: bounded above, costs and gradients stay far inside float32's range (3.4e38).
+MAX_WEIGHT = 1e12
+
+
+def require_bounded(values: np.ndarray, bound: float, field: str, unit: str, describe=None) -> None:
+    """RequestError naming the field (and element) unless every value is finite and |value| <=
+    bound. ``describe(i)`` names flat element i (e.g. "configuration 3, joint 'elbow'")."""
+    bad = np.flatnonzero(~(np.abs(values) <= bound))  # NaN compares false: caught here too
+    if bad.size:
+        i = int(bad[0])
+        where = f"{field}[{i}]" + (f" ({describe(i)})" if describe else "")
+        value = values.reshape(-1)[i]
+        problem = "is not finite" if not np.isfinite(value) else f"is beyond ±{bound:g} {unit}"
+        raise RequestError(f"{where} = {value:.6g} {problem}")
+
+
 def as_float_array(values) -> np.ndarray:
     """A float64[] field (array.array, list or ndarray) as a 1-D float64 ndarray (zero-copy for
     array.array)."""
@@ -62,6 +84,13 @@ def read_positions(chain: Chain, joint_names, positions, max_batch: int) -> tupl
     names = list(joint_names) or list(chain.joint_names)
     flat = as_float_array(positions)
     J = chain.num_dofs
+    if J == 0:  # a robot without independent joints has one configuration: positions is empty
+        if flat.size:
+            raise RequestError(
+                f"robot '{chain.name}' has no independent joints: send positions empty (B = 1), "
+                f"not {flat.size} values"
+            )
+        return np.zeros((1, 0)), None
     if flat.size == 0:
         raise RequestError("positions is empty: send B >= 1 configurations of J values each")
     if flat.size % J:
@@ -72,13 +101,8 @@ def read_positions(chain: Chain, joint_names, positions, max_batch: int) -> tupl
     batch = flat.size // J
     if batch > max_batch:
         raise RequestError(f"batch of {batch} configurations is above max_batch ({max_batch})")
-    bad = np.flatnonzero(~np.isfinite(flat))
-    if bad.size:
-        i = int(bad[0])
-        raise RequestError(
-            f"positions[{i}] (configuration {i // J}, joint '{names[i % J]}') is {flat[i]}; "
-            "positions must be finite"
-        )
+    require_bounded(flat, MAX_JOINT_POSITION, "positions", "rad or m",
+                    lambda i: f"configuration {i // J}, joint '{names[i % J]}'")
     rows = flat.reshape(batch, J)
     if columns is None:
         return rows, None
@@ -150,8 +174,9 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
 
 
 def poses_from_msgs(poses, field: str) -> np.ndarray:
-    """geometry_msgs/Pose[] -> (N, 7) x, y, z, qx, qy, qz, qw; rejects non-finite values and
-    zero quaternions."""
+    """geometry_msgs/Pose[] -> (N, 7) x, y, z, qx, qy, qz, qw with a unit quaternion; rejects
+    non-finite values, positions beyond MAX_COORDINATE and zero quaternions. Any finite non-zero
+    quaternion is normalised without overflow: (1e300, 1e300, 0, 0) is (1, 1, 0, 0)."""
     values = np.array(
         [(p.position.x, p.position.y, p.position.z, p.orientation.x, p.orientation.y, p.orientation.z,
           p.orientation.w) for p in poses],
@@ -160,12 +185,23 @@ def poses_from_msgs(poses, field: str) -> np.ndarray:
     bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
     if bad.size:
         raise RequestError(f"{field}[{int(bad[0])}] is not finite")
-    norms = np.linalg.norm(values[:, 3:], axis=1)
-    bad = np.flatnonzero(norms < 1e-9)
+    bad = np.flatnonzero(np.abs(values[:, :3]).max(axis=1, initial=0.0) > MAX_COORDINATE)
+    if bad.size:
+        raise RequestError(f"{field}[{int(bad[0])}].position is beyond ±{MAX_COORDINATE:g} m")
+    values[:, 3:] = unit_quaternions(values[:, 3:], field)
+    return values
+
+
+def unit_quaternions(q: np.ndarray, field: str) -> np.ndarray:
+    """(N, 4) finite quaternions -> unit quaternions; RequestError for a zero one. Scaled by the
+    largest component first, so the norm cannot overflow or underflow."""
+    scale = np.abs(q).max(axis=1, initial=0.0)
+    bad = np.flatnonzero(scale < 1e-150)
     if bad.size:
         raise RequestError(f"{field}[{int(bad[0])}] has a zero quaternion")
-    values[:, 3:] /= norms[:, None]
-    return values
+    q = q / scale[:, None]
+    norms = np.linalg.norm(q, axis=1)
+    return q / norms[:, None]
 
 
 def weights(values, count: int, field: str) -> np.ndarray:
@@ -177,7 +213,21 @@ def weights(values, count: int, field: str) -> np.ndarray:
         raise RequestError(f"{field} has {w.size} values; expected {count} (one per link) or none")
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         raise RequestError(f"{field} must be finite and non-negative")
+    require_bounded(w, MAX_WEIGHT, field, "")
     return w
+
+
+def first_non_finite_output(response) -> str | None:
+    """The name of the first float64 field (or array) of a response message holding NaN or Inf,
+    else None: the last guard before a reply says success=true."""
+    for name, kind in response.get_fields_and_field_types().items():
+        if kind not in ("double", "sequence<double>", "float", "sequence<float>"):
+            continue
+        value = getattr(response, name)
+        values = as_float_array(value) if kind.startswith("sequence") else np.array([value], dtype=np.float64)
+        if values.size and not np.isfinite(values).all():
+            return name
+    return None
 
 
 def fill_pose(msg, pose):

@@ -65,8 +65,7 @@ def serve_jacobian(model: ServedModel, settings: Settings, request, response):
         raise RequestError("link_name is empty and the node has no end_effector_link")
     index = convert.link_index(chain, link, "link_name")
     point = np.array([request.point.x, request.point.y, request.point.z], dtype=np.float64)
-    if not np.all(np.isfinite(point)):
-        raise RequestError("point is not finite")
+    convert.require_bounded(point, convert.MAX_COORDINATE, "point", "m", lambda i: "xyz"[i])
     with torch.no_grad():
         J, T = compute_jacobian(
             chain, convert.to_tensor(chain, q), index, point=convert.to_tensor(chain, point), return_pose=True
@@ -124,8 +123,7 @@ def serve_gradient(model: ServedModel, settings: Settings, request, response):
         for field, values in (("forces", forces), ("torques", torques)):
             if values.size != B * K * 3:
                 raise RequestError(f"{field} has {values.size} values; expected B x K x 3 = {B * K * 3}")
-            if not np.all(np.isfinite(values)):
-                raise RequestError(f"{field} is not finite")
+            convert.require_bounded(values, convert.MAX_WEIGHT, field, "")
         with torch.no_grad():
             gradient = wrench_vector_jacobian_product(
                 chain,

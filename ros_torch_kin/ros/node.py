@@ -46,7 +46,14 @@ from .convert import RequestError
 from .joint_states import JointStateTracker
 from .link_pose_publisher import LinkPosePublisher
 from .parameters import PARAMETERS, Settings, check_choice
-from .served_model import ServedModel, build_model, configured_description, resolve_device, resolve_dtype
+from .served_model import (
+    ServedModel,
+    build_model,
+    check_description_size,
+    configured_description,
+    resolve_device,
+    resolve_dtype,
+)
 from .trajectory_action import TrajectoryActionServer
 
 NO_MODEL = (
@@ -77,6 +84,9 @@ class KinematicsNode(Node):
         self.settings = Settings.from_values(values)
         self.model: ServedModel | None = None
         self._workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ros_torch_kin")
+        # descriptions are numbered as they arrive; a build that finishes after a newer one was
+        # applied is dropped (see _on_robot_description)
+        self._description_tickets = self._applied_ticket = 0
         self._load_configured_description(values)
 
         self.create_service(ComputeFK, "~/compute_fk", self._serving(handlers.serve_fk))
@@ -124,11 +134,14 @@ class KinematicsNode(Node):
             if configured is None:
                 self.get_logger().info("no robot configured; waiting for the robot_description topic")
                 return
+            check_description_size(configured[0], values["max_description_bytes"])
             self._apply(build_model(*configured, self._device, self._dtype, values["floating_joints"]))
         except ValueError as error:
             self.get_logger().error(f"cannot load the configured robot: {error}")
 
-    def _apply(self, model: ServedModel) -> None:
+    def _apply(self, model: ServedModel, ticket: int | None = None) -> None:
+        """Serve ``model`` (one assignment: requests in flight keep their snapshot)."""
+        self._applied_ticket = self._next_description_ticket() if ticket is None else ticket
         self.model = model
         self.get_logger().info(f"serving {model.summary()}")
         for warning in model.chain.warnings:
@@ -136,20 +149,32 @@ class KinematicsNode(Node):
         for problem in _unknown_links(self.settings, model.chain, _LINK_SETTINGS):
             self.get_logger().warning(problem)
 
-    def _on_robot_description(self, msg: String) -> None:
+    async def _on_robot_description(self, msg: String) -> None:
+        """Parse and build a description from the topic in the worker pool: a big one never
+        stalls the services, which keep serving the current model meanwhile. The newest
+        description received wins; an invalid one is logged and changes nothing."""
         if not self.get_parameter("subscribe_robot_description").value:
             return
         current = self.model
         if current is not None and msg.data == current.urdf:
             return
+        ticket = self._next_description_ticket()
+        kept = f"still serving {current.summary()}" if current else "no robot model yet"
         try:
-            model = build_model(msg.data, "topic robot_description", self._device, self._dtype,
-                                self.get_parameter("floating_joints").value)
+            check_description_size(msg.data, self.get_parameter("max_description_bytes").value)
+            model = await self.run_in_worker(build_model, msg.data, "topic robot_description", self._device,
+                                             self._dtype, self.get_parameter("floating_joints").value)
         except ValueError as error:
-            kept = f"still serving {current.summary()}" if current else "no robot model yet"
             self.get_logger().error(f"ignoring the description on the robot_description topic: {error}; {kept}")
             return
-        self._apply(model)
+        if ticket < self._applied_ticket:
+            self.get_logger().info("a description built meanwhile was newer; this one is dropped")
+            return
+        self._apply(model, ticket)
+
+    def _next_description_ticket(self) -> int:
+        self._description_tickets += 1
+        return self._description_tickets
 
     # ------------------------------------------------------------------ parameters at runtime
     def _on_set_parameters(self, changed) -> SetParametersResult:
@@ -166,6 +191,7 @@ class KinematicsNode(Node):
                     values["robot_description"], values["robot_description_file"], values["bundled_robot"]
                 )
                 if configured is not None:
+                    check_description_size(configured[0], values["max_description_bytes"])
                     model = build_model(*configured, device, dtype, values["floating_joints"])
             elif model is not None and "floating_joints" in updates:
                 model = build_model(model.urdf, model.source, device, dtype, values["floating_joints"])
@@ -193,8 +219,10 @@ class KinematicsNode(Node):
                 return _fail(response, NO_MODEL)
             try:
                 if len(getattr(request, "positions", ())) <= INLINE_VALUES:  # cheaper than a handoff
-                    return handler(model, settings, request, response)
-                return await self.run_in_worker(handler, model, settings, request, response)
+                    response = handler(model, settings, request, response)
+                else:
+                    response = await self.run_in_worker(handler, model, settings, request, response)
+                return _guard_finite(response, model)
             except RequestError as error:
                 return _fail(response, str(error))
             except Exception as error:  # never leave a client without an answer
@@ -210,6 +238,16 @@ class KinematicsNode(Node):
     def joint_state_tracker(self, model: ServedModel) -> JointStateTracker:
         """The latest joint positions received for ``model``'s chain (see LinkPosePublisher)."""
         return self._poses.tracker(model)
+
+
+def _guard_finite(response, model: ServedModel):
+    """The last guard: a reply never says success=true with a NaN or Inf in it (inputs are
+    bounded, but a chain's dtype can still overflow in the math)."""
+    if response.success and (field := convert.first_non_finite_output(response)):
+        dtype = str(model.chain.dtype).replace("torch.", "")
+        return _fail(type(response)(), f"the result's {field} is not finite ({dtype} overflowed); use the "
+                               "float64 dtype parameter or smaller input values")
+    return response
 
 
 def _fail(response, message: str):

@@ -38,6 +38,9 @@ PARAMETERS = (
     Parameter("subscribe_robot_description", True, "Also follow the robot_description topic "
               "(std_msgs/String, transient local, as robot_state_publisher publishes it). The newest "
               "valid description wins; an invalid one is logged and the current model stays."),
+    Parameter("max_description_bytes", 10_000_000, "Largest robot description accepted (bytes of URDF "
+              "XML), from the parameters or the topic; a larger one is refused with its size and the "
+              "current model stays.", integer_range=(1_000, 1_000_000_000)),
     Parameter("floating_joints", "error", "What to do with floating and planar joints: 'error' "
               "rejects the URDF, 'fixed' treats them as fixed at their origin.", choices=("error", "fixed")),
     Parameter("device", "auto", "Where the chain lives and the math runs: auto (cuda when a GPU is "

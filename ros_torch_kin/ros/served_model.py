@@ -72,6 +72,13 @@ def build_model(urdf: str, source: str, device: torch.device, dtype: torch.dtype
     return ServedModel(chain=chain, urdf=urdf, source=source, loaded_at_ns=time.time_ns())
 
 
+def check_description_size(urdf: str, limit: int) -> None:
+    """ValueError with the size and the limit when a description is above ``limit`` bytes (UTF-8)."""
+    size = len(urdf) if urdf.isascii() else len(urdf.encode("utf-8"))
+    if size > limit:
+        raise ValueError(f"the description has {size:,} bytes, above max_description_bytes ({limit:,})")
+
+
 def configured_description(robot_description: str, robot_description_file: str, bundled_robot: str):
     """(urdf, source) from the parameters in priority order, or None to wait for the topic.
     ValueError if a named file or bundled robot cannot be read."""
