@@ -34,6 +34,7 @@ ALWAYS_IN_COLLISION_FRACTION = 0.95
 #: Default number of random configurations sampled for always-colliding pairs.
 DEFAULT_SAMPLES = 1000
 ADJACENT = "adjacent"
+NO_SPHERES = "no spheres"
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,8 +57,11 @@ class SelfCollisionPairs:
         return int(self.sphere_a.shape[0])
 
     def reason(self, link_a: str, link_b: str) -> str | None:
-        """Why a pair is not checked, or None if it is."""
-        return self.disabled.get((link_a, link_b), self.disabled.get((link_b, link_a)))
+        """Why a pair is not checked ('no spheres' when a link carries none), or None if it is."""
+        reason = self.disabled.get((link_a, link_b), self.disabled.get((link_b, link_a)))
+        if reason is None and (link_a, link_b) not in self.enabled and (link_b, link_a) not in self.enabled:
+            return NO_SPHERES
+        return reason
 
     def info(self) -> str:
         """A readable table: enabled pairs, then each disabled pair with its reason."""
