@@ -26,7 +26,17 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
 from ..action import PlanTrajectory
-from ..srv import ComputeFK, ComputeGradient, ComputeJacobian, GetRobotModel
+from ..msg import Obstacle
+from ..srv import (
+    CheckCollision,
+    ComputeFK,
+    ComputeGradient,
+    ComputeIK,
+    ComputeJacobian,
+    GetCollisionModel,
+    GetRobotModel,
+    UpdateScene,
+)
 from .convert import as_float_array, pack, pose_msgs
 
 
@@ -70,6 +80,10 @@ class KinematicsClient:
         self._jacobian = self.node.create_client(ComputeJacobian, f"{server}/compute_jacobian")
         self._gradient = self.node.create_client(ComputeGradient, f"{server}/compute_gradient")
         self._model = self.node.create_client(GetRobotModel, f"{server}/get_robot_model")
+        self._collision = self.node.create_client(CheckCollision, f"{server}/check_collision")
+        self._collision_model = self.node.create_client(GetCollisionModel, f"{server}/get_collision_model")
+        self._ik = self.node.create_client(ComputeIK, f"{server}/compute_ik")
+        self._scene = self.node.create_client(UpdateScene, f"{server}/update_scene")
         from rclpy.action import ActionClient
 
         self._plan = ActionClient(self.node, PlanTrajectory, f"{server}/plan_trajectory")
@@ -174,6 +188,57 @@ class KinematicsClient:
         response = result.result()
         return response.status, response.result
 
+    # ------------------------------------------------------------------ collision and IK
+    def check_collision(self, q, margin: float = 0.0, ignore_world: bool = False, ignore_self: bool = False,
+                        gradient: bool = False, joint_names=()) -> "CollisionReport":
+        """q (B, J) or (J,) -> a :class:`CollisionReport` (arrays of length B)."""
+        q, _ = _rows(q)
+        request = CheckCollision.Request(joint_names=list(joint_names), margin=float(margin),
+                                         ignore_world=ignore_world, ignore_self=ignore_self,
+                                         compute_gradient=gradient)
+        request.positions = pack(q)
+        r = self._call(self._collision, request)
+        B = r.batch_size
+        return CollisionReport(
+            np.array(r.in_collision, dtype=bool), as_float_array(r.min_distance).copy(), tuple(r.link_a),
+            tuple(r.link_b), np.array(r.pair_kind, dtype=np.uint8),
+            as_float_array(r.costs).copy() if gradient else None,
+            as_float_array(r.gradients).reshape(B, -1).copy() if gradient else None,
+        )
+
+    def inverse_kinematics(self, targets, links=(), position_only: bool = False, seed=None,
+                           prefer_seed: bool = False, position_tolerance: float = 0.0,
+                           orientation_tolerance: float = 0.0, num_seeds: int = 0, time_budget: float = 0.0,
+                           avoid_collisions: bool = False, joint_names=()) -> "IKSolutions":
+        """targets (B, K, 7) or (B, 7) poses x y z qx qy qz qw (root frame) of ``links`` (K names;
+        empty: the node's end_effector_link) -> :class:`IKSolutions`. Zeros mean the defaults."""
+        targets = np.asarray(targets, dtype=np.float64)
+        B = targets.shape[0] if targets.ndim > 1 else 1
+        request = ComputeIK.Request(
+            link_names=list(links), targets=pose_msgs(targets.reshape(-1, 7)), position_only=position_only,
+            joint_names=list(joint_names), prefer_seed=prefer_seed, position_tolerance=float(position_tolerance),
+            orientation_tolerance=float(orientation_tolerance), num_seeds=int(num_seeds),
+            time_budget=float(time_budget), avoid_collisions=avoid_collisions,
+        )
+        if seed is not None:
+            request.seed = pack(np.asarray(seed, dtype=np.float64).reshape(-1))
+        r = self._call(self._ik, request)
+        return IKSolutions(
+            as_float_array(r.solutions).reshape(r.batch_size, -1).copy(), np.array(r.solved, dtype=bool),
+            as_float_array(r.position_errors).copy(), as_float_array(r.orientation_errors).copy(),
+            np.array(r.iterations, dtype=np.int64), r.message,
+        )
+
+    def update_scene(self, operation: int, obstacles=()) -> tuple[list, int]:
+        """UpdateScene.Request.ADD / MOVE / REMOVE / CLEAR / LIST with Obstacle messages (see
+        :func:`obstacle`) -> (the scene's obstacles after it, scene_version)."""
+        r = self._call(self._scene, UpdateScene.Request(operation=operation, obstacles=list(obstacles)))
+        return list(r.obstacles), r.scene_version
+
+    def collision_model(self):
+        """The GetCollisionModel response (spheres per link, self pairs with reasons)."""
+        return self._call(self._collision_model, GetCollisionModel.Request())
+
     # ------------------------------------------------------------------ plumbing
     def _wait(self, future, timeout: float, allow_timeout: bool = False):
         if self._own_node:
@@ -197,6 +262,52 @@ class KinematicsClient:
         if not response.success:
             raise KinematicsError(response.message)
         return response
+
+
+@dataclass(frozen=True)
+class CollisionReport:
+    """CheckCollision's answer for B configurations: verdicts, closest signed distance (m; 1e300
+    when nothing was checked), the closest pair (link_a, link_b: a link or an obstacle id;
+    pair_kind SELF = 0, WORLD = 1) and, when asked, penalty costs (B,) and gradients (B, J)."""
+
+    in_collision: np.ndarray
+    min_distance: np.ndarray
+    link_a: tuple[str, ...]
+    link_b: tuple[str, ...]
+    pair_kind: np.ndarray
+    costs: np.ndarray | None
+    gradients: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class IKSolutions:
+    """ComputeIK's answer for B targets: solutions (B, J), solved (B,), the worst link's position
+    (m) and orientation (rad) errors, iterations, and the node's summary line."""
+
+    solutions: np.ndarray
+    solved: np.ndarray
+    position_errors: np.ndarray
+    orientation_errors: np.ndarray
+    iterations: np.ndarray
+    message: str
+
+
+#: Obstacle shape names accepted by :func:`obstacle`.
+OBSTACLE_SHAPES = ("box", "sphere", "cylinder", "capsule")
+
+
+def obstacle(id: str, shape: str, dimensions, pose=(0, 0, 0, 0, 0, 0, 1)) -> Obstacle:
+    """An Obstacle message: shape 'box' (x, y, z sizes), 'sphere' (radius,), 'cylinder' or
+    'capsule' (height, radius); pose (x, y, z, qx, qy, qz, qw) in the root frame (m)."""
+    from shape_msgs.msg import SolidPrimitive
+
+    if shape not in OBSTACLE_SHAPES:
+        raise ValueError(f"shape must be one of {', '.join(OBSTACLE_SHAPES)}, not '{shape}'")
+    msg = Obstacle(id=id, capsule=shape == "capsule")
+    msg.shape.type = {"box": SolidPrimitive.BOX, "sphere": SolidPrimitive.SPHERE}.get(shape, SolidPrimitive.CYLINDER)
+    msg.shape.dimensions = [float(d) for d in dimensions]
+    msg.pose = pose_msgs(np.asarray(pose, dtype=np.float64).reshape(1, 7))[0]
+    return msg
 
 
 def _rows(q) -> tuple[np.ndarray, bool]:

@@ -21,7 +21,9 @@ from .parameters import Settings
 from .served_model import ServedModel
 
 
-def _positions(model: ServedModel, settings: Settings, request):
+def request_positions(model: ServedModel, settings: Settings, request):
+    """(q (B, J) float64 in chain order after the joint-limit policy, the request's columns or
+    None, within (B,) bool) from a request's joint_names and positions."""
     chain = model.chain
     q, columns = convert.read_positions(chain, request.joint_names, request.positions, settings.max_batch)
     q, within = convert.apply_limit_policy(
@@ -30,13 +32,13 @@ def _positions(model: ServedModel, settings: Settings, request):
     return q, columns, within
 
 
-def _column_names(model: ServedModel, request) -> list[str]:
+def column_names(model: ServedModel, request) -> list[str]:
     return list(request.joint_names) or list(model.chain.joint_names)
 
 
 def serve_fk(model: ServedModel, settings: Settings, request, response):
     chain = model.chain
-    q, _, within = _positions(model, settings, request)
+    q, _, within = request_positions(model, settings, request)
     links = convert.link_indices(chain, request.link_names) if request.link_names else list(range(chain.num_links))
     reference = request.reference_frame or settings.base_link or chain.root_link
     reference_index = convert.link_index(chain, reference, "reference_frame")
@@ -59,7 +61,7 @@ def serve_fk(model: ServedModel, settings: Settings, request, response):
 
 def serve_jacobian(model: ServedModel, settings: Settings, request, response):
     chain = model.chain
-    q, columns, _ = _positions(model, settings, request)
+    q, columns, _ = request_positions(model, settings, request)
     link = request.link_name or settings.end_effector_link
     if not link:
         raise RequestError("link_name is empty and the node has no end_effector_link")
@@ -75,7 +77,7 @@ def serve_jacobian(model: ServedModel, settings: Settings, request, response):
     if columns is not None:
         J = J[:, :, columns]
     response.link_name = chain.link_names[index]
-    response.joint_names = _column_names(model, request)
+    response.joint_names = column_names(model, request)
     response.batch_size = q.shape[0]
     response.jacobians = convert.pack(J)
     response.poses = convert.pack(poses)
@@ -90,7 +92,7 @@ VECTOR_JACOBIAN_PRODUCT = 1
 
 def serve_gradient(model: ServedModel, settings: Settings, request, response):
     chain = model.chain
-    q, columns, _ = _positions(model, settings, request)
+    q, columns, _ = request_positions(model, settings, request)
     B = q.shape[0]
     names = list(request.link_names)
     if not names and request.mode == POSE_TARGETS and settings.end_effector_link:
@@ -138,7 +140,7 @@ def serve_gradient(model: ServedModel, settings: Settings, request, response):
     gradient = convert.to_numpy(gradient)
     if columns is not None:
         gradient = gradient[:, columns]
-    response.joint_names = _column_names(model, request)
+    response.joint_names = column_names(model, request)
     response.batch_size = B
     response.gradients = convert.pack(gradient)
     response.success = True

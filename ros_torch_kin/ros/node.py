@@ -40,20 +40,24 @@ from rclpy.qos import DurabilityPolicy, QoSProfile
 from rclpy.task import Future
 from std_msgs.msg import String
 
-from ..srv import ComputeFK, ComputeGradient, ComputeJacobian, GetRobotModel
-from . import convert, handlers
+from ..srv import CheckCollision, ComputeFK, ComputeGradient, ComputeIK, ComputeJacobian, GetCollisionModel, GetRobotModel
+from . import collision_services, convert, handlers, ik_service
 from .convert import RequestError
 from .joint_states import JointStateTracker
 from .link_pose_publisher import LinkPosePublisher
 from .parameters import PARAMETERS, Settings, check_choice
+from .scene_server import SceneServer
 from .served_model import (
+    CollisionOptions,
     ServedModel,
     build_model,
     check_description_size,
     configured_description,
     resolve_device,
     resolve_dtype,
+    with_collision,
 )
+from .world_state import WorldState
 from .trajectory_action import TrajectoryActionServer
 
 NO_MODEL = (
@@ -65,6 +69,8 @@ NO_MODEL = (
 INLINE_VALUES = 512
 _DESCRIPTION_PARAMETERS = {"robot_description", "robot_description_file", "bundled_robot"}
 _CHAIN_PARAMETERS = {"device", "dtype", "floating_joints"}
+_COLLISION_PARAMETERS = {"collision_checking", "robot_description_semantic", "collision_spheres_file",
+                         "mesh_search_paths", "self_collision_samples"}
 _LINK_SETTINGS = ("base_link", "end_effector_link")
 
 
@@ -83,6 +89,9 @@ class KinematicsNode(Node):
             torch.set_num_threads(values["torch_threads"])
         self.settings = Settings.from_values(values)
         self.model: ServedModel | None = None
+        #: the latest SRDF from the robot_description_semantic topic ('' until one arrives)
+        self._srdf_from_topic = ""
+        self.world = WorldState()
         self._workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ros_torch_kin")
         # descriptions are numbered as they arrive; a build that finishes after a newer one was
         # applied is dropped (see _on_robot_description)
@@ -93,9 +102,16 @@ class KinematicsNode(Node):
         self.create_service(ComputeJacobian, "~/compute_jacobian", self._serving(handlers.serve_jacobian))
         self.create_service(ComputeGradient, "~/compute_gradient", self._serving(handlers.serve_gradient))
         self.create_service(GetRobotModel, "~/get_robot_model", self._serving(handlers.serve_robot_model))
+        self.create_service(CheckCollision, "~/check_collision",
+                            self._serving(collision_services.serve_check_collision, with_world=True))
+        self.create_service(GetCollisionModel, "~/get_collision_model",
+                            self._serving(collision_services.serve_collision_model))
+        self.create_service(ComputeIK, "~/compute_ik", self._serving(self._serve_ik, with_world=True))
+        self._scene = SceneServer(self)
         self._poses = LinkPosePublisher(self)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.create_subscription(String, "robot_description", self._on_robot_description, latched)
+        self.create_subscription(String, "robot_description_semantic", self._on_robot_description_semantic, latched)
         self._planner = TrajectoryActionServer(self)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
@@ -134,8 +150,10 @@ class KinematicsNode(Node):
             if configured is None:
                 self.get_logger().info("no robot configured; waiting for the robot_description topic")
                 return
-            check_description_size(configured[0], values["max_description_bytes"])
-            self._apply(build_model(*configured, self._device, self._dtype, values["floating_joints"]))
+            urdf, source, base_dir = configured
+            check_description_size(urdf, values["max_description_bytes"])
+            self._apply(build_model(urdf, source, self._device, self._dtype, values["floating_joints"],
+                                    self._collision_options(values), base_dir))
         except ValueError as error:
             self.get_logger().error(f"cannot load the configured robot: {error}")
 
@@ -143,9 +161,13 @@ class KinematicsNode(Node):
         """Serve ``model`` (one assignment: requests in flight keep their snapshot)."""
         self._applied_ticket = self._next_description_ticket() if ticket is None else ticket
         self.model = model
+        self.world = self.world.for_model(model)
         self.get_logger().info(f"serving {model.summary()}")
-        for warning in model.chain.warnings:
+        for warning in model.warnings:
             self.get_logger().warning(f"URDF: {warning}")
+        scene = getattr(self, "_scene", None)  # absent while __init__ loads the configured robot
+        if scene is not None:
+            scene.publish_markers()
         for problem in _unknown_links(self.settings, model.chain, _LINK_SETTINGS):
             self.get_logger().warning(problem)
 
@@ -163,7 +185,8 @@ class KinematicsNode(Node):
         try:
             check_description_size(msg.data, self.get_parameter("max_description_bytes").value)
             model = await self.run_in_worker(build_model, msg.data, "topic robot_description", self._device,
-                                             self._dtype, self.get_parameter("floating_joints").value)
+                                             self._dtype, self.get_parameter("floating_joints").value,
+                                             self._collision_options(self._parameter_values()))
         except ValueError as error:
             self.get_logger().error(f"ignoring the description on the robot_description topic: {error}; {kept}")
             return
@@ -171,6 +194,40 @@ class KinematicsNode(Node):
             self.get_logger().info("a description built meanwhile was newer; this one is dropped")
             return
         self._apply(model, ticket)
+
+    async def _on_robot_description_semantic(self, msg: String) -> None:
+        """An SRDF from the topic (as MoveIt's move_group publishes it): rebuild the self-collision
+        pairs of the current model in the worker pool. The robot_description_semantic parameter,
+        when set, takes precedence."""
+        if not self.get_parameter("subscribe_robot_description").value or msg.data == self._srdf_from_topic:
+            return
+        self._srdf_from_topic = msg.data
+        current = self.model
+        values = self._parameter_values()
+        if current is None or not values["collision_checking"] or values["robot_description_semantic"]:
+            return  # used when the next model is built
+        ticket = self._next_description_ticket()
+        try:
+            model = await self.run_in_worker(with_collision, current, self._collision_options(values))
+        except ValueError as error:
+            self.get_logger().error(f"ignoring the SRDF on the robot_description_semantic topic: {error}")
+            return
+        if ticket < self._applied_ticket or self.model is not current:
+            return  # a newer model was applied meanwhile (it was built with this SRDF)
+        self._apply(model, ticket)
+
+    def _parameter_values(self) -> dict:
+        return {p.name: self.get_parameter(p.name).value for p in PARAMETERS}
+
+    def _collision_options(self, values: dict) -> CollisionOptions:
+        """The collision build options from parameter values (the SRDF parameter wins over the topic's)."""
+        return CollisionOptions(
+            enabled=values["collision_checking"],
+            srdf=values["robot_description_semantic"] or self._srdf_from_topic,
+            spheres_file=values["collision_spheres_file"],
+            mesh_search_paths=tuple(p for p in values["mesh_search_paths"].split(":") if p),
+            self_collision_samples=values["self_collision_samples"],
+        )
 
     def _next_description_ticket(self) -> int:
         self._description_tickets += 1
@@ -191,12 +248,17 @@ class KinematicsNode(Node):
                     values["robot_description"], values["robot_description_file"], values["bundled_robot"]
                 )
                 if configured is not None:
-                    check_description_size(configured[0], values["max_description_bytes"])
-                    model = build_model(*configured, device, dtype, values["floating_joints"])
+                    urdf, source, base_dir = configured
+                    check_description_size(urdf, values["max_description_bytes"])
+                    model = build_model(urdf, source, device, dtype, values["floating_joints"],
+                                        self._collision_options(values), base_dir)
             elif model is not None and "floating_joints" in updates:
-                model = build_model(model.urdf, model.source, device, dtype, values["floating_joints"])
-            elif model is not None and updates.keys() & _CHAIN_PARAMETERS:
-                model = dataclasses.replace(model, chain=model.chain.to(device, dtype))
+                model = build_model(model.urdf, model.source, device, dtype, values["floating_joints"],
+                                    self._collision_options(values), model.base_dir)
+            elif model is not None and updates.keys() & (_CHAIN_PARAMETERS | _COLLISION_PARAMETERS):
+                if updates.keys() & _CHAIN_PARAMETERS:
+                    model = dataclasses.replace(model, chain=model.chain.to(device, dtype))
+                model = with_collision(model, self._collision_options(values))
             settings = Settings.from_values(values)
             if model is not None:
                 problems = _unknown_links(settings, model.chain, [n for n in _LINK_SETTINGS if n in updates])
@@ -212,16 +274,21 @@ class KinematicsNode(Node):
         return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------ services
-    def _serving(self, handler):
+    def _serving(self, handler, with_world: bool = False):
+        """A service callback around ``handler(model, settings, request, response[, world])``: one
+        snapshot of the model, settings (and world) per request; any failure becomes
+        success=false with a message; small requests run inline, large ones in the worker pool."""
+
         async def callback(request, response):
-            model, settings = self.model, self.settings  # one snapshot per request
+            model, settings, world = self.model, self.settings, self.world  # one snapshot per request
             if model is None:
                 return _fail(response, NO_MODEL)
+            arguments = (model, settings, request, response) + ((world,) if with_world else ())
             try:
-                if len(getattr(request, "positions", ())) <= INLINE_VALUES:  # cheaper than a handoff
-                    response = handler(model, settings, request, response)
+                if len(getattr(request, "positions", ())) <= INLINE_VALUES and not _always_in_worker(request):
+                    response = handler(*arguments)  # cheaper than a handoff
                 else:
-                    response = await self.run_in_worker(handler, model, settings, request, response)
+                    response = await self.run_in_worker(handler, *arguments)
                 return _guard_finite(response, model)
             except RequestError as error:
                 return _fail(response, str(error))
@@ -234,10 +301,21 @@ class KinematicsNode(Node):
 
         return callback
 
+    def _serve_ik(self, model, settings, request, response, world):
+        """ComputeIK seeded by default from the latest complete joint state."""
+        tracker = self.joint_state_tracker(model)
+        current = tracker.positions.copy() if tracker.complete else None
+        return ik_service.serve_ik(model, settings, request, response, world, current)
+
     # ------------------------------------------------------------------ joint_states -> poses
     def joint_state_tracker(self, model: ServedModel) -> JointStateTracker:
         """The latest joint positions received for ``model``'s chain (see LinkPosePublisher)."""
         return self._poses.tracker(model)
+
+
+def _always_in_worker(request) -> bool:
+    """IK requests iterate for up to their time budget: never on the executor thread."""
+    return isinstance(request, ComputeIK.Request)
 
 
 def _guard_finite(response, model: ServedModel):

@@ -3,6 +3,7 @@ these defaults)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
@@ -62,6 +63,23 @@ PARAMETERS = (
     Parameter("torch_threads", 1, "CPU threads torch may use for the math (0: torch's default, all "
               "cores). 1 keeps torch's spinning worker threads from competing with the robot's other "
               "processes; raise it on a computer the node has to itself.", integer_range=(0, 1024)),
+    Parameter("collision_checking", True, "Build the robot's collision model (spheres covering its URDF "
+              "<collision> geometry, self-collision pairs) for ~/check_collision, ~/compute_ik with "
+              "avoid_collisions and the planner. false: those requests are refused."),
+    Parameter("robot_description_semantic", "", "SRDF XML of the robot: its <disable_collisions> pairs "
+              "are not checked for self collision. Empty: none, unless one arrives on the "
+              "robot_description_semantic topic (transient local, as MoveIt publishes it)."),
+    Parameter("collision_spheres_file", "", "YAML file of collision spheres (cuRobo's collision_spheres "
+              "layout: link -> list of {center: [x, y, z], radius: r}, m, link frame) that replace the "
+              "generated spheres of the links it names. Empty: generated spheres only."),
+    Parameter("mesh_search_paths", "", "Directories, separated by ':', in which package://PKG/... mesh "
+              "URIs are looked up as DIR/PKG/... (besides ament_index when ROS knows the package)."),
+    Parameter("self_collision_samples", 1000, "Random configurations sampled when the model is built to "
+              "find link pairs that are always in collision (those are not checked).",
+              integer_range=(0, 1_000_000)),
+    Parameter("collision_margin", 0.0, "Clearance (m) a configuration must keep from obstacles and "
+              "between its own links to count as collision-free, in ~/check_collision (when the "
+              "request gives 0), ~/compute_ik and the planner."),
     Parameter("trajectory_waypoints", 32, "Waypoints of a planned trajectory (start included) when "
               "the goal does not say.", integer_range=(3, 1000)),
     Parameter("trajectory_seeds", 16, "Seeds optimised in parallel per plan when the goal does not say.",
@@ -89,6 +107,7 @@ class Settings:
     joint_limit_policy: str
     publish_link_poses: bool
     publish_end_effector_pose: bool
+    collision_margin: float
 
     @classmethod
     def from_values(cls, values: dict) -> "Settings":
@@ -110,6 +129,8 @@ def check_choice(name: str, value) -> str | None:
         return f"{name} must be one of {', '.join(spec.choices)}, not '{value}'"
     if name in _POSITIVE and not value > 0:
         return f"{name} must be positive, not {value}"
+    if name == "collision_margin" and not (math.isfinite(value) and value >= 0):
+        return f"{name} must be a finite number of metres >= 0, not {value}"
     if name == "trajectory_velocity_scaling" and value > 1:
         return f"{name} must be at most 1, not {value}"
     return None

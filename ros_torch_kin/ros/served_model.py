@@ -4,15 +4,33 @@ reads ``node.model`` once keeps a consistent chain while a new description is sw
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..collision import CollisionChecker, self_collision_pairs
+from ..collision.urdf_spheres import robot_spheres_from_urdf
 from ..kinematics import Chain, default_device
-from ..robots import bundled_urdf
+from ..robots import bundled_urdf, bundled_urdf_path
+
+
+@dataclass(frozen=True)
+class CollisionOptions:
+    """How the collision model is built (the node's collision parameters)."""
+
+    #: build it at all (collision_checking)
+    enabled: bool = True
+    #: SRDF text whose <disable_collisions> pairs are not checked ('' for none)
+    srdf: str = ""
+    #: YAML file of user spheres (cuRobo's collision_spheres layout) overriding links it names
+    spheres_file: str = ""
+    #: directories that package:// mesh URIs are resolved in (besides ament_index)
+    mesh_search_paths: tuple[str, ...] = ()
+    #: random configurations sampled to find link pairs that are always in collision
+    self_collision_samples: int = 1000
 
 
 @dataclass(frozen=True)
@@ -23,6 +41,13 @@ class ServedModel:
     source: str
     #: wall-clock time it was applied, ns since the epoch
     loaded_at_ns: int
+    #: the robot's spheres and self-collision pairs against an empty scene (None: collision
+    #: checking is off); the node pairs it with its current scene per request
+    collision: CollisionChecker | None = None
+    #: how ``collision`` was built (to rebuild it when only the SRDF or a collision setting changes)
+    collision_options: CollisionOptions = CollisionOptions()
+    #: directory that relative mesh paths are resolved against (a URDF file's directory)
+    base_dir: str | None = None
 
     @cached_property
     def lower_limits(self) -> np.ndarray:
@@ -36,10 +61,21 @@ class ServedModel:
 
     def summary(self) -> str:
         chain = self.chain
+        collision = ""
+        if self.collision is not None:
+            spheres, pairs = self.collision.spheres, self.collision.self_pairs
+            collision = (f", {spheres.num_spheres} collision spheres, {len(pairs.enabled)} self-collision "
+                         "link pairs checked")
         return (
-            f"robot '{chain.name}' ({chain.num_dofs} DOFs, {chain.num_links} links) on "
+            f"robot '{chain.name}' ({chain.num_dofs} DOFs, {chain.num_links} links{collision}) on "
             f"{chain.device} {str(chain.dtype).replace('torch.', '')}, from {self.source}"
         )
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What was tolerated while building: the URDF parser's and the collision model's."""
+        collision = () if self.collision is None else self.collision.spheres.warnings + self.collision.self_pairs.warnings
+        return self.chain.warnings + collision
 
 
 def resolve_device(text: str) -> torch.device:
@@ -66,10 +102,35 @@ def resolve_dtype(text: str) -> torch.dtype:
     return getattr(torch, text)
 
 
-def build_model(urdf: str, source: str, device: torch.device, dtype: torch.dtype, floating_joints: str) -> ServedModel:
-    """Parse and build; ValueError with the parser's reason for a bad description."""
+def build_model(
+    urdf: str,
+    source: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    floating_joints: str,
+    collision: CollisionOptions = CollisionOptions(),
+    base_dir: str | None = None,
+) -> ServedModel:
+    """Parse and build the chain and, when enabled, the collision model (covering meshes is the
+    slow part: call it off the executor). ValueError with the reason for a bad description."""
     chain = Chain.from_urdf(urdf, device=device, dtype=dtype, floating_joints=floating_joints)
-    return ServedModel(chain=chain, urdf=urdf, source=source, loaded_at_ns=time.time_ns())
+    model = ServedModel(chain=chain, urdf=urdf, source=source, loaded_at_ns=time.time_ns(), base_dir=base_dir)
+    return with_collision(model, collision)
+
+
+def with_collision(model: ServedModel, options: CollisionOptions) -> ServedModel:
+    """``model`` with its collision model (re)built for ``options`` (the chain is kept)."""
+    if not options.enabled:
+        return replace(model, collision=None, collision_options=options)
+    chain = model.chain
+    spheres = robot_spheres_from_urdf(
+        model.urdf, chain, search_dirs=options.mesh_search_paths, base_dir=model.base_dir,
+        overrides=options.spheres_file or None,
+    )
+    pairs = self_collision_pairs(chain, spheres.to(chain.device, chain.dtype), srdf=options.srdf or None,
+                                 samples=options.self_collision_samples)
+    checker = CollisionChecker(chain, spheres, self_pairs=pairs)
+    return replace(model, collision=checker, collision_options=options)
 
 
 def check_description_size(urdf: str, limit: int) -> None:
@@ -80,16 +141,17 @@ def check_description_size(urdf: str, limit: int) -> None:
 
 
 def configured_description(robot_description: str, robot_description_file: str, bundled_robot: str):
-    """(urdf, source) from the parameters in priority order, or None to wait for the topic.
+    """(urdf, source, base directory for relative mesh paths or None) from the parameters in
+    priority order, or None to wait for the topic.
     ValueError if a named file or bundled robot cannot be read."""
     if robot_description.strip():
-        return robot_description, "parameter robot_description"
+        return robot_description, "parameter robot_description", None
     if robot_description_file:
         path = Path(robot_description_file).expanduser()
         try:
-            return path.read_text(), f"file {path}"
+            return path.read_text(), f"file {path}", str(path.resolve().parent)
         except OSError as error:
             raise ValueError(f"robot_description_file '{path}' cannot be read: {error.strerror}") from None
     if bundled_robot:
-        return bundled_urdf(bundled_robot), f"bundled robot '{bundled_robot}'"
+        return bundled_urdf(bundled_robot), f"bundled robot '{bundled_robot}'", str(Path(bundled_urdf_path(bundled_robot)).parent)
     return None

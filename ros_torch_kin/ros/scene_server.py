@@ -1,0 +1,191 @@
+"""~/update_scene (UpdateScene) and ~/collision_markers: the node's world obstacles.
+
+Every change is checked whole before it is applied: an invalid obstacle (unknown id, NaN pose,
+zero quaternion, negative radius, non-positive box size, unsupported shape) fails the request
+with a message naming it and leaves the scene as it was. The new scene is one assignment
+(``node.world``), so requests in flight finish on the scene they started with.
+
+``~/collision_markers`` (visualization_msgs/MarkerArray, transient local, so RViz gets it when it
+connects late) shows the robot's collision spheres, each in its link's frame (RViz places them
+with TF from robot_state_publisher), and the obstacles in the root frame; it is republished
+whenever the model or the scene changes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from rclpy.qos import DurabilityPolicy, QoSProfile
+from shape_msgs.msg import SolidPrimitive
+from visualization_msgs.msg import Marker, MarkerArray
+
+from ..collision import Obstacle, Scene, pose_from_xyz_quat_xyzw
+from ..collision.obstacles import BOX, CAPSULE, CYLINDER, SPHERE
+from ..kinematics import matrix_to_pose_xyzw
+from ..msg import Obstacle as ObstacleMsg
+from ..srv import UpdateScene
+from . import convert
+from .convert import RequestError
+
+_KIND_OF_PRIMITIVE = {SolidPrimitive.BOX: BOX, SolidPrimitive.SPHERE: SPHERE, SolidPrimitive.CYLINDER: CYLINDER}
+_PRIMITIVE_NAMES = {SolidPrimitive.CONE: "CONE", SolidPrimitive.PRISM: "PRISM"}
+#: Most obstacles a scene may hold.
+MAX_OBSTACLES = 10_000
+
+
+class SceneServer:
+    """Serves ~/update_scene for ``node`` (a KinematicsNode: ``world``, ``model``) and publishes
+    ~/collision_markers."""
+
+    def __init__(self, node):
+        self.node = node
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._markers = node.create_publisher(MarkerArray, "~/collision_markers", latched)
+        node.create_service(UpdateScene, "~/update_scene", self._update_scene)
+        self.publish_markers()
+
+    def _update_scene(self, request, response):
+        node = self.node
+        world = node.world
+        try:
+            scene = updated_scene(world.scene, request)
+        except (RequestError, ValueError) as error:
+            response.success, response.message = False, str(error)
+            return _list(response, world.scene, world.version)
+        if scene is not world.scene:
+            node.world = world = world.with_scene(scene)
+            self.publish_markers()
+        response.success, response.message = True, ""
+        return _list(response, world.scene, world.version)
+
+    def publish_markers(self) -> None:
+        node = self.node
+        self._markers.publish(collision_markers(node.model, node.world.scene, node.get_clock().now().to_msg()))
+
+
+def updated_scene(scene: Scene, request) -> Scene:
+    """The scene after ``request`` (UpdateScene.Request); RequestError/ValueError naming the
+    obstacle and field at fault, with ``scene`` untouched."""
+    operation = request.operation
+    if operation == UpdateScene.Request.LIST:
+        return scene
+    if operation == UpdateScene.Request.CLEAR:
+        return Scene()
+    seen: set[str] = set()
+    for i, msg in enumerate(request.obstacles):
+        if not msg.id:
+            raise RequestError(f"obstacles[{i}].id is empty")
+        if msg.id in seen:
+            raise RequestError(f"obstacles[{i}].id '{msg.id}' is listed twice")
+        seen.add(msg.id)
+    if operation == UpdateScene.Request.ADD:
+        for i, msg in enumerate(request.obstacles):
+            scene = scene.with_obstacle(obstacle_from_msg(msg, f"obstacles[{i}]"))
+        if len(scene) > MAX_OBSTACLES:
+            raise RequestError(f"the scene would hold {len(scene)} obstacles, above {MAX_OBSTACLES}")
+        return scene
+    if operation in (UpdateScene.Request.MOVE, UpdateScene.Request.REMOVE):
+        for i, msg in enumerate(request.obstacles):
+            if msg.id not in scene:
+                raise RequestError(f"obstacles[{i}].id '{msg.id}' is not in the scene (ids: "
+                                   f"{', '.join(scene.ids[:10]) or 'none'}{', …' if len(scene) > 10 else ''})")
+            if operation == UpdateScene.Request.MOVE:
+                scene = scene.moved(msg.id, pose_matrix(msg.pose, f"obstacles[{i}].pose"))
+            else:
+                scene = scene.without(msg.id)
+        return scene
+    raise RequestError(f"operation {operation} is unknown: use ADD (0), MOVE (1), REMOVE (2), CLEAR (3) or LIST (4)")
+
+
+def pose_matrix(pose, field: str) -> np.ndarray:
+    """geometry_msgs/Pose -> 4×4 (the quaternion normalised; RequestError naming ``field``)."""
+    return pose_from_xyz_quat_xyzw(convert.poses_from_msgs([pose], field)[0])
+
+
+def obstacle_from_msg(msg, field: str) -> Obstacle:
+    """ros_torch_kin/Obstacle -> Obstacle; RequestError naming the field for what is unsupported."""
+    shape = msg.shape
+    kind = _KIND_OF_PRIMITIVE.get(shape.type)
+    if kind is None:
+        name = _PRIMITIVE_NAMES.get(shape.type, str(shape.type))
+        raise RequestError(f"{field} '{msg.id}': shape type {name} is not supported (BOX, SPHERE, CYLINDER)")
+    if msg.capsule:
+        if kind != CYLINDER:
+            raise RequestError(f"{field} '{msg.id}': capsule = true needs shape type CYLINDER")
+        kind = CAPSULE
+    dimensions = convert.as_float_array(shape.dimensions)
+    convert.require_bounded(dimensions, convert.MAX_COORDINATE, f"{field}.shape.dimensions", "m")
+    try:
+        return Obstacle(msg.id, kind, tuple(dimensions), pose_matrix(msg.pose, f"{field}.pose"))
+    except ValueError as error:
+        raise RequestError(f"{field}: {error}") from None
+
+
+def obstacle_msg(obstacle: Obstacle) -> ObstacleMsg:
+    msg = ObstacleMsg(id=obstacle.id, capsule=obstacle.kind == CAPSULE)
+    msg.shape.type = {SPHERE: SolidPrimitive.SPHERE, BOX: SolidPrimitive.BOX}.get(obstacle.kind, SolidPrimitive.CYLINDER)
+    msg.shape.dimensions = [float(d) for d in obstacle.dimensions]
+    convert.fill_pose(msg.pose, matrix_to_pose_xyzw(obstacle.pose))
+    return msg
+
+
+def _list(response, scene: Scene, version: int):
+    response.obstacles = [obstacle_msg(o) for o in scene]
+    response.scene_version = version
+    return response
+
+
+_ROBOT_COLOUR = (0.2, 0.6, 1.0, 0.4)
+_OBSTACLE_COLOUR = (1.0, 0.3, 0.2, 0.6)
+
+
+def collision_markers(model, scene: Scene, stamp) -> MarkerArray:
+    """The robot's spheres (namespace 'robot_spheres', one marker per sphere in its link's frame)
+    and the obstacles (namespace 'obstacles', root frame); a DELETEALL first clears old ones."""
+    markers = [Marker(action=Marker.DELETEALL)]
+    if model is None:
+        return MarkerArray(markers=markers)
+    chain = model.chain
+    if model.collision is not None:
+        spheres = model.collision.spheres
+        links = spheres.sphere_links.cpu().numpy()
+        centers = convert.to_numpy(spheres.centers)
+        radii = convert.to_numpy(spheres.radii)
+        for i, (link, center, radius) in enumerate(zip(links, centers, radii)):
+            marker = _marker("robot_spheres", i, chain.link_names[int(link)], stamp, Marker.SPHERE, _ROBOT_COLOUR)
+            marker.pose.position.x, marker.pose.position.y, marker.pose.position.z = (float(v) for v in center)
+            marker.scale.x = marker.scale.y = marker.scale.z = 2.0 * float(radius)
+            markers.append(marker)
+    for i, obstacle in enumerate(scene):
+        markers += _obstacle_markers(obstacle, i, chain.root_link, stamp)
+    return MarkerArray(markers=markers)
+
+
+def _marker(namespace: str, index: int, frame: str, stamp, kind: int, colour) -> Marker:
+    marker = Marker(ns=namespace, id=index, type=kind, action=Marker.ADD)
+    marker.header.frame_id, marker.header.stamp = frame, stamp
+    marker.pose.orientation.w = 1.0
+    marker.color.r, marker.color.g, marker.color.b, marker.color.a = colour
+    return marker
+
+
+def _obstacle_markers(obstacle: Obstacle, index: int, frame: str, stamp) -> list[Marker]:
+    kind = {SPHERE: Marker.SPHERE, BOX: Marker.CUBE}.get(obstacle.kind, Marker.CYLINDER)
+    marker = _marker("obstacles", index, frame, stamp, kind, _OBSTACLE_COLOUR)
+    convert.fill_pose(marker.pose, matrix_to_pose_xyzw(obstacle.pose))
+    d = obstacle.dimensions
+    if obstacle.kind == SPHERE:
+        marker.scale.x = marker.scale.y = marker.scale.z = 2.0 * d[0]
+    elif obstacle.kind == BOX:
+        marker.scale.x, marker.scale.y, marker.scale.z = d
+    else:  # cylinder (a capsule's cylinder part; its end caps follow as spheres)
+        marker.scale.x = marker.scale.y = 2.0 * d[1]
+        marker.scale.z = d[0]
+    markers = [marker]
+    if obstacle.kind == CAPSULE:
+        for end, sign in enumerate((1.0, -1.0)):
+            cap = _marker("obstacle_capsule_ends", 2 * index + end, frame, stamp, Marker.SPHERE, _OBSTACLE_COLOUR)
+            centre = obstacle.pose @ np.array([0.0, 0.0, sign * d[0] / 2, 1.0])
+            cap.pose.position.x, cap.pose.position.y, cap.pose.position.z = (float(v) for v in centre[:3])
+            cap.scale.x = cap.scale.y = cap.scale.z = 2.0 * d[1]
+            markers.append(cap)
+    return markers
