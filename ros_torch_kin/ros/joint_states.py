@@ -7,6 +7,8 @@ each of the chain's independent joints and says which are still unknown.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..kinematics import Chain
@@ -21,6 +23,7 @@ class JointStateTracker:
         self._index = {name: i for i, name in enumerate(chain.joint_names)}
         #: names seen in messages that are not independent joints of the chain
         self.ignored: set[str] = set()
+        self._complete = False  # once every joint has a value it keeps one (only finite values replace it)
 
     def update(self, names, positions) -> None:
         """Take the values of the named joints; ignore unknown names and non-finite values.
@@ -31,7 +34,7 @@ class JointStateTracker:
             index = self._index.get(name)
             if index is None:
                 self.ignored.add(name)
-            elif np.isfinite(value):
+            elif math.isfinite(value):
                 self.positions[index] = value
 
     @property
@@ -41,4 +44,7 @@ class JointStateTracker:
 
     @property
     def complete(self) -> bool:
-        return not np.isnan(self.positions).any()
+        """Every joint has a value (for J = 0, from the start)."""
+        if not self._complete:
+            self._complete = not np.isnan(self.positions).any()
+        return self._complete
