@@ -1,0 +1,576 @@
+"""Conservative sphere covers of collision shapes (pure numpy + trimesh).
+
+A cover is a set of spheres such that every point of the shape's surface lies inside at least
+one sphere. (For a large solid the spheres need not fill its interior: the surface is what
+another body touches first.) Each sphere also carries a *slack*: a true upper bound (m) on how
+far any point of the sphere lies from the shape's solid (or, for a mesh that is not closed, from
+its surface).
+
+Method. A shape is reduced to a :class:`CoverProblem`:
+
+* *pieces*: small convex sets whose union contains the shape's surface, each given by the
+  finite set of points whose convex hull contains it (a mesh triangle: its three vertices; a
+  patch of a cylinder or a sphere: a small circumscribed prism). A ball contains a convex hull
+  iff it contains the points (convexity), so a ball of radius ``max |v - c|`` over a piece's
+  points covers that piece exactly, with no sampling.
+* *candidate centres* on a grid over the shape, each with ``depth``: a lower bound on its signed
+  distance to the shape's boundary (positive inside). If ``c`` is inside at depth ``δ`` the ball
+  ``B(c, δ)`` lies in the solid, so every point of ``B(c, r)`` is within ``r - δ`` of the solid;
+  outside at distance ``d``, within ``r + d``. Hence ``slack = r - depth(c)``, a true bound (and
+  exact for a convex solid and a centre inside, since then the nearest supporting plane is the
+  farthest the ball pokes out).
+
+:func:`solve_cover` then picks centres by greedy set cover (the fewest spheres whose slack is at
+most the target), relaxing the target by bisection when more than ``max_spheres`` would be
+needed, and improves the spheres by alternating minimax assignment and centre choice. All of it
+is deterministic (no random sampling).
+
+Frames: everything is in one frame, the shape's (or, after :meth:`CoverProblem.transformed`,
+its link's). Units: m.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .urdf_geometry import CollisionShape
+
+#: Pairs (points x triangles) per vectorized block in the distance and winding-number sums.
+_BLOCK_PAIRS = 1 << 18
+
+
+@dataclass(frozen=True)
+class CoverSettings:
+    """How finely to cover.
+
+    ``max_spheres``: the most spheres for one link (all its shapes together). ``target_slack``
+    (m): the largest slack wanted; more spheres are used until every sphere's slack is under it
+    or ``max_spheres`` is reached. ``grid_cells``: candidate centres per shape along its longest
+    side. ``piece_cells``: a shape's surface is cut into pieces no longer than its longest side
+    over this number. ``max_pieces`` / ``max_candidates``: a link's cover problem is coarsened
+    to at most this many pieces (neighbours merged) and candidate centres (thinned out).
+    """
+
+    max_spheres: int = 12
+    target_slack: float = 0.02
+    grid_cells: int = 11
+    piece_cells: int = 12
+    max_pieces: int = 1500
+    max_candidates: int = 1500
+
+    def __post_init__(self):
+        if self.max_spheres < 1:
+            raise ValueError(f"max_spheres must be at least 1, got {self.max_spheres}")
+        if not (math.isfinite(self.target_slack) and self.target_slack >= 0):
+            raise ValueError(f"target_slack must be finite and >= 0 m, got {self.target_slack}")
+        if min(self.grid_cells, self.piece_cells, self.max_pieces, self.max_candidates) < 1:
+            raise ValueError("grid_cells, piece_cells, max_pieces and max_candidates must be positive")
+
+
+@dataclass(frozen=True, eq=False)
+class SphereCover:
+    """K spheres: ``centers`` (K, 3) m, ``radii`` (K,) m, ``slack`` (K,) m (see module doc)."""
+
+    centers: np.ndarray
+    radii: np.ndarray
+    slack: np.ndarray
+
+    @property
+    def num_spheres(self) -> int:
+        return int(self.radii.shape[0])
+
+    @property
+    def worst_slack(self) -> float:
+        return float(self.slack.max()) if self.num_spheres else 0.0
+
+    @staticmethod
+    def concatenate(covers) -> "SphereCover":
+        covers = list(covers)
+        if not covers:
+            return SphereCover(np.zeros((0, 3)), np.zeros(0), np.zeros(0))
+        return SphereCover(
+            np.concatenate([c.centers for c in covers]),
+            np.concatenate([c.radii for c in covers]),
+            np.concatenate([c.slack for c in covers]),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class CoverProblem:
+    """What to cover and where spheres may be centred (see the module doc).
+
+    ``points`` (V, 3); ``pieces`` (N, k) int64 rows of indices into ``points`` (a piece with
+    fewer points repeats one); ``candidates`` (G, 3); ``depth`` (G,): lower bound on each
+    candidate's signed distance to the shape's boundary, m, positive inside.
+    """
+
+    points: np.ndarray
+    pieces: np.ndarray
+    candidates: np.ndarray
+    depth: np.ndarray
+    #: (M, 3) -> (M,): the same lower bound anywhere (used to move centres off the grid)
+    depth_at: Callable[[np.ndarray], np.ndarray]
+
+    def transformed(self, T: np.ndarray) -> "CoverProblem":
+        """The same problem in another frame: ``T`` (4, 4) rigid, shape frame -> new frame."""
+        R, t = T[:3, :3], T[:3, 3]
+        inner = self.depth_at
+
+        def depth_at(x: np.ndarray) -> np.ndarray:
+            return inner((x - t) @ R)
+
+        return CoverProblem(self.points @ R.T + t, self.pieces, self.candidates @ R.T + t, self.depth, depth_at)
+
+    @staticmethod
+    def union(problems) -> "CoverProblem":
+        """One problem for several shapes in one frame. A candidate keeps the depth it has in
+        its own shape: a lower bound on its depth in the union (inside A at depth δ: the ball
+        of radius δ is in A, so in the union; outside A at distance d: the union is no
+        farther). Off the grid, the largest of the shapes' bounds is used, for the same reason."""
+        problems = list(problems)
+        offsets = np.cumsum([0] + [len(p.points) for p in problems])
+        width = max(p.pieces.shape[1] for p in problems)
+        pieces = [_pad_columns(p.pieces, width) + offset for p, offset in zip(problems, offsets)]
+        depth_functions = [p.depth_at for p in problems]
+
+        def depth_at(x: np.ndarray) -> np.ndarray:
+            return np.max([f(x) for f in depth_functions], axis=0)
+
+        return CoverProblem(
+            np.concatenate([p.points for p in problems]),
+            np.concatenate(pieces),
+            np.concatenate([p.candidates for p in problems]),
+            np.concatenate([p.depth for p in problems]),
+            depth_at,
+        )
+
+
+def _pad_columns(pieces: np.ndarray, width: int) -> np.ndarray:
+    if pieces.shape[1] == width:
+        return pieces
+    return np.concatenate([pieces, np.repeat(pieces[:, :1], width - pieces.shape[1], axis=1)], axis=1)
+
+
+# ---------------------------------------------------------------------------- solving
+
+
+def solve_cover(problem: CoverProblem, settings: CoverSettings = CoverSettings()) -> SphereCover:
+    """The fewest spheres (at most ``settings.max_spheres``) covering every piece, with the
+    smallest worst slack this method finds; radii and slack computed exactly in float64."""
+    problem = _coarsened(problem, settings)
+    cost = _cost_matrix(problem.points, problem.pieces, problem.candidates, problem.depth)
+    floor = float(cost.min(axis=0).max())  # no choice among the candidates does better
+    tolerance = max(settings.target_slack, floor)
+    chosen = _greedy_cover(cost, tolerance, settings.max_spheres)
+    if chosen is None:  # too many spheres at the target: the least tolerance that fits the cap
+        low, high = tolerance, float(cost.max(axis=1).min())
+        chosen = _greedy_cover(cost, high, settings.max_spheres)
+        for _ in range(10):
+            middle = 0.5 * (low + high)
+            attempt = _greedy_cover(cost, middle, settings.max_spheres)
+            if attempt is None:
+                low = middle
+            else:
+                high, chosen = middle, attempt
+    chosen = _refine_on_grid(cost, np.asarray(chosen))
+    owner = cost[chosen].argmin(axis=0)
+    centers, depth = problem.candidates[chosen], problem.depth[chosen]
+    spacing = _grid_spacing(problem.candidates)
+    centers, depth = _search_off_grid(problem, owner, centers, depth, spacing)
+    owner = _cost_matrix(problem.points, problem.pieces, centers, depth).argmin(axis=0)
+    return _exact_spheres(problem, owner, centers, depth)
+
+
+def _coarsened(problem: CoverProblem, settings: CoverSettings) -> CoverProblem:
+    """At most ``max_pieces`` pieces (those whose centroids share a grid cell merged into one:
+    the union of their points) and ``max_candidates`` candidates (every k-th)."""
+    pieces, candidates, depth = problem.pieces, problem.candidates, problem.depth
+    if len(pieces) > settings.max_pieces:
+        centroids = problem.points[pieces].mean(axis=1)
+        low, high = centroids.min(axis=0), centroids.max(axis=0)
+        cells = max(1, int(settings.max_pieces ** (1 / 3)))
+        key = np.floor((centroids - low) / np.maximum(high - low, 1e-12) * cells).clip(0, cells - 1).astype(np.int64)
+        cell = (key[:, 0] * cells + key[:, 1]) * cells + key[:, 2]
+        groups = [np.unique(pieces[cell == c]) for c in np.unique(cell)]
+        width = max(len(g) for g in groups)
+        pieces = np.stack([np.concatenate([g, np.repeat(g[:1], width - len(g))]) for g in groups])
+    if len(candidates) > settings.max_candidates:
+        step = int(math.ceil(len(candidates) / settings.max_candidates))
+        candidates, depth = candidates[::step], depth[::step]
+    return CoverProblem(problem.points, pieces, candidates, depth, problem.depth_at)
+
+
+def _cost_matrix(points, pieces, centers, depth) -> np.ndarray:
+    """(G, N) float32: the radius a sphere at each centre needs to hold each piece, minus the
+    centre's depth (only guides the choice: the spheres are recomputed in float64)."""
+    cost = np.empty((len(centers), len(pieces)), dtype=np.float32)
+    rows = max(1, _BLOCK_PAIRS // max(1, pieces.size))
+    for start in range(0, len(centers), rows):
+        block = centers[start : start + rows]
+        distance = np.linalg.norm(points[None, :, :] - block[:, None, :], axis=-1)
+        cost[start : start + rows] = distance[:, pieces].max(axis=-1)
+    cost -= np.asarray(depth, dtype=np.float32)[:, None]
+    return cost
+
+
+def _greedy_cover(cost: np.ndarray, tolerance: float, cap: int) -> list[int] | None:
+    """Candidates whose spheres of slack <= tolerance cover every piece (greedy set cover),
+    or None when more than ``cap`` would be needed."""
+    covers = cost <= np.float32(tolerance)
+    uncovered = np.ones(cost.shape[1], dtype=bool)
+    chosen: list[int] = []
+    while uncovered.any():
+        if len(chosen) == cap:
+            return None
+        gains = covers[:, uncovered].sum(axis=1)
+        best = int(gains.argmax())
+        if gains[best] == 0:
+            return None
+        chosen.append(best)
+        uncovered &= ~covers[best]
+    return chosen
+
+
+def _refine_on_grid(cost: np.ndarray, chosen: np.ndarray, rounds: int = 4) -> np.ndarray:
+    """Alternate: each piece to the chosen sphere where it costs least; each sphere's centre to
+    the candidate of least worst cost over its pieces. Neither step raises the worst slack."""
+    for _ in range(rounds):
+        owner = cost[chosen].argmin(axis=0)
+        moved = chosen.copy()
+        for k in range(len(chosen)):
+            mine = owner == k
+            if mine.any():
+                moved[k] = int(cost[:, mine].max(axis=1).argmin())
+        if np.array_equal(moved, chosen):
+            break
+        chosen = moved
+    owner = cost[chosen].argmin(axis=0)
+    return chosen[np.unique(owner)]  # drop spheres left with no piece
+
+
+def _grid_spacing(candidates: np.ndarray) -> float:
+    extent = float(np.ptp(candidates, axis=0).max()) if len(candidates) > 1 else 0.0
+    return max(extent / 10.0, 1e-6)
+
+
+#: The 14 steps to a cube's face centres and corners, for the pattern search.
+_STEPS = np.array(
+    [(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1) if abs(i) + abs(j) + abs(k) in (1, 3)],
+    dtype=np.float64,
+)
+
+
+def _search_off_grid(problem: CoverProblem, owner, centers, depth, spacing: float, rounds: int = 6):
+    """Move each sphere's centre (its pieces fixed) by pattern search with halving steps to
+    lower its slack ``max |p - c| - depth(c)``: centres are no longer bound to the grid."""
+    centers, depth = centers.copy(), depth.copy()
+    held = [problem.points[np.unique(problem.pieces[owner == k])] for k in range(len(centers))]
+    current = np.array([np.linalg.norm(h - c, axis=1).max() - d for h, c, d in zip(held, centers, depth)])
+    step = spacing / 2
+    for _ in range(rounds):
+        trial = (centers[:, None, :] + step * _STEPS[None]).reshape(-1, 3)
+        trial_depth = problem.depth_at(trial).reshape(len(centers), len(_STEPS))
+        trial = trial.reshape(len(centers), len(_STEPS), 3)
+        for k, points in enumerate(held):
+            radius = np.linalg.norm(points[None, :, :] - trial[k][:, None, :], axis=-1).max(axis=1)
+            slack = radius - trial_depth[k]
+            best = int(slack.argmin())
+            if slack[best] < current[k]:
+                centers[k], depth[k], current[k] = trial[k, best], trial_depth[k, best], slack[best]
+        step /= 2
+    return centers, depth
+
+
+def _exact_spheres(problem: CoverProblem, owner, centers, depth) -> SphereCover:
+    radii = np.zeros(len(centers))
+    for k in range(len(centers)):
+        points = problem.points[np.unique(problem.pieces[owner == k])]
+        radii[k] = np.linalg.norm(points - centers[k], axis=1).max() if len(points) else 0.0
+    keep = radii > 0
+    slack = np.maximum(radii - depth, 0.0)
+    return SphereCover(centers[keep].copy(), radii[keep], slack[keep])
+
+
+# ---------------------------------------------------------------------------- primitives
+
+
+def cover_problem_for_shape(shape: CollisionShape, settings: CoverSettings, mesh=None) -> CoverProblem:
+    """The problem for one URDF shape in its link's frame (``mesh``: the loaded trimesh for a
+    'mesh' shape, already scaled). Not for spheres: :func:`exact_sphere_cover` covers those."""
+    if shape.kind == "box":
+        problem = box_problem(np.asarray(shape.size) / 2, settings)
+    elif shape.kind == "cylinder":
+        problem = round_problem(shape.radius, shape.length, False, settings)
+    elif shape.kind == "capsule":
+        problem = round_problem(shape.radius, shape.length, True, settings)
+    elif shape.kind == "mesh":
+        problem = mesh_problem(mesh, settings)
+    else:
+        raise ValueError(f"{shape.describe()}: no cover problem for kind '{shape.kind}'")
+    return problem.transformed(shape.origin)
+
+
+def exact_sphere_cover(shape: CollisionShape) -> SphereCover:
+    """A URDF ``<sphere>`` is its own cover: one sphere, slack 0, in the link frame."""
+    return SphereCover(shape.origin[None, :3, 3].copy(), np.array([shape.radius]), np.zeros(1))
+
+
+def box_depth(half_extents: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """(M,) signed distance (m, positive inside) of points x (M, 3) to the box [-h, h]."""
+    q = np.abs(x) - half_extents
+    return -(np.linalg.norm(np.maximum(q, 0.0), axis=1) + np.minimum(q.max(axis=1), 0.0))
+
+
+def cylinder_depth(radius: float, length: float, x: np.ndarray) -> np.ndarray:
+    """(M,) signed distance (m, positive inside) to the z-axis cylinder centred on the origin."""
+    q = np.stack([np.linalg.norm(x[:, :2], axis=1) - radius, np.abs(x[:, 2]) - length / 2], axis=1)
+    return -(np.linalg.norm(np.maximum(q, 0.0), axis=1) + np.minimum(q.max(axis=1), 0.0))
+
+
+def capsule_depth(radius: float, length: float, x: np.ndarray) -> np.ndarray:
+    """(M,) signed distance (m, positive inside) to the z-axis capsule centred on the origin."""
+    axial_gap = np.maximum(np.abs(x[:, 2]) - length / 2, 0.0)
+    return radius - np.hypot(np.linalg.norm(x[:, :2], axis=1), axial_gap)
+
+
+def _grid(half_extents: np.ndarray, cells_on_longest: int) -> np.ndarray:
+    """(G, 3) cell centres of a grid over [-h, h], an odd number of cells per axis (so the
+    mid-planes are on it), about ``cells_on_longest`` along the longest."""
+    spacing = 2 * half_extents.max() / cells_on_longest
+    axes = []
+    for h in half_extents:
+        n = max(1, int(math.ceil(2 * h / spacing)))
+        n += 1 - n % 2
+        axes.append((np.arange(n) + 0.5) / n * 2 * h - h)
+    return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+
+
+def _piece_size(dimensions: np.ndarray, settings: CoverSettings) -> float:
+    """Piece size (m) for a primitive: the longest side / ``piece_cells``, but no more than half
+    a quarter of the shortest (a sphere over a thin part holds little of it), nor under the
+    longest / 48."""
+    longest, shortest = float(dimensions.max()), float(dimensions.min())
+    return max(min(longest / settings.piece_cells, shortest / 4), longest / 48)
+
+
+def box_problem(half_extents: np.ndarray, settings: CoverSettings) -> CoverProblem:
+    """A box centred on its frame's origin: its faces split into triangles; depth exact."""
+    import trimesh
+
+    h = np.asarray(half_extents, dtype=np.float64)
+    box = trimesh.creation.box(extents=2 * h)
+    points, faces = trimesh.remesh.subdivide_to_size(box.vertices, box.faces, max_edge=_piece_size(2 * h, settings))
+
+    def depth_at(x):
+        return box_depth(h, x)
+
+    longest = int(h.argmax())
+    axis = np.zeros((4 * settings.grid_cells + 1, 3))
+    axis[:, longest] = np.linspace(-h[longest], h[longest], len(axis))  # finer along the middle
+    candidates = np.concatenate([_grid(h, settings.grid_cells), axis])
+    return CoverProblem(np.asarray(points), np.asarray(faces, dtype=np.int64), candidates, depth_at(candidates), depth_at)
+
+
+def round_problem(radius: float, length: float, capped: bool, settings: CoverSettings) -> CoverProblem:
+    """A cylinder (``capped`` False) or capsule (True) of ``radius`` whose cylindrical part of
+    ``length`` runs along z, centred on the origin. Pieces: circumscribed prisms of the side,
+    of flat end sectors (cylinder) or of hemisphere patches (capsule). Depth: exact."""
+    R, half = float(radius), float(length) / 2
+    top = half + R if capped else half
+    size = _piece_size(np.array([2 * R, 2 * top]), settings)
+    sectors = max(24, int(math.ceil(2 * math.pi * R / size)))
+    theta = np.linspace(0.0, 2 * math.pi, sectors + 1)
+    z = np.linspace(-half, half, max(1, int(math.ceil(2 * half / size))) + 1)
+    pieces = [_side_piece(R, theta[i], theta[i + 1], z[j], z[j + 1]) for i in range(sectors) for j in range(len(z) - 1)]
+    if capped:
+        rings = max(4, int(math.ceil(0.5 * math.pi * R / size)))
+        polar = np.linspace(0.0, 0.5 * math.pi, rings + 1)
+        for sign in (1.0, -1.0):
+            for i in range(sectors):
+                for j in range(rings):
+                    pieces.append(_cap_piece(R, polar[j], polar[j + 1], theta[i], theta[i + 1], sign, half))
+    else:
+        radial = np.linspace(0.0, R, max(1, int(math.ceil(R / size))) + 1)
+        for height in (half, -half):
+            for i in range(sectors):
+                for j in range(len(radial) - 1):
+                    pieces.append(_disc_piece(radial[j], radial[j + 1], theta[i], theta[i + 1], height))
+    width = max(len(p) for p in pieces)
+    points = np.concatenate([_pad_rows(p, width) for p in pieces])
+    indices = np.arange(len(points), dtype=np.int64).reshape(len(pieces), width)
+
+    def depth_at(x):
+        return capsule_depth(R, length, x) if capped else cylinder_depth(R, length, x)
+
+    axis = np.zeros((4 * settings.grid_cells + 1, 3))
+    axis[:, 2] = np.linspace(-half, half, len(axis))  # the medial axis, finer than the grid
+    candidates = np.concatenate([_grid(np.array([R, R, top]), settings.grid_cells), axis])
+    depth = depth_at(candidates)
+    inside = depth > 0
+    return CoverProblem(points, indices, candidates[inside], depth[inside], depth_at)
+
+
+def _pad_rows(points: np.ndarray, width: int) -> np.ndarray:
+    return np.concatenate([points, np.repeat(points[:1], width - len(points), axis=0)])
+
+
+def _unit(theta: float) -> np.ndarray:
+    return np.array([math.cos(theta), math.sin(theta)])
+
+
+def _side_piece(R: float, theta0: float, theta1: float, z0: float, z1: float) -> np.ndarray:
+    """(6, 3): prism over the triangle of an arc's ends and their tangents' crossing, z0..z1;
+    it holds the side patch θ0..θ1 × z0..z1 of the cylinder of radius R."""
+    arc = _arc_triangle(R, theta0, theta1)
+    return np.concatenate([np.c_[arc, np.full(3, z0)], np.c_[arc, np.full(3, z1)]])
+
+
+def _arc_triangle(R: float, theta0: float, theta1: float) -> np.ndarray:
+    """(3, 2): the arc's two ends and the crossing of its end tangents (holds the arc, < π)."""
+    middle, half_angle = 0.5 * (theta0 + theta1), 0.5 * (theta1 - theta0)
+    return np.stack([R * _unit(theta0), R * _unit(theta1), R / math.cos(half_angle) * _unit(middle)])
+
+
+def _disc_piece(rho0: float, rho1: float, theta0: float, theta1: float, height: float) -> np.ndarray:
+    """(5, 3) points whose hull holds the annular sector ρ0..ρ1 × θ0..θ1 at z = height: the
+    inner arc lies beyond its chord, the outer one inside its tangent triangle."""
+    flat = np.concatenate([[rho0 * _unit(theta0), rho0 * _unit(theta1)], _arc_triangle(rho1, theta0, theta1)])
+    return np.c_[flat, np.full(5, height)]
+
+
+def _cap_piece(R, phi0, phi1, theta0, theta1, sign, half, sides: int = 8) -> np.ndarray:
+    """(2·sides, 3) points whose hull holds the patch polar φ0..φ1 (from the ±z axis) ×
+    azimuth θ0..θ1 of the hemisphere of radius R centred at z = ±half.
+
+    The patch lies within angle α of its middle direction m (α: the largest angle to its
+    corners, where the extremes of a latitude-longitude cell are), so in the slab
+    R cos α <= x·m <= R at distance <= R sin α from the m axis: a prism on a circumscribed
+    polygon of that circle."""
+
+    def direction(phi, theta):
+        return np.array([math.sin(phi) * math.cos(theta), math.sin(phi) * math.sin(theta), sign * math.cos(phi)])
+
+    m = direction(0.5 * (phi0 + phi1), 0.5 * (theta0 + theta1))
+    corners = [direction(p, t) for p in (phi0, phi1) for t in (theta0, theta1)]
+    alpha = max(math.acos(min(1.0, float(m @ c))) for c in corners)
+    u = np.cross(m, [1.0, 0.0, 0.0] if abs(m[0]) < 0.9 else [0.0, 1.0, 0.0])
+    u /= np.linalg.norm(u)
+    v = np.cross(m, u)
+    ring = R * math.sin(alpha) / math.cos(math.pi / sides)
+    angles = 2 * math.pi * np.arange(sides) / sides
+    polygon = ring * (np.cos(angles)[:, None] * u + np.sin(angles)[:, None] * v)
+    centre = np.array([0.0, 0.0, sign * half])
+    return np.concatenate([centre + R * math.cos(alpha) * m + polygon, centre + R * m + polygon])
+
+
+# ---------------------------------------------------------------------------- meshes
+
+
+def mesh_problem(mesh, settings: CoverSettings) -> CoverProblem:
+    """A triangle mesh (trimesh.Trimesh) in its own frame. Pieces: its triangles, split until no
+    edge is longer than the longest side / ``piece_cells``. Candidates: grid points (inside ones only, for a watertight
+    mesh) and the original triangles' centroids (on the surface: depth 0)."""
+    import trimesh
+
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    faces = np.asarray(mesh.faces, dtype=np.int64)
+    low, high = vertices.min(axis=0), vertices.max(axis=0)
+    centre, half = 0.5 * (low + high), np.maximum(0.5 * (high - low), 1e-9)
+    points, pieces = trimesh.remesh.subdivide_to_size(vertices, faces, max_edge=2 * half.max() / settings.piece_cells)
+    points, pieces = np.asarray(points), np.asarray(pieces, dtype=np.int64)
+    depth_at = MeshDepth(vertices[faces], bool(mesh.is_watertight))
+    grid = centre + _grid(half, settings.grid_cells)
+    if depth_at.closed:
+        grid = grid[depth_at.inside(grid)]
+        grid_depth = distance_to_triangles(grid, depth_at.triangles)
+    else:
+        grid_depth = -distance_to_triangles(grid, depth_at.triangles)
+    centroids = depth_at.triangles.mean(axis=1)
+    step = max(1, len(centroids) // 512)
+    centroids = centroids[::step]
+    candidates = np.concatenate([grid, centroids])
+    depth = np.concatenate([grid_depth, np.zeros(len(centroids))])
+    return CoverProblem(points, pieces, candidates, depth, depth_at)
+
+
+class MeshDepth:
+    """Signed distance (m, positive inside) to a triangle mesh: the distance to the surface,
+    positive where the winding number says inside when the mesh is ``closed`` (watertight);
+    for an open mesh minus the distance to the surface (the surface is then the geometry).
+    ``triangles`` (T, 3, 3)."""
+
+    def __init__(self, triangles: np.ndarray, closed: bool):
+        self.triangles, self.closed = triangles, closed
+
+    def inside(self, x: np.ndarray) -> np.ndarray:
+        return np.abs(winding_numbers(x, self.triangles)) > 0.5
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        distance = distance_to_triangles(x, self.triangles)
+        return np.where(self.inside(x), distance, -distance) if self.closed else -distance
+
+
+def distance_to_triangles(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """(P,) distance (m) from each point (P, 3) to the nearest of the triangles (T, 3, 3).
+
+    The projection onto a triangle's plane when it falls inside the triangle, else the nearest
+    edge; degenerate triangles are measured by their edges only."""
+    a, b, c = triangles[:, 0], triangles[:, 1], triangles[:, 2]
+    normal = np.cross(b - a, c - a)
+    area2 = np.linalg.norm(normal, axis=1)
+    flat = area2 > 1e-14 * max(1.0, float(np.abs(triangles).max()) ** 2)
+    unit = np.where(flat[:, None], normal / np.where(area2 > 0, area2, 1.0)[:, None], 0.0)
+    edges = []
+    for origin, end in ((a, b), (b, c), (c, a)):
+        direction = end - origin
+        into = np.cross(normal, direction)  # in the plane, pointing into the triangle
+        edges.append((origin, direction, np.maximum((direction * direction).sum(axis=1), 1e-300),
+                      (origin * direction).sum(axis=1), (origin * origin).sum(axis=1), into, (origin * into).sum(axis=1)))
+    plane_offset = (a * unit).sum(axis=1)
+    result = np.empty(len(points))
+    rows = max(1, _BLOCK_PAIRS // max(1, len(triangles)))
+    for start in range(0, len(points), rows):
+        p = points[start : start + rows]
+        pp = (p * p).sum(axis=1)[:, None]
+        nearest = None
+        over = np.broadcast_to(flat, (len(p), len(triangles)))
+        for origin, direction, dd, od, oo, into, offset in edges:
+            along = p @ direction.T - od  # (P, T): d·(p - o)
+            t = np.clip(along / dd, 0.0, 1.0)
+            squared = pp - 2 * (p @ origin.T) + oo - t * (2 * along - t * dd)  # |p - o - t d|²
+            nearest = squared if nearest is None else np.minimum(nearest, squared)
+            over = over & (p @ into.T >= offset)
+        plane = p @ unit.T - plane_offset
+        nearest = np.where(over, np.minimum(plane * plane, nearest), nearest)
+        result[start : start + rows] = np.sqrt(np.maximum(nearest.min(axis=1), 0.0))
+    return result
+
+
+def winding_numbers(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """(P,) generalized winding number of a closed triangle surface (T, 3, 3) around each
+    point: ±1 inside, 0 outside (sum of solid angles, Van Oosterom and Strackee)."""
+    result = np.empty(len(points))
+    rows = max(1, _BLOCK_PAIRS // max(1, len(triangles)))
+    corner = [[triangles[:, v, k] for k in range(3)] for v in range(3)]  # corner[v][k]: (T,)
+    for start in range(0, len(points), rows):
+        p = points[start : start + rows]
+        # (P, T) components of the three corners relative to each point
+        (ax, ay, az), (bx, by, bz), (cx, cy, cz) = (
+            [q[None, :] - p[:, k, None] for k, q in enumerate(corner[v])] for v in range(3)
+        )
+        la = np.sqrt(ax * ax + ay * ay + az * az)
+        lb = np.sqrt(bx * bx + by * by + bz * bz)
+        lc = np.sqrt(cx * cx + cy * cy + cz * cz)
+        numerator = ax * (by * cz - bz * cy) + ay * (bz * cx - bx * cz) + az * (bx * cy - by * cx)
+        denominator = (
+            la * lb * lc
+            + (ax * bx + ay * by + az * bz) * lc
+            + (ax * cx + ay * cy + az * cz) * lb
+            + (bx * cx + by * cy + bz * cz) * la
+        )
+        result[start : start + rows] = np.arctan2(numerator, denominator).sum(axis=1) / (2 * math.pi)
+    return result
