@@ -93,6 +93,7 @@ def _run(client: KinematicsClient, args) -> None:
     print(f"  VECTOR_JACOBIAN_PRODUCT (force -z on {ee}): {vjp.shape}, {vjp_ms:.2f} ms; "
           f"equals J^T f: {np.allclose(vjp, jacobians[:, 2] * -1.0, atol=1e-4)}")
 
+    _collision_and_ik(client, model, q, poses)
     _plan(client, model, q, poses)
 
     print("\njoint_states -> ~/link_poses:")
@@ -127,6 +128,45 @@ def _run(client: KinematicsClient, args) -> None:
         except KinematicsError as error:
             print(f"  {label}: {error}")
     print(f"  and then a good call: {client.forward_kinematics(q[:2]).shape}")
+
+
+def _collision_and_ik(client: KinematicsClient, model, q, poses) -> None:
+    """A small scene, a batch of collision checks, and IK targets solved with and without it."""
+    from ..srv import UpdateScene
+    from .client import obstacle
+
+    collision = client.collision_model()
+    counts = dict(zip(collision.link_names, collision.sphere_counts))
+    print(f"\ncollision model: {sum(counts.values())} spheres "
+          f"({', '.join(f'{name} {n}' for name, n in counts.items() if n)}); "
+          f"{len(collision.enabled_link_a)} self-collision link pairs checked, "
+          f"{len(collision.disabled_link_a)} not (adjacent, SRDF, always in collision)")
+    scene = [obstacle("shelf", "box", (0.3, 0.8, 0.02), (0.55, 0.0, 0.55, 0, 0, 0, 1)),
+             obstacle("post", "cylinder", (1.0, 0.05), (-0.45, 0.3, 0.5, 0, 0, 0, 1)),
+             obstacle("ball", "sphere", (0.12,), (0.0, -0.5, 0.4, 0, 0, 0, 1))]
+    obstacles, version = client.update_scene(UpdateScene.Request.ADD, scene)
+    print(f"UpdateScene: {len(obstacles)} obstacles ({', '.join(o.id for o in obstacles)}), scene version {version}")
+    report, check_ms = _timed(lambda: client.check_collision(q), 3)
+    hits = report.in_collision
+    print(f"CheckCollision: {len(q)} configurations in {check_ms:.1f} ms round trip: {int(hits.sum())} in collision "
+          f"({int((hits & (report.pair_kind == 1)).sum())} with obstacles, "
+          f"{int((hits & (report.pair_kind == 0)).sum())} self)")
+    b = int(np.flatnonzero(hits)[0]) if hits.any() else 0
+    print(f"  configuration {b}: closest pair {report.link_a[b]} - {report.link_b[b]}, "
+          f"signed distance {1e3 * report.min_distance[b]:+.1f} mm")
+
+    ee = model.end_effector_link
+    targets = poses[:64, model.link_names.index(ee)]  # reachable: FK of random configurations
+    free = client.inverse_kinematics(targets)
+    print(f"ComputeIK: {len(targets)} {ee} targets (FK of random configurations): {free.message}; "
+          f"worst error {1e3 * free.position_errors.max():.4f} mm, {np.degrees(free.orientation_errors.max()):.4f} deg")
+    avoiding = client.inverse_kinematics(targets, avoid_collisions=True, time_budget=3.0)
+    solved = avoiding.solutions[avoiding.solved]
+    clear = int((~client.check_collision(solved).in_collision).sum()) if len(solved) else 0
+    print(f"  with avoid_collisions: {avoiding.message} (targets inside an obstacle cannot be); "
+          f"collision-free by CheckCollision: {clear} of {len(solved)}; without it, "
+          f"{int(client.check_collision(free.solutions).in_collision.sum())} of the 64 solutions collide")
+    client.update_scene(UpdateScene.Request.CLEAR)
 
 
 def _plan(client: KinematicsClient, model, q, poses) -> None:
