@@ -23,3 +23,8 @@ __all__ = [
     "sphere_obstacle_distances",
     "sphere_sphere_distance",
 ]
+
+# Building the spheres from a URDF's <collision> elements (numpy + trimesh; lazy mesh loading).
+from .urdf_spheres import clear_cover_cache, robot_spheres_from_urdf  # noqa: E402
+
+__all__ += ["clear_cover_cache", "robot_spheres_from_urdf"]
