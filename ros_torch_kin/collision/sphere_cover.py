@@ -350,7 +350,7 @@ def _grid(half_extents: np.ndarray, cells_on_longest: int) -> np.ndarray:
 
 
 def _piece_size(dimensions: np.ndarray, settings: CoverSettings) -> float:
-    """Piece size (m) for a primitive: the longest side / ``piece_cells``, but no more than half
+    """Piece size (m) for a primitive: the longest side / ``piece_cells``, but no more than
     a quarter of the shortest (a sphere over a thin part holds little of it), nor under the
     longest / 48."""
     longest, shortest = float(dimensions.max()), float(dimensions.min())
