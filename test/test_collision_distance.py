@@ -224,7 +224,7 @@ def reference_cost(checker: CollisionChecker, q: torch.Tensor, margin: float) ->
                                          checker.scene.packed("cpu", chain.dtype))
     own, _ = sphere_sphere_distance(centers[:, pairs.sphere_a], spheres.radii[pairs.sphere_a],
                                     centers[:, pairs.sphere_b], spheres.radii[pairs.sphere_b])
-    hinge = torch.relu(margin - torch.cat((world.view(B, -1), own), dim=1))
+    hinge = torch.relu(margin - torch.cat((world.reshape(B, -1), own), dim=1))
     return 0.5 * (hinge * hinge).sum(1)
 
 

@@ -34,6 +34,12 @@ from .signed_distance import local_vectors_to_world_sum, point_distances, sphere
 from .sphere_centers import world_sphere_centers
 
 
+#: On a CPU, batches are processed in chunks of about this many pair distances per temporary
+#: tensor (so that they stay in cache), and at least MIN_CHUNK configurations at a time.
+CHUNK_ELEMENTS = 1 << 17
+MIN_CHUNK = 16
+
+
 @dataclass(frozen=True, eq=False)
 class CollisionDistances:
     """Distances for B configurations (all tensors on the chain's device; m).
@@ -107,8 +113,8 @@ class CollisionChecker:
         self.self_pairs = (self_collision_pairs(chain, self.spheres) if self_pairs is None else self_pairs).to(chain.device)
         self.margin = float(margin)
         self._packed: PackedScene = self.scene.packed(chain.device, chain.dtype)
-        self._radii_a = self.spheres.radii[self.self_pairs.sphere_a]
-        self._radii_b = self.spheres.radii[self.self_pairs.sphere_b]
+        self._radii_a = self.spheres.radii[self.self_pairs.sphere_a].unsqueeze(1)  # (Q, 1)
+        self._radii_b = self.spheres.radii[self.self_pairs.sphere_b].unsqueeze(1)
 
     def with_scene(self, scene: Scene) -> "CollisionChecker":
         """The same robot and self pairs against another scene (cheap: nothing is rebuilt)."""
@@ -118,60 +124,79 @@ class CollisionChecker:
         return checker
 
     # ------------------------------------------------------------------ geometry
+    # Layout: batch innermost, as in world_transforms: centres (S, 3, B); one kind's world
+    # distances (n, S, B); self pairs (Q, B).
     def _centers(self, q: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, J) -> link-major world transforms (L, 4, 4, B) and sphere centres (B, S, 3)."""
+        """(B, J) -> link-major world transforms (L, 4, 4, B) and sphere centres (S, 3, B)."""
         world = world_transforms(self.chain, check_joint_positions(self.chain, q).detach())
-        return world, world_sphere_centers(world, self.spheres).permute(2, 0, 1).contiguous()
+        return world, world_sphere_centers(world, self.spheres)
 
     def _world_distances(self, centers: Tensor, with_normal: bool):
-        """(B, S, 3) -> per kind: (shapes, distance (B, S, n), local normals (B·S, n, 3) or None)."""
-        B, S, _ = centers.shape
-        points = centers.view(B * S, 3)
-        radii = self.spheres.radii.repeat(B).unsqueeze(1)  # (B·S, 1)
-        return [
-            (shapes, d.sub_(radii).view(B, S, shapes.count), n)
-            for shapes in self._packed.shapes
-            for d, n in (point_distances(points, shapes, with_normal),)
-        ]
+        """(S, 3, B) centres -> per obstacle kind: (shapes, distance (n, S, B), local-frame
+        normals (n, 3, S·B) or None)."""
+        S, _, B = centers.shape
+        points = centers.transpose(0, 1).reshape(3, S * B)
+        radii = self.spheres.radii.view(1, S, 1)
+        results = []
+        for shapes in self._packed.shapes:
+            d, n = point_distances(points, shapes, with_normal)
+            results.append((shapes, d.view(shapes.count, S, B).sub_(radii), n))
+        return results
 
     def _self_distances(self, centers: Tensor, with_normal: bool):
-        """(B, S, 3) -> self pair distances (B, Q) and normals from b to a (B, Q, 3) or None."""
+        """(S, 3, B) centres -> self pair distances (Q, B) and unit normals from b to a (Q, 3, B)."""
         pairs = self.self_pairs
-        return sphere_sphere_distance(centers[:, pairs.sphere_a], self._radii_a, centers[:, pairs.sphere_b],
-                                      self._radii_b, with_normal)
+        return sphere_sphere_distance(centers.index_select(0, pairs.sphere_a), self._radii_a,
+                                      centers.index_select(0, pairs.sphere_b), self._radii_b, with_normal, dim=1)
+
+    def _chunks(self, B: int):
+        """Slices of the batch whose per-pair temporaries stay in cache on a CPU (about
+        CHUNK_ELEMENTS per tensor); the whole batch at once on a GPU."""
+        if self.chain.device.type != "cpu":
+            return [slice(0, B)]
+        widest = max([self.self_pairs.num_sphere_pairs]
+                     + [shapes.count * self.spheres.num_spheres for shapes in self._packed.shapes] + [1])
+        size = max(MIN_CHUNK, CHUNK_ELEMENTS // widest)
+        return [slice(start, min(B, start + size)) for start in range(0, B, size)]
 
     # ------------------------------------------------------------------ queries
     def in_collision(self, q: Tensor) -> Tensor:
-        """(B, J) joint positions -> (B,) bool: some checked pair is closer than the margin."""
+        """(B, J) or (J,) joint positions -> (B,) bool: some checked pair is closer than the margin."""
         _, centers = self._centers(q)
-        return self._minimum(centers) < self.margin
-
-    def _minimum(self, centers: Tensor) -> Tensor:
-        B = centers.shape[0]
+        B = centers.shape[2]
         minimum = centers.new_full((B,), math.inf)
-        for _, d, _ in self._world_distances(centers, with_normal=False):
-            minimum = torch.minimum(minimum, d.view(B, -1).amin(1))
-        if self.self_pairs.num_sphere_pairs:
-            minimum = torch.minimum(minimum, self._self_distances(centers, False)[0].amin(1))
-        return minimum
+        for chunk in self._chunks(B):
+            part, out = centers[..., chunk], minimum[chunk]
+            for _, d, _ in self._world_distances(part, with_normal=False):
+                torch.minimum(out, d.view(-1, d.shape[2]).amin(0), out=out)
+            if self.self_pairs.num_sphere_pairs:
+                torch.minimum(out, self._self_distances(part, False)[0].amin(0), out=out)
+        return minimum < self.margin
 
     def distances(self, q: Tensor, full: bool = False) -> CollisionDistances:
-        """(B, J) joint positions -> :class:`CollisionDistances` (``full``: every pair's distance too)."""
+        """(B, J) or (J,) joint positions -> :class:`CollisionDistances` (``full``: every pair's
+        distance too)."""
         _, centers = self._centers(q)
-        B, S, _ = centers.shape
-        world = [d for _, d, _ in self._world_distances(centers, with_normal=False)]
-        sphere_obstacle = torch.cat(world, dim=2) if world else centers.new_empty(B, S, 0)
+        S, _, B = centers.shape
+        world, own = [], []
+        for chunk in self._chunks(B):
+            part = centers[..., chunk]
+            pieces = [d for _, d, _ in self._world_distances(part, with_normal=False)]
+            world.append(torch.cat(pieces, dim=0) if pieces else centers.new_empty(0, S, part.shape[2]))
+            if self.self_pairs.num_sphere_pairs:
+                own.append(self._self_distances(part, False)[0])
+        by_obstacle = torch.cat(world, dim=2) if len(world) > 1 else world[0]  # (O, S, B)
         zero_index = torch.zeros(B, dtype=torch.int64, device=centers.device)
-        if sphere_obstacle.shape[2]:
-            world_distance, flat = sphere_obstacle.view(B, -1).min(1)
-            nearest_sphere, nearest_obstacle = flat // sphere_obstacle.shape[2], flat % sphere_obstacle.shape[2]
+        if by_obstacle.shape[0]:
+            world_distance, flat = by_obstacle.view(-1, B).min(0)  # flat = o S + s
+            nearest_obstacle, nearest_sphere = flat // S, flat % S
         else:
             world_distance, nearest_sphere, nearest_obstacle = centers.new_full((B,), math.inf), zero_index, zero_index
         if self.self_pairs.num_sphere_pairs:
-            sphere_pairs = self._self_distances(centers, False)[0]
-            self_distance, nearest_self_pair = sphere_pairs.min(1)
+            sphere_pairs = torch.cat(own, dim=1) if len(own) > 1 else own[0]  # (Q, B)
+            self_distance, nearest_self_pair = sphere_pairs.min(0)
         else:
-            sphere_pairs = centers.new_empty(B, 0)
+            sphere_pairs = centers.new_empty(0, B)
             self_distance, nearest_self_pair = centers.new_full((B,), math.inf), zero_index
         minimum = torch.minimum(world_distance, self_distance)
         return CollisionDistances(
@@ -187,36 +212,40 @@ class CollisionChecker:
             sphere_links=self.spheres.sphere_links,
             self_sphere_a=self.self_pairs.sphere_a,
             self_sphere_b=self.self_pairs.sphere_b,
-            sphere_obstacle=sphere_obstacle if full else None,
-            sphere_pairs=sphere_pairs if full else None,
+            sphere_obstacle=by_obstacle.permute(2, 1, 0) if full else None,
+            sphere_pairs=sphere_pairs.mT if full else None,
         )
 
     def penalty(self, q: Tensor, margin: float | None = None) -> tuple[Tensor, Tensor]:
-        """(B, J) joint positions -> cost (B,) = Σ_pairs ½ max(0, margin − d)² (m²) and its
-        gradient ∂cost/∂q (B, J), closed form (see the module docstring). ``margin`` defaults
-        to the checker's."""
+        """(B, J) or (J,) joint positions -> cost (B,) = Σ_pairs ½ max(0, margin − d)² (m²) and
+        its gradient ∂cost/∂q (B, J), closed form (see the module docstring). ``margin``
+        defaults to the checker's."""
         margin = self.margin if margin is None else float(margin)
         world, centers = self._centers(q)
-        B, S, _ = centers.shape
+        S, _, B = centers.shape
         cost = centers.new_zeros(B)
-        sphere_gradient = centers.new_zeros(B * S, 3)  # ∂cost/∂centre, world frame
-        for shapes, d, normal in self._world_distances(centers, with_normal=True):
-            hinge = (margin - d).clamp_min_(0.0)  # (B, S, n)
-            cost += 0.5 * (hinge * hinge).view(B, -1).sum(1)
-            weighted = normal.mul_(hinge.view(B * S, shapes.count, 1))
-            sphere_gradient -= local_vectors_to_world_sum(weighted, shapes)
-        sphere_gradient = sphere_gradient.view(B, S, 3)
-        if self.self_pairs.num_sphere_pairs:
-            d, normal = self._self_distances(centers, True)  # (B, Q), (B, Q, 3)
-            hinge = (margin - d).clamp_min_(0.0)
-            cost += 0.5 * (hinge * hinge).sum(1)
-            push = normal.mul_(hinge.unsqueeze(2))  # −∂cost/∂centre_a = +∂cost/∂centre_b
-            sphere_gradient.index_add_(1, self.self_pairs.sphere_a, push, alpha=-1.0)
-            sphere_gradient.index_add_(1, self.self_pairs.sphere_b, push)
-        force = sphere_gradient.permute(1, 2, 0)  # (S, 3, B)
-        moment = cross(centers.permute(1, 2, 0), force)  # about the world origin
+        sphere_gradient = centers.new_zeros(S, 3, B)  # ∂cost/∂centre, world frame
+        for chunk in self._chunks(B):
+            part, n_part = centers[..., chunk], centers[..., chunk].shape[2]
+            gradient_t = centers.new_zeros(3, S * n_part)  # coordinates first
+            for shapes, d, normal in self._world_distances(part, with_normal=True):
+                hinge = (margin - d).clamp_min_(0.0)  # (n, S, b)
+                cost[chunk] += 0.5 * (hinge * hinge).view(-1, n_part).sum(0)
+                push = normal.mul_(hinge.view(shapes.count, 1, S * n_part))  # −∂cost/∂centre, local
+                gradient_t -= local_vectors_to_world_sum(push, shapes)
+            gradient = gradient_t.view(3, S, n_part).transpose(0, 1)
+            if self.self_pairs.num_sphere_pairs:
+                d, normal = self._self_distances(part, True)  # (Q, b), (Q, 3, b)
+                hinge = (margin - d).clamp_min_(0.0)
+                cost[chunk] += 0.5 * (hinge * hinge).sum(0)
+                push = normal.mul_(hinge.unsqueeze(1))  # −∂cost/∂centre_a = +∂cost/∂centre_b
+                gradient = gradient.contiguous()
+                gradient.index_add_(0, self.self_pairs.sphere_a, push, alpha=-1.0)
+                gradient.index_add_(0, self.self_pairs.sphere_b, push)
+            sphere_gradient[..., chunk] = gradient
+        moment = cross(centers, sphere_gradient)  # about the world origin
         gradient = world_wrench_vector_jacobian_product(self.chain, world, self.spheres.sphere_links,
-                                                        force.contiguous(), moment)
+                                                        sphere_gradient, moment)
         return cost, gradient
 
     def penalty_cost(self, q: Tensor, margin: float | None = None) -> Tensor:

@@ -196,9 +196,10 @@ def _collision_counts(chain: Chain, spheres: RobotSpheres, link_pairs, samples: 
         n = min(chunk, samples - start)
         u = torch.rand(n, chain.num_dofs, generator=generator, dtype=torch.float64)
         q = (lower + u * (upper - lower)).to(chain.device, chain.dtype)
-        centers = world_sphere_centers(world_transforms(chain, q), spheres).permute(2, 0, 1)  # (n, S, 3)
-        d, _ = sphere_sphere_distance(centers[:, sphere_a], spheres.radii[sphere_a], centers[:, sphere_b],
-                                      spheres.radii[sphere_b], with_normal=False)  # (n, Q)
+        centers = world_sphere_centers(world_transforms(chain, q), spheres)  # (S, 3, n)
+        d, _ = sphere_sphere_distance(centers[sphere_a], spheres.radii[sphere_a, None], centers[sphere_b],
+                                      spheres.radii[sphere_b, None], with_normal=False, dim=1)
+        d = d.mT  # (n, Q)
         pair_min = torch.full((n, len(link_pairs)), math.inf, dtype=d.dtype, device=d.device)
         pair_min = pair_min.scatter_reduce(1, pair_of.expand(n, -1), d, reduce="amin")
         hits += (pair_min < 0).sum(0)  # per link pair: does any of its sphere pairs overlap

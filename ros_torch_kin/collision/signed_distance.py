@@ -1,15 +1,17 @@
 """Closed-form signed distances from points to obstacles, with their gradients (unit normals).
 
 The signed distance of a point to a shape is its distance to the surface, negative inside (by the
-depth to the nearest surface point: exact for every kind here, boxes included). A sphere of radius
-r centred at the point is at that distance minus r; the gradient of either with respect to the
-centre is the unit outward normal ``n`` of the nearest surface point (pointing from the shape to
-the centre). Where that is not unique (the centre on a capsule's axis, at a box's centre, ...)
-any unit subgradient is returned: local +x, or the first axis of a tie.
+depth to the nearest surface point: exact for every kind here, boxes and cylinders included). A
+sphere of radius r centred at the point is at that distance minus r; the gradient of either with
+respect to the centre is the unit outward normal ``n`` of the nearest surface point (pointing
+from the shape to the centre). Where that is not unique (the centre on a capsule's axis, at a
+box's centre, ...) one unit subgradient is returned: local +x, or the first axis of a tie.
 
-Everything is elementwise over broadcast batches: no Python loop over points or obstacles.
-Shapes: points (P, 3) world (m); an obstacle kind's local coordinates (P, n, 3); distances
-(P, n); normals (P, n, 3). Kinds and parameters as in :class:`~.obstacles.PackedShapes`.
+Layout: coordinates are separate rows, points along the last (innermost) axis, so every
+operation is a wide elementwise one: world points (3, N) (m); one kind's n obstacles give local
+coordinates (n, 3, N), distances (n, N) and normals (n, 3, N). No Python loop over points or
+obstacles; callers loop over the ≤ 4 kinds. Kinds and parameters as in
+:class:`~.obstacles.PackedShapes`.
 """
 
 from __future__ import annotations
@@ -20,99 +22,107 @@ from torch import Tensor
 from .obstacles import BOX, CAPSULE, CYLINDER, SPHERE, PackedScene, PackedShapes
 
 
-def _safe_norm(squared: Tensor) -> Tensor:
+def _safe_sqrt(squared: Tensor) -> Tensor:
     """sqrt, kept away from 0 so that autograd through it stays finite (error < 1e-19 m)."""
     return torch.sqrt(squared.clamp_min(torch.finfo(squared.dtype).tiny))
 
 
-def _unit_or_x(v: Tensor, length: Tensor) -> Tensor:
-    """v / length along the last dim, or (1, 0, ...) where the length is 0."""
-    fallback = torch.zeros_like(v)
-    fallback[..., 0] = 1.0
-    return torch.where(length.unsqueeze(-1) > 0, v / length.unsqueeze(-1).clamp_min(torch.finfo(v.dtype).tiny), fallback)
-
-
 def _sign(x: Tensor) -> Tensor:
     """±1 (+1 at 0), so that a normal is never zero."""
-    return torch.where(x < 0, -torch.ones_like(x), torch.ones_like(x))
+    return torch.where(x < 0, -1.0, 1.0).to(x.dtype)
 
 
-def rounded_segment_distance(local: Tensor, half_height: Tensor, radius: Tensor, with_normal: bool = True):
+def _unit(components: tuple[Tensor, ...], length: Tensor) -> tuple[Tensor, ...]:
+    """components / length, or (1, 0, ...) where the length is 0."""
+    zero = length > 0
+    inverse = 1.0 / length.clamp_min(torch.finfo(length.dtype).tiny)
+    first = torch.where(zero, components[0] * inverse, 1.0)
+    return (first, *(torch.where(zero, c * inverse, 0.0) for c in components[1:]))
+
+
+def rounded_segment_distance(x, y, z, half_height: Tensor, radius: Tensor, with_normal: bool = True):
     """Capsule (and sphere: half-height 0): the segment z ∈ [−h, h] on the local z axis, inflated
-    by ``radius``. local (..., n, 3); half_height, radius (n,). -> d (..., n), normal (..., n, 3)."""
-    z = local[..., 2]
-    closest_z = torch.minimum(torch.maximum(z, -half_height), half_height)
-    offset = torch.cat((local[..., :2], (z - closest_z).unsqueeze(-1)), dim=-1)
-    squared = (offset * offset).sum(-1)
-    length = _safe_norm(squared)
-    distance = length - radius
-    return distance, (_unit_or_x(offset, torch.sqrt(squared)) if with_normal else None)
+    by ``radius``. x, y, z (n, N) local coordinates; half_height, radius (n, 1).
+    -> distance (n, N), normal (nx, ny, nz) or None."""
+    along = z - torch.clamp(z, -half_height, half_height)
+    squared = x * x + y * y + along * along
+    distance = _safe_sqrt(squared) - radius
+    return distance, (_unit((x, y, along), torch.sqrt(squared)) if with_normal else None)
 
 
-def box_distance(local: Tensor, half_extents: Tensor, with_normal: bool = True):
-    """Axis-aligned box [−h, h]³ in local coordinates. local (..., n, 3); half_extents (n, 3).
-    Outside: the Euclidean distance to the box; inside: minus the distance to the nearest face."""
-    excess = local.abs() - half_extents  # (..., n, 3): > 0 beyond a face's plane
-    outside = excess.clamp_min(0.0)
-    outside_length = _safe_norm((outside * outside).sum(-1))
-    deepest, axis = excess.max(dim=-1)
-    distance = torch.where(deepest > 0, outside_length, deepest)
-    if not with_normal:
-        return distance, None
-    face = torch.zeros_like(local).scatter_(-1, axis.unsqueeze(-1), 1.0)
-    direction = torch.where((deepest > 0).unsqueeze(-1), outside / outside_length.unsqueeze(-1), face)
-    return distance, direction * _sign(local)
-
-
-def cylinder_distance(local: Tensor, half_height: Tensor, radius: Tensor, with_normal: bool = True):
-    """Solid cylinder of ``radius`` around the local z axis, z ∈ [−h, h]. local (..., n, 3);
-    half_height, radius (n,). Inside: minus the distance to the nearer of the side and the caps."""
-    radial_squared = (local[..., :2] * local[..., :2]).sum(-1)
-    radial = _safe_norm(radial_squared)
-    beyond_side = radial - radius
-    beyond_cap = local[..., 2].abs() - half_height
-    side, cap = beyond_side.clamp_min(0.0), beyond_cap.clamp_min(0.0)
-    outside_length = _safe_norm(side * side + cap * cap)
-    deepest = torch.maximum(beyond_side, beyond_cap)
-    distance = torch.where(deepest > 0, outside_length, deepest)
-    if not with_normal:
-        return distance, None
-    radial_unit = _unit_or_x(local[..., :2], torch.sqrt(radial_squared))  # (..., n, 2)
-    z_sign = _sign(local[..., 2])
+def box_distance(x, y, z, half_extents: Tensor, with_normal: bool = True):
+    """Axis-aligned box [−hx, hx] × [−hy, hy] × [−hz, hz]; half_extents (n, 3). Outside: the
+    Euclidean distance to the box; inside: minus the distance to the nearest face."""
+    ex, ey, ez = (c.abs() - half_extents[:, i : i + 1] for i, c in enumerate((x, y, z)))  # > 0: beyond a face
+    ox, oy, oz = ex.clamp_min(0.0), ey.clamp_min(0.0), ez.clamp_min(0.0)
+    outside_length = _safe_sqrt(ox * ox + oy * oy + oz * oz)
+    deepest = torch.maximum(torch.maximum(ex, ey), ez)
     outside = deepest > 0
+    distance = torch.where(outside, outside_length, deepest)
+    if not with_normal:
+        return distance, None
+    on_x = (ex >= ey) & (ex >= ez)  # the nearest face inside (first axis of a tie)
+    on_y = ~on_x & (ey >= ez)
+    on_z = ~on_x & ~on_y
+    inverse = 1.0 / outside_length
+    normal = tuple(torch.where(outside, o * inverse, face.to(x.dtype)) * _sign(c)
+                   for o, face, c in ((ox, on_x, x), (oy, on_y, y), (oz, on_z, z)))
+    return distance, normal
+
+
+def cylinder_distance(x, y, z, half_height: Tensor, radius: Tensor, with_normal: bool = True):
+    """Solid cylinder of ``radius`` around the local z axis, z ∈ [−h, h]; half_height, radius
+    (n, 1). Inside: minus the distance to the nearer of the side and the caps."""
+    radial_squared = x * x + y * y
+    radial = _safe_sqrt(radial_squared)
+    beyond_side = radial - radius
+    beyond_cap = z.abs() - half_height
+    side, cap = beyond_side.clamp_min(0.0), beyond_cap.clamp_min(0.0)
+    outside_length = _safe_sqrt(side * side + cap * cap)
+    deepest = torch.maximum(beyond_side, beyond_cap)
+    outside = deepest > 0
+    distance = torch.where(outside, outside_length, deepest)
+    if not with_normal:
+        return distance, None
+    ux, uy = _unit((x, y), torch.sqrt(radial_squared))
     inside_side = beyond_side >= beyond_cap
-    side_weight = torch.where(outside, side / outside_length, inside_side.to(local.dtype))
-    cap_weight = torch.where(outside, cap / outside_length, (~inside_side).to(local.dtype))
-    return distance, torch.cat((radial_unit * side_weight.unsqueeze(-1), (cap_weight * z_sign).unsqueeze(-1)), dim=-1)
+    inverse = 1.0 / outside_length
+    side_weight = torch.where(outside, side * inverse, inside_side.to(x.dtype))
+    cap_weight = torch.where(outside, cap * inverse, (~inside_side).to(x.dtype))
+    return distance, (ux * side_weight, uy * side_weight, cap_weight * _sign(z))
 
 
 def local_signed_distance(kind: str, local: Tensor, parameters: Tensor, with_normal: bool = True):
-    """Signed distance (m) and local-frame unit normal of points given in each obstacle's frame.
-    local (..., n, 3); parameters (n, k) as in PackedShapes. -> (..., n), (..., n, 3) or None."""
+    """Signed distance (m) and local-frame unit normal of points in each obstacle's frame.
+    local (n, 3, N); parameters (n, k) as in PackedShapes -> (n, N), (n, 3, N) or None."""
+    x, y, z = local.unbind(1)
     if kind == BOX:
-        return box_distance(local, parameters, with_normal)
-    if kind == CYLINDER:
-        return cylinder_distance(local, parameters[:, 0], parameters[:, 1], with_normal)
-    if kind == CAPSULE:
-        return rounded_segment_distance(local, parameters[:, 0], parameters[:, 1], with_normal)
-    if kind == SPHERE:
-        return rounded_segment_distance(local, parameters[:, 1], parameters[:, 0], with_normal)
-    raise ValueError(f"unknown obstacle kind '{kind}'")
+        distance, normal = box_distance(x, y, z, parameters, with_normal)
+    elif kind == CYLINDER:
+        distance, normal = cylinder_distance(x, y, z, parameters[:, :1], parameters[:, 1:], with_normal)
+    elif kind == CAPSULE:
+        distance, normal = rounded_segment_distance(x, y, z, parameters[:, :1], parameters[:, 1:], with_normal)
+    elif kind == SPHERE:
+        distance, normal = rounded_segment_distance(x, y, z, parameters[:, 1:], parameters[:, :1], with_normal)
+    else:
+        raise ValueError(f"unknown obstacle kind '{kind}'")
+    return distance, (torch.stack(normal, dim=1) if with_normal else None)
 
 
 def to_local(points: Tensor, shapes: PackedShapes) -> Tensor:
-    """(P, 3) world points -> (P, n, 3) coordinates in each obstacle's frame (one matrix product)."""
-    return torch.addmm(shapes.local_offset, points, shapes.world_to_local).view(points.shape[0], shapes.count, 3)
+    """(3, N) world points -> (n, 3, N) coordinates in each obstacle's frame (one matrix product)."""
+    local = torch.addmm(shapes.local_offset.unsqueeze(1), shapes.world_to_local.mT, points)
+    return local.view(shapes.count, 3, points.shape[1])
 
 
 def local_vectors_to_world_sum(vectors: Tensor, shapes: PackedShapes) -> Tensor:
-    """(P, n, 3) local-frame vectors -> (P, 3): the sum over obstacles of each rotated to world."""
-    return vectors.reshape(vectors.shape[0], -1) @ shapes.world_to_local.mT
+    """(n, 3, N) vectors in each obstacle's frame -> (3, N): their sum over obstacles, in world."""
+    return shapes.world_to_local @ vectors.reshape(3 * shapes.count, vectors.shape[2])
 
 
 def point_distances(points: Tensor, shapes: PackedShapes, with_normal: bool = True):
-    """(P, 3) world points -> signed distances (P, n) to one kind's n obstacles, and the unit
-    normals in each obstacle's frame (P, n, 3) (or None)."""
+    """(3, N) world points -> signed distances (n, N) to one kind's n obstacles, and the unit
+    normals in each obstacle's frame (n, 3, N) (or None)."""
     return local_signed_distance(shapes.kind, to_local(points, shapes), shapes.parameters, with_normal)
 
 
@@ -122,24 +132,29 @@ def sphere_obstacle_distances(centers: Tensor, radii: Tensor, scene: PackedScene
     Returns distances (P, O) in ``scene.ids`` order (negative: penetration depth) and, if asked,
     world-frame unit normals (P, O, 3) = ∂distance/∂centre. Loops over the ≤ 4 kinds only.
     """
-    P = centers.shape[0]
+    points = centers.mT
     distances, normals = [], []
     for shapes in scene.shapes:
-        d, n = point_distances(centers, shapes, with_normal)
+        d, n = point_distances(points, shapes, with_normal)
         distances.append(d)
         if with_normal:
-            normals.append(torch.einsum("pki,kji->pkj", n, shapes.rotation))
+            normals.append(torch.einsum("kji,kip->kjp", shapes.rotation, n))  # (n, 3, P) in world
     if not distances:
-        empty = centers.new_empty(P, 0)
-        return empty, (centers.new_empty(P, 0, 3) if with_normal else None)
-    distance = torch.cat(distances, dim=1) - radii.unsqueeze(1)
-    return distance, (torch.cat(normals, dim=1) if with_normal else None)
+        P = centers.shape[0]
+        return centers.new_empty(P, 0), (centers.new_empty(P, 0, 3) if with_normal else None)
+    distance = torch.cat(distances, dim=0).mT - radii.unsqueeze(1)
+    return distance, (torch.cat(normals, dim=0).permute(2, 0, 1) if with_normal else None)
 
 
-def sphere_sphere_distance(centers_a: Tensor, radii_a: Tensor, centers_b: Tensor, radii_b: Tensor, with_normal: bool = True):
-    """Elementwise sphere pairs: centres (..., 3), radii (...) (m) -> signed distance (...) and the
-    unit normal (..., 3) from b to a (= ∂d/∂centre_a = −∂d/∂centre_b; +x for coincident centres)."""
+def sphere_sphere_distance(centers_a: Tensor, radii_a: Tensor, centers_b: Tensor, radii_b: Tensor,
+                           with_normal: bool = True, dim: int = -1):
+    """Elementwise sphere pairs: centres with coordinates along ``dim`` (size 3), radii
+    broadcastable to the result (m) -> signed distance (the centres' shape without ``dim``) and
+    the unit normal from b to a, same shape as the centres (= ∂d/∂centre_a = −∂d/∂centre_b;
+    +x for coincident centres)."""
     offset = centers_a - centers_b
-    squared = (offset * offset).sum(-1)
-    distance = _safe_norm(squared) - radii_a - radii_b
-    return distance, (_unit_or_x(offset, torch.sqrt(squared)) if with_normal else None)
+    squared = (offset * offset).sum(dim)
+    distance = _safe_sqrt(squared) - radii_a - radii_b
+    if not with_normal:
+        return distance, None
+    return distance, torch.stack(_unit(offset.unbind(dim), torch.sqrt(squared)), dim=dim)
