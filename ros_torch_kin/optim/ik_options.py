@@ -33,24 +33,29 @@ class IKOptions:
     finer than any robot's repeatability and still about 100× above float32 round-off of FK.
 
     Each target is solved from ``seeds`` configurations at once (the given seeds, the preferred
-    configuration if any, random in-limit ones for the rest); a seed that stops making progress
-    is replaced by a new random configuration. The call returns when every target has a solution,
-    after ``max_iterations`` Levenberg–Marquardt iterations, or once ``time_budget`` seconds of
-    wall clock have passed (checked every ``check_every`` iterations), whichever comes first.
+    configuration if any, then the library configurations nearest to the target); a seed that
+    stops making progress is replaced by the next library candidate, then by random ones. The
+    call returns when every target has a solution, after ``max_iterations`` Levenberg–Marquardt
+    iterations, or once ``time_budget`` seconds of wall clock have passed (checked every
+    ``check_every`` iterations), whichever comes first: the time budget makes results depend on
+    the machine's speed, so for reproducible results let ``max_iterations`` bind.
     """
 
     position_tolerance: float = 1e-4
     orientation_tolerance: float = 1e-4
-    #: seeds per target solved side by side. ``None``: 16 for small batches, fewer for large ones
-    #: (about ``batch_rows`` rows in all, at least 2 per target): a small batch is bound by the
-    #: per-operation overhead, so extra seeds cost nothing, while a large one is bound by
-    #: arithmetic, where restarting the few seeds that stall beats iterating many in parallel
+    #: seeds per target solved side by side. ``None``: 4 for batches up to ``batch_rows`` / 4
+    #: targets, fewer for larger ones (about ``batch_rows`` rows in all, at least 2 per target):
+    #: a large batch is bound by arithmetic, where restarting the few seeds that stall beats
+    #: iterating many side by side. Four suffice with library seeds and their restarts, and
+    #: keep a single solve on the FK route for tiny batches (fewer operations per iteration)
     seeds: int | None = None
     batch_rows: int = 8192
     #: the random seeds are not drawn afresh: they are, per target, the configurations whose link
     #: poses are nearest to the target among ``seed_library`` random in-limit ones (made once per
     #: chain and links, then cached; far fewer iterations than blind seeds). 0: blind seeds
     seed_library: int = 4096
+    #: restarts of each seed from the next nearest library configurations before random ones
+    library_restarts: int = 4
     max_iterations: int = 200
     time_budget: float = 5.0
     #: only the link positions are targeted (orientation free)
@@ -74,7 +79,7 @@ class IKOptions:
     #: ``stall_iterations`` iterations (seen at the checks), or after ``max_seed_iterations``
     #: iterations without converging
     stall_iterations: int = 6
-    max_seed_iterations: int = 24
+    max_seed_iterations: int = 16
     #: a seed counts as converged at this fraction of the tolerances (the errors are computed in
     #: the chain's dtype; the margin keeps the reported success true under an independent check)
     convergence_margin: float = 0.5
@@ -93,6 +98,8 @@ class IKOptions:
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
         if not (isinstance(self.seed_library, int) and self.seed_library >= 0):
             raise ValueError(f"seed_library must be a non-negative integer, got {self.seed_library!r}")
+        if not (isinstance(self.library_restarts, int) and self.library_restarts >= 0):
+            raise ValueError(f"library_restarts must be a non-negative integer, got {self.library_restarts!r}")
         for name in ("batch_rows", "max_iterations", "limit_passes", "check_every", "stall_iterations", "max_seed_iterations"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):

@@ -14,12 +14,16 @@ solved from S seeds side by side; all B·S *rows* iterate in one batch, each row
 3. Adaptive damping per row: the step is taken if it lowers |e|²; then λ shrinks, else λ grows
    and the row tries again from where it was.
 
-Every ``check_every`` iterations (the only host synchronisations) rows within the tolerances
-solve their target (the nearest to ``preferred`` if several), the rows of solved targets leave
-the batch, and rows that stalled (no halving of their error in ``stall_iterations`` iterations,
-or too old) restart from new random configurations, until every target is solved, or
-``max_iterations`` or the ``time_budget`` (s) runs out. Only the joints that move a target link take part; the
-others keep the preferred configuration, else the first given seed, else the value nearest 0.
+Seeds: the given ones, ``preferred``, then per target the configurations of a cached library of
+random in-limit ones whose link poses are nearest to the target (one matrix product and a top-k;
+far better starts than blind random ones). Every ``check_every`` iterations (the only host
+synchronisations) rows within the tolerances solve their target (the nearest to ``preferred``
+if several), the rows of solved targets leave the batch, and rows that stalled (no halving of
+their error in ``stall_iterations`` iterations, or older than ``max_seed_iterations``) restart
+from their next library candidate, then from random configurations, until every target is
+solved or ``max_iterations`` or the ``time_budget`` (s) runs out. Only the joints that move a
+target link take part; the others keep the preferred configuration, else the first given seed,
+else the value nearest 0.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from ..kinematics.fk_backward import cross, cross_summed
 from .ik_options import CollisionModel, IKOptions, IKResult
 
 #: seeds per target when the batch is small (see IKOptions.seeds), and the least for large ones
-SMALL_BATCH_SEEDS = 16
+SMALL_BATCH_SEEDS = 4
 LARGE_BATCH_SEEDS = 2
 
 
@@ -328,9 +332,11 @@ class _Solver:
         target = torch.arange(B, device=self.chain.device).repeat_interleave(S)  # (N,)
         q = problem.base.repeat_interleave(S, dim=0)  # (N, J)
         slots = q.view(B, S, -1)
-        first = (problem.preferred is not None) + (0 if problem.given_seeds is None else problem.given_seeds.shape[1])
-        if first < S:
-            slots[:, first:, problem.active] = self.nearest_seeds(S - first)
+        given = (problem.preferred is not None) + (0 if problem.given_seeds is None else problem.given_seeds.shape[1])
+        # library candidates: the S - given nearest start, the next ones wait for restarts
+        self.candidates = self.nearest_seeds(S * (1 + self.options.library_restarts))
+        if given < S:
+            slots[:, given:, problem.active] = self.candidates[:, : S - given]
         first = 0
         if problem.preferred is not None:
             slots[:, 0] = problem.preferred
@@ -349,6 +355,8 @@ class _Solver:
             cost_at_check=torch.full((N,), math.inf, dtype=dtype, device=device),
             stalled=torch.zeros(N, dtype=torch.int64, device=device),
             age=torch.zeros(N, dtype=torch.int64, device=device),
+            # the next library candidate of each row: its slot, then every S-th one
+            next_candidate=torch.arange(N, device=device) % S + (S - given),
             target_position=problem.target_position.repeat_interleave(S, dim=-1),
             target_rotation=None if problem.target_rotation is None else problem.target_rotation.repeat_interleave(S, dim=-1),
         )
@@ -356,9 +364,10 @@ class _Solver:
             rows.preferred = problem.preferred.repeat_interleave(S, dim=0)
         return rows
 
-    def nearest_seeds(self, count: int) -> Tensor:
+    def nearest_seeds(self, count: int) -> Tensor | None:
         """(B, count, A) active joint values: per target, the configurations of the seed library
-        whose link poses are nearest to the target (random ones without a library)."""
+        whose link poses are nearest to the target, nearest first (random ones without a
+        library)."""
         p, o = self.problem, self.options
         B = p.num_targets
         if o.seed_library < count:
@@ -443,10 +452,11 @@ class _Solver:
         free = ~(((q_active <= p.lower) & (gradient > 0)) | ((q_active >= p.upper) & (gradient < 0)))
         z = self.secondary_motion(rows)
         step = _damped_step(Jw * free.unsqueeze(1).to(Jw.dtype), e, rows.damping, z)
-        if o.limit_passes > 1:
+        target = q_active + step
+        past = (target < p.lower) | (target > p.upper)
+        # (on a CPU a look at the flags costs less than the second pass it can save)
+        if o.limit_passes > 1 and (self.chain.device.type != "cpu" or bool(past.any())):
             # joints the step would take past a limit stop there; the others solve for the rest
-            target = q_active + step
-            past = (target < p.lower) | (target > p.upper)
             to_limit = torch.where(past, torch.maximum(torch.minimum(target, p.upper), p.lower) - q_active, 0.0)
             moving = free & ~past
             e_after = e + (Jw @ to_limit.unsqueeze(-1)).squeeze(-1)
@@ -511,7 +521,13 @@ class _Solver:
         rows.cost_at_check = torch.where(progress, rows.cost, rows.cost_at_check)
         restart = (rows.stalled >= o.stall_iterations) | (rows.age >= o.max_seed_iterations) | (rows.damping >= o.max_damping)
         if bool(restart.any()):
-            fresh_active = torch.where(restart.unsqueeze(1), self.random_active(rows.q.shape[0]), rows.q[:, p.active])
+            # restart from the next library candidate of the row, once they are used up at random
+            C = self.candidates.shape[1]
+            from_library = (rows.next_candidate < C).unsqueeze(1)
+            candidate = self.candidates[rows.target, rows.next_candidate.clamp(max=C - 1)]
+            new_active = torch.where(from_library, candidate, self.random_active(rows.q.shape[0]))
+            fresh_active = torch.where(restart.unsqueeze(1), new_active, rows.q[:, p.active])
+            rows.next_candidate = torch.where(restart, rows.next_candidate + self.seeds, rows.next_candidate)
             rows.q = rows.q.index_copy(1, p.active, fresh_active)
             rows.fresh = restart
             rows.cost = torch.where(restart, math.inf, rows.cost)
