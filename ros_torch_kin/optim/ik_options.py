@@ -57,6 +57,11 @@ class IKOptions:
     #: restarts of each seed from the next nearest library configurations before random ones
     library_restarts: int = 4
     max_iterations: int = 200
+    #: targets still unsolved after ``tail_after`` iterations are solved again with
+    #: ``tail_seeds`` seeds each (their best configuration so far and untried library ones):
+    #: the few hard ones, near singularities or limits, get the width a small batch has for free
+    tail_after: int = 40
+    tail_seeds: int = 16
     time_budget: float = 5.0
     #: only the link positions are targeted (orientation free)
     position_only: bool = False
@@ -100,7 +105,7 @@ class IKOptions:
             raise ValueError(f"seed_library must be a non-negative integer, got {self.seed_library!r}")
         if not (isinstance(self.library_restarts, int) and self.library_restarts >= 0):
             raise ValueError(f"library_restarts must be a non-negative integer, got {self.library_restarts!r}")
-        for name in ("batch_rows", "max_iterations", "limit_passes", "check_every", "stall_iterations", "max_seed_iterations"):
+        for name in ("batch_rows", "max_iterations", "limit_passes", "tail_after", "tail_seeds", "check_every", "stall_iterations", "max_seed_iterations"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -28,6 +28,7 @@ else the value nearest 0.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import weakref
@@ -126,6 +127,19 @@ class _Problem:
     @property
     def num_links(self) -> int:
         return self.link_indices.shape[0]
+
+    def subset(self, targets: Tensor, options: IKOptions, seeds: Tensor) -> "_Problem":
+        """The problem of the targets at indices ``targets`` only, with other options, started
+        from ``seeds`` (len(targets), J) (and ``preferred``, if any)."""
+
+        def pick(t, dim=0):
+            return None if t is None else t.index_select(dim, targets)
+
+        return dataclasses.replace(
+            self, options=options, target_position=pick(self.target_position, -1),
+            target_rotation=pick(self.target_rotation, -1), base=pick(self.base),
+            given_seeds=seeds.unsqueeze(1), preferred=pick(self.preferred),
+        )
 
     @classmethod
     def build(cls, chain, links, targets, options, seeds, preferred, collision) -> "_Problem":
@@ -326,7 +340,7 @@ class _Solver:
         self.restarts = torch.zeros(B, dtype=torch.int64, device=device)
 
     # ------------------------------------------------------------------ rows
-    def initial_rows(self) -> _Rows:
+    def initial_rows(self, library_offset: int = 0) -> _Rows:
         problem, S = self.problem, self.seeds
         B, A = problem.num_targets, problem.active.shape[0]
         target = torch.arange(B, device=self.chain.device).repeat_interleave(S)  # (N,)
@@ -334,7 +348,8 @@ class _Solver:
         slots = q.view(B, S, -1)
         given = (problem.preferred is not None) + (0 if problem.given_seeds is None else problem.given_seeds.shape[1])
         # library candidates: the S - given nearest start, the next ones wait for restarts
-        self.candidates = self.nearest_seeds(S * (1 + self.options.library_restarts))
+        count = S * (1 + self.options.library_restarts)
+        self.candidates = self.nearest_seeds(library_offset + count)[:, library_offset:]
         if given < S:
             slots[:, given:, problem.active] = self.candidates[:, : S - given]
         first = 0
@@ -549,19 +564,49 @@ class _Solver:
     # ------------------------------------------------------------------ the loop
     def run(self) -> IKResult:
         o = self.options
-        rows = self.initial_rows()
-        iteration = 0
+        tail = o.tail_seeds > self.seeds
         with torch.no_grad():
-            while True:
-                steps = min(o.check_every, o.max_iterations - iteration)
-                for _ in range(steps):
-                    self.iterate(rows)
-                iteration += steps
-                rows = self.check(rows, iteration, steps)
-                if rows is None or iteration >= o.max_iterations or time.perf_counter() - self.start > o.time_budget:
-                    break
-            self.iterations = torch.where(self.solved, self.iterations, iteration)
+            iteration = self.solve(min(o.max_iterations, o.tail_after) if tail else o.max_iterations)
+            if tail and not bool(self.solved.all()) and iteration < o.max_iterations and not self.out_of_time():
+                self.solve_tail(iteration)
             return self.result()
+
+    def out_of_time(self) -> bool:
+        return time.perf_counter() - self.start > self.options.time_budget
+
+    def solve(self, max_iterations: int, library_offset: int = 0) -> int:
+        """Iterate until every target is solved, ``max_iterations`` or the time budget; returns
+        the iterations run."""
+        o = self.options
+        rows = self.initial_rows(library_offset)
+        iteration = 0
+        while True:
+            steps = min(o.check_every, max_iterations - iteration)
+            for _ in range(steps):
+                self.iterate(rows)
+            iteration += steps
+            rows = self.check(rows, iteration, steps)
+            if rows is None or iteration >= max_iterations or self.out_of_time():
+                break
+        self.iterations = torch.where(self.solved, self.iterations, iteration)
+        return iteration
+
+    def solve_tail(self, iteration: int) -> None:
+        """The targets still unsolved after ``tail_after`` iterations (near singularities, near
+        limits) again, with ``tail_seeds`` seeds each: their best configuration so far and library
+        candidates not tried yet."""
+        p, o = self.problem, self.options
+        unsolved = (~self.solved).nonzero().squeeze(1)
+        options = dataclasses.replace(o, seeds=o.tail_seeds, max_iterations=o.max_iterations - iteration,
+                                      random_seed=o.random_seed + 1)
+        tail = _Solver(p.subset(unsolved, options, self.best_q[unsolved]), self.start)
+        tail.solve(options.max_iterations, library_offset=self.seeds * (1 + o.library_restarts))
+        better = tail.solved | (tail.best_cost < self.best_cost[unsolved])
+        self.best_q[unsolved] = torch.where(better.unsqueeze(1), tail.best_q, self.best_q[unsolved])
+        self.best_cost[unsolved] = torch.where(better, tail.best_cost, self.best_cost[unsolved])
+        self.solved[unsolved] = tail.solved
+        self.iterations[unsolved] = iteration + tail.iterations
+        self.restarts[unsolved] += tail.restarts + 1
 
     def result(self) -> IKResult:
         p = self.problem
