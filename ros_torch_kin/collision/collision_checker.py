@@ -36,7 +36,7 @@ from .sphere_centers import world_sphere_centers
 
 #: On a CPU, batches are processed in chunks of about this many pair distances per temporary
 #: tensor (so that they stay in cache), and at least MIN_CHUNK configurations at a time.
-CHUNK_ELEMENTS = 1 << 17
+CHUNK_ELEMENTS = 1 << 19
 MIN_CHUNK = 16
 
 

@@ -154,7 +154,11 @@ def sphere_sphere_distance(centers_a: Tensor, radii_a: Tensor, centers_b: Tensor
     +x for coincident centres)."""
     offset = centers_a - centers_b
     squared = (offset * offset).sum(dim)
-    distance = _safe_sqrt(squared) - radii_a - radii_b
+    length = _safe_sqrt(squared)
+    distance = length - radii_a - radii_b
     if not with_normal:
         return distance, None
-    return distance, torch.stack(_unit(offset.unbind(dim), torch.sqrt(squared)), dim=dim)
+    shape = [1] * offset.dim()
+    shape[dim] = 3
+    unit_x = offset.new_tensor([1.0, 0.0, 0.0]).view(shape)
+    return distance, torch.where((squared == 0).unsqueeze(dim), unit_x, offset / length.unsqueeze(dim))
