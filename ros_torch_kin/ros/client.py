@@ -38,6 +38,7 @@ from ..srv import (
     UpdateScene,
 )
 from .convert import as_float_array, pack, pose_msgs
+from .qos import SERVICE_QOS
 
 
 class KinematicsError(RuntimeError):
@@ -76,14 +77,14 @@ class KinematicsClient:
             self._executor = SingleThreadedExecutor()
             self._executor.add_node(self.node)
         server = server.rstrip("/")
-        self._fk = self.node.create_client(ComputeFK, f"{server}/compute_fk")
-        self._jacobian = self.node.create_client(ComputeJacobian, f"{server}/compute_jacobian")
-        self._gradient = self.node.create_client(ComputeGradient, f"{server}/compute_gradient")
-        self._model = self.node.create_client(GetRobotModel, f"{server}/get_robot_model")
-        self._collision = self.node.create_client(CheckCollision, f"{server}/check_collision")
-        self._collision_model = self.node.create_client(GetCollisionModel, f"{server}/get_collision_model")
-        self._ik = self.node.create_client(ComputeIK, f"{server}/compute_ik")
-        self._scene = self.node.create_client(UpdateScene, f"{server}/update_scene")
+        self._fk = self.node.create_client(ComputeFK, f"{server}/compute_fk", qos_profile=SERVICE_QOS)
+        self._jacobian = self.node.create_client(ComputeJacobian, f"{server}/compute_jacobian", qos_profile=SERVICE_QOS)
+        self._gradient = self.node.create_client(ComputeGradient, f"{server}/compute_gradient", qos_profile=SERVICE_QOS)
+        self._model = self.node.create_client(GetRobotModel, f"{server}/get_robot_model", qos_profile=SERVICE_QOS)
+        self._collision = self.node.create_client(CheckCollision, f"{server}/check_collision", qos_profile=SERVICE_QOS)
+        self._collision_model = self.node.create_client(GetCollisionModel, f"{server}/get_collision_model", qos_profile=SERVICE_QOS)
+        self._ik = self.node.create_client(ComputeIK, f"{server}/compute_ik", qos_profile=SERVICE_QOS)
+        self._scene = self.node.create_client(UpdateScene, f"{server}/update_scene", qos_profile=SERVICE_QOS)
         from rclpy.action import ActionClient
 
         self._plan = ActionClient(self.node, PlanTrajectory, f"{server}/plan_trajectory")

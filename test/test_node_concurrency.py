@@ -1,0 +1,34 @@
+"""Concurrent clients of the real node: every ComputeFK reply arrives and is the right one.
+
+Six client processes send 150 requests each (B = 100, all links) back to back; one of them
+stalls 50 ms between each request and reading its reply, so the others' replies (with Fast DDS
+every client of a service receives every reply) pile up in its reply reader meanwhile. The
+clients use ros_torch_kin.ros.qos.SERVICE_QOS (see its docstring for why). Runs
+bench/concurrency_stress.py's clients against a node of its own; well under a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ros_fixtures import requires_ros
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+pytestmark = requires_ros
+
+
+def test_every_reply_arrives_under_concurrent_clients(ros_domain):
+    import concurrency_stress
+
+    args = argparse.Namespace(clients=6, requests=150, batch=100, stall_ms=50.0, stalled_clients=1, settle_s=0.0,
+                              reply_timeout=10.0, late_ms=5000.0, client_qos="service")
+    start = time.monotonic()
+    result = concurrency_stress.stress(args)
+    assert result["requests"] == 900
+    assert result["lost"] == 0, f"replies lost: {result['lost_by_client']}; node: {result['node_warnings']}"
+    assert result["wrong"] == 0
+    assert time.monotonic() - start < 120
