@@ -124,80 +124,82 @@ class CollisionChecker:
         return checker
 
     # ------------------------------------------------------------------ geometry
-    # Layout: batch innermost, as in world_transforms: centres (S, 3, B); one kind's world
-    # distances (n, S, B); self pairs (Q, B).
+    # Layout: batch innermost, as in world_transforms: centres (S, 3, b); one kind's world
+    # distances (n, S, b); self pairs (Q, b). Each query runs chunk by chunk (FK included).
+    def _chunks(self, q: Tensor) -> list[Tensor]:
+        """(B, J) -> consecutive pieces of the batch whose per-pair temporaries stay in cache on
+        a CPU (about CHUNK_ELEMENTS elements per tensor); the whole batch on a GPU."""
+        if self.chain.device.type != "cpu":
+            return [q]
+        widest = max([self.self_pairs.num_sphere_pairs]
+                     + [shapes.count * self.spheres.num_spheres for shapes in self._packed.shapes] + [1])
+        return list(q.split(max(MIN_CHUNK, CHUNK_ELEMENTS // widest)))
+
+    def _joint_positions(self, q: Tensor) -> Tensor:
+        return check_joint_positions(self.chain, q).detach()
+
     def _centers(self, q: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, J) -> link-major world transforms (L, 4, 4, B) and sphere centres (S, 3, B)."""
-        world = world_transforms(self.chain, check_joint_positions(self.chain, q).detach())
+        """(b, J) checked -> link-major world transforms (L, 4, 4, b) and sphere centres (S, 3, b)."""
+        world = world_transforms(self.chain, q)
         return world, world_sphere_centers(world, self.spheres)
 
     def _world_distances(self, centers: Tensor, with_normal: bool):
-        """(S, 3, B) centres -> per obstacle kind: (shapes, distance (n, S, B), local-frame
-        normals (n, 3, S·B) or None)."""
-        S, _, B = centers.shape
-        points = centers.transpose(0, 1).reshape(3, S * B)
+        """(S, 3, b) centres -> per obstacle kind: (shapes, distance (n, S, b), local-frame
+        normals (n, 3, S·b) or None)."""
+        S, _, b = centers.shape
+        points = centers.transpose(0, 1).reshape(3, S * b)
         radii = self.spheres.radii.view(1, S, 1)
         results = []
-        for shapes in self._packed.shapes:
+        for shapes in self._packed.shapes if S else ():
             d, n = point_distances(points, shapes, with_normal)
-            results.append((shapes, d.view(shapes.count, S, B).sub_(radii), n))
+            results.append((shapes, d.view(shapes.count, S, b).sub_(radii), n))
         return results
 
     def _self_distances(self, centers: Tensor, with_normal: bool):
-        """(S, 3, B) centres -> self pair distances (Q, B) and unit normals from b to a (Q, 3, B)."""
+        """(S, 3, b) centres -> self pair distances (Q, b) and unit normals from b to a (Q, 3, b)."""
         pairs = self.self_pairs
         return sphere_sphere_distance(centers.index_select(0, pairs.sphere_a), self._radii_a,
                                       centers.index_select(0, pairs.sphere_b), self._radii_b, with_normal, dim=1)
 
-    def _chunks(self, B: int):
-        """Slices of the batch whose per-pair temporaries stay in cache on a CPU (about
-        CHUNK_ELEMENTS per tensor); the whole batch at once on a GPU."""
-        if self.chain.device.type != "cpu":
-            return [slice(0, B)]
-        widest = max([self.self_pairs.num_sphere_pairs]
-                     + [shapes.count * self.spheres.num_spheres for shapes in self._packed.shapes] + [1])
-        size = max(MIN_CHUNK, CHUNK_ELEMENTS // widest)
-        return [slice(start, min(B, start + size)) for start in range(0, B, size)]
-
     # ------------------------------------------------------------------ queries
     def in_collision(self, q: Tensor) -> Tensor:
         """(B, J) or (J,) joint positions -> (B,) bool: some checked pair is closer than the margin."""
+        return torch.cat([self._minimum(part) < self.margin for part in self._chunks(self._joint_positions(q))])
+
+    def _minimum(self, q: Tensor) -> Tensor:
+        """(b, J) -> (b,) smallest signed distance over all checked pairs (+inf if none)."""
         _, centers = self._centers(q)
-        B = centers.shape[2]
-        minimum = centers.new_full((B,), math.inf)
-        for chunk in self._chunks(B):
-            part, out = centers[..., chunk], minimum[chunk]
-            for _, d, _ in self._world_distances(part, with_normal=False):
-                torch.minimum(out, d.view(-1, d.shape[2]).amin(0), out=out)
-            if self.self_pairs.num_sphere_pairs:
-                torch.minimum(out, self._self_distances(part, False)[0].amin(0), out=out)
-        return minimum < self.margin
+        minimum = centers.new_full((q.shape[0],), math.inf)
+        for _, d, _ in self._world_distances(centers, with_normal=False):
+            minimum = torch.minimum(minimum, d.flatten(0, 1).amin(0))
+        if self.self_pairs.num_sphere_pairs:
+            minimum = torch.minimum(minimum, self._self_distances(centers, False)[0].amin(0))
+        return minimum
 
     def distances(self, q: Tensor, full: bool = False) -> CollisionDistances:
         """(B, J) or (J,) joint positions -> :class:`CollisionDistances` (``full``: every pair's
         distance too)."""
-        _, centers = self._centers(q)
-        S, _, B = centers.shape
         world, own = [], []
-        for chunk in self._chunks(B):
-            part = centers[..., chunk]
-            pieces = [d for _, d, _ in self._world_distances(part, with_normal=False)]
-            world.append(torch.cat(pieces, dim=0) if pieces else centers.new_empty(0, S, part.shape[2]))
+        for part in self._chunks(self._joint_positions(q)):
+            _, centers = self._centers(part)
+            pieces = [d for _, d, _ in self._world_distances(centers, with_normal=False)]
+            world.append(torch.cat(pieces, dim=0) if pieces else centers.new_empty(0, *centers.shape[::2]))
             if self.self_pairs.num_sphere_pairs:
-                own.append(self._self_distances(part, False)[0])
-        by_obstacle = torch.cat(world, dim=2) if len(world) > 1 else world[0]  # (O, S, B)
-        zero_index = torch.zeros(B, dtype=torch.int64, device=centers.device)
+                own.append(self._self_distances(centers, False)[0])
+        by_obstacle = torch.cat(world, dim=2)  # (O, S, B)
+        S, B = by_obstacle.shape[1:]
+        zero_index = torch.zeros(B, dtype=torch.int64, device=by_obstacle.device)
         if by_obstacle.shape[0]:
-            world_distance, flat = by_obstacle.view(-1, B).min(0)  # flat = o S + s
+            world_distance, flat = by_obstacle.flatten(0, 1).min(0)  # flat = o S + s
             nearest_obstacle, nearest_sphere = flat // S, flat % S
         else:
-            world_distance, nearest_sphere, nearest_obstacle = centers.new_full((B,), math.inf), zero_index, zero_index
-        if self.self_pairs.num_sphere_pairs:
-            sphere_pairs = torch.cat(own, dim=1) if len(own) > 1 else own[0]  # (Q, B)
+            world_distance, nearest_sphere, nearest_obstacle = by_obstacle.new_full((B,), math.inf), zero_index, zero_index
+        if own:
+            sphere_pairs = torch.cat(own, dim=1)  # (Q, B)
             self_distance, nearest_self_pair = sphere_pairs.min(0)
         else:
-            sphere_pairs = centers.new_empty(0, B)
-            self_distance, nearest_self_pair = centers.new_full((B,), math.inf), zero_index
+            sphere_pairs = by_obstacle.new_empty(0, B)
+            self_distance, nearest_self_pair = by_obstacle.new_full((B,), math.inf), zero_index
         minimum = torch.minimum(world_distance, self_distance)
         return CollisionDistances(
             min_distance=minimum,
@@ -221,28 +223,29 @@ class CollisionChecker:
         its gradient ∂cost/∂q (B, J), closed form (see the module docstring). ``margin``
         defaults to the checker's."""
         margin = self.margin if margin is None else float(margin)
+        parts = [self._penalty(part, margin) for part in self._chunks(self._joint_positions(q))]
+        if len(parts) == 1:
+            return parts[0]
+        return torch.cat([cost for cost, _ in parts]), torch.cat([gradient for _, gradient in parts])
+
+    def _penalty(self, q: Tensor, margin: float) -> tuple[Tensor, Tensor]:
         world, centers = self._centers(q)
-        S, _, B = centers.shape
-        cost = centers.new_zeros(B)
-        sphere_gradient = centers.new_zeros(S, 3, B)  # ∂cost/∂centre, world frame
-        for chunk in self._chunks(B):
-            part, n_part = centers[..., chunk], centers[..., chunk].shape[2]
-            gradient_t = centers.new_zeros(3, S * n_part)  # coordinates first
-            for shapes, d, normal in self._world_distances(part, with_normal=True):
-                hinge = (margin - d).clamp_min_(0.0)  # (n, S, b)
-                cost[chunk] += 0.5 * (hinge * hinge).view(-1, n_part).sum(0)
-                push = normal.mul_(hinge.view(shapes.count, 1, S * n_part))  # −∂cost/∂centre, local
-                gradient_t -= local_vectors_to_world_sum(push, shapes)
-            gradient = gradient_t.view(3, S, n_part).transpose(0, 1)
-            if self.self_pairs.num_sphere_pairs:
-                d, normal = self._self_distances(part, True)  # (Q, b), (Q, 3, b)
-                hinge = (margin - d).clamp_min_(0.0)
-                cost[chunk] += 0.5 * (hinge * hinge).sum(0)
-                push = normal.mul_(hinge.unsqueeze(1))  # −∂cost/∂centre_a = +∂cost/∂centre_b
-                gradient = gradient.contiguous()
-                gradient.index_add_(0, self.self_pairs.sphere_a, push, alpha=-1.0)
-                gradient.index_add_(0, self.self_pairs.sphere_b, push)
-            sphere_gradient[..., chunk] = gradient
+        S, _, b = centers.shape
+        cost = centers.new_zeros(b)
+        gradient_t = centers.new_zeros(3, S * b)  # ∂cost/∂centre, world frame, coordinates first
+        for shapes, d, normal in self._world_distances(centers, with_normal=True):
+            hinge = (margin - d).clamp_min_(0.0)  # (n, S, b)
+            cost += 0.5 * (hinge * hinge).flatten(0, 1).sum(0)
+            push = normal.mul_(hinge.view(shapes.count, 1, S * b))  # −∂cost/∂centre, local frames
+            gradient_t -= local_vectors_to_world_sum(push, shapes)
+        sphere_gradient = gradient_t.view(3, S, b).transpose(0, 1).contiguous()  # (S, 3, b)
+        if self.self_pairs.num_sphere_pairs:
+            d, normal = self._self_distances(centers, True)  # (Q, b), (Q, 3, b)
+            hinge = (margin - d).clamp_min_(0.0)
+            cost += 0.5 * (hinge * hinge).sum(0)
+            push = normal.mul_(hinge.unsqueeze(1))  # −∂cost/∂centre_a = +∂cost/∂centre_b
+            sphere_gradient.index_add_(0, self.self_pairs.sphere_a, push, alpha=-1.0)
+            sphere_gradient.index_add_(0, self.self_pairs.sphere_b, push)
         moment = cross(centers, sphere_gradient)  # about the world origin
         gradient = world_wrench_vector_jacobian_product(self.chain, world, self.spheres.sphere_links,
                                                         sphere_gradient, moment)
