@@ -23,6 +23,9 @@ class CostWeights:
     jerk: float = 1.0
     #: squared Cartesian step of the target link between waypoints (a short, smooth tool path)
     path: float = 10.0
+    #: collision penalty Σ ½ max(0, margin − d)² (m²) over the sphere pairs of every waypoint and
+    #: segment midpoint (only when a collision checker is given; see :mod:`.collision_costs`)
+    collision: float = 3e4
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,31 @@ class TrajectoryOptions:
     #: random seed of the seeding; solving the same problem twice gives the same result
     random_seed: int = 0
 
+    # --- with a collision checker (see solve_trajectory's ``collision``) ---------------------
+    #: distance (m) every sphere of the robot keeps from the obstacles and from the spheres of
+    #: the link pairs checked for self collision, at every waypoint and along every segment
+    clearance: float = 0.01
+    #: the most (m) a sphere centre moves between two checked configurations of a segment
+    #: whose end points alone do not prove it clear (see :mod:`.motion_checking`)
+    check_resolution: float = 0.01
+    #: the collision cost acts from ``clearance + cost_margin`` (m) on, so the optimised motion
+    #: keeps a little more than the clearance the check requires
+    cost_margin: float = 0.02
+    #: collision-free IK goals per pose goal (from different preferred configurations) and the
+    #: time budget (s) of that IK
+    goal_candidates: int = 4
+    goal_ik_time_budget: float = 0.1
+    #: via-point detours per goal: start -> via -> goal seeds, via = the midpoint of the straight
+    #: motion plus a random offset of up to ``detour_scales`` rad per joint (cycled)
+    detours: int = 12
+    detour_scales: tuple[float, ...] = (0.4, 0.8, 1.4)
+    #: of all candidate seeds (straight and detours to every goal), scored by their collision
+    #: depth, the ``collision_seeds`` best are optimised together
+    collision_seeds: int = 6
+    #: seeds per problem whose whole motion is checked after each iteration; the iterations stop
+    #: once every problem has a checked collision-free motion reaching the goal
+    checks_per_iteration: int = 1
+
     def __post_init__(self):
         if self.waypoints < 3:
             raise ValueError(f"waypoints must be at least 3, got {self.waypoints}")
@@ -64,6 +92,13 @@ class TrajectoryOptions:
             raise ValueError(f"seeds must be at least 1, got {self.seeds}")
         if not (self.position_tolerance > 0 and self.orientation_tolerance > 0):
             raise ValueError("tolerances must be positive")
+        if not (math.isfinite(self.clearance) and self.clearance >= 0 and math.isfinite(self.cost_margin)
+                and self.cost_margin >= 0):
+            raise ValueError("clearance and cost_margin must be finite and ≥ 0 m")
+        if not (math.isfinite(self.check_resolution) and self.check_resolution > 0):
+            raise ValueError(f"check_resolution must be positive (m), got {self.check_resolution}")
+        if min(self.goal_candidates, self.collision_seeds, self.checks_per_iteration) < 1 or self.detours < 0:
+            raise ValueError("goal_candidates, collision_seeds and checks_per_iteration must be ≥ 1, detours ≥ 0")
 
 
 @dataclass(frozen=True)

@@ -14,23 +14,52 @@ link), each with S seeds:
 3. polish the last waypoint with a few IK steps, keep per problem the lowest-cost seed that
    reaches the target within tolerance (else the closest), and time-parameterise it for the
    velocity and acceleration limits.
+
+With a ``collision`` checker (collision-aware motion generation):
+
+- the start and a configuration goal must keep ``options.clearance`` (else the problem is
+  refused before optimising: "start in collision", "goal in collision"); a pose goal becomes
+  collision-free IK goals ("goal in collision" / "goal unreachable" when there is none), see
+  :mod:`.motion_seeding`;
+- the seeds are the ``collision_seeds`` least colliding of the straight and via-point motions to
+  every goal (one scoring batch); they are optimised together as above with the collision cost
+  of :mod:`.collision_costs` (waypoints and segment midpoints, margin clearance + cost_margin);
+- after seeding and after every iteration the best seeds of each unsolved problem are polished
+  and their whole motion is checked (:mod:`.motion_checking`: every waypoint and every segment at
+  ``check_resolution``, with the clearance); the iterations stop once every problem has one;
+- success: goal within tolerance, every waypoint within the limits, the whole motion checked
+  collision-free with the clearance, and the time parameterisation within the velocity and
+  acceleration limits; otherwise ``failure`` says why ("no collision-free path found within
+  budget" when the goal was fine but no seed passed the check).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
+from ..collision import CollisionChecker
 from ..kinematics import Chain, forward_kinematics
 from ..kinematics.fk import link_index
+from .collision_costs import ClearanceModel, trajectory_collision_cost
 from .costs import CostTerm, TrajectoryState, acceleration_cost, goal_costs, goal_pose_errors, jerk_cost, path_cost
 from .ik import damped_least_squares_ik
 from .lbfgs import BatchedLBFGS
+from .motion_checking import MotionChecker
+from .motion_seeding import (
+    GOAL_IN_COLLISION,
+    GOAL_NOT_REACHED,
+    NO_PATH,
+    START_IN_COLLISION,
+    candidate_motions,
+    collision_free_goals,
+    rank_candidates,
+)
 from .options import TrajectoryLimits, TrajectoryOptions
 from .time_parameterization import time_parameterize
 
@@ -44,7 +73,20 @@ class TrajectoryResult:
     always); position_error (P,) m, orientation_error (P,) rad (0 for position-only and
     configuration goals; for configuration goals position_error is the joint-space distance);
     cost (P,) of the returned trajectory; iterations and solve_time (s) for the whole batch;
-    stopped: why the iterations ended ("converged", "max_iterations", "time_budget", "canceled").
+    stopped: why the iterations ended ("converged", "max_iterations", "time_budget", "canceled",
+    and with collision checking "solved": every problem has a checked collision-free motion, or
+    "refused": no problem could be optimised).
+
+    failure: per problem '' on success, else why: "start in collision", "goal in collision",
+    "goal unreachable", "no collision-free path found within budget", "goal not reached within
+    tolerance". With collision checking (else None / empty): min_clearance (P,) m, the smallest
+    sphere distance (world or self) over the checked configurations of the returned motion;
+    clearance_bound (P,) m, a lower bound of the sphere distances along the whole motion (≥ the
+    clearance on success; the exact geometry's distance is at least this, as the spheres cover
+    it); closest_pair: per problem the pair at min_clearance, (link, obstacle id) or (link, link);
+    collision_free (P,) bool: the returned motion passed the check. timings: seconds spent in
+    'goals' (collision-free IK), 'seeding', 'iterations' (the optimisation, checks excluded),
+    'checking' (whole-motion checks), 'total'.
     """
 
     positions: Tensor
@@ -58,6 +100,12 @@ class TrajectoryResult:
     iterations: int
     solve_time: float
     stopped: str
+    failure: tuple[str, ...] = ()
+    min_clearance: Tensor | None = None
+    clearance_bound: Tensor | None = None
+    closest_pair: tuple[tuple[str, str], ...] = ()
+    collision_free: Tensor | None = None
+    timings: dict = field(default_factory=dict)
 
     @property
     def duration(self) -> Tensor:
@@ -92,6 +140,8 @@ def solve_trajectory(
     limits: TrajectoryLimits | None = None,
     extra_terms: Sequence[tuple[float, CostTerm]] = (),
     on_iteration: Callable[[IterationReport], bool] | None = None,
+    collision: CollisionChecker | None = None,
+    collision_cost: CollisionChecker | None = None,
 ) -> TrajectoryResult:
     """Plan P trajectories from ``start`` to a target.
 
@@ -100,6 +150,12 @@ def solve_trajectory(
     ``target_configuration`` (P, J) or (J,). ``extra_terms``: (weight, term) pairs added to the
     cost (see :mod:`.costs`). ``on_iteration(report)`` is called after each iteration; returning
     False stops the solve ("canceled"). Raises ValueError for an inconsistent problem.
+
+    collision: a :class:`~ros_torch_kin.collision.CollisionChecker` (robot spheres, world scene,
+    self pairs; its own margin is not used, ``options.clearance`` is) makes the motion
+    collision-aware (see the module docstring); collision_cost: optionally a checker of the same
+    robot and scene with fewer spheres, used for the optimisation's cost, the seed scoring and the
+    IK's steering (cheaper; the verdict is always ``collision``'s).
     """
     options = options or TrajectoryOptions()
     limits = limits or TrajectoryLimits.from_chain(chain)
@@ -107,12 +163,21 @@ def solve_trajectory(
     problem = _Problem.make(chain, start, link, target_pose, target_configuration, position_only, limits)
     P, S, T, J = problem.start.shape[0], options.seeds, options.waypoints, chain.num_dofs
     weights = options.weights
+    motion = cost_checker = None
+    timings = {"goals": 0.0, "seeding": 0.0, "iterations": 0.0, "checking": 0.0}
+    if collision is not None:
+        cost_checker = collision if collision_cost is None else collision_cost
+        motion = MotionChecker(collision, options.clearance, options.check_resolution)
+        cost_margin = options.clearance + options.cost_margin
+        S = options.collision_seeds
 
     def rows(t: Tensor | None, repeat: int) -> Tensor | None:
         return None if t is None else t.repeat_interleave(repeat, dim=0)
 
-    def evaluate(x: Tensor, repeat: int) -> tuple[Tensor, TrajectoryState]:
-        """Cost (M,) of M = P·repeat trajectories whose free waypoints are x (M, T − 1, J)."""
+    def evaluate(x: Tensor, repeat: int, with_collision: bool = True) -> tuple[Tensor, TrajectoryState, Tensor]:
+        """Cost (M,) of M = P·repeat trajectories whose free waypoints are x (M, T − 1, J), the
+        state, and the weighted collision part of the cost (M,) (zeros without collision or
+        when not ``with_collision``)."""
         positions = torch.cat((rows(problem.start, repeat).unsqueeze(1), x), dim=1)
         poses = None
         if problem.link is not None:
@@ -127,36 +192,54 @@ def solve_trajectory(
             cost = cost + weights.path * path_cost(state)
         for weight, term in extra_terms:
             cost = cost + weight * term(state)
-        return cost, state
+        collision_part = torch.zeros_like(cost)
+        if cost_checker is not None and weights.collision and with_collision:
+            collision_part = weights.collision * trajectory_collision_cost(cost_checker, positions, cost_margin)
+            cost = cost + collision_part
+        return cost, state, collision_part
 
-    def value_and_gradient(x: Tensor, repeat: int) -> tuple[Tensor, Tensor]:
-        """Cost (M,) and its gradient (M, T − 1, J) for M = P·repeat rows of free waypoints."""
+    def value_and_gradient(x: Tensor, repeat: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Cost (M,), its gradient (M, T − 1, J) and the collision part (M,) for M = P·repeat rows."""
         x = x.detach().requires_grad_()
         with torch.enable_grad():
-            cost, _ = evaluate(x, repeat)
+            cost, _, collision_part = evaluate(x, repeat)
             (gradient,) = torch.autograd.grad(cost.sum(), x)
-        return cost.detach(), gradient
+        return cost.detach(), gradient, collision_part.detach()
 
-    x = _seed_trajectories(chain, problem, options, limits)[:, 1:]  # (P·S, T − 1, J)
-    cost, gradient = value_and_gradient(x, S)
-    lbfgs = BatchedLBFGS(P * S, (T - 1) * J, options.history, initial_step=0.05, like=x)
-    steps = torch.tensor(options.line_search_steps, dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
-    A = steps.shape[0]
-    every_row = torch.arange(P * S, device=x.device)
-    best = cost.view(P, S).amin(1)
+    failure = [""] * P
+    if motion is None:
+        x = _seed_trajectories(chain, problem, options, limits)[:, 1:]  # (P·S, T − 1, J)
+    else:
+        x = _collision_seeds(chain, problem, options, limits, collision, cost_checker, failure, timings)[:, 1:]
+        checks = _MotionChecks(chain, problem, options, limits, motion, S)
+        moment = time.perf_counter()
+        checks.check_best(x, torch.zeros(P * S, dtype=x.dtype, device=x.device), failure)
+        timings["checking"] += time.perf_counter() - moment
+    moment = time.perf_counter()
     stopped, iteration, quiet = "max_iterations", 0, 0
-    for iteration in range(1, options.max_iterations + 1):
+    if motion is not None and checks.all_done(failure):  # solved by a seed, or nothing to optimise
+        stopped = "solved" if any(not f for f in failure) else "refused"
+    else:
+        cost, gradient, collision_part = value_and_gradient(x, S)
+        lbfgs = BatchedLBFGS(P * S, (T - 1) * J, options.history, initial_step=0.05, like=x)
+        steps = torch.tensor(options.line_search_steps, dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
+        A = steps.shape[0]
+        every_row = torch.arange(P * S, device=x.device)
+        best = cost.view(P, S).amin(1)
+    for iteration in range(1, options.max_iterations + 1) if stopped == "max_iterations" else ():
         direction = lbfgs.direction(gradient.view(P * S, -1)).view_as(x)
         candidates = limits.clamp(x.unsqueeze(0) + steps * direction.unsqueeze(0))  # (A, P·S, T − 1, J)
         # every step size with its gradient in one batch (problem-major rows: P, A, S)
         grouped = candidates.view(A, P, S, T - 1, J).transpose(0, 1).reshape(-1, T - 1, J)
-        tried, tried_gradient = value_and_gradient(grouped, A * S)
+        tried, tried_gradient, tried_collision = value_and_gradient(grouped, A * S)
         tried = tried.view(P, A, S).transpose(0, 1).reshape(A, P * S)
+        tried_collision = tried_collision.view(P, A, S).transpose(0, 1).reshape(A, P * S)
         tried_gradient = tried_gradient.view(P, A, S, T - 1, J).transpose(0, 1).reshape(A, P * S, T - 1, J)
         lowest, choice = tried.min(0)
         improved = lowest < cost
         x_new = torch.where(improved.view(-1, 1, 1), candidates[choice, every_row], x)
         cost_new = torch.where(improved, lowest, cost)
+        collision_part = torch.where(improved, tried_collision[choice, every_row], collision_part)
         gradient_new = torch.where(improved.view(-1, 1, 1), tried_gradient[choice, every_row], gradient)
         lbfgs.update((x_new - x).view(P * S, -1), (gradient_new - gradient).view(P * S, -1), improved)
         lbfgs.reset(~improved)
@@ -166,6 +249,14 @@ def solve_trajectory(
         if on_iteration is not None and not on_iteration(_report(chain, problem, x, cost, S, iteration, started)):
             stopped = "canceled"
             break
+        if motion is not None:
+            moment_check = time.perf_counter()
+            checks.check_best(x, collision_part, failure)
+            timings["checking"] += time.perf_counter() - moment_check
+            moment -= time.perf_counter() - moment_check  # the iterations' time excludes checking
+            if checks.all_done(failure):
+                stopped = "solved"
+                break
         if time.perf_counter() - started > options.time_budget:
             stopped = "time_budget"
             break
@@ -173,32 +264,59 @@ def solve_trajectory(
         if quiet >= 2:
             stopped = "converged"
             break
+    timings["iterations"] = time.perf_counter() - moment
 
-    x = _polish_last_waypoint(chain, problem, options, limits, x)
+    if motion is None:
+        x = _polish_last_waypoint(chain, problem, options, limits, x)
+    else:
+        moment = time.perf_counter()
+        x = checks.finish(x)
+        timings["checking"] += time.perf_counter() - moment
     with torch.no_grad():
-        cost, state = evaluate(x, S)
+        cost, state, _ = evaluate(x, S, with_collision=False)  # the motions' check replaces the collision cost
         position_error, orientation_error = _goal_errors(state, problem)
-        success = (position_error <= options.position_tolerance) & (orientation_error <= options.orientation_tolerance)
-        success &= limits.contains(state.positions).all(-1)
+        reached = (position_error <= options.position_tolerance) & (orientation_error <= options.orientation_tolerance)
+        success = reached & limits.contains(state.positions).all(-1)
+        if motion is not None:
+            success &= checks.clear
         # best per problem: the cheapest successful seed, else the one closest to the target
         score = torch.where(success, cost, math.inf + torch.zeros_like(cost))
         fallback = position_error + orientation_error
+        if motion is not None:  # failed problems: the least colliding of those reaching the goal
+            fallback = torch.where(reached, -checks.clearance_bound.clamp(max=1e3), 1e6 + fallback)
         pick = torch.where(success.view(P, S).any(1), score.view(P, S).argmin(1), fallback.view(P, S).argmin(1))
         index = torch.arange(P, device=x.device) * S + pick
         positions = state.positions[index]
         time_step, velocities, accelerations = time_parameterize(positions, limits.velocity, limits.acceleration)
+        within = ((velocities.abs() <= limits.velocity * (1 + 1e-5)).all((1, 2))
+                  & (accelerations.abs() <= limits.acceleration * (1 + 1e-5)).all((1, 2)))
+        chosen_success = success[index] & within
+    extra = {}
+    if motion is not None:
+        for p in range(P):
+            if not failure[p] and not bool(chosen_success[p]):
+                failure[p] = NO_PATH if bool(reached[index[p]]) or not bool(checks.clear[index[p]]) else GOAL_NOT_REACHED
+        chosen_success &= torch.tensor([not f for f in failure], device=x.device)
+        extra = dict(min_clearance=checks.min_distance[index], clearance_bound=checks.clearance_bound[index],
+                     closest_pair=tuple(checks.closest_pair[int(i)] for i in index), collision_free=checks.clear[index])
+    else:
+        failure = ["" if bool(ok) else GOAL_NOT_REACHED for ok in chosen_success]
+    timings["total"] = time.perf_counter() - started
     return TrajectoryResult(
         positions=positions,
         velocities=velocities,
         accelerations=accelerations,
         time_step=time_step,
-        success=success[index],
+        success=chosen_success,
         position_error=position_error[index],
         orientation_error=orientation_error[index],
         cost=cost[index],
         iterations=iteration,
         solve_time=time.perf_counter() - started,
         stopped=stopped,
+        failure=tuple(failure),
+        timings=timings,
+        **extra,
     )
 
 
@@ -296,14 +414,131 @@ def _seed_trajectories(chain: Chain, problem: _Problem, options: TrajectoryOptio
 
 
 def _polish_last_waypoint(chain, problem, options, limits, x: Tensor) -> Tensor:
-    if problem.target_pose is None or options.polish_iterations == 0:
-        return x
     S = x.shape[0] // problem.start.shape[0]
+    owner = torch.arange(problem.start.shape[0], device=x.device).repeat_interleave(S)
+    return _polish_rows(chain, problem, options, limits, x, owner)
+
+
+def _polish_rows(chain, problem, options, limits, x: Tensor, owner: Tensor) -> Tensor:
+    """A few DLS IK steps on the last waypoint of rows x (n, T − 1, J) of problems ``owner`` (n,)."""
+    if problem.target_pose is None or options.polish_iterations == 0 or x.shape[0] == 0:
+        return x
     last, _ = damped_least_squares_ik(
-        chain, problem.link, problem.target_pose.repeat_interleave(S, dim=0), x[:, -1], limits.lower, limits.upper,
+        chain, problem.link, problem.target_pose[owner], x[:, -1], limits.lower, limits.upper,
         options.polish_iterations, options.ik_damping, problem.position_only,
     )
     return torch.cat((x[:, :-1], last.unsqueeze(1)), dim=1)
+
+
+def _row_goal_errors(chain, problem, last: Tensor, owner: Tensor) -> tuple[Tensor, Tensor]:
+    """Goal errors (n,) m and (n,) rad of last waypoints (n, J) of problems ``owner`` (n,)."""
+    with torch.no_grad():
+        poses = None if problem.link is None else forward_kinematics(chain, last, links=problem.link).unsqueeze(1)
+        state = TrajectoryState(last.unsqueeze(1), poses,
+                                None if problem.target_pose is None else problem.target_pose[owner],
+                                None if problem.target_configuration is None else problem.target_configuration[owner],
+                                problem.position_only)
+        return _goal_errors(state, problem)
+
+
+def _collision_seeds(chain, problem, options, limits, collision, cost_checker, failure: list[str],
+                     timings: dict) -> Tensor:
+    """(P·S, T, J) seeds (S = options.collision_seeds) for collision-aware problems; refused
+    problems get their reason in ``failure`` (see :mod:`.motion_seeding`)."""
+    moment = time.perf_counter()
+    P, J, c = problem.start.shape[0], chain.num_dofs, options.clearance
+    with torch.no_grad():
+        start_clear = collision.distances(problem.start).min_distance >= c
+        for p in (~start_clear).nonzero().squeeze(1).tolist():
+            failure[p] = START_IN_COLLISION
+        if problem.target_configuration is not None:
+            valid = (collision.distances(problem.target_configuration).min_distance >= c).unsqueeze(1)
+            goals = problem.target_configuration.unsqueeze(1)
+            for p in (~valid[:, 0]).nonzero().squeeze(1).tolist():
+                failure[p] = failure[p] or GOAL_IN_COLLISION
+        elif all(failure):
+            goals, valid = problem.start.unsqueeze(1), torch.zeros(P, 1, dtype=torch.bool, device=chain.device)
+        else:
+            model = ClearanceModel(collision, c, options.cost_margin, steering=cost_checker)
+            goals, valid, reasons = collision_free_goals(chain, problem.link, problem.target_pose, problem.position_only,
+                                                         problem.start, model, options, limits)
+            for p, reason in enumerate(reasons):
+                failure[p] = failure[p] or reason
+        timings["goals"] = time.perf_counter() - moment
+        moment = time.perf_counter()
+        candidates = candidate_motions(problem.start, goals, valid, options, limits)
+        seeds = rank_candidates(cost_checker, candidates, c + options.cost_margin, options.collision_seeds)
+        timings["seeding"] = time.perf_counter() - moment
+    return seeds.reshape(P * options.collision_seeds, options.waypoints, J)
+
+
+class _MotionChecks:
+    """Whole-motion checks of the optimizer's rows (P·S): per row whether it passed, its sphere
+    distances, and per problem the first checked motion that reaches the goal collision-free."""
+
+    def __init__(self, chain, problem, options, limits, motion: MotionChecker, S: int):
+        self.chain, self.problem, self.options, self.limits, self.motion, self.S = chain, problem, options, limits, motion, S
+        P = problem.start.shape[0]
+        device, dtype = chain.device, chain.dtype
+        self.clear = torch.zeros(P * S, dtype=torch.bool, device=device)
+        self.min_distance = torch.full((P * S,), -math.inf, dtype=dtype, device=device)
+        self.clearance_bound = torch.full((P * S,), -math.inf, dtype=dtype, device=device)
+        self.closest_pair: list[tuple[str, str]] = [("", "")] * (P * S)
+        self.done = [False] * P
+        self.found: dict[int, tuple[int, Tensor]] = {}  # problem -> (row, its checked x (T − 1, J))
+
+    def all_done(self, failure: list[str]) -> bool:
+        return all(d or f for d, f in zip(self.done, failure))
+
+    def _check_rows(self, x: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """Polish and check rows (n,) of x -> their polished x (n, T − 1, J) and (n,) bool: the
+        goal is reached, every waypoint is within the limits and the motion is collision-free."""
+        owner = rows // self.S
+        polished = _polish_rows(self.chain, self.problem, self.options, self.limits, x[rows], owner)
+        positions = torch.cat((self.problem.start[owner].unsqueeze(1), polished), dim=1)
+        position, orientation = _row_goal_errors(self.chain, self.problem, polished[:, -1], owner)
+        verdict = self.motion.check(positions)
+        ok = (verdict.clear & (position <= self.options.position_tolerance)
+              & (orientation <= self.options.orientation_tolerance) & self.limits.contains(positions).all(-1))
+        self.clear[rows] = ok
+        self.min_distance[rows] = verdict.min_distance
+        self.clearance_bound[rows] = verdict.clearance_bound
+        for i, row in enumerate(rows.tolist()):
+            self.closest_pair[row] = verdict.closest_pair[i]
+        return polished, ok
+
+    def check_best(self, x: Tensor, collision_part: Tensor, failure: list[str]) -> None:
+        """Check the ``checks_per_iteration`` rows of lowest collision cost of every open problem."""
+        P, S = self.problem.start.shape[0], self.S
+        open_problems = [p for p in range(P) if not self.done[p] and not failure[p]]
+        if not open_problems:
+            return
+        k = min(self.options.checks_per_iteration, S)
+        order = collision_part.view(P, S).argsort(dim=1)[:, :k]  # (P, k)
+        problems = torch.tensor(open_problems, device=x.device)
+        rows = (problems.unsqueeze(1) * S + order[problems]).reshape(-1)
+        polished, ok = self._check_rows(x, rows)
+        for i in ok.nonzero().squeeze(1).tolist():
+            p = int(rows[i]) // S
+            if not self.done[p]:
+                self.done[p] = True
+                self.found[p] = (int(rows[i]), polished[i])
+
+    def finish(self, x: Tensor) -> Tensor:
+        """x with each solved problem's checked motion in its row, and every row of the other
+        problems polished and checked (one batch)."""
+        x = x.clone()
+        P, S = self.problem.start.shape[0], self.S
+        for p, (row, found) in self.found.items():
+            x[row] = found
+            others = [p * S + s for s in range(S) if p * S + s != row]
+            self.clear[others] = False
+        unsolved = [p * S + s for p in range(P) if not self.done[p] for s in range(S)]
+        if unsolved:
+            rows = torch.tensor(unsolved, device=x.device)
+            polished, _ = self._check_rows(x, rows)
+            x[rows] = polished
+        return x
 
 
 def _goal_errors(state: TrajectoryState, problem: _Problem) -> tuple[Tensor, Tensor]:
