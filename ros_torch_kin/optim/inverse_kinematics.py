@@ -165,7 +165,7 @@ class _Problem:
         link_indices = torch.tensor(indices, dtype=torch.int64, device=device)
         moves = chain.ancestor_mask[:, link_indices].any(1)  # (J,)
         active = moves.nonzero().squeeze(1)
-        joint_links_all = _as_index(chain.plan.joint_links, chain.joint_subtree_mask.shape[0], device)
+        joint_links_all = _as_index(chain.plan.joint_links, device)
         relevant = (chain.joint_subtree_mask[:, link_indices] > 0).any(1)  # (M,)
         relevant_joints = relevant.nonzero().squeeze(1)
         joint_to_active = chain.joint_to_dof[active][:, relevant_joints]  # (A, M_a)
@@ -236,7 +236,8 @@ def _link_index(chain: Chain, link) -> int:
     raise ValueError(f"link {link!r} is neither a link name nor an index below {chain.num_links}")
 
 
-def _as_index(index, size: int, device) -> Tensor:
+def _as_index(index, device) -> Tensor:
+    """A chain plan's index (a slice or an index tensor) as an index tensor."""
     if isinstance(index, slice):
         return torch.arange(index.start, index.stop, device=device)
     return index
@@ -320,7 +321,7 @@ class _Solver:
         self.problem, self.start = problem, start
         options, chain = problem.options, problem.chain
         self.options, self.chain = options, chain
-        B, J, K = problem.num_targets, chain.num_dofs, problem.num_links
+        B, K = problem.num_targets, problem.num_links
         device, dtype = chain.device, chain.dtype
         self.generator = torch.Generator(device=device).manual_seed(options.random_seed)
         given = 0 if problem.given_seeds is None else problem.given_seeds.shape[1]
@@ -342,7 +343,7 @@ class _Solver:
     # ------------------------------------------------------------------ rows
     def initial_rows(self, library_offset: int = 0) -> _Rows:
         problem, S = self.problem, self.seeds
-        B, A = problem.num_targets, problem.active.shape[0]
+        B = problem.num_targets
         target = torch.arange(B, device=self.chain.device).repeat_interleave(S)  # (N,)
         q = problem.base.repeat_interleave(S, dim=0)  # (N, J)
         slots = q.view(B, S, -1)
@@ -358,15 +359,12 @@ class _Solver:
             first = 1
         if problem.given_seeds is not None:
             slots[:, first : first + problem.given_seeds.shape[1]] = problem.given_seeds
-        N, R = q.shape[0], self.rows_per_link * problem.num_links
+        N = q.shape[0]
         dtype, device = q.dtype, q.device
         rows = _Rows(
-            target=target, q=q, fresh=torch.ones(N, dtype=torch.bool, device=device),
-            residual=torch.zeros(N, R, dtype=dtype, device=device),
-            jacobian=torch.zeros(N, R, A, dtype=dtype, device=device),
-            cost=torch.full((N,), math.inf, dtype=dtype, device=device),
+            target=target, q=q, fresh=torch.zeros(N, dtype=torch.bool, device=device),
             damping=torch.full((N,), self.options.initial_damping, dtype=dtype, device=device),
-            accepted=torch.zeros(N, dtype=torch.bool, device=device),
+            accepted=torch.ones(N, dtype=torch.bool, device=device),
             cost_at_check=torch.full((N,), math.inf, dtype=dtype, device=device),
             stalled=torch.zeros(N, dtype=torch.int64, device=device),
             age=torch.zeros(N, dtype=torch.int64, device=device),
@@ -375,6 +373,8 @@ class _Solver:
             target_position=problem.target_position.repeat_interleave(S, dim=-1),
             target_rotation=None if problem.target_rotation is None else problem.target_rotation.repeat_interleave(S, dim=-1),
         )
+        rows.residual, rows.jacobian = self.evaluate(q, rows)  # the seeds' errors (not an iteration)
+        rows.cost = (rows.residual * rows.residual).sum(-1)
         if problem.preferred is not None:
             rows.preferred = problem.preferred.repeat_interleave(S, dim=0)
         return rows
@@ -397,7 +397,7 @@ class _Solver:
         query.append(p.target_position.new_ones(B, 1))
         query = torch.cat(query, dim=1)
         chunk = max(1, (1 << 22) // features.shape[1])  # about 16 MB of distances at a time
-        picks = [torch.topk(query[start : start + chunk] @ features, count, dim=1, largest=False).indices
+        picks = [torch.topk(_product(query[start : start + chunk], features), count, dim=1, largest=False).indices
                  for start in range(0, B, chunk)]
         return library_q[torch.cat(picks)]  # (B, count, A)
 
@@ -624,6 +624,15 @@ class _Solver:
         )
 
 
+def _product(a: Tensor, b: Tensor, serial_columns: int = 1024) -> Tensor:
+    """a @ b for (m, k) and (k, n); for a few rows in pieces of ``serial_columns`` columns, small
+    enough for a CPU to multiply on the calling thread (a thread pool's start can cost
+    milliseconds on a busy machine, more than the product)."""
+    if a.shape[0] > 8 or b.shape[1] <= serial_columns:
+        return a @ b
+    return torch.cat([a @ piece for piece in b.split(serial_columns, dim=1)], dim=1)
+
+
 _SEED_LIBRARIES: "weakref.WeakKeyDictionary[Chain, dict]" = weakref.WeakKeyDictionary()
 
 
@@ -690,12 +699,29 @@ def _damped_step(jacobian: Tensor, residual: Tensor, damping: Tensor, secondary:
     return _solve_positive_definite(system, rhs.unsqueeze(-1)).squeeze(-1)
 
 
+#: up to this many systems, _solve_positive_definite eliminates with elementwise operations
+SMALL_SYSTEMS = 64
+
+
 def _solve_positive_definite(system: Tensor, rhs: Tensor) -> Tensor:
-    """(N, n, n) symmetric positive definite, (N, n, 1) -> (N, n, 1) solution, by Cholesky
-    (no error check, so no host sync; on a CPU much faster than the LU of linalg.solve for small
-    batches, which runs a thread pool per call)."""
-    factor = torch.linalg.cholesky_ex(system)[0]
-    return torch.cholesky_solve(rhs, factor)
+    """(N, n, n) symmetric positive definite, (N, n, 1) -> (N, n, 1) solution, without an error
+    check (no host sync).
+
+    Up to SMALL_SYSTEMS systems by Gauss–Jordan elimination without pivoting (stable for positive
+    definite matrices): n rounds of three elementwise operations on small tensors, which a CPU
+    runs on the calling thread. LAPACK's batched Cholesky (and LU) start the thread pool for any
+    batch; on a busy machine each such call can wait milliseconds for a second thread. Larger
+    batches use Cholesky, where that cost is amortised.
+    """
+    N, n = system.shape[0], system.shape[-1]
+    if N > SMALL_SYSTEMS:
+        return torch.cholesky_solve(rhs, torch.linalg.cholesky_ex(system)[0])
+    augmented = torch.cat((system, rhs), dim=-1)  # (N, n, n + 1)
+    for k in range(n):
+        pivot_row = augmented[:, k : k + 1] / augmented[:, k : k + 1, k : k + 1]  # (N, 1, n + 1)
+        augmented = torch.addcmul(augmented, augmented[:, :, k : k + 1], pivot_row, value=-1.0)
+        augmented[:, k : k + 1] = pivot_row
+    return augmented[:, :, n:]
 
 
 def _wrap(q: Tensor) -> Tensor:
