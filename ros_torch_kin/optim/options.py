@@ -84,6 +84,10 @@ class TrajectoryOptions:
     #: seeds per problem whose whole motion is checked after each iteration; the iterations stop
     #: once every problem has a checked collision-free motion reaching the goal
     checks_per_iteration: int = 1
+    #: iteration limit with collision checking (instead of ``max_iterations``; the iterations
+    #: usually stop much earlier, once a checked motion is found); ``relative_tolerance`` does not
+    #: stop them while some problem is unsolved
+    collision_iterations: int = 40
 
     def __post_init__(self):
         if self.waypoints < 3:

@@ -226,7 +226,8 @@ def solve_trajectory(
         A = steps.shape[0]
         every_row = torch.arange(P * S, device=x.device)
         best = cost.view(P, S).amin(1)
-    for iteration in range(1, options.max_iterations + 1) if stopped == "max_iterations" else ():
+    max_iterations = options.max_iterations if motion is None else options.collision_iterations
+    for iteration in range(1, max_iterations + 1) if stopped == "max_iterations" else ():
         direction = lbfgs.direction(gradient.view(P * S, -1)).view_as(x)
         candidates = limits.clamp(x.unsqueeze(0) + steps * direction.unsqueeze(0))  # (A, P·S, T − 1, J)
         # every step size with its gradient in one batch (problem-major rows: P, A, S)
@@ -261,7 +262,7 @@ def solve_trajectory(
             stopped = "time_budget"
             break
         quiet = quiet + 1 if bool(((previous - best) <= options.relative_tolerance * previous.abs()).all()) else 0
-        if quiet >= 2:
+        if quiet >= 2 and motion is None:
             stopped = "converged"
             break
     timings["iterations"] = time.perf_counter() - moment
