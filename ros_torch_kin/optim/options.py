@@ -73,7 +73,7 @@ class TrajectoryOptions:
     #: collision-free IK goals per pose goal (from different preferred configurations) and the
     #: time budget (s) of that IK
     goal_candidates: int = 4
-    goal_ik_time_budget: float = 0.1
+    goal_ik_time_budget: float = 0.5
     #: via-point detours per goal: start -> via -> goal seeds, via = the midpoint of the straight
     #: motion plus a random offset of up to ``detour_scales`` rad per joint (cycled)
     detours: int = 12
