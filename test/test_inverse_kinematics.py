@@ -81,6 +81,11 @@ def test_a_single_unbatched_target_is_a_batch_of_one(panda):
     assert position[0] <= TOLERANCE and orientation[0] <= TOLERANCE
 
 
+def test_an_empty_batch_gives_an_empty_result(panda):
+    result = solve_ik(panda, "panda_hand", torch.zeros(0, 4, 4), OPTIONS)
+    assert result.q.shape == (0, panda.num_dofs) and result.success.shape == (0,)
+
+
 def test_position_only_reaches_the_positions_with_any_orientation(panda):
     positions = targets_of(panda, "panda_hand", 50, seed=3)[:, :3, 3]
     options = IKOptions(position_only=True, time_budget=60.0)

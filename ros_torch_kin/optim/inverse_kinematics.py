@@ -271,7 +271,7 @@ def _parse_targets(chain: Chain, targets, K: int, single: bool, position_only: b
         T = (targets if batched else targets.unsqueeze(0)).reshape(-1, K, 4, 4)
         rotation = T[..., :3, :3]
         orthonormal = rotation @ rotation.mT - torch.eye(3, dtype=T.dtype, device=T.device)
-        if orthonormal.abs().amax() > 1e-3 or (torch.linalg.det(rotation) < 0).any():
+        if (orthonormal.abs() > 1e-3).any() or (torch.linalg.det(rotation) < 0).any():
             raise ValueError("targets: the rotation parts must be rotation matrices (orthonormal, det +1)")
         return T[..., :3, 3], (None if position_only else rotation)
     batched = targets.dim() == 2 + len(link_axis)
@@ -317,6 +317,10 @@ class _Rows:
 
 
 class _Solver:
+    """One call's iterations: the rows (see _Rows) and, per target, the answer so far (best_q
+    (B, J), best_cost (B,) — 0 once solved —, solved, iterations, restarts). ``start``: the
+    perf_counter time the call began (the time budget counts from it)."""
+
     def __init__(self, problem: _Problem, start: float):
         self.problem, self.start = problem, start
         options, chain = problem.options, problem.chain
@@ -564,6 +568,10 @@ class _Solver:
     # ------------------------------------------------------------------ the loop
     def run(self) -> IKResult:
         o = self.options
+        if self.problem.num_targets == 0:
+            empty = self.best_q.new_zeros(0)
+            return IKResult(q=self.best_q, success=self.solved, position_error=empty, orientation_error=empty,
+                            iterations=self.iterations, restarts=self.restarts, solve_time=time.perf_counter() - self.start)
         tail = o.tail_seeds > self.seeds
         with torch.no_grad():
             iteration = self.solve(min(o.max_iterations, o.tail_after) if tail else o.max_iterations)
