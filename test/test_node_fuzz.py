@@ -337,10 +337,6 @@ def test_malformed_descriptions_change_nothing_and_the_newest_valid_one_wins(fuz
         assert len(line) < 2000 or "URDF:" in line, f"a log line of {len(line)} characters: {line[:300]}..."
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the node's last guard (_guard_finite) refuses GetRobotModel replies whose limits are "
-    "legitimately infinite (continuous joints: lower/upper = ∓inf): get_robot_model answers "
-    "success=false 'the result's lower_limits is not finite (float32 overflowed)'"))
 def test_get_robot_model_of_a_robot_with_a_continuous_joint_over_ros(fuzzed):
     """Runs last: it replaces the fuzzed node's robot."""
     from ros_torch_kin.srv import GetRobotModel

@@ -503,11 +503,6 @@ CONTINUOUS = ("<robot name='wheel'><link name='a'/><link name='b'/>"
               "</robot>")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the last guard (_guard_finite via convert.first_non_finite_output) also checks "
-    "GetRobotModel, whose lower/upper/velocity/effort limits are legitimately ±inf for continuous "
-    "joints and unlimited ones: get_robot_model answers success=false ('the result's "
-    "lower_limits is not finite (float32 overflowed)') for TIAGo, Kinova, any wheel"))
 def test_get_robot_model_of_a_robot_with_continuous_joints_passes_the_guard():
     wheel = build_model(CONTINUOUS, "test", torch.device("cpu"), torch.float32, "error")
     response = handlers.serve_robot_model(wheel, node_settings(end_effector_link="b"), GetRobotModel.Request(),

@@ -136,12 +136,7 @@ def collisions_per_link(urdf: str) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("name", [
-    # BUG: panda's URDF has > 20 distinct urdf_parser_py warnings (unknown <dynamics> attributes);
-    # _summarize_warnings keeps the first 20 and the "skipped ... markup" warning, appended last,
-    # is folded into "... and 9 more parser warnings": nothing says what was skipped.
-    pytest.param("panda", marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG: the 'skipped the <visual>... markup' warning is cut off by the 20-warning summary "
-        "when the URDF has many other parser warnings (panda)"))),
+    "panda",
     "ur5",
     "tiago",
 ])
@@ -480,11 +475,6 @@ def refusal_lines(process) -> list[str]:
 
 
 @requires_ros
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: every callback of the node is in its default MutuallyExclusiveCallbackGroup, and rclpy "
-    "holds that group for the whole life of an async callback: while _on_robot_description awaits "
-    "its worker, no service request is dispatched, so get_robot_model is answered only after the "
-    "big description was parsed and refused"))
 def test_services_answer_with_the_current_model_while_a_big_description_is_parsed(described):
     process, client, _, publish, _ = described
     before = model_identity(client)
@@ -578,13 +568,9 @@ def test_a_revert_to_the_served_description_wins_over_a_slower_older_one(describ
 
 
 @requires_ros
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: KinematicsNode._on_robot_description returns early for a description equal to the "
-    "CURRENT model's text without taking a ticket, so a slower description received before it "
-    "is applied when its build finishes: the newest description (a revert) loses"))
 def test_revert_ordering_in_the_description_handler_itself(ros_domain):
     """The node's own handler, driven in this process with both descriptions in flight at once
-    (over ROS the executor currently runs them one after the other, see the xfail above)."""
+    (over ROS the two could also be serialised by the executor)."""
     from rclpy.executors import SingleThreadedExecutor
     from std_msgs.msg import String
 

@@ -147,7 +147,7 @@ def _read_xml(urdf: str):
             raise
         warnings = [w for w in warnings if not w.startswith("urdf_parser_py:")]
         robot = _parse_tree(root, warnings)
-        warnings.append(
+        warnings.insert(0,  # first: the parser's own warnings may be cut to MAX_WARNINGS
             f"skipped the <visual>, <collision>, <inertial> and <material> markup of the links "
             f"({stripped} elements), which urdf_parser_py could not read ({error}); kinematics "
             "does not use it"

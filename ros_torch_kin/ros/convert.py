@@ -196,7 +196,7 @@ def unit_quaternions(q: np.ndarray, field: str) -> np.ndarray:
     """(N, 4) finite quaternions -> unit quaternions; RequestError for a zero one. Scaled by the
     largest component first, so the norm cannot overflow or underflow."""
     scale = np.abs(q).max(axis=1, initial=0.0)
-    bad = np.flatnonzero(scale < 1e-150)
+    bad = np.flatnonzero(scale == 0.0)
     if bad.size:
         raise RequestError(f"{field}[{int(bad[0])}] has a zero quaternion")
     q = q / scale[:, None]
@@ -217,15 +217,22 @@ def weights(values, count: int, field: str) -> np.ndarray:
     return w
 
 
+#: Response fields where ±inf is a legitimate value (a continuous joint has no position limit,
+#: URDF may give no velocity or effort limit); NaN is refused there too.
+UNBOUNDED_FIELDS = frozenset({"lower_limits", "upper_limits", "velocity_limits", "effort_limits"})
+
+
 def first_non_finite_output(response) -> str | None:
-    """The name of the first float64 field (or array) of a response message holding NaN or Inf,
-    else None: the last guard before a reply says success=true."""
+    """The name of the first float64 field (or array) of a response message holding NaN or Inf
+    (only NaN in :data:`UNBOUNDED_FIELDS`), else None: the last guard before a reply says
+    success=true."""
     for name, kind in response.get_fields_and_field_types().items():
         if kind not in ("double", "sequence<double>", "float", "sequence<float>"):
             continue
         value = getattr(response, name)
         values = as_float_array(value) if kind.startswith("sequence") else np.array([value], dtype=np.float64)
-        if values.size and not np.isfinite(values).all():
+        bad = np.isnan(values) if name in UNBOUNDED_FIELDS else ~np.isfinite(values)
+        if values.size and bad.any():
             return name
     return None
 

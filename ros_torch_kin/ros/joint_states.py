@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from ..kinematics import Chain
+from .convert import MAX_JOINT_POSITION
 
 
 class JointStateTracker:
@@ -27,9 +28,13 @@ class JointStateTracker:
 
     def update(self, names, positions) -> None:
         """Take the values of the named joints; ignore unknown names and non-finite values.
-        ValueError if the message's arrays disagree in length."""
+        ValueError (and nothing taken) if the message's arrays disagree in length or a known
+        joint's value is beyond ±MAX_JOINT_POSITION (rad or m; a float32 chain would answer NaN)."""
         if len(positions) != len(names):
             raise ValueError(f"JointState has {len(names)} names but {len(positions)} positions")
+        for name, value in zip(names, positions):
+            if abs(value) > MAX_JOINT_POSITION and math.isfinite(value) and name in self._index:
+                raise ValueError(f"joint '{name}' = {value:.6g} is beyond ±{MAX_JOINT_POSITION:g} rad or m")
         for name, value in zip(names, positions):
             index = self._index.get(name)
             if index is None:

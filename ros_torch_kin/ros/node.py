@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 import rclpy
 import torch
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
@@ -46,6 +47,7 @@ from .convert import RequestError
 from .joint_states import JointStateTracker
 from .link_pose_publisher import LinkPosePublisher
 from .parameters import PARAMETERS, Settings, check_choice
+from .qos import SERVICE_QOS
 from .scene_server import SceneServer
 from .served_model import (
     CollisionOptions,
@@ -98,20 +100,28 @@ class KinematicsNode(Node):
         self._description_tickets = self._applied_ticket = 0
         self._load_configured_description(values)
 
-        self.create_service(ComputeFK, "~/compute_fk", self._serving(handlers.serve_fk))
-        self.create_service(ComputeJacobian, "~/compute_jacobian", self._serving(handlers.serve_jacobian))
-        self.create_service(ComputeGradient, "~/compute_gradient", self._serving(handlers.serve_gradient))
-        self.create_service(GetRobotModel, "~/get_robot_model", self._serving(handlers.serve_robot_model))
-        self.create_service(CheckCollision, "~/check_collision",
-                            self._serving(collision_services.serve_check_collision, with_world=True))
-        self.create_service(GetCollisionModel, "~/get_collision_model",
-                            self._serving(collision_services.serve_collision_model))
-        self.create_service(ComputeIK, "~/compute_ik", self._serving(self._serve_ik, with_world=True))
+        # Every callback that awaits the worker pool is in one reentrant group: in rclpy's default
+        # (mutually exclusive) group a coroutine in flight keeps every other callback of the node
+        # waiting, so a big description or request would stall all services.
+        self.concurrent = ReentrantCallbackGroup()
+        services = (
+            (ComputeFK, "compute_fk", self._serving(handlers.serve_fk)),
+            (ComputeJacobian, "compute_jacobian", self._serving(handlers.serve_jacobian)),
+            (ComputeGradient, "compute_gradient", self._serving(handlers.serve_gradient)),
+            (GetRobotModel, "get_robot_model", self._serving(handlers.serve_robot_model)),
+            (CheckCollision, "check_collision", self._serving(collision_services.serve_check_collision, with_world=True)),
+            (GetCollisionModel, "get_collision_model", self._serving(collision_services.serve_collision_model)),
+            (ComputeIK, "compute_ik", self._serving(self._serve_ik, with_world=True)),
+        )
+        for kind, name, callback in services:
+            self.create_service(kind, f"~/{name}", callback, qos_profile=SERVICE_QOS, callback_group=self.concurrent)
         self._scene = SceneServer(self)
         self._poses = LinkPosePublisher(self)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.create_subscription(String, "robot_description", self._on_robot_description, latched)
-        self.create_subscription(String, "robot_description_semantic", self._on_robot_description_semantic, latched)
+        self.create_subscription(String, "robot_description", self._on_robot_description, latched,
+                                 callback_group=self.concurrent)
+        self.create_subscription(String, "robot_description_semantic", self._on_robot_description_semantic, latched,
+                                 callback_group=self.concurrent)
         self._planner = TrajectoryActionServer(self)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
@@ -179,6 +189,8 @@ class KinematicsNode(Node):
             return
         current = self.model
         if current is not None and msg.data == current.urdf:
+            # a revert to the served description is the newest word: builds still in flight lose
+            self._applied_ticket = self._next_description_ticket()
             return
         ticket = self._next_description_ticket()
         kept = f"still serving {current.summary()}" if current else "no robot model yet"

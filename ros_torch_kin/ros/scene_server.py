@@ -25,6 +25,7 @@ from ..msg import Obstacle as ObstacleMsg
 from ..srv import UpdateScene
 from . import convert
 from .convert import RequestError
+from .qos import SERVICE_QOS
 
 _KIND_OF_PRIMITIVE = {SolidPrimitive.BOX: BOX, SolidPrimitive.SPHERE: SPHERE, SolidPrimitive.CYLINDER: CYLINDER}
 _PRIMITIVE_NAMES = {SolidPrimitive.CONE: "CONE", SolidPrimitive.PRISM: "PRISM"}
@@ -40,7 +41,7 @@ class SceneServer:
         self.node = node
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._markers = node.create_publisher(MarkerArray, "~/collision_markers", latched)
-        node.create_service(UpdateScene, "~/update_scene", self._update_scene)
+        node.create_service(UpdateScene, "~/update_scene", self._update_scene, qos_profile=SERVICE_QOS)
         self.publish_markers()
 
     def _update_scene(self, request, response):

@@ -37,6 +37,7 @@ class TrajectoryActionServer:
             node, PlanTrajectory, "~/plan_trajectory", self._execute,
             goal_callback=lambda goal: GoalResponse.ACCEPT,
             cancel_callback=lambda goal_handle: CancelResponse.ACCEPT,
+            callback_group=node.concurrent,  # a plan in flight must not hold up the services
         )
         self._one_plan_at_a_time = threading.Lock()  # plans share the CPU/GPU; others queue
         self._trajectory = node.create_publisher(JointTrajectory, "~/planned_trajectory", 10)
