@@ -206,6 +206,10 @@ def markdown(args, result, ours, reported, disagree, batch_times, single_times, 
         + ", ".join(f"{t:.2f}" for t in batch_times) + ". Single target: median of "
         f"{len(single_times)} calls, p95 {1e3 * sorted(single_times)[int(0.95 * (len(single_times) - 1))]:.2f} ms.",
         "",
+        "On a shared machine two threads can lose to one: every elementwise operation on more than 32k "
+        "elements (a large batch) starts the thread pool, and each start waits for the second thread whenever "
+        "another process holds that core; the one-thread row shows the work itself.",
+        "",
         "Reference (not measured here): TRAC-IK 99.70 % at 0.38 ms per solve on the Panda (1e-5 tolerance, one core).",
         "",
         "| target (this CPU) | result |",
