@@ -286,7 +286,8 @@ def test_a_urdf_whose_meshes_are_missing_is_served_without_those_links(ros_domai
         '<collision><origin xyz="0 0 0.11"/><geometry><cylinder radius="0.065" length="0.22"/></geometry></collision>',
         '<collision><geometry><mesh filename="package://nowhere/meshes/link3.stl"/></geometry></collision>', 1)
     assert "nowhere" in urdf
-    with running_node(ros_domain, {"robot_description": urdf}) as (_, client):
+    # its own node name: the module's `served` node may still be running
+    with running_node(ros_domain, {"robot_description": urdf}, name="rtk_missing_meshes") as (_, client):
         r = client.collision_model()
         counts = dict(zip(r.link_names, r.sphere_counts))
         assert counts["link_3"] == 0 and counts["link_2"] > 0
@@ -297,7 +298,7 @@ def test_a_urdf_whose_meshes_are_missing_is_served_without_those_links(ros_domai
 def test_srdf_parameter_disables_its_pairs(ros_domain):
     srdf = ('<robot name="rtk_arm7"><disable_collisions link1="base_link" link2="link_3" reason="Never"/>'
             '</robot>')
-    with running_node(ros_domain, {"robot_description_semantic": srdf}) as (_, client):
+    with running_node(ros_domain, {"robot_description_semantic": srdf}, name="rtk_srdf") as (_, client):
         r = client.collision_model()
         disabled = dict(zip(zip(r.disabled_link_a, r.disabled_link_b), r.disabled_reasons))
         assert "srdf" in disabled[("base_link", "link_3")].lower()
