@@ -5,7 +5,8 @@
    each drawn towards a different preferred configuration (the start for the first, random ones
    for the others), so that they tend to lie on different IK branches. A configuration goal is
    itself the only goal. Why a problem has no goal is told apart: the IK reached the target only
-   in collision ("goal in collision") or not at all ("goal unreachable").
+   in collision, or reaches it when collisions are ignored ("goal in collision"), or does not
+   reach it at all ("goal unreachable").
 2. Candidates. Per goal, the minimum-jerk motion from the start, and ``detours`` motions through a
    via configuration at mid-time: the straight motion's midpoint plus a random offset (seeded;
    scales cycled through ``detour_scales`` rad), added with a bump that is zero, with zero
@@ -90,16 +91,22 @@ def collision_free_goals(
     valid = result.success.view(P, K) & limits.contains(goals)
     reached = ((result.position_error <= options.position_tolerance)
                & (result.orientation_error <= options.orientation_tolerance)).view(P, K)
+    unsolved = (~valid.any(1) & ~reached.any(1)).nonzero().squeeze(1)
+    if unsolved.numel():  # reached only in collision, or not at all? ask the IK without collision
+        free = solve_ik(chain, link, targets.view(P, K, *targets.shape[1:])[unsolved, 0], ik_options,
+                        seeds=start[unsolved].unsqueeze(1), preferred=start[unsolved])
+        reached[unsolved, 0] = free.success
     reasons = ["" if bool(valid[p].any()) else GOAL_IN_COLLISION if bool(reached[p].any()) else GOAL_UNREACHABLE
                for p in range(P)]
     return goals, valid, reasons
 
 
 def candidate_motions(start: Tensor, goals: Tensor, valid: Tensor, options: TrajectoryOptions,
-                      limits: TrajectoryLimits) -> Tensor:
+                      limits: TrajectoryLimits, draw: int = 0) -> Tensor:
     """Starts (P, J), goals (P, K, J) with valid (P, K) -> candidates (P, C, T, J) with
     C = K (1 + detours). Invalid goals are replaced by the problem's first valid one (by the
-    start if it has none)."""
+    start if it has none). ``draw``: which set of random via offsets (a restart draws anew, with
+    the scales grown by half per draw)."""
     P, K, J = goals.shape
     T, V = options.waypoints, options.detours
     first = valid.to(torch.int8).argmax(1)  # (P,) the first valid goal (0 if none)
@@ -108,9 +115,10 @@ def candidate_motions(start: Tensor, goals: Tensor, valid: Tensor, options: Traj
     straight = start.view(P, 1, 1, J) + minimum_jerk_profile(T, start).view(1, 1, T, 1) * (goals - start.unsqueeze(1)).unsqueeze(2)
     if V == 0:
         return straight
-    generator = torch.Generator().manual_seed(options.random_seed + 11)
+    generator = torch.Generator().manual_seed(options.random_seed + 11 + 7919 * draw)
     offsets = 2 * torch.rand(K, V, J, generator=generator, dtype=torch.float64) - 1  # the same for every problem
     scales = torch.tensor(options.detour_scales, dtype=torch.float64)[torch.arange(V) % len(options.detour_scales)]
+    scales = scales * (1 + 0.5 * draw)
     offsets = (offsets * scales.view(1, V, 1)).to(start.device, start.dtype)
     midpoint = straight[:, :, T // 2]  # (P, K, J)
     via = limits.clamp(midpoint.unsqueeze(2) + offsets)  # (P, K, V, J)

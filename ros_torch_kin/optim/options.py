@@ -88,6 +88,9 @@ class TrajectoryOptions:
     #: usually stop much earlier, once a checked motion is found); ``relative_tolerance`` does not
     #: stop them while some problem is unsolved
     collision_iterations: int = 40
+    #: with collision checking, the seeds of problems still unsolved after this many iterations
+    #: are drawn anew (other, wider detours) and optimised from scratch
+    restart_every: int = 12
 
     def __post_init__(self):
         if self.waypoints < 3:

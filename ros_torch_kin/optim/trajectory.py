@@ -210,7 +210,8 @@ def solve_trajectory(
     if motion is None:
         x = _seed_trajectories(chain, problem, options, limits)[:, 1:]  # (P·S, T − 1, J)
     else:
-        x = _collision_seeds(chain, problem, options, limits, collision, cost_checker, failure, timings)[:, 1:]
+        goals, valid = _collision_goals(chain, problem, options, limits, collision, cost_checker, failure, timings)
+        x = _ranked_seeds(problem, options, limits, cost_checker, goals, valid, timings, draw=0)[:, 1:]
         checks = _MotionChecks(chain, problem, options, limits, motion, S)
         moment = time.perf_counter()
         checks.check_best(x, torch.zeros(P * S, dtype=x.dtype, device=x.device), failure)
@@ -258,6 +259,20 @@ def solve_trajectory(
             if checks.all_done(failure):
                 stopped = "solved"
                 break
+            if iteration % options.restart_every == 0 and iteration < max_iterations:  # new, wider detours
+                moment_seed = time.perf_counter()
+                fresh = _ranked_seeds(problem, options, limits, cost_checker, goals, valid, timings,
+                                      draw=iteration // options.restart_every)[:, 1:]
+                moment -= time.perf_counter() - moment_seed
+                unsolved = torch.tensor([not d for d in checks.done], device=x.device).repeat_interleave(S)
+                x = torch.where(unsolved.view(-1, 1, 1), fresh, x)
+                cost, gradient, collision_part = value_and_gradient(x, S)
+                lbfgs.reset(unsolved)
+                best = cost.view(P, S).amin(1)
+                checks.check_best(x, collision_part, failure)
+                if checks.all_done(failure):
+                    stopped = "solved"
+                    break
         if time.perf_counter() - started > options.time_budget:
             stopped = "time_budget"
             break
@@ -442,12 +457,12 @@ def _row_goal_errors(chain, problem, last: Tensor, owner: Tensor) -> tuple[Tenso
         return _goal_errors(state, problem)
 
 
-def _collision_seeds(chain, problem, options, limits, collision, cost_checker, failure: list[str],
-                     timings: dict) -> Tensor:
-    """(P·S, T, J) seeds (S = options.collision_seeds) for collision-aware problems; refused
-    problems get their reason in ``failure`` (see :mod:`.motion_seeding`)."""
+def _collision_goals(chain, problem, options, limits, collision, cost_checker, failure: list[str],
+                     timings: dict) -> tuple[Tensor, Tensor]:
+    """Goals (P, K, J) and valid (P, K) of collision-aware problems (see :mod:`.motion_seeding`);
+    refused problems get their reason in ``failure``."""
     moment = time.perf_counter()
-    P, J, c = problem.start.shape[0], chain.num_dofs, options.clearance
+    P, c = problem.start.shape[0], options.clearance
     with torch.no_grad():
         start_clear = collision.distances(problem.start).min_distance >= c
         for p in (~start_clear).nonzero().squeeze(1).tolist():
@@ -465,12 +480,21 @@ def _collision_seeds(chain, problem, options, limits, collision, cost_checker, f
                                                          problem.start, model, options, limits)
             for p, reason in enumerate(reasons):
                 failure[p] = failure[p] or reason
-        timings["goals"] = time.perf_counter() - moment
-        moment = time.perf_counter()
-        candidates = candidate_motions(problem.start, goals, valid, options, limits)
-        seeds = rank_candidates(cost_checker, candidates, c + options.cost_margin, options.collision_seeds)
-        timings["seeding"] = time.perf_counter() - moment
-    return seeds.reshape(P * options.collision_seeds, options.waypoints, J)
+    timings["goals"] += time.perf_counter() - moment
+    return goals, valid
+
+
+def _ranked_seeds(problem, options, limits, cost_checker, goals: Tensor, valid: Tensor, timings: dict,
+                  draw: int) -> Tensor:
+    """(P·S, T, J) seeds (S = options.collision_seeds): the best ranked candidate motions of
+    draw ``draw`` (see :mod:`.motion_seeding`)."""
+    moment = time.perf_counter()
+    P = problem.start.shape[0]
+    with torch.no_grad():
+        candidates = candidate_motions(problem.start, goals, valid, options, limits, draw)
+        seeds = rank_candidates(cost_checker, candidates, options.clearance + options.cost_margin, options.collision_seeds)
+    timings["seeding"] += time.perf_counter() - moment
+    return seeds.reshape(P * options.collision_seeds, options.waypoints, -1)
 
 
 class _MotionChecks:
