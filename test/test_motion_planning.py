@@ -5,11 +5,9 @@ speed bound and the swept check's clearance bound hold against dense sampling.""
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
