@@ -64,7 +64,11 @@ def test_plans_a_reachable_pose_with_feedback_and_publishes_it(ros_domain, plann
         feedback = []
         status, result = client.plan_trajectory(goal, on_feedback=feedback.append)
         assert status == SUCCEEDED and result.success, result.message
-        assert feedback and [f.iteration for f in feedback] == list(range(1, len(feedback) + 1))
+        iterations = [f.iteration for f in feedback]
+        # one report per iteration, or a single report 0 when the collision-free seeds solved it
+        assert iterations == list(range(1, len(feedback) + 1)) or iterations == [0], iterations
+        if iterations == [0]:
+            assert feedback[0].min_clearance == pytest.approx(result.min_clearance)
         trajectory = result.trajectory
         assert list(trajectory.joint_names) == list(arm.joint_names) and len(trajectory.points) == 16
         positions = np.array([p.positions for p in trajectory.points])
@@ -76,7 +80,7 @@ def test_plans_a_reachable_pose_with_feedback_and_publishes_it(ros_domain, plann
         assert error[:3].norm() <= 1.01e-3 and error[3:].norm() <= math.radians(1.01)
         velocities = np.array([p.velocities for p in trajectory.points])
         assert (np.abs(velocities) <= arm.velocity_limits.numpy() * (1 + 1e-5)).all()
-        assert result.position_error <= 1e-3 and result.iterations >= 1 and result.solve_time > 0
+        assert result.position_error <= 1e-3 and result.iterations == (0 if iterations == [0] else len(feedback)) and result.solve_time > 0
         assert wait_until(lambda: published["trajectory"] and published["markers"])
         assert len(published["markers"][-1].markers[0].points) == 16
     finally:
@@ -125,6 +129,9 @@ def test_cancel_mid_solve(planner, arm):
         assert set_parameters(spinner, trajectory_max_iterations=100_000) == [(True, "")]
         goal, _ = goal_for(arm, random_configuration(arm, 7), random_configuration(arm, 8))
         goal.seeds, goal.waypoints, goal.time_budget = 256, 128, 60.0
+        # free-space optimisation iterates long enough to be cancelled; a collision-aware plan
+        # stops at its first checked motion (the same iteration loop and cancel hook)
+        goal.avoid_collisions = False
         status, result = client.plan_trajectory(goal, cancel_after=1.5)
         assert status == CANCELED and result.message.startswith("canceled after"), result.message
         assert not result.success and len(result.trajectory.points) == 0
@@ -139,7 +146,7 @@ def test_unreachable_target_is_a_clean_failure(planner, arm):
     goal.target_pose.pose.position.x = 3.0  # the arm reaches 1.4 m
     status, result = client.plan_trajectory(goal)
     assert status == SUCCEEDED and not result.success
-    assert "no seed reached the target within tolerance" in result.message and result.position_error > 1.0
+    assert "goal unreachable" in result.message and result.position_error > 1.0
     assert len(result.trajectory.points) == 0  # nothing to execute by mistake
 
 

@@ -365,6 +365,10 @@ def main(args=None) -> None:
     except ValueError as error:  # a parameter the node cannot start with
         print(f"ros_torch_kin: {error}", file=sys.stderr)
         sys.exit(2)
+    except Exception:
+        if rclpy.ok():
+            raise
+        # SIGINT while starting (rclpy's handler shut the context down under us): a shutdown
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C (launch sends two) during cleanup
         if node is not None:

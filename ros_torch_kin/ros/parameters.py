@@ -87,6 +87,8 @@ PARAMETERS = (
     Parameter("trajectory_max_iterations", 10, "Most L-BFGS iterations per plan (the seeds already reach the "
               "target; iterations smooth and shorten the path).", integer_range=(1, 100_000)),
     Parameter("trajectory_time_budget", 2.0, "Wall-clock seconds a plan may take when the goal does not say."),
+    Parameter("trajectory_clearance", 0.01, "Distance (m) planned motions keep from obstacles and between "
+              "the robot's own links, at every waypoint and along every segment, when the goal says 0."),
     Parameter("trajectory_acceleration_limit", 5.0, "Joint acceleration limit of planned trajectories "
               "(rad/s² or m/s²; URDF has none)."),
     Parameter("trajectory_velocity_scaling", 1.0, "Fraction of the URDF velocity limits planned "
@@ -119,6 +121,7 @@ class Settings:
         return cls.from_values({p.name: p.default for p in PARAMETERS})
 
 
+_NON_NEGATIVE = ("collision_margin", "trajectory_clearance")
 _POSITIVE = ("trajectory_time_budget", "trajectory_acceleration_limit", "trajectory_velocity_scaling")
 
 
@@ -129,7 +132,7 @@ def check_choice(name: str, value) -> str | None:
         return f"{name} must be one of {', '.join(spec.choices)}, not '{value}'"
     if name in _POSITIVE and not value > 0:
         return f"{name} must be positive, not {value}"
-    if name == "collision_margin" and not (math.isfinite(value) and value >= 0):
+    if name in _NON_NEGATIVE and not (math.isfinite(value) and value >= 0):
         return f"{name} must be a finite number of metres >= 0, not {value}"
     if name == "trajectory_velocity_scaling" and value > 1:
         return f"{name} must be at most 1, not {value}"

@@ -157,7 +157,7 @@ def collision_markers(model, scene: Scene, stamp) -> MarkerArray:
             marker.scale.x = marker.scale.y = marker.scale.z = 2.0 * float(radius)
             markers.append(marker)
     for i, obstacle in enumerate(scene):
-        markers += _obstacle_markers(obstacle, i, chain.root_link, stamp)
+        markers += obstacle_markers(obstacle, i, chain.root_link, stamp)
     return MarkerArray(markers=markers)
 
 
@@ -169,7 +169,7 @@ def _marker(namespace: str, index: int, frame: str, stamp, kind: int, colour) ->
     return marker
 
 
-def _obstacle_markers(obstacle: Obstacle, index: int, frame: str, stamp) -> list[Marker]:
+def obstacle_markers(obstacle: Obstacle, index: int, frame: str, stamp) -> list[Marker]:
     kind = {SPHERE: Marker.SPHERE, BOX: Marker.CUBE}.get(obstacle.kind, Marker.CYLINDER)
     marker = _marker("obstacles", index, frame, stamp, kind, _OBSTACLE_COLOUR)
     convert.fill_pose(marker.pose, matrix_to_pose_xyzw(obstacle.pose))

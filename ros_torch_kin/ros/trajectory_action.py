@@ -24,6 +24,7 @@ from ..kinematics import forward_kinematics, pose_xyzw_to_matrix
 from ..optim import TrajectoryLimits, TrajectoryOptions, solve_trajectory
 from . import convert
 from .convert import RequestError
+from .scene_server import obstacle_markers
 
 Goal = PlanTrajectory.Goal
 
@@ -50,22 +51,25 @@ class TrajectoryActionServer:
     async def _execute(self, goal_handle):
         """Runs on the executor; the solve runs in the node's worker pool (cancel stays responsive)."""
         node = self.node
-        model, settings = node.model, node.settings  # one snapshot for the whole plan
+        model, settings, world = node.model, node.settings, node.world  # one snapshot for the whole plan
         result = PlanTrajectory.Result()
         if model is None:
             return _abort(goal_handle, result, "no robot model")
         try:
-            problem = self._read_goal(goal_handle.request, model, settings)
+            problem = self._read_goal(goal_handle.request, model, settings, world)
         except (RequestError, ValueError) as error:
             return _abort(goal_handle, result, str(error))
+
+        published = []
 
         def on_iteration(report) -> bool:
             feedback = PlanTrajectory.Feedback(
                 iteration=report.iteration, best_cost=float(report.best_cost[0]),
                 position_error=float(report.position_error[0]), orientation_error=float(report.orientation_error[0]),
-                elapsed=report.elapsed,
+                elapsed=report.elapsed, min_clearance=-1.0,
             )
             goal_handle.publish_feedback(feedback)
+            published.append(report.iteration)
             return not goal_handle.is_cancel_requested
 
         def solve():
@@ -90,14 +94,35 @@ class TrajectoryActionServer:
             result.message = f"canceled after {solution.iterations} iterations"
             goal_handle.canceled()
             return result
-        result.success = bool(solution.success[0])
+        checked = solution.collision_free is not None
+        result.collision_checked = checked
+        if checked:
+            clearance = float(solution.min_clearance[0])
+            result.min_clearance = clearance if math.isfinite(clearance) else 1e300
+            if solution.closest_pair:
+                result.closest_link_a, result.closest_link_b = solution.closest_pair[0]
+        # a plan that is published is one that passed every check
+        result.success = bool(solution.success[0]) and (not checked or bool(solution.collision_free[0]))
+        if not published:  # solved by its seeds (no iteration ran): one report of what was found
+            goal_handle.publish_feedback(PlanTrajectory.Feedback(
+                iteration=0, best_cost=float(solution.cost[0]) if math.isfinite(solution.cost[0]) else 1e300,
+                position_error=result.position_error, orientation_error=result.orientation_error,
+                elapsed=solution.solve_time, min_clearance=result.min_clearance if checked else -1.0,
+            ))
         if result.success:
             result.trajectory = self._trajectory_msg(model.chain, solution)
             result.duration = float(solution.duration[0])
             result.message = (f"reached in {solution.iterations} iterations ({solution.stopped}), "
-                              f"{1e3 * solution.solve_time:.0f} ms")
+                              f"{1e3 * solution.solve_time:.0f} ms"
+                              + (f", clearance {1e3 * result.min_clearance:.1f} mm" if checked else ""))
             self._trajectory.publish(result.trajectory)
-            self._markers.publish(self._markers_msg(model.chain, solution, problem))
+            self._markers.publish(self._markers_msg(model.chain, solution, problem, world.scene))
+        elif solution.failure and solution.failure[0]:
+            result.message = (
+                f"{solution.failure[0]} ({solution.iterations} iterations, {solution.stopped}): best position "
+                f"error {1e3 * result.position_error:.2f} mm, orientation error "
+                f"{math.degrees(result.orientation_error):.2f} deg"
+            )
         else:
             result.message = (
                 f"no seed reached the target within tolerance in {solution.iterations} iterations "
@@ -107,7 +132,7 @@ class TrajectoryActionServer:
         goal_handle.succeed()
         return result
 
-    def _read_goal(self, goal, model, settings) -> dict:
+    def _read_goal(self, goal, model, settings, world) -> dict:
         chain = model.chain
         node = self.node
         if goal.start.name:
@@ -130,10 +155,13 @@ class TrajectoryActionServer:
             time_budget=goal.time_budget or p("trajectory_time_budget").value,
             position_tolerance=goal.position_tolerance or 1e-3,
             orientation_tolerance=goal.orientation_tolerance or math.radians(1.0),
+            clearance=_clearance(goal.clearance, p("trajectory_clearance").value),
         )
         limits = TrajectoryLimits.from_chain(chain, acceleration=p("trajectory_acceleration_limit").value,
                                              velocity_scaling=p("trajectory_velocity_scaling").value)
         problem = dict(start=convert.to_tensor(chain, start), options=options, limits=limits)
+        if goal.avoid_collisions and world.checker is not None:
+            problem["collision"] = world.checker
         if goal.target_type == Goal.TARGET_CONFIGURATION:
             target, _ = convert.read_positions(chain, goal.target_configuration.name, goal.target_configuration.position, 1)
             problem["target_configuration"] = convert.to_tensor(chain, target[0])
@@ -174,11 +202,15 @@ class TrajectoryActionServer:
             ))
         return msg
 
-    def _markers_msg(self, chain, solution, problem) -> MarkerArray:
+    def _markers_msg(self, chain, solution, problem, scene) -> MarkerArray:
+        """The tool path (LINE_STRIP) and target (SPHERE) of a pose goal, and the obstacles the
+        plan was checked against."""
         markers = MarkerArray()
         stamp = self.node.get_clock().now().to_msg()
+        obstacles = [m for i, o in enumerate(scene) for m in obstacle_markers(o, i, chain.root_link, stamp)]
         link = problem.get("link")
         if link is None:
+            markers.markers = obstacles
             return markers
         with torch.no_grad():
             points = convert.to_numpy(forward_kinematics(chain, solution.positions[0], links=link)[:, :3, 3])
@@ -195,8 +227,18 @@ class TrajectoryActionServer:
         goal = convert.to_numpy(problem["target_pose"])
         target.pose.position.x, target.pose.position.y, target.pose.position.z = goal[:3, 3].tolist()
         target.pose.orientation.w = 1.0
-        markers.markers = [path, target]
+        markers.markers = [path, target] + obstacles
         return markers
+
+
+#: Largest clearance a goal may ask for, m.
+MAX_CLEARANCE = 1.0
+
+
+def _clearance(requested: float, default: float) -> float:
+    if not math.isfinite(requested) or requested < 0 or requested > MAX_CLEARANCE:
+        raise RequestError(f"clearance = {requested} must be between 0 (the default) and {MAX_CLEARANCE:g} m")
+    return float(requested) if requested > 0 else float(default)
 
 
 def _abort(goal_handle, result, message: str):
