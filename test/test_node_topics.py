@@ -130,7 +130,8 @@ def test_slow_request_does_not_block_the_pipeline(ros_domain, topics):
         names = [f"joint_{i}" for i in range(1, 8)]
         done = threading.Event()
         goal = PlanTrajectory.Goal(target_type=PlanTrajectory.Goal.TARGET_POSITION, target_link="tool0",
-                                   seeds=512, waypoints=128, time_budget=10.0)
+                                   seeds=512, waypoints=128, time_budget=10.0,
+                                   avoid_collisions=False)  # free space: iterates for seconds
         goal.start = JointState(name=names, position=[0.1] * 7)
         goal.target_pose.pose.position.x, goal.target_pose.pose.position.z = 0.5, 0.6
 

@@ -93,8 +93,8 @@ def _run(client: KinematicsClient, args) -> None:
     print(f"  VECTOR_JACOBIAN_PRODUCT (force -z on {ee}): {vjp.shape}, {vjp_ms:.2f} ms; "
           f"equals J^T f: {np.allclose(vjp, jacobians[:, 2] * -1.0, atol=1e-4)}")
 
-    _collision_and_ik(client, model, q, poses)
-    _plan(client, model, q, poses)
+    free_q, free_targets = _collision_and_ik(client, model, q, poses)
+    _plan(client, model, free_q, free_targets)
 
     print("\njoint_states -> ~/link_poses:")
     received: list[LinkPoses] = []
@@ -166,29 +166,47 @@ def _collision_and_ik(client: KinematicsClient, model, q, poses) -> None:
     print(f"  with avoid_collisions: {avoiding.message} (targets inside an obstacle cannot be); "
           f"collision-free by CheckCollision: {clear} of {len(solved)}; without it, "
           f"{int(client.check_collision(free.solutions).in_collision.sum())} of the 64 solutions collide")
-    client.update_scene(UpdateScene.Request.CLEAR)
+    # the planner keeps trajectory_clearance (10 mm) everywhere, its start included
+    roomy = ~client.check_collision(solved, margin=0.012).in_collision if len(solved) else np.zeros(0, bool)
+    return solved[roomy], targets[avoiding.solved][roomy]  # the scene stays for the planner
 
 
-def _plan(client: KinematicsClient, model, q, poses) -> None:
-    """PlanTrajectory from configuration 3 to the end effector's pose at configuration 2."""
+def _plan(client: KinematicsClient, model, free_q, free_targets) -> None:
+    """PlanTrajectory among the obstacles: from one collision-free IK solution to the tool pose of
+    another, then the same goal with avoidance off, both motions checked densely."""
     from sensor_msgs.msg import JointState as Start
 
     from ..action import PlanTrajectory
+    from ..srv import UpdateScene
     from .convert import fill_pose
 
     ee = model.end_effector_link
-    goal = PlanTrajectory.Goal(target_type=PlanTrajectory.Goal.TARGET_POSE, target_link=ee)
-    goal.start = Start(name=list(model.joint_names), position=q[3].tolist())
-    fill_pose(goal.target_pose.pose, poses[2, model.link_names.index(ee)])
-    feedback = []
-    started = time.perf_counter()
-    status, result = client.plan_trajectory(goal, on_feedback=feedback.append)
-    wall_ms = 1e3 * (time.perf_counter() - started)
-    print(f"\nPlanTrajectory (action): configuration 3 -> {ee} at {_fmt(poses[2, model.link_names.index(ee), :3], 3)}")
+    results = {}
+    for avoid in (True, False):
+        goal = PlanTrajectory.Goal(target_type=PlanTrajectory.Goal.TARGET_POSE, target_link=ee, avoid_collisions=avoid)
+        goal.start = Start(name=list(model.joint_names), position=free_q[0].tolist())
+        fill_pose(goal.target_pose.pose, free_targets[1])
+        feedback = []
+        started = time.perf_counter()
+        status, result = client.plan_trajectory(goal, on_feedback=feedback.append)
+        results[avoid] = (status, result, feedback, 1e3 * (time.perf_counter() - started))
+    status, result, feedback, wall_ms = results[True]
+    print(f"\nPlanTrajectory (action) among the obstacles: {ee} to {_fmt(free_targets[1, :3], 3)}")
     print(f"  {len(feedback)} feedback messages; {'succeeded' if result.success else 'failed'}: {result.message}")
-    print(f"  final error {1e3 * result.position_error:.3f} mm, {np.degrees(result.orientation_error):.3f} deg; "
-          f"{len(result.trajectory.points)} waypoints, {result.duration:.2f} s of motion; "
-          f"solved in {1e3 * result.solve_time:.0f} ms ({wall_ms:.0f} ms round trip, status {status})")
+    if result.success:
+        print(f"  final error {1e3 * result.position_error:.3f} mm, {np.degrees(result.orientation_error):.3f} deg; "
+              f"{len(result.trajectory.points)} waypoints, {result.duration:.2f} s of motion; clearance "
+              f"{1e3 * result.min_clearance:.1f} mm ({result.closest_link_a} - {result.closest_link_b}); "
+              f"solved in {1e3 * result.solve_time:.0f} ms ({wall_ms:.0f} ms round trip, status {status})")
+    for avoid, label in ((True, "with avoidance"), (False, "without avoidance")):
+        plan = results[avoid][1]
+        if plan.success:
+            points = np.array([p.positions for p in plan.trajectory.points])
+            dense = np.concatenate([a + np.linspace(0, 1, 10, endpoint=False)[:, None] * (b - a)
+                                    for a, b in zip(points[:-1], points[1:])] + [points[-1:]])
+            hits = client.check_collision(dense).in_collision
+            print(f"  {label}: {int(hits.sum())} of {len(dense)} configurations along the motion in collision")
+    client.update_scene(UpdateScene.Request.CLEAR)
 
 
 if __name__ == "__main__":

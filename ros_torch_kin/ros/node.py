@@ -355,22 +355,27 @@ def _unknown_links(settings: Settings, chain, names) -> list[str]:
 def main(args=None) -> None:
     rclpy.init(args=args)
     node = None
+    exit_code = 0
     try:
-        node = KinematicsNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
+        try:
+            node = KinematicsNode()
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            executor.spin()
+        except ValueError as error:  # a parameter the node cannot start with
+            if rclpy.ok():
+                print(f"ros_torch_kin: {error}", file=sys.stderr)
+                exit_code = 2
+        except Exception:
+            if rclpy.ok():
+                raise
+            # else: SIGINT while starting (rclpy's handler invalidated the context under us)
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ValueError as error:  # a parameter the node cannot start with
-        print(f"ros_torch_kin: {error}", file=sys.stderr)
-        sys.exit(2)
-    except Exception:
-        if rclpy.ok():
-            raise
-        # SIGINT while starting (rclpy's handler shut the context down under us): a shutdown
+        pass  # also a KeyboardInterrupt delivered while the handlers above ran
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C (launch sends two) during cleanup
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+    if exit_code:
+        sys.exit(exit_code)
