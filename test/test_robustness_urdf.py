@@ -582,6 +582,13 @@ def test_revert_ordering_in_the_description_handler_itself(ros_domain):
     try:
         assert node.model.chain.name == "rtk_arm7"
         slow = executor.create_task(node._on_robot_description(String(data=fixed_star(1000, name="slow_star"))))
+        # as from a subscription, the older message's callback starts first (it takes its ticket
+        # before awaiting its build); the order of tasks created together is the executor's choice
+        tickets = node._description_tickets
+        started = time.monotonic() + 30
+        while node._description_tickets == tickets and time.monotonic() < started:
+            executor.spin_once(timeout_sec=0.05)
+        assert node._description_tickets > tickets and not slow.done()
         revert = executor.create_task(node._on_robot_description(String(data=bundled_urdf())))
         deadline = time.monotonic() + 60
         while not (slow.done() and revert.done()) and time.monotonic() < deadline:
