@@ -8,6 +8,7 @@ each of the chain's independent joints and says which are still unknown.
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 
@@ -16,7 +17,11 @@ from .convert import MAX_JOINT_POSITION
 
 
 class JointStateTracker:
-    """Latest position of every independent joint of one chain (float64, rad / m)."""
+    """Latest position of every independent joint of one chain (float64, rad / m).
+
+    One thread updates, any thread reads: every :meth:`update` builds a new ``positions`` array
+    and swaps it in whole, so ``tracker.positions`` (and a copy of it) is always one message's
+    complete result, never half of an update."""
 
     def __init__(self, chain: Chain):
         self.chain = chain
@@ -25,6 +30,7 @@ class JointStateTracker:
         #: names seen in messages that are not independent joints of the chain
         self.ignored: set[str] = set()
         self._complete = False  # once every joint has a value it keeps one (only finite values replace it)
+        self._update_lock = threading.Lock()  # concurrent updates would lose one another's values
 
     def update(self, names, positions) -> None:
         """Take the values of the named joints; ignore unknown names and non-finite values.
@@ -35,12 +41,15 @@ class JointStateTracker:
         for name, value in zip(names, positions):
             if abs(value) > MAX_JOINT_POSITION and math.isfinite(value) and name in self._index:
                 raise ValueError(f"joint '{name}' = {value:.6g} is beyond ±{MAX_JOINT_POSITION:g} rad or m")
-        for name, value in zip(names, positions):
-            index = self._index.get(name)
-            if index is None:
-                self.ignored.add(name)
-            elif math.isfinite(value):
-                self.positions[index] = value
+        with self._update_lock:
+            updated = self.positions.copy()
+            for name, value in zip(names, positions):
+                index = self._index.get(name)
+                if index is None:
+                    self.ignored.add(name)
+                elif math.isfinite(value):
+                    updated[index] = value
+            self.positions = updated  # one reference assignment: readers see the old or the new array
 
     @property
     def missing(self) -> list[str]:

@@ -5,16 +5,28 @@ configuration, then ``~/link_poses`` (LinkPoses, every link) and ``~/end_effecto
 (geometry_msgs/PoseStamped), stamped with the joint state's stamp, in the ``base_link`` frame.
 Nothing is computed while nobody subscribes (the state is still tracked: the planner starts from
 it). A robot without independent joints (J = 0) is complete from the first message.
+
+The subscription and the two publishers live on a small internal node of their own, spun by its
+own executor in a daemon thread: rclpy's executor rebuilds the wait set of all a node's entities
+on every wake, and at 1 kHz the main node's services, action server and parameter services cost
+more than the pipeline itself. The topic names are resolved by the main node, so its namespace
+and the user's remappings still apply.
 """
 
 from __future__ import annotations
 
 import struct
+import threading
+import traceback
 from dataclasses import dataclass
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
+from rclpy.task import Future
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import JointState
 
@@ -95,26 +107,82 @@ class _Outputs:
 
 
 class LinkPosePublisher:
-    """Subscribes ``joint_states`` on ``node`` (a KinematicsNode: ``model``, ``settings``) and
-    publishes the poses. Per state: the tracker update, one float64 numpy FK of the configuration
-    (:class:`SingleConfigurationFK`) and the pre-serialized messages' stamps and poses rewritten
-    (:class:`SerializedPoses`)."""
+    """Subscribes ``joint_states`` of ``node`` (a KinematicsNode: ``model``, ``settings``) and
+    publishes its ``~/link_poses`` and ``~/end_effector_pose``. Per state: the tracker update, one
+    float64 numpy FK of the configuration (:class:`SingleConfigurationFK`) and the pre-serialized
+    messages' stamps and poses rewritten (:class:`SerializedPoses`).
+
+    The subscription and the publishers belong to an internal node (``<node name>_link_poses``,
+    same context and namespace; no parameter or type description services, no rosout, no global
+    arguments: the names are already resolved by ``node``), whose callbacks run in a daemon
+    thread; :meth:`close` stops it. ``node.model`` and ``node.settings`` are read once per state (each is replaced whole, never
+    modified); the tracker is read from other threads (:class:`JointStateTracker` is safe for one
+    writer and any readers)."""
+
+    #: seconds close() waits for the thread (a callback in flight) to finish
+    CLOSE_TIMEOUT = 5.0
 
     def __init__(self, node):
         self.node = node
         self._tracker: JointStateTracker | None = None
+        self._tracker_lock = threading.Lock()
         self._fk: SingleConfigurationFK | None = None
         self._outputs: tuple[tuple, _Outputs] | None = None  # ((chain, frame, end effector), outputs)
-        self._link_poses = node.create_publisher(LinkPoses, "~/link_poses", 10)
-        self._end_effector_pose = node.create_publisher(PoseStamped, "~/end_effector_pose", 10)
-        node.create_subscription(JointState, "joint_states", self.on_joint_state, qos_profile_sensor_data)
+        topics = {name: node.resolve_topic_name(name) for name in ("joint_states", "~/link_poses", "~/end_effector_pose")}
+        self._node = Node(f"{node.get_name()}_link_poses", namespace=node.get_namespace(), context=node.context,
+                          use_global_arguments=False, enable_rosout=False, start_parameter_services=False,
+                          parameter_overrides=[Parameter("start_type_description_service", value=False)])
+        try:
+            self._link_poses = self._node.create_publisher(LinkPoses, topics["~/link_poses"], 10)
+            self._end_effector_pose = self._node.create_publisher(PoseStamped, topics["~/end_effector_pose"], 10)
+            self._node.create_subscription(JointState, topics["joint_states"], self.on_joint_state,
+                                           qos_profile_sensor_data)
+            self._executor = SingleThreadedExecutor(context=node.context)
+            self._executor.add_node(self._node)
+        except BaseException:
+            self._node.destroy_node()
+            raise
+        self._stop = Future()  # done: the thread returns
+        self._thread = threading.Thread(target=self._spin, name=self._node.get_name(), daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        """The thread: this executor's callbacks until :meth:`close` or the context's shutdown. A
+        callback's exception is logged and the pipeline goes on."""
+        executor, context, stop = self._executor, self.node.context, self._stop
+        while context.ok() and not stop.done():
+            try:
+                executor.spin_until_future_complete(stop)
+            except ExternalShutdownException:
+                return
+            except Exception as error:  # noqa: BLE001 (a daemon thread: nothing above it would report it)
+                if not context.ok() or stop.done():
+                    return
+                self.node.get_logger().error(f"joint_states pipeline: {type(error).__name__}: {error}\n"
+                                             f"{traceback.format_exc()}", throttle_duration_sec=5.0)
+
+    def close(self) -> None:
+        """Stop the thread (waits up to CLOSE_TIMEOUT s for a callback in flight) and destroy the
+        internal node. Idempotent."""
+        if self._stop.done():
+            return
+        self._stop.set_result(None)  # wakes the executor (spin_until_future_complete's done callback)
+        self._thread.join(self.CLOSE_TIMEOUT)
+        if self._thread.is_alive():
+            self.node.get_logger().warning("the joint_states pipeline did not stop in time")
+            return  # its node is still in use: a daemon thread, gone with the process
+        self._executor.shutdown(0.0)
+        self._node.destroy_node()
 
     def tracker(self, model: ServedModel) -> JointStateTracker:
         """The latest joint positions received for ``model``'s chain (a new, empty tracker after a
-        model change)."""
+        model change). Safe to call from any thread."""
         tracker = self._tracker
         if tracker is None or tracker.chain is not model.chain:
-            tracker = self._tracker = JointStateTracker(model.chain)
+            with self._tracker_lock:
+                tracker = self._tracker
+                if tracker is None or tracker.chain is not model.chain:
+                    tracker = self._tracker = JointStateTracker(model.chain)
         return tracker
 
     def forward_kinematics(self, chain: Chain) -> SingleConfigurationFK:
@@ -161,6 +229,8 @@ class LinkPosePublisher:
         chain = model.chain
         frame = settings.base_link or chain.root_link
         if not chain.has_link(frame):
+            if node.model is not model or node.settings is not settings:
+                return  # a parameter change between the two reads above: the next state has both
             logger.warning(f"base_link '{frame}' is not a link of robot '{chain.name}'", throttle_duration_sec=5.0)
             return
         outputs = self._outputs_for(chain, frame, settings.end_effector_link)

@@ -126,6 +126,9 @@ class KinematicsNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     def destroy_node(self):
+        poses = getattr(self, "_poses", None)  # its own node and thread (absent likewise)
+        if poses is not None:
+            poses.close()
         planner = getattr(self, "_planner", None)  # absent when __init__ stopped at a bad parameter
         if planner is not None:
             planner.destroy()
