@@ -44,6 +44,21 @@ def test_analytical_gradient_equals_autograd(seed):
     torch.testing.assert_close(fast, reference, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("layout", ["batch-major", "link-major"])
+def test_gradient_in_either_memory_layout_equals_autograd(layout):
+    """A (B, L, 4, 4)-contiguous gradient over a batch that is not a whole number of transpose
+    chunks, and one already in the link-major layout (used as a view, not copied)."""
+    chain = random_tree(3)
+    batch = 1001
+    q = random_q(chain, batch, 3)
+    w = weights(chain, batch, 3)
+    if layout == "link-major":
+        w = w.permute(1, 2, 3, 0).contiguous().permute(3, 0, 1, 2)
+    _, fast = grad_of(chain, q, w)
+    _, reference = grad_of(chain, q, w, analytical=False)
+    torch.testing.assert_close(fast, reference, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_gradient_through_selected_links_equals_autograd(seed):
     chain = random_tree(seed)
