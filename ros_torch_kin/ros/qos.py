@@ -32,6 +32,18 @@ profile (its request reader then keeps up to ``depth`` requests from clients tha
 asynchronously, and its reply writer keeps more replies for retransmission to a reader that
 missed one).
 
+A second, rarer loss remains and is not the node's either: in one full-suite run on a clean
+clone (6 clients × 150 requests, the whole machine busy), a client that did NOT stall lost one
+reply of 900, and an earlier experiment saw the same with the default QoS. The likely cause is
+the reply *writer's* history: it keeps the last ``depth`` replies until every matched reader
+acknowledges them, so a client process descheduled for longer than the node takes to answer
+``depth`` others (0.9 s at 116 replies/s) misses the reply it was sent (the writer drops it and
+sends a GAP). A deeper writer history would narrow it but costs memory per service (``depth``
+× reply size while a reader lags; 5.6 MB per 100 replies of B = 100) and KEEP_ALL lets one
+stuck reader block everyone's replies; a client that matters should use a timeout and resend
+(the computing services are idempotent; an UpdateScene ADD or MOVE resent gives the same scene,
+a REMOVE resent fails naming the id).
+
 Depth 100 tolerates a stall of ``100 / reply rate`` (0.2 s at 480 replies/s). Not KEEP_ALL: a
 client that is idle between calls keeps every other client's reply in its reader until it next
 spins, so its memory is bounded only by the depth (about ``depth`` × reply size: 5.6 MB for
