@@ -480,3 +480,26 @@ def test_float32_follows_the_chain(arm7):
     reference = CollisionChecker(arm7, hand_made_spheres(arm7), random_scene(12))
     np.testing.assert_allclose(checker.distances(q).min_distance.numpy(),
                                reference.distances(q.double()).min_distance.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_broad_phase_verdict_equals_every_pair_verdict(panda, dtype):
+    """The CPU verdict (link bounding spheres, then only the sphere pairs they cannot rule out)
+    is bit for bit the verdict from every pair. (Not tested at margins equal to a configuration's
+    own distance: there the all-pairs path itself can flip with the batch size, by one ulp.)"""
+    urdf, _ = panda
+    chain = Chain.from_urdf(urdf, device="cpu", dtype=dtype)
+    srdf = (example_robot_data_dir() / "panda_description/srdf/panda.srdf").read_text()
+    q = random_q(chain, 20000, seed=21)
+    for seed, scale in ((3, 1.0), (4, 0.6)):
+        spheres = panda_spheres(chain, scale=scale)
+        pairs = self_collision_pairs(chain, spheres, srdf, samples=100)
+        checker = CollisionChecker(chain, spheres, random_scene(seed, count=12), self_pairs=pairs)
+        for margin in (0.0, 0.01, 0.05):
+            at_margin = CollisionChecker(chain, spheres, checker.scene, self_pairs=pairs, margin=margin)
+            fast, every = at_margin.in_collision(q), at_margin._in_collision_all_pairs(q)
+            assert fast.dtype == torch.bool and fast.shape == (20000,)
+            assert torch.equal(fast, every), (seed, margin, int((fast != every).sum()))
+            assert 0 < int(every.sum()) < 20000
+            for b in (1, 7, 8, 1025):  # below and above MIN_BROAD_PHASE, across VERDICT_CHUNK
+                assert torch.equal(at_margin.in_collision(q[:b]), every[:b])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
 from torch import Tensor
@@ -38,6 +39,11 @@ from .sphere_centers import world_sphere_centers
 #: tensor (so that they stay in cache), and at least MIN_CHUNK configurations at a time.
 CHUNK_ELEMENTS = 1 << 19
 MIN_CHUNK = 16
+#: The CPU verdict (broad phase, then only the sphere pairs it cannot rule out) runs this many
+#: configurations at a time.
+VERDICT_CHUNK = 1024
+#: ... for batches of at least this many configurations (smaller ones: every pair, cheaper).
+MIN_BROAD_PHASE = 8
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,6 +121,7 @@ class CollisionChecker:
         self._packed: PackedScene = self.scene.packed(chain.device, chain.dtype)
         self._radii_a = self.spheres.radii[self.self_pairs.sphere_a].unsqueeze(1)  # (Q, 1)
         self._radii_b = self.spheres.radii[self.self_pairs.sphere_b].unsqueeze(1)
+        self._broad = _BroadPhase(self.spheres, self.self_pairs) if chain.device.type == "cpu" else None
 
     def with_scene(self, scene: Scene) -> "CollisionChecker":
         """The same robot and self pairs against another scene (cheap: nothing is rebuilt)."""
@@ -163,8 +170,58 @@ class CollisionChecker:
 
     # ------------------------------------------------------------------ queries
     def in_collision(self, q: Tensor) -> Tensor:
-        """(B, J) or (J,) joint positions -> (B,) bool: some checked pair is closer than the margin."""
+        """(B, J) or (J,) joint positions -> (B,) bool: some checked pair is closer than the margin.
+
+        On a CPU a broad phase (one bounding sphere per link) rules out most sphere pairs first
+        and only the rest are computed, with the same arithmetic, so the verdict is the same as
+        :meth:`_in_collision_all_pairs` (which the GPU runs: no host synchronisation)."""
+        q = self._joint_positions(q)
+        if self._broad is None or q.shape[0] < MIN_BROAD_PHASE:
+            return self._in_collision_all_pairs(q)
+        return torch.cat([self._verdict_broad(part) for part in q.split(VERDICT_CHUNK)])
+
+    def _in_collision_all_pairs(self, q: Tensor) -> Tensor:
+        """The verdict from every pair's distance (the GPU path; the CPU path's reference)."""
         return torch.cat([self._minimum(part) < self.margin for part in self._chunks(self._joint_positions(q))])
+
+    def _verdict_broad(self, q: Tensor) -> Tensor:
+        """(b, J) checked -> (b,) bool, CPU: link bounding spheres first; the sphere-level
+        distances (computed as in :meth:`_minimum`) only for the (configuration, link pair) and
+        (configuration, link, obstacle kind) blocks that the bounds cannot rule out."""
+        broad, margin = self._broad, self.margin
+        world, centers = self._centers(q)  # (S, 3, b)
+        b = q.shape[0]
+        hit = torch.zeros(b, dtype=torch.bool, device=q.device)
+        if not self.spheres.num_spheres or not b:
+            return hit
+        link_centers = world_sphere_centers(world, broad.link_spheres)  # (Lk, 3, b)
+        threshold = margin + broad.slack
+        if broad.pair_a.numel():
+            # every sphere pair of link pair p is ≥ |C_a − C_b| − R_a − R_b apart
+            offset = link_centers.index_select(0, broad.pair_a) - link_centers.index_select(0, broad.pair_b)
+            lower = (offset * offset).sum(1).sqrt_().sub_(broad.pair_radius)  # (P, b)
+            p_index, j_index = (lower < threshold).nonzero(as_tuple=True)
+            if p_index.numel():
+                ia, ib = broad.pair_sphere_a[p_index], broad.pair_sphere_b[p_index]  # (K, m)
+                jj = j_index.unsqueeze(1).expand_as(ia)
+                d, _ = sphere_sphere_distance(centers[ia, :, jj], self.spheres.radii[ia],
+                                              centers[ib, :, jj], self.spheres.radii[ib], False, dim=-1)
+                hit[j_index[(d < margin).any(1)]] = True
+        points = link_centers.transpose(0, 1).reshape(3, -1)
+        Lk = link_centers.shape[0]
+        for shapes in self._packed.shapes:
+            # a signed distance is 1-Lipschitz: sphere s of link l is ≥ d(C_l) − R_l away
+            d, _ = point_distances(points, shapes, False)
+            lower = d.view(shapes.count, Lk, b).sub_(broad.link_radius.view(1, Lk, 1))
+            l_index, j_index = ((lower < threshold).any(0) & ~hit).nonzero(as_tuple=True)
+            if not l_index.numel():
+                continue
+            spheres = broad.link_sphere_table[l_index]  # (K, m)
+            sphere_points = centers[spheres, :, j_index.unsqueeze(1).expand_as(spheres)]  # (K, m, 3)
+            d, _ = point_distances(sphere_points.reshape(-1, 3).mT.contiguous(), shapes, False)
+            d = d.view(shapes.count, *spheres.shape).sub_(self.spheres.radii[spheres])
+            hit[j_index[(d < margin).any(0).any(1)]] = True
+        return hit
 
     def _minimum(self, q: Tensor) -> Tensor:
         """(b, J) -> (b,) smallest signed distance over all checked pairs (+inf if none)."""
@@ -263,6 +320,50 @@ class CollisionChecker:
         return (f"CollisionChecker('{self.chain.name}', {self.spheres.num_spheres} spheres, "
                 f"{self._packed.count} obstacles, {self.self_pairs.num_sphere_pairs} self sphere pairs, "
                 f"margin {self.margin} m)")
+
+
+class _BroadPhase:
+    """Per link with spheres, one sphere bounding them (centre in the link frame, radius max_s
+    |c_s − c_link| + r_s, rounded up), and the tables that expand a link (pair) to its spheres
+    (sphere pairs), padded by repeating the first entry (harmless for "any pair closer")."""
+
+    def __init__(self, spheres: RobotSpheres, pairs: SelfCollisionPairs):
+        device, dtype = spheres.device, spheres.dtype
+        links = spheres.sphere_links.cpu()
+        centers, radii = spheres.centers.detach().cpu().double(), spheres.radii.detach().cpu().double()
+        used = sorted(set(links.tolist()))
+        slot = {link: k for k, link in enumerate(used)}
+        members = [torch.nonzero(links == link).squeeze(1) for link in used]
+        link_centers, link_radii = [], []
+        for index in members:
+            c = centers[index]
+            middle = 0.5 * (c.amin(0) + c.amax(0))
+            link_centers.append(middle)
+            link_radii.append(float(((c - middle).norm(dim=1) + radii[index]).max()))
+        width = max((len(index) for index in members), default=1)
+        table = [torch.cat([index, index[:1].repeat(width - len(index))]) for index in members]
+        self.link_sphere_table = (torch.stack(table) if table else torch.zeros(0, 1, dtype=torch.int64)).to(device)
+        self.link_radius = torch.tensor([r * (1 + 1e-6) + 1e-6 for r in link_radii], dtype=dtype, device=device)
+        self.link_spheres = SimpleNamespace(  # what world_sphere_centers reads
+            sphere_links=torch.tensor(used, dtype=torch.int64, device=device),
+            centers=(torch.stack(link_centers) if link_centers else torch.zeros(0, 3, dtype=torch.float64)).to(device, dtype))
+        # self pairs grouped by link pair
+        sphere_a, sphere_b = pairs.sphere_a.cpu(), pairs.sphere_b.cpu()
+        groups: dict[tuple[int, int], list[int]] = {}
+        for q, (a, b) in enumerate(zip(links[sphere_a].tolist(), links[sphere_b].tolist())):
+            groups.setdefault((slot[a], slot[b]), []).append(q)
+        width = max((len(g) for g in groups.values()), default=1)
+        padded = [torch.tensor(g + [g[0]] * (width - len(g)), dtype=torch.int64) for g in groups.values()]
+        keys = list(groups)
+        self.pair_a = torch.tensor([a for a, _ in keys], dtype=torch.int64, device=device)
+        self.pair_b = torch.tensor([b for _, b in keys], dtype=torch.int64, device=device)
+        self.pair_radius = (self.link_radius[self.pair_a] + self.link_radius[self.pair_b]).unsqueeze(1)
+        rows = torch.stack(padded) if padded else torch.zeros(0, 1, dtype=torch.int64)
+        self.pair_sphere_a = sphere_a[rows].to(device)
+        self.pair_sphere_b = sphere_b[rows].to(device)
+        #: rounding allowance of the bounds (m): a block is skipped only if its bound exceeds
+        #: margin + slack, far more than the float error of either computation
+        self.slack = max(1e-3, 1e4 * torch.finfo(dtype).eps)
 
 
 class CollisionPenaltyFunction(torch.autograd.Function):
