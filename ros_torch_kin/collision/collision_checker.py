@@ -197,10 +197,7 @@ class CollisionChecker:
         link_centers = world_sphere_centers(world, broad.link_spheres)  # (Lk, 3, b)
         threshold = margin + broad.slack
         if broad.pair_a.numel():
-            # every sphere pair of link pair p is ≥ |C_a − C_b| − R_a − R_b apart
-            offset = link_centers.index_select(0, broad.pair_a) - link_centers.index_select(0, broad.pair_b)
-            lower = (offset * offset).sum(1).sqrt_().sub_(broad.pair_radius)  # (P, b)
-            p_index, j_index = (lower < threshold).nonzero(as_tuple=True)
+            p_index, j_index = self._near_link_pairs(link_centers, threshold)
             if p_index.numel():
                 ia, ib = broad.pair_sphere_a[p_index], broad.pair_sphere_b[p_index]  # (K, m)
                 jj = j_index.unsqueeze(1).expand_as(ia)
@@ -208,12 +205,9 @@ class CollisionChecker:
                                               centers[ib, :, jj], self.spheres.radii[ib], False, dim=-1)
                 hit[j_index[(d < margin).any(1)]] = True
         points = link_centers.transpose(0, 1).reshape(3, -1)
-        Lk = link_centers.shape[0]
         for shapes in self._packed.shapes:
-            # a signed distance is 1-Lipschitz: sphere s of link l is ≥ d(C_l) − R_l away
-            d, _ = point_distances(points, shapes, False)
-            lower = d.view(shapes.count, Lk, b).sub_(broad.link_radius.view(1, Lk, 1))
-            l_index, j_index = ((lower < threshold).any(0) & ~hit).nonzero(as_tuple=True)
+            near = self._near_links(points, shapes, threshold)  # (Lk, b)
+            l_index, j_index = (near & ~hit).nonzero(as_tuple=True)
             if not l_index.numel():
                 continue
             spheres = broad.link_sphere_table[l_index]  # (K, m)
@@ -222,6 +216,24 @@ class CollisionChecker:
             d = d.view(shapes.count, *spheres.shape).sub_(self.spheres.radii[spheres])
             hit[j_index[(d < margin).any(0).any(1)]] = True
         return hit
+
+    def _near_link_pairs(self, link_centers: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
+        """(Lk, 3, b) link bounding-sphere centres -> (link pair, configuration) indices whose
+        lower bound is below ``threshold``: every sphere pair of link pair p is
+        ≥ |C_a − C_b| − R_a − R_b apart."""
+        broad = self._broad
+        offset = link_centers.index_select(0, broad.pair_a) - link_centers.index_select(0, broad.pair_b)
+        lower = (offset * offset).sum(1).sqrt_().sub_(broad.pair_radius)  # (P, b)
+        return (lower < threshold).nonzero(as_tuple=True)
+
+    def _near_links(self, points: Tensor, shapes, threshold: float) -> Tensor:
+        """(3, Lk·b) link bounding-sphere centres (link major) -> (Lk, b) bool: some obstacle of
+        this kind is within ``threshold`` of the link's bound (a signed distance is 1-Lipschitz:
+        sphere s of link l is ≥ d(C_l) − R_l away)."""
+        Lk = self._broad.link_radius.shape[0]
+        d, _ = point_distances(points, shapes, False)
+        lower = d.view(shapes.count, Lk, -1).sub_(self._broad.link_radius.view(1, Lk, 1))
+        return (lower < threshold).any(0)
 
     def _minimum(self, q: Tensor) -> Tensor:
         """(b, J) -> (b,) smallest signed distance over all checked pairs (+inf if none)."""
@@ -278,12 +290,70 @@ class CollisionChecker:
     def penalty(self, q: Tensor, margin: float | None = None) -> tuple[Tensor, Tensor]:
         """(B, J) or (J,) joint positions -> cost (B,) = Σ_pairs ½ max(0, margin − d)² (m²) and
         its gradient ∂cost/∂q (B, J), closed form (see the module docstring). ``margin``
-        defaults to the checker's."""
+        defaults to the checker's. On a CPU the verdict's broad phase skips the blocks of pairs
+        that are ≥ margin apart (zero cost, zero gradient); same result as
+        :meth:`_penalty_all_pairs` (the GPU path) up to round-off."""
         margin = self.margin if margin is None else float(margin)
-        parts = [self._penalty(part, margin) for part in self._chunks(self._joint_positions(q))]
+        q = self._joint_positions(q)
+        if self._broad is None or q.shape[0] < MIN_BROAD_PHASE:
+            return self._penalty_all_pairs(q, margin)
+        return self._concatenate([self._penalty_broad(part, margin) for part in q.split(VERDICT_CHUNK)])
+
+    def _penalty_all_pairs(self, q: Tensor, margin: float) -> tuple[Tensor, Tensor]:
+        """The penalty from every pair (the GPU path; the CPU path's reference)."""
+        return self._concatenate([self._penalty(part, margin) for part in self._chunks(self._joint_positions(q))])
+
+    @staticmethod
+    def _concatenate(parts: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
         if len(parts) == 1:
             return parts[0]
         return torch.cat([cost for cost, _ in parts]), torch.cat([gradient for _, gradient in parts])
+
+    def _penalty_broad(self, q: Tensor, margin: float) -> tuple[Tensor, Tensor]:
+        """(b, J) checked -> cost (b,), gradient (b, J), CPU: as :meth:`_penalty`, but only for
+        the blocks the link bounding spheres cannot rule out (a pair at d ≥ margin adds exactly
+        zero cost and zero gradient; the bound skips only blocks ≥ margin + slack away)."""
+        broad = self._broad
+        world, centers = self._centers(q)  # (S, 3, b)
+        S, _, b = centers.shape
+        cost = centers.new_zeros(b)
+        gradient_t = centers.new_zeros(S * b, 3)  # ∂cost/∂centre, world frame, row s·b + j
+        if S and b:
+            link_centers = world_sphere_centers(world, broad.link_spheres)  # (Lk, 3, b)
+            threshold = margin + broad.slack
+            radii = self.spheres.radii
+            if broad.pair_a.numel():
+                p_index, j_index = self._near_link_pairs(link_centers, threshold)
+                if p_index.numel():
+                    ia, ib = broad.pair_sphere_a[p_index], broad.pair_sphere_b[p_index]  # (K, m)
+                    jj = j_index.unsqueeze(1).expand_as(ia)
+                    d, normal = sphere_sphere_distance(centers[ia, :, jj], radii[ia],
+                                                       centers[ib, :, jj], radii[ib], True, dim=-1)
+                    hinge = (margin - d).clamp_min_(0.0).mul_(broad.pair_valid[p_index])  # (K, m)
+                    cost.index_add_(0, j_index, 0.5 * (hinge * hinge).sum(1))
+                    push = normal.mul_(hinge.unsqueeze(2)).view(-1, 3)  # −∂cost/∂centre_a
+                    gradient_t.index_add_(0, (ia * b + jj).view(-1), push, alpha=-1.0)
+                    gradient_t.index_add_(0, (ib * b + jj).view(-1), push)
+            points = link_centers.transpose(0, 1).reshape(3, -1)
+            for shapes in self._packed.shapes:
+                l_index, j_index = self._near_links(points, shapes, threshold).nonzero(as_tuple=True)
+                if not l_index.numel():
+                    continue
+                spheres = broad.link_sphere_table[l_index]  # (K, m)
+                jj = j_index.unsqueeze(1).expand_as(spheres)
+                sphere_points = centers[spheres, :, jj]  # (K, m, 3)
+                d, normal = point_distances(sphere_points.reshape(-1, 3).mT.contiguous(), shapes, True)
+                hinge = (margin - d.view(shapes.count, *spheres.shape).sub_(radii[spheres])).clamp_min_(0.0)
+                hinge.mul_(broad.link_sphere_valid[l_index])  # (n, K, m)
+                cost.index_add_(0, j_index, 0.5 * (hinge * hinge).sum(2).sum(0))
+                push = normal.mul_(hinge.view(shapes.count, 1, -1))  # (n, 3, K·m), local frames
+                gradient_t.index_add_(0, (spheres * b + jj).view(-1), local_vectors_to_world_sum(push, shapes).mT,
+                                      alpha=-1.0)
+        sphere_gradient = gradient_t.view(S, b, 3).transpose(1, 2).contiguous()  # (S, 3, b)
+        moment = cross(centers, sphere_gradient)  # about the world origin
+        gradient = world_wrench_vector_jacobian_product(self.chain, world, self.spheres.sphere_links,
+                                                        sphere_gradient, moment)
+        return cost, gradient
 
     def _penalty(self, q: Tensor, margin: float) -> tuple[Tensor, Tensor]:
         world, centers = self._centers(q)
@@ -325,7 +395,8 @@ class CollisionChecker:
 class _BroadPhase:
     """Per link with spheres, one sphere bounding them (centre in the link frame, radius max_s
     |c_s − c_link| + r_s, rounded up), and the tables that expand a link (pair) to its spheres
-    (sphere pairs), padded by repeating the first entry (harmless for "any pair closer")."""
+    (sphere pairs), padded by repeating the first entry (harmless for "any pair closer"; the
+    ``*_valid`` masks zero the padding out of sums)."""
 
     def __init__(self, spheres: RobotSpheres, pairs: SelfCollisionPairs):
         device, dtype = spheres.device, spheres.dtype
@@ -343,6 +414,8 @@ class _BroadPhase:
         width = max((len(index) for index in members), default=1)
         table = [torch.cat([index, index[:1].repeat(width - len(index))]) for index in members]
         self.link_sphere_table = (torch.stack(table) if table else torch.zeros(0, 1, dtype=torch.int64)).to(device)
+        #: 1 for a table entry, 0 for its padding (sums, such as the penalty's, must skip those)
+        self.link_sphere_valid = _valid_mask([len(index) for index in members], width, dtype, device)
         self.link_radius = torch.tensor([r * (1 + 1e-6) + 1e-6 for r in link_radii], dtype=dtype, device=device)
         self.link_spheres = SimpleNamespace(  # what world_sphere_centers reads
             sphere_links=torch.tensor(used, dtype=torch.int64, device=device),
@@ -361,9 +434,16 @@ class _BroadPhase:
         rows = torch.stack(padded) if padded else torch.zeros(0, 1, dtype=torch.int64)
         self.pair_sphere_a = sphere_a[rows].to(device)
         self.pair_sphere_b = sphere_b[rows].to(device)
+        self.pair_valid = _valid_mask([len(g) for g in groups.values()], width, dtype, device)
         #: rounding allowance of the bounds (m): a block is skipped only if its bound exceeds
         #: margin + slack, far more than the float error of either computation
         self.slack = max(1e-3, 1e4 * torch.finfo(dtype).eps)
+
+
+def _valid_mask(lengths: list[int], width: int, dtype: torch.dtype, device) -> Tensor:
+    """(rows, width): 1 in each row's first ``lengths[row]`` entries, 0 in its padding."""
+    mask = torch.arange(width).unsqueeze(0) < torch.tensor(lengths, dtype=torch.int64).view(-1, 1)
+    return mask.to(device, dtype)
 
 
 class CollisionPenaltyFunction(torch.autograd.Function):
