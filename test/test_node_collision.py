@@ -14,7 +14,7 @@ import torch
 from conftest import random_q
 from ros_fixtures import Spinner, requires_ros, running_node, wait_until
 
-from ros_torch_kin.kinematics import Chain, forward_kinematics, matrix_to_pose_xyzw
+from ros_torch_kin.kinematics import forward_kinematics, matrix_to_pose_xyzw
 from ros_torch_kin.robots import bundled_urdf
 
 pytestmark = requires_ros
@@ -27,18 +27,13 @@ def served(ros_domain):
 
 
 @pytest.fixture(scope="module")
-def arm():
-    return Chain.from_urdf(bundled_urdf(), device="cpu", dtype=torch.float64)
-
-
-@pytest.fixture(scope="module")
-def library_checker(arm):
+def library_checker(arm7):
     """The collision model the node builds, built here from the same URDF in float64."""
     from ros_torch_kin.collision import CollisionChecker, self_collision_pairs
     from ros_torch_kin.collision.urdf_spheres import robot_spheres_from_urdf
 
-    spheres = robot_spheres_from_urdf(bundled_urdf(), arm)
-    return CollisionChecker(arm, spheres, self_pairs=self_collision_pairs(arm, spheres.to("cpu", torch.float64)))
+    spheres = robot_spheres_from_urdf(bundled_urdf(), arm7)
+    return CollisionChecker(arm7, spheres, self_pairs=self_collision_pairs(arm7, spheres.to("cpu", torch.float64)))
 
 
 def scene(client, operation, obstacles=()):
@@ -61,13 +56,13 @@ def test_collision_model_reports_spheres_and_self_pairs(served, library_checker)
     assert ("base_link", "link_3") in enabled and not enabled & set(disabled)
 
 
-def test_check_collision_matches_the_library_with_and_without_obstacles(served, arm, library_checker):
+def test_check_collision_matches_the_library_with_and_without_obstacles(served, arm7, library_checker):
     from ros_torch_kin.collision import Obstacle, Scene
     from ros_torch_kin.ros.client import obstacle
 
     _, client = served
     scene(client, "CLEAR")
-    q = random_q(arm, 64, seed=3)
+    q = random_q(arm7, 64, seed=3)
     report = client.check_collision(q.numpy())
     expected = library_checker.distances(q)
     np.testing.assert_allclose(report.min_distance, expected.min_distance.numpy(), atol=2e-5)
@@ -75,7 +70,7 @@ def test_check_collision_matches_the_library_with_and_without_obstacles(served, 
     assert set(report.pair_kind.tolist()) == {0}  # only self pairs without obstacles
 
     # a table just below the elbow's reach and a ball where the tool is at configuration 0
-    tool = forward_kinematics(arm, q[:1], "tool0")[0].numpy()
+    tool = forward_kinematics(arm7, q[:1], "tool0")[0].numpy()
     obstacles, version = scene(client, "ADD", [
         obstacle("table", "box", (1.2, 1.2, 0.1), (0.7, 0.0, 0.2, 0, 0, 0, 1)),
         obstacle("ball", "sphere", (0.05,), tuple(tool[:3, 3]) + (0, 0, 0, 1)),
@@ -98,13 +93,13 @@ def test_check_collision_matches_the_library_with_and_without_obstacles(served, 
     scene(client, "CLEAR")
 
 
-def test_penalty_gradient_over_ros_matches_finite_differences_of_its_cost(served, arm):
+def test_penalty_gradient_over_ros_matches_finite_differences_of_its_cost(served, arm7):
     from ros_torch_kin.ros.client import obstacle
 
     _, client = served
     scene(client, "CLEAR")
-    q = random_q(arm, 1, seed=5).numpy()
-    tool = forward_kinematics(arm, torch.from_numpy(q), "tool0")[0].numpy()
+    q = random_q(arm7, 1, seed=5).numpy()
+    tool = forward_kinematics(arm7, torch.from_numpy(q), "tool0")[0].numpy()
     scene(client, "ADD", [obstacle("ball", "sphere", (0.08,), tuple(tool[:3, 3] + [0.05, 0, 0]) + (0, 0, 0, 1))])
     report = client.check_collision(q, margin=0.05, gradient=True)
     assert report.costs[0] > 0
@@ -162,41 +157,42 @@ def test_unsupported_shape_and_bad_collision_requests_are_refused(served):
         client.check_collision(np.zeros((5001, 7)))
     with pytest.raises(KinematicsError, match="positions\\[0\\].*not finite"):
         client.check_collision(np.full(7, np.nan))
-    assert client.check_collision(np.zeros(7)).in_collision.shape == (1,)  # still serving
+    still = client.check_collision(np.zeros(7))  # still serving, and right: the upright arm is free
+    assert still.in_collision.tolist() == [False] and still.min_distance[0] > 0.01
 
 
-def test_compute_ik_reaches_fk_targets_within_limits(served, arm):
+def test_compute_ik_reaches_fk_targets_within_limits(served, arm7):
     _, client = served
-    q = random_q(arm, 20, seed=7)
-    T = forward_kinematics(arm, q, "tool0")
+    q = random_q(arm7, 20, seed=7)
+    T = forward_kinematics(arm7, q, "tool0")
     targets = matrix_to_pose_xyzw(T).numpy()
     answer = client.inverse_kinematics(targets)
     assert answer.solved.all(), answer.message
-    reached = forward_kinematics(arm, torch.from_numpy(answer.solutions), "tool0")
+    reached = forward_kinematics(arm7, torch.from_numpy(answer.solutions), "tool0")
     np.testing.assert_allclose(reached[:, :3, 3].numpy(), T[:, :3, 3].numpy(), atol=3e-4)
-    lower, upper = arm.lower_limits.numpy(), arm.upper_limits.numpy()
+    lower, upper = arm7.lower_limits.numpy(), arm7.upper_limits.numpy()
     assert ((answer.solutions >= lower - 1e-6) & (answer.solutions <= upper + 1e-6)).all()
     assert (answer.position_errors <= 1e-4).all() and (answer.orientation_errors <= 1e-4).all()
 
     # columns in another order, position only, with a seed preferred
-    order = list(reversed(arm.joint_names))
+    order = list(reversed(arm7.joint_names))
     seeded = client.inverse_kinematics(targets[:5], position_only=True, seed=q[0].numpy()[::-1], prefer_seed=True,
                                        joint_names=order)
     assert seeded.solved.all()
     solutions = seeded.solutions[:, ::-1]  # back to the chain's order
-    reached = forward_kinematics(arm, torch.from_numpy(solutions.copy()), "tool0")
+    reached = forward_kinematics(arm7, torch.from_numpy(solutions.copy()), "tool0")
     np.testing.assert_allclose(reached[:, :3, 3].numpy(), T[:5, :3, 3].numpy(), atol=3e-4)
 
 
-def test_compute_ik_with_avoid_collisions_returns_collision_free_solutions(served, arm):
+def test_compute_ik_with_avoid_collisions_returns_collision_free_solutions(served, arm7):
     from ros_torch_kin.ros.client import obstacle
 
     _, client = served
     scene(client, "CLEAR")
     scene(client, "ADD", [obstacle("pillar", "cylinder", (1.0, 0.08), (0.35, 0.35, 0.5, 0, 0, 0, 1))])
-    q = random_q(arm, 16, seed=11)
+    q = random_q(arm7, 16, seed=11)
     free = ~client.check_collision(q.numpy()).in_collision
-    targets = matrix_to_pose_xyzw(forward_kinematics(arm, q[free], "tool0")).numpy()
+    targets = matrix_to_pose_xyzw(forward_kinematics(arm7, q[free], "tool0")).numpy()
     answer = client.inverse_kinematics(targets, avoid_collisions=True, time_budget=5.0)
     assert answer.solved.mean() >= 0.9, answer.message
     verdict = client.check_collision(answer.solutions[answer.solved])
@@ -225,12 +221,12 @@ def test_bad_ik_requests_are_refused_by_name(served):
     assert client.inverse_kinematics(target).solutions.shape == (1, 7)
 
 
-def test_scene_swaps_while_requests_are_in_flight(served, arm):
+def test_scene_swaps_while_requests_are_in_flight(served, arm7):
     from ros_torch_kin.ros.client import KinematicsClient, obstacle
 
     _, client = served
     scene(client, "CLEAR")
-    q = random_q(arm, 2000, seed=13).numpy()  # large enough to run in the worker pool
+    q = random_q(arm7, 2000, seed=13).numpy()  # large enough to run in the worker pool
     answers, errors = [], []
 
     def check_many():

@@ -12,8 +12,7 @@ import pytest
 import torch
 from ros_fixtures import requires_ros, running_node
 
-from ros_torch_kin.kinematics import Chain, forward_kinematics
-from ros_torch_kin.robots import bundled_urdf
+from ros_torch_kin.kinematics import forward_kinematics
 
 pytestmark = requires_ros
 SUCCEEDED, CANCELED, ABORTED = 4, 5, 6
@@ -23,18 +22,13 @@ GOAL = [math.pi / 1.2, 1.0, 0.0, -1.0, 0.0, 0.5, 0.0]  # joint_1 swings the lean
 
 
 @pytest.fixture(scope="module")
-def arm():
-    return Chain.from_urdf(bundled_urdf(), device="cpu", dtype=torch.float64)
-
-
-@pytest.fixture(scope="module")
 def planner(ros_domain):
     with running_node(ros_domain, {"trajectory_time_budget": 20.0}, name="rtk_motion") as (process, client):
         yield process, client
 
 
 @pytest.fixture()
-def wall(planner, arm):
+def wall(planner, arm7):
     """A box where the tool passes halfway along the straight joint-space motion."""
     from ros_torch_kin.ros.client import obstacle
     from ros_torch_kin.srv import UpdateScene
@@ -42,20 +36,20 @@ def wall(planner, arm):
     _, client = planner
     halfway = torch.tensor(START, dtype=torch.float64)
     halfway[0] = GOAL[0] / 2
-    tool = forward_kinematics(arm, halfway, "tool0")[:3, 3].tolist()
+    tool = forward_kinematics(arm7, halfway, "tool0")[:3, 3].tolist()
     client.update_scene(UpdateScene.Request.ADD, [obstacle("wall", "box", (0.2, 0.2, 0.3), (*tool, 0, 0, 0, 1))])
     yield tool
     client.update_scene(UpdateScene.Request.CLEAR)
 
 
-def configuration_goal(arm, start, target, **fields):
+def configuration_goal(arm7, start, target, **fields):
     from sensor_msgs.msg import JointState
 
     from ros_torch_kin.action import PlanTrajectory
 
     goal = PlanTrajectory.Goal(target_type=PlanTrajectory.Goal.TARGET_CONFIGURATION, **fields)
-    goal.start = JointState(name=list(arm.joint_names), position=[float(v) for v in start])
-    goal.target_configuration = JointState(name=list(arm.joint_names), position=[float(v) for v in target])
+    goal.start = JointState(name=list(arm7.joint_names), position=[float(v) for v in start])
+    goal.target_configuration = JointState(name=list(arm7.joint_names), position=[float(v) for v in target])
     return goal
 
 
@@ -67,10 +61,10 @@ def densely(trajectory, steps: int = 12) -> np.ndarray:
     return np.concatenate((between.reshape(-1, points.shape[1]), points[-1:]))
 
 
-def test_plan_goes_around_an_obstacle_added_through_the_scene_service(planner, arm, wall):
+def test_plan_goes_around_an_obstacle_added_through_the_scene_service(planner, arm7, wall):
     _, client = planner
     feedback = []
-    status, result = client.plan_trajectory(configuration_goal(arm, START, GOAL), on_feedback=feedback.append)
+    status, result = client.plan_trajectory(configuration_goal(arm7, START, GOAL), on_feedback=feedback.append)
     assert status == SUCCEEDED and result.success, result.message
     assert result.collision_checked and result.min_clearance >= 0.01 - 1e-6
     assert result.closest_link_a and result.closest_link_b
@@ -82,30 +76,30 @@ def test_plan_goes_around_an_obstacle_added_through_the_scene_service(planner, a
     assert report.min_distance.min() > 0.0
 
 
-def test_without_avoidance_the_same_plan_would_hit_the_obstacle(planner, arm, wall):
+def test_without_avoidance_the_same_plan_would_hit_the_obstacle(planner, arm7, wall):
     _, client = planner
-    status, result = client.plan_trajectory(configuration_goal(arm, START, GOAL, avoid_collisions=False))
+    status, result = client.plan_trajectory(configuration_goal(arm7, START, GOAL, avoid_collisions=False))
     assert status == SUCCEEDED and result.success and not result.collision_checked
     report = client.check_collision(densely(result.trajectory))
     assert report.in_collision.any() and "wall" in report.link_b
 
 
-def test_a_goal_inside_an_obstacle_is_refused_with_the_reason(planner, arm):
+def test_a_goal_inside_an_obstacle_is_refused_with_the_reason(planner, arm7):
     from ros_torch_kin.ros.client import obstacle
     from ros_torch_kin.srv import UpdateScene
 
     _, client = planner
-    tool = forward_kinematics(arm, torch.tensor(GOAL, dtype=torch.float64), "tool0")[:3, 3].tolist()
+    tool = forward_kinematics(arm7, torch.tensor(GOAL, dtype=torch.float64), "tool0")[:3, 3].tolist()
     client.update_scene(UpdateScene.Request.ADD, [obstacle("block", "sphere", (0.1,), (*tool, 0, 0, 0, 1))])
     try:
-        status, result = client.plan_trajectory(configuration_goal(arm, START, GOAL))
+        status, result = client.plan_trajectory(configuration_goal(arm7, START, GOAL))
         assert not result.success and "goal in collision" in result.message, result.message
         assert len(result.trajectory.points) == 0
     finally:
         client.update_scene(UpdateScene.Request.CLEAR)
 
 
-def test_a_bad_clearance_is_refused(planner, arm):
+def test_a_bad_clearance_is_refused(planner, arm7):
     _, client = planner
-    status, result = client.plan_trajectory(configuration_goal(arm, START, GOAL, clearance=-0.1))
+    status, result = client.plan_trajectory(configuration_goal(arm7, START, GOAL, clearance=-0.1))
     assert status == ABORTED and "clearance = -0.1" in result.message

@@ -18,7 +18,7 @@ obstacles (only over the ≤ 4 obstacle kinds).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 
 import torch
@@ -129,6 +129,17 @@ class CollisionChecker:
         checker.__dict__.update(self.__dict__)
         checker.scene, checker._packed = scene, scene.packed(self.chain.device, self.chain.dtype)
         return checker
+
+    def without_self_pairs(self) -> "CollisionChecker":
+        """The same robot against the same scene, with no self-collision pair checked."""
+        empty = self.self_pairs.sphere_a[:0]
+        pairs = replace(self.self_pairs, enabled=(), sphere_a=empty, sphere_b=empty)
+        return CollisionChecker(self.chain, self.spheres, self.scene, pairs, self.margin)
+
+    def on_chain(self, chain: Chain) -> "CollisionChecker":
+        """The same spheres, self pairs and scene on ``chain`` (the robot moved to another device
+        or dtype): nothing is covered or sampled again."""
+        return CollisionChecker(chain, self.spheres, self.scene, self.self_pairs, self.margin)
 
     # ------------------------------------------------------------------ geometry
     # Layout: batch innermost, as in world_transforms: centres (S, 3, b); one kind's world

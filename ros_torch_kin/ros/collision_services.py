@@ -5,7 +5,6 @@ the collision core; every array is filled without a Python loop over the batch."
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import numpy as np
 import torch
@@ -35,21 +34,14 @@ def require_checker(world: WorldState) -> CollisionChecker:
 
 def request_margin(value: float, settings: Settings, field: str = "margin") -> float:
     """A request's clearance (m): its own when positive, else the node's collision_margin."""
-    if not math.isfinite(value) or value < 0 or value > MAX_MARGIN:
-        raise RequestError(f"{field} = {value} must be between 0 and {MAX_MARGIN:g} m")
-    return float(value) if value > 0 else settings.collision_margin
+    return convert.value_or_default(value, settings.collision_margin, MAX_MARGIN, field, " m")
 
 
 def checker_for(checker: CollisionChecker, ignore_world: bool, ignore_self: bool) -> CollisionChecker:
     """``checker`` without the world obstacles and/or without the self pairs."""
     if ignore_world:
         checker = checker.with_scene(Scene())
-    if ignore_self:
-        pairs = checker.self_pairs
-        empty = pairs.sphere_a[:0]
-        checker = CollisionChecker(checker.chain, checker.spheres, checker.scene,
-                                   replace(pairs, enabled=(), sphere_a=empty, sphere_b=empty), checker.margin)
-    return checker
+    return checker.without_self_pairs() if ignore_self else checker
 
 
 def serve_check_collision(model: ServedModel, settings: Settings, request, response, world: WorldState):

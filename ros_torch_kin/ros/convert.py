@@ -8,6 +8,7 @@ Large float64[] fields go through ``array.array`` / ``np.frombuffer`` (no per-el
 from __future__ import annotations
 
 import array
+import math
 
 import numpy as np
 import torch
@@ -220,6 +221,14 @@ def weights(values, count: int, field: str) -> np.ndarray:
 #: Response fields where ±inf is a legitimate value (a continuous joint has no position limit,
 #: URDF may give no velocity or effort limit); NaN is refused there too.
 UNBOUNDED_FIELDS = frozenset({"lower_limits", "upper_limits", "velocity_limits", "effort_limits"})
+
+
+def value_or_default(value: float, default: float, bound: float, field: str, unit: str = "") -> float:
+    """An optional request number where 0 means the default: ``value`` if 0 < value <= bound,
+    ``default`` if 0; RequestError naming the field for a negative, too large or non-finite one."""
+    if not math.isfinite(value) or value < 0 or value > bound:
+        raise RequestError(f"{field} = {value} must be between 0 (the default) and {bound:g}{unit}")
+    return float(value) if value > 0 else float(default)
 
 
 def first_non_finite_output(response) -> str | None:

@@ -130,8 +130,9 @@ def _run(client: KinematicsClient, args) -> None:
     print(f"  and then a good call: {client.forward_kinematics(q[:2]).shape}")
 
 
-def _collision_and_ik(client: KinematicsClient, model, q, poses) -> None:
-    """A small scene, a batch of collision checks, and IK targets solved with and without it."""
+def _collision_and_ik(client: KinematicsClient, model, q, poses) -> tuple[np.ndarray, np.ndarray]:
+    """A small scene, a batch of collision checks, and IK targets solved with and without it;
+    returns the collision-free solutions that keep the planner's clearance and their targets."""
     from ..srv import UpdateScene
     from .client import obstacle
 
@@ -181,6 +182,9 @@ def _plan(client: KinematicsClient, model, free_q, free_targets) -> None:
     from .convert import fill_pose
 
     ee = model.end_effector_link
+    if len(free_q) < 2:
+        print("\nPlanTrajectory: fewer than two collision-free IK solutions to plan between; skipped")
+        return
     results = {}
     for avoid in (True, False):
         goal = PlanTrajectory.Goal(target_type=PlanTrajectory.Goal.TARGET_POSE, target_link=ee, avoid_collisions=avoid)

@@ -90,19 +90,14 @@ def serve_ik(model: ServedModel, settings: Settings, request, response, world: W
 
 
 def _options(request, B: int) -> IKOptions:
-    def positive(value: float, default: float, bound: float, field: str) -> float:
-        if not math.isfinite(value) or value < 0 or value > bound:
-            raise RequestError(f"{field} = {value} must be between 0 (the default) and {bound:g}")
-        return float(value) if value > 0 else default
-
     if request.num_seeds > MAX_SEEDS:
         raise RequestError(f"num_seeds = {request.num_seeds} is above {MAX_SEEDS}")
     return IKOptions(
-        position_tolerance=positive(request.position_tolerance, DEFAULT_TOLERANCE, MAX_TOLERANCE, "position_tolerance"),
-        orientation_tolerance=positive(request.orientation_tolerance, DEFAULT_TOLERANCE, MAX_TOLERANCE,
+        position_tolerance=convert.value_or_default(request.position_tolerance, DEFAULT_TOLERANCE, MAX_TOLERANCE, "position_tolerance"),
+        orientation_tolerance=convert.value_or_default(request.orientation_tolerance, DEFAULT_TOLERANCE, MAX_TOLERANCE,
                                        "orientation_tolerance"),
         seeds=int(request.num_seeds) or None,
-        time_budget=positive(request.time_budget, DEFAULT_TIME_BUDGET, MAX_TIME_BUDGET, "time_budget"),
+        time_budget=convert.value_or_default(request.time_budget, DEFAULT_TIME_BUDGET, MAX_TIME_BUDGET, "time_budget"),
         position_only=bool(request.position_only),
     )
 

@@ -2,25 +2,27 @@
 
 Services (node-private names, e.g. /ros_torch_kin/compute_fk):
   ~/compute_fk (ComputeFK), ~/compute_jacobian (ComputeJacobian), ~/compute_gradient
-  (ComputeGradient), ~/get_robot_model (GetRobotModel).
+  (ComputeGradient), ~/get_robot_model (GetRobotModel), ~/check_collision (CheckCollision),
+  ~/get_collision_model (GetCollisionModel), ~/compute_ik (ComputeIK), and ~/update_scene
+  (UpdateScene, see :mod:`.scene_server`).
 Action: ~/plan_trajectory (PlanTrajectory), the trajectory optimizer, see :mod:`.trajectory_action`.
-Topics: subscribes ``joint_states`` (sensor_msgs/JointState) and ``robot_description``
-(std_msgs/String, transient local); publishes ``~/link_poses`` (LinkPoses) and
-``~/end_effector_pose`` (geometry_msgs/PoseStamped), stamped with the joint state's stamp, and
-``~/planned_trajectory`` (trajectory_msgs/JointTrajectory) and ``~/planned_path``
-(visualization_msgs/MarkerArray) for every successful plan.
+Topics: subscribes ``robot_description`` and ``robot_description_semantic`` (std_msgs/String,
+transient local); publishes ``~/collision_markers`` (visualization_msgs/MarkerArray, transient
+local), ``~/planned_trajectory`` (trajectory_msgs/JointTrajectory) and ``~/planned_path``
+(visualization_msgs/MarkerArray) for every successful plan. ``joint_states`` in, ``~/link_poses``
+and ``~/end_effector_pose`` out run on an internal node of their own (:mod:`.link_pose_publisher`).
 
 The node is an adapter: checks and conversions live in :mod:`.convert`, service logic in
 :mod:`.handlers`, all math in the kinematics core. The served model is one immutable object
 swapped by assignment, so a new description never tears a request in flight, and an invalid
 description never replaces a valid one.
 
-Threads: one single-threaded executor dispatches everything (rclpy's MultiThreadedExecutor
-spends milliseconds per dispatch: with it, bench/service_benchmark.py saw the node answer under
-10 % of 500 Hz joint_states during development, against all of them with this design). Service
-requests and plans are ``async`` callbacks whose work runs in a small thread pool (torch
-releases the GIL), so requests proceed concurrently and neither they nor a plan block the
-joint_states pipeline or cancel requests, which run on the executor.
+Threads: one single-threaded executor dispatches the services, descriptions and the action
+(rclpy's MultiThreadedExecutor spends milliseconds per dispatch); their callbacks are ``async``
+and in one reentrant callback group, and their work (large requests, every IK request, plans,
+description builds) runs in a small thread pool (torch releases the GIL), so requests proceed
+concurrently and none blocks another or a cancel. The joint_states pipeline has its own node
+and executor thread (see :mod:`.link_pose_publisher`).
 """
 
 from __future__ import annotations
@@ -251,7 +253,7 @@ class KinematicsNode(Node):
     # ------------------------------------------------------------------ parameters at runtime
     def _on_set_parameters(self, changed) -> SetParametersResult:
         updates = {p.name: p.value for p in changed}
-        values = {p.name: self.get_parameter(p.name).value for p in PARAMETERS} | updates
+        values = self._parameter_values() | updates
         try:
             for name in updates:
                 if (error := check_choice(name, values[name])):
@@ -271,9 +273,12 @@ class KinematicsNode(Node):
                 model = build_model(model.urdf, model.source, device, dtype, values["floating_joints"],
                                     self._collision_options(values), model.base_dir)
             elif model is not None and updates.keys() & (_CHAIN_PARAMETERS | _COLLISION_PARAMETERS):
-                if updates.keys() & _CHAIN_PARAMETERS:
-                    model = dataclasses.replace(model, chain=model.chain.to(device, dtype))
-                model = with_collision(model, self._collision_options(values))
+                if updates.keys() & _CHAIN_PARAMETERS:  # the spheres and pairs move with the chain
+                    chain = model.chain.to(device, dtype)
+                    collision = None if model.collision is None else model.collision.on_chain(chain)
+                    model = dataclasses.replace(model, chain=chain, collision=collision)
+                if updates.keys() & _COLLISION_PARAMETERS:
+                    model = with_collision(model, self._collision_options(values))
             settings = Settings.from_values(values)
             if model is not None:
                 problems = _unknown_links(settings, model.chain, [n for n in _LINK_SETTINGS if n in updates])

@@ -236,9 +236,7 @@ MAX_CLEARANCE = 1.0
 
 
 def _clearance(requested: float, default: float) -> float:
-    if not math.isfinite(requested) or requested < 0 or requested > MAX_CLEARANCE:
-        raise RequestError(f"clearance = {requested} must be between 0 (the default) and {MAX_CLEARANCE:g} m")
-    return float(requested) if requested > 0 else float(default)
+    return convert.value_or_default(requested, default, MAX_CLEARANCE, "clearance", " m")
 
 
 def _abort(goal_handle, result, message: str):
