@@ -4,7 +4,6 @@ the collision core; every array is filled without a Python loop over the batch."
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 

@@ -8,7 +8,6 @@ the request started with and from the robot itself.
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
