@@ -259,3 +259,17 @@ class ExactReference:
             pin.computeDistances(self.model, self.data, self.geometry, self.geometry_data, self.configuration(q))
             lowest = min(lowest, min(r.min_distance for r in self.geometry_data.distanceResults))
         return lowest
+
+    def clearance(self, q: np.ndarray) -> float:
+        """The smallest exact distance (m; negative: penetration) over the checked pairs at one
+        configuration ``q`` (J,)."""
+        return self.closest(q)[0]
+
+    def closest(self, q: np.ndarray) -> tuple[float, str]:
+        """:meth:`clearance` at ``q`` and the names of the pair at that distance."""
+        pin, results = self.pin, self.geometry_data.distanceResults
+        pin.computeDistances(self.model, self.data, self.geometry, self.geometry_data,
+                             self.configuration(np.asarray(q, dtype=np.float64)))
+        k = min(range(len(results)), key=lambda i: results[i].min_distance)
+        pair = self.geometry.collisionPairs[k]
+        return results[k].min_distance, f"{self._link_of(pair.first)} - {self.geometry.geometryObjects[pair.second].name}"
