@@ -68,12 +68,15 @@ def mbm_resources() -> Path:
     cache = cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     sdist = cache / SDIST
-    if not sdist.is_file():
+    shared = cache.parent / SDIST  # where test/test_moveit_scene.py leaves it: reused, kept
+    if not sdist.is_file() and shared.is_file():
+        sdist = shared
+    elif not sdist.is_file():
         _download(cache)
     digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
     if digest != SDIST_SHA256:
         sdist.unlink()
-        raise RuntimeError(f"{SDIST}: SHA-256 {digest}, expected {SDIST_SHA256} (removed; try again)")
+        raise RuntimeError(f"{sdist}: SHA-256 {digest}, expected {SDIST_SHA256} (removed; try again)")
     staging = Path(tempfile.mkdtemp(prefix="staging-", dir=cache))
     try:
         prefix = f"vamp_planner-{VERSION}/resources/panda/"
@@ -99,7 +102,8 @@ def mbm_resources() -> Path:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    sdist.unlink(missing_ok=True)
+    if sdist != shared:
+        sdist.unlink(missing_ok=True)  # 65 MB; the extracted folder is all that is used
     return target
 
 
@@ -183,7 +187,7 @@ def scene_from_yaml(text: str, root_frame: str = ROOT_FRAME):
         from ros_torch_kin.collision.moveit_scene import scene_from_moveit_yaml
     except ImportError:  # not landed yet: see _interim_scene
         return _interim_scene(data)
-    return scene_from_moveit_yaml(text, root_frame)
+    return scene_from_moveit_yaml(data, root_frame)  # the parsed document: the YAML is read once
 
 
 def _interim_scene(data: dict):

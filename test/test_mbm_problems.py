@@ -1,0 +1,87 @@
+"""The MotionBenchMaker problem reader (bench/mbm_problems.py) on the real files: VAMP 0.6.4's sdist,
+downloaded once with pip into ~/.cache/ros_torch_kin/mbm/ (RTK_CACHE); skipped when it cannot be.
+
+All 700 problems in 7 families of 100, starts and goals within the MBM URDF's joint limits, and the
+first problem of each family free of collision at its start and goal under the exact reference
+(Pinocchio + coal on the URDF's meshes, the scene's primitives, the SRDF-enabled self pairs).
+About 5 s once the files are cached.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import mbm_problems  # noqa: E402
+
+from ros_torch_kin.kinematics import Chain  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def problems():
+    try:
+        mbm_problems.mbm_resources()
+    except RuntimeError as error:
+        pytest.skip(f"the MotionBenchMaker problems cannot be had: {error}")
+    return mbm_problems.load_problems()
+
+
+@pytest.fixture(scope="module")
+def chain(problems):
+    return Chain.from_urdf(mbm_problems.urdf_text(), device="cpu", dtype=torch.float64)
+
+
+def test_seven_families_of_a_hundred(problems):
+    assert len(problems) == 700
+    by_family = {}
+    for problem in problems:
+        by_family.setdefault(problem.family, []).append(problem.index)
+    assert tuple(by_family) == mbm_problems.FAMILIES
+    assert all(indices == list(range(1, 101)) for indices in by_family.values())
+    assert all(p.joint_names == mbm_problems.ARM_JOINTS and p.start.shape == p.goal.shape == (7,) for p in problems)
+    assert all("collision_objects" in p.scene_yaml for p in problems)
+    assert len(mbm_problems.load_problems(["cage", "box"], limit=2)) == 4
+
+
+def test_starts_and_goals_within_the_urdf_limits(problems, chain):
+    assert chain.joint_names == mbm_problems.ARM_JOINTS
+    lower, upper = chain.lower_limits.numpy(), chain.upper_limits.numpy()
+    q = np.stack([p.start for p in problems] + [p.goal for p in problems])
+    assert np.isfinite(q).all()
+    assert (q >= lower - 1e-5).all() and (q <= upper + 1e-5).all(), (q.min(0), q.max(0))
+    # The request's goal joint constraints are read by name (they come in no fixed key order).
+    first = problems[0]
+    assert first.name == "table_pick/0001"
+    np.testing.assert_allclose(first.start, [0, -0.785, 0, -2.356, 0, 1.571, 0.785])
+    np.testing.assert_allclose(first.goal[:2], [-1.451140183264752, -0.9510103288438848])
+
+
+def test_first_problem_of_each_family_is_free_under_the_exact_reference(problems, chain):
+    pytest.importorskip("pinocchio")
+    pytest.importorskip("coal")
+    reference = mbm_problems.mbm_reference(chain)
+    pairs = {frozenset(p) for p in reference.self_link_pairs}
+    assert frozenset(("panda_link5", "panda_link7")) in pairs  # SRDF-enabled
+    assert frozenset(("panda_link6", "panda_link7")) not in pairs  # adjacent
+    assert frozenset(("panda_link0", "panda_link2")) not in pairs  # SRDF "Never"
+    for family in mbm_problems.FAMILIES:
+        problem = next(p for p in problems if p.family == family)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the interim scene reader's notice
+            scene = problem.scene()
+        assert len(scene) > 0
+        reference.set_scene(scene)
+        for name, q in (("start", problem.start), ("goal", problem.goal)):
+            hit, pair = reference.collides(q[None], 0.005)
+            assert not hit, f"{problem.name} {name}: {pair}"
+            assert reference.clearance(q) > 0, problem.name
+    # ... and the reference does see a collision: the first cage goal pushed into its cubby wall.
+    inside = problem.goal.copy()
+    inside[1] += 0.3
+    assert reference.collides(np.stack((problem.goal, inside)), 0.005)[0]
