@@ -185,7 +185,9 @@ def scene_from_yaml(text: str, root_frame: str = ROOT_FRAME):
         raise ValueError(f"the scene's virtual joint is not the identity: {transforms}")
     try:
         from ros_torch_kin.collision.moveit_scene import scene_from_moveit_yaml
-    except ImportError:  # not landed yet: see _interim_scene
+    except ModuleNotFoundError as error:  # not landed yet: see _interim_scene (a broken module still raises)
+        if error.name != "ros_torch_kin.collision.moveit_scene":
+            raise
         return _interim_scene(data)
     return scene_from_moveit_yaml(data, root_frame)  # the parsed document: the YAML is read once
 
