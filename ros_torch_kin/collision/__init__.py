@@ -28,3 +28,8 @@ __all__ = [
 from .urdf_spheres import clear_cover_cache, robot_spheres_from_urdf  # noqa: E402
 
 __all__ += ["clear_cover_cache", "robot_spheres_from_urdf"]
+
+# MoveIt / MotionBenchMaker planning-scene YAML -> Scene (PyYAML, imported when it is read).
+from .moveit_scene import scene_from_moveit_yaml  # noqa: E402
+
+__all__ += ["scene_from_moveit_yaml"]
