@@ -24,6 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # measure this checkout's ros_torch_kin (the commit the report names), not an installed copy
+    sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mbm_problems import FAMILIES, TOOL, load_problems, mbm_reference, mbm_resources, srdf_text, urdf_text  # noqa: E402
 from report import commit, machine, stamp, versions, write_section  # noqa: E402
