@@ -32,7 +32,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,40 +182,9 @@ def scene_from_yaml(text: str, root_frame: str = ROOT_FRAME):
     transforms = data.get("robot_state", {}).get("multi_dof_joint_state", {}).get("transforms", [])
     if any(not _is_identity(t) for t in transforms):
         raise ValueError(f"the scene's virtual joint is not the identity: {transforms}")
-    try:
-        from ros_torch_kin.collision.moveit_scene import scene_from_moveit_yaml
-    except ModuleNotFoundError as error:  # not landed yet: see _interim_scene (a broken module still raises)
-        if error.name != "ros_torch_kin.collision.moveit_scene":
-            raise
-        return _interim_scene(data)
+    from ros_torch_kin.collision.moveit_scene import scene_from_moveit_yaml
+
     return scene_from_moveit_yaml(data, root_frame)  # the parsed document: the YAML is read once
-
-
-def _interim_scene(data: dict):
-    """INTERIM, until ``ros_torch_kin.collision.moveit_scene`` lands (then delete this): exactly
-    what the 700 MBM scenes hold (box and cylinder primitives at ``primitive_poses`` in the
-    world frame, no object pose, no header, no meshes); anything else raises."""
-    from ros_torch_kin.collision import Obstacle, Scene, pose_from_xyz_quat_xyzw
-
-    warnings.warn("ros_torch_kin.collision.moveit_scene is missing: reading the MBM scene with the interim reader "
-                  "in bench/mbm_problems.py", stacklevel=3)
-    obstacles = []
-    for item in data["world"]["collision_objects"]:
-        if set(item) != {"id", "primitives", "primitive_poses"} or len(item["primitives"]) != len(item["primitive_poses"]):
-            raise ValueError(f"collision object {item.get('id')}: not the MBM form the interim reader knows")
-        for k, (shape, pose) in enumerate(zip(item["primitives"], item["primitive_poses"])):
-            name = item["id"] if len(item["primitives"]) == 1 else f"{item['id']}/{k}"
-            T = pose_from_xyz_quat_xyzw([*pose["position"], *pose["orientation"]], name)
-            d = shape["dimensions"]
-            if shape["type"] == "box":
-                obstacles.append(Obstacle.box(name, d, T))
-            elif shape["type"] == "cylinder":  # MoveIt: [height, radius]
-                obstacles.append(Obstacle.cylinder(name, d[0], d[1], T))
-            elif shape["type"] == "sphere":
-                obstacles.append(Obstacle.sphere(name, d[0], T))
-            else:
-                raise ValueError(f"collision object {name}: primitive {shape['type']}")
-    return Scene(obstacles)
 
 
 def _is_identity(transform: dict) -> bool:

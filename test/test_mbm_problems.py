@@ -10,7 +10,6 @@ About 5 s once the files are cached.
 from __future__ import annotations
 
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -72,9 +71,7 @@ def test_first_problem_of_each_family_is_free_under_the_exact_reference(problems
     assert frozenset(("panda_link0", "panda_link2")) not in pairs  # SRDF "Never"
     for family in mbm_problems.FAMILIES:
         problem = next(p for p in problems if p.family == family)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the interim scene reader's notice
-            scene = problem.scene()
+        scene = problem.scene()
         assert len(scene) > 0
         reference.set_scene(scene)
         for name, q in (("start", problem.start), ("goal", problem.goal)):
