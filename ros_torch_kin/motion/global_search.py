@@ -50,9 +50,9 @@ equal to the start is returned as is, and if a straight edge from the start to a
 it is returned at once (the shortest such).
 
 Budget. The search stops at ``min(deadline, entry + options.time_budget)`` (``deadline`` a
-``time.perf_counter()`` value): a round is not started when the slowest recent round would not
-fit, and a ``valid`` call that could overrun is split (its cost is predicted from the calls so
-far) or not made; the shortcuts use whatever time is left. ``max_nodes`` bounds both trees
+``time.perf_counter()`` value): a round is not started when the work of the slowest recent
+round outside ``valid`` would not fit, and a ``valid`` call that could overrun is split (its cost
+is predicted from the calls so far) or not made; the shortcuts use whatever time is left. ``max_nodes`` bounds both trees
 together.
 """
 
@@ -375,13 +375,13 @@ def search_path(valid: Valid, start: Tensor, goals: Tensor, lower: Tensor, upper
     capacity = min(options.max_nodes, 1024)
     trees = [_Tree(start.unsqueeze(0), capacity), _Tree(goals, capacity)]
     B, step = options.batch, float(options.step)
-    slowest, path = 0.0, None  # s, a decaying maximum of the rounds' wall time
+    slowest, path = 0.0, None  # s, a decaying maximum of the rounds' time outside `valid`
     try:
         while True:
             if sum(tree.size for tree in trees) >= options.max_nodes:
                 return result(None, "max_nodes")
-            moment = time.perf_counter()
-            if moment + slowest > stop_at:  # the next round would not fit
+            moment, in_valid = time.perf_counter(), check.time
+            if moment + slowest > stop_at:  # the next round's own work would not fit (`check` guards valid's)
                 raise _OutOfTime
             smaller = int(trees[1].size < trees[0].size)  # the trees take turns while balanced
             grow, other = trees[smaller], trees[1 - smaller]
@@ -441,7 +441,7 @@ def search_path(valid: Valid, start: Tensor, goals: Tensor, lower: Tensor, upper
                 if stepped.numel() and room > 0:
                     stepped = stepped[_first_unique_rows(reach[stepped])][:room]
                     other.add(reach[stepped], y_index[stepped])
-            slowest = max(0.9 * slowest, time.perf_counter() - moment)
+            slowest = max(0.9 * slowest, time.perf_counter() - moment - (check.time - in_valid))
     except _OutOfTime:
         return result(None, "time_budget")
     return result(_shortcut(check, path, options, generator), "connected")
