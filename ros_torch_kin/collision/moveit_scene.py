@@ -141,7 +141,7 @@ def _collision_objects(document) -> list:
     if document is None:
         raise ValueError("the scene YAML is empty (expected world: {collision_objects: [...]})")
     if isinstance(document, str):
-        raise ValueError(f"the scene YAML is the plain string '{document[:200]}', not a planning scene "
+        raise ValueError(f"the scene YAML is the plain string '{document[:80]}', not a planning scene "
                          "(if it is a file name: no such file)")
     if not isinstance(document, Mapping):
         raise ValueError(f"the scene YAML must be a mapping, got {_type_name(document)}")
