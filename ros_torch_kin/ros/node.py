@@ -32,6 +32,7 @@ import signal
 import sys
 import traceback
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import rclpy
 import torch
@@ -50,7 +51,7 @@ from .joint_states import JointStateTracker
 from .link_pose_publisher import LinkPosePublisher
 from .parameters import PARAMETERS, Settings, check_choice
 from .qos import SERVICE_QOS
-from .scene_server import SceneServer
+from .scene_server import SceneServer, scene_from_yaml
 from .served_model import (
     CollisionOptions,
     ServedModel,
@@ -173,10 +174,17 @@ class KinematicsNode(Node):
             self.get_logger().error(f"cannot load the configured robot: {error}")
 
     def _apply(self, model: ServedModel, ticket: int | None = None) -> None:
-        """Serve ``model`` (one assignment: requests in flight keep their snapshot)."""
+        """Serve ``model`` (one assignment: requests in flight keep their snapshot); the first
+        model served also loads the scene_file parameter's scene."""
         self._applied_ticket = self._next_description_ticket() if ticket is None else ticket
+        first = self.model is None
         self.model = model
         self.world = self.world.for_model(model)
+        if first and (path := self.get_parameter("scene_file").value):
+            try:
+                self._use_scene(self._scene_from_file(path, model))
+            except ValueError as error:
+                self.get_logger().error(f"{error}; the scene stays as it was ({len(self.world.scene)} obstacles)")
         self.get_logger().info(f"serving {model.summary()}")
         for warning in model.warnings:
             self.get_logger().warning(f"URDF: {warning}")
@@ -246,6 +254,30 @@ class KinematicsNode(Node):
             self_collision_samples=values["self_collision_samples"],
         )
 
+    def _scene_from_file(self, path: str, model: ServedModel):
+        """The scene of the YAML file at ``path`` (see scene_server.scene_from_yaml); ValueError
+        naming the file and the problem."""
+        try:
+            scene = scene_from_yaml(Path(path), model, self.current_positions(model))
+        except ValueError as error:
+            raise ValueError(f"cannot load scene_file '{path}': {error}") from None
+        self.get_logger().info(f"scene_file '{path}': {len(scene)} obstacles")
+        return scene
+
+    def _use_scene(self, scene) -> None:
+        self.world = self.world.with_scene(scene)
+        server = getattr(self, "_scene", None)  # absent while __init__ loads the configured robot
+        if server is not None:
+            server.publish_markers()
+
+    def current_positions(self, model: ServedModel):
+        """The latest complete joint state for ``model``'s chain ((J,) float64), or None."""
+        poses = getattr(self, "_poses", None)  # absent while __init__ loads the configured robot
+        if poses is None:
+            return None
+        tracker = poses.tracker(model)
+        return tracker.positions.copy() if tracker.complete else None
+
     def _next_description_ticket(self) -> int:
         self._description_tickets += 1
         return self._description_tickets
@@ -284,6 +316,9 @@ class KinematicsNode(Node):
                 problems = _unknown_links(settings, model.chain, [n for n in _LINK_SETTINGS if n in updates])
                 if problems:
                     raise ValueError(problems[0])
+            scene = None
+            if updates.get("scene_file") and model is not None:
+                scene = self._scene_from_file(values["scene_file"], model)
         except ValueError as error:
             return SetParametersResult(successful=False, reason=str(error))
         if "torch_threads" in updates and values["torch_threads"]:
@@ -291,6 +326,8 @@ class KinematicsNode(Node):
         self._device, self._dtype, self.settings = device, dtype, settings
         if model is not self.model:
             self._apply(model)
+        if scene is not None:
+            self._use_scene(scene)
         return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------ services

@@ -80,6 +80,12 @@ PARAMETERS = (
     Parameter("collision_margin", 0.0, "Clearance (m) a configuration must keep from obstacles and "
               "between its own links to count as collision-free, in ~/check_collision (when the "
               "request gives 0), ~/compute_ik and the planner."),
+    Parameter("scene_file", "", "Path of a MoveIt planning-scene YAML (world: collision_objects, as "
+              "MoveIt and MotionBenchMaker write it) whose objects become the scene when the first robot "
+              "model is served and whenever this parameter is set (then a bad file is refused). Frames: "
+              "the root or any robot link, by FK at the latest joint state, else at the zero "
+              "configuration clamped into the limits. A file that cannot be used is logged and the "
+              "scene stays as it was. Empty: none."),
     Parameter("trajectory_waypoints", 32, "Waypoints of a planned trajectory (start included) when "
               "the goal does not say.", integer_range=(3, 1000)),
     Parameter("trajectory_seeds", 16, "Seeds optimised in parallel per plan when the goal does not say.",

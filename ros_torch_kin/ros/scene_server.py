@@ -9,18 +9,27 @@ with a message naming it and leaves the scene as it was. The new scene is one as
 connects late) shows the robot's collision spheres, each in its link's frame (RViz places them
 with TF from robot_state_publisher), and the obstacles in the root frame; it is republished
 whenever the model or the scene changes.
+
+LOAD_YAML (and the ``scene_file`` parameter, see :func:`scene_from_yaml`) replaces the scene with
+the objects of a MoveIt planning-scene YAML. Its ``header.frame_id`` may be empty, the root link
+or any link of the served robot; a link is placed by forward kinematics at the latest complete
+joint state the node received, else at the zero configuration clamped into the joint limits, at
+the time the YAML is loaded (the obstacles then stay where they are when the robot moves).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import torch
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from shape_msgs.msg import SolidPrimitive
 from visualization_msgs.msg import Marker, MarkerArray
 
-from ..collision import Obstacle, Scene, pose_from_xyz_quat_xyzw
+from ..collision import Obstacle, Scene, pose_from_xyz_quat_xyzw, scene_from_moveit_yaml
 from ..collision.obstacles import BOX, CAPSULE, CYLINDER, SPHERE
-from ..kinematics import matrix_to_pose_xyzw
+from ..kinematics import forward_kinematics, matrix_to_pose_xyzw
 from ..msg import Obstacle as ObstacleMsg
 from ..srv import UpdateScene
 from . import convert
@@ -48,7 +57,10 @@ class SceneServer:
         node = self.node
         world = node.world
         try:
-            scene = updated_scene(world.scene, request)
+            if request.operation == UpdateScene.Request.LOAD_YAML:
+                scene = scene_from_yaml(request.scene_yaml, node.model, node.current_positions(node.model))
+            else:
+                scene = updated_scene(world.scene, request)
         except (RequestError, ValueError) as error:
             response.success, response.message = False, str(error)
             return _list(response, world.scene, world.version)
@@ -94,7 +106,73 @@ def updated_scene(scene: Scene, request) -> Scene:
             else:
                 scene = scene.without(msg.id)
         return scene
-    raise RequestError(f"operation {operation} is unknown: use ADD (0), MOVE (1), REMOVE (2), CLEAR (3) or LIST (4)")
+    raise RequestError(f"operation {operation} is unknown: use ADD (0), MOVE (1), REMOVE (2), CLEAR (3), LIST (4) "
+                       "or LOAD_YAML (5)")
+
+
+def scene_from_yaml(source: str | Path, model, positions: np.ndarray | None) -> Scene:
+    """The obstacles of a MoveIt planning-scene YAML (``str``: the text, never read as a file
+    name, so a request cannot make the node read its files; ``Path``: a file; see
+    :func:`..collision.moveit_scene.scene_from_moveit_yaml`) in the root frame of ``model``'s
+    chain. Frames: the root link or any link of the chain, placed by forward kinematics at
+    ``positions`` ((J,) rad or m in ``chain.joint_names`` order) or, when None, at the zero
+    configuration clamped into the joint limits. Without a model only the root ('') frame is
+    known. ValueError naming the object and the field; also for an obstacle beyond ±1e6 m or a
+    scene above MAX_OBSTACLES."""
+    if isinstance(source, str):
+        source = _yaml_document(source)
+    if model is None:
+        scene = scene_from_moveit_yaml(source, "")
+    else:
+        scene = scene_from_moveit_yaml(source, model.chain.root_link, link_frames(model.chain, positions))
+    if len(scene) > MAX_OBSTACLES:
+        raise RequestError(f"the scene would hold {len(scene)} obstacles, above {MAX_OBSTACLES}")
+    for obstacle in scene:  # as ADD bounds them: float32 math stays far from overflow
+        for what, values in (("dimensions", obstacle.dimensions), ("position", obstacle.pose[:3, 3])):
+            if np.abs(values).max() > convert.MAX_COORDINATE:
+                raise RequestError(f"obstacle '{obstacle.id}': {what} {np.round(values, 6).tolist()} "
+                                   f"is beyond ±{convert.MAX_COORDINATE:g} m")
+    return scene
+
+
+def _yaml_document(text: str):
+    """YAML text -> its mapping or list (what scene_from_moveit_yaml takes as a parsed document)."""
+    import yaml
+
+    try:  # yaml.safe_load's loader, in C when PyYAML has libyaml
+        document = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as error:
+        raise RequestError(f"scene_yaml is not valid YAML: {error}") from None
+    if document is None:
+        raise RequestError("scene_yaml is empty (expected world: {collision_objects: [...]}; CLEAR empties the scene)")
+    if not isinstance(document, (dict, list)):
+        raise RequestError(f"scene_yaml must hold a mapping (world: {{collision_objects: [...]}}), "
+                           f"not a {type(document).__name__}")
+    return document
+
+
+def link_frames(chain, positions: np.ndarray | None):
+    """``frame_pose(name)`` for :func:`scene_from_moveit_yaml`: the 4×4 pose (float64, m) of link
+    ``name`` in the root frame at ``positions`` (else the zero configuration clamped into the
+    limits), None for a name that is not a link. Forward kinematics runs once, on the first
+    lookup, in float64 on the CPU (a float32 rotation can miss the obstacle's orthonormality
+    check)."""
+    poses: list[np.ndarray] = []
+
+    def frame_pose(name: str) -> np.ndarray | None:
+        if not chain.has_link(name):
+            return None
+        if not poses:
+            exact = chain.to("cpu", torch.float64)
+            if positions is None:
+                q = np.clip(np.zeros(exact.num_dofs), exact.lower_limits.numpy(), exact.upper_limits.numpy())
+            else:
+                q = np.asarray(positions, dtype=np.float64)
+            with torch.no_grad():
+                poses.append(forward_kinematics(exact, torch.from_numpy(q).reshape(1, -1))[0].numpy())
+        return poses[0][chain.link_index(name)]
+
+    return frame_pose
 
 
 def pose_matrix(pose, field: str) -> np.ndarray:
