@@ -34,10 +34,8 @@ it needs) and the other is its target:
    sample is instead a root of the other tree;
 2. each sample's nearest node (one ``cdist``/argmin against the preallocated node tensor, whose
    capacity doubles when full) is steered towards it by at most ``step`` (max-norm);
-3. every new edge of the round is checked in one batch (the stages above), each as two pieces:
-   its first quarter and the rest; a valid edge adds its end as a node, an edge of which only
-   the first quarter is valid adds that quarter's end (so a tree still grows where a full step
-   is too long); duplicates are dropped;
+3. every new edge of the round is checked in one batch (the stages above); each valid one adds
+   its end as a node (duplicates dropped);
 4. connect: from the other tree's nearest node y to each new node x, the straight edge, all at
    once, as two pieces: y's first step towards x (≤ ``step``) and the rest. Where both are valid
    the trees meet; of those, the one giving the shortest path (cost-to-root in both trees plus
@@ -68,8 +66,6 @@ from torch import Tensor
 
 Valid = Callable[[Tensor], Tensor]
 
-#: the fraction of an extension checked as its own piece (added alone when the rest is invalid)
-_SHORT_STEP = 0.25
 
 
 @dataclass(frozen=True)
@@ -403,14 +399,9 @@ def search_path(valid: Valid, start: Tensor, goals: Tensor, lower: Tensor, upper
             if new.shape[0]:
                 distinct = _first_unique_rows(new)
                 new, near = new[distinct], near[distinct]
-            # 3. all the round's edges in one batched check, each as a short first piece and the
-            # rest: where only the first piece is valid, its end is added (growth in tight places)
-            base = grow.nodes[near]
-            mid = torch.lerp(base, new, _SHORT_STEP)
-            ok = _check_edges(check, torch.cat((base, mid)), torch.cat((mid, new)), resolution, skip_start=True)
-            first, rest = ok.chunk(2)
-            new = torch.where((first & rest).unsqueeze(1), new, mid)
-            new, near = new[first], near[first]
+            # 3. all the round's edges in one batched check; the valid ones add their end
+            ok = _check_edges(check, grow.nodes[near], new, resolution, skip_start=True)
+            new, near = new[ok], near[ok]
             room = options.max_nodes - sum(tree.size for tree in trees)
             new, near = new[:room], near[:room]
             if new.shape[0]:
