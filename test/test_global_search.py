@@ -246,7 +246,8 @@ def test_a_slow_valid_is_not_called_past_the_deadline():
 def test_a_closed_wall_stops_at_max_nodes():
     valid = Counted([((0.48, 0.0), (0.52, 1.0))], margin=0.01)
     start, goal = torch.tensor([0.1, 0.1], dtype=torch.float64), torch.tensor([[0.8, 0.8]], dtype=torch.float64)
-    result = search_path(valid, start, goal, *square(torch.float64), GlobalSearchOptions(max_nodes=1000, time_budget=10))
+    options = GlobalSearchOptions(max_nodes=1000, time_budget=10)
+    result = search_path(valid, start, goal, *square(torch.float64), options)
     assert not result.found and result.stopped == "max_nodes" and result.nodes == 1000
 
 

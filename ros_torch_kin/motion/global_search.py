@@ -50,8 +50,8 @@ it is returned at once (the shortest such).
 Budget. The search stops at ``min(deadline, entry + options.time_budget)`` (``deadline`` a
 ``time.perf_counter()`` value): a round is not started when the work of the slowest recent
 round outside ``valid`` would not fit, and a ``valid`` call that could overrun is split (its cost
-is predicted from the calls so far) or not made; the shortcuts use whatever time is left. ``max_nodes`` bounds both trees
-together.
+is predicted from the calls so far) or not made; the shortcuts use whatever time is left.
+``max_nodes`` bounds both trees together.
 """
 
 from __future__ import annotations
@@ -65,7 +65,6 @@ import torch
 from torch import Tensor
 
 Valid = Callable[[Tensor], Tensor]
-
 
 
 @dataclass(frozen=True)
@@ -422,9 +421,10 @@ def search_path(valid: Valid, start: Tensor, goals: Tensor, lower: Tensor, upper
                     total = torch.where(joined, grow.cost[added] + gap + other.cost[y_index], math.inf)
                     best = int(total.argmin())
                     middle = reach[best:best + 1] if bool(longer[best]) else reach[:0]
-                    through = torch.cat((grow.branch(int(added[best])), middle, other.branch(int(y_index[best])).flip(0)))
-                    repeated = torch.cat((through.new_zeros(1, dtype=torch.bool), (through[1:] == through[:-1]).all(-1)))
-                    through = through[~repeated]  # x may be y itself
+                    through = torch.cat((grow.branch(int(added[best])), middle,
+                                         other.branch(int(y_index[best])).flip(0)))
+                    repeated = (through[1:] == through[:-1]).all(-1)  # x may be y itself
+                    through = torch.cat((through[:1], through[1:][~repeated]))
                     path = through if grow is trees[0] else through.flip(0)
                     break
                 stepped = (first & longer).nonzero().squeeze(1)
@@ -491,7 +491,7 @@ def _shortcut(check: _Validity, path: Tensor, options: GlobalSearchOptions, gene
     return path
 
 
-def shortcut_path(valid: Valid, path: Tensor, options: GlobalSearchOptions = GlobalSearchOptions(),
+def shortcut_path(valid: Valid, path: Tensor, options: GlobalSearchOptions,
                   deadline: float | None = None) -> Tensor:
     """A shorter (never longer, Euclidean in joint space) path with the same ends: ``path``
     (K, J), a valid path, -> (K', J), K' ≤ K.
@@ -501,8 +501,9 @@ def shortcut_path(valid: Valid, path: Tensor, options: GlobalSearchOptions = Glo
     waypoint) and ``options.batch`` random pairs i < j; the valid ones whose straight edge is
     shorter than the section i .. j are applied, non-overlapping: those better than every
     overlapping valid candidate (largest length saved, then longest section). Stops early when
-    every pair was tried and none can be joined, or at ``deadline`` (a ``time.perf_counter()``
-    value; default ``options.time_budget`` from now). Deterministic with ``options.random_seed``.
+    every pair was tried and none can be joined, or at ``min(deadline, now +
+    options.time_budget)`` (``deadline`` a ``time.perf_counter()`` value), returning the path as
+    shortened so far. Deterministic with ``options.random_seed``.
     """
     if path.dim() != 2:
         raise ValueError(f"path must be (K, J), got {tuple(path.shape)}")
