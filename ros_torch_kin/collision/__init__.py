@@ -33,3 +33,13 @@ __all__ += ["clear_cover_cache", "robot_spheres_from_urdf"]
 from .moveit_scene import scene_from_moveit_yaml  # noqa: E402
 
 __all__ += ["scene_from_moveit_yaml"]
+
+# The tight model: sphere trees per link and their hierarchical verdict.
+from .sphere_tree import TreeSettings  # noqa: E402
+from .tree_checker import TreeCollisionChecker, TreeDistances  # noqa: E402
+from .urdf_sphere_trees import robot_sphere_trees_from_urdf  # noqa: E402
+
+__all__ += ["TreeCollisionChecker", "TreeDistances", "TreeSettings", "robot_sphere_trees_from_urdf"]
+from .robot_collision_model import RobotCollisionModel, robot_collision_model_from_urdf  # noqa: E402
+
+__all__ += ["RobotCollisionModel", "robot_collision_model_from_urdf"]

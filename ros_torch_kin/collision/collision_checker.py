@@ -298,6 +298,17 @@ class CollisionChecker:
             sphere_pairs=sphere_pairs.mT if full else None,
         )
 
+    def min_distance(self, q: Tensor, threshold: float = math.inf) -> Tensor:
+        """(B, J) -> (B,) the smallest signed distance over all checked pairs (m; exact at any
+        threshold: the argument is for the interface :class:`TreeCollisionChecker` shares)."""
+        return self.distances(q).min_distance
+
+    def world_and_self_distance(self, q: Tensor, world_threshold: float = math.inf,
+                                self_threshold: float = math.inf) -> tuple[Tensor, Tensor]:
+        """(B, J) -> the smallest world and self distances (B,) each (m; exact at any threshold)."""
+        result = self.distances(q)
+        return result.world_distance, result.self_distance
+
     def penalty(self, q: Tensor, margin: float | None = None) -> tuple[Tensor, Tensor]:
         """(B, J) or (J,) joint positions -> cost (B,) = Σ_pairs ½ max(0, margin − d)² (m²) and
         its gradient ∂cost/∂q (B, J), closed form (see the module docstring). ``margin``

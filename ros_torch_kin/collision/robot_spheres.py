@@ -33,6 +33,9 @@ class RobotSpheres:
     slack: Tensor
     source: tuple[str, ...]
     warnings: tuple[str, ...] = ()
+    #: (S,) int64 or None: the broad-phase group of each sphere (a tight model's sphere tree
+    #: nodes, numbered across the robot; every group within one link); None for a coarse model
+    sphere_groups: Tensor | None = None
     _counts: tuple[int, ...] = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -68,4 +71,5 @@ class RobotSpheres:
             centers=self.centers.to(device, dtype),
             radii=self.radii.to(device, dtype),
             slack=self.slack.to(device, dtype),
+            sphere_groups=None if self.sphere_groups is None else self.sphere_groups.to(device),
         )

@@ -518,59 +518,70 @@ def distance_to_triangles(points: np.ndarray, triangles: np.ndarray) -> np.ndarr
     """(P,) distance (m) from each point (P, 3) to the nearest of the triangles (T, 3, 3).
 
     The projection onto a triangle's plane when it falls inside the triangle, else the nearest
-    edge; degenerate triangles are measured by their edges only."""
-    a, b, c = triangles[:, 0], triangles[:, 1], triangles[:, 2]
-    normal = np.cross(b - a, c - a)
-    area2 = np.linalg.norm(normal, axis=1)
-    flat = area2 > 1e-14 * max(1.0, float(np.abs(triangles).max()) ** 2)
-    unit = np.where(flat[:, None], normal / np.where(area2 > 0, area2, 1.0)[:, None], 0.0)
+    edge; degenerate triangles are measured by their edges only. float64, in torch (blocks of
+    points against every triangle)."""
+    import torch
+
+    tri = torch.as_tensor(np.asarray(triangles, dtype=np.float64))
+    a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
+    normal = torch.linalg.cross(b - a, c - a)
+    area2 = normal.norm(dim=1)
+    flat = area2 > 1e-14 * max(1.0, float(tri.abs().max()) ** 2) if len(tri) else area2 > 0
+    unit = torch.where(flat[:, None], normal / torch.where(area2 > 0, area2, 1.0)[:, None], 0.0)
     edges = []
     for origin, end in ((a, b), (b, c), (c, a)):
         direction = end - origin
-        into = np.cross(normal, direction)  # in the plane, pointing into the triangle
-        edges.append((origin, direction, np.maximum((direction * direction).sum(axis=1), 1e-300),
-                      (origin * direction).sum(axis=1), (origin * origin).sum(axis=1), into, (origin * into).sum(axis=1)))
-    plane_offset = (a * unit).sum(axis=1)
-    result = np.empty(len(points))
-    rows = max(1, _BLOCK_PAIRS // max(1, len(triangles)))
-    for start in range(0, len(points), rows):
-        p = points[start : start + rows]
-        pp = (p * p).sum(axis=1)[:, None]
-        nearest = None
-        over = np.broadcast_to(flat, (len(p), len(triangles)))
-        for origin, direction, dd, od, oo, into, offset in edges:
-            along = p @ direction.T - od  # (P, T): d·(p - o)
-            t = np.clip(along / dd, 0.0, 1.0)
-            squared = pp - 2 * (p @ origin.T) + oo - t * (2 * along - t * dd)  # |p - o - t d|²
-            nearest = squared if nearest is None else np.minimum(nearest, squared)
-            over = over & (p @ into.T >= offset)
-        plane = p @ unit.T - plane_offset
-        nearest = np.where(over, np.minimum(plane * plane, nearest), nearest)
-        result[start : start + rows] = np.sqrt(np.maximum(nearest.min(axis=1), 0.0))
-    return result
+        into = torch.linalg.cross(normal, direction)  # in the plane, pointing into the triangle
+        edges.append((origin.T.contiguous(), direction.T.contiguous(), (direction * direction).sum(1).clamp_min(1e-300),
+                      (origin * direction).sum(1), (origin * origin).sum(1), into.T.contiguous(), (origin * into).sum(1)))
+    plane_offset = (a * unit).sum(1)
+    unit_t = unit.T.contiguous()
+    pts = torch.as_tensor(np.asarray(points, dtype=np.float64)).reshape(-1, 3)
+    result = torch.empty(len(pts), dtype=torch.float64)
+    rows = max(1, _BLOCK_PAIRS // max(1, len(tri)))
+    with torch.no_grad():
+        for start in range(0, len(pts), rows):
+            p = pts[start : start + rows]
+            pp = (p * p).sum(1, keepdim=True)
+            nearest = None
+            over = flat.expand(len(p), len(tri))
+            for origin, direction, dd, od, oo, into, offset in edges:
+                along = (p @ direction).sub_(od)  # (P, T): d·(p - o)
+                t = (along / dd).clamp_(0.0, 1.0)
+                squared = pp - 2 * (p @ origin) + oo - t * (2 * along - t * dd)  # |p - o - t d|²
+                nearest = squared if nearest is None else torch.minimum(nearest, squared)
+                over = over & ((p @ into) >= offset)
+            plane = (p @ unit_t).sub_(plane_offset)
+            nearest = torch.where(over, torch.minimum(plane * plane, nearest), nearest)
+            result[start : start + rows] = nearest.amin(1).clamp_min(0.0).sqrt() if len(tri) else math.inf
+    return result.numpy()
 
 
 def winding_numbers(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     """(P,) generalized winding number of a closed triangle surface (T, 3, 3) around each
-    point: ±1 inside, 0 outside (sum of solid angles, Van Oosterom and Strackee)."""
-    result = np.empty(len(points))
-    rows = max(1, _BLOCK_PAIRS // max(1, len(triangles)))
-    corner = [[triangles[:, v, k] for k in range(3)] for v in range(3)]  # corner[v][k]: (T,)
-    for start in range(0, len(points), rows):
-        p = points[start : start + rows]
-        # (P, T) components of the three corners relative to each point
-        (ax, ay, az), (bx, by, bz), (cx, cy, cz) = (
-            [q[None, :] - p[:, k, None] for k, q in enumerate(corner[v])] for v in range(3)
-        )
-        la = np.sqrt(ax * ax + ay * ay + az * az)
-        lb = np.sqrt(bx * bx + by * by + bz * bz)
-        lc = np.sqrt(cx * cx + cy * cy + cz * cz)
-        numerator = ax * (by * cz - bz * cy) + ay * (bz * cx - bx * cz) + az * (bx * cy - by * cx)
-        denominator = (
-            la * lb * lc
-            + (ax * bx + ay * by + az * bz) * lc
-            + (ax * cx + ay * cy + az * cz) * lb
-            + (bx * cx + by * cy + bz * cz) * la
-        )
-        result[start : start + rows] = np.arctan2(numerator, denominator).sum(axis=1) / (2 * math.pi)
-    return result
+    point: ±1 inside, 0 outside (sum of solid angles, Van Oosterom and Strackee). float64, torch."""
+    import torch
+
+    tri = torch.as_tensor(np.asarray(triangles, dtype=np.float64))
+    pts = torch.as_tensor(np.asarray(points, dtype=np.float64)).reshape(-1, 3)
+    result = torch.empty(len(pts), dtype=torch.float64)
+    rows = max(1, _BLOCK_PAIRS // max(1, len(tri)))
+    corner = [[tri[:, v, k] for k in range(3)] for v in range(3)]  # corner[v][k]: (T,)
+    with torch.no_grad():
+        for start in range(0, len(pts), rows):
+            p = pts[start : start + rows]
+            (ax, ay, az), (bx, by, bz), (cx, cy, cz) = (
+                [q[None, :] - p[:, k, None] for k, q in enumerate(corner[v])] for v in range(3)
+            )
+            la = (ax * ax + ay * ay + az * az).sqrt_()
+            lb = (bx * bx + by * by + bz * bz).sqrt_()
+            lc = (cx * cx + cy * cy + cz * cz).sqrt_()
+            numerator = ax * (by * cz - bz * cy) + ay * (bz * cx - bx * cz) + az * (bx * cy - by * cx)
+            denominator = (
+                la * lb * lc
+                + (ax * bx + ay * by + az * bz) * lc
+                + (ax * cx + ay * cy + az * cz) * lb
+                + (bx * cx + by * cy + bz * cz) * la
+            )
+            result[start : start + rows] = torch.atan2(numerator, denominator).sum(1) / (2 * math.pi)
+    return result.numpy()

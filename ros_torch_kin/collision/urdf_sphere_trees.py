@@ -1,0 +1,208 @@
+"""The tight collision model of a robot: a sphere tree per link from the URDF's ``<collision>``
+elements (see :mod:`.sphere_tree`), as :class:`RobotSpheres` whose ``sphere_groups`` say which
+leaves the checker's broad phase bounds together.
+
+Open (not watertight) meshes: each connected piece that is not closed is replaced by its convex
+hull, which contains it, so the cover stays conservative; its slack is then measured from the
+hull. One warning per link names the file and what was done.
+
+Covers are cached in memory and on disk (``$XDG_CACHE_HOME/ros_torch_kin/sphere_trees``, default
+``~/.cache``; ``RTK_CACHE`` overrides the root), keyed by the mesh file's bytes, the shape, its
+origin and the settings, so a robot is covered once per machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import astuple, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..kinematics import Chain
+from .mesh_files import load_mesh_file, not_found_warning, resolve_mesh_path, unreadable_warning
+from .robot_spheres import RobotSpheres
+from .sphere_cover import CoverProblem, CoverSettings, SphereCover, cover_problem_for_shape, mesh_problem
+from .sphere_tree import TreeCover, TreeSettings, build_sphere_tree
+from .urdf_geometry import CollisionShape, read_collision_shapes
+
+#: How finely shapes are cut into pieces before the tree splits them further.
+PIECES = CoverSettings(piece_cells=16, grid_cells=15, max_pieces=1 << 30, max_candidates=1 << 30)
+_MEMORY: dict[str, TreeCover] = {}
+#: Cache format version: bump when the method changes.
+_VERSION = "3"
+
+
+def cache_directory() -> Path:
+    root = os.environ.get("RTK_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or
+                                                       os.path.expanduser("~/.cache"), "ros_torch_kin")
+    return Path(root) / "sphere_trees"
+
+
+def robot_sphere_trees_from_urdf(
+    urdf: str,
+    chain: Chain,
+    search_dirs=(),
+    base_dir: str | os.PathLike | None = None,
+    settings: TreeSettings = TreeSettings(),
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    use_cache: bool = True,
+) -> RobotSpheres:
+    """Tight spheres (every leaf's slack ≤ ``settings.target_slack`` where the method reaches it)
+    covering every link's collision geometry, grouped for the broad phase. Arguments as
+    :func:`.urdf_spheres.robot_spheres_from_urdf`. A ``<sphere>`` is its own leaf (slack 0)."""
+    shapes, warnings = read_collision_shapes(urdf)
+    by_link: dict[str, list[CollisionShape]] = {}
+    for shape in shapes:
+        if chain.has_link(shape.link):
+            by_link.setdefault(shape.link, []).append(shape)
+        else:
+            warnings.append(f"link '{shape.link}' has collision geometry but is not in the chain; skipped")
+    covers: dict[str, TreeCover] = {}
+    for link, link_shapes in by_link.items():
+        parts = []
+        for shape in link_shapes:
+            part = _shape_tree(shape, settings, tuple(search_dirs), base_dir, warnings, use_cache)
+            if part is not None and part.leaves.num_spheres:
+                parts.append(part)
+        if parts:
+            covers[link] = TreeCover.concatenate(parts)
+    return _assemble(chain, covers, warnings, device, dtype)
+
+
+def _shape_tree(shape: CollisionShape, settings, search_dirs, base_dir, warnings, use_cache) -> TreeCover | None:
+    if shape.kind == "sphere":
+        return TreeCover(SphereCover(shape.origin[None, :3, 3].copy(), np.array([shape.radius]), np.zeros(1)),
+                         np.zeros(1, dtype=np.int64))
+    digest = hashlib.sha256(repr((_VERSION, shape.kind, shape.radius, shape.length, shape.size,
+                                  tuple(shape.scale), astuple(settings), astuple(PIECES))).encode())
+    path = None
+    if shape.kind == "mesh":
+        path, tried = resolve_mesh_path(shape.filename, search_dirs, base_dir)
+        if path is None:
+            warnings.append(not_found_warning(shape.link, shape.filename, tried))
+            return None
+        digest.update(Path(path).read_bytes())
+    key = digest.hexdigest()
+    cover = _MEMORY.get(key) if use_cache else None
+    cached = cache_directory() / f"{key}.npz"
+    if cover is None and use_cache and cached.is_file():
+        try:
+            with np.load(cached) as data:
+                cover = TreeCover(SphereCover(data["centers"], data["radii"], data["slack"]), data["groups"])
+        except (OSError, ValueError, KeyError):
+            cover = None
+    if cover is None:
+        if shape.kind == "mesh":
+            try:
+                mesh = load_mesh_file(path, shape.scale)
+            except Exception as error:  # trimesh raises many kinds for a bad file
+                warnings.append(unreadable_warning(shape.link, shape.filename, path, error))
+                return None
+            problem = _closed_mesh_problem(mesh, shape, warnings)
+        else:
+            problem = cover_problem_for_shape(replace(shape, origin=np.eye(4)), PIECES)
+        cover = build_sphere_tree(problem, settings)
+        if use_cache:
+            _store(cached, cover)
+    elif shape.kind == "mesh":
+        _closed_warning_only(path, shape, warnings)
+    if use_cache:
+        _MEMORY[key] = cover
+    return _transformed(cover, shape.origin)
+
+
+def _closed_mesh_problem(mesh, shape: CollisionShape, warnings: list[str]) -> CoverProblem:
+    """The cover problem of a mesh made closed: every piece that is not watertight replaced by its
+    convex hull (it contains the piece, so a cover of it covers the mesh)."""
+    if mesh.is_watertight:
+        return mesh_problem(mesh, PIECES)
+    pieces = mesh.split(only_watertight=False)
+    closed, hulled = [], 0
+    flat = 0
+    for piece in pieces:
+        if piece.is_watertight:
+            closed.append(piece)
+            continue
+        try:
+            hull = piece.convex_hull
+        except Exception:  # fewer than 4 points off a plane: qhull cannot make a solid of it
+            hull = None
+        if hull is not None and hull.is_watertight and hull.volume > 0:
+            closed.append(hull)
+            hulled += 1
+        else:  # a flat piece stays a surface: spheres on it, slack measured from the surface
+            closed.append(piece)
+            flat += 1
+    warnings.append(_open_warning(shape, hulled, len(pieces), flat))
+    return CoverProblem.union([mesh_problem(piece, PIECES) for piece in closed if len(piece.faces)])
+
+
+def _open_warning(shape: CollisionShape, hulled: int, total: int, flat: int = 0) -> str:
+    text = (f"link '{shape.link}': mesh '{shape.filename}' is not closed ({hulled + flat} of {total} pieces open): each "
+            f"open piece is covered as its convex hull (conservative; slack measured from the hull)")
+    return text + (f", {flat} flat pieces as surfaces" if flat else "")
+
+
+def _closed_warning_only(path, shape, warnings) -> None:
+    """On a cache hit, the same warning for an open mesh as a cold build gives (cheap check)."""
+    try:
+        mesh = load_mesh_file(path, shape.scale)
+    except Exception:
+        return
+    if not mesh.is_watertight:
+        pieces = mesh.split(only_watertight=False)
+        warnings.append(_open_warning(shape, sum(not p.is_watertight for p in pieces), len(pieces)))  # flat ones counted as hulled
+
+
+def _store(path: Path, cover: TreeCover) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(temporary, centers=cover.leaves.centers, radii=cover.leaves.radii, slack=cover.leaves.slack,
+                 groups=cover.groups)
+        os.replace(temporary, path)
+    except OSError:
+        pass  # a read-only home: the cover is only kept in memory
+
+
+def _transformed(cover: TreeCover, T: np.ndarray) -> TreeCover:
+    leaves = cover.leaves
+    return TreeCover(SphereCover(leaves.centers @ T[:3, :3].T + T[:3, 3], leaves.radii, leaves.slack), cover.groups)
+
+
+def _assemble(chain: Chain, covers: dict[str, TreeCover], warnings, device, dtype) -> RobotSpheres:
+    links, centers, radii, slack, groups, source = [], [], [], [], [], []
+    offset = 0
+    for index, name in enumerate(chain.link_names):
+        cover = covers.get(name)
+        source.append("urdf" if cover is not None else "none")
+        if cover is None:
+            continue
+        n = cover.leaves.num_spheres
+        links.append(np.full(n, index))
+        centers.append(cover.leaves.centers)
+        radii.append(cover.leaves.radii)
+        slack.append(cover.leaves.slack)
+        groups.append(cover.groups + offset)
+        offset += int(cover.groups.max()) + 1
+    device = chain.device if device is None else torch.device(device)
+    dtype = chain.dtype if dtype is None else dtype
+
+    def tensor(parts, shape, kind=dtype):
+        array = np.concatenate(parts) if parts else np.zeros(shape)
+        return torch.as_tensor(array, dtype=kind, device=device)
+
+    return RobotSpheres(
+        link_names=tuple(chain.link_names),
+        sphere_links=tensor(links, (0,), torch.int64),
+        centers=tensor(centers, (0, 3)),
+        radii=tensor(radii, (0,)),
+        slack=tensor(slack, (0,)),
+        source=tuple(source),
+        warnings=tuple(warnings),
+        sphere_groups=tensor(groups, (0,), torch.int64),
+    )

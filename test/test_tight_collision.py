@@ -1,0 +1,194 @@
+"""The tight collision model (sphere trees) against independent references: Pinocchio + coal on
+the Panda's own collision meshes (conservative: never a missed contact; tight: within the stated
+slack), brute force over every leaf (the hierarchical verdict is exact), a table just under the
+base, open meshes, and always-in-collision pairs decided by the tight model."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import example_robot_data_dir, real_urdf
+from ros_torch_kin.collision import (
+    CollisionChecker,
+    Obstacle,
+    Scene,
+    TreeCollisionChecker,
+    TreeSettings,
+    robot_collision_model_from_urdf,
+    robot_sphere_trees_from_urdf,
+    robot_spheres_from_urdf,
+)
+from ros_torch_kin.collision.self_collision import SelfCollisionPairs
+from ros_torch_kin.collision.signed_distance import sphere_obstacle_distances
+from ros_torch_kin.collision.sphere_centers import world_sphere_centers
+from ros_torch_kin.collision.sphere_cover import mesh_problem
+from ros_torch_kin.collision.sphere_tree import build_sphere_tree
+from ros_torch_kin.collision.urdf_sphere_trees import PIECES
+from ros_torch_kin.kinematics import Chain, world_transforms
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+SLACK = 0.006  # the leaves' worst slack these tests build with (the benchmark's default)
+
+
+@pytest.fixture(scope="module")
+def panda():
+    urdf = real_urdf("panda")
+    robots = example_robot_data_dir()
+    share = str(robots.parents[1])
+    srdf = (robots / "panda_description/srdf/panda.srdf").read_text()
+    chain = Chain.from_urdf(urdf, device="cpu", dtype=torch.float32)
+    model = robot_collision_model_from_urdf(urdf, chain, srdf=srdf, search_dirs=[share],
+                                            settings=TreeSettings(target_slack=SLACK), samples=300)
+    return chain, model, robots, share
+
+
+def _random_q(chain: Chain, count: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return chain.lower_limits + torch.rand(count, chain.num_dofs, generator=g) * (chain.upper_limits - chain.lower_limits)
+
+
+def _scene(seed: int) -> Scene:
+    rng = np.random.default_rng(seed)
+    boxes = [Obstacle.box(f"box{i}", rng.uniform(0.05, 0.25, 3), np.r_[rng.uniform(-0.6, 0.6, 2), rng.uniform(0.0, 0.9), 0, 0, 0, 1])
+             for i in range(6)]
+    round_ = [Obstacle.cylinder(f"cyl{i}", 0.25, 0.04, np.r_[rng.uniform(-0.6, 0.6, 2), rng.uniform(0.1, 0.8), 0, 0, 0, 1])
+              for i in range(3)] + [Obstacle.sphere(f"ball{i}", 0.05, np.r_[rng.uniform(-0.5, 0.5, 2), rng.uniform(0.1, 0.8), 0, 0, 0, 1])
+                                    for i in range(3)]
+    return Scene(boxes + round_)
+
+
+def test_leaves_hold_the_mesh_within_the_slack(panda):
+    chain, model, _, _ = panda
+    spheres = model.verdict.spheres
+    assert spheres.num_spheres > 0 and float(spheres.slack.max()) <= SLACK + 1e-9
+    # far tighter than the coarse cover of the same meshes
+    coarse = model.cost.spheres
+    assert float(spheres.slack.median()) < 0.5 * float(coarse.slack.median())
+
+
+def test_hierarchical_verdict_equals_brute_force_over_every_leaf(panda):
+    chain, model, _, _ = panda
+    scene = _scene(3)
+    checker = TreeCollisionChecker(chain, model.verdict.spheres, scene, model.self_pairs)  # leaves alone
+    q = _random_q(chain, 96, 1)
+    world = world_transforms(chain, q)
+    centers = world_sphere_centers(world, checker.spheres)  # (S, 3, B)
+    packed = scene.packed("cpu", torch.float32)
+    links = checker.spheres.sphere_links
+    index = {n: i for i, n in enumerate(chain.link_names)}
+    brute = []
+    for b in range(q.shape[0]):
+        d, _ = sphere_obstacle_distances(centers[:, :, b], checker.spheres.radii, packed)
+        best = float(d.min())
+        for a, c in model.self_pairs.enabled:
+            ia, ic = (links == index[a]).nonzero().squeeze(1), (links == index[c]).nonzero().squeeze(1)
+            pair = torch.cdist(centers[ia, :, b], centers[ic, :, b]) - checker.spheres.radii[ia, None] - checker.spheres.radii[None, ic]
+            best = min(best, float(pair.min()))
+        brute.append(best)
+    brute = torch.tensor(brute)
+    assert bool(((brute < 0) == checker.in_collision(q)).all())
+    near = brute < 0.05
+    distance = checker.min_distance(q, 0.05)
+    assert torch.allclose(distance[near], brute[near], atol=1e-5)
+    assert bool((distance[~near] >= 0.05).all())
+    assert 0 < int((brute < 0).sum()) < q.shape[0]  # the sample has both verdicts
+
+
+def test_never_misses_a_contact_that_coal_finds_and_is_tight(panda):
+    pytest.importorskip("pinocchio")
+    pytest.importorskip("coal")
+    from motion_scenes import ExactReference
+
+    chain, model, robots, share = panda
+    reference = ExactReference(robots / "panda_description/urdf/panda.urdf", [share], chain, model.self_pairs.enabled)
+    missed = false_alarms = colliding = 0
+    for seed in range(3):
+        scene = _scene(10 + seed)
+        verdict = model.verdict.with_scene(scene)
+        reference.set_scene(scene)
+        q = _random_q(chain, 150, 20 + seed)
+        ours = verdict.in_collision(q).numpy()
+        exact = np.array([reference.collides(x[None], 1.0)[0] for x in q.double().numpy()])
+        missed += int((exact & ~ours).sum())
+        false_alarms += int((~exact & ours).sum())
+        colliding += int(exact.sum())
+    assert missed == 0
+    assert colliding > 50  # the scenes do touch the robot
+    assert false_alarms <= 0.08 * 450, false_alarms  # measured 3 % at 6 mm (bench/README: tight model)
+
+
+def test_world_distance_is_a_lower_bound_within_the_slack(panda):
+    pytest.importorskip("coal")
+    from motion_scenes import ExactReference
+
+    chain, model, robots, share = panda
+    reference = ExactReference(robots / "panda_description/urdf/panda.urdf", [share], chain, ())  # world only
+    scene = _scene(5)
+    reference.set_scene(scene)
+    verdict = TreeCollisionChecker(chain, model.verdict.spheres, scene, None)
+    q = _random_q(chain, 60, 7)
+    ours = verdict.min_distance(q, 0.2)
+    for i, x in enumerate(q.double().numpy()):
+        exact = reference.clearance(x)
+        if exact < 0.15:  # below the threshold the model's distance is exact for its leaves
+            assert float(ours[i]) <= exact + 1e-4
+            if exact > 0:
+                assert exact <= float(ours[i]) + SLACK + 1e-4
+
+
+def test_a_table_just_under_the_base_is_free(panda):
+    """The base link's spheres reach 18-30 mm below its mesh in the coarse cover; the leaves do not."""
+    chain, model, _, _ = panda
+    base_bottom = 0.0  # panda_link0's mesh ends at z = 0 in its frame (the flange)
+    table = Scene([Obstacle.box("table", (1.0, 1.0, 0.05), [0.0, 0.0, base_bottom - 0.01 - 0.025, 0, 0, 0, 1])])
+    q = torch.tensor([[0.0, -0.3, 0.0, -2.0, 0.0, 1.8, 0.8, 0.02]])
+    assert bool(model.cost.with_scene(table).in_collision(q)[0])  # the coarse spheres hit it
+    assert not bool(model.verdict.with_scene(table).in_collision(q)[0])
+
+
+def test_open_mesh_is_closed_with_a_warning_and_stays_covered(tmp_path):
+    trimesh = pytest.importorskip("trimesh")
+    box = trimesh.creation.box(extents=(0.1, 0.06, 0.04))
+    keep = np.ones(len(box.faces), dtype=bool)
+    keep[:2] = False  # drop one face: the mesh is open
+    open_box = trimesh.Trimesh(box.vertices, box.faces[keep], process=False)
+    assert not open_box.is_watertight
+    open_box.export(tmp_path / "open.stl")
+    urdf = f"""<robot name="r"><link name="base"/><link name="arm"><collision><geometry>
+      <mesh filename="{tmp_path / 'open.stl'}"/></geometry></collision></link>
+      <joint name="j" type="revolute"><parent link="base"/><child link="arm"/><axis xyz="0 0 1"/>
+      <limit lower="-1" upper="1" effort="1" velocity="1"/></joint></robot>"""
+    chain = Chain.from_urdf(urdf, dtype=torch.float64)
+    spheres = robot_sphere_trees_from_urdf(urdf, chain, settings=TreeSettings(target_slack=0.004), use_cache=False)
+    assert any("'arm'" in w and "not closed" in w and "convex hull" in w for w in spheres.warnings), spheres.warnings
+    points = open_box.sample(3000, seed=0) if "seed" in open_box.sample.__code__.co_varnames else open_box.sample(3000)
+    inside = (torch.cdist(torch.as_tensor(points), spheres.centers) <= spheres.radii + 1e-9).any(1)
+    assert bool(inside.all())
+    assert float(spheres.slack.max()) <= 0.004 + 1e-9
+
+
+def test_tree_cover_holds_every_surface_point_of_a_mesh():
+    trimesh = pytest.importorskip("trimesh")
+    mesh = trimesh.creation.capsule(height=0.12, radius=0.035, count=[16, 16])
+    cover = build_sphere_tree(mesh_problem(mesh, PIECES), TreeSettings(target_slack=0.004)).leaves
+    points = torch.as_tensor(np.asarray(trimesh.sample.sample_surface(mesh, 4000)[0]))
+    inside = (torch.cdist(points, torch.as_tensor(cover.centers)) <= torch.as_tensor(cover.radii) + 1e-9).any(1)
+    assert bool(inside.all())
+    assert cover.worst_slack <= 0.004 + 1e-9
+
+
+def test_always_in_collision_only_where_the_tight_model_says_so(panda):
+    chain, model, _, _ = panda
+    for pair, reason in model.self_pairs.disabled.items():
+        if reason.startswith("always in collision"):
+            assert "tight model" in reason
+    # every pair the SRDF leaves enabled and the leaves do not always overlap is checked
+    assert len(model.self_pairs.enabled) >= 1
+    assert model.verdict.self_pairs.enabled == model.cost.self_pairs.enabled
