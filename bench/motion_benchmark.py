@@ -27,7 +27,8 @@ from report import example_robot_data_dir, machine, stamp, versions, write_secti
 
 from ros_torch_kin.collision import CollisionChecker, robot_spheres_from_urdf, self_collision_pairs  # noqa: E402
 from ros_torch_kin.kinematics import Chain  # noqa: E402
-from ros_torch_kin.optim import TrajectoryLimits, TrajectoryOptions, solve_trajectory  # noqa: E402
+from ros_torch_kin.motion import solve_trajectory  # noqa: E402
+from ros_torch_kin.optim import TrajectoryLimits, TrajectoryOptions  # noqa: E402
 
 
 def build(robots: Path, cost_spheres: int):

@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import example_robot_data_dir, machine, stamp, versions, write_section  # noqa: E402
 
 from ros_torch_kin.kinematics import Chain, forward_kinematics  # noqa: E402
-from ros_torch_kin.optim import TrajectoryLimits, TrajectoryOptions, damped_least_squares_ik, solve_trajectory  # noqa: E402
+from ros_torch_kin.motion import solve_trajectory  # noqa: E402
+from ros_torch_kin.optim import TrajectoryLimits, TrajectoryOptions, damped_least_squares_ik  # noqa: E402
 from ros_torch_kin.robots import bundled_urdf  # noqa: E402
 
 POSITION_TOLERANCE, ORIENTATION_TOLERANCE = 1e-3, math.radians(1.0)

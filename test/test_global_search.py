@@ -20,7 +20,7 @@ from ros_torch_kin.motion.global_search import (
     search_path,
     shortcut_path,
 )
-from ros_torch_kin.optim.motion_checking import MotionChecker
+from ros_torch_kin.motion.sphere_sweep import MotionChecker
 from ros_torch_kin.robots import bundled_urdf
 
 DTYPES = [torch.float64, torch.float32]

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from ros_torch_kin.kinematics import Chain, forward_kinematics, pose_error
-from ros_torch_kin.optim import TrajectoryLimits, TrajectoryOptions, solve_trajectory, time_parameterize
+from ros_torch_kin.motion import solve_trajectory, time_parameterize
+from ros_torch_kin.optim import TrajectoryLimits, TrajectoryOptions
 from ros_torch_kin.robots import bundled_urdf
 
 FAST = TrajectoryOptions(waypoints=16, seeds=6, max_iterations=25, time_budget=60.0)

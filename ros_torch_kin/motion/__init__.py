@@ -1,2 +1,35 @@
-"""The motion pipeline (pure torch; never imports ROS): goals -> seeds -> global search ->
-optimisation -> checking -> timing. ``solve_trajectory`` is the one entry point."""
+"""The motion pipeline (pure torch; never imports ROS), one stage a file:
+
+goals (:mod:`.goals`) -> seeds (:mod:`.seeds`) -> global search (:mod:`.global_search`) ->
+optimisation (:mod:`.planner`, with the collision cost of :mod:`.collision_costs`) -> checking
+(:mod:`.checking`, on the sphere sweep bounds of :mod:`.sphere_sweep`) -> timing
+(:mod:`.timing`). :func:`solve_trajectory` is the one entry point; the generic solvers (L-BFGS,
+IK, cost terms, options) stay in :mod:`ros_torch_kin.optim`.
+"""
+
+from .checking import MotionValidator
+from .global_search import GlobalSearchOptions, GlobalSearchResult, search_path, shortcut_path
+from .goals import GOAL_IN_COLLISION, GOAL_NOT_REACHED, GOAL_UNREACHABLE, NO_PATH, START_IN_COLLISION
+from .planner import IterationReport, TrajectoryResult, solve_trajectory
+from .sphere_sweep import MotionCheck, MotionChecker, sphere_speed_bounds
+from .timing import time_parameterize
+
+__all__ = [
+    "GOAL_IN_COLLISION",
+    "GOAL_NOT_REACHED",
+    "GOAL_UNREACHABLE",
+    "NO_PATH",
+    "START_IN_COLLISION",
+    "GlobalSearchOptions",
+    "GlobalSearchResult",
+    "IterationReport",
+    "MotionCheck",
+    "MotionChecker",
+    "MotionValidator",
+    "TrajectoryResult",
+    "search_path",
+    "shortcut_path",
+    "solve_trajectory",
+    "sphere_speed_bounds",
+    "time_parameterize",
+]

@@ -51,7 +51,7 @@ class ClearanceModel:
         self.steering = checker if steering is None else steering
 
     def in_collision(self, q: Tensor) -> Tensor:
-        return self.checker.distances(q).min_distance < self.clearance
+        return self.checker.min_distance(q, self.clearance) < self.clearance
 
     def penalty(self, q: Tensor) -> tuple[Tensor, Tensor]:
         return self.steering.penalty(q, self.clearance + self.margin)

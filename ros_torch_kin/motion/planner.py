@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -46,22 +47,16 @@ from torch import Tensor
 from ..collision import CollisionChecker
 from ..kinematics import Chain, forward_kinematics
 from ..kinematics.fk import link_index
+from ..optim.costs import CostTerm, TrajectoryState, acceleration_cost, goal_costs, goal_pose_errors, jerk_cost, path_cost
+from ..optim.ik import damped_least_squares_ik
+from ..optim.lbfgs import BatchedLBFGS
+from ..optim.options import TrajectoryLimits, TrajectoryOptions
+from .checking import MotionValidator, _pair_names
 from .collision_costs import ClearanceModel, trajectory_collision_cost
-from .costs import CostTerm, TrajectoryState, acceleration_cost, goal_costs, goal_pose_errors, jerk_cost, path_cost
-from .ik import damped_least_squares_ik
-from .lbfgs import BatchedLBFGS
-from .motion_checking import MotionChecker
-from .motion_seeding import (
-    GOAL_IN_COLLISION,
-    GOAL_NOT_REACHED,
-    NO_PATH,
-    START_IN_COLLISION,
-    candidate_motions,
-    collision_free_goals,
-    rank_candidates,
-)
-from .options import TrajectoryLimits, TrajectoryOptions
-from .time_parameterization import time_parameterize
+from .global_search import GlobalSearchOptions, search_path
+from .goals import GOAL_IN_COLLISION, GOAL_NOT_REACHED, NO_PATH, START_IN_COLLISION, collision_free_goals
+from .seeds import candidate_motions, rank_candidates
+from .timing import time_parameterize
 
 
 @dataclass(frozen=True)
@@ -160,14 +155,16 @@ def solve_trajectory(
     options = options or TrajectoryOptions()
     limits = limits or TrajectoryLimits.from_chain(chain)
     started = time.perf_counter()
-    problem = _Problem.make(chain, start, link, target_pose, target_configuration, position_only, limits)
+    problem = _Problem.make(chain, start, link, target_pose, target_configuration, position_only, limits,
+                            options.limit_tolerance)
     P, S, T, J = problem.start.shape[0], options.seeds, options.waypoints, chain.num_dofs
     weights = options.weights
     motion = cost_checker = None
-    timings = {"goals": 0.0, "seeding": 0.0, "iterations": 0.0, "checking": 0.0}
+    timings = {"goals": 0.0, "seeding": 0.0, "global_search": 0.0, "iterations": 0.0, "checking": 0.0}
     if collision is not None:
         cost_checker = collision if collision_cost is None else collision_cost
-        motion = MotionChecker(collision, options.clearance, options.check_resolution)
+        motion = MotionValidator(collision, options.clearance, options.validity_margin, options.check_resolution,
+                                 options.approach)
         cost_margin = options.clearance + options.cost_margin
         S = options.collision_seeds
 
@@ -216,6 +213,9 @@ def solve_trajectory(
         moment = time.perf_counter()
         checks.check_best(x, torch.zeros(P * S, dtype=x.dtype, device=x.device), failure)
         timings["checking"] += time.perf_counter() - moment
+        if options.global_search > 0 and not checks.all_done(failure):
+            x = _global_seeds(chain, problem, options, limits, collision, goals, valid, x, checks, failure,
+                              started, S, timings)
     moment = time.perf_counter()
     stopped, iteration, quiet = "max_iterations", 0, 0
     if motion is not None and checks.all_done(failure):  # solved by a seed, or nothing to optimise
@@ -255,7 +255,7 @@ def solve_trajectory(
             moment_check = time.perf_counter()
             checks.check_best(x, collision_part, failure)
             timings["checking"] += time.perf_counter() - moment_check
-            moment -= time.perf_counter() - moment_check  # the iterations' time excludes checking
+            moment += time.perf_counter() - moment_check  # the iterations' time excludes checking
             if checks.all_done(failure):
                 stopped = "solved"
                 break
@@ -263,7 +263,7 @@ def solve_trajectory(
                 moment_seed = time.perf_counter()
                 fresh = _ranked_seeds(problem, options, limits, cost_checker, goals, valid, timings,
                                       draw=iteration // options.restart_every)[:, 1:]
-                moment -= time.perf_counter() - moment_seed
+                moment += time.perf_counter() - moment_seed
                 unsolved = torch.tensor([not d for d in checks.done], device=x.device).repeat_interleave(S)
                 x = torch.where(unsolved.view(-1, 1, 1), fresh, x)
                 cost, gradient, collision_part = value_and_gradient(x, S)
@@ -345,16 +345,17 @@ class _Problem:
     position_only: bool
 
     @classmethod
-    def make(cls, chain, start, link, target_pose, target_configuration, position_only, limits) -> "_Problem":
+    def make(cls, chain, start, link, target_pose, target_configuration, position_only, limits,
+             tolerance: float = 0.0) -> "_Problem":
         if (target_pose is None) == (target_configuration is None):
             raise ValueError("give exactly one of target_pose and target_configuration")
         start = _batch(chain, start, (chain.num_dofs,), "start")
         P = start.shape[0]
-        _check_inside(chain, start, limits, "start")
+        start = _check_inside(chain, start, limits, "start", tolerance)
         if target_configuration is not None:
             target_configuration = _batch(chain, target_configuration, (chain.num_dofs,), "target_configuration")
             target_configuration = target_configuration.expand(P, -1) if target_configuration.shape[0] == 1 else target_configuration
-            _check_inside(chain, target_configuration, limits, "target_configuration")
+            target_configuration = _check_inside(chain, target_configuration, limits, "target_configuration", tolerance)
             return cls(start, None, None, target_configuration, False)
         if link is None:
             raise ValueError("a target_pose needs the link it is for")
@@ -376,14 +377,27 @@ def _batch(chain: Chain, value, shape: tuple[int, ...], name: str) -> Tensor:
     return value
 
 
-def _check_inside(chain: Chain, q: Tensor, limits: TrajectoryLimits, name: str) -> None:
-    outside = limits.outside(q)
+def _check_inside(chain: Chain, q: Tensor, limits: TrajectoryLimits, name: str, tolerance: float = 0.0) -> Tensor:
+    """q clamped onto the position limits where it is at most ``tolerance`` outside (URDF
+    rounding: a warning names the joint); ValueError naming the joint where it is farther."""
+    outside = limits.outside(q, tolerance=max(tolerance, 1e-9))
     if outside.any():
         p, j = (int(i) for i in outside.nonzero()[0])
         raise ValueError(
             f"{name} of problem {p}: joint '{chain.joint_names[j]}' = {q[p, j].item():.6g} is outside its "
             f"limits [{limits.lower[j].item():.6g}, {limits.upper[j].item():.6g}]"
         )
+    slightly = limits.outside(q)
+    if slightly.any():
+        p, j = (int(i) for i in slightly.nonzero()[0])
+        warnings.warn(f"{name} of problem {p}: joint '{chain.joint_names[j]}' = {q[p, j].item():.9g} is "
+                      f"{_excess(q[p, j], limits, j):.2g} outside its limits: clamped onto them", stacklevel=3)
+        q = limits.clamp(q)
+    return q
+
+
+def _excess(value: Tensor, limits: TrajectoryLimits, j: int) -> float:
+    return float(torch.maximum(limits.lower[j] - value, value - limits.upper[j]))
 
 
 def _seed_trajectories(chain: Chain, problem: _Problem, options: TrajectoryOptions, limits: TrajectoryLimits) -> Tensor:
@@ -460,28 +474,105 @@ def _row_goal_errors(chain, problem, last: Tensor, owner: Tensor) -> tuple[Tenso
 def _collision_goals(chain, problem, options, limits, collision, cost_checker, failure: list[str],
                      timings: dict) -> tuple[Tensor, Tensor]:
     """Goals (P, K, J) and valid (P, K) of collision-aware problems (see :mod:`.motion_seeding`);
-    refused problems get their reason in ``failure``."""
+    refused problems get their reason in ``failure``. A start or configuration goal is refused
+    only when it is in contact (closer than ``options.validity_margin``): the message names the
+    closest pair and its distance; one closer than the clearance is planned from or to."""
     moment = time.perf_counter()
-    P, c = problem.start.shape[0], options.clearance
+    P, v = problem.start.shape[0], options.validity_margin
     with torch.no_grad():
-        start_clear = collision.distances(problem.start).min_distance >= c
-        for p in (~start_clear).nonzero().squeeze(1).tolist():
-            failure[p] = START_IN_COLLISION
+        for p, reason in _contacts(collision, problem.start, v, START_IN_COLLISION).items():
+            failure[p] = reason
         if problem.target_configuration is not None:
-            valid = (collision.distances(problem.target_configuration).min_distance >= c).unsqueeze(1)
             goals = problem.target_configuration.unsqueeze(1)
-            for p in (~valid[:, 0]).nonzero().squeeze(1).tolist():
-                failure[p] = failure[p] or GOAL_IN_COLLISION
+            refused = _contacts(collision, problem.target_configuration, v, GOAL_IN_COLLISION)
+            valid = torch.tensor([p not in refused for p in range(P)], device=chain.device).unsqueeze(1)
+            for p, reason in refused.items():
+                failure[p] = failure[p] or reason
         elif all(failure):
             goals, valid = problem.start.unsqueeze(1), torch.zeros(P, 1, dtype=torch.bool, device=chain.device)
         else:
-            model = ClearanceModel(collision, c, options.cost_margin, steering=cost_checker)
+            model = ClearanceModel(collision, v, options.clearance + options.cost_margin - v, steering=cost_checker)
             goals, valid, reasons = collision_free_goals(chain, problem.link, problem.target_pose, problem.position_only,
                                                          problem.start, model, options, limits)
             for p, reason in enumerate(reasons):
                 failure[p] = failure[p] or reason
     timings["goals"] += time.perf_counter() - moment
     return goals, valid
+
+
+def _global_seeds(chain, problem, options, limits, collision, goals: Tensor, valid: Tensor, x: Tensor, checks,
+                  failure: list[str], started: float, S: int, timings: dict) -> Tensor:
+    """For each open problem, a global search (:func:`~ros_torch_kin.motion.global_search.search_path`)
+    from its start to its valid goals on the verdict model; a path found replaces the seed of
+    highest collision cost and is checked at once (it often passes as it is). Configurations
+    within ``near`` rad (max-norm) of the start or a goal need only validity, the rest the
+    clearance (a grasp's start or goal may be closer than it)."""
+    P = problem.start.shape[0]
+    c, v = options.clearance, options.validity_margin
+    lower, upper = limits.lower.clamp(min=-math.pi), limits.upper.clamp(max=math.pi)
+    near = 0.15
+    for p in range(P):
+        if checks.done[p] or failure[p] or not bool(valid[p].any()):
+            continue
+        moment = time.perf_counter()
+        remaining = started + options.time_budget - moment
+        if remaining <= 0:
+            break
+        ends = torch.cat((problem.start[p:p + 1], goals[p][valid[p]]))
+
+        def free(q: Tensor, ends=ends) -> Tensor:
+            distance = collision.min_distance(q, c)
+            close = ((q.unsqueeze(1) - ends.unsqueeze(0)).abs().amax(-1) <= near).any(1)
+            return distance >= torch.where(close, torch.full_like(distance, v), torch.full_like(distance, c))
+
+        search = GlobalSearchOptions(time_budget=options.global_search * remaining, edge_resolution=0.01,
+                                     random_seed=options.random_seed)
+        found = search_path(free, problem.start[p], ends[1:], lower, upper, search)
+        timings["global_search"] += time.perf_counter() - moment
+        if not found.found:
+            continue
+        row = p * S + S - 1  # the seeds are ranked: the last is the worst
+        x = x.clone()
+        x[row] = _path_waypoints(found.path, options.waypoints)[1:]
+        moment = time.perf_counter()
+        checks.check_rows(x, torch.tensor([row], device=x.device))
+        timings["checking"] += time.perf_counter() - moment
+    return x
+
+
+def _path_waypoints(path: Tensor, T: int) -> Tensor:
+    """A piecewise-linear path (K, J) -> (T, J) waypoints along it, every corner among them
+    (when K ≤ T), the rest spread by length over the edges."""
+    K = path.shape[0]
+    if K > T:  # more corners than waypoints: even spacing by length
+        cumulative = torch.cat((path.new_zeros(1), (path[1:] - path[:-1]).norm(dim=-1).cumsum(0)))
+        at = torch.linspace(0, float(cumulative[-1]), T, dtype=path.dtype, device=path.device)
+        edge = torch.searchsorted(cumulative, at, right=True).clamp(1, K - 1) - 1
+        span = (cumulative[edge + 1] - cumulative[edge]).clamp_min(1e-12)
+        t = ((at - cumulative[edge]) / span).clamp(0, 1).unsqueeze(1)
+        return path[edge] + t * (path[edge + 1] - path[edge])
+    lengths = (path[1:] - path[:-1]).abs().amax(-1).double().cpu() + 1e-9
+    extra = T - K  # waypoints to add inside the K − 1 edges
+    share = lengths / lengths.sum() * extra
+    count = share.floor().long()
+    for i in torch.argsort(share - count, descending=True)[: extra - int(count.sum())].tolist():
+        count[i] += 1
+    pieces = [path[:1]]
+    for e in range(K - 1):
+        n = int(count[e]) + 1
+        t = torch.arange(1, n + 1, dtype=path.dtype, device=path.device).unsqueeze(1) / n
+        pieces.append(path[e] + t * (path[e + 1] - path[e]))
+    return torch.cat(pieces)
+
+
+def _contacts(collision, q: Tensor, margin: float, reason: str) -> dict[int, str]:
+    """Rows of q (P, J) closer than ``margin`` -> '<reason>: <a> – <b>, <d> mm' (the closest pair)."""
+    distance = collision.min_distance(q, margin)
+    rows = (distance < margin).nonzero().squeeze(1).tolist()
+    if not rows:
+        return {}
+    named = _pair_names(collision, q[rows], margin)
+    return {p: f"{reason}: {a} – {b}, {1000 * float(distance[p]):.1f} mm" for p, (a, b) in zip(rows, named)}
 
 
 def _ranked_seeds(problem, options, limits, cost_checker, goals: Tensor, valid: Tensor, timings: dict,
@@ -501,7 +592,7 @@ class _MotionChecks:
     """Whole-motion checks of the optimizer's rows (P·S): per row whether it passed, its sphere
     distances, and per problem the first checked motion that reaches the goal collision-free."""
 
-    def __init__(self, chain, problem, options, limits, motion: MotionChecker, S: int):
+    def __init__(self, chain, problem, options, limits, motion: MotionValidator, S: int):
         self.chain, self.problem, self.options, self.limits, self.motion, self.S = chain, problem, options, limits, motion, S
         P = problem.start.shape[0]
         device, dtype = chain.device, chain.dtype
@@ -531,6 +622,15 @@ class _MotionChecks:
         for i, row in enumerate(rows.tolist()):
             self.closest_pair[row] = verdict.closest_pair[i]
         return polished, ok
+
+    def check_rows(self, x: Tensor, rows: Tensor) -> None:
+        """Check the given rows; a problem whose row passes is solved by it."""
+        polished, ok = self._check_rows(x, rows)
+        for i in ok.nonzero().squeeze(1).tolist():
+            p = int(rows[i]) // self.S
+            if not self.done[p]:
+                self.done[p] = True
+                self.found[p] = (int(rows[i]), polished[i])
 
     def check_best(self, x: Tensor, collision_part: Tensor, failure: list[str]) -> None:
         """Check the ``checks_per_iteration`` rows of lowest collision cost of every open problem."""

@@ -21,7 +21,8 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from ..action import PlanTrajectory
 from ..kinematics import forward_kinematics, pose_xyzw_to_matrix
-from ..optim import TrajectoryLimits, TrajectoryOptions, solve_trajectory
+from ..motion import solve_trajectory
+from ..optim import TrajectoryLimits, TrajectoryOptions
 from . import convert
 from .convert import RequestError
 from .scene_server import obstacle_markers

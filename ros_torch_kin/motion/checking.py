@@ -1,0 +1,191 @@
+"""Checking whole motions on the validity model: every waypoint and everything between them.
+
+The motion is the piecewise-linear joint path through the waypoints (what a controller that
+interpolates linearly between the stamped waypoints follows; the time parameterisation keeps the
+path). Two requirements, as MoveIt and cuRobo users know them:
+
+* *validity*: the tight model finds no contact anywhere along the motion (distance ≥
+  ``validity_margin``, default 0);
+* *clearance*: the distance to the world stays ≥ ``clearance`` (m), except within the *approach*
+  to a start or a goal that is itself closer than the clearance (a grasp is): there only validity
+  is required. The approach is the first (last) ``approach`` fraction of the segments. Self pairs
+  need validity only (a robot's own links may pass close, as in MoveIt's default padding of 0).
+
+Swept check. Along a piece q(τ) = q_a + τ Δq no sphere centre moves more than
+``D = Σ_k |Δq_k| g_k`` (g_k: the largest speed of any leaf centre per unit of DOF k, from
+:func:`.sphere_sweep.sphere_speed_bounds`, which needs no FK), so no pair's
+distance changes by more than ``2D`` (a world pair by at most D, a self pair by the motion of both
+spheres). A distance is then at least ``min(d₀, d₁, (d₀ + d₁ − 2D) / 2)`` along a piece whose ends
+are d₀ and d₁ away: the piece's *bound*. Segments are cut into pieces with ``2D ≤ resolution``,
+their distances computed in one batch, and pieces whose bound is short of the requirement while
+both ends meet it are cut into 4 again (``refinements`` times). A motion is *clear* when every
+piece's bound meets its requirement; a checked configuration closer than its requirement makes it
+*colliding*; anything else is *undecided* and counted as not clear (the verdict is conservative).
+
+World and self distances are two tracks, each with its own requirement and rate (D for the world,
+2D for self pairs), from the model's ``world_and_self_distance(q, world_threshold,
+self_threshold)``: exact wherever they are below the thresholds (the requirement plus the
+resolution), which is all the bounds need.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .sphere_sweep import MotionCheck, sphere_speed_bounds
+
+
+class MotionValidator:
+    """Checks motions (N, T, J) against a collision model with ``min_distance(q, threshold)``
+    (a :class:`~ros_torch_kin.collision.TreeCollisionChecker` or a ``CollisionChecker``).
+
+    clearance (m): required along the motion outside the approaches; validity_margin (m): the
+    least distance anywhere; resolution (m): the most any pair's distance can change between two
+    checked configurations of a piece; approach: fraction of the segments at each end where a
+    start or goal closer than the clearance relaxes it to the validity margin.
+    """
+
+    def __init__(self, checker, clearance: float, validity_margin: float = 0.0, resolution: float = 0.004,
+                 approach: float = 0.125, refinements: int = 2, max_substeps: int = 512):
+        if not (math.isfinite(clearance) and clearance >= 0 and math.isfinite(validity_margin)
+                and 0 <= validity_margin <= max(clearance, validity_margin)):
+            raise ValueError(f"clearance and validity_margin must be finite and ≥ 0 m, got {clearance}, {validity_margin}")
+        if not (math.isfinite(resolution) and resolution > 0):
+            raise ValueError(f"resolution must be positive (m), got {resolution}")
+        self.checker = checker
+        self.clearance = max(float(clearance), float(validity_margin))
+        self.validity_margin = float(validity_margin)
+        self.resolution = float(resolution)
+        self.approach = float(approach)
+        self.refinements = int(refinements)
+        self.max_substeps = int(max_substeps)
+        chain = checker.chain
+        rho, _ = sphere_speed_bounds(chain, checker.spheres)  # (M, S)
+        per_dof = chain.joint_to_dof.detach().double().cpu().abs()  # (J, M)
+        speed = per_dof @ rho  # (J, S)
+        #: (J,) the most any sphere centre moves per unit of each DOF (m per rad or per m)
+        self.dof_speed = (speed.amax(1) if speed.shape[1] else torch.zeros(speed.shape[0], dtype=speed.dtype)
+                          ).to(chain.device, chain.dtype)
+
+    def with_scene(self, scene) -> "MotionValidator":
+        other = object.__new__(MotionValidator)
+        other.__dict__.update(self.__dict__)
+        other.checker = self.checker.with_scene(scene)
+        return other
+
+    def sweep_bound(self, start: Tensor, end: Tensor) -> Tensor:
+        """(..., J) piece ends -> (...,) the most any pair's distance changes along it (m)."""
+        return 2.0 * ((end - start).abs() @ self.dof_speed)
+
+    def _distance(self, q: Tensor) -> Tensor:
+        """(n, J) -> (n, 2) world and self distances, exact below their thresholds."""
+        if not q.shape[0]:
+            return q.new_zeros(0, 2)
+        world, own = self.checker.world_and_self_distance(q, self.clearance + self.resolution,
+                                                          self.validity_margin + self.resolution)
+        return torch.stack((world, own), 1)
+
+    def requirements(self, waypoint_world: Tensor) -> Tensor:
+        """(N, T) waypoint world distances -> (N, T − 1) the world distance each segment keeps."""
+        N, T = waypoint_world.shape
+        required = waypoint_world.new_full((N, T - 1), self.clearance)
+        zone = max(1, int(round(self.approach * (T - 1))))
+        relaxed = waypoint_world.new_tensor(self.validity_margin)
+        near_start = (waypoint_world[:, 0] < self.clearance).unsqueeze(1)
+        near_goal = (waypoint_world[:, -1] < self.clearance).unsqueeze(1)
+        index = torch.arange(T - 1, device=waypoint_world.device).unsqueeze(0)
+        required = torch.where(near_start & (index < zone), relaxed, required)
+        return torch.where(near_goal & (index >= T - 1 - zone), relaxed, required)
+
+    def check(self, positions: Tensor) -> MotionCheck:
+        """positions (N, T, J) (or (T, J)) -> :class:`MotionCheck` (its ``min_distance`` and
+        ``clearance_bound``, the lesser of world and self, are exact only below the requirement
+        plus the resolution)."""
+        if positions.dim() == 2:
+            positions = positions.unsqueeze(0)
+        positions = positions.detach()
+        N, T, J = positions.shape
+        v = self.validity_margin
+        waypoint = self._distance(positions.reshape(-1, J)).view(N, T, 2)
+        world_need = self.requirements(waypoint[..., 0])  # (N, T − 1)
+        need = torch.stack((world_need, torch.full_like(world_need, v)), -1)  # (N, T − 1, 2)
+        at_waypoint = torch.minimum(torch.cat([need[:, :1], need], 1), torch.cat([need, need[:, -1:]], 1))
+        at_waypoint[:, 0] = at_waypoint[:, -1] = v
+        waypoint_clear = (waypoint >= at_waypoint).all(-1)
+        checked = N * T
+        rate = positions.new_tensor([0.5, 1.0])  # world pairs change by D, self pairs by 2D
+        segment = torch.arange(N * (T - 1), device=positions.device)
+        need = need.reshape(-1, 2)
+        qa, qb = positions[:, :-1].reshape(-1, J), positions[:, 1:].reshape(-1, J)
+        da, db = waypoint[:, :-1].reshape(-1, 2), waypoint[:, 1:].reshape(-1, 2)
+        colliding = ((da < need) | (db < need)).any(-1)
+        bound = torch.full((N * (T - 1),), math.inf, dtype=positions.dtype, device=positions.device)
+        undecided = torch.zeros_like(colliding)
+        extra_q, extra_d, extra_motion = [], [], []
+        cut = False
+        for level in range(self.refinements + 1):
+            change = self.sweep_bound(qa, qb).unsqueeze(-1) * rate  # (n, 2)
+            piece_bound = _piece_bound(da, db, change)  # (n, 2)
+            margin = (piece_bound - need[segment]).amin(-1)
+            short = (margin < 0) & ~colliding[segment]
+            lowest = piece_bound.amin(-1)
+            if level == self.refinements or not bool(short.any()):
+                bound.scatter_reduce_(0, segment, lowest, "amin")
+                undecided.index_fill_(0, segment[short], True)
+                break
+            bound.scatter_reduce_(0, segment[~short], lowest[~short], "amin")
+            keep = short.nonzero().squeeze(1)
+            segment, qa, qb, da, db = segment[keep], qa[keep], qb[keep], da[keep], db[keep]
+            if not cut:  # first cut: pieces small enough for the resolution
+                n = torch.ceil(self.sweep_bound(qa, qb) / self.resolution).clamp(2, self.max_substeps).to(torch.int64)
+                cut = True
+            else:
+                n = torch.full_like(segment, 4)
+            piece = torch.repeat_interleave(torch.arange(segment.shape[0], device=segment.device), n)
+            k = torch.arange(piece.shape[0], device=segment.device) - (torch.cumsum(n, 0) - n)[piece]
+            a, b, n_piece = qa[piece], qb[piece], n[piece].unsqueeze(1).to(qa.dtype)
+            new_a = a + (k.unsqueeze(1) / n_piece) * (b - a)
+            new_b = a + ((k + 1).unsqueeze(1) / n_piece) * (b - a)
+            interior = k > 0
+            d_new = self._distance(new_a[interior])
+            checked += int(d_new.shape[0])
+            owner = segment[piece[interior]]
+            colliding.index_fill_(0, owner[(d_new < need[owner]).any(-1)], True)
+            extra_q.append(new_a[interior])
+            extra_d.append(d_new.amin(-1))
+            extra_motion.append(owner // (T - 1))
+            d_start = da[piece].clone()
+            d_start[interior] = d_new
+            last = k == n[piece] - 1
+            d_end = torch.roll(d_start, -1, 0)
+            d_end[last] = db[piece[last]]
+            segment, qa, qb, da, db = segment[piece], new_a, new_b, d_start, d_end
+        not_clear = (colliding | undecided).view(N, T - 1)
+        clear = ~not_clear.any(1) & waypoint_clear.all(1)
+        first_collision = torch.where(not_clear.any(1), not_clear.to(torch.int8).argmax(1), -1)
+        all_q = torch.cat([positions.reshape(-1, J)] + extra_q)
+        all_d = torch.cat([waypoint.amin(-1).reshape(-1)] + extra_d)
+        all_motion = torch.cat([torch.arange(N, device=positions.device).repeat_interleave(T)] + extra_motion)
+        min_distance = torch.full((N,), math.inf, dtype=positions.dtype, device=positions.device)
+        min_distance.scatter_reduce_(0, all_motion, all_d, "amin")
+        clearance_bound = torch.minimum(bound.view(N, T - 1).amin(1), min_distance)
+        at = [int(((all_motion == n) & (all_d == min_distance[n])).nonzero()[0, 0]) for n in range(N)]
+        pairs = _pair_names(self.checker, all_q[at], self.clearance + self.resolution)
+        return MotionCheck(clear, min_distance, clearance_bound, waypoint_clear, first_collision, pairs, checked)
+
+
+def _pair_names(checker, q: Tensor, threshold: float) -> tuple[tuple[str, str], ...]:
+    """The closest pair of each configuration (N, J), by name."""
+    if not q.shape[0]:
+        return ()
+    result = checker.distances(q, threshold) if hasattr(checker, "link_pair_collisions") else checker.distances(q)
+    return tuple(result.nearest_pair(b) for b in range(q.shape[0]))
+
+
+def _piece_bound(d0: Tensor, d1: Tensor, change: Tensor) -> Tensor:
+    """The least distance along a piece whose ends are d0, d1 away and along which it changes by
+    at most ``change`` in all."""
+    return torch.minimum(torch.minimum(d0, d1), 0.5 * (d0 + d1 - change))

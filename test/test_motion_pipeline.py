@@ -1,0 +1,140 @@
+"""The motion pipeline's promises (solve_trajectory with a collision model): the global search
+gets out of a box that straight and via-point seeds cannot leave, validity apart from clearance
+(a start or goal closer than the clearance is planned from and to, one in contact is refused
+naming the pair), limits within URDF rounding are clamped, the time budget is honoured, and the
+timings add up. Every success is re-checked densely with an independent margin-0 checker."""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import pytest
+import torch
+
+from ros_torch_kin.collision import CollisionChecker, Obstacle, Scene, robot_spheres_from_urdf
+from ros_torch_kin.kinematics import Chain, forward_kinematics
+from ros_torch_kin.motion.checking import MotionValidator
+from ros_torch_kin.motion import solve_trajectory
+from ros_torch_kin.optim import TrajectoryOptions
+from ros_torch_kin.robots import bundled_urdf
+from test_global_search import ARM_GOAL, ARM_START, box_open_towards_the_robot
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def arm(arm7: Chain):
+    chain = arm7.to(dtype=torch.float64)
+    spheres = robot_spheres_from_urdf(bundled_urdf(), chain)
+    return chain, CollisionChecker(chain, spheres)
+
+
+def dense(positions: torch.Tensor, step: float = 0.002) -> torch.Tensor:
+    """Every configuration along the piecewise-linear motion, at most ``step`` rad apart."""
+    parts = [positions[:1]]
+    for a, b in zip(positions[:-1], positions[1:]):
+        n = max(1, int(torch.ceil((b - a).abs().max() / step)))
+        parts.append(a + torch.arange(1, n + 1, dtype=a.dtype).unsqueeze(1) / n * (b - a))
+    return torch.cat(parts)
+
+
+def test_global_search_gets_out_of_a_box_the_seeds_cannot_leave(arm):
+    chain, checker = arm
+    checker = checker.with_scene(box_open_towards_the_robot())
+    start, goal = torch.tensor(ARM_START, dtype=chain.dtype), torch.tensor(ARM_GOAL, dtype=chain.dtype)
+    without = solve_trajectory(chain, start, "tool0", target_configuration=goal, collision=checker,
+                               options=TrajectoryOptions(global_search=0.0, time_budget=3.0))
+    assert not bool(without.success[0]) and without.failure[0].startswith("no collision-free path")
+    result = solve_trajectory(chain, start, "tool0", target_configuration=goal, collision=checker,
+                              options=TrajectoryOptions(time_budget=10.0))
+    assert bool(result.success[0]), result.failure
+    assert result.timings["global_search"] > 0
+    motion = result.positions[0]
+    assert torch.allclose(motion[-1], goal, atol=1e-6)
+    assert not bool(checker.in_collision(dense(motion)).any())  # margin 0, every 0.002 rad
+    assert float(result.clearance_bound[0]) >= 0.0
+
+
+def test_goal_closer_than_the_clearance_is_planned_to_and_the_approach_only_needs_validity(arm):
+    chain, checker = arm
+    start = torch.tensor([0.0, 0.3, 0.0, -1.2, 0.0, 0.6, 0.0], dtype=chain.dtype)
+    goal = torch.tensor([0.8, 0.4, 0.0, -1.0, 0.0, 0.8, 0.0], dtype=chain.dtype)
+    # a ball 3 mm from the spheres of the tool's link at the goal, on a side where nothing else is closer
+    from ros_torch_kin.collision.sphere_centers import world_sphere_centers
+    from ros_torch_kin.kinematics import world_transforms
+
+    centers = world_sphere_centers(world_transforms(chain, goal.unsqueeze(0)), checker.spheres)[:, :, 0]
+    last = int(checker.spheres.sphere_links.max())
+    s = int((checker.spheres.sphere_links == last).nonzero()[-1])
+    for direction in ([0, 0, 1], [0, 0, -1], [0, 1, 0], [0, -1, 0], [1, 0, 0], [-1, 0, 0]):
+        centre = centers[s] + (float(checker.spheres.radii[s]) + 0.03 + 0.003) * torch.tensor(direction, dtype=chain.dtype)
+        ball = Obstacle.sphere("ball", 0.03, [*centre.tolist(), 0, 0, 0, 1])
+        if abs(float(checker.with_scene(Scene([ball])).distances(goal).world_distance[0]) - 0.003) < 2e-4:
+            break
+    scene = Scene([ball])
+    close = checker.with_scene(scene)
+    assert abs(float(close.distances(goal).world_distance[0]) - 0.003) < 2e-4  # closer than the 10 mm clearance
+    result = solve_trajectory(chain, start, "tool0", target_configuration=goal, collision=close,
+                              options=TrajectoryOptions(time_budget=10.0))
+    assert bool(result.success[0]), result.failure
+    assert not bool(close.in_collision(dense(result.positions[0])).any())
+    # outside the approach the motion keeps the clearance
+    validator = MotionValidator(close, clearance=0.01)
+    assert bool(validator.check(result.positions[0]).clear[0])
+
+
+def test_start_in_contact_is_refused_naming_the_pair(arm):
+    chain, checker = arm
+    start = torch.tensor([0.0, 0.3, 0.0, -1.2, 0.0, 0.6, 0.0], dtype=chain.dtype)
+    tool = forward_kinematics(chain, start, links="tool0")[:3, 3]
+    scene = Scene([Obstacle.sphere("ball", 0.05, [*tool.tolist(), 0, 0, 0, 1])])
+    result = solve_trajectory(chain, start, "tool0", target_configuration=torch.zeros(7, dtype=chain.dtype),
+                              collision=checker.with_scene(scene))
+    assert not bool(result.success[0])
+    failure = result.failure[0]
+    assert failure.startswith("start in collision: ") and "– ball, -" in failure and failure.endswith(" mm"), failure
+
+
+def test_limits_within_urdf_rounding_are_clamped_farther_refused(arm):
+    chain, checker = arm
+    goal = chain.upper_limits.clone()
+    goal[0] += 5e-6  # as a URDF that rounds ±π gives
+    start = torch.zeros(7, dtype=chain.dtype)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = solve_trajectory(chain, start, "tool0", target_configuration=goal, collision=checker,
+                                  options=TrajectoryOptions(time_budget=5.0))
+    assert any("clamped" in str(w.message) and chain.joint_names[0] in str(w.message) for w in caught)
+    assert bool((result.positions[0] <= chain.upper_limits).all())
+    goal[0] += 1e-3
+    with pytest.raises(ValueError, match=chain.joint_names[0]):
+        solve_trajectory(chain, start, "tool0", target_configuration=goal, collision=checker)
+
+
+def test_time_budget_is_honoured_on_a_problem_without_a_path(arm):
+    chain, checker = arm
+    start = torch.tensor(ARM_START, dtype=chain.dtype)
+    # the goal's tool inside a closed box: no path at all
+    goal = torch.tensor(ARM_GOAL, dtype=chain.dtype)
+    tool = forward_kinematics(chain, goal, links="tool0")[:3, 3].tolist()
+    shell = [Obstacle.box(f"wall{i}", size, [tool[0] + dx, tool[1] + dy, tool[2] + dz, 0, 0, 0, 1])
+             for i, (size, dx, dy, dz) in enumerate([((0.02, 0.4, 0.4), 0.2, 0, 0), ((0.02, 0.4, 0.4), -0.2, 0, 0),
+                                                      ((0.4, 0.02, 0.4), 0, 0.2, 0), ((0.4, 0.02, 0.4), 0, -0.2, 0),
+                                                      ((0.4, 0.4, 0.02), 0, 0, 0.2), ((0.4, 0.4, 0.02), 0, 0, -0.2)])]
+    blocked = checker.with_scene(Scene(shell))
+    budget = 1.0
+    began = time.perf_counter()
+    result = solve_trajectory(chain, start, "tool0", target_configuration=goal, collision=blocked,
+                              options=TrajectoryOptions(time_budget=budget))
+    elapsed = time.perf_counter() - began
+    assert not bool(result.success[0])
+    assert elapsed <= 1.1 * budget + 0.2, elapsed  # budget + 10 %, and the final bookkeeping
+    parts = sum(result.timings[k] for k in ("goals", "seeding", "global_search", "iterations", "checking"))
+    assert parts <= result.timings["total"] * 1.01 + 1e-3, result.timings
