@@ -42,7 +42,7 @@ done
 # (shared/ros-pip-recipe.md, workaround A): point them at this interpreter's and numpy's.
 pyinc=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
 npinc=$("$venv/bin/python" -c 'import numpy; print(numpy.get_include())')
-grep -rlF --include='*.cmake' /opt/python/cp311-cp311 "$venv/share" 2>/dev/null | xargs -r sed -i \
+{ grep -rlF --include='*.cmake' /opt/python/cp311-cp311 "$venv/share" 2>/dev/null || true; } | xargs -r sed -i \
   -e "s#/opt/python/cp311-cp311/include/python3.11#$pyinc#g" \
   -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$npinc#g"
 echo "environment ready: $venv"
