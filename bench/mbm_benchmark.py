@@ -31,15 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mbm_problems import FAMILIES, TOOL, load_problems, mbm_reference, mbm_resources, srdf_text, urdf_text  # noqa: E402
 from report import commit, machine, stamp, versions, write_section  # noqa: E402
 
-from ros_torch_kin.collision import CollisionChecker, robot_spheres_from_urdf, self_collision_pairs  # noqa: E402
+from ros_torch_kin.collision import TreeSettings, robot_collision_model_from_urdf  # noqa: E402
 from ros_torch_kin.kinematics import Chain  # noqa: E402
-from ros_torch_kin.optim import (  # noqa: E402
-    GOAL_IN_COLLISION,
-    START_IN_COLLISION,
-    TrajectoryLimits,
-    TrajectoryOptions,
-    solve_trajectory,
-)
+from ros_torch_kin.motion import GOAL_IN_COLLISION, START_IN_COLLISION, solve_trajectory  # noqa: E402
+from ros_torch_kin.optim import TrajectoryLimits, TrajectoryOptions  # noqa: E402
 
 COST_SPHERES = 4  # at most, per link, for the optimisation's cost (as bench/motion_benchmark.py)
 #: other planners on the same 700 problems, cited (not rerun here)
@@ -50,17 +45,16 @@ CITED = (
 )
 
 
-def build_planner_models(urdf: str, srdf: str, search_dirs) -> tuple[Chain, CollisionChecker, CollisionChecker]:
-    """The chain and the planner's collision models, as bench/motion_benchmark.py ``build()``
-    makes them: verdict spheres (default cover) and cost spheres (≤ COST_SPHERES per link) from
-    the URDF's collision meshes, SRDF self pairs. The one place to change the collision model."""
+def build_planner_models(urdf: str, srdf: str, search_dirs, tight_slack: float = 0.006):
+    """The chain and the planner's collision models: the verdict on the tight model (sphere trees,
+    leaves within ``tight_slack`` m of the meshes) and the cost on the coarse spheres, both with
+    the SRDF's self pairs (always-in-collision pairs only where the tight model says so). The one
+    place to change the collision model."""
     chain = Chain.from_urdf(urdf, device="cpu", dtype=torch.float32)
     dirs = [str(d) for d in search_dirs]
-    spheres = robot_spheres_from_urdf(urdf, chain, search_dirs=dirs)
-    verdict = CollisionChecker(chain, spheres, self_pairs=self_collision_pairs(chain, spheres, srdf=srdf))
-    coarse = robot_spheres_from_urdf(urdf, chain, search_dirs=dirs, max_spheres_per_link=COST_SPHERES)
-    cost = CollisionChecker(chain, coarse, self_pairs=self_collision_pairs(chain, coarse, srdf=srdf))
-    return chain, verdict, cost
+    model = robot_collision_model_from_urdf(urdf, chain, srdf=srdf, search_dirs=dirs,
+                                            settings=TreeSettings(target_slack=tight_slack))
+    return chain, model.verdict, model.cost
 
 
 def run(args):
@@ -69,7 +63,7 @@ def run(args):
     began = time.perf_counter()
     problems = load_problems(args.families, args.limit)
     load_time = time.perf_counter() - began
-    chain, verdict, cost = build_planner_models(urdf_text(), srdf_text(), [mbm_resources()])
+    chain, verdict, cost = build_planner_models(urdf_text(), srdf_text(), [mbm_resources()], args.tight_slack)
     reference = mbm_reference(chain)
     options, limits = TrajectoryOptions(), TrajectoryLimits.from_chain(chain)
     rows, reference_time = [], 0.0
@@ -222,6 +216,7 @@ def main(argv=None):
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
     parser.add_argument("--limit", type=int, help="problems per family (default: all 100)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tight-slack", type=float, default=0.006, help="m, the verdict model's worst leaf slack")
     parser.add_argument("--exact-step", type=float, default=0.005, help="rad, any joint, between checked configurations")
     parser.add_argument("--output", type=Path, help="write the 'mbm' section of this markdown file (BENCHMARKS.md)")
     parser.add_argument("--json", type=Path, help="every problem's numbers")

@@ -9,7 +9,8 @@ opening towards the robot, with a roof over the workspace), ``random_boxes`` (bo
 around the workspace). Obstacles stay clear of the robot's base column.
 
 Problems: per scene, start and goal configurations drawn uniformly within 95 % of the joint
-ranges, kept where the robot's spheres keep the clearance (so the exact geometry does too) and,
+ranges, kept where the exact reference (coal on the meshes) finds them clear by the clearance
+(never filtered by the model under test) and,
 for goals, preferring configurations whose tool is inside the family's goal region (the shelf's
 compartments, the bins, the cubby); the goal is the pose of ``panda_hand_tcp`` there, reachable
 by construction.
@@ -141,34 +142,42 @@ def make_scene(family: str, seed: int) -> MotionScene:
     return MotionScene(family, seed, Scene(obstacles), region)
 
 
-def sample_problems(chain: Chain, checker: CollisionChecker, scene: MotionScene, count: int, clearance: float,
+def sample_problems(chain: Chain, reference: "ExactReference", scene: MotionScene, count: int, clearance: float,
                     samples: int = 8192) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``count`` problems in ``scene``: starts (count, J), goal configurations (count, J) and
-    goal poses of the tool (count, 4, 4). Configurations within 95 % of the joint ranges whose
-    spheres keep 1.5 × ``clearance`` (start and goal differ by ≥ 1 rad in joint space); goals
-    with the tool in the scene's goal region first. Fewer than ``count`` if too few are free."""
+    goal poses of the tool (count, 4, 4). Configurations within 95 % of the joint ranges that the
+    exact reference (coal on the meshes, never the model under test) finds at least ``clearance``
+    from everything (start and goal differ by ≥ 1 rad in joint space); goals with the tool in the
+    scene's goal region first. Fewer than ``count`` if too few are free."""
     generator = torch.Generator().manual_seed(1000 * FAMILIES.index(scene.family) + scene.seed)
     lower, upper = chain.lower_limits.double(), chain.upper_limits.double()
     middle, half = (lower + upper) / 2, 0.475 * (upper - lower)
     q = (middle + (2 * torch.rand(samples, chain.num_dofs, generator=generator, dtype=torch.float64) - 1) * half)
     q = q.to(chain.dtype)
-    checker = checker.with_scene(scene.scene)
-    free = torch.cat([checker.distances(part).min_distance for part in q.split(2048)]) >= 1.5 * clearance
-    q = q[free]
+    reference.set_scene(scene.scene)
+    verdicts: dict[int, bool] = {}
+
+    def free(i: int) -> bool:
+        if i not in verdicts:
+            verdicts[i] = reference.clearance(q[i].double().numpy()) >= clearance
+        return verdicts[i]
+
     tool = forward_kinematics(chain, q, links=TOOL)
     low, high = (torch.as_tensor(b, dtype=chain.dtype) for b in scene.goal_region)
     inside = ((tool[:, :3, 3] >= low) & (tool[:, :3, 3] <= high)).all(-1) & (tool[:, 2, 3] > 0.02)
-    goals = torch.cat((q[inside], q[~inside]))
-    order = torch.randperm(q.shape[0], generator=generator)
-    starts, chosen_goals = [], []
-    for g in range(goals.shape[0]):
+    goal_order = torch.cat((inside.nonzero().squeeze(1), (~inside).nonzero().squeeze(1))).tolist()
+    order = torch.randperm(q.shape[0], generator=generator).tolist()
+    starts, chosen_goals, used = [], [], set()
+    for g in goal_order:
         if len(starts) == count:
             break
-        for s in order.tolist():
-            if (q[s] - goals[g]).norm() >= 1.0 and not any(bool((q[s] == x).all()) for x in starts):
+        if g in used or not free(g):
+            continue
+        for s in order:
+            if s != g and s not in used and (q[s] - q[g]).norm() >= 1.0 and free(s):
                 starts.append(q[s])
-                chosen_goals.append(goals[g])
-                order = order[order != s]
+                chosen_goals.append(q[g])
+                used.update((s, g))
                 break
     starts, goal_q = torch.stack(starts), torch.stack(chosen_goals)
     return starts, goal_q, forward_kinematics(chain, goal_q, links=TOOL)

@@ -12,11 +12,11 @@ path). Two requirements, as MoveIt and cuRobo users know them:
   need validity only (a robot's own links may pass close, as in MoveIt's default padding of 0).
 
 Swept check. Along a piece q(τ) = q_a + τ Δq no sphere centre moves more than
-``D = Σ_k |Δq_k| g_k`` (g_k: the largest speed of any leaf centre per unit of DOF k, from
-:func:`.sphere_sweep.sphere_speed_bounds`, which needs no FK), so no pair's
-distance changes by more than ``2D`` (a world pair by at most D, a self pair by the motion of both
-spheres). A distance is then at least ``min(d₀, d₁, (d₀ + d₁ − 2D) / 2)`` along a piece whose ends
-are d₀ and d₁ away: the piece's *bound*. Segments are cut into pieces with ``2D ≤ resolution``,
+``D = max_s Σ_k |Δq_k| G[k, s]`` (G: each centre's speed per unit of DOF k, from
+:func:`.sphere_sweep.sphere_speed_bounds`, which needs no FK), so a world distance changes by at
+most D and a self distance by at most 2D (both spheres move). A distance is then at least
+``min(d₀, d₁, (d₀ + d₁ − rate) / 2)`` along a piece whose ends are d₀ and d₁ away: the piece's
+*bound*. Segments are cut into pieces with ``D ≤ resolution``,
 their distances computed in one batch, and pieces whose bound is short of the requirement while
 both ends meet it are cut into 4 again (``refinements`` times). A motion is *clear* when every
 piece's bound meets its requirement; a checked configuration closer than its requirement makes it
@@ -65,10 +65,8 @@ class MotionValidator:
         chain = checker.chain
         rho, _ = sphere_speed_bounds(chain, checker.spheres)  # (M, S)
         per_dof = chain.joint_to_dof.detach().double().cpu().abs()  # (J, M)
-        speed = per_dof @ rho  # (J, S)
-        #: (J,) the most any sphere centre moves per unit of each DOF (m per rad or per m)
-        self.dof_speed = (speed.amax(1) if speed.shape[1] else torch.zeros(speed.shape[0], dtype=speed.dtype)
-                          ).to(chain.device, chain.dtype)
+        #: (J, S) how fast each sphere centre moves per unit of each DOF (m per rad or per m)
+        self.sphere_speed = (per_dof @ rho).to(chain.device, chain.dtype)
 
     def with_scene(self, scene) -> "MotionValidator":
         other = object.__new__(MotionValidator)
@@ -77,8 +75,11 @@ class MotionValidator:
         return other
 
     def sweep_bound(self, start: Tensor, end: Tensor) -> Tensor:
-        """(..., J) piece ends -> (...,) the most any pair's distance changes along it (m)."""
-        return 2.0 * ((end - start).abs() @ self.dof_speed)
+        """(..., J) piece ends -> (...,) D, the most any sphere centre moves along it (m): a world
+        distance changes by at most D, a self distance by at most 2D."""
+        if not self.sphere_speed.shape[1]:
+            return start.new_zeros(start.shape[:-1])
+        return ((end - start).abs() @ self.sphere_speed).amax(-1)
 
     def _distance(self, q: Tensor) -> Tensor:
         """(n, J) -> (n, 2) world and self distances, exact below their thresholds."""
@@ -116,7 +117,7 @@ class MotionValidator:
         at_waypoint[:, 0] = at_waypoint[:, -1] = v
         waypoint_clear = (waypoint >= at_waypoint).all(-1)
         checked = N * T
-        rate = positions.new_tensor([0.5, 1.0])  # world pairs change by D, self pairs by 2D
+        rate = positions.new_tensor([1.0, 2.0])  # world pairs change by D, self pairs by 2D
         segment = torch.arange(N * (T - 1), device=positions.device)
         need = need.reshape(-1, 2)
         qa, qb = positions[:, :-1].reshape(-1, J), positions[:, 1:].reshape(-1, J)
