@@ -71,12 +71,12 @@ def test_plan_around_a_box_on_the_straight_path(panda):
         result = solve_trajectory(chain, START, TOOL, options=options, collision=checker, collision_cost=cost, **goal)
         assert bool(result.success[0]) and result.failure == ("",), result.failure
         assert bool(result.collision_free[0])
-        assert float(result.clearance_bound[0]) >= options.clearance
+        assert float(result.clearance_bound[0]) >= options.required_clearance
         assert float(result.min_clearance[0]) >= float(result.clearance_bound[0])
         q = result.positions[0].double().numpy()
         hit, pair = reference.collides(q, max_step=0.005)
         assert not hit, pair
-        assert not reference.collides(q, max_step=0.005, margin=options.clearance)[0]  # the stated clearance holds
+        assert not reference.collides(q, max_step=0.005, margin=options.required_clearance)[0]  # the required clearance holds
         assert reference.min_distance(q, max_step=0.05) >= float(result.clearance_bound[0]) - 1e-4
         assert len(result.closest_pair[0]) == 2 and all(result.closest_pair[0])
         assert set(result.timings) >= {"goals", "seeding", "iterations", "checking", "total"}

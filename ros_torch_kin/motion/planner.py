@@ -15,22 +15,28 @@ link), each with S seeds:
    reaches the target within tolerance (else the closest), and time-parameterise it for the
    velocity and acceleration limits.
 
-With a ``collision`` checker (collision-aware motion generation):
+With a ``collision`` model (collision-aware motion generation; the verdict: a
+:class:`~ros_torch_kin.collision.TreeCollisionChecker`, or a ``CollisionChecker``):
 
-- the start and a configuration goal must keep ``options.clearance`` (else the problem is
-  refused before optimising: "start in collision", "goal in collision"); a pose goal becomes
-  collision-free IK goals ("goal in collision" / "goal unreachable" when there is none), see
-  :mod:`.motion_seeding`;
-- the seeds are the ``collision_seeds`` least colliding of the straight and via-point motions to
-  every goal (one scoring batch); they are optimised together as above with the collision cost
-  of :mod:`.collision_costs` (waypoints and segment midpoints, margin clearance + cost_margin);
-- after seeding and after every iteration the best seeds of each unsolved problem are polished
-  and their whole motion is checked (:mod:`.motion_checking`: every waypoint and every segment at
-  ``check_resolution``, with the clearance); the iterations stop once every problem has one;
-- success: goal within tolerance, every waypoint within the limits, the whole motion checked
-  collision-free with the clearance, and the time parameterisation within the velocity and
-  acceleration limits; otherwise ``failure`` says why ("no collision-free path found within
-  budget" when the goal was fine but no seed passed the check).
+- goals (:mod:`.goals`): the start and a configuration goal must be valid (distance ≥
+  ``options.validity_margin``), else the problem is refused before optimising, naming the pair
+  ("start in collision: a – b, -2.1 mm"); a pose goal becomes valid IK goals ("goal in collision"
+  / "goal unreachable" when there is none);
+- seeds (:mod:`.seeds`): the ``collision_seeds`` least colliding of the straight and via-point
+  motions to every goal (one scoring batch);
+- global search (:mod:`.global_search`): when no seed passes the check, an RRT-Connect path on
+  the verdict model replaces the worst seed and is checked at once;
+- optimisation: the seeds are optimised together as above with the collision cost of
+  :mod:`.collision_costs` on ``collision_cost`` (waypoints and segment midpoints, margin
+  clearance + cost_margin);
+- checking (:mod:`.checking`): after seeding and after every iteration the best seeds of each
+  unsolved problem are polished and their whole motion is checked (every waypoint and every
+  segment, ``required_clearance`` from the world outside the approach to a closer start or goal,
+  validity everywhere); the iterations stop once every problem has one, or at the time budget;
+- success: goal within tolerance, every waypoint within the limits, the whole motion checked,
+  and the time parameterisation (:mod:`.timing`) within the velocity and acceleration limits;
+  otherwise ``failure`` says why ("no collision-free path found within budget" when the goal was
+  fine but no seed passed the check).
 """
 
 from __future__ import annotations
@@ -163,8 +169,8 @@ def solve_trajectory(
     timings = {"goals": 0.0, "seeding": 0.0, "global_search": 0.0, "iterations": 0.0, "checking": 0.0}
     if collision is not None:
         cost_checker = collision if collision_cost is None else collision_cost
-        motion = MotionValidator(collision, options.clearance, options.validity_margin, options.check_resolution,
-                                 options.approach)
+        motion = MotionValidator(collision, max(options.required_clearance, options.validity_margin),
+                                 options.validity_margin, options.check_resolution, options.approach)
         cost_margin = options.clearance + options.cost_margin
         S = options.collision_seeds
 
@@ -503,6 +509,10 @@ def _collision_goals(chain, problem, options, limits, collision, cost_checker, f
     return goals, valid
 
 
+#: How much farther (m) than the check requires the global search keeps its configurations.
+SEARCH_MARGIN = 0.004
+
+
 def _global_seeds(chain, problem, options, limits, collision, goals: Tensor, valid: Tensor, x: Tensor, checks,
                   failure: list[str], started: float, S: int, timings: dict) -> Tensor:
     """For each open problem, a global search (:func:`~ros_torch_kin.motion.global_search.search_path`)
@@ -511,7 +521,10 @@ def _global_seeds(chain, problem, options, limits, collision, goals: Tensor, val
     within ``near`` rad (max-norm) of the start or a goal need only validity, the rest the
     clearance (a grasp's start or goal may be closer than it)."""
     P = problem.start.shape[0]
-    c, v = options.clearance, options.validity_margin
+    # the path's configurations keep a little more than the check requires (they are checked
+    # 0.01 rad apart; the check covers everything in between), and the clearance where they can
+    v = options.validity_margin
+    c = max(options.required_clearance, v) + min(options.clearance, SEARCH_MARGIN)
     lower, upper = limits.lower.clamp(min=-math.pi), limits.upper.clamp(max=math.pi)
     near = 0.15
     for p in range(P):

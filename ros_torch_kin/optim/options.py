@@ -92,10 +92,14 @@ class TrajectoryOptions:
     #: are drawn anew (other, wider detours) and optimised from scratch
     restart_every: int = 12
     #: validity (m): a configuration is valid when the collision model's distance is at least
-    #: this (0: no contact). Starts and goals need only validity; ``clearance`` is kept along the
-    #: motion except within the ``approach`` (fraction of the segments at each end) to a start or
-    #: goal that is closer than it (see :mod:`ros_torch_kin.motion.checking`)
+    #: this (0: no contact). Starts and goals need only validity. ``clearance`` is what the motion
+    #: keeps where it can (the cost, and the global search's preference); ``required_clearance``
+    #: (≤ clearance) is the minimum the check requires along the motion, except within the
+    #: ``approach`` (fraction of the segments at each end) to a start or goal that is closer than
+    #: it (see :mod:`ros_torch_kin.motion.checking`). 0 (the default) requires validity, as MoveIt,
+    #: VAMP and cuRobo do; the tight model itself lies up to its slack (6 mm) outside the meshes
     validity_margin: float = 0.0
+    required_clearance: float = 0.0
     approach: float = 0.125
     #: a start or goal at most this far outside a position limit (rad or m; URDF rounding) is
     #: clamped onto it; farther out it is refused naming the joint
@@ -103,7 +107,7 @@ class TrajectoryOptions:
     #: when the straight and detour seeds give no checked motion, a global search
     #: (:mod:`ros_torch_kin.motion.global_search`) finds a collision-free path to seed with, within
     #: this fraction of the remaining time budget (0: never)
-    global_search: float = 0.6
+    global_search: float = 0.8
 
     def __post_init__(self):
         if self.waypoints < 3:
@@ -119,6 +123,8 @@ class TrajectoryOptions:
             raise ValueError(f"check_resolution must be positive (m), got {self.check_resolution}")
         if not (math.isfinite(self.validity_margin) and self.validity_margin >= 0):
             raise ValueError(f"validity_margin must be finite and ≥ 0 m, got {self.validity_margin}")
+        if not (math.isfinite(self.required_clearance) and 0 <= self.required_clearance):
+            raise ValueError(f"required_clearance must be finite and ≥ 0 m, got {self.required_clearance}")
         if not (0 <= self.approach <= 0.5 and 0 <= self.global_search <= 1 and self.limit_tolerance >= 0):
             raise ValueError("approach must be in [0, 0.5], global_search in [0, 1], limit_tolerance ≥ 0")
         if min(self.goal_candidates, self.collision_seeds, self.checks_per_iteration) < 1 or self.detours < 0:
