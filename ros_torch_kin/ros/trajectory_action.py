@@ -149,6 +149,7 @@ class TrajectoryActionServer:
         if violation is not None:
             raise RequestError(f"start: {violation[1]}")
         p = node.get_parameter
+        clearance = _clearance(goal.clearance, p("trajectory_clearance").value)
         options = TrajectoryOptions(
             waypoints=goal.waypoints or p("trajectory_waypoints").value,
             seeds=goal.seeds or p("trajectory_seeds").value,
@@ -156,7 +157,8 @@ class TrajectoryActionServer:
             time_budget=goal.time_budget or p("trajectory_time_budget").value,
             position_tolerance=goal.position_tolerance or 1e-3,
             orientation_tolerance=goal.orientation_tolerance or math.radians(1.0),
-            clearance=_clearance(goal.clearance, p("trajectory_clearance").value),
+            clearance=clearance,
+            required_clearance=clearance,  # the action promises it along the motion (outside the approaches)
         )
         limits = TrajectoryLimits.from_chain(chain, acceleration=p("trajectory_acceleration_limit").value,
                                              velocity_scaling=p("trajectory_velocity_scaling").value)
