@@ -36,7 +36,6 @@ from ros_torch_kin.kinematics import Chain  # noqa: E402
 from ros_torch_kin.motion import GOAL_IN_COLLISION, START_IN_COLLISION, solve_trajectory  # noqa: E402
 from ros_torch_kin.optim import TrajectoryLimits, TrajectoryOptions  # noqa: E402
 
-COST_SPHERES = 4  # at most, per link, for the optimisation's cost (as bench/motion_benchmark.py)
 #: other planners on the same 700 problems, cited (not rerun here)
 CITED = (
     ("VAMP 0.6.4, CPU (SIMD), plan + simplify", "699/699 valid", "0.24", "1.0 (p95)",
@@ -108,15 +107,21 @@ def run(args):
     loads.append(os.getloadavg()[0])
     info = dict(load_time=load_time, reference_time=reference_time, loads=loads, problems=len(problems),
                 clearance=options.clearance, stamp=stamp(), machine=machine(), versions=versions(), commit=commit(),
-                threads=args.threads, limit=args.limit, exact_step=args.exact_step)
+                threads=args.threads, limit=args.limit, exact_step=args.exact_step,
+                tight_slack=args.tight_slack)
     return rows, info
+
+
+def reason(failure: str) -> str:
+    """The kind of a failure message: "goal in collision: a – b, -1.9 mm" -> "goal in collision"."""
+    return failure.split(":", 1)[0]
 
 
 def failures(rows) -> list[tuple[str, int]]:
     counts: dict[str, int] = {}
     for r in rows:
         if r["failure"]:
-            counts[r["failure"]] = counts.get(r["failure"], 0) + 1
+            counts[reason(r["failure"])] = counts.get(reason(r["failure"]), 0) + 1
     return sorted(counts.items(), key=lambda item: -item[1])
 
 
@@ -128,9 +133,9 @@ def summarise(rows, clearance: float) -> dict:
     ok = [r for r in rows if r["success"]]
     times = [1e3 * r["time"] for r in rows]
     solved_times = [1e3 * r["time"] for r in ok]
-    free_refused = [r for r in rows if (r["failure"] == START_IN_COLLISION and r["start_clearance"] > 0)
-                    or (r["failure"] == GOAL_IN_COLLISION and r["goal_clearance"] > 0)]
-    clear_refused = [r for r in free_refused if (r["start_clearance"] if r["failure"] == START_IN_COLLISION
+    free_refused = [r for r in rows if (reason(r["failure"]) == START_IN_COLLISION and r["start_clearance"] > 0)
+                    or (reason(r["failure"]) == GOAL_IN_COLLISION and r["goal_clearance"] > 0)]
+    clear_refused = [r for r in free_refused if (r["start_clearance"] if reason(r["failure"]) == START_IN_COLLISION
                                                  else r["goal_clearance"]) >= clearance]
     keys = [k for k in rows[0]["timings"]] if rows else []
     return dict(
@@ -168,9 +173,11 @@ def markdown(rows, info) -> str:
         f"The public MotionBenchMaker problems for the Franka Panda as VAMP 0.6.4's sdist ships them "
         f"(`bench/mbm_problems.py`; MoveIt scene + request YAML, fingers fixed 0.065 m open): {subset}. "
         "Planner models from the MBM URDF/SRDF as `bench/motion_benchmark.py` builds them "
-        f"(`build_planner_models`: verdict spheres from the collision meshes, cost spheres ≤ {COST_SPHERES} per link, "
-        "SRDF self pairs). One problem per `solve_trajectory` call (P = 1), default options (clearance "
-        f"{1e3 * info['clearance']:.0f} mm), joint-space goal; time: the whole call, after one untimed warm-up call. "
+        f"(`build_planner_models`: the verdict on the tight model, sphere trees with leaves within "
+        f"{1e3 * info.get('tight_slack', 0.006):.0f} mm of the meshes; the cost on the coarse cover; SRDF self pairs, "
+        "always-in-collision pairs only where the tight model says so). One problem per `solve_trajectory` call "
+        f"(P = 1), default options (clearance {1e3 * info['clearance']:.0f} mm kept where the motion can, validity "
+        "required), joint-space goal; time: the whole call, after one untimed warm-up call. "
         f"Every success checked exactly: Pinocchio + coal on the MBM URDF's meshes against the scene's primitives and "
         f"the SRDF-enabled self pairs, at configurations of the returned motion {info['exact_step']} rad apart (any "
         f"joint). The exact clearance of every start and goal is computed too: here {free} of {2 * len(rows)} are "
@@ -220,8 +227,13 @@ def main(argv=None):
     parser.add_argument("--exact-step", type=float, default=0.005, help="rad, any joint, between checked configurations")
     parser.add_argument("--output", type=Path, help="write the 'mbm' section of this markdown file (BENCHMARKS.md)")
     parser.add_argument("--json", type=Path, help="every problem's numbers")
+    parser.add_argument("--from-json", type=Path, help="write the report of an earlier run's --json, without solving")
     args = parser.parse_args(argv)
-    rows, info = run(args)
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        rows, info = saved["problems"], saved["info"]
+    else:
+        rows, info = run(args)
     text = markdown(rows, info)
     print(text)
     if args.output:

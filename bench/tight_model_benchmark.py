@@ -1,0 +1,116 @@
+"""The tight collision model (sphere trees) on the public MotionBenchMaker Panda, against the exact
+reference (Pinocchio + coal on the same meshes), side by side in one run.
+
+    python bench/tight_model_benchmark.py --output BENCHMARKS.md
+
+Per link: leaves and slack; the build time cold (no cache) and cached; on random configurations
+(uniform in the joint limits) in the first MBM scene of some families: missed contacts and false
+alarms of the tight verdict and of the coarse cover, and the verdict's time for B configurations
+beside a coal loop over the same configurations (world and the SRDF's self pairs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mbm_problems import load_problems, mbm_reference, mbm_resources, srdf_text, urdf_text  # noqa: E402
+from report import machine, stamp, versions, write_section  # noqa: E402
+
+from ros_torch_kin.collision import TreeSettings, robot_collision_model_from_urdf, robot_sphere_trees_from_urdf  # noqa: E402
+from ros_torch_kin.kinematics import Chain  # noqa: E402
+
+
+def run(args):
+    torch.set_num_threads(args.threads)
+    load = os.getloadavg()[0]
+    urdf, srdf, share = urdf_text(), srdf_text(), [str(mbm_resources())]
+    chain = Chain.from_urdf(urdf, device="cpu", dtype=torch.float32)
+    settings = TreeSettings(target_slack=args.slack)
+    began = time.perf_counter()
+    robot_sphere_trees_from_urdf(urdf, chain, search_dirs=share, settings=settings, use_cache=False)
+    cold = time.perf_counter() - began
+    began = time.perf_counter()
+    model = robot_collision_model_from_urdf(urdf, chain, srdf=srdf, search_dirs=share, settings=settings)
+    cached = time.perf_counter() - began
+    leaves, coarse = model.verdict.spheres, model.cost.spheres
+    rows = []
+    for name in chain.link_names:
+        index = chain.link_names.index(name)
+        mine = leaves.sphere_links == index
+        if mine.any():
+            theirs = coarse.sphere_links == index
+            rows.append(f"| {name} | {int(mine.sum())} | {1e3 * float(leaves.slack[mine].median()):.1f} / "
+                        f"{1e3 * float(leaves.slack[mine].max()):.1f} | {int(theirs.sum())} | "
+                        f"{1e3 * float(coarse.slack[theirs].median()):.1f} / {1e3 * float(coarse.slack[theirs].max()):.1f} |")
+    reference = mbm_reference(chain)
+    g = torch.Generator().manual_seed(0)
+    tallies = []
+    for problem in [load_problems([family], limit=1)[0] for family in args.families]:
+        scene = problem.scene()
+        verdict, cost = model.verdict.with_scene(scene), model.cost.with_scene(scene)
+        reference.set_scene(scene)
+        q = chain.lower_limits + torch.rand(args.batch, chain.num_dofs, generator=g) * (chain.upper_limits - chain.lower_limits)
+        verdict.in_collision(q[:16])
+        began = time.perf_counter()
+        tight = verdict.in_collision(q)
+        ours = time.perf_counter() - began
+        began = time.perf_counter()
+        loose = cost.in_collision(q)
+        coarse_time = time.perf_counter() - began
+        sample = q[: args.exact].double().numpy()
+        began = time.perf_counter()
+        exact = np.array([reference.collides(x[None], 1.0)[0] for x in sample])
+        coal = (time.perf_counter() - began) / len(sample) * args.batch
+        t, c = tight[: args.exact].numpy(), loose[: args.exact].numpy()
+        tallies.append((problem.name, ours, coarse_time, coal, int((exact & ~t).sum()), int((~exact & t).sum()),
+                        int((exact & ~c).sum()), int((~exact & c).sum()), int(exact.sum())))
+        print(tallies[-1], flush=True)
+    lines = [
+        "## Tight collision model (`bench/tight_model_benchmark.py`)",
+        "",
+        f"{stamp()}; {machine()}; {versions()}; torch threads {args.threads}, float32, CPU; load average at the start "
+        f"{load:.2f}. The MBM Panda (VAMP 0.6.4's meshes and SRDF). Tight model: sphere trees, target slack "
+        f"{1e3 * args.slack:.0f} mm: {leaves.num_spheres} leaves (coarse cover: {coarse.num_spheres} spheres). Build: "
+        f"{cold:.1f} s cold (no cache), {cached:.2f} s for both models from the disk cache.",
+        "",
+        "| link | leaves | leaf slack median / worst (mm) | coarse spheres | coarse slack median / worst (mm) |",
+        "|---|---:|---:|---:|---:|",
+        *rows,
+        "",
+        f"Verdicts on B = {args.batch} random configurations in the limits per scene (world + SRDF self pairs); "
+        f"missed / false alarms against coal on the first {args.exact} of them; coal loop time scaled to B:",
+        "",
+        "| scene | tight verdict (s) | coarse verdict (s) | coal loop (s) | tight missed | tight false alarms | "
+        "coarse missed | coarse false alarms | colliding (coal) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *[f"| {n} | {a:.3f} | {b:.3f} | {c:.3f} | {m} | {f} | {cm} | {cf} | {k} / {args.exact} |"
+          for n, a, b, c, m, f, cm, cf, k in tallies],
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.output:
+        write_section(args.output, "tight", text)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slack", type=float, default=TreeSettings().target_slack)
+    parser.add_argument("--batch", type=int, default=4096)
+    parser.add_argument("--exact", type=int, default=400)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--families", nargs="+", default=["bookshelf_tall", "table_pick", "cage"])
+    parser.add_argument("--output", type=Path)
+    run(parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()
