@@ -223,13 +223,13 @@ def main(argv=None):
     rows, chain, verdict = run(args)
     text = markdown(rows, args, TrajectoryOptions())
     print(text)
+    if args.output:  # before the picture: a plotting failure must not lose the run
+        write_section(args.output, "motion", text)
     if args.plot:
         shown = [r for r in rows if "plot" in r]
         if shown:
             scene, positions = shown[0]["plot"]
             plot(args.plot, scene, positions, chain, verdict)
-    if args.output:
-        write_section(args.output, "motion", text)
 
 
 if __name__ == "__main__":
