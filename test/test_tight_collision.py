@@ -6,7 +6,6 @@ base, open meshes, and always-in-collision pairs decided by the tight model."""
 from __future__ import annotations
 
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -15,16 +14,13 @@ import torch
 
 from conftest import example_robot_data_dir, real_urdf
 from ros_torch_kin.collision import (
-    CollisionChecker,
     Obstacle,
     Scene,
     TreeCollisionChecker,
     TreeSettings,
     robot_collision_model_from_urdf,
     robot_sphere_trees_from_urdf,
-    robot_spheres_from_urdf,
 )
-from ros_torch_kin.collision.self_collision import SelfCollisionPairs
 from ros_torch_kin.collision.signed_distance import sphere_obstacle_distances
 from ros_torch_kin.collision.sphere_centers import world_sphere_centers
 from ros_torch_kin.collision.sphere_cover import mesh_problem

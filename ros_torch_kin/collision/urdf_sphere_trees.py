@@ -23,6 +23,7 @@ import torch
 
 from ..kinematics import Chain
 from .mesh_files import load_mesh_file, not_found_warning, resolve_mesh_path, unreadable_warning
+from .urdf_spheres import _assemble as assemble_spheres
 from .robot_spheres import RobotSpheres
 from .sphere_cover import CoverProblem, CoverSettings, SphereCover, cover_problem_for_shape, mesh_problem
 from .sphere_tree import TreeCover, TreeSettings, build_sphere_tree
@@ -175,34 +176,5 @@ def _transformed(cover: TreeCover, T: np.ndarray) -> TreeCover:
 
 
 def _assemble(chain: Chain, covers: dict[str, TreeCover], warnings, device, dtype) -> RobotSpheres:
-    links, centers, radii, slack, groups, source = [], [], [], [], [], []
-    offset = 0
-    for index, name in enumerate(chain.link_names):
-        cover = covers.get(name)
-        source.append("urdf" if cover is not None else "none")
-        if cover is None:
-            continue
-        n = cover.leaves.num_spheres
-        links.append(np.full(n, index))
-        centers.append(cover.leaves.centers)
-        radii.append(cover.leaves.radii)
-        slack.append(cover.leaves.slack)
-        groups.append(cover.groups + offset)
-        offset += int(cover.groups.max()) + 1
-    device = chain.device if device is None else torch.device(device)
-    dtype = chain.dtype if dtype is None else dtype
-
-    def tensor(parts, shape, kind=dtype):
-        array = np.concatenate(parts) if parts else np.zeros(shape)
-        return torch.as_tensor(array, dtype=kind, device=device)
-
-    return RobotSpheres(
-        link_names=tuple(chain.link_names),
-        sphere_links=tensor(links, (0,), torch.int64),
-        centers=tensor(centers, (0, 3)),
-        radii=tensor(radii, (0,)),
-        slack=tensor(slack, (0,)),
-        source=tuple(source),
-        warnings=tuple(warnings),
-        sphere_groups=tensor(groups, (0,), torch.int64),
-    )
+    return assemble_spheres(chain, {link: c.leaves for link, c in covers.items()}, {}, warnings, device, dtype,
+                            groups={link: c.groups for link, c in covers.items()})

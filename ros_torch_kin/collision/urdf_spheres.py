@@ -137,8 +137,11 @@ def _mesh_problem_key(shape: CollisionShape, settings, search_dirs, base_dir, wa
     return key
 
 
-def _assemble(chain: Chain, covers, user, warnings, device, dtype) -> RobotSpheres:
-    links, centers, radii, slack, source = [], [], [], [], []
+def _assemble(chain: Chain, covers, user, warnings, device, dtype, groups=None) -> RobotSpheres:
+    """RobotSpheres from per-link covers (user ones first). ``groups``: optionally per link the
+    (K,) broad-phase group of each sphere, numbered from 0 per link (made unique across links)."""
+    links, centers, radii, slack, source, group_parts = [], [], [], [], [], []
+    offset = 0
     for index, name in enumerate(chain.link_names):
         if name in user:
             cover, kind = user[name], "user"
@@ -152,6 +155,9 @@ def _assemble(chain: Chain, covers, user, warnings, device, dtype) -> RobotSpher
             centers.append(cover.centers)
             radii.append(cover.radii)
             slack.append(cover.slack)
+            if groups is not None:
+                group_parts.append(groups[name] + offset)
+                offset += int(groups[name].max()) + 1
     device = chain.device if device is None else torch.device(device)
     dtype = chain.dtype if dtype is None else dtype
 
@@ -167,6 +173,7 @@ def _assemble(chain: Chain, covers, user, warnings, device, dtype) -> RobotSpher
         slack=tensor(slack, (0,)),
         source=tuple(source),
         warnings=tuple(warnings),
+        sphere_groups=None if groups is None else tensor(group_parts, (0,), torch.int64),
     )
 
 
