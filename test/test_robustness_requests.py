@@ -373,6 +373,14 @@ def test_serve_gradient_pose_targets_refuses_naming_a_field_or_matches_the_libra
     cost_scale = max(1.0, float(cost.detach().abs().max()))
     np.testing.assert_allclose(costs, cost.detach().numpy(), rtol=1e-3, atol=1e-4 * cost_scale)
     gradient_scale = max(1.0, float(expected.abs().max()))
+    # at a rotation error of π the orientation term has no gradient (every axis is a subgradient,
+    # and float32 round-off picks one): compare only away from it
+    rotations = forward_kinematics(chain, qq.detach(), links=links)[..., :3, :3]
+    goal = pose_xyzw_to_matrix(target).view(-1, K, 4, 4)[..., :3, :3].expand_as(rotations)
+    cosine = ((rotations.transpose(-1, -2) @ goal).diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
+    weighted = torch.from_numpy(convert.weights(w_orientation, K, "o")) > 0
+    if bool(((cosine < -1 + 1e-4) & weighted).any()):
+        return
     np.testing.assert_allclose(gradients, expected.numpy(), rtol=0, atol=2e-3 * gradient_scale)
 
 
