@@ -20,6 +20,8 @@ from ros_torch_kin.collision import (
     TreeSettings,
     robot_collision_model_from_urdf,
     robot_sphere_trees_from_urdf,
+    robot_spheres_from_urdf,
+    self_collision_pairs,
 )
 from ros_torch_kin.collision.signed_distance import sphere_obstacle_distances
 from ros_torch_kin.collision.sphere_centers import world_sphere_centers
@@ -164,7 +166,7 @@ def test_open_mesh_is_closed_with_a_warning_and_stays_covered(tmp_path):
     chain = Chain.from_urdf(urdf, dtype=torch.float64)
     spheres = robot_sphere_trees_from_urdf(urdf, chain, settings=TreeSettings(target_slack=0.004), use_cache=False)
     assert any("'arm'" in w and "not closed" in w and "convex hull" in w for w in spheres.warnings), spheres.warnings
-    points = open_box.sample(3000, seed=0) if "seed" in open_box.sample.__code__.co_varnames else open_box.sample(3000)
+    points = trimesh.sample.sample_surface(open_box, 3000)[0]
     inside = (torch.cdist(torch.as_tensor(points), spheres.centers) <= spheres.radii + 1e-9).any(1)
     assert bool(inside.all())
     assert float(spheres.slack.max()) <= 0.004 + 1e-9
@@ -178,6 +180,31 @@ def test_tree_cover_holds_every_surface_point_of_a_mesh():
     inside = (torch.cdist(points, torch.as_tensor(cover.centers)) <= torch.as_tensor(cover.radii) + 1e-9).any(1)
     assert bool(inside.all())
     assert cover.worst_slack <= 0.004 + 1e-9
+
+
+def test_a_pair_the_coarse_spheres_always_touch_stays_checked_when_the_meshes_are_apart():
+    """Two boxes 8 mm apart in every configuration: the coarse spheres overlap in every sample
+    (MoveIt's rule would disable the pair), the tight leaves do not, so the pair stays checked."""
+    urdf = """<robot name="r">
+      <link name="base"><collision><origin xyz="0 0 0.05"/><geometry><box size="0.2 0.2 0.1"/></geometry></collision></link>
+      <link name="mid"/>
+      <link name="top"><collision><geometry><box size="0.2 0.2 0.1"/></geometry></collision></link>
+      <joint name="j1" type="revolute"><parent link="base"/><child link="mid"/><axis xyz="0 0 1"/>
+        <limit lower="-0.01" upper="0.01" effort="1" velocity="1"/></joint>
+      <joint name="j2" type="prismatic"><parent link="mid"/><child link="top"/><origin xyz="0 0 0.158"/>
+        <axis xyz="0 0 1"/><limit lower="0" upper="0.001" effort="1" velocity="1"/></joint></robot>"""
+    chain = Chain.from_urdf(urdf, dtype=torch.float64)
+    coarse_only = self_collision_pairs(chain, robot_spheres_from_urdf(urdf, chain), samples=200)
+    assert coarse_only.disabled[("base", "top")].startswith("always in collision")
+    model = robot_collision_model_from_urdf(urdf, chain, samples=200, settings=TreeSettings(target_slack=0.004))
+    assert ("base", "top") in model.self_pairs.enabled and ("base", "top") not in model.self_pairs.disabled
+    assert model.cost.self_pairs.num_sphere_pairs > 0  # the coarse cost checks the pair too
+    # 8 mm apart: valid; moved 5 mm into each other: the pair is caught
+    assert bool(model.verdict.in_collision(torch.zeros(1, 2, dtype=chain.dtype))[0]) is False
+    lowered = urdf.replace('xyz="0 0 0.158"', 'xyz="0 0 0.145"')
+    low_chain = Chain.from_urdf(lowered, dtype=torch.float64)
+    low = robot_collision_model_from_urdf(lowered, low_chain, samples=0, settings=TreeSettings(target_slack=0.004))
+    assert bool(low.verdict.in_collision(torch.zeros(1, 2, dtype=low_chain.dtype))[0])
 
 
 def test_always_in_collision_only_where_the_tight_model_says_so(panda):

@@ -63,13 +63,14 @@ LEAF_PAIRS = 1 << 21
 
 class _Level:
     """Bounding spheres over member spheres: ``centers`` (N, 3) in their link's frame, ``radius``
-    (N,), ``links`` (N,) int64, ``members`` (N, m) int64 padded (repeating the first member)."""
+    (N,), ``links`` (N,) int64, ``members`` (N, m) int64 padded (repeating the first member) and
+    ``valid`` (N, m) bool (False on the padding)."""
 
-    def __init__(self, centers, radius, links, members, device, dtype):
+    def __init__(self, centers, radius, links, members: list[Tensor], device, dtype):
         self.centers = torch.as_tensor(centers, dtype=dtype, device=device)
         self.radius = torch.as_tensor(radius, dtype=dtype, device=device)
         self.links = torch.as_tensor(links, dtype=torch.int64, device=device)
-        self.members = torch.as_tensor(members, dtype=torch.int64, device=device)
+        self.members, self.valid = (t.to(device) for t in _padded(members))
         self.frame = SimpleNamespace(sphere_links=self.links, centers=self.centers)
 
 
@@ -86,9 +87,12 @@ def _bound(centers: Tensor, radii: Tensor, index: list[Tensor], links: Tensor, r
     return torch.stack(out_c), torch.tensor(out_r, dtype=torch.float64), torch.tensor(out_l)
 
 
-def _padded(rows: list[Tensor]) -> Tensor:
+def _padded(rows: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """Rows of different lengths (each (n_i, ...)) -> one table (R, width, ...) padded by repeating
+    a row's first entry (harmless for "any closer"), and (R, width) bool: False on the padding."""
     width = max(len(r) for r in rows)
-    return torch.stack([torch.cat([r, r[:1].repeat(width - len(r))]) for r in rows])
+    table = torch.stack([torch.cat([r, r[:1].repeat(width - len(r), *[1] * (r.dim() - 1))]) for r in rows])
+    return table, torch.arange(width).unsqueeze(0) < torch.tensor([len(r) for r in rows]).unsqueeze(1)
 
 
 class TreeCollisionChecker:
@@ -128,16 +132,12 @@ class TreeCollisionChecker:
         group_ids = torch.unique(groups)
         group_members = [torch.nonzero(groups == g).squeeze(1) for g in group_ids.tolist()]
         gc, gr, gl = _bound(centers, radii, group_members, links, self.rounding)
-        self._groups = _Level(gc, gr, gl, _padded(group_members), device, dtype)
-        self._group_valid = torch.zeros(self._groups.members.shape, dtype=torch.bool)
-        for k, members in enumerate(group_members):
-            self._group_valid[k, : len(members)] = True
-        self._group_valid = self._group_valid.to(device)
+        self._groups = _Level(gc, gr, gl, group_members, device, dtype)
         link_ids = sorted(set(gl.tolist()))
         link_members = [torch.nonzero(gl == l).squeeze(1) for l in link_ids]  # groups of each link
         # a link's bound holds its groups' bounds
         lc, lr, ll = _bound(gc, gr, link_members, gl, self.rounding)
-        self._links = _Level(lc, lr, ll, _padded(link_members), device, dtype)
+        self._links = _Level(lc, lr, ll, link_members, device, dtype)
         self._link_slot = {l: k for k, l in enumerate(link_ids)}
         # enabled link pairs -> (pair of link slots) and their group pairs
         names = {n: i for i, n in enumerate(chain.link_names)}
@@ -167,14 +167,10 @@ class TreeCollisionChecker:
             if min(len(r) for r in rows) == 0:  # a link without coarse spheres: keep the link bounds
                 self._coarse = None
             else:
-                width = max(len(r) for r in rows)
-                table = torch.stack([torch.cat([r, r[:1].repeat(width - len(r), 1)]) for r in rows]).to(device)
-                valid = torch.stack([torch.arange(width) < len(r) for r in rows]).to(device)
-                self._coarse_pairs = (table[..., 0], table[..., 1], valid)
+                table, valid = _padded(rows)
+                self._coarse_pairs = (table[..., 0].to(device), table[..., 1].to(device), valid.to(device))
         if group_pairs:
-            width = max(len(g) for g in group_pairs)
-            self._pair_groups = torch.stack([torch.cat([g, g[:1].repeat(width - len(g), 1)]) for g in group_pairs]).to(device)
-            self._pair_groups_valid = torch.stack([torch.arange(width) < len(g) for g in group_pairs]).to(device)
+            self._pair_groups, self._pair_groups_valid = (t.to(device) for t in _padded(group_pairs))
         else:
             self._pair_groups = torch.zeros(0, 1, 2, dtype=torch.int64, device=device)
             self._pair_groups_valid = torch.zeros(0, 1, dtype=torch.bool, device=device)
@@ -186,14 +182,6 @@ class TreeCollisionChecker:
         checker.scene, checker._packed = scene, scene.packed(self.chain.device, self.chain.dtype)
         if self._coarse_checker is not None:
             checker._coarse_checker = self._coarse_checker.with_scene(scene)
-        return checker
-
-    def with_margin(self, margin: float) -> "TreeCollisionChecker":
-        if not math.isfinite(margin) or margin < 0:
-            raise ValueError(f"margin must be finite and ≥ 0 m, got {margin}")
-        checker = object.__new__(TreeCollisionChecker)
-        checker.__dict__.update(self.__dict__)
-        checker.margin = float(margin)
         return checker
 
     def __repr__(self) -> str:
@@ -323,14 +311,14 @@ class TreeCollisionChecker:
         gc = world_sphere_centers(world, groups.frame)[g, :, jj]  # (K, m, 3)
         d, _ = point_distances(gc.reshape(-1, 3).mT.contiguous(), shapes, False)
         near = (d.view(n, *g.shape) - groups.radius[g]) < limit  # (n, K, m)
-        near &= self._member_valid(links, l_index).unsqueeze(0)
+        near &= links.valid[l_index].unsqueeze(0)
         o_index, k_index, m_index = near.nonzero(as_tuple=True)
         if not o_index.numel():
             return self._empty(world)
         group, j = g[k_index, m_index], j_index[k_index]
         # level 3: the leaves of those groups against that obstacle only
         leaf = groups.members[group]  # (K2, m2)
-        valid = self._group_valid[group]
+        valid = groups.valid[group]
         jl = j.unsqueeze(1).expand_as(leaf)
         centers = self._centers_of(world, self._leaf_frame, leaf, jl)  # (K2, m2, 3)
         R, t = shapes.rotation[o_index], shapes.translation[o_index]  # (K2, 3, 3), (K2, 3)
@@ -379,7 +367,7 @@ class TreeCollisionChecker:
             pa = self._centers_of(world, self._leaf_frame, la, jr.unsqueeze(1).expand_as(la))  # (K2, ma, 3)
             pb = self._centers_of(world, self._leaf_frame, lb, jr.unsqueeze(1).expand_as(lb))
             d = torch.cdist(pa, pb) - leaves.radii[la].unsqueeze(2) - leaves.radii[lb].unsqueeze(1)
-            valid = self._group_valid[a].unsqueeze(2) & self._group_valid[b].unsqueeze(1)
+            valid = groups.valid[a].unsqueeze(2) & groups.valid[b].unsqueeze(1)
             d = torch.where(valid, d, torch.full_like(d, math.inf)).flatten(1)
             best, at = d.min(1)
             keep = best < limit
@@ -387,10 +375,6 @@ class TreeCollisionChecker:
             out.append((best[keep], jr[keep], p[start:start + rows][keep], la[keep, at[keep] // mb],
                         lb[keep, at[keep] % mb]))
         return tuple(torch.cat(parts) for parts in zip(*out))
-
-    def _member_valid(self, level: _Level, rows: Tensor) -> Tensor:
-        members = level.members[rows]
-        return torch.cat([torch.ones_like(members[:, :1], dtype=torch.bool), members[:, 1:] != members[:, :1]], 1)
 
     @staticmethod
     def _centers_of(world: Tensor, level, index: Tensor, configuration: Tensor) -> Tensor:
