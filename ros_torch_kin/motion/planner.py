@@ -518,8 +518,8 @@ def _global_seeds(chain, problem, options, limits, collision, goals: Tensor, val
     """For each open problem, a global search (:func:`~ros_torch_kin.motion.global_search.search_path`)
     from its start to its valid goals on the verdict model; a path found replaces the seed of
     highest collision cost and is checked at once (it often passes as it is). Configurations
-    within ``near`` rad (max-norm) of the start or a goal need only validity, the rest the
-    clearance (a grasp's start or goal may be closer than it)."""
+    within ``near`` rad (max-norm) of the start or a goal need only validity, the rest the required
+    clearance plus :data:`SEARCH_MARGIN` (a grasp's start or goal may be closer than that)."""
     P = problem.start.shape[0]
     # the path's configurations keep a little more than the check requires (they are checked
     # 0.01 rad apart; the check covers everything in between), and the clearance where they can
