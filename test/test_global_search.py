@@ -20,7 +20,7 @@ from ros_torch_kin.motion.global_search import (
     search_path,
     shortcut_path,
 )
-from ros_torch_kin.motion.sphere_sweep import MotionChecker
+from ros_torch_kin.motion.checking import MotionValidator
 from ros_torch_kin.robots import bundled_urdf
 
 DTYPES = [torch.float64, torch.float32]
@@ -322,7 +322,7 @@ def test_arm_gets_out_of_a_box_open_on_one_side(arm7: Chain, arm_in_a_box, dtype
         return ~planner.in_collision(q)
 
     options = GlobalSearchOptions(time_budget=20.0)
-    motion = MotionChecker(checker, clearance=0.0, resolution=0.005)
+    motion = MotionValidator(checker, clearance=0.0, resolution=0.005)
     # the straight motion is blocked (the forearm swings through the box's side wall)
     assert not bool(edges_valid(valid, start.unsqueeze(0), goal, options.edge_resolution)[0])
     assert not bool(motion.check(torch.stack((start, goal[0])).double()).clear[0])

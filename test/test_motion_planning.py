@@ -17,7 +17,7 @@ from ros_torch_kin.collision.sphere_centers import world_sphere_centers
 from ros_torch_kin.kinematics import Chain, forward_kinematics, world_transforms
 from ros_torch_kin.motion import solve_trajectory
 from ros_torch_kin.optim import TrajectoryOptions
-from ros_torch_kin.motion.sphere_sweep import MotionChecker
+from ros_torch_kin.motion.checking import MotionValidator
 from ros_torch_kin.motion.goals import GOAL_IN_COLLISION, GOAL_UNREACHABLE
 from ros_torch_kin.motion.seeds import minimum_jerk_profile
 
@@ -64,7 +64,7 @@ def test_plan_around_a_box_on_the_straight_path(panda):
     options = TrajectoryOptions()
     # the straight motion hits the box (both on our spheres and on the exact meshes)
     naive = straight(START, GOAL, options.waypoints)
-    assert not bool(MotionChecker(checker, options.clearance).check(naive).clear[0])
+    assert not bool(MotionValidator(checker, options.clearance).check(naive).clear[0])
     reference.set_scene(scene)
     assert reference.collides(naive.double().numpy())[0]
     for goal in (dict(target_pose=forward_kinematics(chain, GOAL, links=TOOL)), dict(target_configuration=GOAL)):
@@ -99,7 +99,7 @@ def test_thin_wall_between_two_waypoints_is_caught_by_the_segment_check(panda):
     T = 5
     naive, k, scene = thin_wall_between_waypoints(chain, checker, T)
     checker, cost = checker.with_scene(scene), cost.with_scene(scene)
-    verdict = MotionChecker(checker, clearance=0.01, resolution=0.01).check(naive)
+    verdict = MotionValidator(checker, clearance=0.01, validity_margin=0.01, resolution=0.01).check(naive)
     assert bool(verdict.waypoint_clear.all()), "every waypoint is clear of the wall"
     assert not bool(verdict.clear[0])
     assert int(verdict.first_collision[0]) == k  # the segment across the wall
@@ -176,7 +176,8 @@ def test_sphere_speed_bound_and_clearance_bound_hold_under_dense_sampling(panda)
     scene = Scene([FLOOR, Obstacle.box("wall", (0.02, 0.6, 0.5), [0.45, 0, 0.4, 0, 0, 0, 1]),
                    Obstacle.sphere("ball", 0.08, [0.0, 0.5, 0.5, 0, 0, 0, 1])])
     checker = checker.with_scene(scene)
-    motion = MotionChecker(checker, clearance=0.01, resolution=0.01)
+    # the same clearance from everything, everywhere (no approach relaxation, self pairs too)
+    motion = MotionValidator(checker, clearance=0.01, validity_margin=0.01, resolution=0.01)
     g = torch.Generator().manual_seed(1)
     lower, upper = chain.lower_limits, chain.upper_limits
     N, T, dense = 24, 16, 801

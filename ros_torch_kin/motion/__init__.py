@@ -11,7 +11,7 @@ from .checking import MotionValidator
 from .global_search import GlobalSearchOptions, GlobalSearchResult, search_path, shortcut_path
 from .goals import GOAL_IN_COLLISION, GOAL_NOT_REACHED, GOAL_UNREACHABLE, NO_PATH, START_IN_COLLISION
 from .planner import IterationReport, TrajectoryResult, solve_trajectory
-from .sphere_sweep import MotionCheck, MotionChecker, sphere_speed_bounds
+from .sphere_sweep import MotionCheck, sphere_speed_bounds
 from .timing import time_parameterize
 
 __all__ = [
@@ -24,7 +24,6 @@ __all__ = [
     "GlobalSearchResult",
     "IterationReport",
     "MotionCheck",
-    "MotionChecker",
     "MotionValidator",
     "TrajectoryResult",
     "search_path",
