@@ -6,7 +6,7 @@ out: it cannot move) and the midpoints of its segments. The midpoints are what m
 see the motion between waypoints: a segment whose two ends lie on either side of a thin obstacle
 has its midpoint inside it, and the midpoint's gradient moves both ends the same way, out of
 the obstacle (the waypoint terms alone would push each end away on its own side). The exact
-verdict on the segments is :mod:`.motion_checking`'s.
+verdict on the segments is :mod:`.checking`'s.
 
 Gradients are the checker's closed form through the FK analytical backward
 (:meth:`CollisionChecker.penalty_cost`), never autograd through FK; autograd only carries them

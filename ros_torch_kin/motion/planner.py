@@ -482,7 +482,7 @@ def _row_goal_errors(chain, problem, last: Tensor, owner: Tensor) -> tuple[Tenso
 
 def _collision_goals(chain, problem, options, limits, collision, cost_checker, failure: list[str],
                      timings: dict) -> tuple[Tensor, Tensor]:
-    """Goals (P, K, J) and valid (P, K) of collision-aware problems (see :mod:`.motion_seeding`);
+    """Goals (P, K, J) and valid (P, K) of collision-aware problems (see :mod:`.goals`);
     refused problems get their reason in ``failure``. A start or configuration goal is refused
     only when it is in contact (closer than ``options.validity_margin``): the message names the
     closest pair and its distance; one closer than the clearance is planned from or to."""
@@ -594,7 +594,7 @@ def _contacts(collision, q: Tensor, margin: float, reason: str) -> dict[int, str
 def _ranked_seeds(problem, options, limits, cost_checker, goals: Tensor, valid: Tensor, timings: dict,
                   draw: int) -> Tensor:
     """(P·S, T, J) seeds (S = options.collision_seeds): the best ranked candidate motions of
-    draw ``draw`` (see :mod:`.motion_seeding`)."""
+    draw ``draw`` (see :mod:`.seeds`)."""
     moment = time.perf_counter()
     P = problem.start.shape[0]
     with torch.no_grad():

@@ -3,7 +3,7 @@
 A trajectory cost term is any callable ``term(state) -> (N,)`` on a :class:`TrajectoryState`,
 the N trajectories being optimised together; it may read the joint positions and the poses of
 the target link at every waypoint (computed once per evaluation, through the analytical FK
-backward). Pass extra terms to :func:`~ros_torch_kin.optim.trajectory.solve_trajectory`.
+backward). Pass extra terms to :func:`~ros_torch_kin.motion.solve_trajectory`.
 """
 
 from __future__ import annotations
