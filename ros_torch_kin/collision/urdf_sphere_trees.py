@@ -31,9 +31,10 @@ from .urdf_geometry import CollisionShape, read_collision_shapes
 
 #: How finely shapes are cut into pieces before the tree splits them further.
 PIECES = CoverSettings(piece_cells=16, grid_cells=15, max_pieces=1 << 30, max_candidates=1 << 30)
-_MEMORY: dict[str, TreeCover] = {}
+#: cache key -> (the tree cover, (hulled, pieces, flat) of an open mesh)
+_MEMORY: dict[str, tuple[TreeCover, tuple[int, int, int]]] = {}
 #: Cache format version: bump when the method changes.
-_VERSION = "3"
+_VERSION = "4"
 
 
 def cache_directory() -> Path:
@@ -88,39 +89,43 @@ def _shape_tree(shape: CollisionShape, settings, search_dirs, base_dir, warnings
             return None
         digest.update(Path(path).read_bytes())
     key = digest.hexdigest()
-    cover = _MEMORY.get(key) if use_cache else None
+    entry = _MEMORY.get(key) if use_cache else None
     cached = cache_directory() / f"{key}.npz"
-    if cover is None and use_cache and cached.is_file():
+    if entry is None and use_cache and cached.is_file():
         try:
             with np.load(cached) as data:
-                cover = TreeCover(SphereCover(data["centers"], data["radii"], data["slack"]), data["groups"])
+                entry = (TreeCover(SphereCover(data["centers"], data["radii"], data["slack"]), data["groups"]),
+                         tuple(int(n) for n in data["open_pieces"]))
         except (OSError, ValueError, KeyError):
-            cover = None
-    if cover is None:
+            entry = None
+    if entry is None:
+        opened = (0, 0, 0)
         if shape.kind == "mesh":
             try:
                 mesh = load_mesh_file(path, shape.scale)
             except Exception as error:  # trimesh raises many kinds for a bad file
                 warnings.append(unreadable_warning(shape.link, shape.filename, path, error))
                 return None
-            problem = _closed_mesh_problem(mesh, shape, warnings)
+            problem, opened = _closed_mesh_problem(mesh)
         else:
             problem = cover_problem_for_shape(replace(shape, origin=np.eye(4)), PIECES)
-        cover = build_sphere_tree(problem, settings)
+        entry = (build_sphere_tree(problem, settings), opened)
         if use_cache:
-            _store(cached, cover)
-    elif shape.kind == "mesh":
-        _closed_warning_only(path, shape, warnings)
+            _store(cached, *entry)
     if use_cache:
-        _MEMORY[key] = cover
+        _MEMORY[key] = entry
+    cover, (hulled, total, flat) = entry
+    if total:  # an open mesh: the same warning from the cache as from a cold build
+        warnings.append(_open_warning(shape, hulled, total, flat))
     return _transformed(cover, shape.origin)
 
 
-def _closed_mesh_problem(mesh, shape: CollisionShape, warnings: list[str]) -> CoverProblem:
+def _closed_mesh_problem(mesh) -> tuple[CoverProblem, tuple[int, int, int]]:
     """The cover problem of a mesh made closed: every piece that is not watertight replaced by its
-    convex hull (it contains the piece, so a cover of it covers the mesh)."""
+    convex hull (it contains the piece, so a cover of it covers the mesh), and (hulled pieces,
+    pieces, flat pieces kept as surfaces)."""
     if mesh.is_watertight:
-        return mesh_problem(mesh, PIECES)
+        return mesh_problem(mesh, PIECES), (0, 0, 0)
     pieces = mesh.split(only_watertight=False)
     closed, hulled = [], 0
     flat = 0
@@ -138,33 +143,22 @@ def _closed_mesh_problem(mesh, shape: CollisionShape, warnings: list[str]) -> Co
         else:  # a flat piece stays a surface: spheres on it, slack measured from the surface
             closed.append(piece)
             flat += 1
-    warnings.append(_open_warning(shape, hulled, len(pieces), flat))
-    return CoverProblem.union([mesh_problem(piece, PIECES) for piece in closed if len(piece.faces)])
+    problem = CoverProblem.union([mesh_problem(piece, PIECES) for piece in closed if len(piece.faces)])
+    return problem, (hulled, len(pieces), flat)
 
 
 def _open_warning(shape: CollisionShape, hulled: int, total: int, flat: int = 0) -> str:
-    text = (f"link '{shape.link}': mesh '{shape.filename}' is not closed ({hulled + flat} of {total} pieces open): each "
-            f"open piece is covered as its convex hull (conservative; slack measured from the hull)")
-    return text + (f", {flat} flat pieces as surfaces" if flat else "")
+    return (f"link '{shape.link}': mesh '{shape.filename}' is not closed ({total} pieces: {hulled} replaced by their "
+            f"convex hull, {flat} flat kept as surfaces, the rest closed as split): covered conservatively, slack "
+            f"measured from the closed pieces")
 
 
-def _closed_warning_only(path, shape, warnings) -> None:
-    """On a cache hit, the same warning for an open mesh as a cold build gives (cheap check)."""
-    try:
-        mesh = load_mesh_file(path, shape.scale)
-    except Exception:
-        return
-    if not mesh.is_watertight:
-        pieces = mesh.split(only_watertight=False)
-        warnings.append(_open_warning(shape, sum(not p.is_watertight for p in pieces), len(pieces)))  # flat ones counted as hulled
-
-
-def _store(path: Path, cover: TreeCover) -> None:
+def _store(path: Path, cover: TreeCover, opened: tuple[int, int, int]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(f".{os.getpid()}.tmp.npz")
         np.savez(temporary, centers=cover.leaves.centers, radii=cover.leaves.radii, slack=cover.leaves.slack,
-                 groups=cover.groups)
+                 groups=cover.groups, open_pieces=np.asarray(opened))
         os.replace(temporary, path)
     except OSError:
         pass  # a read-only home: the cover is only kept in memory
