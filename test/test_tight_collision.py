@@ -97,6 +97,16 @@ def test_hierarchical_verdict_equals_brute_force_over_every_leaf(panda):
     assert torch.allclose(distance[near], brute[near], atol=1e-5)
     assert bool((distance[~near] >= 0.05).all())
     assert 0 < int((brute < 0).sum()) < q.shape[0]  # the sample has both verdicts
+    # with the coarse cover as the first level (its per-link and per-pair distances prune the
+    # leaves): never below the leaves' own distance, never below the coarse distance (both hold
+    # the geometry), and contacts only where the leaves have one
+    layered = model.verdict.with_scene(scene)
+    coarse = model.cost.with_scene(scene).min_distance(q)
+    distance = layered.min_distance(q, 0.05)
+    assert bool((distance >= torch.minimum(brute, torch.tensor(0.05)) - 1e-5).all())
+    assert bool((distance >= torch.minimum(coarse, torch.tensor(0.05)) - 1e-5).all())
+    hits = layered.in_collision(q)
+    assert bool((hits <= ((brute < 0) & (coarse < 0))).all()) and bool(hits.any())
 
 
 def test_never_misses_a_contact_that_coal_finds_and_is_tight(panda):

@@ -151,24 +151,10 @@ class TreeCollisionChecker:
             group_pairs.append(torch.stack([ga.reshape(-1), gb.reshape(-1)], 1))
         self._pair_a = torch.tensor([a for a, _ in pair_slots], dtype=torch.int64, device=device)
         self._pair_b = torch.tensor([b for _, b in pair_slots], dtype=torch.int64, device=device)
-        self._coarse, self._coarse_pairs, self._coarse_checker = None, None, None
+        self._coarse_checker = None
         if coarse is not None:
             self._coarse_checker = coarse.with_scene(self.scene)
-            coarse = coarse.spheres
-        if coarse is not None and pair_slots:
-            self._coarse = coarse.to(device, dtype)
-            coarse_links = coarse.sphere_links.cpu()
-            rows = []
-            for la, lb in pair_slots:
-                ia = torch.nonzero(coarse_links == int(ll[la])).squeeze(1)
-                ib = torch.nonzero(coarse_links == int(ll[lb])).squeeze(1)
-                a, b = torch.meshgrid(ia, ib, indexing="ij")
-                rows.append(torch.stack([a.reshape(-1), b.reshape(-1)], 1))
-            if min(len(r) for r in rows) == 0:  # a link without coarse spheres: keep the link bounds
-                self._coarse = None
-            else:
-                table, valid = _padded(rows)
-                self._coarse_pairs = (table[..., 0].to(device), table[..., 1].to(device), valid.to(device))
+            self._coarse_maps(coarse, ll, pair_slots, device)
         if group_pairs:
             self._pair_groups, self._pair_groups_valid = (t.to(device) for t in _padded(group_pairs))
         else:
@@ -176,6 +162,47 @@ class TreeCollisionChecker:
             self._pair_groups_valid = torch.zeros(0, 1, dtype=torch.bool, device=device)
 
     # ------------------------------------------------------------------ construction
+    def _coarse_maps(self, coarse, link_of_slot: Tensor, pair_slots: list[tuple[int, int]], device):
+        """Maps from the coarse checker's spheres and sphere pairs to this checker's link slots and
+        enabled link pairs, so that its distances bound the first level of both checks: a link's
+        coarse spheres hold its geometry, so a link (pair) whose coarse spheres are all at least d
+        from an obstacle (from each other) has its exact geometry at least d away."""
+        slot_of_link = {int(l): k for k, l in enumerate(link_of_slot.tolist())}
+        Lk, P = len(slot_of_link), len(pair_slots)
+        coarse_links = coarse.spheres.sphere_links.cpu().tolist()
+        sphere_slot = torch.tensor([slot_of_link.get(l, Lk) for l in coarse_links], dtype=torch.int64)
+        covered = torch.zeros(Lk + 1, dtype=torch.bool)
+        covered[sphere_slot] = True
+        pair_of = {}
+        for p, (a, b) in enumerate(pair_slots):
+            pair_of[(a, b)] = pair_of[(b, a)] = p
+        pairs = coarse.self_pairs
+        slots_a = sphere_slot[pairs.sphere_a.cpu()].tolist()
+        slots_b = sphere_slot[pairs.sphere_b.cpu()].tolist()
+        pair_index = torch.tensor([pair_of.get((a, b), P) for a, b in zip(slots_a, slots_b)], dtype=torch.int64)
+        pair_covered = torch.zeros(P + 1, dtype=torch.bool)
+        pair_covered[pair_index] = True
+        self._coarse_sphere_slot = sphere_slot.to(device)
+        self._coarse_link_missing = (~covered[:Lk]).to(device)
+        self._coarse_pair_index = pair_index.to(device)
+        self._coarse_pair_missing = (~pair_covered[:P]).to(device)
+
+    def _coarse_bounds(self, coarse, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """Lower bounds on the exact distances from the coarse checker's full distances, for
+        configurations ``rows``: per (obstacle, link slot) (O, Lk, b) and per enabled link pair
+        (P, b); −inf where a link or pair has no coarse spheres."""
+        Lk, P = self._links.radius.shape[0], self._pair_a.shape[0]
+        by_sphere = coarse.sphere_obstacle[rows]  # (b, Sc, O)
+        b, _, O = by_sphere.shape
+        index = self._coarse_sphere_slot.view(1, -1, 1).expand_as(by_sphere)
+        world = by_sphere.new_full((b, Lk + 1, O), math.inf).scatter_reduce_(1, index, by_sphere, "amin")
+        world = world[:, :Lk].masked_fill_(self._coarse_link_missing.view(1, -1, 1), -math.inf).permute(2, 1, 0)
+        pairs = coarse.sphere_pairs[rows]  # (b, Q)
+        index = self._coarse_pair_index.view(1, -1).expand_as(pairs)
+        own = pairs.new_full((b, P + 1), math.inf).scatter_reduce_(1, index, pairs, "amin")
+        own = own[:, :P].masked_fill_(self._coarse_pair_missing.view(1, -1), -math.inf).mT
+        return world.contiguous(), own.contiguous()
+
     def with_scene(self, scene: Scene) -> "TreeCollisionChecker":
         checker = object.__new__(TreeCollisionChecker)
         checker.__dict__.update(self.__dict__)
@@ -240,23 +267,28 @@ class TreeCollisionChecker:
         q = check_joint_positions(self.chain, q).detach()
         if self._coarse_checker is None or not q.shape[0]:
             return self._tree_parts(q, threshold, self_threshold, names)
-        coarse = self._coarse_checker.distances(q)
+        coarse = self._coarse_checker.distances(q, full=True)
         world, own = coarse.world_distance.clone(), coarse.self_distance.clone()
         closer = (world < threshold) | (own < self_threshold)
         pairs = [(("", ""), ("", ""))] * q.shape[0]
         rows = closer.nonzero().squeeze(1)
         if rows.numel():
-            tree_world, tree_self, tree_pairs = self._tree_parts(q[rows], threshold, self_threshold, names)
+            bounds = self._coarse_bounds(coarse, rows)
+            tree_world, tree_self, tree_pairs = self._tree_parts(q[rows], threshold, self_threshold, names, bounds)
             world[rows] = torch.maximum(world[rows], tree_world)
             own[rows] = torch.maximum(own[rows], tree_self)
             for i, b in enumerate(rows.tolist() if names else ()):
                 pairs[b] = tree_pairs[i]
         return world, own, tuple(pairs)
 
-    def _tree_parts(self, q: Tensor, threshold: float, self_threshold: float, names: bool):
-        """As :meth:`_parts`, from the leaves alone."""
+    def _tree_parts(self, q: Tensor, threshold: float, self_threshold: float, names: bool, bounds=None):
+        """As :meth:`_parts`, from the leaves alone (``bounds``: the coarse lower bounds of
+        :meth:`_coarse_bounds` for these configurations, else the link bounds are used)."""
         if q.shape[0] > CHUNK:
-            parts = [self._tree_parts(part, threshold, self_threshold, names) for part in q.split(CHUNK)]
+            pieces = [None] * -(-q.shape[0] // CHUNK) if bounds is None else list(zip(
+                bounds[0].split(CHUNK, dim=-1), bounds[1].split(CHUNK, dim=-1)))
+            parts = [self._tree_parts(part, threshold, self_threshold, names, bound)
+                     for part, bound in zip(q.split(CHUNK), pieces)]
             return (torch.cat([w for w, _, _ in parts]), torch.cat([o for _, o, _ in parts]),
                     tuple(p for _, _, pairs in parts for p in pairs))
         B = q.shape[0]
@@ -266,12 +298,15 @@ class TreeCollisionChecker:
             minimum = q.new_full((B,), math.inf)
             found = []
             if world is not None and kind == "world":
+                first = 0
                 for shapes in self._packed.shapes:
-                    d, j, leaf, obstacle = self._world_leaf_distances(world, shapes, limit)
+                    lower = None if bounds is None else bounds[0][first:first + shapes.count]
+                    first += shapes.count
+                    d, j, leaf, obstacle = self._world_leaf_distances(world, shapes, limit, lower)
                     found.append((d, j, lambda i, leaf=leaf, obstacle=obstacle, shapes=shapes: (
                         self.chain.link_names[int(self.spheres.sphere_links[leaf[i]])], shapes.ids[int(obstacle[i])])))
             elif world is not None and self._pair_a.numel():
-                d, j, _, la, lb = self._self_leaf_distances(world, limit)
+                d, j, _, la, lb = self._self_leaf_distances(world, limit, None if bounds is None else bounds[1])
                 found.append((d, j, lambda i, la=la, lb=lb: (
                     self.chain.link_names[int(self.spheres.sphere_links[la[i]])],
                     self.chain.link_names[int(self.spheres.sphere_links[lb[i]])])))
@@ -291,17 +326,20 @@ class TreeCollisionChecker:
         (world_min, world_pairs), (self_min, self_pairs) = result
         return world_min, self_min, tuple(zip(world_pairs, self_pairs))
 
-    def _world_leaf_distances(self, world: Tensor, shapes, threshold: float):
+    def _world_leaf_distances(self, world: Tensor, shapes, threshold: float, lower: Tensor | None = None):
         """Leaf–obstacle distances of one kind below the bounds' threshold: (K,) distances, their
-        configuration, leaf and obstacle (index within the kind)."""
+        configuration, leaf and obstacle (index within the kind). ``lower``: (n, Lk, B) lower
+        bounds per (obstacle, link slot, configuration), else the link bounding spheres'."""
         B = world.shape[-1]
         limit = threshold + self.rounding
         links, groups, leaves = self._links, self._groups, self.spheres
         n = shapes.count
         # level 1: links (Lk, 3, B) -> near (obstacle, link, configuration)
-        lc = world_sphere_centers(world, links.frame)
-        d, _ = point_distances(lc.transpose(0, 1).reshape(3, -1), shapes, False)
-        near = (d.view(n, -1, B) - links.radius.view(1, -1, 1)) < limit
+        if lower is None:
+            lc = world_sphere_centers(world, links.frame)
+            d, _ = point_distances(lc.transpose(0, 1).reshape(3, -1), shapes, False)
+            lower = d.view(n, -1, B) - links.radius.view(1, -1, 1)
+        near = lower < limit
         l_index, j_index = near.any(0).nonzero(as_tuple=True)
         if not l_index.numel():
             return self._empty(world)
@@ -329,21 +367,17 @@ class TreeCollisionChecker:
         keep = best < limit
         return best[keep], j[keep], leaf[keep, at[keep]], o_index[keep]
 
-    def _self_leaf_distances(self, world: Tensor, threshold: float):
+    def _self_leaf_distances(self, world: Tensor, threshold: float, lower: Tensor | None = None):
         """Leaf–leaf distances of enabled link pairs below the bounds' threshold: (K,) distances,
-        configuration, link-pair index, and the two leaves."""
+        configuration, link-pair index, and the two leaves. ``lower``: (P, B) lower bounds per
+        (link pair, configuration), else the link bounding spheres'."""
         B = world.shape[-1]
         limit = threshold + self.rounding
         links, groups, leaves = self._links, self._groups, self.spheres
-        if self._coarse is None:
+        if lower is None:
             lc = world_sphere_centers(world, links.frame)  # (Lk, 3, B)
             offset = lc.index_select(0, self._pair_a) - lc.index_select(0, self._pair_b)
-            lower = offset.norm(dim=1) - (links.radius[self._pair_a] + links.radius[self._pair_b]).unsqueeze(1)
-        else:  # the coarse cover holds each link's geometry too: where its spheres are apart, so are the leaves
-            coarse, (ca, cb, valid) = self._coarse, self._coarse_pairs
-            cc = world_sphere_centers(world, coarse)  # (Sc, 3, B)
-            d = (cc[ca] - cc[cb]).norm(dim=2) - coarse.radii[ca].unsqueeze(-1) - coarse.radii[cb].unsqueeze(-1)  # (P, w, B)
-            lower = torch.where(valid.unsqueeze(-1), d, torch.full_like(d, math.inf)).amin(1)  # (P, B)
+            lower = (offset * offset).sum(1).sqrt() - (links.radius[self._pair_a] + links.radius[self._pair_b]).unsqueeze(1)
         p_index, j_index = (lower < limit).nonzero(as_tuple=True)
         if not p_index.numel():
             return (*self._empty(world)[:2], p_index, p_index, p_index)
@@ -352,7 +386,8 @@ class TreeCollisionChecker:
         group_world = world_sphere_centers(world, groups.frame)  # (G, 3, B)
         ca = group_world[gp[..., 0], :, jj]
         cb = group_world[gp[..., 1], :, jj]
-        lower = (ca - cb).norm(dim=-1) - groups.radius[gp[..., 0]] - groups.radius[gp[..., 1]]
+        offset = ca - cb
+        lower = (offset * offset).sum(-1).sqrt() - groups.radius[gp[..., 0]] - groups.radius[gp[..., 1]]
         near = (lower < limit) & self._pair_groups_valid[p_index]
         k_index, w_index = near.nonzero(as_tuple=True)
         if not k_index.numel():
