@@ -9,9 +9,14 @@ long between sending a request and reading its reply: a client process deschedul
 on a busy machine, the situation in which, with Fast DDS, the other clients' replies (every
 client receives every reply of the service) pile up in its reply reader. ``--client-qos default`` uses rclpy's default
 service QoS (keep last 10) on the clients instead of ros_torch_kin.ros.qos.SERVICE_QOS.
+``--retry-timeout S`` makes the clients ros_torch_kin.ros.client.KinematicsClient (a stalled one
+sleeps after sending each call's first try), which resends a request unanswered after S s (then
+2S, 4S, ...; ``--tries`` sends in all): a call is then *lost* only when every try went unanswered
+(KinematicsError), and *resent* counts the extra tries.
 
     python bench/concurrency_stress.py --clients 8 --requests 400              (after `make build`, sourced)
     python bench/concurrency_stress.py --clients 8 --requests 100 --stall-ms 40 --client-qos default
+    python bench/concurrency_stress.py --clients 8 --requests 200 --stall-ms 300 --client-qos default --retry-timeout 0.5
 """
 
 from __future__ import annotations
@@ -58,10 +63,12 @@ def client_main(args) -> None:
         requests.append(request)
 
     rclpy.init()
+    qos = qos_profile_services_default if args.client_qos == "default" else SERVICE_QOS
+    if args.retry_timeout > 0:
+        return _kinematics_client_main(args, requests, batches, expected, chain, qos)
     node = rclpy.create_node(f"stress_client_{os.getpid()}")
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    qos = qos_profile_services_default if args.client_qos == "default" else SERVICE_QOS
     client = node.create_client(ComputeFK, "/ros_torch_kin/compute_fk", qos_profile=qos)
     if not client.wait_for_service(timeout_sec=60):
         raise SystemExit("compute_fk is not available")
@@ -82,15 +89,63 @@ def client_main(args) -> None:
         latencies.append(1e3 * (time.monotonic() - sent))
         response = future.result()
         poses = as_float_array(response.poses).reshape(-1, chain.num_links, 7) if response.success else None
-        if poses is None or poses.shape[0] != args.batch or not (
-            np.abs(poses[..., :3] - expected[k][..., :3]).max() < 1e-4
-            and np.abs(np.abs((poses[..., 3:] * expected[k][..., 3:]).sum(-1)) - 1).max() < 1e-5
-        ):
+        if poses is None or not _same(poses, expected[k], args.batch):
             wrong.append(i)
     elapsed = time.monotonic() - start
-    print(json.dumps({"lost": lost, "wrong": wrong, "latencies_ms": latencies, "seconds": elapsed}), flush=True)
+    print(json.dumps({"lost": lost, "wrong": wrong, "latencies_ms": latencies, "seconds": elapsed, "resent": 0}),
+          flush=True)
     executor.shutdown()
     node.destroy_node()
+    rclpy.try_shutdown()
+
+
+def _same(poses, expected, batch: int) -> bool:
+    return poses.shape[0] == batch and bool(
+        np.abs(poses[..., :3] - expected[..., :3]).max() < 1e-4
+        and np.abs(np.abs((poses[..., 3:] * expected[..., 3:]).sum(-1)) - 1).max() < 1e-5)
+
+
+def _kinematics_client_main(args, requests, batches, expected, chain, qos) -> None:
+    """client_main with KinematicsClient (resends after --retry-timeout)."""
+    import rclpy
+
+    from ros_torch_kin.ros.client import KinematicsClient, KinematicsError
+
+    class StallingClient(KinematicsClient):
+        def _exchange(self, what, send, *rest, **options):
+            first = [True]
+
+            def stalled_send():
+                future = send()
+                if first[0] and args.stall_ms:
+                    first[0] = False
+                    time.sleep(args.stall_ms / 1000)  # not reading: the replies of the others pile up
+                return future
+
+            return super()._exchange(what, stalled_send, *rest, **options)
+
+    client = StallingClient(timeout=args.reply_timeout, retry_timeout=args.retry_timeout, tries=args.tries,
+                            service_qos=qos)
+    if not client.wait_for_server(60):
+        raise SystemExit("compute_fk is not available")
+    time.sleep(args.settle_s)
+    lost, wrong, latencies = [], [], []
+    start = time.monotonic()
+    for i in range(args.requests):
+        k = i % DISTINCT_BATCHES
+        sent = time.monotonic()
+        try:
+            poses = client.forward_kinematics(batches[k])
+        except KinematicsError:
+            lost.append(i)
+            continue
+        latencies.append(1e3 * (time.monotonic() - sent))
+        if not _same(poses, expected[k], args.batch):
+            wrong.append(i)
+    elapsed = time.monotonic() - start
+    print(json.dumps({"lost": lost, "wrong": wrong, "latencies_ms": latencies, "seconds": elapsed,
+                      "resent": client.resends}), flush=True)
+    client.close()
     rclpy.try_shutdown()
 
 
@@ -105,7 +160,8 @@ def stress(args) -> dict:
         env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
         command = [sys.executable, __file__, "--client", "--requests", str(args.requests), "--batch", str(args.batch),
                    "--reply-timeout", str(args.reply_timeout), "--client-qos", args.client_qos,
-                   "--settle-s", str(args.settle_s)]
+                   "--settle-s", str(args.settle_s), "--retry-timeout", str(args.retry_timeout),
+                   "--tries", str(args.tries)]
         clients = [subprocess.Popen(command + ["--seed", str(i), "--stall-ms", str(args.stall_ms if i < args.stalled_clients else 0)],
                                     env=env, stdout=subprocess.PIPE, text=True)
                    for i in range(args.clients)]
@@ -121,6 +177,7 @@ def stress(args) -> dict:
         "lost_first_requests": sum(r["lost"][:1] == [0] for r in results),
         "late": sum(t > args.late_ms for t in latencies),
         "wrong": sum(len(r["wrong"]) for r in results),
+        "resent": sum(r.get("resent", 0) for r in results),
         "throughput": len(latencies) / max(r["seconds"] for r in results),  # from each client's first request
         "median_ms": statistics.median(latencies) if latencies else float("nan"),
         "p99_ms": float(np.percentile(latencies, 99)) if latencies else float("nan"),
@@ -143,6 +200,9 @@ def main(argv=None) -> None:
     parser.add_argument("--late-ms", type=float, default=1000.0, help="replies slower than this count as late")
     parser.add_argument("--client-qos", choices=["service", "default"], default="service",
                         help="the clients' QoS: ros_torch_kin.ros.qos.SERVICE_QOS or rclpy's default")
+    parser.add_argument("--retry-timeout", type=float, default=0.0,
+                        help="> 0: the clients are KinematicsClients that resend after this many s (0: plain rclpy clients)")
+    parser.add_argument("--tries", type=int, default=4, help="sends per call with --retry-timeout")
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)  # run as one client process
     args = parser.parse_args(argv)
@@ -151,7 +211,8 @@ def main(argv=None) -> None:
     result = stress(args)
     print(f"{result['clients']} clients x {args.requests} requests (B = {args.batch}, {args.stalled_clients if args.stall_ms else 0} stalling {args.stall_ms:g} ms, "
           f"client QoS {args.client_qos}): lost {result['lost']} (first requests: {result['lost_first_requests']}), "
-          f"late (> {args.late_ms:g} ms) {result['late']}, wrong {result['wrong']}; {result['throughput']:.0f} replies/s, "
+          f"late (> {args.late_ms:g} ms) {result['late']}, wrong {result['wrong']}, resent {result['resent']}; "
+          f"{result['throughput']:.0f} replies/s, "
           f"latency median {result['median_ms']:.1f} ms p99 {result['p99_ms']:.1f} max {result['max_ms']:.0f}")
     for client, lost in result["lost_by_client"].items():
         print(f"client {client} lost requests {lost}")

@@ -5,6 +5,10 @@ Six client processes send 150 requests each (B = 100, all links) back to back; o
 every client of a service receives every reply) pile up in its reply reader meanwhile. The
 clients use ros_torch_kin.ros.qos.SERVICE_QOS (see its docstring for why). Runs
 bench/concurrency_stress.py's clients against a node of its own; well under a minute.
+
+The second test makes the clients KinematicsClients, which resend a request whose reply did not
+come: with rclpy's default QoS (keep last 10) the stalled client loses replies for sure, and
+every call must still get its answer.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ def test_every_reply_arrives_under_concurrent_clients(ros_domain):
     import concurrency_stress
 
     args = argparse.Namespace(clients=6, requests=150, batch=100, stall_ms=50.0, stalled_clients=1, settle_s=0.0,
-                              reply_timeout=10.0, late_ms=5000.0, client_qos="service")
+                              reply_timeout=10.0, late_ms=5000.0, client_qos="service", retry_timeout=0.0, tries=1)
     start = time.monotonic()
     result = concurrency_stress.stress(args)
     assert result["requests"] == 900
@@ -37,3 +41,18 @@ def test_every_reply_arrives_under_concurrent_clients(ros_domain):
     assert result["lost"] <= 1, detail
     assert result["wrong"] == 0
     assert time.monotonic() - start < 120
+
+
+def test_kinematics_client_resends_the_replies_it_loses(ros_domain):
+    import concurrency_stress
+
+    # client 0 sleeps 100 ms after sending each call's first try: with keep last 10 the others'
+    # replies (about 50 in that time) push its own out of its reader; the resend answers
+    args = argparse.Namespace(clients=6, requests=60, batch=100, stall_ms=100.0, stalled_clients=1, settle_s=0.0,
+                              reply_timeout=30.0, late_ms=30000.0, client_qos="default", retry_timeout=0.5, tries=4)
+    result = concurrency_stress.stress(args)
+    assert result["requests"] == 360
+    detail = f"calls failed: {result['lost_by_client']}; node: {result['node_warnings']}"
+    assert result["lost"] == 0, detail
+    assert result["wrong"] == 0
+    assert result["resent"] >= 1, "no reply was lost: the test did not test the resends"
