@@ -1,0 +1,117 @@
+"""A bounding-volume hierarchy over a robot's many small leaf spheres, one tree per link, for the
+tight verdict (:class:`.tree_checker.TreeCollisionChecker`).
+
+Each link's leaves are split top-down: a node with more than ``bucket`` leaves gets up to
+``fan_out`` children (repeated median splits of its leaf centres along their widest axis), a node
+with fewer keeps itself as its only child, so that every link has the same number of levels and a
+level is one padded table. Every node's sphere holds the spheres of all the leaves below it
+(centre: the middle of their centres' bounding box; radius: the farthest leaf surface, rounded
+up), so a node at distance ≥ d from something has every leaf below it at least that far.
+
+Built once per model on the CPU (numpy, a loop over nodes); the tables then live on the model's
+device. Frames: each sphere in its link's frame. Units: m.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+#: Children per node (a power of two: that many median splits).
+FAN_OUT = 4
+#: Most leaves under a node of the last level.
+BUCKET = 16
+
+
+@dataclass(frozen=True, eq=False)
+class HierarchyLevel:
+    """Nodes of one level: ``centers`` (N, 3) in their link's frame, ``radius`` (N,), ``links``
+    (N,) int64 chain link index, ``children`` (N, F) int64 indices into the next level (the leaf
+    spheres for the last level), padded by repeating the first child, ``valid`` (N, F) bool False
+    on the padding."""
+
+    centers: Tensor
+    radius: Tensor
+    links: Tensor
+    children: Tensor
+    valid: Tensor
+
+    def to(self, device, dtype) -> "HierarchyLevel":
+        return HierarchyLevel(self.centers.to(device, dtype), self.radius.to(device, dtype), self.links.to(device),
+                              self.children.to(device), self.valid.to(device))
+
+
+@dataclass(frozen=True, eq=False)
+class LeafHierarchy:
+    """``levels[0]``: one root per link that has leaves (its *slot*), in chain order; each level's
+    ``children`` index the next; the last level's index leaf spheres."""
+
+    levels: tuple[HierarchyLevel, ...]
+
+    @property
+    def roots(self) -> HierarchyLevel:
+        return self.levels[0]
+
+    def to(self, device, dtype) -> "LeafHierarchy":
+        return LeafHierarchy(tuple(level.to(device, dtype) for level in self.levels))
+
+
+def leaf_hierarchy(centers: Tensor, radii: Tensor, links: Tensor, fan_out: int = FAN_OUT, bucket: int = BUCKET,
+                   rounding: float = 1e-6) -> LeafHierarchy:
+    """Leaf spheres ``centers`` (S, 3) in their links' frames, ``radii`` (S,), ``links`` (S,) int64
+    -> their :class:`LeafHierarchy` (module doc) in float64 on the CPU; ``rounding`` (m) is added
+    to every node radius (float32 arithmetic of the checks stays conservative)."""
+    if fan_out < 2 or fan_out & (fan_out - 1) or bucket < 1:
+        raise ValueError(f"fan_out must be a power of two ≥ 2 and bucket ≥ 1, got {fan_out}, {bucket}")
+    c = centers.detach().cpu().double().numpy()
+    r = radii.detach().cpu().double().numpy()
+    link = links.detach().cpu().numpy()
+    nodes = [np.flatnonzero(link == l) for l in np.unique(link)]  # the roots, chain order
+    levels: list[tuple[list[np.ndarray], list[list[int]]]] = []
+    while True:
+        if all(len(n) <= bucket for n in nodes):
+            levels.append((nodes, [list(n) for n in nodes]))
+            break
+        following, children = [], []
+        for members in nodes:
+            parts = _split(c, members, fan_out) if len(members) > bucket else [members]
+            children.append(list(range(len(following), len(following) + len(parts))))
+            following += parts
+        levels.append((nodes, children))
+        nodes = following
+    out = []
+    for members_of, children in levels:
+        middle = np.stack([0.5 * (c[m].min(0) + c[m].max(0)) for m in members_of])
+        radius = np.array([float((np.linalg.norm(c[m] - mid, axis=1) + r[m]).max()) for m, mid in zip(members_of, middle)])
+        table, valid = _padded(children)
+        out.append(HierarchyLevel(torch.from_numpy(middle), torch.from_numpy(radius * (1 + 1e-6) + rounding),
+                                  torch.from_numpy(np.array([link[m[0]] for m in members_of], dtype=np.int64)),
+                                  table, valid))
+    return LeafHierarchy(tuple(out))
+
+
+def _split(c: np.ndarray, members: np.ndarray, parts: int) -> list[np.ndarray]:
+    """``members`` in ``parts`` pieces of (nearly) equal size by repeated median splits along
+    the widest axis of their centres."""
+    pieces = [members]
+    while len(pieces) < parts and any(len(m) > 1 for m in pieces):
+        halves = []
+        for m in pieces:
+            if len(m) < 2:
+                halves.append(m)
+                continue
+            axis = int(np.ptp(c[m], axis=0).argmax())
+            order = m[np.argsort(c[m, axis], kind="stable")]
+            halves += [order[:len(m) // 2], order[len(m) // 2:]]
+        pieces = halves
+    return pieces
+
+
+def _padded(rows: list[list[int]]) -> tuple[Tensor, Tensor]:
+    width = max(len(row) for row in rows)
+    table = torch.tensor([row + [row[0]] * (width - len(row)) for row in rows], dtype=torch.int64)
+    valid = torch.arange(width).unsqueeze(0) < torch.tensor([len(row) for row in rows]).unsqueeze(1)
+    return table, valid
