@@ -517,9 +517,10 @@ def _global_seeds(chain, problem, options, limits, collision, goals: Tensor, val
                   failure: list[str], started: float, S: int, timings: dict) -> Tensor:
     """For each open problem, a global search (:func:`~ros_torch_kin.motion.global_search.search_path`)
     from its start to its valid goals on the verdict model; a path found replaces the seed of
-    highest collision cost and is checked at once (it often passes as it is). Configurations
-    within ``near`` rad (max-norm) of the start or a goal need only validity, the rest the required
-    clearance plus :data:`SEARCH_MARGIN` (a grasp's start or goal may be closer than that)."""
+    highest collision cost and is checked at once (it often passes as it is). Configurations keep
+    the required clearance plus :data:`SEARCH_MARGIN`, except within ``near`` rad (max-norm) of
+    a start or goal that is itself closer (a grasp's): there half that end's own distance, never
+    below the validity margin."""
     P = problem.start.shape[0]
     # the path's configurations keep a little more than the check requires (they are checked
     # 0.01 rad apart; the check covers everything in between), and the clearance where they can
@@ -535,11 +536,15 @@ def _global_seeds(chain, problem, options, limits, collision, goals: Tensor, val
         if remaining <= 0:
             break
         ends = torch.cat((problem.start[p:p + 1], goals[p][valid[p]]))
+        # near an end closer than c, half its own distance (≥ v): a path that grazes the model
+        # there could not be certified by the swept check between its configurations
+        relaxed = torch.clamp(0.5 * collision.min_distance(ends, c), min=v, max=c)  # (E,)
 
-        def free(q: Tensor, ends=ends) -> Tensor:
+        def free(q: Tensor, ends=ends, relaxed=relaxed) -> Tensor:
             distance = collision.min_distance(q, c)
-            close = ((q.unsqueeze(1) - ends.unsqueeze(0)).abs().amax(-1) <= near).any(1)
-            return distance >= torch.where(close, torch.full_like(distance, v), torch.full_like(distance, c))
+            close = (q.unsqueeze(1) - ends.unsqueeze(0)).abs().amax(-1) <= near  # (N, E)
+            required = torch.where(close, relaxed, torch.full_like(relaxed, c)).amin(1)
+            return distance >= required
 
         search = GlobalSearchOptions(time_budget=options.global_search * remaining, edge_resolution=0.01,
                                      random_seed=options.random_seed)
