@@ -43,3 +43,9 @@ __all__ += ["TreeCollisionChecker", "TreeDistances", "TreeSettings", "robot_sphe
 from .robot_collision_model import RobotCollisionModel, robot_collision_model_from_urdf  # noqa: E402
 
 __all__ += ["RobotCollisionModel", "robot_collision_model_from_urdf"]
+
+# Sensed and CAD geometry: point clouds, depth images and meshes as voxel grids with a
+# conservative distance field (numpy + scipy at build time, torch queries).
+from .occupancy import VoxelGrid  # noqa: E402
+
+__all__ += ["VoxelGrid"]

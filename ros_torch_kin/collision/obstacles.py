@@ -1,10 +1,14 @@
-"""World obstacles (sphere, box, cylinder, capsule) and the immutable :class:`Scene` that holds them.
+"""World obstacles (sphere, box, cylinder, capsule, voxels) and the immutable :class:`Scene` that holds them.
 
 Shapes follow shape_msgs/SolidPrimitive: each is centred on its pose, cylinder and capsule along
 the pose's z axis; ``dimensions`` are, in m, sphere ``(radius,)``, box ``(x, y, z)`` full side
 lengths, cylinder and capsule ``(height, radius)`` where ``height`` is the length of the
 cylindrical part (a capsule adds a hemisphere of ``radius`` at each end). Poses are 4×4
 transforms from the obstacle's frame to the root (world) frame of the robot's chain.
+
+A ``voxels`` obstacle holds sensed or CAD geometry, a :class:`~.occupancy.VoxelGrid` (points,
+a depth image or a sampled mesh as occupied voxels with a conservative distance field) in the
+obstacle's frame: :meth:`Obstacle.points`, :meth:`Obstacle.mesh`, :meth:`Obstacle.mesh_file`.
 
 A :class:`Scene` never changes: ``with_obstacle``, ``moved`` and ``without`` return new scenes, so
 a node swaps scenes atomically by assignment. Each scene packs its obstacles into tensors once
@@ -16,20 +20,27 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
-SPHERE, BOX, CYLINDER, CAPSULE = "sphere", "box", "cylinder", "capsule"
+if TYPE_CHECKING:
+    from .occupancy import VoxelGrid
+
+SPHERE, BOX, CYLINDER, CAPSULE, VOXELS = "sphere", "box", "cylinder", "capsule", "voxels"
+#: The solid primitives (shape_msgs/SolidPrimitive).
+PRIMITIVE_KINDS = (SPHERE, BOX, CYLINDER, CAPSULE)
 #: Every obstacle kind, in the order a packed scene concatenates them.
-KINDS = (SPHERE, BOX, CYLINDER, CAPSULE)
+KINDS = PRIMITIVE_KINDS + (VOXELS,)
 #: Names of each kind's dimensions, in SolidPrimitive order.
 DIMENSION_NAMES = {
     SPHERE: ("radius",),
     BOX: ("size x", "size y", "size z"),
     CYLINDER: ("height", "radius"),
     CAPSULE: ("height", "radius"),
+    VOXELS: (),
 }
 #: Largest |RᵀR − I| entry and |det R − 1| accepted for a pose's rotation.
 ORTHONORMAL_TOLERANCE = 1e-6
@@ -90,13 +101,15 @@ def checked_pose(pose, id: str) -> np.ndarray:
 class Obstacle:
     """One world obstacle: ``kind`` (one of :data:`KINDS`), ``dimensions`` (m, SolidPrimitive
     order, see the module docstring) and ``pose`` (4×4, obstacle frame -> world; a 7-vector
-    (x, y, z, qx, qy, qz, qw) is accepted). Validated on construction: ValueError naming the id
-    and the field at fault."""
+    (x, y, z, qx, qy, qz, qw) is accepted); ``grid``: a ``voxels`` obstacle's
+    :class:`~.occupancy.VoxelGrid` (its frame is the obstacle's; no dimensions), None for the
+    primitives. Validated on construction: ValueError naming the id and the field at fault."""
 
     id: str
     kind: str
     dimensions: tuple[float, ...]
     pose: np.ndarray = field(default_factory=lambda: np.eye(4))
+    grid: "VoxelGrid | None" = None
 
     def __post_init__(self):
         if not isinstance(self.id, str) or not self.id:
@@ -118,6 +131,8 @@ class Obstacle:
                 raise ValueError(f"obstacle '{self.id}': {self.kind} {name} must not be negative, got {value}")
         object.__setattr__(self, "dimensions", dimensions)
         object.__setattr__(self, "pose", checked_pose(self.pose, self.id))
+        if (self.kind == VOXELS) != (self.grid is not None):
+            raise ValueError(f"obstacle '{self.id}': a grid is what a voxels obstacle holds, and only it")
 
     @classmethod
     def sphere(cls, id: str, radius: float, pose=None) -> "Obstacle":
@@ -137,11 +152,40 @@ class Obstacle:
         """``height``: length of the cylindrical part between the two hemispheres (m)."""
         return cls(id, CAPSULE, (height, radius), np.eye(4) if pose is None else pose)
 
+    @classmethod
+    def points(cls, id: str, points, voxel_size: float, radius: float = 0.0, pose=None, **options) -> "Obstacle":
+        """Points (N, 3) (m, in the frame ``pose`` places; default the root frame) as occupied
+        voxels of ``voxel_size`` (m); ``radius`` (m): their stated error. NaN rows are skipped.
+        ``options``: of :meth:`.occupancy.VoxelGrid.from_points` (padding, max_cells, max_points)."""
+        from .occupancy import VoxelGrid
+
+        grid = VoxelGrid.from_points(points, voxel_size, radius, field=f"obstacle '{id}': points", **options)
+        return cls(id, VOXELS, (), np.eye(4) if pose is None else pose, grid)
+
+    @classmethod
+    def mesh(cls, id: str, vertices, triangles, pose=None, voxel_size: float = 0.01, **options) -> "Obstacle":
+        """A triangle mesh (vertices (V, 3) m, triangles (T, 3) indices, in the obstacle frame)
+        as a voxel grid of ``voxel_size`` (m): a closed mesh is solid, an open one a surface (with
+        a warning). Distances are conservative by at most 2√3·voxel_size + voxel_size/√3
+        (:mod:`.occupancy`). ``options``: radius, max_triangles, max_cells."""
+        from .occupancy import mesh_grid
+
+        return cls(id, VOXELS, (), np.eye(4) if pose is None else pose, mesh_grid(vertices, triangles, voxel_size, id, **options))
+
+    @classmethod
+    def mesh_file(cls, id: str, path, pose=None, voxel_size: float = 0.01, scale: float = 1.0, **options) -> "Obstacle":
+        """:meth:`mesh` from an STL, OBJ or DAE file (read by trimesh; ``scale`` multiplies it)."""
+        from .occupancy import load_mesh_file
+
+        vertices, triangles = load_mesh_file(path, id, scale)
+        return cls.mesh(id, vertices, triangles, pose, voxel_size, **options)
+
     def with_pose(self, pose) -> "Obstacle":
-        return Obstacle(self.id, self.kind, self.dimensions, pose)
+        return Obstacle(self.id, self.kind, self.dimensions, pose, self.grid)
 
     def __repr__(self) -> str:
-        return f"Obstacle('{self.id}', {self.kind}, {self.dimensions}, at {self.pose[:3, 3].tolist()})"
+        what = self.grid if self.kind == VOXELS else self.dimensions
+        return f"Obstacle('{self.id}', {self.kind}, {what}, at {self.pose[:3, 3].tolist()})"
 
 
 @dataclass(frozen=True, eq=False)
@@ -150,7 +194,9 @@ class PackedShapes:
 
     ``rotation`` (n, 3, 3) and ``translation`` (n, 3): obstacle frame -> world (m).
     ``parameters`` (n, 2) or (n, 3): sphere (radius, 0 half-height), box half extents, cylinder and
-    capsule (half-height, radius), i.e. half the SolidPrimitive lengths.
+    capsule (half-height, radius), i.e. half the SolidPrimitive lengths; voxels (n, 16): where
+    each grid and its field lie (:func:`.occupancy.grid_parameters`), the fields themselves being
+    in ``kind.values`` (a :class:`.occupancy.VoxelKind`, equal to 'voxels').
     ``world_to_local`` (3, 3n) and ``local_offset`` (3n,): a world point p (row vector) in every
     obstacle frame at once is ``p @ world_to_local + local_offset`` (column 3k+i = coordinate i
     in obstacle k, Rₖᵀ(p − tₖ)); a local vector back in world is ``v @ world_to_local.T``.
@@ -186,7 +232,14 @@ class PackedScene:
 def _pack(kind: str, obstacles: Sequence[Obstacle], device, dtype) -> PackedShapes:
     poses = np.stack([o.pose for o in obstacles])  # (n, 4, 4)
     dimensions = np.array([o.dimensions for o in obstacles])
-    if kind == SPHERE:
+    if kind == VOXELS:
+        from .occupancy import VoxelKind, grid_parameters
+
+        offsets = np.cumsum([0] + [o.grid.field.size for o in obstacles])
+        parameters = np.stack([grid_parameters(o.grid, int(start)) for o, start in zip(obstacles, offsets)])
+        values = np.concatenate([o.grid.field.reshape(-1) for o in obstacles])
+        kind = VoxelKind(VOXELS, torch.as_tensor(values, dtype=dtype, device=device))
+    elif kind == SPHERE:
         parameters = np.concatenate((dimensions, np.zeros_like(dimensions)), axis=1)  # (radius, 0)
     elif kind == BOX:
         parameters = 0.5 * dimensions

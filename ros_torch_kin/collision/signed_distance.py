@@ -1,7 +1,8 @@
 """Closed-form signed distances from points to obstacles, with their gradients (unit normals).
 
 The signed distance of a point to a shape is its distance to the surface, negative inside (by the
-depth to the nearest surface point: exact for every kind here, boxes and cylinders included). A
+depth to the nearest surface point: exact for every primitive, boxes and cylinders included; for
+a ``voxels`` grid a conservative lower bound, see :mod:`.occupancy`). A
 sphere of radius r centred at the point is at that distance minus r; the gradient of either with
 respect to the centre is the unit outward normal ``n`` of the nearest surface point (pointing
 from the shape to the centre). Where that is not unique (the centre on a capsule's axis, at a
@@ -19,7 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .obstacles import BOX, CAPSULE, CYLINDER, SPHERE, PackedScene, PackedShapes
+from .obstacles import BOX, CAPSULE, CYLINDER, SPHERE, VOXELS, PackedScene, PackedShapes
+from .occupancy import voxel_distance
 
 
 def _safe_sqrt(squared: Tensor) -> Tensor:
@@ -104,6 +106,8 @@ def local_signed_distance(kind: str, local: Tensor, parameters: Tensor, with_nor
         distance, normal = rounded_segment_distance(x, y, z, parameters[:, :1], parameters[:, 1:], with_normal)
     elif kind == SPHERE:
         distance, normal = rounded_segment_distance(x, y, z, parameters[:, 1:], parameters[:, :1], with_normal)
+    elif kind == VOXELS:  # a lower bound, see .occupancy; the fields travel with the kind
+        distance, normal = voxel_distance(x, y, z, parameters, kind.values, with_normal)
     else:
         raise ValueError(f"unknown obstacle kind '{kind}'")
     return distance, (torch.stack(normal, dim=1) if with_normal else None)
