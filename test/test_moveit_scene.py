@@ -199,7 +199,7 @@ BAD = [
     (one_object(primitives=[{"type": "torus", "dimensions": [0.2, 0.1]}, SPHERE]),
      r"'shelf': primitives\[0\]\.type: unknown type 'torus'"),
     (one_object(meshes=[{"triangles": [], "vertices": []}], mesh_poses=[GOOD_POSE]),
-     r"'shelf': meshes: meshes are not supported yet"),
+     r"'shelf': meshes\[0\] has no vertices"),
     (one_object(planes=[{"coef": [0, 0, 1, 0]}], plane_poses=[GOOD_POSE]), r"'shelf': planes: planes are not supported"),
     (one_object(operation=1), r"'shelf': operation: REMOVE is not supported"),
     (one_object(operation="move"), r"'shelf': operation: MOVE is not supported"),

@@ -263,3 +263,24 @@ def test_tree_checker_sees_a_voxel_world(arm7, arm7_urdf):
     own = model.verdict.with_scene(Scene()).in_collision(q)
     assert not ((truth < 0) & ~tight.numpy()).any()  # no missed contact of the leaves
     assert not (tight.numpy() & ~own.numpy() & (truth > 4 * H + 1e-6)).any()  # nor one beyond the bound
+
+
+def test_moveit_yaml_meshes_become_voxel_obstacles():
+    from ros_torch_kin.collision import scene_from_moveit_yaml
+
+    box = trimesh.creation.box((0.2, 0.2, 0.2))
+    mesh = {"vertices": [{"x": x, "y": y, "z": z} for x, y, z in box.vertices.tolist()],
+            "triangles": [{"vertex_indices": t} for t in box.faces.tolist()]}
+    document = {"world": {"collision_objects": [
+        {"id": "crate", "pose": {"position": [0.5, 0, 0], "orientation": [0, 0, 0, 1]},
+         "primitives": [{"type": 1, "dimensions": [0.1, 0.1, 0.1]}], "primitive_poses": [{}],
+         "meshes": [mesh], "mesh_poses": [{"position": [0, 0, 0.3], "orientation": [0, 0, 0, 1]}]}]}}
+    scene = scene_from_moveit_yaml(document, "root")
+    assert scene.ids == ("crate/0", "crate/1") and scene.obstacle("crate/1").kind == "voxels"
+    assert np.allclose(scene.obstacle("crate/1").pose[:3, 3], (0.5, 0, 0.3))
+    d, _ = _distances(scene.obstacle("crate/1"), np.array([[0.5, 0, 0.3], [0.5, 0, 0.6]]))
+    assert d[0] < -0.05 and 0.2 - 4 * H - 0.01 < d[1] <= 0.2
+    bad = {"world": {"collision_objects": [{"id": "c", "meshes": [{**mesh, "triangles": [[0, 1, 99]]}],
+                                            "mesh_poses": [{}]}]}}
+    with pytest.raises(ValueError, match=r"collision_objects\[0\] 'c': meshes\[0\]: mesh 'c': triangles\[0\]"):
+        scene_from_moveit_yaml(bad, "root")

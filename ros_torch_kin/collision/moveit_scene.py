@@ -16,14 +16,19 @@ collision object (``moveit_msgs/CollisionObject``) has
   full side lengths, SPHERE (radius), CYLINDER (height, radius) along its z axis;
 * ``primitive_poses``: one pose per primitive;
 * ``operation`` (optional): only ADD (0 or "add");
-* ``meshes`` and ``planes``: refused when not empty.
+* ``meshes`` (``shape_msgs/Mesh``: ``vertices`` [{x, y, z} or [x, y, z], ...] in m and
+  ``triangles`` [{vertex_indices: [i, j, k]} or [i, j, k], ...]) with ``mesh_poses``, one pose
+  per mesh: each becomes a ``voxels`` obstacle (:meth:`~.obstacles.Obstacle.mesh`, at
+  ``mesh_voxel_size``);
+* ``planes``: refused when not empty.
 
 A pose is ``{position: P, orientation: Q}`` where P is ``{x, y, z}`` or ``[x, y, z]`` (m) and Q
 is ``{x, y, z, w}`` or ``[x, y, z, w]`` (normalised here); a missing position is the origin, a
 missing orientation the identity.
 
-An object with one primitive becomes one :class:`~.obstacles.Obstacle` with the object's id; one
-with n > 1 primitives becomes n obstacles ``"<id>/0"`` … ``"<id>/<n-1>"``. Every obstacle's pose
+An object with one shape (primitive or mesh) becomes one :class:`~.obstacles.Obstacle` with the
+object's id; one with n > 1 shapes becomes n obstacles ``"<id>/0"`` … ``"<id>/<n-1>"``
+(primitives first, then meshes). Every obstacle's pose
 is ``T_root_frame @ T_frame_object @ T_object_primitive``, in the root frame.
 
 All or nothing: the first problem raises ValueError naming the object (its index and id) and the
@@ -60,6 +65,7 @@ def scene_from_moveit_yaml(
     source,
     root_frame: str,
     frame_pose: Callable[[str], np.ndarray | None] | None = None,
+    mesh_voxel_size: float = 0.01,
 ) -> Scene:
     """The obstacles of a MoveIt planning-scene YAML, in the ``root_frame`` (see the module
     docstring for the layout).
@@ -90,7 +96,7 @@ def scene_from_moveit_yaml(
         if id in objects_by_id:
             raise ValueError(f"{where} '{id}': id is also that of {objects_by_id[id]}")
         where = objects_by_id[id] = f"{where} '{id}'"
-        for obstacle in _object_obstacles(item, id, where, root_frame, frame_pose, frames):
+        for obstacle in _object_obstacles(item, id, where, root_frame, frame_pose, frames, mesh_voxel_size):
             if obstacle.id in made_by:
                 other = made_by[obstacle.id]
                 what = "id" if obstacle.id == id else f"obstacle id '{obstacle.id}'"
@@ -169,11 +175,11 @@ def _collision_objects(document) -> list:
 
 
 # ---------------------------------------------------------------------------- one object
-def _object_obstacles(item: Mapping, id: str, where: str, root_frame: str, frame_pose, frames) -> list[Obstacle]:
+def _object_obstacles(item: Mapping, id: str, where: str, root_frame: str, frame_pose, frames,
+                      mesh_voxel_size: float = 0.01) -> list[Obstacle]:
     _check_operation(item.get("operation", 0), where)
-    for name in ("meshes", "planes"):
-        if item.get(name):
-            raise ValueError(f"{where}: {name}: {name} are not supported yet (only primitives)")
+    if item.get("planes"):
+        raise ValueError(f"{where}: planes: planes are not supported (use a thin box)")
     frame = _frame_id(item.get("header"), where)
     T_root_frame = _frame_transform(frame, where, root_frame, frame_pose, frames)
     T_frame_object = np.eye(4)
@@ -182,21 +188,52 @@ def _object_obstacles(item: Mapping, id: str, where: str, root_frame: str, frame
 
     primitives = _list(item.get("primitives"), where, "primitives")
     poses = _list(item.get("primitive_poses"), where, "primitive_poses")
-    if not primitives:
+    meshes = _list(item.get("meshes"), where, "meshes")
+    mesh_poses = _list(item.get("mesh_poses"), where, "mesh_poses")
+    if not primitives and not meshes:
         raise ValueError(f"{where}: primitives: the object has no shapes")
     if len(poses) != len(primitives):
         raise ValueError(f"{where}: primitive_poses has {len(poses)} entries for {len(primitives)} primitives")
+    if len(mesh_poses) != len(meshes):
+        raise ValueError(f"{where}: mesh_poses has {len(mesh_poses)} entries for {len(meshes)} meshes")
     T_root_object = T_root_frame @ T_frame_object
+    count = len(primitives) + len(meshes)
     obstacles = []
     for k, (primitive, pose) in enumerate(zip(primitives, poses)):
         kind, dimensions = _primitive(primitive, where, f"primitives[{k}]")
         T = T_root_object @ _pose(pose, where, f"primitive_poses[{k}]")
-        obstacle_id = id if len(primitives) == 1 else f"{id}/{k}"
+        obstacle_id = id if count == 1 else f"{id}/{k}"
         try:
             obstacles.append(Obstacle(obstacle_id, kind, dimensions, T))
         except ValueError as error:  # e.g. a frame_pose whose rotation is not orthonormal
             raise ValueError(f"{where}: primitives[{k}]: {error}") from None
+    for k, (mesh, pose) in enumerate(zip(meshes, mesh_poses)):
+        T = T_root_object @ _pose(pose, where, f"mesh_poses[{k}]")
+        obstacle_id = id if count == 1 else f"{id}/{len(primitives) + k}"
+        vertices, triangles = _mesh(mesh, where, f"meshes[{k}]")
+        try:
+            obstacles.append(Obstacle.mesh(obstacle_id, vertices, triangles, T, voxel_size=mesh_voxel_size))
+        except ValueError as error:
+            raise ValueError(f"{where}: meshes[{k}]: {error}") from None
     return obstacles
+
+
+def _mesh(mesh, where: str, field: str) -> tuple[list, list]:
+    """A shape_msgs/Mesh mapping -> (vertices [[x, y, z]], triangles [[i, j, k]])."""
+    if not isinstance(mesh, Mapping):
+        raise ValueError(f"{where}: {field} must be a mapping with vertices and triangles, not {_type_name(mesh)}")
+    vertices = [_vector(v, where, f"{field}.vertices[{i}]", "xyz", (0.0, 0.0, 0.0))
+                for i, v in enumerate(_list(mesh.get("vertices"), where, f"{field}.vertices"))]
+    triangles = []
+    for i, t in enumerate(_list(mesh.get("triangles"), where, f"{field}.triangles")):
+        indices = t.get("vertex_indices") if isinstance(t, Mapping) else t
+        if not isinstance(indices, (list, tuple)) or len(indices) != 3 or not all(
+                isinstance(x, int) and not isinstance(x, bool) for x in indices):
+            raise ValueError(f"{where}: {field}.triangles[{i}] must be 3 vertex indices, got {indices!r}")
+        triangles.append(list(indices))
+    if not vertices or not triangles:
+        raise ValueError(f"{where}: {field} has no {'vertices' if not vertices else 'triangles'}")
+    return vertices, triangles
 
 
 def _check_operation(operation, where: str) -> None:
