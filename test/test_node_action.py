@@ -70,11 +70,14 @@ def test_plans_a_reachable_pose_with_feedback_and_publishes_it(ros_domain, plann
         if iterations == [0]:
             assert feedback[0].min_clearance == pytest.approx(result.min_clearance)
         trajectory = result.trajectory
-        assert list(trajectory.joint_names) == list(arm.joint_names) and len(trajectory.points) == 16
+        assert list(trajectory.joint_names) == list(arm.joint_names)
         positions = np.array([p.positions for p in trajectory.points])
         times = np.array([p.time_from_start.sec + 1e-9 * p.time_from_start.nanosec for p in trajectory.points])
         np.testing.assert_allclose(positions[0], start, atol=1e-5)
         assert np.all(np.diff(times) > 0) and times[-1] == pytest.approx(result.duration, rel=1e-6)
+        # the time-optimal motion sampled at trajectory_sample_rate (100 Hz), the end included
+        assert result.time_parameterization == "time_optimal" and "time_optimal motion of" in result.message
+        assert len(trajectory.points) == math.ceil(result.duration / 0.01 - 1e-9) + 1 and np.diff(times).max() <= 0.01 + 1e-9
         final = forward_kinematics(arm, torch.from_numpy(positions[-1]), links="tool0")
         error = pose_error(final, pose_xyzw_to_matrix(target))
         assert error[:3].norm() <= 1.01e-3 and error[3:].norm() <= math.radians(1.01)
@@ -162,6 +165,10 @@ def test_unreachable_target_is_a_clean_failure(planner, arm):
         (lambda g: setattr(g.target_pose.header, "frame_id", "world"), "frame_id 'world' must be the root link"),
         (lambda g: setattr(g, "target_type", 9), "target_type 9 is unknown"),
         (lambda g: setattr(g.start, "name", ["joint_1"]), "joint_names lacks joint_2"),
+        (lambda g: setattr(g, "max_velocity_scaling_factor", 1.5), "max_velocity_scaling_factor = 1.5 must be between 0"),
+        (lambda g: setattr(g, "max_acceleration_scaling_factor", -0.1), "max_acceleration_scaling_factor = -0.1 must be"),
+        (lambda g: setattr(g, "max_jerk", float("nan")), "max_jerk = nan must be"),
+        (lambda g: setattr(g, "duration", -1.0), "duration = -1.0 must be"),
     ],
 )
 def test_invalid_goals_abort_with_a_reason_and_the_node_keeps_planning(planner, arm, change, message):
@@ -173,3 +180,38 @@ def test_invalid_goals_abort_with_a_reason_and_the_node_keeps_planning(planner, 
     assert pytest.importorskip("re").search(message, result.message), result.message
     good, _ = goal_for(arm, random_configuration(arm, 11), random_configuration(arm, 12))
     assert client.plan_trajectory(good)[1].success
+
+
+def test_speed_control_scales_durations_and_limits(planner, arm):
+    """max_velocity_scaling_factor and max_acceleration_scaling_factor (0: the node's defaults),
+    max_jerk and duration, on one configuration goal: the same path, timed as asked."""
+    _, client = planner
+    goal, _ = goal_for(arm, random_configuration(arm, 13), random_configuration(arm, 14), target_type=2)
+
+    def plan(**fields):
+        for name, value in fields.items():
+            setattr(goal, name, value)
+        status, result = client.plan_trajectory(goal)
+        assert status == SUCCEEDED and result.success, result.message
+        points = result.trajectory.points
+        q = np.array([p.positions for p in points])
+        v = np.array([p.velocities for p in points])
+        a = np.array([p.accelerations for p in points])
+        t = np.array([p.time_from_start.sec + 1e-9 * p.time_from_start.nanosec for p in points])
+        return result, q, v, a, t
+
+    fastest, q, v, a, _ = plan()
+    limit_v, limit_a = arm.velocity_limits.numpy(), 5.0  # the node's defaults: URDF velocities, 5 rad/s²
+    assert (np.abs(v) <= limit_v * (1 + 1e-6)).all() and (np.abs(a) <= limit_a * (1 + 1e-6)).all()
+    assert (np.abs(v) / limit_v).max() > 0.99  # time-optimal: some limit is reached
+    slow, q_slow, v, a, _ = plan(max_velocity_scaling_factor=0.5, max_acceleration_scaling_factor=0.25)
+    assert (np.abs(v) <= 0.5 * limit_v * (1 + 1e-6)).all() and (np.abs(a) <= 0.25 * limit_a * (1 + 1e-6)).all()
+    if q_slow.shape[1] == q.shape[1] and np.allclose(q_slow[[0, -1]], q[[0, -1]]):  # the same plan: twice as long
+        assert slow.duration == pytest.approx(2 * fastest.duration, rel=0.05)
+    long, *_ = plan(max_velocity_scaling_factor=0.0, max_acceleration_scaling_factor=0.0, duration=3 * fastest.duration)
+    assert long.duration == pytest.approx(3 * fastest.duration, rel=1e-6)
+    short, *_ = plan(duration=0.1 * fastest.duration)
+    assert short.duration == pytest.approx(fastest.duration, rel=0.05) and "shorter than the limits allow" in short.message
+    jerky, _, _, a, t = plan(duration=0.0, max_jerk=50.0)
+    assert jerky.time_parameterization == "jerk_limited" and jerky.duration >= fastest.duration * 0.99
+    assert (np.abs(np.diff(a, axis=0)) / np.diff(t)[:, None] <= 50.0 * 1.05).all()  # at 100 Hz

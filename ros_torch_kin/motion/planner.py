@@ -34,7 +34,8 @@ With a ``collision`` model (collision-aware motion generation; the verdict: a
   segment, ``required_clearance`` from the world outside the approach to a closer start or goal,
   validity everywhere); the iterations stop once every problem has one, or at the time budget;
 - success: goal within tolerance, every waypoint within the limits, the whole motion checked,
-  and the time parameterisation (:mod:`.timing`) within the velocity and acceleration limits;
+  and the time parameterisation (:mod:`.timing`) within the velocity and acceleration limits
+  (the motion to execute: :mod:`.time_optimal`, its curve checked again);
   otherwise ``failure`` says why ("no collision-free path found within budget" when the goal was
   fine but no seed passed the check).
 """
@@ -62,6 +63,7 @@ from .collision_costs import ClearanceModel, trajectory_collision_cost
 from .global_search import GlobalSearchOptions, search_path
 from .goals import GOAL_IN_COLLISION, GOAL_NOT_REACHED, NO_PATH, START_IN_COLLISION, collision_free_goals
 from .seeds import candidate_motions, rank_candidates
+from .time_optimal import timed_trajectories
 from .timing import time_parameterize
 
 
@@ -87,7 +89,14 @@ class TrajectoryResult:
     it); closest_pair: per problem the pair at min_clearance, (link, obstacle id) or (link, link);
     collision_free (P,) bool: the returned motion passed the check. timings: seconds spent in
     'goals' (collision-free IK), 'seeding', 'iterations' (the optimisation, checks excluded),
-    'checking' (whole-motion checks), 'total'.
+    'checking' (whole-motion checks), 'time_parameterization', 'total'.
+
+    positions, velocities, accelerations, time_step, duration and times() are the waypoints
+    uniformly time-scaled (:mod:`.timing`; within the limits times the options' scaling factors).
+    trajectories: per problem the motion to execute, a
+    :class:`~ros_torch_kin.motion.time_optimal.TimedTrajectory` (by default time-optimal on the
+    spline through the waypoints, that curve checked again by the same collision check on
+    success; see :mod:`.time_optimal`), sampled every ``options.sample_period`` s.
     """
 
     positions: Tensor
@@ -107,6 +116,7 @@ class TrajectoryResult:
     closest_pair: tuple[tuple[str, str], ...] = ()
     collision_free: Tensor | None = None
     timings: dict = field(default_factory=dict)
+    trajectories: tuple = ()
 
     @property
     def duration(self) -> Tensor:
@@ -312,9 +322,11 @@ def solve_trajectory(
         pick = torch.where(success.view(P, S).any(1), score.view(P, S).argmin(1), fallback.view(P, S).argmin(1))
         index = torch.arange(P, device=x.device) * S + pick
         positions = state.positions[index]
-        time_step, velocities, accelerations = time_parameterize(positions, limits.velocity, limits.acceleration)
-        within = ((velocities.abs() <= limits.velocity * (1 + 1e-5)).all((1, 2))
-                  & (accelerations.abs() <= limits.acceleration * (1 + 1e-5)).all((1, 2)))
+        velocity_limit = limits.velocity * options.velocity_scaling
+        acceleration_limit = limits.acceleration * options.acceleration_scaling
+        time_step, velocities, accelerations = time_parameterize(positions, velocity_limit, acceleration_limit)
+        within = ((velocities.abs() <= velocity_limit * (1 + 1e-5)).all((1, 2))
+                  & (accelerations.abs() <= acceleration_limit * (1 + 1e-5)).all((1, 2)))
         chosen_success = success[index] & within
     extra = {}
     if motion is not None:
@@ -326,6 +338,9 @@ def solve_trajectory(
                      closest_pair=tuple(checks.closest_pair[int(i)] for i in index), collision_free=checks.clear[index])
     else:
         failure = ["" if bool(ok) else GOAL_NOT_REACHED for ok in chosen_success]
+    moment = time.perf_counter()  # the motion to execute: its curve checked again where it succeeded
+    trajectories = timed_trajectories(positions, limits, options, motion, chosen_success)
+    timings["time_parameterization"] = time.perf_counter() - moment
     timings["total"] = time.perf_counter() - started
     return TrajectoryResult(
         positions=positions,
@@ -341,6 +356,7 @@ def solve_trajectory(
         stopped=stopped,
         failure=tuple(failure),
         timings=timings,
+        trajectories=trajectories,
         **extra,
     )
 

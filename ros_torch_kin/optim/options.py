@@ -109,6 +109,26 @@ class TrajectoryOptions:
     #: this fraction of the remaining time budget (0: never)
     global_search: float = 0.8
 
+    # --- timing (see :mod:`ros_torch_kin.motion.time_optimal`) ---------------------------------
+    #: "time_optimal": TOPP-RA on the spline through the waypoints (jerk-limited when the limits
+    #: have jerk limits), the curve collision-checked again; "uniform": the waypoints uniformly
+    #: time-scaled (the planner's earlier parameterisation, and the fallback when TOPP-RA fails)
+    time_parameterization: str = "time_optimal"
+    #: fractions (0 < s ≤ 1) of the velocity, acceleration and jerk limits the motion uses
+    velocity_scaling: float = 1.0
+    acceleration_scaling: float = 1.0
+    jerk_scaling: float = 1.0
+    #: the motion's duration (s); 0: as fast as the limits allow. Longer: the fastest motion is
+    #: slowed uniformly in time; shorter than the limits allow: the fastest, with a note
+    duration: float = 0.0
+    #: the controller's period (s): the timed motion is verified within the limits at this rate
+    control_period: float = 1e-3
+    #: the period (s) of the returned trajectory's samples
+    sample_period: float = 0.01
+    #: how far (m) the re-checked curve may leave the chords between its checked samples (the
+    #: check's requirements are raised by twice this; see ros_torch_kin.motion.time_optimal)
+    curve_tolerance: float = 1e-4
+
     def __post_init__(self):
         if self.waypoints < 3:
             raise ValueError(f"waypoints must be at least 3, got {self.waypoints}")
@@ -129,17 +149,31 @@ class TrajectoryOptions:
             raise ValueError("approach must be in [0, 0.5], global_search in [0, 1], limit_tolerance ≥ 0")
         if min(self.goal_candidates, self.collision_seeds, self.checks_per_iteration) < 1 or self.detours < 0:
             raise ValueError("goal_candidates, collision_seeds and checks_per_iteration must be ≥ 1, detours ≥ 0")
+        if self.time_parameterization not in ("time_optimal", "uniform"):
+            raise ValueError(f"time_parameterization must be 'time_optimal' or 'uniform', got {self.time_parameterization!r}")
+        for name in ("velocity_scaling", "acceleration_scaling", "jerk_scaling"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 < value <= 1):
+                raise ValueError(f"{name} must be in (0, 1], got {value}")
+        if not (math.isfinite(self.duration) and self.duration >= 0):
+            raise ValueError(f"duration must be finite and ≥ 0 s (0: the fastest), got {self.duration}")
+        for name in ("control_period", "sample_period", "curve_tolerance"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be positive, got {value}")
 
 
 @dataclass(frozen=True)
 class TrajectoryLimits:
     """(J,) joint limits the trajectory respects: position (rad or m; ±inf where unbounded),
-    velocity (rad/s or m/s) and acceleration (rad/s² or m/s²)."""
+    velocity (rad/s or m/s) and acceleration (rad/s² or m/s²); jerk (rad/s³ or m/s³) or None (no
+    jerk limits: the time-optimal parameterisation; with them, a jerk-limited one)."""
 
     lower: Tensor
     upper: Tensor
     velocity: Tensor
     acceleration: Tensor
+    jerk: Tensor | None = None
 
     @classmethod
     def from_chain(

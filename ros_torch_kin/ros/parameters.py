@@ -98,7 +98,16 @@ PARAMETERS = (
     Parameter("trajectory_acceleration_limit", 5.0, "Joint acceleration limit of planned trajectories "
               "(rad/s² or m/s²; URDF has none)."),
     Parameter("trajectory_velocity_scaling", 1.0, "Fraction of the URDF velocity limits planned "
-              "trajectories may use (0 < s <= 1)."),
+              "trajectories may use (0 < s <= 1); the default of a goal's max_velocity_scaling_factor."),
+    Parameter("trajectory_acceleration_scaling", 1.0, "Fraction of trajectory_acceleration_limit planned "
+              "trajectories may use (0 < s <= 1); the default of a goal's max_acceleration_scaling_factor."),
+    Parameter("trajectory_jerk_limit", 0.0, "Joint jerk limit of planned trajectories (rad/s³ or m/s³, every "
+              "joint); the default of a goal's max_jerk. 0: none (time-optimal under velocity and "
+              "acceleration limits; with a jerk limit the timing is jerk-limited and slower)."),
+    Parameter("trajectory_control_rate", 1000.0, "Rate (Hz) of the controller that executes plans: every "
+              "trajectory is verified within its limits sampled at this rate."),
+    Parameter("trajectory_sample_rate", 100.0, "Rate (Hz) of the points of a planned trajectory (the timed "
+              "motion sampled every 1/rate s, the end included)."),
 )
 
 BY_NAME = {p.name: p for p in PARAMETERS}
@@ -128,7 +137,9 @@ class Settings:
 
 
 _NON_NEGATIVE = ("collision_margin", "trajectory_clearance")
-_POSITIVE = ("trajectory_time_budget", "trajectory_acceleration_limit", "trajectory_velocity_scaling")
+_POSITIVE = ("trajectory_time_budget", "trajectory_acceleration_limit", "trajectory_velocity_scaling",
+             "trajectory_acceleration_scaling", "trajectory_control_rate", "trajectory_sample_rate")
+_FINITE = ("trajectory_jerk_limit", "trajectory_control_rate", "trajectory_sample_rate")
 
 
 def check_choice(name: str, value) -> str | None:
@@ -140,6 +151,8 @@ def check_choice(name: str, value) -> str | None:
         return f"{name} must be positive, not {value}"
     if name in _NON_NEGATIVE and not (math.isfinite(value) and value >= 0):
         return f"{name} must be a finite number of metres >= 0, not {value}"
-    if name == "trajectory_velocity_scaling" and value > 1:
+    if name in ("trajectory_velocity_scaling", "trajectory_acceleration_scaling") and value > 1:
         return f"{name} must be at most 1, not {value}"
     return None
+    if name in _FINITE and not (math.isfinite(value) and value >= 0):
+        return f"{name} must be finite and >= 0, not {value}"

@@ -8,6 +8,7 @@ with success=false, the errors reached and an empty trajectory (nothing unsafe t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import traceback
@@ -111,11 +112,15 @@ class TrajectoryActionServer:
                 elapsed=solution.solve_time, min_clearance=result.min_clearance if checked else -1.0,
             ))
         if result.success:
-            result.trajectory = self._trajectory_msg(model.chain, solution)
-            result.duration = float(solution.duration[0])
+            timed = solution.trajectories[0]
+            result.trajectory = self._trajectory_msg(model.chain, timed)
+            result.duration = float(timed.duration)
+            result.time_parameterization = timed.method
             result.message = (f"reached in {solution.iterations} iterations ({solution.stopped}), "
                               f"{1e3 * solution.solve_time:.0f} ms"
-                              + (f", clearance {1e3 * result.min_clearance:.1f} mm" if checked else ""))
+                              + (f", clearance {1e3 * result.min_clearance:.1f} mm" if checked else "")
+                              + f"; {timed.method} motion of {timed.duration:.3f} s"
+                              + (f" ({timed.note})" if timed.note else ""))
             self._trajectory.publish(result.trajectory)
             self._markers.publish(self._markers_msg(model.chain, solution, problem, world.scene))
         elif solution.failure and solution.failure[0]:
@@ -150,6 +155,14 @@ class TrajectoryActionServer:
             raise RequestError(f"start: {violation[1]}")
         p = node.get_parameter
         clearance = _clearance(goal.clearance, p("trajectory_clearance").value)
+        velocity_scaling = convert.value_or_default(goal.max_velocity_scaling_factor,
+                                                    p("trajectory_velocity_scaling").value, 1.0,
+                                                    "max_velocity_scaling_factor")
+        acceleration_scaling = convert.value_or_default(goal.max_acceleration_scaling_factor,
+                                                        p("trajectory_acceleration_scaling").value, 1.0,
+                                                        "max_acceleration_scaling_factor")
+        jerk = convert.value_or_default(goal.max_jerk, p("trajectory_jerk_limit").value, MAX_JERK, "max_jerk", " rad/s³")
+        duration = convert.value_or_default(goal.duration, 0.0, MAX_DURATION, "duration", " s")
         options = TrajectoryOptions(
             waypoints=goal.waypoints or p("trajectory_waypoints").value,
             seeds=goal.seeds or p("trajectory_seeds").value,
@@ -159,9 +172,15 @@ class TrajectoryActionServer:
             orientation_tolerance=goal.orientation_tolerance or math.radians(1.0),
             clearance=clearance,
             required_clearance=clearance,  # the action promises it along the motion (outside the approaches)
+            velocity_scaling=velocity_scaling,
+            acceleration_scaling=acceleration_scaling,
+            duration=duration,
+            control_period=1.0 / p("trajectory_control_rate").value,
+            sample_period=1.0 / p("trajectory_sample_rate").value,
         )
-        limits = TrajectoryLimits.from_chain(chain, acceleration=p("trajectory_acceleration_limit").value,
-                                             velocity_scaling=p("trajectory_velocity_scaling").value)
+        limits = TrajectoryLimits.from_chain(chain, acceleration=p("trajectory_acceleration_limit").value)
+        if jerk > 0:
+            limits = dataclasses.replace(limits, jerk=torch.full_like(limits.velocity, jerk))
         problem = dict(start=convert.to_tensor(chain, start), options=options, limits=limits)
         if goal.avoid_collisions and world.checker is not None:
             problem["collision"] = world.checker
@@ -191,13 +210,14 @@ class TrajectoryActionServer:
         return problem
 
     # ------------------------------------------------------------------ messages
-    def _trajectory_msg(self, chain, solution) -> JointTrajectory:
+    def _trajectory_msg(self, chain, timed) -> JointTrajectory:
+        """The timed motion (a :class:`~ros_torch_kin.motion.time_optimal.TimedTrajectory`)."""
         msg = JointTrajectory(joint_names=list(chain.joint_names))
         msg.header.frame_id = chain.root_link
         msg.header.stamp = self.node.get_clock().now().to_msg()
-        times = solution.times()[0].tolist()
-        for q, v, a, t in zip(convert.to_numpy(solution.positions[0]).tolist(), convert.to_numpy(solution.velocities[0]).tolist(),
-                              convert.to_numpy(solution.accelerations[0]).tolist(), times):
+        times = convert.to_numpy(timed.times).tolist()
+        for q, v, a, t in zip(convert.to_numpy(timed.positions).tolist(), convert.to_numpy(timed.velocities).tolist(),
+                              convert.to_numpy(timed.accelerations).tolist(), times):
             seconds = math.floor(t)
             msg.points.append(JointTrajectoryPoint(
                 positions=q, velocities=v, accelerations=a,
@@ -236,6 +256,9 @@ class TrajectoryActionServer:
 
 #: Largest clearance a goal may ask for, m.
 MAX_CLEARANCE = 1.0
+#: Largest jerk limit (rad/s³) and duration (s) a goal may ask for.
+MAX_JERK = 1e6
+MAX_DURATION = 3600.0
 
 
 def _clearance(requested: float, default: float) -> float:

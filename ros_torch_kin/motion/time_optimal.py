@@ -1,0 +1,556 @@
+"""Time-optimal parameterisation of a planned path, with speed control, checked where it counts.
+
+The geometric path. The planner checks its motion as the piecewise-linear joint path through
+the waypoints (:mod:`.checking`); a controller cannot follow corners at speed, so the path that is
+timed is the C² cubic spline through the waypoints (scipy's not-a-knot ``CubicSpline``,
+parameterised by the cumulative joint-space chord length) and that curve is collision-checked
+again with the planner's own :class:`~.checking.MotionValidator`:
+
+* the spline is sampled with ``n`` pieces per waypoint segment, chosen so that the curve stays
+  within ``curve_tolerance`` (m, of any collision sphere's motion) of the chords between its
+  samples: on a piece of parameter length h a joint leaves its chord by at most h²/8 · max|q''|
+  (q'' is linear on a cubic's piece, so its largest value is at a knot), and a sphere moves at most
+  Σ_k δ_k · G[k, s] for joint displacements δ_k (the validator's own sweep bound);
+* the validator checks that polyline (every piece, its refinements, its approach rule on the
+  original segments) with every requirement raised by twice that deviation (a self pair's two
+  spheres both move): a polyline that passes keeps the planner's requirements along the curve;
+* the curve must stay inside the position limits: a joint whose cubic would leave them (the
+  optimiser holds waypoints on a limit, and a cubic through a plateau rings) is interpolated by
+  the monotone PCHIP instead, which never leaves its waypoints' range (C¹: its acceleration steps
+  at the waypoints, which the controller-rate check below accounts for).
+
+Where the curve fails either check the trajectory follows the checked polyline itself, stopping
+at every waypoint ("waypoint_stops": exact, slower). Without a validator only the limits are checked.
+
+The timing. TOPP-RA (``toppra``) gives the time-optimal path velocity under the joint velocity and
+acceleration limits (times the scaling factors), at rest at both ends; the motion is evaluated at
+the controller's rate (``control_period``) and, where TOPP-RA's discretisation overshoots a limit
+between its grid points (a fraction of a per cent), the whole motion is stretched in time until
+every sample is within the limits. With jerk limits: TOPP-RA has no jerk constraints and Ruckig's
+open-source edition cannot follow a path (intermediate waypoints are its commercial edition's), so
+the path parameter's TOPP-RA profile s(t) is replaced by its moving average over a window τ
+(continuous path acceleration, path jerk ≤ its largest jump / τ, τ longer in all; the window
+chosen among a few around max(a / j)), then stretched in time until every controller-rate sample
+is within the velocity, acceleration and jerk limits (jerk: finite differences of the
+accelerations). For one joint's trapezoid this is exactly the time-optimal 7-phase profile; on
+curved paths it is not optimal. Ruckig gives the jerk-limited rest-to-rest moves of the
+"waypoint_stops" fallback.
+
+Speed control. A requested ``duration`` longer than the fastest motion stretches it uniformly in
+time (velocities / c, accelerations / c², jerks / c³: always within the limits); a shorter one is
+honoured as "as fast as the limits allow" and the trajectory's ``note`` says so. If TOPP-RA fails,
+the uniform time scaling of :mod:`.timing` is used and ``note`` says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .checking import MotionValidator
+from .timing import time_parameterize
+
+#: method names (TimedTrajectory.method)
+TIME_OPTIMAL = "time_optimal"
+JERK_LIMITED = "jerk_limited"
+WAYPOINT_STOPS = "waypoint_stops"
+UNIFORM = "uniform"
+
+
+@dataclass(frozen=True)
+class TimedTrajectory:
+    """One motion sampled in time (K samples, J joints; rad / m and s), at rest at both ends.
+
+    times (K,) float64, from 0 to ``duration`` every ``sample_period`` (the last one at the end);
+    positions, velocities, accelerations (K, J). method: "time_optimal" (TOPP-RA on the spline),
+    "jerk_limited" (the spline, jerk-limited), "waypoint_stops" (the polyline, at rest at every
+    waypoint) or "uniform" (the waypoints uniformly time-scaled; the fallback when TOPP-RA fails).
+    fastest: the duration the limits allow (s; ``duration`` is longer only when a longer one was
+    asked for). peak: the largest |velocity|, |acceleration| and |jerk| (finite differences of the
+    accelerations) of the motion sampled at the controller's rate, each as a fraction of its
+    limit (jerk: 0 without jerk limits). curve_checked: the curve passed the validator (None
+    without one). note: '' or why the result differs from what was asked for.
+    """
+
+    times: Tensor
+    positions: Tensor
+    velocities: Tensor
+    accelerations: Tensor
+    duration: float
+    method: str
+    fastest: float
+    peak: dict
+    curve_checked: bool | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class TimingRequest:
+    """What :func:`retime` respects: (J,) velocity and acceleration limits (already scaled), jerk
+    limits or None, the duration asked for (0: the fastest), the controller's period at which the
+    limits are verified and the period of the returned samples (s), and the curve's tolerance (m)."""
+
+    velocity: np.ndarray
+    acceleration: np.ndarray
+    jerk: np.ndarray | None = None
+    lower: np.ndarray | None = None
+    upper: np.ndarray | None = None
+    duration: float = 0.0
+    control_period: float = 1e-3
+    sample_period: float = 0.01
+    curve_tolerance: float = 1e-4
+
+
+# ---------------------------------------------------------------------------------- the paths
+class _Spline:
+    """The not-a-knot cubic spline q(s) through waypoints at their cumulative chord lengths; a
+    joint whose cubic would leave its position limits (waypoints held on a limit make it ring)
+    is interpolated by the monotone PCHIP instead (C¹; never beyond its waypoints' values)."""
+
+    def __init__(self, waypoints: np.ndarray, lower: np.ndarray | None = None, upper: np.ndarray | None = None):
+        from scipy.interpolate import CubicSpline, PchipInterpolator, PPoly
+
+        self.waypoints = waypoints
+        self.knots = np.concatenate(([0.0], np.cumsum(np.linalg.norm(np.diff(waypoints, axis=0), axis=1))))
+        self.length = float(self.knots[-1])
+        self.spline = CubicSpline(self.knots, waypoints, bc_type="not-a-knot", axis=0)
+        self.monotone = np.zeros(waypoints.shape[1], dtype=bool)
+        if lower is not None and waypoints.shape[0] > 2:
+            samples = self.samples(self._pieces_for(1e-6))
+            self.monotone = ((samples < lower - 1e-6) | (samples > upper + 1e-6)).any(0)
+            if self.monotone.any():
+                c = self.spline.c.copy()
+                c[:, :, self.monotone] = PchipInterpolator(self.knots, waypoints, axis=0).c[:, :, self.monotone]
+                self.spline = PPoly(c, self.knots)
+        self.d1, self.d2, self.d3 = (self.spline.derivative(k) for k in (1, 2, 3))
+
+    def _pieces_for(self, tolerance: float) -> int:
+        """Pieces per segment so that every joint stays within ``tolerance`` of its chords."""
+        return int(min(512, max(1, math.ceil(math.sqrt(self.chord_deviation().max() / tolerance)))))
+
+    def __call__(self, s: np.ndarray, order: int = 0) -> np.ndarray:
+        s = np.clip(s, 0.0, self.length)
+        return self.spline(s) if order == 0 else (self.d1, self.d2, self.d3)[order - 1](s)
+
+    def chord_deviation(self) -> np.ndarray:
+        """(T − 1, J) how far each joint leaves the chord of a whole piece: h²/8 · max|q''| (q'' is
+        linear on a cubic piece: its largest value at one end)."""
+        c, h = self.spline.c, np.diff(self.knots)[:, None]  # c0 x³ + c1 x² + c2 x + c3 from the piece's start
+        second = np.maximum(np.abs(2 * c[1]), np.abs(6 * c[0] * h + 2 * c[1]))
+        return second * h**2 / 8
+
+    def samples(self, pieces: int) -> np.ndarray:
+        """((T − 1)·pieces + 1, J) the curve at ``pieces`` equal parameter steps per waypoint segment."""
+        fractions = np.arange(pieces) / pieces
+        s = (self.knots[:-1, None] + fractions[None] * np.diff(self.knots)[:, None]).reshape(-1)
+        return np.concatenate((self(s), self.waypoints[-1:]))
+
+
+def _deduplicated(waypoints: np.ndarray) -> np.ndarray:
+    keep = np.concatenate(([True], np.abs(np.diff(waypoints, axis=0)).max(1) > 1e-12))
+    return waypoints[keep]
+
+
+# ------------------------------------------------------------------------------ 1-D profiles
+class _Profile:
+    """A rest-to-rest motion of a scalar from 0 to ``length`` under |v| ≤ V, |a| ≤ A (and |j| ≤
+    J): bang-bang (closed form) or jerk-limited (Ruckig)."""
+
+    def __init__(self, length: float, V: float, A: float, J: float | None = None):
+        self.length, self.V, self.A, self.J = length, V, A, J
+        if length <= 0:
+            self.duration = 0.0
+            return
+        if J is None:
+            if length > V * V / A:
+                self.ramp, self.duration = V / A, length / V + V / A
+            else:
+                self.ramp = math.sqrt(length / A)
+                self.duration = 2 * self.ramp
+            self.peak = self.A * self.ramp
+            return
+        from ruckig import InputParameter, Result, Ruckig, Trajectory
+
+        given = InputParameter(1)
+        given.current_position, given.target_position = [0.0], [length]
+        given.max_velocity, given.max_acceleration, given.max_jerk = [V], [A], [J]
+        self.trajectory = Trajectory(1)
+        result = Ruckig(1).calculate(given, self.trajectory)
+        if result not in (Result.Working, Result.Finished):
+            raise RuntimeError(f"ruckig: {result}")
+        self.duration = float(self.trajectory.duration)
+
+    def __call__(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(s, ṡ, s̈) at times t (clipped to [0, duration])."""
+        t = np.clip(t, 0.0, self.duration)
+        if self.length <= 0:
+            return np.zeros_like(t), np.zeros_like(t), np.zeros_like(t)
+        if self.J is not None:
+            at = [self.trajectory.at_time(float(x)) for x in t]
+            return tuple(np.array([a[i][0] for a in at]) for i in range(3))
+        A, r, D = self.A, self.ramp, self.duration
+        up, down = t < r, t > D - r
+        back = D - t
+        s = np.where(up, 0.5 * A * t**2, np.where(down, self.length - 0.5 * A * back**2, 0.5 * A * r**2 + self.peak * (t - r)))
+        sd = np.where(up, A * t, np.where(down, A * back, self.peak))
+        sdd = np.where(up, A, np.where(down, -A, 0.0))
+        return s, sd, sdd
+
+
+# ------------------------------------------------------------------------------- timed motions
+class _Motion:
+    """q(t) = path(s(t)) and its derivatives, stretched in time by ``stretch``."""
+
+    def evaluate(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+
+class _PathMotion(_Motion):
+    """A path q(s) timed by a parameter profile s(t)."""
+
+    def __init__(self, path: _Spline, profile, duration: float):
+        self.path, self.profile, self.duration = path, profile, duration
+
+    def evaluate(self, t):
+        s, sd, sdd = self.profile(t)
+        d1 = self.path(s, 1)
+        return self.path(s), d1 * sd[:, None], self.path(s, 2) * (sd**2)[:, None] + d1 * sdd[:, None]
+
+
+class _ToppraProfile:
+    """s(t) with constant s̈ between TOPP-RA's grid points (its ParametrizeConstAccel, vectorised)."""
+
+    def __init__(self, gridpoints: np.ndarray, sd: np.ndarray):
+        self.s, self.sd = gridpoints, sd
+        ds = np.diff(gridpoints)
+        self.u = (sd[1:] ** 2 - sd[:-1] ** 2) / (2 * ds)
+        self.t = np.concatenate(([0.0], np.cumsum(2 * ds / (sd[1:] + sd[:-1]))))
+        self.duration = float(self.t[-1])
+
+        # ∫ s dt at the grid times (for the moving average of the jerk-limited variant)
+        dt = np.diff(self.t)
+        pieces = self.s[:-1] * dt + 0.5 * self.sd[:-1] * dt**2 + self.u * dt**3 / 6
+        self.integral = np.concatenate(([0.0], np.cumsum(pieces)))
+
+    def __call__(self, t):
+        t = np.clip(t, 0.0, self.duration)
+        i = np.clip(np.searchsorted(self.t, t, side="right") - 1, 0, len(self.u) - 1)
+        dt = t - self.t[i]
+        return self.s[i] + self.sd[i] * dt + 0.5 * self.u[i] * dt**2, self.sd[i] + self.u[i] * dt, self.u[i]
+
+    def state(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(∫₀ᵗ s, s, ṡ, s̈) at any times: at rest at 0 before the start and at L after the end."""
+        before, after = t <= 0, t >= self.duration
+        inside = np.clip(t, 0.0, self.duration)
+        i = np.clip(np.searchsorted(self.t, inside, side="right") - 1, 0, len(self.u) - 1)
+        dt = inside - self.t[i]
+        S = self.integral[i] + self.s[i] * dt + 0.5 * self.sd[i] * dt**2 + self.u[i] * dt**3 / 6
+        s = self.s[i] + self.sd[i] * dt + 0.5 * self.u[i] * dt**2
+        v = self.sd[i] + self.u[i] * dt
+        a = np.where(before | after, 0.0, self.u[i])
+        S = np.where(before, 0.0, np.where(after, self.integral[-1] + self.s[-1] * (t - self.duration), S))
+        s = np.where(before, 0.0, np.where(after, self.s[-1], s))
+        v = np.where(before | after, 0.0, v)
+        return S, s, v, a
+
+
+class _Stops(_Motion):
+    """The polyline through the waypoints, at rest at each: one 1-D profile per segment."""
+
+    def __init__(self, waypoints: np.ndarray, request: TimingRequest):
+        self.start, self.delta = waypoints[:-1], np.diff(waypoints, axis=0)
+        self.profiles = []
+        for d in np.abs(self.delta):
+            moving = d > 0
+            V = float(np.min(request.velocity[moving] / d[moving]))
+            A = float(np.min(request.acceleration[moving] / d[moving]))
+            J = None if request.jerk is None else float(np.min(request.jerk[moving] / d[moving]))
+            self.profiles.append(_Profile(1.0, V, A, J))
+        self.begins = np.concatenate(([0.0], np.cumsum([p.duration for p in self.profiles])))
+        self.duration = float(self.begins[-1])
+
+    def evaluate(self, t):
+        t = np.clip(t, 0.0, self.duration)
+        i = np.clip(np.searchsorted(self.begins, t, side="right") - 1, 0, len(self.profiles) - 1)
+        q = np.empty((t.shape[0], self.delta.shape[1]))
+        v, a = np.empty_like(q), np.empty_like(q)
+        for k in np.unique(i):
+            rows = i == k
+            s, sd, sdd = self.profiles[k](t[rows] - self.begins[k])
+            q[rows] = self.start[k] + s[:, None] * self.delta[k]
+            v[rows], a[rows] = sd[:, None] * self.delta[k], sdd[:, None] * self.delta[k]
+        return q, v, a
+
+
+# ------------------------------------------------------------------------------------- retime
+def retime(waypoints: Tensor, request: TimingRequest, validator=None) -> TimedTrajectory:
+    """The motion through ``waypoints`` (T, J) within ``request``'s limits, as fast as they allow
+    (or as long as asked); ``validator``: the planner's :class:`~.checking.MotionValidator` that
+    checked the waypoints' polyline (the curve is checked again with it; see the module docstring)."""
+    dtype, device = waypoints.dtype, waypoints.device
+    q = _deduplicated(waypoints.detach().to("cpu", torch.float64).numpy())
+    notes = []
+    if q.shape[0] == 1:
+        motion, method, checked = None, TIME_OPTIMAL, None
+    else:
+        path = _Spline(q, request.lower, request.upper)
+        checked, why = _curve_ok(path, request, validator)
+        if not checked:
+            notes.append(f"the spline through the waypoints {why}: the motion stops at every waypoint")
+            motion, method = _Stops(q, request), WAYPOINT_STOPS
+        elif request.jerk is not None:
+            try:
+                motion, method = _jerk_limited(path, request), JERK_LIMITED
+                if path.monotone.any():  # C¹ joints: their acceleration steps at the waypoints may cost more
+                    stops = _Stops(q, request)
+                    if stops.duration < _stretched_duration(motion, request):
+                        motion, method = stops, WAYPOINT_STOPS
+                        notes.append("a joint held on a position limit made the jerk-limited spline slower "
+                                     "than stopping at every waypoint")
+            except Exception as error:  # noqa: BLE001 -- TOPP-RA failed: the exact, jerk-limited stops
+                notes.append(f"TOPP-RA failed ({type(error).__name__}: {error}): the motion stops at every waypoint")
+                warnings.warn(notes[-1], stacklevel=2)
+                motion, method = _Stops(q, request), WAYPOINT_STOPS
+        else:
+            try:
+                motion, method = _toppra(path, request), TIME_OPTIMAL
+            except Exception as error:  # noqa: BLE001 -- any solver failure: the uniform fallback
+                message = f"TOPP-RA failed ({type(error).__name__}: {error}): uniform time scaling used"
+                warnings.warn(message, stacklevel=2)
+                return _uniform(waypoints, request, message)
+        checked = None if validator is None else checked
+    trajectory = _sampled(motion, q, request, method, checked, notes)
+    times = torch.as_tensor(trajectory[0], dtype=torch.float64, device=device)  # float64 whatever the chain's dtype
+    return TimedTrajectory(times, *(torch.as_tensor(x, dtype=dtype, device=device) for x in trajectory[1:4]),
+                           *trajectory[4:])
+
+
+def _curve_ok(path: _Spline, request: TimingRequest, validator) -> tuple[bool, str]:
+    """Whether the spline keeps the position limits (within 2 µrad) and, with a validator, the
+    polyline's collision requirements (see the module docstring); else why not."""
+    bound = path.chord_deviation()  # (T − 1, J): one whole piece
+    if request.lower is not None:  # samples within 1e-6 of the limits, the curve within 1e-6 of its chords
+        samples = path.samples(path._pieces_for(1e-6))
+        if (samples < request.lower - 1e-6).any() or (samples > request.upper + 1e-6).any():
+            return False, "leaves the position limits"
+    if validator is None:
+        return True, ""
+    speed = validator.sphere_speed.detach().to("cpu", torch.float64).numpy()  # (J, S)
+    spread = float((bound @ speed).max()) if speed.shape[1] else 0.0  # m, a sphere's deviation on a whole piece
+    pieces = int(min(64, max(1, math.ceil(math.sqrt(spread / request.curve_tolerance)))))
+    slack = 2 * spread / pieces**2  # a world distance changes by the deviation, a self distance by twice it
+    curve = _CurveValidator(validator, pieces, slack)
+    like = validator.sphere_speed
+    verdict = curve.check(torch.as_tensor(path.samples(pieces), dtype=like.dtype, device=like.device).unsqueeze(0))
+    if not bool(verdict.clear[0]):
+        return False, "is not shown clear by the collision check"
+    return True, ""
+
+
+class _CurveValidator(MotionValidator):
+    """The planner's validator on a curve's samples (``pieces`` per waypoint segment): the same
+    check, every requirement raised by ``slack`` (m); the approach rule on the original segments."""
+
+    def __init__(self, base: MotionValidator, pieces: int, slack: float):  # noqa: super().__init__ not wanted
+        self.__dict__.update(base.__dict__)
+        self._base, self._pieces, self._slack = base, pieces, slack
+        self.clearance = base.clearance + slack
+        self.validity_margin = base.validity_margin + slack
+
+    def requirements(self, waypoint_world: Tensor) -> Tensor:
+        coarse = self._base.requirements(waypoint_world[:, ::self._pieces])
+        return coarse.repeat_interleave(self._pieces, 1) + self._slack
+
+
+def _toppra(path: _Spline, request: TimingRequest) -> _PathMotion:
+    import toppra
+    import toppra.algorithm
+    import toppra.constraint
+
+    geometric = _GeometricPath(path)
+    grid = _gridpoints(path)
+    constraints = [toppra.constraint.JointVelocityConstraint(request.velocity),
+                   toppra.constraint.JointAccelerationConstraint(request.acceleration)]
+    solver = toppra.algorithm.TOPPRA(constraints, geometric, gridpoints=grid, parametrizer="ParametrizeConstAccel")
+    solver.compute_parameterization(0.0, 0.0)
+    data = solver.problem_data
+    if data.return_code != toppra.algorithm.ParameterizationReturnCode.Ok or data.sd_vec is None:
+        raise RuntimeError(f"return code {data.return_code}")
+    sd = np.maximum(np.asarray(data.sd_vec, dtype=np.float64), 0.0)
+    if not (np.isfinite(sd).all() and (sd[1:-1] > 0).all()):
+        raise RuntimeError("a zero or non-finite path velocity inside the path")
+    profile = _ToppraProfile(np.asarray(data.gridpoints, dtype=np.float64), sd)
+    return _PathMotion(path, profile, profile.duration)
+
+
+def _GeometricPath(path: _Spline):
+    """``path`` as a toppra geometric path."""
+    from toppra.interpolator import AbstractGeometricPath
+
+    class Path(AbstractGeometricPath):
+        def __call__(self, s, order=0):
+            return path(np.asarray(s, dtype=np.float64), order)
+
+        @property
+        def dof(self):
+            return path.waypoints.shape[1]
+
+        @property
+        def path_interval(self):
+            return np.array([0.0, path.length])
+
+        @property
+        def waypoints(self):
+            return path.knots, path.waypoints
+
+    return Path()
+
+
+def _gridpoints(path: _Spline, per_piece: int = 8) -> np.ndarray:
+    """The knots and ``per_piece`` equal steps between them (TOPP-RA enforces the limits at its
+    grid points; finer grids change the duration by well under 1 %)."""
+    fractions = np.arange(per_piece) / per_piece
+    grid = (path.knots[:-1, None] + fractions[None] * np.diff(path.knots)[:, None]).reshape(-1)
+    return np.concatenate((grid, path.knots[-1:]))
+
+
+def _jerk_limited(path: _Spline, request: TimingRequest) -> _PathMotion:
+    """TOPP-RA's profile with its path acceleration averaged over a window τ (a moving average of
+    s(t): s̈ becomes continuous, s⃛ ≤ the largest jump of s̈ / τ, 0 to L in T + τ); of a few τ around
+    max(a / j) the one whose motion, stretched until every controller-rate sample is within the
+    velocity, acceleration and jerk limits, is shortest. A single joint's trapezoid gives exactly
+    the 7-phase jerk-limited profile (d/v + v/a + a/j) with τ = a/j."""
+    profile = _toppra(path, dataclasses.replace(request, jerk=None)).profile
+    base = float(np.max(request.acceleration / request.jerk))
+    best, best_duration = None, math.inf
+    for factor in (0.5, 1.0, 1.5, 2.0, 3.0):
+        smoothed = _Smoothed(profile, factor * base)
+        motion = _PathMotion(path, smoothed, smoothed.duration)
+        duration = _stretched_duration(motion, request)
+        if duration < best_duration:
+            best, best_duration = motion, duration
+    return best
+
+
+class _Smoothed:
+    """s_f(t) = (1/τ) ∫ s(u) du over [t − τ, t], s held at 0 before the start and at L after the end."""
+
+    def __init__(self, profile: "_ToppraProfile", tau: float):
+        self.profile, self.tau = profile, tau
+        self.duration = profile.duration + tau
+
+    def __call__(self, t):
+        t = np.clip(t, 0.0, self.duration)
+        p, tau = self.profile, self.tau
+        (S1, s1, v1, a1), (S0, s0, v0, a0) = p.state(t), p.state(t - tau)
+        return (S1 - S0) / tau, (s1 - s0) / tau, (v1 - v0) / tau
+
+
+def _stretched_duration(motion: _Motion, request: TimingRequest) -> float:
+    return motion.duration * max(1.0, _worst(_peaks(motion, request, 1.0)))
+
+
+def _peaks(motion: _Motion, request: TimingRequest, stretch: float, times: np.ndarray | None = None) -> dict:
+    """The largest |v|, |a|, |j| / limit of the motion stretched by ``stretch``, sampled at the
+    controller's rate (or at ``times``, in the stretched motion's time); jerk: finite differences."""
+    if times is None:
+        count = max(2, int(math.ceil(motion.duration * stretch / request.control_period)) + 1)
+        times = np.linspace(0.0, motion.duration * stretch, count)
+    _, v, a = motion.evaluate(times / stretch)
+    v, a = v / stretch, a / stretch**2
+    jerk = np.abs(np.diff(a, axis=0)) / np.maximum(np.diff(times), 1e-12)[:, None]
+    return dict(velocity=float((np.abs(v) / request.velocity).max()),
+                acceleration=float((np.abs(a) / request.acceleration).max()),
+                jerk=float((jerk / request.jerk).max()) if request.jerk is not None and len(times) > 1 else 0.0)
+
+
+def _worst(*peaks: dict) -> float:
+    """The time stretch that brings every peak within its limit."""
+    return max(max(p["velocity"], math.sqrt(p["acceleration"]), p["jerk"] ** (1 / 3)) for p in peaks)
+
+
+def _output_times(duration: float, period: float) -> np.ndarray:
+    count = max(2, int(math.ceil(duration / period - 1e-9)) + 1)
+    times = np.minimum(np.arange(count) * period, duration)
+    times[-1] = duration
+    return times
+
+
+def _sampled(motion: _Motion | None, q: np.ndarray, request: TimingRequest, method: str, checked, notes: list) -> tuple:
+    J = q.shape[1]
+    if motion is None or motion.duration <= 0:
+        zeros = np.zeros((1, J))
+        return (np.zeros(1), q[:1], zeros, zeros, 0.0, method, 0.0,
+                dict(velocity=0.0, acceleration=0.0, jerk=0.0), checked, "; ".join(notes))
+    # stretch until every sample, at the controller's rate and the returned ones, is within the
+    # limits (TOPP-RA enforces them at its grid points only)
+    stretch = 1.0
+    for attempt in range(40):  # a step of the acceleration (a C¹ joint) scales by 1/c², not 1/c³: a few rounds
+        fastest = motion.duration * stretch
+        duration = max(fastest, request.duration)
+        factor = duration / motion.duration
+        times = _output_times(duration, request.sample_period)
+        peak, returned = _peaks(motion, request, factor), _peaks(motion, request, factor, times)
+        worst = _worst(peak, returned)
+        if worst <= 1.0:
+            break
+        if attempt >= 20:  # every ratio falls at least as 1/c: this one ends it
+            worst = max(max(peak.values()), max(returned.values()))
+        stretch = factor * worst * (1 + 1e-6)
+    if request.duration > 0 and request.duration < fastest * (1 - 1e-9):
+        notes.append(f"a duration of {request.duration:.4g} s is shorter than the limits allow: the motion "
+                     f"takes {fastest:.4g} s, as fast as the limits allow")
+    positions, velocities, accelerations = motion.evaluate(times / factor)
+    velocities, accelerations = velocities / factor, accelerations / factor**2
+    if request.lower is not None:
+        positions = np.clip(positions, request.lower, request.upper)
+    positions[0], positions[-1] = q[0], q[-1]  # exactly the planned start and goal
+    velocities[[0, -1]] = 0.0
+    accelerations[[0, -1]] = 0.0
+    return (times, positions, velocities, accelerations, duration, method, fastest, peak, checked, "; ".join(notes))
+
+
+def _uniform(waypoints: Tensor, request: TimingRequest, note: str) -> TimedTrajectory:
+    """The waypoints uniformly time-scaled (:func:`.timing.time_parameterize`), the fallback."""
+    like = dict(dtype=waypoints.dtype, device=waypoints.device)
+    velocity, acceleration = torch.as_tensor(request.velocity, **like), torch.as_tensor(request.acceleration, **like)
+    dt, v, a = time_parameterize(waypoints.unsqueeze(0), velocity, acceleration)
+    fastest = float(dt[0]) * (waypoints.shape[0] - 1)
+    stretch = max(1.0, request.duration / fastest) if fastest > 0 else 1.0
+    times = torch.arange(waypoints.shape[0], dtype=torch.float64, device=waypoints.device) * float(dt[0]) * stretch
+    peak = dict(velocity=float((v[0].abs() / velocity).max()) / stretch,
+                acceleration=float((a[0].abs() / acceleration).max()) / stretch**2, jerk=0.0)
+    return TimedTrajectory(times, waypoints.clone(), v[0] / stretch, a[0] / stretch**2, fastest * stretch, UNIFORM,
+                           fastest, peak, None, note)
+
+
+def timed_trajectories(positions: Tensor, limits, options, validator=None, check=None) -> tuple[TimedTrajectory, ...]:
+    """The planner's timing step: each of the P motions (P, T, J) timed within ``limits``
+    (a :class:`~ros_torch_kin.optim.TrajectoryLimits`, scaled by ``options``' scaling factors) as
+    ``options`` say; the curves of the problems where ``check`` (P,) bool is true are checked
+    with ``validator``."""
+    jerk = None
+    if limits.jerk is not None:
+        jerk = limits.jerk.detach().to("cpu", torch.float64).numpy() * options.jerk_scaling
+    numpy = lambda t: t.detach().to("cpu", torch.float64).numpy()  # noqa: E731
+    request = TimingRequest(
+        velocity=numpy(limits.velocity) * options.velocity_scaling,
+        acceleration=numpy(limits.acceleration) * options.acceleration_scaling,
+        jerk=jerk, lower=numpy(limits.lower), upper=numpy(limits.upper), duration=options.duration,
+        control_period=options.control_period, sample_period=options.sample_period,
+        curve_tolerance=options.curve_tolerance,
+    )
+    result = []
+    for p in range(positions.shape[0]):
+        if options.time_parameterization == "uniform":
+            result.append(_uniform(positions[p], request, ""))
+            continue
+        checking = validator if validator is not None and (check is None or bool(check[p])) else None
+        result.append(retime(positions[p], request, checking))
+    return tuple(result)

@@ -1,0 +1,265 @@
+"""Time-optimal parameterisation (ros_torch_kin.motion.time_optimal): durations against hand-derived
+bang-bang and jerk-limited profiles and against TOPP-RA computed independently on the same path;
+limits respected when sampled at 1 kHz; scaling factors and durations; the timed curve stays
+collision-free (a spline that would cut into an obstacle falls back to the checked segments); the
+fallbacks say why."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from ros_torch_kin.collision import CollisionChecker, Obstacle, Scene, robot_spheres_from_urdf
+from ros_torch_kin.kinematics import Chain, forward_kinematics
+from ros_torch_kin.motion import MotionValidator, solve_trajectory
+from ros_torch_kin.motion import time_optimal
+from ros_torch_kin.motion.time_optimal import TimingRequest, retime
+from ros_torch_kin.optim import TrajectoryLimits, TrajectoryOptions
+from ros_torch_kin.robots import bundled_urdf
+
+FAST = TrajectoryOptions(waypoints=16, seeds=6, max_iterations=25, time_budget=60.0)
+KHZ = dict(sample_period=1e-3, control_period=1e-3)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def arm():
+    chain = Chain.from_urdf(bundled_urdf(), device="cpu", dtype=torch.float64)
+    return chain, CollisionChecker(chain, robot_spheres_from_urdf(bundled_urdf(), chain))
+
+
+@pytest.fixture(scope="module")
+def planned(arm):
+    """Three free-space plans of the arm (configuration goals) and their limits."""
+    chain, _ = arm
+    g = torch.Generator().manual_seed(3)
+    lower, upper = 0.9 * chain.lower_limits, 0.9 * chain.upper_limits
+    start = lower + torch.rand(3, 7, generator=g, dtype=torch.float64) * (upper - lower)
+    goal = lower + torch.rand(3, 7, generator=g, dtype=torch.float64) * (upper - lower)
+    limits = TrajectoryLimits.from_chain(chain)
+    result = solve_trajectory(chain, start, target_configuration=goal, options=FAST, limits=limits)
+    assert result.success.all()
+    return result, limits
+
+
+def request_for(limits: TrajectoryLimits, **changes) -> TimingRequest:
+    numpy = lambda t: t.double().numpy()  # noqa: E731
+    return TimingRequest(velocity=numpy(limits.velocity), acceleration=numpy(limits.acceleration),
+                         lower=numpy(limits.lower), upper=numpy(limits.upper), **changes)
+
+
+def line(distance: float, count: int = 32) -> torch.Tensor:
+    return torch.linspace(0.0, distance, count, dtype=torch.float64).unsqueeze(1)
+
+
+@pytest.mark.parametrize("distance", [2.0, 0.3, 0.05])
+def test_single_joint_rest_to_rest_is_the_bang_bang_profile(distance):
+    v, a = 1.0, 5.0  # d > v²/a = 0.2: d/v + v/a; shorter: 2 √(d/a)
+    expected = distance / v + v / a if distance > v * v / a else 2 * math.sqrt(distance / a)
+    timed = retime(line(distance), TimingRequest(velocity=np.array([v]), acceleration=np.array([a]), **KHZ))
+    assert timed.method == "time_optimal"
+    assert timed.duration == pytest.approx(expected, rel=1e-4)
+    # the polyline fallback (at rest at every waypoint) of a two-point line is the same profile
+    stops = time_optimal._Stops(line(distance, 2).numpy(), TimingRequest(velocity=np.array([v]), acceleration=np.array([a])))
+    assert stops.duration == pytest.approx(expected, rel=1e-12)
+
+
+def test_single_joint_jerk_limited_matches_the_seven_phase_profile():
+    d, v, a, j = 2.0, 1.0, 5.0, 50.0  # v ≥ a²/j and d long enough to cruise: d/v + v/a + a/j
+    timed = retime(line(d), TimingRequest(velocity=np.array([v]), acceleration=np.array([a]), jerk=np.array([j]), **KHZ))
+    assert timed.method == "jerk_limited"
+    assert timed.duration == pytest.approx(d / v + v / a + a / j, rel=1e-4)
+    assert max(timed.peak.values()) <= 1.0
+    jerk = np.abs(np.diff(timed.accelerations.numpy(), axis=0)) / 1e-3
+    assert jerk.max() <= j * 1.001
+
+
+def test_duration_is_toppra_s_on_the_same_path_computed_independently(planned):
+    import toppra
+    import toppra.algorithm
+    import toppra.constraint
+
+    result, limits = planned
+    request = request_for(limits)
+    for p in range(result.positions.shape[0]):
+        q = result.positions[p].numpy()
+        q = q[np.concatenate(([True], np.abs(np.diff(q, axis=0)).max(1) > 1e-12))]
+        knots = np.concatenate(([0.0], np.cumsum(np.linalg.norm(np.diff(q, axis=0), axis=1))))
+        reference = toppra.algorithm.TOPPRA(
+            [toppra.constraint.JointVelocityConstraint(request.velocity),
+             toppra.constraint.JointAccelerationConstraint(request.acceleration)],
+            toppra.SplineInterpolator(knots, q), gridpt_min_nb_points=2000, parametrizer="ParametrizeConstAccel",
+        ).compute_trajectory(0.0, 0.0).duration
+        timed = result.trajectories[p]
+        assert timed.method == "time_optimal"
+        assert 0.995 * reference <= timed.duration <= 1.01 * reference, (timed.duration, reference)
+        assert timed.duration < float(result.duration[p])  # faster than the uniform scaling
+
+
+def test_limits_hold_sampled_at_1_khz_and_the_samples_are_consistent(planned):
+    result, limits = planned
+    jerk = torch.full((7,), 50.0, dtype=torch.float64)
+    for with_jerk in (False, True):
+        request = request_for(limits, jerk=jerk.numpy() if with_jerk else None, **KHZ)
+        for p in range(result.positions.shape[0]):
+            timed = retime(result.positions[p], request)
+            t, q, v, a = (x.numpy() for x in (timed.times, timed.positions, timed.velocities, timed.accelerations))
+            dt = np.diff(t)
+            assert dt.max() <= 1e-3 + 1e-12 and t[-1] == pytest.approx(timed.duration)
+            assert (np.abs(v) <= request.velocity * (1 + 1e-6)).all()
+            assert (np.abs(a) <= request.acceleration * (1 + 1e-6)).all()
+            assert (q >= request.lower).all() and (q <= request.upper).all()
+            np.testing.assert_allclose(q[0], result.positions[p, 0].numpy(), atol=1e-12)
+            np.testing.assert_allclose(q[-1], result.positions[p, -1].numpy(), atol=1e-12)
+            assert np.abs(v[[0, -1]]).max() == 0 and np.abs(a[[0, -1]]).max() == 0  # at rest at both ends
+            # the velocities are those of the positions (trapezoid rule), the accelerations those of the velocities
+            np.testing.assert_allclose(np.diff(q, axis=0), 0.5 * (v[1:] + v[:-1]) * dt[:, None], atol=1e-6)
+            finite = np.diff(v, axis=0) / dt[:, None]
+            assert (np.abs(finite) <= request.acceleration * 1.01).all()
+            if with_jerk:
+                assert timed.method == "jerk_limited"
+                assert (np.abs(np.diff(a, axis=0)) / dt[:, None] <= 50.0 * 1.01).all()
+
+
+def test_scaling_factors_and_durations(arm, planned):
+    chain, _ = arm
+    result, limits = planned
+    start, goal = result.positions[0, 0], result.positions[0, -1]
+    options = dataclasses.replace(FAST, time_parameterization="time_optimal")
+    fastest = solve_trajectory(chain, start, target_configuration=goal, options=options, limits=limits)
+    half = solve_trajectory(chain, start, target_configuration=goal, limits=limits,
+                            options=dataclasses.replace(options, velocity_scaling=0.5, acceleration_scaling=0.25))
+    torch.testing.assert_close(half.positions, fastest.positions)  # the same path ...
+    # ... at half the speed: v / 2 and a / 4 make every motion take twice as long
+    assert half.trajectories[0].duration == pytest.approx(2 * fastest.trajectories[0].duration, rel=2e-3)
+    assert half.trajectories[0].peak["velocity"] <= 1.0
+    assert (half.trajectories[0].velocities.abs() <= 0.5 * limits.velocity * (1 + 1e-6)).all()
+    # velocity scaling alone slows the single-joint cruise by exactly 1/s (d/v + v/a, d > v²/a)
+    one = TimingRequest(velocity=np.array([0.5]), acceleration=np.array([5.0]))
+    assert retime(line(2.0), one).duration == pytest.approx(2.0 / 0.5 + 0.5 / 5.0, rel=1e-4)
+
+    T = fastest.trajectories[0].duration
+    slower = retime(fastest.positions[0], request_for(limits, duration=2.5 * T))
+    assert slower.duration == pytest.approx(2.5 * T, rel=1e-9) and slower.fastest == pytest.approx(T, rel=1e-5)
+    assert slower.note == "" and slower.peak["velocity"] <= 1 / 2.5 + 1e-6
+    quicker = retime(fastest.positions[0], request_for(limits, duration=0.5 * T))
+    assert quicker.duration == pytest.approx(T, rel=1e-5)  # as fast as the limits allow, and it says so
+    assert "shorter than the limits allow" in quicker.note
+    with pytest.raises(ValueError, match="velocity_scaling"):
+        TrajectoryOptions(velocity_scaling=1.5)
+    with pytest.raises(ValueError, match="acceleration_scaling"):
+        TrajectoryOptions(acceleration_scaling=0.0)
+    with pytest.raises(ValueError, match="duration"):
+        TrajectoryOptions(duration=float("nan"))
+
+
+def test_uniform_option_and_the_fallback_when_toppra_fails(planned, monkeypatch):
+    result, limits = planned
+    uniform = time_optimal.timed_trajectories(result.positions, limits, TrajectoryOptions(time_parameterization="uniform"))
+    assert [t.method for t in uniform] == ["uniform"] * 3
+    torch.testing.assert_close(torch.tensor([t.duration for t in uniform], dtype=torch.float64), result.duration)
+
+    def broken(path, request):
+        raise RuntimeError("no solution")
+
+    monkeypatch.setattr(time_optimal, "_toppra", broken)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fallback = retime(result.positions[0], request_for(limits))
+    assert fallback.method == "uniform" and "TOPP-RA failed" in fallback.note
+    assert any("TOPP-RA failed" in str(w.message) for w in caught)
+    assert fallback.duration == pytest.approx(float(result.duration[0]), rel=1e-6)  # the planner's uniform scaling
+
+
+def test_a_joint_whose_spline_would_leave_its_limits_is_interpolated_monotonically():
+    # joint 0 holds two waypoints on its upper limit (as the optimiser's projection leaves them), joint 1 moves on
+    q = torch.tensor([[0.0, 0.0], [0.6, 0.1], [1.0, 0.2], [1.0, 0.3], [0.4, 0.4]], dtype=torch.float64)
+    request = TimingRequest(velocity=np.ones(2), acceleration=np.full(2, 5.0), lower=np.full(2, -1.0),
+                            upper=np.ones(2), **KHZ)
+    cubic = time_optimal._Spline(q.numpy())
+    assert cubic(np.linspace(0.0, cubic.length, 401))[:, 0].max() > 1.001  # the cubic rings beyond the limit
+    assert time_optimal._Spline(q.numpy(), request.lower, request.upper).monotone.tolist() == [True, False]
+    timed = retime(q, request)
+    assert timed.method == "time_optimal" and float(timed.positions.max()) <= 1.0
+    assert (timed.velocities.abs() <= 1.0 * (1 + 1e-6)).all() and (timed.accelerations.abs() <= 5.0 * (1 + 1e-6)).all()
+    # with jerk limits, acceleration steps at the waypoints of the C¹ joint: stopping at them may be faster
+    jerky = retime(q, dataclasses.replace(request, jerk=np.full(2, 50.0)))
+    assert jerky.method in ("jerk_limited", "waypoint_stops") and float(jerky.positions.max()) <= 1.0
+    assert jerky.peak["jerk"] <= 1.0
+
+
+def dense(positions: torch.Tensor, step: float = 0.002) -> torch.Tensor:
+    """Every configuration along the piecewise-linear motion, at most ``step`` rad apart."""
+    parts = [positions[:1]]
+    for a, b in zip(positions[:-1], positions[1:]):
+        n = max(1, int(torch.ceil((b - a).abs().max() / step)))
+        parts.append(a + torch.arange(1, n + 1, dtype=a.dtype).unsqueeze(1) / n * (b - a))
+    return torch.cat(parts)
+
+
+def test_a_spline_that_would_cut_into_an_obstacle_stops_at_the_waypoints_instead(arm):
+    chain, checker = arm
+    a = torch.tensor([0.0, 0.3, 0.0, -1.2, 0.0, 0.6, 0.0], dtype=torch.float64)
+    b = a + torch.tensor([0.8, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+    c = b + torch.tensor([0.0, 0.0, 0.0, 0.6, 0.0, 0.0, 0.0], dtype=torch.float64)
+    q = torch.stack((a, b, c))  # a corner: the spline through it bulges out of the segments
+    spline = time_optimal._Spline(q.numpy())
+    s = np.linspace(0.0, spline.length, 401)
+    bulge = np.abs(spline(s)[:, None, :] - dense(q, 0.001).numpy()[None]).max(-1).min(-1)  # from the polyline
+    widest = torch.as_tensor(spline(s[int(np.argmax(bulge))]))
+    assert bulge.max() > 0.05  # rad
+    # a ball on the tool where the spline bulges most, 2 cm radius: the segments pass it, the spline does not
+    tool = forward_kinematics(chain, widest, links="tool0")[:3, 3]
+    scene = Scene([Obstacle.sphere("ball", 0.02, [*tool.tolist(), 0, 0, 0, 1])])
+    close = checker.with_scene(scene)
+    validator = MotionValidator(close, clearance=0.0)
+    assert bool(validator.check(q).clear[0]) and bool(close.in_collision(widest.unsqueeze(0))[0])
+    request = TimingRequest(velocity=np.ones(7), acceleration=np.full(7, 5.0), **KHZ)
+    assert retime(q, request).method == "time_optimal"  # unchecked: the spline
+    timed = retime(q, request, validator)
+    assert timed.method == "waypoint_stops" and timed.curve_checked is False and "collision check" in timed.note
+    assert not bool(close.in_collision(timed.positions).any())
+
+
+def test_planned_motions_retimed_at_1_khz_stay_collision_free(arm):
+    """A plan close to an obstacle at its goal (3 mm, closer than the 10 mm clearance): the timed
+    motion sampled at 1 kHz is free of collision on the checker's own geometry, margin 0."""
+    chain, checker = arm
+    start = torch.tensor([0.0, 0.3, 0.0, -1.2, 0.0, 0.6, 0.0], dtype=chain.dtype)
+    goal = torch.tensor([0.8, 0.4, 0.0, -1.0, 0.0, 0.8, 0.0], dtype=chain.dtype)
+    from ros_torch_kin.collision.sphere_centers import world_sphere_centers
+    from ros_torch_kin.kinematics import world_transforms
+
+    centers = world_sphere_centers(world_transforms(chain, goal.unsqueeze(0)), checker.spheres)[:, :, 0]
+    last = int(checker.spheres.sphere_links.max())
+    s = int((checker.spheres.sphere_links == last).nonzero()[-1])
+    for direction in ([0, 0, 1], [0, 0, -1], [0, 1, 0], [0, -1, 0], [1, 0, 0], [-1, 0, 0]):
+        centre = centers[s] + (float(checker.spheres.radii[s]) + 0.03 + 0.003) * torch.tensor(direction, dtype=chain.dtype)
+        ball = Obstacle.sphere("ball", 0.03, [*centre.tolist(), 0, 0, 0, 1])
+        if abs(float(checker.with_scene(Scene([ball])).distances(goal).world_distance[0]) - 0.003) < 2e-4:
+            break
+    close = checker.with_scene(Scene([ball]))
+    options = TrajectoryOptions(time_budget=10.0, **KHZ)
+    for jerk in (None, torch.full((7,), 50.0, dtype=chain.dtype)):
+        limits = dataclasses.replace(TrajectoryLimits.from_chain(chain), jerk=jerk)
+        result = solve_trajectory(chain, start, "tool0", target_configuration=goal, collision=close, options=options,
+                                  limits=limits)
+        assert bool(result.success[0]), result.failure
+        timed = result.trajectories[0]
+        assert timed.method == ("time_optimal" if jerk is None else "jerk_limited") and timed.curve_checked is True
+        samples = timed.positions
+        assert float((samples[1:] - samples[:-1]).abs().max()) < 0.003  # 1 kHz: at most a few mrad apart
+        assert not bool(close.in_collision(dense(samples)).any())
+        assert result.timings["time_parameterization"] > 0
