@@ -34,6 +34,7 @@ bench: build
 	$(ROS_ENV) && python bench/kinematics_benchmark.py --output BENCHMARKS.md --plot docs/benchmark_fk.png
 	$(ROS_ENV) && python bench/service_benchmark.py --output BENCHMARKS.md
 	$(ROS_ENV) && python bench/trajectory_benchmark.py --output BENCHMARKS.md
+	$(ROS_ENV) && python bench/time_parameterization_benchmark.py --output BENCHMARKS.md
 	$(ROS_ENV) && python bench/ik_benchmark.py --output BENCHMARKS.md
 	$(ROS_ENV) && python bench/collision_benchmark.py --output BENCHMARKS.md
 	$(ROS_ENV) && python bench/motion_benchmark.py --output BENCHMARKS.md
