@@ -17,6 +17,6 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["ros_torch_kin", "ros_torch_kin.*"], exclude=["ros_torch_kin.ros*"]),
     package_data={"ros_torch_kin.robots": ["*.urdf"]},
-    install_requires=["torch>=2.1", "numpy", "urdfdom-py>=1.2", "trimesh", "pycollada", "pyyaml", "scipy"],
+    install_requires=["torch>=2.1", "numpy", "urdfdom-py>=1.2", "trimesh", "pycollada", "pyyaml", "scipy", "toppra", "ruckig"],
     extras_require={"test": ["pytest", "pin", "example-robot-data"]},
 )
