@@ -107,6 +107,10 @@ def test_hierarchical_verdict_equals_brute_force_over_every_leaf(panda):
     assert bool((distance >= torch.minimum(coarse, torch.tensor(0.05)) - 1e-5).all())
     hits = layered.in_collision(q)
     assert bool((hits <= ((brute < 0) & (coarse < 0))).all()) and bool(hits.any())
+    # the verdict with early exit (clear) agrees with the distances, at one threshold or one per configuration
+    for threshold in (0.0, 0.01, torch.linspace(0.0, 0.03, q.shape[0])):
+        for c in (checker, layered):
+            assert bool((c.clear(q, threshold) == (c.min_distance(q, 0.05) >= threshold)).all())
 
 
 def test_never_misses_a_contact_that_coal_finds_and_is_tight(panda):

@@ -303,6 +303,12 @@ class CollisionChecker:
         threshold: the argument is for the interface :class:`TreeCollisionChecker` shares)."""
         return self.distances(q).min_distance
 
+    def clear(self, q: Tensor, threshold: float | Tensor) -> Tensor:
+        """(B, J) -> (B,) bool: every checked pair is at least ``threshold`` (m; a float or one
+        per configuration (B,)) apart (the interface :class:`TreeCollisionChecker` shares)."""
+        return self.distances(q).min_distance >= torch.as_tensor(threshold, dtype=self.chain.dtype,
+                                                                 device=self.chain.device)
+
     def world_and_self_distance(self, q: Tensor, world_threshold: float = math.inf,
                                 self_threshold: float = math.inf) -> tuple[Tensor, Tensor]:
         """(B, J) -> the smallest world and self distances (B,) each (m; exact at any threshold)."""

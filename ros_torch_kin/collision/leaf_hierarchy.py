@@ -31,17 +31,20 @@ class HierarchyLevel:
     """Nodes of one level: ``centers`` (N, 3) in their link's frame, ``radius`` (N,), ``links``
     (N,) int64 chain link index, ``children`` (N, F) int64 indices into the next level (the leaf
     spheres for the last level), padded by repeating the first child, ``valid`` (N, F) bool False
-    on the padding."""
+    on the padding, ``representative`` (N,) int64: one leaf below the node (the one whose centre
+    is nearest the node's), whose distance is an upper bound of the node's smallest leaf
+    distance."""
 
     centers: Tensor
     radius: Tensor
     links: Tensor
     children: Tensor
     valid: Tensor
+    representative: Tensor
 
     def to(self, device, dtype) -> "HierarchyLevel":
         return HierarchyLevel(self.centers.to(device, dtype), self.radius.to(device, dtype), self.links.to(device),
-                              self.children.to(device), self.valid.to(device))
+                              self.children.to(device), self.valid.to(device), self.representative.to(device))
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,9 +90,10 @@ def leaf_hierarchy(centers: Tensor, radii: Tensor, links: Tensor, fan_out: int =
         middle = np.stack([0.5 * (c[m].min(0) + c[m].max(0)) for m in members_of])
         radius = np.array([float((np.linalg.norm(c[m] - mid, axis=1) + r[m]).max()) for m, mid in zip(members_of, middle)])
         table, valid = _padded(children)
+        nearest = [int(m[np.linalg.norm(c[m] - mid, axis=1).argmin()]) for m, mid in zip(members_of, middle)]
         out.append(HierarchyLevel(torch.from_numpy(middle), torch.from_numpy(radius * (1 + 1e-6) + rounding),
                                   torch.from_numpy(np.array([link[m[0]] for m in members_of], dtype=np.int64)),
-                                  table, valid))
+                                  table, valid, torch.tensor(nearest, dtype=torch.int64)))
     return LeafHierarchy(tuple(out))
 
 

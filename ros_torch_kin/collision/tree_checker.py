@@ -141,7 +141,19 @@ class TreeCollisionChecker:
     def in_collision(self, q: Tensor) -> Tensor:
         """(B, J) or (J,) -> (B,) bool: some block (world or enabled self pair) is closer than the
         margin (module doc)."""
-        return self._minimum(q, self.margin, names=False)[0] < self.margin
+        return ~self.clear(q, self.margin)
+
+    def clear(self, q: Tensor, threshold: float | Tensor) -> Tensor:
+        """(B, J) or (J,) -> (B,) bool: every block is at least ``threshold`` (m; a float or one
+        per configuration (B,)) away. The verdict alone: a configuration stops being looked at
+        once one of its blocks is certainly closer (a representative leaf pair is), which makes
+        deep contacts as cheap as free configurations."""
+        q = check_joint_positions(self.chain, q).detach()
+        threshold = torch.as_tensor(threshold, dtype=q.dtype, device=q.device).expand(q.shape[0])
+        if q.shape[0] > CHUNK:
+            return torch.cat([self.clear(part, limit) for part, limit in zip(q.split(CHUNK), threshold.split(CHUNK))])
+        world, own, _ = self._parts(q, threshold, threshold, names=False, decide=True)
+        return (world >= threshold) & (own >= threshold)
 
     def distances(self, q: Tensor, threshold: float | None = None) -> TreeDistances:
         """(B, J) -> :class:`TreeDistances`, exact below ``threshold`` (default: the margin)."""
@@ -169,7 +181,7 @@ class TreeCollisionChecker:
         B, P = q.shape[0], self._pair_a.shape[0]
         hits = torch.zeros(B * max(P, 1), dtype=torch.bool, device=q.device)
         if P and B:
-            blocks, pair = self._self_blocks(self._frames(q), 0.0)
+            blocks, pair = self._self_blocks(self._frames(q), q.new_full((B,), self.rounding), None)
             hits[(blocks.configuration * P + pair)[blocks.value < 0]] = True
         return hits.view(B, max(P, 1))[:, :P]
 
@@ -185,29 +197,34 @@ class TreeCollisionChecker:
         """(B, J) checked -> (B, L, 3, 4) link poses in the root frame, configuration major."""
         return world_transforms(self.chain, q)[:, :3].permute(3, 0, 1, 2).contiguous()
 
-    def _parts(self, q: Tensor, threshold: float, self_threshold: float, names: bool):
-        """(world min (B,), self min (B,), per configuration ((link, obstacle), (link, link)))."""
+    def _parts(self, q: Tensor, threshold, self_threshold, names: bool, decide: bool = False):
+        """(world min (B,), self min (B,), per configuration ((link, obstacle), (link, link))).
+        Thresholds: floats or (B,) tensors. ``decide``: the verdict alone (:meth:`clear`): a
+        configuration with a block certainly below its threshold gets some value below it."""
         q = check_joint_positions(self.chain, q).detach()
         if q.shape[0] > CHUNK:
             parts = [self._parts(part, threshold, self_threshold, names) for part in q.split(CHUNK)]
             return (torch.cat([w for w, _, _ in parts]), torch.cat([o for _, o, _ in parts]),
                     tuple(p for _, _, pairs in parts for p in pairs))
         B = q.shape[0]
+        world_limit = torch.as_tensor(threshold, dtype=q.dtype, device=q.device).expand(B) + self.rounding
+        self_limit = torch.as_tensor(self_threshold, dtype=q.dtype, device=q.device).expand(B) + self.rounding
         frames = self._frames(q) if B and self._levels else None
         link_names = self.chain.link_names
+        decided = torch.zeros(B, dtype=torch.bool, device=q.device) if decide else None
         found_world, found_self = [], []
         if frames is not None:
             for shapes in self._packed.shapes:
-                blocks = self._world_blocks(frames, shapes, threshold)
+                blocks = self._world_blocks(frames, shapes, world_limit, decided)
                 found_world.append((blocks, lambda k, blocks=blocks, shapes=shapes: (
                     link_names[int(blocks.a[k])], shapes.ids[int(blocks.b[k])])))
             if self._pair_a.numel():
-                blocks, _ = self._self_blocks(frames, self_threshold)
+                blocks, _ = self._self_blocks(frames, self_limit, decided)
                 found_self.append((blocks, lambda k, blocks=blocks: (
                     link_names[int(blocks.a[k])], link_names[int(blocks.b[k])])))
         result = []
-        for found, limit, has in ((found_world, threshold, self._packed.count),
-                                  (found_self, self_threshold, self._pair_a.numel())):
+        for found, limit, has in ((found_world, world_limit, self._packed.count),
+                                  (found_self, self_limit, self._pair_a.numel())):
             minimum = q.new_full((B,), math.inf)
             for blocks, _ in found:
                 if blocks.value.numel():
@@ -219,8 +236,7 @@ class TreeCollisionChecker:
                     for k in hit.nonzero().squeeze(1).tolist():
                         pairs[int(blocks.configuration[k])] = name(k)
             if has and frames is not None:  # nothing below the threshold: report it (a lower bound)
-                minimum = torch.where(torch.isinf(minimum), torch.full_like(minimum, max(limit, 0.0) + self.rounding),
-                                      minimum)
+                minimum = torch.where(torch.isinf(minimum), limit.clamp(min=self.rounding), minimum)
             result.append((minimum, pairs))
         (world_min, world_pairs), (self_min, self_pairs) = result
         return world_min, self_min, tuple(zip(world_pairs, self_pairs))
@@ -241,16 +257,25 @@ class TreeCollisionChecker:
             return kids, valid, below.centers[kids], below.radius[kids]
         return kids, valid, self.spheres.centers[kids], self.spheres.radii[kids]
 
-    def _world_blocks(self, frames: Tensor, shapes, threshold: float) -> _Blocks:
-        """(obstacle of one kind, link, configuration) blocks within the threshold (module doc)."""
-        limit = threshold + self.rounding
+    def _representatives(self, index: int, nodes: Tensor) -> tuple[Tensor, Tensor]:
+        """The representative leaves of ``nodes`` (...) of level ``index``: centres (..., 3) in
+        the link frame and radii (...)."""
+        leaf = self._levels[index].representative[nodes]
+        return self.spheres.centers[leaf], self.spheres.radii[leaf]
+
+    def _world_blocks(self, frames: Tensor, shapes, limit: Tensor, decided: Tensor | None) -> _Blocks:
+        """(obstacle of one kind, link, configuration) blocks below ``limit`` (B,) (module doc).
+        ``decided`` (B,) bool, updated: configurations already known to be below (verdict mode)."""
         B, n = frames.shape[0], shapes.count
         roots = self._levels[0]
         d, _ = point_distances(self._root_centers(frames).reshape(-1, 3).mT.contiguous(), shapes, False)
-        o, j, s = ((d.view(n, B, -1) - roots.radius) < limit).nonzero(as_tuple=True)
+        near = (d.view(n, B, -1) - roots.radius) < limit.view(1, B, 1)
+        if decided is not None:
+            near &= ~decided.view(1, B, 1)
+        o, j, s = near.nonzero(as_tuple=True)
         if not o.numel():
             return self._no_blocks(frames)
-        link = roots.links[s]
+        link, row_limit = roots.links[s], limit[j]
         T, R_o = frames[j, link], shapes.rotation[o]  # (K, 3, 4), (K, 3, 3)
         # the link frame seen from the obstacle: x_obstacle = Rₒᵀ (R x + t − tₒ)
         rotation = torch.bmm(R_o.mT, T[..., :3]).mT.contiguous()  # transposed, for row vectors
@@ -261,46 +286,61 @@ class TreeCollisionChecker:
             local = torch.baddbmm(offset[rows], centers, rotation[rows])
             return local_signed_distance(shapes.kind, local.mT, parameters[rows], False)[0] - radii
 
-        bound = torch.full_like(parameters[:, 0], -math.inf)
+        bound = torch.full_like(row_limit, -math.inf)
         if self.coarse is not None:
             members = self._coarse_table[s]
             rows = torch.arange(o.shape[0], device=o.device)
             d = distance(rows, self.coarse.centers[members], self.coarse.radii[members])
             d = torch.where(self._coarse_valid[s], d, torch.full_like(d, math.inf)).amin(1)
             bound = torch.where(self._coarse_has[s], d, bound)
-            keep = (bound < limit).nonzero().squeeze(1)
-            o, j, s, link, bound = o[keep], j[keep], s[keep], link[keep], bound[keep]
+            keep = (bound < row_limit).nonzero().squeeze(1)
+            o, j, s, link, bound, row_limit = o[keep], j[keep], s[keep], link[keep], bound[keep], row_limit[keep]
             rotation, offset, parameters = rotation[keep], offset[keep], parameters[keep]
         block, nodes = torch.arange(o.shape[0], device=o.device), s
-        leaf_min = torch.full_like(bound, math.inf)
+        leaf_min, early = torch.full_like(bound, math.inf), torch.full_like(bound, math.inf)
         for index in range(len(self._levels) if block.numel() else 0):
+            if decided is not None:  # a representative leaf within the limit decides its configuration
+                centers, radii = self._representatives(index, nodes)
+                value = torch.maximum(bound[block], distance(block, centers.unsqueeze(1), radii.unsqueeze(1))[:, 0])
+                hit = value < row_limit[block] - self.rounding  # below the threshold itself
+                early.scatter_reduce_(0, block[hit], value[hit], "amin")
+                decided[j[block[hit]]] = True
+                alive = (~decided[j[block]]).nonzero().squeeze(1)
+                block, nodes = block[alive], nodes[alive]
+                if not block.numel():
+                    break
             kids, valid, centers, radii = self._children(index, nodes)
             d = distance(block, centers, radii)
             d = torch.where(valid, d, torch.full_like(d, math.inf))
             if index + 1 == len(self._levels):
                 leaf_min.scatter_reduce_(0, block, d.amin(1), "amin")
                 break
-            r, f = (d < limit).nonzero(as_tuple=True)
+            r, f = (d < row_limit[block].unsqueeze(1)).nonzero(as_tuple=True)
             if not r.numel():
                 break
             block, nodes = block[r], kids[r, f]
-        value = torch.maximum(bound, leaf_min)
-        keep = value < limit
+        value = torch.minimum(torch.maximum(bound, leaf_min), early)
+        keep = value < row_limit
+        if decided is not None:
+            decided[j[value < row_limit - self.rounding]] = True
         return _Blocks(value[keep], j[keep], link[keep], o[keep])
 
-    def _self_blocks(self, frames: Tensor, threshold: float) -> tuple[_Blocks, Tensor]:
-        """(enabled link pair, configuration) blocks within the threshold, and their pair index."""
-        limit = threshold + self.rounding
+    def _self_blocks(self, frames: Tensor, limit: Tensor, decided: Tensor | None) -> tuple[_Blocks, Tensor]:
+        """(enabled link pair, configuration) blocks below ``limit`` (B,), and their pair index;
+        ``decided`` as in :meth:`_world_blocks`."""
         roots = self._levels[0]
         a, b = self._pair_a, self._pair_b
         centers = self._root_centers(frames)  # (B, Lk, 3)
         offset = centers[:, a] - centers[:, b]
         lower = (offset * offset).sum(-1).sqrt() - roots.radius[a] - roots.radius[b]  # (B, P)
-        j, p = (lower < limit).nonzero(as_tuple=True)
+        near = lower < limit.unsqueeze(1)
+        if decided is not None:
+            near &= ~decided.unsqueeze(1)
+        j, p = near.nonzero(as_tuple=True)
         if not j.numel():
             return self._no_blocks(frames), j
         sa, sb = a[p], b[p]
-        la, lb = roots.links[sa], roots.links[sb]
+        la, lb, row_limit = roots.links[sa], roots.links[sb], limit[j]
         Ta, Tb = frames[j, la], frames[j, lb]
         # link b's frame seen from link a's: x_a = R_aᵀ (R_b x + t_b − t_a)
         rotation = torch.bmm(Ta[..., :3].mT, Tb[..., :3]).mT.contiguous()
@@ -310,7 +350,7 @@ class TreeCollisionChecker:
             seen = torch.baddbmm(offset[rows], centers_b, rotation[rows])
             return torch.cdist(centers_a, seen) - radii_a.unsqueeze(2) - radii_b.unsqueeze(1)
 
-        bound = torch.full(j.shape, -math.inf, dtype=frames.dtype, device=frames.device)
+        bound = torch.full_like(row_limit, -math.inf)
         if self.coarse is not None:
             ma, mb = self._coarse_table[sa], self._coarse_table[sb]
             rows = torch.arange(j.shape[0], device=j.device)
@@ -319,12 +359,24 @@ class TreeCollisionChecker:
             valid = self._coarse_valid[sa].unsqueeze(2) & self._coarse_valid[sb].unsqueeze(1)
             d = torch.where(valid, d, torch.full_like(d, math.inf)).flatten(1).amin(1)
             bound = torch.where(self._coarse_has[sa] & self._coarse_has[sb], d, bound)
-            keep = (bound < limit).nonzero().squeeze(1)
-            j, p, sa, sb, la, lb, bound = j[keep], p[keep], sa[keep], sb[keep], la[keep], lb[keep], bound[keep]
-            rotation, offset = rotation[keep], offset[keep]
+            keep = (bound < row_limit).nonzero().squeeze(1)
+            j, p, sa, sb, la, lb = j[keep], p[keep], sa[keep], sb[keep], la[keep], lb[keep]
+            bound, row_limit, rotation, offset = bound[keep], row_limit[keep], rotation[keep], offset[keep]
         block, na, nb = torch.arange(j.shape[0], device=j.device), sa, sb
-        leaf_min = torch.full_like(bound, math.inf)
+        leaf_min, early = torch.full_like(bound, math.inf), torch.full_like(bound, math.inf)
         for index in range(len(self._levels) if block.numel() else 0):
+            if decided is not None:  # a representative leaf pair within the limit decides its configuration
+                ca, ra = self._representatives(index, na)
+                cb, rb = self._representatives(index, nb)
+                d = distance(block, ca.unsqueeze(1), ra.unsqueeze(1), cb.unsqueeze(1), rb.unsqueeze(1))[:, 0, 0]
+                value = torch.maximum(bound[block], d)
+                hit = value < row_limit[block] - self.rounding  # below the threshold itself
+                early.scatter_reduce_(0, block[hit], value[hit], "amin")
+                decided[j[block[hit]]] = True
+                alive = (~decided[j[block]]).nonzero().squeeze(1)
+                block, na, nb = block[alive], na[alive], nb[alive]
+                if not block.numel():
+                    break
             last = index + 1 == len(self._levels)
             step = BUCKET_PAIRS if last else block.shape[0] + 1
             following = []
@@ -337,15 +389,17 @@ class TreeCollisionChecker:
                 if last:
                     leaf_min.scatter_reduce_(0, rows, d.flatten(1).amin(1), "amin")
                     continue
-                r, fa, fb = (d < limit).nonzero(as_tuple=True)
+                r, fa, fb = (d < row_limit[rows].view(-1, 1, 1)).nonzero(as_tuple=True)
                 following.append((rows[r], kids_a[r, fa], kids_b[r, fb]))
             if last:
                 break
             block, na, nb = following[0]
             if not block.numel():
                 break
-        value = torch.maximum(bound, leaf_min)
-        keep = value < limit
+        value = torch.minimum(torch.maximum(bound, leaf_min), early)
+        keep = value < row_limit
+        if decided is not None:
+            decided[j[value < row_limit - self.rounding]] = True
         return _Blocks(value[keep], j[keep], la[keep], lb[keep]), p[keep]
 
     @staticmethod

@@ -557,10 +557,8 @@ def _global_seeds(chain, problem, options, limits, collision, goals: Tensor, val
         relaxed = torch.clamp(0.5 * collision.min_distance(ends, c), min=v, max=c)  # (E,)
 
         def free(q: Tensor, ends=ends, relaxed=relaxed) -> Tensor:
-            distance = collision.min_distance(q, c)
             close = (q.unsqueeze(1) - ends.unsqueeze(0)).abs().amax(-1) <= near  # (N, E)
-            required = torch.where(close, relaxed, torch.full_like(relaxed, c)).amin(1)
-            return distance >= required
+            return collision.clear(q, torch.where(close, relaxed, torch.full_like(relaxed, c)).amin(1))
 
         search = GlobalSearchOptions(time_budget=options.global_search * remaining, edge_resolution=0.01,
                                      random_seed=options.random_seed)
