@@ -7,7 +7,8 @@ Services (node-private names, e.g. /ros_torch_kin/compute_fk):
   (UpdateScene, see :mod:`.scene_server`).
 Action: ~/plan_trajectory (PlanTrajectory), the trajectory optimizer, see :mod:`.trajectory_action`.
 Topics: subscribes ``robot_description`` and ``robot_description_semantic`` (std_msgs/String,
-transient local); publishes ``~/collision_markers`` (visualization_msgs/MarkerArray, transient
+transient local), and the point-cloud and depth-image topics of the sensor parameters (see
+:mod:`.point_cloud_input`); publishes ``~/collision_markers`` (visualization_msgs/MarkerArray, transient
 local), ``~/planned_trajectory`` (trajectory_msgs/JointTrajectory) and ``~/planned_path``
 (visualization_msgs/MarkerArray) for every successful plan. ``joint_states`` in, ``~/link_poses``
 and ``~/end_effector_pose`` out run on an internal node of their own (:mod:`.link_pose_publisher`).
@@ -50,6 +51,8 @@ from .convert import RequestError
 from .joint_states import JointStateTracker
 from .link_pose_publisher import LinkPosePublisher
 from .parameters import PARAMETERS, Settings, check_choice
+from .point_cloud_input import SENSOR_PARAMETERS, PointCloudInput
+from .point_cloud_input import declare_parameters as declare_sensor_parameters
 from .qos import SERVICE_QOS
 from .scene_server import SceneServer, scene_from_yaml
 from .served_model import (
@@ -88,6 +91,7 @@ class KinematicsNode(Node):
         for parameter in PARAMETERS:
             if (error := check_choice(parameter.name, values[parameter.name])):
                 raise ValueError(error)
+        sensor_values = declare_sensor_parameters(self)  # point clouds and depth images (read-only)
         self._device = resolve_device(values["device"])
         self._dtype = resolve_dtype(values["dtype"])
         if values["torch_threads"]:
@@ -119,6 +123,7 @@ class KinematicsNode(Node):
         for kind, name, callback in services:
             self.create_service(kind, f"~/{name}", callback, qos_profile=SERVICE_QOS, callback_group=self.concurrent)
         self._scene = SceneServer(self)
+        self._sensors = PointCloudInput(self, sensor_values)
         self._poses = LinkPosePublisher(self)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.create_subscription(String, "robot_description", self._on_robot_description, latched,
@@ -285,6 +290,9 @@ class KinematicsNode(Node):
     # ------------------------------------------------------------------ parameters at runtime
     def _on_set_parameters(self, changed) -> SetParametersResult:
         updates = {p.name: p.value for p in changed}
+        fixed = sorted(updates.keys() & {name for name, _, _ in SENSOR_PARAMETERS})
+        if fixed:
+            return SetParametersResult(successful=False, reason=f"{', '.join(fixed)}: read when the node starts")
         values = self._parameter_values() | updates
         try:
             for name in updates:

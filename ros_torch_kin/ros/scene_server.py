@@ -19,6 +19,7 @@ the time the YAML is loaded (the obstacles then stay where they are when the rob
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,8 @@ from shape_msgs.msg import SolidPrimitive
 from visualization_msgs.msg import Marker, MarkerArray
 
 from ..collision import Obstacle, Scene, pose_from_xyz_quat_xyzw, scene_from_moveit_yaml
-from ..collision.obstacles import BOX, CAPSULE, CYLINDER, SPHERE
+from ..collision.obstacles import BOX, CAPSULE, CYLINDER, SPHERE, VOXELS
+from ..collision.occupancy import MAX_TRIANGLES
 from ..kinematics import forward_kinematics, matrix_to_pose_xyzw
 from ..msg import Obstacle as ObstacleMsg
 from ..srv import UpdateScene
@@ -40,6 +42,12 @@ _KIND_OF_PRIMITIVE = {SolidPrimitive.BOX: BOX, SolidPrimitive.SPHERE: SPHERE, So
 _PRIMITIVE_NAMES = {SolidPrimitive.CONE: "CONE", SolidPrimitive.PRISM: "PRISM"}
 #: Most obstacles a scene may hold.
 MAX_OBSTACLES = 10_000
+#: Voxel size (m) of a mesh obstacle whose message gives none.
+MESH_VOXEL_SIZE = 0.01
+#: Smallest voxel size (m) a mesh message may ask for.
+MIN_MESH_VOXEL_SIZE = 0.002
+#: Most occupied voxels drawn per voxels obstacle in ~/collision_markers.
+MAX_MARKER_VOXELS = 200_000
 
 
 class SceneServer:
@@ -121,15 +129,18 @@ def scene_from_yaml(source: str | Path, model, positions: np.ndarray | None) -> 
     scene above MAX_OBSTACLES."""
     if isinstance(source, str):
         source = _yaml_document(source)
-    if model is None:
-        scene = scene_from_moveit_yaml(source, "")
-    else:
-        scene = scene_from_moveit_yaml(source, model.chain.root_link, link_frames(model.chain, positions))
+    with warnings.catch_warnings():  # an open mesh is accepted; its note stays on the grid
+        warnings.simplefilter("ignore")
+        if model is None:
+            scene = scene_from_moveit_yaml(source, "", mesh_voxel_size=MESH_VOXEL_SIZE)
+        else:
+            scene = scene_from_moveit_yaml(source, model.chain.root_link, link_frames(model.chain, positions),
+                                           mesh_voxel_size=MESH_VOXEL_SIZE)
     if len(scene) > MAX_OBSTACLES:
         raise RequestError(f"the scene would hold {len(scene)} obstacles, above {MAX_OBSTACLES}")
     for obstacle in scene:  # as ADD bounds them: float32 math stays far from overflow
         for what, values in (("dimensions", obstacle.dimensions), ("position", obstacle.pose[:3, 3])):
-            if np.abs(values).max() > convert.MAX_COORDINATE:
+            if len(values) and np.abs(values).max() > convert.MAX_COORDINATE:
                 raise RequestError(f"obstacle '{obstacle.id}': {what} {np.round(values, 6).tolist()} "
                                    f"is beyond ±{convert.MAX_COORDINATE:g} m")
     return scene
@@ -182,6 +193,8 @@ def pose_matrix(pose, field: str) -> np.ndarray:
 
 def obstacle_from_msg(msg, field: str) -> Obstacle:
     """ros_torch_kin/Obstacle -> Obstacle; RequestError naming the field for what is unsupported."""
+    if len(msg.mesh.triangles):
+        return mesh_from_msg(msg, field)
     shape = msg.shape
     kind = _KIND_OF_PRIMITIVE.get(shape.type)
     if kind is None:
@@ -199,12 +212,52 @@ def obstacle_from_msg(msg, field: str) -> Obstacle:
         raise RequestError(f"{field}: {error}") from None
 
 
+def mesh_from_msg(msg, field: str) -> Obstacle:
+    """An Obstacle message with a mesh -> a voxels Obstacle; RequestError naming the field."""
+    mesh = msg.mesh
+    if len(mesh.triangles) > MAX_TRIANGLES:
+        raise RequestError(f"{field}.mesh.triangles has {len(mesh.triangles)} triangles, above the limit of {MAX_TRIANGLES}")
+    vertices = np.array([(p.x, p.y, p.z) for p in mesh.vertices], dtype=np.float64).reshape(-1, 3)
+    convert.require_bounded(vertices, convert.MAX_COORDINATE, f"{field}.mesh.vertices", "m")
+    triangles = np.array([tuple(t.vertex_indices) for t in mesh.triangles], dtype=np.int64).reshape(-1, 3)
+    size = msg.voxel_size or MESH_VOXEL_SIZE
+    if not (np.isfinite(size) and MIN_MESH_VOXEL_SIZE <= size <= 1.0):
+        raise RequestError(f"{field}.voxel_size = {msg.voxel_size} must be 0 (the default, {MESH_VOXEL_SIZE} m) or "
+                           f"between {MIN_MESH_VOXEL_SIZE} and 1 m")
+    try:
+        with warnings.catch_warnings():  # an open mesh is accepted; its note stays on the grid
+            warnings.simplefilter("ignore")
+            return Obstacle.mesh(msg.id, vertices, triangles, pose_matrix(msg.pose, f"{field}.pose"), voxel_size=size)
+    except ValueError as error:
+        raise RequestError(f"{field}.mesh: {error}") from None
+
+
 def obstacle_msg(obstacle: Obstacle) -> ObstacleMsg:
     msg = ObstacleMsg(id=obstacle.id, capsule=obstacle.kind == CAPSULE)
+    if obstacle.kind == VOXELS:
+        msg.voxels, msg.voxel_size = True, float(obstacle.grid.voxel_size)
+        convert.fill_pose(msg.pose, matrix_to_pose_xyzw(obstacle.pose))
+        return msg
     msg.shape.type = {SPHERE: SolidPrimitive.SPHERE, BOX: SolidPrimitive.BOX}.get(obstacle.kind, SolidPrimitive.CYLINDER)
     msg.shape.dimensions = [float(d) for d in obstacle.dimensions]
     convert.fill_pose(msg.pose, matrix_to_pose_xyzw(obstacle.pose))
     return msg
+
+
+def voxel_marker(obstacle: Obstacle, index: int, frame: str, stamp) -> Marker:
+    """A voxels obstacle's occupied voxels as one CUBE_LIST (namespace 'obstacles'; at most
+    MAX_MARKER_VOXELS of them, evenly thinned beyond)."""
+    from geometry_msgs.msg import Point
+
+    grid = obstacle.grid
+    marker = _marker("obstacles", index, frame, stamp, Marker.CUBE_LIST, _VOXEL_COLOUR)
+    convert.fill_pose(marker.pose, matrix_to_pose_xyzw(obstacle.pose))
+    marker.scale.x = marker.scale.y = marker.scale.z = float(grid.voxel_size)
+    centers = grid.occupied_centers()
+    if centers.shape[0] > MAX_MARKER_VOXELS:
+        centers = centers[:: -(-centers.shape[0] // MAX_MARKER_VOXELS)]
+    marker.points = [Point(x=x, y=y, z=z) for x, y, z in centers.tolist()]
+    return marker
 
 
 def _list(response, scene: Scene, version: int):
@@ -215,6 +268,7 @@ def _list(response, scene: Scene, version: int):
 
 _ROBOT_COLOUR = (0.2, 0.6, 1.0, 0.4)
 _OBSTACLE_COLOUR = (1.0, 0.3, 0.2, 0.6)
+_VOXEL_COLOUR = (0.9, 0.6, 0.1, 0.8)
 
 
 def collision_markers(model, scene: Scene, stamp) -> MarkerArray:
@@ -248,6 +302,8 @@ def _marker(namespace: str, index: int, frame: str, stamp, kind: int, colour) ->
 
 
 def obstacle_markers(obstacle: Obstacle, index: int, frame: str, stamp) -> list[Marker]:
+    if obstacle.kind == VOXELS:
+        return [voxel_marker(obstacle, index, frame, stamp)]
     kind = {SPHERE: Marker.SPHERE, BOX: Marker.CUBE}.get(obstacle.kind, Marker.CYLINDER)
     marker = _marker("obstacles", index, frame, stamp, kind, _OBSTACLE_COLOUR)
     convert.fill_pose(marker.pose, matrix_to_pose_xyzw(obstacle.pose))

@@ -1,0 +1,339 @@
+"""Depth cameras into the world: sensor_msgs/PointCloud2 and sensor_msgs/Image (+ CameraInfo)
+topics become ``voxels`` obstacles (see :mod:`..collision.occupancy`), one per topic, id
+``sensor:<topic>``.
+
+Per message (in the worker pool, then one assignment of ``node.world`` on the executor thread, so
+requests in flight keep the world they started with):
+
+1. ``header.frame_id`` must be a link of the served robot (a camera mounted in the URDF, on the
+   robot or in the workcell). Its pose is the chain's FK at the joint state nearest the message's
+   stamp (a history of the last ``HISTORY`` complete joint states is kept; the root link needs
+   none). Any other frame is refused, once per topic and frame in the log, naming it.
+2. Points: NaN / zero depth (holes) skipped, then those closer than ``sensor_min_range`` or
+   farther than ``sensor_max_range`` from the sensor dropped; more than ``sensor_max_points``
+   refuses the message (logged).
+3. Quantised to ``sensor_voxel_size`` voxels (the grid is aligned to the root frame).
+4. Self filter: voxels whose centre is within a collision sphere of the robot (at that joint
+   state) plus ``self_filter_padding`` plus the voxel half-diagonal are removed, as MoveIt's
+   self filter does, so a wrist camera that sees the gripper does not block every plan.
+5. The topic's obstacle is replaced by the new view. A topic that sends nothing for
+   ``sensor_decay_time`` seconds loses its obstacle (a camera that stops never leaves a stale
+   world forever).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import threading
+import time
+from collections import deque
+
+import numpy as np
+import torch
+from rcl_interfaces.msg import ParameterDescriptor
+from sensor_msgs.msg import CameraInfo, Image, JointState, PointCloud2
+
+from ..collision import Obstacle
+from ..collision.sphere_centers import world_sphere_centers
+from ..kinematics import world_transforms
+from .joint_states import JointStateTracker
+
+#: (name, default, description): read when the node starts (read-only).
+SENSOR_PARAMETERS = (
+    ("point_cloud_topics", "", "sensor_msgs/PointCloud2 topics whose points become world obstacles, "
+     "separated by ','. header.frame_id must be a link of the robot. Empty: none."),
+    ("depth_image_topics", "", "sensor_msgs/Image depth topics (16UC1 in mm or 32FC1 in m), separated by ','; "
+     "the intrinsics come from the sibling camera_info topic (…/image -> …/camera_info). Empty: none."),
+    ("sensor_voxel_size", 0.02, "Voxel size (m) of sensed points; distances to them are conservative "
+     "by at most 2√3 times this."),
+    ("sensor_min_range", 0.05, "Points closer to the sensor than this (m) are dropped."),
+    ("sensor_max_range", 3.0, "Points farther from the sensor than this (m) are dropped."),
+    ("sensor_decay_time", 2.0, "Seconds a topic's points stay in the world after its last message."),
+    ("sensor_max_points", 2_000_000, "Largest cloud (points, NaNs included) accepted; a larger one is refused."),
+    ("self_filter_padding", 0.02, "Points within the robot's collision spheres plus this (m) are removed."),
+)
+#: Complete joint states kept for stamping clouds.
+HISTORY = 200
+#: Seconds between two marker publications caused by sensor updates.
+MARKER_PERIOD = 0.5
+_FLOAT_TYPES = {7: np.float32, 8: np.float64}  # PointField FLOAT32, FLOAT64
+
+
+def declare_parameters(node) -> dict:
+    """Declare the sensor parameters on ``node`` (read-only) -> {name: value}; ValueError for a
+    bad one."""
+    values = {}
+    for name, default, description in SENSOR_PARAMETERS:
+        node.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=True))
+        values[name] = node.get_parameter(name).value
+    for name in ("sensor_voxel_size", "sensor_max_range", "sensor_decay_time"):
+        if not (math.isfinite(values[name]) and values[name] > 0):
+            raise ValueError(f"{name} must be a positive number, not {values[name]}")
+    for name in ("sensor_min_range", "self_filter_padding"):
+        if not (math.isfinite(values[name]) and values[name] >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, not {values[name]}")
+    if values["sensor_max_points"] < 1:
+        raise ValueError(f"sensor_max_points must be positive, not {values['sensor_max_points']}")
+    return values
+
+
+def cloud_points(msg: PointCloud2) -> np.ndarray:
+    """PointCloud2 -> (N, 3) float64 x, y, z (m, in header.frame_id). ValueError naming the field."""
+    fields = {f.name: f for f in msg.fields}
+    missing = [n for n in "xyz" if n not in fields]
+    if missing:
+        raise ValueError(f"fields has no {', '.join(missing)} (has {', '.join(fields) or 'none'})")
+    if msg.is_bigendian:
+        raise ValueError("is_bigendian: big-endian clouds are not supported")
+    kinds = {n: _FLOAT_TYPES.get(fields[n].datatype) for n in "xyz"}
+    if any(k is None for k in kinds.values()):
+        raise ValueError("fields x, y, z must be FLOAT32 or FLOAT64")
+    count = msg.width * msg.height
+    if msg.point_step <= 0 or len(msg.data) < count * msg.point_step or msg.row_step < msg.width * msg.point_step:
+        raise ValueError(f"data has {len(msg.data)} bytes, too few for {msg.width}×{msg.height} points of "
+                         f"{msg.point_step} bytes")
+    raw = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, (bytes, memoryview, np.ndarray)) else msg.data,
+                        dtype=np.uint8)
+    rows = raw[: msg.height * msg.row_step].reshape(msg.height, msg.row_step)[:, : msg.width * msg.point_step]
+    points = rows.reshape(count, msg.point_step)
+    return np.stack([points[:, fields[n].offset: fields[n].offset + np.dtype(kinds[n]).itemsize].copy()
+                     .view(kinds[n])[:, 0] for n in "xyz"], axis=1).astype(np.float64)
+
+
+def depth_points(image: Image, info: CameraInfo) -> np.ndarray:
+    """A depth image (16UC1 mm or 32FC1 m) and its CameraInfo -> (N, 3) points in the optical
+    frame (z forward), zero and NaN depths as NaN rows. ValueError naming the field."""
+    if image.encoding in ("16UC1", "mono16"):
+        depth = np.frombuffer(image.data, dtype="<u2" if not image.is_bigendian else ">u2")
+        scale = 0.001
+    elif image.encoding == "32FC1":
+        depth = np.frombuffer(image.data, dtype="<f4" if not image.is_bigendian else ">f4")
+        scale = 1.0
+    else:
+        raise ValueError(f"encoding '{image.encoding}' is not a depth encoding (16UC1 or 32FC1)")
+    itemsize = depth.dtype.itemsize
+    if image.step < image.width * itemsize or len(image.data) < image.height * image.step:
+        raise ValueError(f"data has {len(image.data)} bytes, too few for {image.width}×{image.height}")
+    depth = depth[: image.height * image.step // itemsize].reshape(image.height, image.step // itemsize)[:, : image.width]
+    fx, fy, cx, cy = info.k[0], info.k[4], info.k[2], info.k[5]
+    if not (fx > 0 and fy > 0):
+        raise ValueError(f"camera_info.k has no focal length (fx {fx}, fy {fy})")
+    z = depth.astype(np.float32) * np.float32(scale)
+    z[~(z > 0)] = np.nan
+    u = (np.arange(image.width, dtype=np.float32) - np.float32(cx)) / np.float32(fx)
+    v = (np.arange(image.height, dtype=np.float32) - np.float32(cy)) / np.float32(fy)
+    return np.stack([z * u[None, :], z * v[:, None], z], axis=-1).reshape(-1, 3).astype(np.float64)
+
+
+def sensed_obstacle(id: str, points: np.ndarray, sensor_pose: np.ndarray, voxel_size: float, min_range: float,
+                    max_range: float, spheres: tuple[np.ndarray, np.ndarray] | None, padding: float) -> Obstacle | None:
+    """Points in the sensor frame -> the world obstacle (root frame), or None when nothing is
+    left. ``spheres``: the robot's collision sphere centres (S, 3) and radii (S,) at the
+    message's joint state (root frame), for the self filter. Steps 2-4 of the module doc."""
+    finite = np.isfinite(points).all(axis=1)
+    distance = np.linalg.norm(np.where(finite[:, None], points, 0.0), axis=1)
+    points = points[finite & (distance >= min_range) & (distance <= max_range)]
+    if not points.shape[0]:
+        return None
+    world = points @ sensor_pose[:3, :3].T + sensor_pose[:3, 3]
+    index = np.floor(world / voxel_size).astype(np.int64)
+    low = index.min(0)
+    span = index.max(0) - low + 1
+    packed = np.unique(((index[:, 0] - low[0]) * span[1] + (index[:, 1] - low[1])) * span[2] + (index[:, 2] - low[2]))
+    keys = np.stack([packed // (span[1] * span[2]), (packed // span[2]) % span[1], packed % span[2]], axis=1) + low
+    centers = (keys + 0.5) * voxel_size
+    if spheres is not None and spheres[0].shape[0]:
+        reach = torch.as_tensor(spheres[1] + padding + 0.5 * math.sqrt(3) * voxel_size)
+        c = torch.as_tensor(spheres[0])
+        keep = []
+        for part in torch.as_tensor(centers).split(1 << 16):
+            keep.append(((torch.cdist(part, c) - reach) > 0).all(1))
+        centers = centers[torch.cat(keep).numpy()]
+        if not centers.shape[0]:
+            return None
+    return Obstacle.points(id, centers, voxel_size)
+
+
+class JointStateHistory:
+    """The last HISTORY complete joint states of one chain with their stamps (s)."""
+
+    def __init__(self, chain):
+        self.chain = chain
+        self._tracker = JointStateTracker(chain)
+        self._stamps: deque[float] = deque(maxlen=HISTORY)
+        self._states: deque[np.ndarray] = deque(maxlen=HISTORY)
+        self._lock = threading.Lock()
+
+    def update(self, msg: JointState) -> None:
+        self._tracker.update(msg.name, msg.position)
+        if self._tracker.complete:
+            with self._lock:
+                self._stamps.append(_seconds(msg.header.stamp))
+                self._states.append(self._tracker.positions.copy())
+
+    def nearest(self, stamp: float) -> np.ndarray | None:
+        """The complete joint state whose stamp is nearest ``stamp`` (s), or None."""
+        with self._lock:
+            if not self._stamps:
+                return None
+            stamps = list(self._stamps)
+            i = bisect.bisect_left(stamps, stamp)
+            best = min((k for k in (i - 1, i) if 0 <= k < len(stamps)), key=lambda k: abs(stamps[k] - stamp))
+            return self._states[best]
+
+
+def _bound(handler, topic: str):
+    """An ``async`` subscription callback calling ``handler(topic, msg)`` (rclpy awaits a
+    callback only when it is itself a coroutine function)."""
+    async def callback(msg):
+        await handler(topic, msg)
+
+    return callback
+
+
+def _seconds(stamp) -> float:
+    return stamp.sec + 1e-9 * stamp.nanosec
+
+
+class PointCloudInput:
+    """Subscribes the configured sensor topics of ``node`` (a KinematicsNode: ``model``,
+    ``world``, ``run_in_worker``, ``concurrent``) and keeps their obstacles in ``node.world``."""
+
+    def __init__(self, node, values: dict):
+        self.node = node
+        self.values = values
+        self._history: JointStateHistory | None = None
+        self._busy: set[str] = set()
+        self._last_seen: dict[str, float] = {}
+        self._refused: set[tuple[str, str]] = set()
+        self._camera_info: dict[str, CameraInfo] = {}
+        self._last_markers = 0.0
+        clouds = [t.strip() for t in values["point_cloud_topics"].split(",") if t.strip()]
+        depths = [t.strip() for t in values["depth_image_topics"].split(",") if t.strip()]
+        self.topics = clouds + depths
+        if not self.topics:
+            return
+        group = node.concurrent
+        node.create_subscription(JointState, "joint_states", self._on_joint_state, 50)
+        for topic in clouds:
+            node.create_subscription(PointCloud2, topic, _bound(self._on_cloud, topic), 2,
+                                     callback_group=group)
+        for topic in depths:
+            info = topic.rsplit("/", 1)[0] + "/camera_info" if "/" in topic else "camera_info"
+            node.create_subscription(CameraInfo, info, lambda msg, t=topic: self._camera_info.__setitem__(t, msg), 2)
+            node.create_subscription(Image, topic, _bound(self._on_depth, topic), 2, callback_group=group)
+        node.create_timer(0.25, self._decay)
+        node.get_logger().info(f"sensor topics: {', '.join(self.topics)} (voxel {values['sensor_voxel_size']} m, "
+                               f"range {values['sensor_min_range']}-{values['sensor_max_range']} m, decay "
+                               f"{values['sensor_decay_time']} s)")
+
+    # ------------------------------------------------------------------ inputs
+    def _on_joint_state(self, msg: JointState) -> None:
+        model = self.node.model
+        if model is None:
+            return
+        if self._history is None or self._history.chain is not model.chain:
+            self._history = JointStateHistory(model.chain)
+        try:
+            self._history.update(msg)
+        except ValueError:
+            pass  # the link pose pipeline logs bad joint states
+
+    async def _on_cloud(self, topic: str, msg: PointCloud2) -> None:
+        await self._insert(topic, msg.header, lambda: cloud_points(msg), msg.width * msg.height)
+
+    async def _on_depth(self, topic: str, msg: Image) -> None:
+        info = self._camera_info.get(topic)
+        if info is None:
+            self._refuse_once(topic, "camera_info", f"{topic}: no camera_info received yet; the image is dropped")
+            return
+        await self._insert(topic, msg.header, lambda: depth_points(msg, info), msg.width * msg.height)
+
+    def _refuse_once(self, topic: str, key: str, text: str) -> None:
+        if (topic, key) not in self._refused:
+            self._refused.add((topic, key))
+            self.node.get_logger().warning(text)
+
+    async def _insert(self, topic: str, header, read, count: int) -> None:
+        node, values = self.node, self.values
+        model = node.model
+        if model is None:
+            return  # no robot yet
+        chain = model.chain
+        frame = header.frame_id
+        if not chain.has_link(frame):
+            self._refuse_once(topic, f"frame {frame}", f"{topic}: header.frame_id '{frame}' is not a link of robot "
+                              f"'{chain.name}'; its messages are refused (mount the camera in the URDF)")
+            return
+        if topic in self._busy:
+            return  # the previous message of this topic is still being inserted: this one is dropped
+        if count > values["sensor_max_points"]:
+            node.get_logger().warning(f"{topic}: {count} points, above sensor_max_points "
+                                      f"({values['sensor_max_points']}); the message is refused",
+                                      throttle_duration_sec=5.0)
+            return
+        positions = None
+        if frame != chain.root_link or model.collision is not None:
+            history = self._history
+            positions = None if history is None or history.chain is not chain else history.nearest(_seconds(header.stamp))
+            if positions is None:
+                self._refuse_once(topic, "joint_states", f"{topic}: no complete joint_states yet to place "
+                                  f"'{frame}' and filter the robot out; messages wait for one")
+                return
+        self._busy.add(topic)
+        try:
+            obstacle = await node.run_in_worker(self._build, topic, model, frame, positions, read)
+        except ValueError as error:
+            node.get_logger().warning(f"{topic}: message refused: {error}", throttle_duration_sec=5.0)
+            return
+        finally:
+            self._busy.discard(topic)
+        self._last_seen[topic] = time.monotonic()
+        self._swap(topic, obstacle)
+
+    def _build(self, topic: str, model, frame: str, positions, read):
+        values = self.values
+        points = read()
+        chain = model.chain.to("cpu", torch.float64)
+        pose, spheres = np.eye(4), None
+        if positions is not None:
+            q = torch.as_tensor(positions, dtype=torch.float64).reshape(1, -1)
+            with torch.no_grad():
+                world = world_transforms(chain, q)  # (L, 4, 4, 1)
+                pose = world[chain.link_index(frame), :, :, 0].numpy()
+                if model.collision is not None:
+                    cover = model.collision.spheres.to("cpu", torch.float64)
+                    spheres = (world_sphere_centers(world, cover)[:, :, 0].numpy(), cover.radii.numpy())
+        return sensed_obstacle(f"sensor:{topic}", points, pose, values["sensor_voxel_size"], values["sensor_min_range"],
+                               values["sensor_max_range"], spheres, values["self_filter_padding"])
+
+    # ------------------------------------------------------------------ the world
+    def _swap(self, topic: str, obstacle: Obstacle | None) -> None:
+        """Replace (or remove) the topic's obstacle: one assignment of node.world (executor thread)."""
+        node = self.node
+        scene = node.world.scene
+        id = f"sensor:{topic}"
+        if obstacle is not None:
+            scene = scene.with_obstacle(obstacle)
+        elif id in scene:
+            scene = scene.without(id)
+        else:
+            return
+        node.world = node.world.with_scene(scene)
+        now = time.monotonic()
+        if now - self._last_markers > MARKER_PERIOD or obstacle is None:
+            self._last_markers = now
+            server = getattr(node, "_scene", None)
+            if server is not None:
+                server.publish_markers()
+
+    def _decay(self) -> None:
+        now = time.monotonic()
+        for topic, seen in list(self._last_seen.items()):
+            if now - seen > self.values["sensor_decay_time"]:
+                del self._last_seen[topic]
+                if f"sensor:{topic}" in self.node.world.scene:
+                    self.node.get_logger().info(f"{topic}: no message for {self.values['sensor_decay_time']} s; "
+                                                "its points are removed")
+                    self._swap(topic, None)
