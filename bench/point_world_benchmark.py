@@ -1,0 +1,166 @@
+"""Point-cloud world: insertion time and the verdict against a coal OcTree loop -> BENCHMARKS.md.
+
+1. A 300,000-point cloud (a 640×480 depth view of a table with boxes, back-projected, ~2 % holes)
+   into the world as the node does it (:func:`ros_torch_kin.ros.point_cloud_input.sensed_obstacle`:
+   range filter, voxel quantisation, self filter against the arm's spheres, grid + distance field),
+   at 1 cm and 2 cm voxels; and Obstacle.points on the raw cloud.
+2. The verdict of the bundled arm's coarse spheres against a 100,000-point world at B = 4,096: ours
+   (CollisionChecker, float32, CPU) against Pinocchio FK + a coal collide loop of the same spheres
+   against the same points as a coal OcTree (resolution = our voxel size).
+
+    python bench/point_world_benchmark.py [--threads 1] [--output BENCHMARKS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from report import machine, stamp, versions, write_section  # noqa: E402
+
+from ros_torch_kin.collision import CollisionChecker, Obstacle, Scene, robot_spheres_from_urdf  # noqa: E402
+from ros_torch_kin.collision.sphere_centers import world_sphere_centers  # noqa: E402
+from ros_torch_kin.kinematics import Chain, world_transforms  # noqa: E402
+from ros_torch_kin.robots import bundled_urdf  # noqa: E402
+
+
+def depth_view(width=640, height=480, seed=0) -> np.ndarray:
+    """A depth camera 1.5 m in front of the arm looking back at a table with three boxes: (W·H, 3)
+    points in the root frame (NaN for ~2 % holes)."""
+    rng = np.random.default_rng(seed)
+    f = 525.0
+    u, v = np.meshgrid((np.arange(width) - width / 2) / f, (np.arange(height) - height / 2) / f)
+    rays = np.stack([-np.ones_like(u), u, -v], axis=-1).reshape(-1, 3)  # camera at x = 1.5, looking -x
+    rays /= np.linalg.norm(rays, axis=1, keepdims=True)
+    origin = np.array([1.5, 0.0, 0.6])
+    boxes = [((0.3, -0.6, 0.0), (0.9, 0.6, 0.4)), ((0.4, -0.3, 0.4), (0.55, -0.1, 0.6)),
+             ((0.5, 0.1, 0.4), (0.7, 0.3, 0.75)), ((-0.6, -1.0, -0.05), (-0.5, 1.0, 1.4))]
+    t_best = np.full(rays.shape[0], np.inf)
+    for low, high in boxes:  # slab test per box
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t1, t2 = (np.array(low) - origin) / rays, (np.array(high) - origin) / rays
+        near, far = np.minimum(t1, t2).max(1), np.maximum(t1, t2).min(1)
+        hit = (near <= far) & (near > 0)
+        t_best = np.where(hit & (near < t_best), near, t_best)
+    points = origin + rays * t_best[:, None]
+    points[~np.isfinite(t_best) | (rng.random(rays.shape[0]) < 0.02)] = np.nan
+    return points
+
+
+def timed(fn, repeat=5):
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)), out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=4096)
+    parser.add_argument("--coal-configurations", type=int, default=256, help="configurations timed in the coal loop")
+    parser.add_argument("--output", default=str(Path(__file__).resolve().parents[1] / "BENCHMARKS.md"))
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    load = os.getloadavg()[0]
+    from ros_torch_kin.ros.point_cloud_input import sensed_obstacle
+
+    urdf = bundled_urdf()
+    chain = Chain.from_urdf(urdf, device="cpu", dtype=torch.float32)
+    spheres = robot_spheres_from_urdf(urdf, chain)
+    cloud = depth_view()
+    q0 = torch.zeros(1, chain.num_dofs)
+    c0 = world_sphere_centers(world_transforms(chain, q0), spheres)[:, :, 0].double().numpy()
+    own = (c0, spheres.radii.double().numpy())
+    rows = []
+    for voxel in (0.01, 0.02):
+        t, obstacle = timed(lambda: sensed_obstacle("cam", cloud, np.eye(4), voxel, 0.05, 3.0, own, 0.02))
+        rows.append((f"640×480 depth view ({np.isfinite(cloud).all(1).sum():,} points) -> world, node path, {voxel * 100:g} cm voxels",
+                     t, obstacle.grid))
+    raw = cloud[np.isfinite(cloud).all(1)]
+    rng = np.random.default_rng(1)
+    big = np.concatenate([raw, raw[rng.choice(len(raw), 300_000 - len(raw))] + rng.normal(0, 0.003, (300_000 - len(raw), 3))])
+    for voxel in (0.01, 0.02):
+        t, obstacle = timed(lambda: Obstacle.points("cloud", big, voxel))
+        rows.append((f"300,000-point cloud -> Obstacle.points, {voxel * 100:g} cm voxels", t, obstacle.grid))
+
+    # verdict against a 100,000-point world
+    voxel = 0.01
+    world_points = raw[rng.choice(len(raw), 100_000, replace=False)]
+    scene = Scene([Obstacle.points("cloud", world_points, voxel)])
+    checker = CollisionChecker(chain, spheres, scene).without_self_pairs()
+    g = torch.Generator().manual_seed(0)
+    q = chain.lower_limits + torch.rand(args.batch, chain.num_dofs, generator=g) * (chain.upper_limits - chain.lower_limits)
+    checker.in_collision(q[:64])
+    ours, verdict = timed(lambda: checker.in_collision(q), repeat=3)
+
+    import coal
+    import pinocchio as pin
+
+    model = pin.buildModelFromXML(urdf)
+    data = model.createData()
+    octree = coal.makeOctree(world_points, voxel)
+    link_frames = [model.getFrameId(name) for name in chain.link_names]
+    links = spheres.sphere_links.numpy()
+    centers = spheres.centers.double().numpy()
+    balls = [coal.Sphere(float(r)) for r in spheres.radii.numpy()]
+    request, identity = coal.CollisionRequest(), coal.Transform3s()
+    names = [model.names[j] for j in range(1, model.njoints)]
+    order = [names.index(n) for n in chain.joint_names]
+    n = min(args.coal_configurations, args.batch)
+    qs = q[:n].double().numpy()
+    coal_hits = np.zeros(n, dtype=bool)
+    start = time.perf_counter()
+    for b in range(n):
+        qp = np.zeros(model.nq)
+        qp[order] = qs[b]
+        pin.framesForwardKinematics(model, data, qp)
+        for s, ball in enumerate(balls):
+            M = data.oMf[link_frames[links[s]]]
+            T = coal.Transform3s(M.rotation, M.rotation @ centers[s] + M.translation)
+            result = coal.CollisionResult()
+            if coal.collide(ball, T, octree, identity, request, result):
+                coal_hits[b] = True
+                break  # the verdict: the first contact ends this configuration
+    coal_time = (time.perf_counter() - start) * args.batch / n
+    agree = verdict[:n].numpy()
+    missed = int((coal_hits & ~agree).sum())
+
+    lines = [f"{stamp()}; {machine()}; {versions()}; torch threads {args.threads}, float32, CPU. "
+             f"**Measured under load** (load average {load:.1f} on {os.cpu_count()} cores shared with other work): "
+             "figures are upper bounds of what an idle core gives.", "",
+             "| what | median time | grid |", "|---|---:|---|"]
+    for what, t, grid in rows:
+        lines.append(f"| {what} | {t * 1000:.1f} ms | {grid.occupied_count:,} voxels of {'×'.join(map(str, grid.shape))} |")
+    lines += ["", f"Verdict of the bundled arm's {spheres.num_spheres} coarse spheres against a 100,000-point world "
+              f"(1 cm voxels), B = {args.batch:,}:", "",
+              "| method | time | per configuration |", "|---|---:|---:|",
+              f"| ros_torch_kin CollisionChecker.in_collision | {ours * 1000:.1f} ms | {ours / args.batch * 1e6:.1f} µs |",
+              f"| Pinocchio FK + coal collide loop vs coal OcTree (res. 1 cm; {n} configurations timed, scaled) | "
+              f"{coal_time * 1000:.0f} ms | {coal_time / args.batch * 1e6:.1f} µs |",
+              "", f"Speed-up {coal_time / ours:.1f}× (target ≥ 10×). In collision: ours {int(agree.sum())}/{n}, coal "
+              f"{int(coal_hits.sum())}/{n}; contacts coal found that ours missed: {missed} (ours is conservative: "
+              "it may also flag configurations within about 3.5 voxels of the points). VAMP's published figure "
+              "(its README, Ryzen 9 7950X): ~6 ms per scene to build its point structure, 0.45 ms median per MBM "
+              "plan. Insertion target: ≤ 20 ms per 640×480 image / 300,000-point cloud. Command: "
+              "`python bench/point_world_benchmark.py`."]
+    text = "## Point-cloud world (bench/point_world_benchmark.py)\n\n" + "\n".join(lines)
+    print(text)
+    if not args.no_write:
+        write_section(args.output, "point_world", text)
+
+
+if __name__ == "__main__":
+    main()
