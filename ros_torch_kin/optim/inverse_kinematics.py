@@ -575,26 +575,39 @@ class _Solver:
         tail = o.tail_seeds > self.seeds
         with torch.no_grad():
             iteration = self.solve(min(o.max_iterations, o.tail_after) if tail else o.max_iterations)
-            if tail and not bool(self.solved.all()) and iteration < o.max_iterations and not self.out_of_time():
+            if (tail and not bool(self.solved.all()) and iteration < o.max_iterations
+                    and not self.out_of_time(self.step_time)):
                 self.solve_tail(iteration)
             return self.result()
 
-    def out_of_time(self) -> bool:
-        return time.perf_counter() - self.start > self.options.time_budget
+    #: wall time (s) of the latest iteration: the next one is expected to take as long
+    step_time = 0.0
+
+    def out_of_time(self, ahead: float = 0.0) -> bool:
+        """Whether the time budget is spent, or will be ``ahead`` s from now."""
+        return time.perf_counter() - self.start + ahead > self.options.time_budget
 
     def solve(self, max_iterations: int, library_offset: int = 0) -> int:
         """Iterate until every target is solved, ``max_iterations`` or the time budget; returns
-        the iterations run."""
+        the iterations run. No iteration starts that would end past the budget (by the time the
+        previous one took): the budget is checked before every iteration, not only at the checks
+        every ``check_every`` iterations, so a loaded CPU (slower iterations) still returns in time."""
         o = self.options
         rows = self.initial_rows(library_offset)
         iteration = 0
         while True:
             steps = min(o.check_every, max_iterations - iteration)
+            ran = 0
             for _ in range(steps):
+                if self.out_of_time(self.step_time):
+                    break
+                began = time.perf_counter()
                 self.iterate(rows)
-            iteration += steps
-            rows = self.check(rows, iteration, steps)
-            if rows is None or iteration >= max_iterations or self.out_of_time():
+                self.step_time = time.perf_counter() - began
+                ran += 1
+            iteration += ran
+            rows = self.check(rows, iteration, ran)  # records what the iterations (or the seeds) reached
+            if rows is None or iteration >= max_iterations or ran < steps or self.out_of_time(self.step_time):
                 break
         self.iterations = torch.where(self.solved, self.iterations, iteration)
         return iteration
@@ -608,6 +621,7 @@ class _Solver:
         options = dataclasses.replace(o, seeds=o.tail_seeds, max_iterations=o.max_iterations - iteration,
                                       random_seed=o.random_seed + 1)
         tail = _Solver(p.subset(unsolved, options, self.best_q[unsolved]), self.start)
+        tail.step_time = self.step_time
         tail.solve(options.max_iterations, library_offset=self.seeds * (1 + o.library_restarts))
         better = tail.solved | (tail.best_cost < self.best_cost[unsolved])
         self.best_q[unsolved] = torch.where(better.unsqueeze(1), tail.best_q, self.best_q[unsolved])
