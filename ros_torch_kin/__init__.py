@@ -2,18 +2,14 @@
 
 The library (``ros_torch_kin.kinematics``, ``ros_torch_kin.optim``) is plain PyTorch and never
 imports ROS; ``ros_torch_kin.ros`` holds the ROS 2 node built on it.
+
+The names below are imported on first use, so that ``import ros_torch_kin.threads`` (the thread
+policy, which must run before torch is imported) does not import torch.
 """
 
 __version__ = "0.1.0"
 
-from .kinematics import (  # noqa: E402
-    Chain,
-    compute_jacobian,
-    forward_kinematics,
-    matrix_to_pose_xyzw,
-    parse_urdf,
-    pose_error,
-)
+_KINEMATICS = ("Chain", "compute_jacobian", "forward_kinematics", "matrix_to_pose_xyzw", "parse_urdf", "pose_error")
 
 __all__ = [
     "Chain",
@@ -23,4 +19,21 @@ __all__ = [
     "matrix_to_pose_xyzw",
     "parse_urdf",
     "pose_error",
+    "use_passive_waits",
 ]
+
+
+def __getattr__(name: str):
+    if name in _KINEMATICS:
+        from . import kinematics
+
+        return getattr(kinematics, name)
+    if name == "use_passive_waits":
+        from .threads import use_passive_waits
+
+        return use_passive_waits
+    raise AttributeError(f"module 'ros_torch_kin' has no attribute '{name}'")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
