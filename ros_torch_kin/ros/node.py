@@ -28,15 +28,21 @@ and executor thread (see :mod:`.link_pose_publisher`).
 
 from __future__ import annotations
 
-import dataclasses
-import signal
-import sys
-import traceback
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from .. import threads
 
-import rclpy
-import torch
+# before torch loads its OpenMP runtime, which reads the wait policy once (see ros_torch_kin.threads);
+# silent when torch is already imported (the node in a test's process): main() logs the policy
+threads.use_passive_waits(warn=False)
+
+import dataclasses  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+import traceback  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import rclpy  # noqa: E402
+import torch  # noqa: E402
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -96,6 +102,8 @@ class KinematicsNode(Node):
         self._dtype = resolve_dtype(values["dtype"])
         if values["torch_threads"]:
             torch.set_num_threads(values["torch_threads"])
+        #: the torch_threads parameter: threads per request, 0 = automatic (see run_in_worker)
+        self._torch_threads = values["torch_threads"]
         self.settings = Settings.from_values(values)
         self.model: ServedModel | None = None
         #: the latest SRDF from the robot_description_semantic topic ('' until one arrives)
@@ -145,21 +153,25 @@ class KinematicsNode(Node):
             workers.shutdown(wait=False, cancel_futures=True)
         super().destroy_node()
 
-    def run_in_worker(self, fn, *args) -> Future:
+    def run_in_worker(self, fn, *args, work: int | None = None) -> Future:
         """Run ``fn(*args)`` in the worker pool; an rclpy Future to ``await`` in a callback. The
-        executor is woken when it completes, so the awaiting callback resumes at once."""
+        executor is woken when it completes, so the awaiting callback resumes at once. ``work``:
+        the rows of the computation (configurations, targets × seeds), which choose its torch
+        threads when the torch_threads parameter is 0 (None: a large computation)."""
         future = Future(executor=self.executor)
+        count = self._torch_threads or threads.automatic_threads(threads.SERIAL_WORK if work is None else work)
 
-        def work():
+        def work_():
             try:
-                future.set_result(fn(*args))
+                with threads.limited_threads(count):  # per worker thread (torch keeps it per thread)
+                    future.set_result(fn(*args))
             except BaseException as error:  # handed to the awaiting callback
                 future.set_exception(error)
             executor = self.executor
             if executor is not None:
                 executor.wake()
 
-        self._workers.submit(work)
+        self._workers.submit(work_)
         return future
 
     # ------------------------------------------------------------------ robot descriptions
@@ -329,8 +341,10 @@ class KinematicsNode(Node):
                 scene = self._scene_from_file(values["scene_file"], model)
         except ValueError as error:
             return SetParametersResult(successful=False, reason=str(error))
-        if "torch_threads" in updates and values["torch_threads"]:
-            torch.set_num_threads(values["torch_threads"])
+        if "torch_threads" in updates:
+            if values["torch_threads"]:
+                torch.set_num_threads(values["torch_threads"])
+            self._torch_threads = values["torch_threads"]
         self._device, self._dtype, self.settings = device, dtype, settings
         if model is not self.model:
             self._apply(model)
@@ -353,7 +367,7 @@ class KinematicsNode(Node):
                 if len(getattr(request, "positions", ())) <= INLINE_VALUES and not _always_in_worker(request):
                     response = handler(*arguments)  # cheaper than a handoff
                 else:
-                    response = await self.run_in_worker(handler, *arguments)
+                    response = await self.run_in_worker(handler, *arguments, work=_rows(request, model))
                 return _guard_finite(response, model)
             except RequestError as error:
                 return _fail(response, str(error))
@@ -376,6 +390,14 @@ class KinematicsNode(Node):
     def joint_state_tracker(self, model: ServedModel) -> JointStateTracker:
         """The latest joint positions received for ``model``'s chain (see LinkPosePublisher)."""
         return self._poses.tracker(model)
+
+
+def _rows(request, model: ServedModel) -> int:
+    """Rows of a request's computation, for the automatic torch threads: configurations, or IK
+    targets × seeds (4 per target when the request says 0, as the solver's default)."""
+    if isinstance(request, ComputeIK.Request):
+        return max(1, len(request.targets)) * (request.num_seeds or 4)
+    return len(getattr(request, "positions", ())) // max(1, model.chain.num_dofs)
 
 
 def _always_in_worker(request) -> bool:
@@ -412,6 +434,10 @@ def main(args=None) -> None:
     try:
         try:
             node = KinematicsNode()
+            node.get_logger().info(
+                f"torch threads: {node._torch_threads or 'automatic'} per request; OpenMP workers wait "
+                + ("passively" if threads.passive_waits() else "actively (OMP_WAIT_POLICY is set but not PASSIVE: "
+                   "they spin, and lose time beside busy processes; see ros_torch_kin.threads)"))
             executor = SingleThreadedExecutor()
             executor.add_node(node)
             executor.spin()

@@ -60,9 +60,11 @@ PARAMETERS = (
               "each joint_states message."),
     Parameter("publish_end_effector_pose", True, "Publish the end effector's pose (PoseStamped on "
               "~/end_effector_pose) for each joint_states message."),
-    Parameter("torch_threads", 1, "CPU threads torch may use for the math (0: torch's default, all "
-              "cores). 1 keeps torch's spinning worker threads from competing with the robot's other "
-              "processes; raise it on a computer the node has to itself.", integer_range=(0, 1024)),
+    Parameter("torch_threads", 0, "CPU threads torch uses for each request's math. 0: automatic, by the "
+              "request's size (1 thread for small ones, every core the node may use for large ones, see "
+              "ros_torch_kin.threads); N: N threads for every request. The node's torch workers wait "
+              "passively (OMP_WAIT_POLICY=PASSIVE unless the environment sets it), so they leave the cores "
+              "to the robot's other processes between operations.", integer_range=(0, 1024)),
     Parameter("collision_checking", True, "Build the robot's collision model (spheres covering its URDF "
               "<collision> geometry, self-collision pairs) for ~/check_collision, ~/compute_ik with "
               "avoid_collisions and the planner. false: those requests are refused."),
