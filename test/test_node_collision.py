@@ -27,13 +27,32 @@ def served(ros_domain):
 
 
 @pytest.fixture(scope="module")
-def library_checker(arm7):
-    """The collision model the node builds, built here from the same URDF in float64."""
-    from ros_torch_kin.collision import CollisionChecker, self_collision_pairs
-    from ros_torch_kin.collision.urdf_spheres import robot_spheres_from_urdf
+def library_model(arm7):
+    """Both collision models the node builds (tight verdict, coarse costs), built here from the
+    same URDF in float64."""
+    from ros_torch_kin.collision.robot_collision_model import robot_collision_model_from_urdf
 
-    spheres = robot_spheres_from_urdf(bundled_urdf(), arm7)
-    return CollisionChecker(arm7, spheres, self_pairs=self_collision_pairs(arm7, spheres.to("cpu", torch.float64)))
+    return robot_collision_model_from_urdf(bundled_urdf(), arm7)
+
+
+@pytest.fixture(scope="module")
+def library_checker(library_model):
+    """The coarse model (the spheres ~/get_collision_model lists, the costs and gradients)."""
+    return library_model.cost
+
+
+def node_rule(model, scene, q, margin=0.0):
+    """What ~/check_collision answers with the tight verdict (collision_verdict 'tight'): the
+    tight model's verdict at the margin; distances exact within EXACT_RANGE beyond it, else the
+    larger of both models' lower bounds (compare below EXACT_RANGE: the float32 node and this
+    float64 model round the range's edge differently)."""
+    from ros_torch_kin.ros.collision_services import EXACT_RANGE
+
+    tight = model.verdict.with_scene(scene).distances(q, margin + EXACT_RANGE)
+    loose = model.cost.with_scene(scene).distances(q)
+    world = torch.maximum(tight.world_distance, loose.world_distance)
+    own = torch.maximum(tight.self_distance, loose.self_distance)
+    return torch.minimum(world, own), tight.min_distance < margin, tight, loose
 
 
 def scene(client, operation, obstacles=()):
@@ -56,7 +75,7 @@ def test_collision_model_reports_spheres_and_self_pairs(served, library_checker)
     assert ("base_link", "link_3") in enabled and not enabled & set(disabled)
 
 
-def test_check_collision_matches_the_library_with_and_without_obstacles(served, arm7, library_checker):
+def test_check_collision_matches_the_library_with_and_without_obstacles(served, arm7, library_model):
     from ros_torch_kin.collision import Obstacle, Scene
     from ros_torch_kin.ros.client import obstacle
 
@@ -64,10 +83,14 @@ def test_check_collision_matches_the_library_with_and_without_obstacles(served, 
     scene(client, "CLEAR")
     q = random_q(arm7, 64, seed=3)
     report = client.check_collision(q.numpy())
-    expected = library_checker.distances(q)
-    np.testing.assert_allclose(report.min_distance, expected.min_distance.numpy(), atol=2e-5)
-    np.testing.assert_array_equal(report.in_collision, expected.in_collision.numpy())
+    expected, hits, tight, loose = node_rule(library_model, Scene(), q)
+    np.testing.assert_allclose(np.minimum(report.min_distance, 0.1), expected.clamp(max=0.1).numpy(), atol=2e-5)
+    np.testing.assert_array_equal(report.in_collision, hits.numpy())
     assert set(report.pair_kind.tolist()) == {0}  # only self pairs without obstacles
+    # the tight verdict is never looser than the coarse spheres, and tighter on some configurations
+    assert not (report.in_collision & ~loose.in_collision.numpy()).any()
+    assert (report.min_distance >= loose.min_distance.numpy() - 2e-5).all()
+    assert (report.min_distance > loose.min_distance.numpy() + 1e-3).any()
 
     # a table just below the elbow's reach and a ball where the tool is at configuration 0
     tool = forward_kinematics(arm7, q[:1], "tool0")[0].numpy()
@@ -79,11 +102,13 @@ def test_check_collision_matches_the_library_with_and_without_obstacles(served, 
     report = client.check_collision(q.numpy())
     world = Scene([Obstacle.box("table", (1.2, 1.2, 0.1), np.array([0.7, 0, 0.2, 0, 0, 0, 1.0])),
                    Obstacle.sphere("ball", 0.05, np.array([*tool[:3, 3], 0, 0, 0, 1.0]))])
-    expected = library_checker.with_scene(world).distances(q)
-    np.testing.assert_allclose(report.min_distance, expected.min_distance.numpy(), atol=2e-5)
+    expected, hits, tight, loose = node_rule(library_model, world, q)
+    np.testing.assert_allclose(np.minimum(report.min_distance, 0.1), expected.clamp(max=0.1).numpy(), atol=2e-5)
+    np.testing.assert_array_equal(report.in_collision, hits.numpy())
     assert report.in_collision[0] and report.link_b[0] == "ball" and report.pair_kind[0] == 1
-    names = expected.nearest_pairs()
-    assert list(zip(report.link_a, report.link_b)) == names
+    near = tight.min_distance.numpy() < 0.1
+    assert [p for p, n in zip(zip(report.link_a, report.link_b), near) if n] == [
+        p for p, n in zip(tight.pairs, near) if n]
 
     # ignore_world gives the self-collision answer again; ignore both checks nothing
     alone = client.check_collision(q.numpy(), ignore_world=True)
@@ -91,6 +116,32 @@ def test_check_collision_matches_the_library_with_and_without_obstacles(served, 
     nothing = client.check_collision(q.numpy(), ignore_world=True, ignore_self=True)
     assert not nothing.in_collision.any() and (nothing.min_distance == 1e300).all()
     scene(client, "CLEAR")
+
+
+def test_coarse_verdict_parameter_answers_with_the_coarse_spheres(served, arm7, library_checker):
+    from ros_torch_kin.collision import Obstacle, Scene
+    from ros_torch_kin.ros.client import obstacle
+
+    from ros_fixtures import set_parameters
+
+    _, client = served
+    spinner = Spinner("verdict_parameter")
+    assert set_parameters(spinner, collision_verdict="coarse") == [(True, "")]
+    try:
+        scene(client, "CLEAR")
+        scene(client, "ADD", [obstacle("table", "box", (1.2, 1.2, 0.1), (0.7, 0.0, 0.2, 0, 0, 0, 1))])
+        q = random_q(arm7, 64, seed=3)
+        report = client.check_collision(q.numpy())
+        world = Scene([Obstacle.box("table", (1.2, 1.2, 0.1), np.array([0.7, 0, 0.2, 0, 0, 0, 1.0]))])
+        expected = library_checker.with_scene(world).distances(q)
+        np.testing.assert_allclose(report.min_distance, expected.min_distance.numpy(), atol=2e-5)
+        np.testing.assert_array_equal(report.in_collision, expected.in_collision.numpy())
+        assert list(zip(report.link_a, report.link_b)) == expected.nearest_pairs()
+        assert set_parameters(spinner, collision_verdict="nearest")[0][0] is False
+    finally:
+        set_parameters(spinner, collision_verdict="tight")
+        spinner.close()
+        scene(client, "CLEAR")
 
 
 def test_penalty_gradient_over_ros_matches_finite_differences_of_its_cost(served, arm7):

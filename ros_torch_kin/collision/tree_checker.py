@@ -54,6 +54,9 @@ class TreeDistances:
     min_distance: Tensor
     in_collision: Tensor
     pairs: tuple[tuple[str, str], ...]
+    #: (B,) the world part and the self part of ``min_distance`` (same exactness)
+    world_distance: Tensor | None = None
+    self_distance: Tensor | None = None
 
     def nearest_pair(self, b: int) -> tuple[str, str]:
         return self.pairs[b]
@@ -131,6 +134,18 @@ class TreeCollisionChecker:
         checker.scene, checker._packed = scene, scene.packed(self.chain.device, self.chain.dtype)
         return checker
 
+    def on_chain(self, chain: Chain, coarse=None) -> "TreeCollisionChecker":
+        """The same leaves, self pairs, scene and margin on ``chain`` (another device or dtype),
+        with ``coarse`` (a :class:`CollisionChecker` already on that chain) as its coarse level."""
+        return TreeCollisionChecker(chain, self.spheres, self.scene, self.self_pairs, self.margin, coarse)
+
+    def without_self_pairs(self) -> "TreeCollisionChecker":
+        """The same checker with no self pair checked."""
+        checker = object.__new__(TreeCollisionChecker)
+        checker.__dict__.update(self.__dict__)
+        checker._pair_a, checker._pair_b = self._pair_a[:0], self._pair_b[:0]
+        return checker
+
     def __repr__(self) -> str:
         nodes = sum(level.radius.shape[0] for level in self._levels)
         return (f"TreeCollisionChecker('{self.chain.name}', {self.spheres.num_spheres} leaves under {nodes} nodes, "
@@ -158,8 +173,10 @@ class TreeCollisionChecker:
     def distances(self, q: Tensor, threshold: float | None = None) -> TreeDistances:
         """(B, J) -> :class:`TreeDistances`, exact below ``threshold`` (default: the margin)."""
         threshold = self.margin if threshold is None else float(threshold)
-        minimum, pairs = self._minimum(q, threshold, names=True)
-        return TreeDistances(minimum, minimum < self.margin, pairs)
+        world, own, pairs = self._parts(q, threshold, threshold, names=True)
+        minimum = torch.minimum(world, own)
+        pairs = tuple(w if bool(world[b] <= own[b]) else o for b, (w, o) in enumerate(pairs))
+        return TreeDistances(minimum, minimum < self.margin, pairs, world, own)
 
     def min_distance(self, q: Tensor, threshold: float = math.inf) -> Tensor:
         """(B, J) -> (B,) the smallest distance (m), exact where below ``threshold`` (else a value
@@ -236,7 +253,7 @@ class TreeCollisionChecker:
                     for k in hit.nonzero().squeeze(1).tolist():
                         pairs[int(blocks.configuration[k])] = name(k)
             if has and frames is not None:  # nothing below the threshold: report it (a lower bound)
-                minimum = torch.where(torch.isinf(minimum), limit.clamp(min=self.rounding), minimum)
+                minimum = torch.where(torch.isinf(minimum), (limit - self.rounding).clamp(min=0.0), minimum)
             result.append((minimum, pairs))
         (world_min, world_pairs), (self_min, self_pairs) = result
         return world_min, self_min, tuple(zip(world_pairs, self_pairs))

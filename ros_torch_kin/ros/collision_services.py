@@ -35,11 +35,17 @@ def request_margin(value: float, settings: Settings, field: str = "margin") -> f
     return convert.value_or_default(value, settings.collision_margin, MAX_MARGIN, field, " m")
 
 
-def checker_for(checker: CollisionChecker, ignore_world: bool, ignore_self: bool) -> CollisionChecker:
-    """``checker`` without the world obstacles and/or without the self pairs."""
+def checker_for(checker, ignore_world: bool, ignore_self: bool):
+    """``checker`` (a CollisionChecker or TreeCollisionChecker) without the world obstacles
+    and/or without the self pairs."""
     if ignore_world:
         checker = checker.with_scene(Scene())
     return checker.without_self_pairs() if ignore_self else checker
+
+
+#: How far beyond the margin (m) ~/check_collision reports the tight model's exact distance;
+#: farther, min_distance is a lower bound (the larger of the coarse and the tight bounds).
+EXACT_RANGE = 0.1
 
 
 def serve_check_collision(model: ServedModel, settings: Settings, request, response, world: WorldState):
@@ -49,38 +55,75 @@ def serve_check_collision(model: ServedModel, settings: Settings, request, respo
     chain = model.chain
     with torch.no_grad():
         q_tensor = convert.to_tensor(chain, q)
-        distances = checker.distances(q_tensor)
-        minimum = convert.to_numpy(distances.min_distance)
-        self_closer = convert.to_numpy(distances.self_distance < distances.world_distance).astype(bool)
-        sphere_links = distances.sphere_links.cpu().numpy()
-        link_names = np.array(chain.link_names, dtype=object)
-        self_a = sphere_links[distances.self_sphere_a.cpu().numpy()] if checker.self_pairs.num_sphere_pairs else None
-        self_b = sphere_links[distances.self_sphere_b.cpu().numpy()] if checker.self_pairs.num_sphere_pairs else None
-        pair = distances.nearest_self_pair.cpu().numpy()
-        world_link = link_names[sphere_links[distances.nearest_sphere.cpu().numpy()]] if len(sphere_links) else None
-        obstacle_ids = np.array(distances.obstacle_ids + ("",), dtype=object)
-        obstacle = obstacle_ids[distances.nearest_obstacle.cpu().numpy()] if distances.obstacle_ids else None
-        B = q.shape[0]
-        link_a, link_b = np.full(B, "", dtype=object), np.full(B, "", dtype=object)
-        if obstacle is not None:
-            link_a[~self_closer], link_b[~self_closer] = world_link[~self_closer], obstacle[~self_closer]
-        if self_a is not None:
-            link_a[self_closer] = link_names[self_a[pair[self_closer]]]
-            link_b[self_closer] = link_names[self_b[pair[self_closer]]]
+        if world.verdict is not None:
+            verdict = checker_for(world.verdict, request.ignore_world, request.ignore_self)
+            _serve_tight_check(verdict, checker, q_tensor, margin, response)
+        else:
+            _serve_coarse_check(checker, q_tensor, margin, response)
         if request.compute_gradient:
             cost, gradient = checker.penalty(q_tensor, margin)
             gradient = convert.to_numpy(gradient)
             response.costs = convert.pack(convert.to_numpy(cost))
             response.gradients = convert.pack(gradient if columns is None else gradient[:, columns])
-    response.batch_size = B
+    response.batch_size = q.shape[0]
     response.joint_names = column_names(model, request)
+    response.success, response.message = True, ""
+    return response
+
+
+def _serve_tight_check(verdict, coarse: CollisionChecker, q: torch.Tensor, margin: float, response) -> None:
+    """Verdicts from the tight model; distances exact within EXACT_RANGE of the margin, beyond
+    it the larger of the two models' lower bounds; the pair from whichever model gave it."""
+    tight = verdict.distances(q, margin + EXACT_RANGE)
+    loose = coarse.distances(q)
+    world = torch.maximum(tight.world_distance, loose.world_distance)
+    own = torch.maximum(tight.self_distance, loose.self_distance)
+    minimum = convert.to_numpy(torch.minimum(world, own))
+    self_closer = convert.to_numpy(own < world).astype(bool)
+    coarse_pairs = _coarse_pairs(loose, coarse, self_closer)
+    link_a, link_b = [], []
+    for b, (a, other) in enumerate(tight.pairs):
+        if not a:  # nothing within the exact range: the coarse model's closest pair
+            a, other = coarse_pairs[0][b], coarse_pairs[1][b]
+        link_a.append(a)
+        link_b.append(other)
+    response.in_collision = convert.to_numpy(tight.min_distance < margin).astype(bool).tolist()
+    response.min_distance = convert.pack(np.where(np.isfinite(minimum), minimum, NOTHING_CHECKED))
+    response.link_a, response.link_b = link_a, link_b
+    kinds = np.where(self_closer, CheckCollision.Response.SELF, CheckCollision.Response.WORLD)
+    response.pair_kind = kinds.astype(np.uint8).tolist()
+
+
+def _coarse_pairs(distances, checker: CollisionChecker, self_closer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per configuration the coarse model's closest pair names (link, link or obstacle id)."""
+    chain_names = np.array(distances.link_names, dtype=object)
+    sphere_links = distances.sphere_links.cpu().numpy()
+    B = self_closer.shape[0]
+    link_a, link_b = np.full(B, "", dtype=object), np.full(B, "", dtype=object)
+    if distances.obstacle_ids and len(sphere_links):
+        world_link = chain_names[sphere_links[distances.nearest_sphere.cpu().numpy()]]
+        obstacle = np.array(distances.obstacle_ids + ("",), dtype=object)[distances.nearest_obstacle.cpu().numpy()]
+        link_a[~self_closer], link_b[~self_closer] = world_link[~self_closer], obstacle[~self_closer]
+    if checker.self_pairs.num_sphere_pairs:
+        pair = distances.nearest_self_pair.cpu().numpy()
+        self_a = sphere_links[distances.self_sphere_a.cpu().numpy()]
+        self_b = sphere_links[distances.self_sphere_b.cpu().numpy()]
+        link_a[self_closer] = chain_names[self_a[pair[self_closer]]]
+        link_b[self_closer] = chain_names[self_b[pair[self_closer]]]
+    return link_a, link_b
+
+
+def _serve_coarse_check(checker: CollisionChecker, q_tensor: torch.Tensor, margin: float, response) -> None:
+    """Verdicts and distances from the coarse spheres alone (collision_verdict 'coarse')."""
+    distances = checker.distances(q_tensor)
+    minimum = convert.to_numpy(distances.min_distance)
+    self_closer = convert.to_numpy(distances.self_distance < distances.world_distance).astype(bool)
+    link_a, link_b = _coarse_pairs(distances, checker, self_closer)
     response.in_collision = (minimum < margin).tolist()
     response.min_distance = convert.pack(np.where(np.isfinite(minimum), minimum, NOTHING_CHECKED))
     response.link_a, response.link_b = link_a.tolist(), link_b.tolist()
     kinds = np.where(self_closer, CheckCollision.Response.SELF, CheckCollision.Response.WORLD)
     response.pair_kind = kinds.astype(np.uint8).tolist()
-    response.success, response.message = True, ""
-    return response
 
 
 def serve_collision_model(model: ServedModel, settings: Settings, request, response):

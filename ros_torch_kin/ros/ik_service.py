@@ -33,13 +33,16 @@ MAX_TIME_BUDGET = 60.0
 
 
 class ClearanceCheck:
-    """A collision checker seen with a clearance margin: what :func:`solve_ik` calls."""
+    """A collision checker seen with a clearance margin: what :func:`solve_ik` calls. The
+    verdict comes from ``verdict`` (the tight model, or the coarse checker itself), the penalty
+    and its gradient from the coarse ``checker``."""
 
-    def __init__(self, checker: CollisionChecker, margin: float):
+    def __init__(self, checker: CollisionChecker, margin: float, verdict=None):
         self.checker, self.margin = checker, margin
+        self.verdict = checker if verdict is None else verdict
 
     def in_collision(self, q: torch.Tensor) -> torch.Tensor:
-        return self.checker.distances(q).min_distance < self.margin
+        return ~self.verdict.clear(q, self.margin)
 
     def penalty(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # a little beyond the margin, so the descent keeps solutions off the boundary
@@ -67,7 +70,7 @@ def serve_ik(model: ServedModel, settings: Settings, request, response, world: W
     seed = _seed(chain, request, columns, B, current_positions)
     collision = None
     if request.avoid_collisions:
-        collision = ClearanceCheck(require_checker(world), settings.collision_margin)
+        collision = ClearanceCheck(require_checker(world), settings.collision_margin, world.verdict)
     T_target = pose_xyzw_to_matrix(convert.to_tensor(chain, targets)).view(B, K, 4, 4)
     seed_tensor = None if seed is None else convert.to_tensor(chain, seed)
     preferred = seed_tensor if (request.prefer_seed and seed_tensor is not None) else None

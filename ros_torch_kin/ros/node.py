@@ -84,7 +84,7 @@ INLINE_VALUES = 512
 _DESCRIPTION_PARAMETERS = {"robot_description", "robot_description_file", "bundled_robot"}
 _CHAIN_PARAMETERS = {"device", "dtype", "floating_joints"}
 _COLLISION_PARAMETERS = {"collision_checking", "robot_description_semantic", "collision_spheres_file",
-                         "mesh_search_paths", "self_collision_samples"}
+                         "mesh_search_paths", "self_collision_samples", "collision_verdict"}
 _LINK_SETTINGS = ("base_link", "end_effector_link")
 
 
@@ -269,6 +269,7 @@ class KinematicsNode(Node):
             spheres_file=values["collision_spheres_file"],
             mesh_search_paths=tuple(p for p in values["mesh_search_paths"].split(":") if p),
             self_collision_samples=values["self_collision_samples"],
+            verdict=values["collision_verdict"],
         )
 
     def _scene_from_file(self, path: str, model: ServedModel):
@@ -328,7 +329,8 @@ class KinematicsNode(Node):
                 if updates.keys() & _CHAIN_PARAMETERS:  # the spheres and pairs move with the chain
                     chain = model.chain.to(device, dtype)
                     collision = None if model.collision is None else model.collision.on_chain(chain)
-                    model = dataclasses.replace(model, chain=chain, collision=collision)
+                    verdict = None if model.verdict is None else model.verdict.on_chain(chain, collision)
+                    model = dataclasses.replace(model, chain=chain, collision=collision, verdict=verdict)
                 if updates.keys() & _COLLISION_PARAMETERS:
                     model = with_collision(model, self._collision_options(values))
             settings = Settings.from_values(values)

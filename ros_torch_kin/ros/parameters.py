@@ -68,6 +68,12 @@ PARAMETERS = (
     Parameter("collision_checking", True, "Build the robot's collision model (spheres covering its URDF "
               "<collision> geometry, self-collision pairs) for ~/check_collision, ~/compute_ik with "
               "avoid_collisions and the planner. false: those requests are refused."),
+    Parameter("collision_verdict", "tight", "What decides whether a configuration or motion is in "
+              "collision: 'tight' (sphere trees within 6 mm of the URDF's collision meshes and shapes, "
+              "conservative: never misses a contact; built once per robot, then cached in "
+              "~/.cache/ros_torch_kin) or 'coarse' (the dozen spheres per link that the costs and "
+              "gradients always use: 10-50 mm loose, quick to build). With collision_spheres_file the "
+              "given spheres decide.", choices=("tight", "coarse")),
     Parameter("robot_description_semantic", "", "SRDF XML of the robot: its <disable_collisions> pairs "
               "are not checked for self collision. Empty: none, unless one arrives on the "
               "robot_description_semantic topic (transient local, as MoveIt publishes it)."),
@@ -155,6 +161,6 @@ def check_choice(name: str, value) -> str | None:
         return f"{name} must be a finite number of metres >= 0, not {value}"
     if name in ("trajectory_velocity_scaling", "trajectory_acceleration_scaling") and value > 1:
         return f"{name} must be at most 1, not {value}"
-    return None
     if name in _FINITE and not (math.isfinite(value) and value >= 0):
         return f"{name} must be finite and >= 0, not {value}"
+    return None

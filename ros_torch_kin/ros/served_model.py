@@ -12,6 +12,8 @@ import numpy as np
 import torch
 
 from ..collision import CollisionChecker, self_collision_pairs
+from ..collision.robot_collision_model import robot_collision_model_from_urdf
+from ..collision.tree_checker import TreeCollisionChecker
 from ..collision.urdf_spheres import robot_spheres_from_urdf
 from ..kinematics import Chain, default_device
 from ..robots import bundled_urdf, bundled_urdf_path
@@ -31,6 +33,9 @@ class CollisionOptions:
     mesh_search_paths: tuple[str, ...] = ()
     #: random configurations sampled to find link pairs that are always in collision
     self_collision_samples: int = 1000
+    #: what decides validity (collision_verdict): 'tight' (sphere trees a few mm from the
+    #: meshes) or 'coarse' (the spheres the costs use); user spheres always decide themselves
+    verdict: str = "tight"
 
 
 @dataclass(frozen=True)
@@ -42,8 +47,11 @@ class ServedModel:
     #: wall-clock time it was applied, ns since the epoch
     loaded_at_ns: int
     #: the robot's spheres and self-collision pairs against an empty scene (None: collision
-    #: checking is off); the node pairs it with its current scene per request
+    #: checking is off); the node pairs it with its current scene per request. Its coarse
+    #: spheres give the costs and gradients (and the verdict when ``verdict`` is None).
     collision: CollisionChecker | None = None
+    #: the tight model that decides validity (collision_verdict 'tight'), or None
+    verdict: TreeCollisionChecker | None = None
     #: how ``collision`` was built (to rebuild it when only the SRDF or a collision setting changes)
     collision_options: CollisionOptions = CollisionOptions()
     #: directory that relative mesh paths are resolved against (a URDF file's directory)
@@ -66,6 +74,8 @@ class ServedModel:
             spheres, pairs = self.collision.spheres, self.collision.self_pairs
             collision = (f", {spheres.num_spheres} collision spheres, {len(pairs.enabled)} self-collision "
                          "link pairs checked")
+            if self.verdict is not None:
+                collision += f", verdict on {self.verdict.spheres.num_spheres} sphere-tree leaves"
         return (
             f"robot '{chain.name}' ({chain.num_dofs} DOFs, {chain.num_links} links{collision}) on "
             f"{chain.device} {str(chain.dtype).replace('torch.', '')}, from {self.source}"
@@ -121,8 +131,13 @@ def build_model(
 def with_collision(model: ServedModel, options: CollisionOptions) -> ServedModel:
     """``model`` with its collision model (re)built for ``options`` (the chain is kept)."""
     if not options.enabled:
-        return replace(model, collision=None, collision_options=options)
+        return replace(model, collision=None, verdict=None, collision_options=options)
     chain = model.chain
+    if options.verdict == "tight" and not options.spheres_file:
+        both = robot_collision_model_from_urdf(model.urdf, chain, srdf=options.srdf or None,
+                                               search_dirs=options.mesh_search_paths, base_dir=model.base_dir,
+                                               samples=options.self_collision_samples)
+        return replace(model, collision=both.cost, verdict=both.verdict, collision_options=options)
     spheres = robot_spheres_from_urdf(
         model.urdf, chain, search_dirs=options.mesh_search_paths, base_dir=model.base_dir,
         overrides=options.spheres_file or None,
@@ -130,7 +145,7 @@ def with_collision(model: ServedModel, options: CollisionOptions) -> ServedModel
     pairs = self_collision_pairs(chain, spheres.to(chain.device, chain.dtype), srdf=options.srdf or None,
                                  samples=options.self_collision_samples)
     checker = CollisionChecker(chain, spheres, self_pairs=pairs)
-    return replace(model, collision=checker, collision_options=options)
+    return replace(model, collision=checker, verdict=None, collision_options=options)
 
 
 def check_description_size(urdf: str, limit: int) -> None:

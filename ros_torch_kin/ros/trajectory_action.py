@@ -183,7 +183,9 @@ class TrajectoryActionServer:
             limits = dataclasses.replace(limits, jerk=torch.full_like(limits.velocity, jerk))
         problem = dict(start=convert.to_tensor(chain, start), options=options, limits=limits)
         if goal.avoid_collisions and world.checker is not None:
-            problem["collision"] = world.checker
+            # the tight model decides validity; the coarse spheres give the costs and gradients
+            problem["collision"] = world.deciding
+            problem["collision_cost"] = world.checker
         if goal.target_type == Goal.TARGET_CONFIGURATION:
             target, _ = convert.read_positions(chain, goal.target_configuration.name, goal.target_configuration.position, 1)
             problem["target_configuration"] = convert.to_tensor(chain, target[0])
