@@ -64,7 +64,7 @@ class TreeDistances:
 
 #: Configurations per pass (bounds the gathered temporaries; the levels' sizes depend on how many
 #: configurations are near contact).
-CHUNK = 256
+CHUNK = 1024
 #: Rows (bucket pairs) per block of the self check's last level.
 BUCKET_PAIRS = 1 << 14
 
