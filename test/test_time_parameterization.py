@@ -263,3 +263,47 @@ def test_planned_motions_retimed_at_1_khz_stay_collision_free(arm):
         assert float((samples[1:] - samples[:-1]).abs().max()) < 0.003  # 1 kHz: at most a few mrad apart
         assert not bool(close.in_collision(dense(samples)).any())
         assert result.timings["time_parameterization"] > 0
+
+
+def test_curve_samples_per_segment_keep_every_sphere_within_the_tolerance(arm):
+    """Each segment gets its own number of curve samples (a bend many, a straight stretch one);
+    every sphere centre on the curve stays within the slack / 2 of the same point of the polyline
+    through the samples (measured by FK, not by the bound), the samples include the waypoints
+    exactly, and the approach rule still falls on the original segments."""
+    from ros_torch_kin.collision.sphere_centers import world_sphere_centers
+    from ros_torch_kin.kinematics import world_transforms
+
+    chain, checker = arm
+    a = torch.tensor([0.0, 0.3, 0.0, -1.2, 0.0, 0.6, 0.0], dtype=torch.float64)
+    steps = torch.zeros(7, 7, dtype=torch.float64)
+    steps[:5, 0] = 0.2  # along joint 0, then a bend into joint 3
+    steps[4:, 3] = torch.tensor([0.5, 0.2, 0.2], dtype=torch.float64)
+    q = torch.cat((a.unsqueeze(0), a + torch.cumsum(steps, 0)))
+    path = time_optimal._Spline(q.numpy())
+    validator = MotionValidator(checker, clearance=0.01)
+    tolerance = 1e-4
+    pieces, slack = time_optimal._curve_pieces(path.chord_deviation(), validator.sphere_speed, tolerance)
+    assert pieces.shape == (7,) and 2 * pieces.min() < pieces.max() < 64 and 0 < slack <= 2 * tolerance
+    samples = path.samples(pieces)
+    starts = np.concatenate(([0], np.cumsum(pieces)))
+    np.testing.assert_array_equal(samples[starts], q.numpy())  # the waypoints themselves
+    # the curve at 20 points inside every sample piece against the chord between its samples
+    fractions = np.linspace(0.0, 1.0, 21)
+    knots = np.repeat(path.knots[:-1], pieces) + np.concatenate([np.arange(n) / n for n in pieces]) * np.repeat(np.diff(path.knots), pieces)
+    ends = np.append(knots[1:], path.length)
+    s = (knots[:, None] + fractions[None] * (ends - knots)[:, None]).reshape(-1)
+    chords = (samples[:-1, None] + fractions[None, :, None] * (samples[1:] - samples[:-1])[:, None]).reshape(-1, 7)
+
+    def centres(x):
+        return world_sphere_centers(world_transforms(chain, torch.as_tensor(x)), checker.spheres)
+
+    deviation = (centres(path(s)) - centres(chords)).norm(dim=1).max()
+    assert float(deviation) <= slack / 2 * (1 + 1e-9), (float(deviation), slack)
+    # the approach rule of the original 7 segments (1 segment at each end), carried to the samples
+    curve = time_optimal._CurveValidator(validator, pieces, slack)
+    world = torch.full((1, len(samples)), 1.0, dtype=torch.float64)
+    world[0, 0] = 0.001  # a start closer than the clearance: its first segment only needs validity
+    need = curve.requirements(world)[0]
+    expected = validator.requirements(world[:, starts])[0].repeat_interleave(torch.as_tensor(pieces)) + slack
+    torch.testing.assert_close(need, expected)
+    assert need[0] == slack and need[-1] == 0.01 + slack

@@ -6,11 +6,13 @@ timed is the C² cubic spline through the waypoints (scipy's not-a-knot ``CubicS
 parameterised by the cumulative joint-space chord length) and that curve is collision-checked
 again with the planner's own :class:`~.checking.MotionValidator`:
 
-* the spline is sampled with ``n`` pieces per waypoint segment, chosen so that the curve stays
-  within ``curve_tolerance`` (m, of any collision sphere's motion) of the chords between its
-  samples: on a piece of parameter length h a joint leaves its chord by at most h²/8 · max|q''|
-  (q'' is linear on a cubic's piece, so its largest value is at a knot), and a sphere moves at most
-  Σ_k δ_k · G[k, s] for joint displacements δ_k (the validator's own sweep bound);
+* the spline is sampled with ``n_k`` pieces on waypoint segment k (its waypoints among the
+  samples), chosen per segment so that the curve stays within ``curve_tolerance`` (m, of any
+  collision sphere's motion) of the chords between its samples: on a piece of parameter length h
+  a joint leaves its chord by at most h²/8 · max|q''| (q'' is linear on a cubic's piece, so its
+  largest value is at a knot), and a sphere moves at most Σ_k δ_k · G[k, s] for joint
+  displacements δ_k (the validator's own sweep bound); a straight stretch needs one piece, a bend
+  many;
 * the validator checks that polyline (every piece, its refinements, its approach rule on the
   original segments) with every requirement raised by twice that deviation (a self pair's two
   spheres both move): a polyline that passes keeps the planner's requirements along the curve;
@@ -116,19 +118,28 @@ class _Spline:
     def __init__(self, waypoints: np.ndarray, lower: np.ndarray | None = None, upper: np.ndarray | None = None):
         from scipy.interpolate import CubicSpline, PchipInterpolator, PPoly
 
-        self.waypoints = waypoints
+        self.waypoints, self._lower, self._upper = waypoints, lower, upper
         self.knots = np.concatenate(([0.0], np.cumsum(np.linalg.norm(np.diff(waypoints, axis=0), axis=1))))
         self.length = float(self.knots[-1])
         self.spline = CubicSpline(self.knots, waypoints, bc_type="not-a-knot", axis=0)
         self.monotone = np.zeros(waypoints.shape[1], dtype=bool)
+        #: the curve was sampled within 1e-6 of its chords and every sample is within 1e-6 of the
+        #: limits given here (so :func:`_curve_ok` need not sample it again); None: not known
+        self.within_limits: bool | None = None
         if lower is not None and waypoints.shape[0] > 2:
             samples = self.samples(self._pieces_for(1e-6))
             self.monotone = ((samples < lower - 1e-6) | (samples > upper + 1e-6)).any(0)
+            self.within_limits = not self.monotone.any()
             if self.monotone.any():
                 c = self.spline.c.copy()
                 c[:, :, self.monotone] = PchipInterpolator(self.knots, waypoints, axis=0).c[:, :, self.monotone]
                 self.spline = PPoly(c, self.knots)
         self.d1, self.d2, self.d3 = (self.spline.derivative(k) for k in (1, 2, 3))
+
+    def limits_are(self, lower: np.ndarray | None, upper: np.ndarray | None) -> bool:
+        """Whether ``lower``, ``upper`` are the limits this spline was built with."""
+        return (lower is not None and self._lower is not None and np.array_equal(lower, self._lower)
+                and np.array_equal(upper, self._upper))
 
     def _pieces_for(self, tolerance: float) -> int:
         """Pieces per segment so that every joint stays within ``tolerance`` of its chords."""
@@ -145,16 +156,26 @@ class _Spline:
         second = np.maximum(np.abs(2 * c[1]), np.abs(6 * c[0] * h + 2 * c[1]))
         return second * h**2 / 8
 
-    def samples(self, pieces: int) -> np.ndarray:
-        """((T − 1)·pieces + 1, J) the curve at ``pieces`` equal parameter steps per waypoint segment."""
-        fractions = np.arange(pieces) / pieces
-        s = (self.knots[:-1, None] + fractions[None] * np.diff(self.knots)[:, None]).reshape(-1)
-        return np.concatenate((self(s), self.waypoints[-1:]))
+    def samples(self, pieces) -> np.ndarray:
+        """(Σ pieces + 1, J) the curve at ``pieces`` equal parameter steps per waypoint segment
+        (an int: the same for every segment, or (T − 1,) ints, one per segment); the segment
+        ends are the waypoints themselves."""
+        counts = np.broadcast_to(np.asarray(pieces, dtype=np.int64), (len(self.knots) - 1,))
+        segment = np.repeat(np.arange(len(counts)), counts)
+        step = np.arange(len(segment)) - np.repeat(np.cumsum(counts) - counts, counts)
+        s = self.knots[segment] + step / counts[segment] * np.diff(self.knots)[segment]
+        values = self(s)
+        values[step == 0] = self.waypoints[:-1]  # exactly the waypoints the planner checked
+        return np.concatenate((values, self.waypoints[-1:]))
+
+
+def _kept(waypoints: np.ndarray) -> np.ndarray:
+    """(T,) bool: the waypoints that differ from the one before (the first always)."""
+    return np.concatenate(([True], np.abs(np.diff(waypoints, axis=0)).max(1) > 1e-12))
 
 
 def _deduplicated(waypoints: np.ndarray) -> np.ndarray:
-    keep = np.concatenate(([True], np.abs(np.diff(waypoints, axis=0)).max(1) > 1e-12))
-    return waypoints[keep]
+    return waypoints[_kept(waypoints)]
 
 
 # ------------------------------------------------------------------------------ 1-D profiles
@@ -353,19 +374,45 @@ def _curve_ok(path: _Spline, request: TimingRequest, validator) -> tuple[bool, s
     return True, ""
 
 
-class _CurveValidator(MotionValidator):
-    """The planner's validator on a curve's samples (``pieces`` per waypoint segment): the same
-    check, every requirement raised by ``slack`` (m); the approach rule on the original segments."""
+def _curve_pieces(bound: np.ndarray, sphere_speed: Tensor, tolerance: float, most: int = 64) -> tuple[np.ndarray, float]:
+    """Pieces per waypoint segment ((T − 1,) ints) so that, sampled with them, the curve stays within
+    ``tolerance`` (m) of the chords between its samples, and the slack (m) the check's requirements
+    are raised by: twice the largest deviation left (a world distance changes by the deviation, a
+    self distance by twice it).
 
-    def __init__(self, base: MotionValidator, pieces: int, slack: float):  # noqa: super().__init__ not wanted
+    ``bound`` (T − 1, J): how far each joint leaves the chord of a whole segment; a sphere's centre
+    then leaves it by at most ``spread_k = max_s Σ_j bound[k, j] · G[j, s]`` (m), and by spread_k / n²
+    with n pieces (a joint's deviation falls with the square of the piece's length). Each segment
+    gets its own n_k = ⌈√(spread_k / tolerance)⌉ (at most ``most``) rather than all segments the
+    largest one's: a plan's bends are few, and the check's cost is its number of samples."""
+    speed = sphere_speed.detach().to("cpu", torch.float64).numpy()  # (J, S)
+    spread = (bound @ speed).max(1) if speed.shape[1] else np.zeros(bound.shape[0])  # (T − 1,) m, a whole segment
+    pieces = np.clip(np.ceil(np.sqrt(spread / tolerance)), 1, most).astype(np.int64)
+    slack = 2 * float((spread / pieces**2).max()) if len(spread) else 0.0
+    return pieces, slack
+
+
+class _CurveValidator(MotionValidator):
+    """The planner's validator on a curve's samples (``pieces`` per waypoint segment: an int, or
+    (T − 1,) ints, as :meth:`_Spline.samples` takes them): the same check, every requirement raised
+    by ``slack`` (m); the approach rule on the original segments."""
+
+    def __init__(self, base: MotionValidator, pieces, slack: float):  # noqa: super().__init__ not wanted
         self.__dict__.update(base.__dict__)
-        self._base, self._pieces, self._slack = base, pieces, slack
+        self._base, self._slack = base, slack
+        self._pieces = np.asarray(pieces, dtype=np.int64)
         self.clearance = base.clearance + slack
         self.validity_margin = base.validity_margin + slack
 
     def requirements(self, waypoint_world: Tensor) -> Tensor:
-        coarse = self._base.requirements(waypoint_world[:, ::self._pieces])
-        return coarse.repeat_interleave(self._pieces, 1) + self._slack
+        device = waypoint_world.device
+        if self._pieces.ndim == 0:  # the same count for every segment
+            counts = torch.full(((waypoint_world.shape[1] - 1) // int(self._pieces),), int(self._pieces), device=device)
+        else:
+            counts = torch.as_tensor(self._pieces, device=device)
+        waypoints = torch.cat((counts.new_zeros(1), torch.cumsum(counts, 0)))  # the original waypoints' samples
+        coarse = self._base.requirements(waypoint_world[:, waypoints])
+        return coarse.repeat_interleave(counts, 1) + self._slack
 
 
 def _toppra(path: _Spline, request: TimingRequest) -> _PathMotion:
