@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import example_robot_data_dir, machine, stamp, versions, write_section  # noqa: E402
 
 from ros_torch_kin.kinematics import Chain  # noqa: E402
-from ros_torch_kin.motion import solve_trajectory  # noqa: E402
+from ros_torch_kin.motion import solve_trajectory, time_parameterize  # noqa: E402
 from ros_torch_kin.motion.time_optimal import TimingRequest, retime  # noqa: E402
 from ros_torch_kin.optim import TrajectoryLimits, TrajectoryOptions  # noqa: E402
 
@@ -70,7 +70,9 @@ def measure(result, limits: TrajectoryLimits, jerk: float, validator=None) -> di
     jerk_time = time.perf_counter() - began
     timed = result.trajectories[0]
     reference = reference_duration(q.numpy(), request.velocity, request.acceleration)
-    return dict(uniform=float(result.duration[0]), timed=timed.duration, method=timed.method, reference=reference,
+    step, _, _ = time_parameterize(q.unsqueeze(0), limits.velocity.double(), limits.acceleration.double())
+    uniform = float(step[0]) * (q.shape[0] - 1)  # the earlier parameterisation, for comparison
+    return dict(uniform=uniform, timed=timed.duration, method=timed.method, reference=reference,
                 jerk=jerky.duration, jerk_method=jerky.method, jerk_time=jerk_time,
                 timing=result.timings.get("time_parameterization", math.nan), peak=timed.peak, jerk_peak=jerky.peak)
 

@@ -16,7 +16,7 @@ import torch
 
 from ros_torch_kin.collision import CollisionChecker, Obstacle, Scene, robot_spheres_from_urdf
 from ros_torch_kin.kinematics import Chain, forward_kinematics
-from ros_torch_kin.motion import MotionValidator, solve_trajectory
+from ros_torch_kin.motion import MotionValidator, solve_trajectory, time_parameterize
 from ros_torch_kin.motion import time_optimal
 from ros_torch_kin.motion.time_optimal import TimingRequest, retime
 from ros_torch_kin.optim import TrajectoryLimits, TrajectoryOptions
@@ -93,6 +93,7 @@ def test_duration_is_toppra_s_on_the_same_path_computed_independently(planned):
 
     result, limits = planned
     request = request_for(limits)
+    uniform = uniform_durations(result, limits)
     for p in range(result.positions.shape[0]):
         q = result.positions[p].numpy()
         q = q[np.concatenate(([True], np.abs(np.diff(q, axis=0)).max(1) > 1e-12))]
@@ -105,7 +106,7 @@ def test_duration_is_toppra_s_on_the_same_path_computed_independently(planned):
         timed = result.trajectories[p]
         assert timed.method == "time_optimal"
         assert 0.995 * reference <= timed.duration <= 1.01 * reference, (timed.duration, reference)
-        assert timed.duration < float(result.duration[p])  # faster than the uniform scaling
+        assert timed.duration < float(uniform[p])  # faster than the earlier uniform scaling
 
 
 def test_limits_hold_sampled_at_1_khz_and_the_samples_are_consistent(planned):
@@ -165,11 +166,18 @@ def test_scaling_factors_and_durations(arm, planned):
         TrajectoryOptions(duration=float("nan"))
 
 
+def uniform_durations(result, limits) -> torch.Tensor:
+    """(P,) s: the earlier parameterisation's durations (the waypoints uniformly time-scaled)."""
+    dt, _, _ = time_parameterize(result.positions, limits.velocity, limits.acceleration)
+    return dt * (result.positions.shape[1] - 1)
+
+
 def test_uniform_option_and_the_fallback_when_toppra_fails(planned, monkeypatch):
     result, limits = planned
     uniform = time_optimal.timed_trajectories(result.positions, limits, TrajectoryOptions(time_parameterization="uniform"))
     assert [t.method for t in uniform] == ["uniform"] * 3
-    torch.testing.assert_close(torch.tensor([t.duration for t in uniform], dtype=torch.float64), result.duration)
+    torch.testing.assert_close(torch.tensor([t.duration for t in uniform], dtype=torch.float64),
+                               uniform_durations(result, limits))
 
     def broken(path, request):
         raise RuntimeError("no solution")
@@ -180,7 +188,7 @@ def test_uniform_option_and_the_fallback_when_toppra_fails(planned, monkeypatch)
         fallback = retime(result.positions[0], request_for(limits))
     assert fallback.method == "uniform" and "TOPP-RA failed" in fallback.note
     assert any("TOPP-RA failed" in str(w.message) for w in caught)
-    assert fallback.duration == pytest.approx(float(result.duration[0]), rel=1e-6)  # the planner's uniform scaling
+    assert fallback.duration == pytest.approx(float(uniform_durations(result, limits)[0]), rel=1e-6)
 
 
 def test_a_joint_whose_spline_would_leave_its_limits_is_interpolated_monotonically():
@@ -263,6 +271,59 @@ def test_planned_motions_retimed_at_1_khz_stay_collision_free(arm):
         assert float((samples[1:] - samples[:-1]).abs().max()) < 0.003  # 1 kHz: at most a few mrad apart
         assert not bool(close.in_collision(dense(samples)).any())
         assert result.timings["time_parameterization"] > 0
+
+
+def at_times(motion, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A timed trajectory's positions and velocities at ``times``, interpolated between its samples."""
+    t = motion.times.numpy()
+    q, v = motion.positions.double().numpy(), motion.velocities.double().numpy()
+    return (np.stack([np.interp(times, t, q[:, j]) for j in range(q.shape[1])], 1),
+            np.stack([np.interp(times, t, v[:, j]) for j in range(v.shape[1])], 1))
+
+
+@pytest.mark.parametrize("method", ["time_optimal", "jerk_limited", "waypoint_stops", "uniform"])
+def test_the_motion_at_its_waypoints_is_the_motion_itself(planned, method, monkeypatch):
+    """waypoint_times / waypoint_velocities / waypoint_accelerations (the result's times(),
+    velocities, accelerations) are the returned motion where it passes each waypoint, whatever the
+    method; a repeated waypoint shares its neighbour's time (except with uniform scaling)."""
+    result, limits = planned
+    q = torch.cat((result.positions[0, :3], result.positions[0, 2:]))  # waypoint 2 twice
+    request = request_for(limits, jerk=np.full(7, 50.0) if method == "jerk_limited" else None, **KHZ)
+    if method == "uniform":
+        timed = time_optimal._uniform(q, request, "")
+    elif method == "waypoint_stops":  # as when the curve fails its check
+        monkeypatch.setattr(time_optimal, "_curve_ok", lambda path, request, validator: (False, "fails"))
+        timed = retime(q, request)
+    else:
+        timed = retime(q, request)
+    assert timed.method == method
+    T = q.shape[0]
+    t, v, a = timed.waypoint_times.numpy(), timed.waypoint_velocities.numpy(), timed.waypoint_accelerations.numpy()
+    assert t.shape == (T,) and v.shape == a.shape == (T, 7) and timed.waypoint_times.dtype == torch.float64
+    assert t[0] == 0 and t[-1] == timed.duration and (np.diff(t) >= 0).all()
+    assert (t[2] == t[3]) == (method != "uniform")  # uniform scaling holds still for a step
+    assert np.abs(v[[0, -1]]).max() == 0  # at rest at both ends (uniform: its second differences start it)
+    assert (np.abs(a[[0, -1]]).max() == 0) == (method != "uniform")
+    assert (np.abs(v) <= request.velocity * (1 + 1e-6)).all() and (np.abs(a) <= request.acceleration * (1 + 1e-6)).all()
+    if method == "waypoint_stops":
+        assert np.abs(v).max() == 0  # at rest at every waypoint
+    if method == "uniform":
+        positions, velocities = timed.positions.numpy(), timed.velocities.numpy()  # the samples are the waypoints
+    else:
+        positions, velocities = at_times(timed, t)
+    np.testing.assert_allclose(positions, q.numpy(), atol=1e-5)
+    np.testing.assert_allclose(velocities, v, atol=float(request.acceleration.max()) * 1e-3 + 1e-6)
+
+
+def test_the_result_s_timing_is_the_returned_motion_s(planned):
+    result, _ = planned
+    assert result.duration.dtype == torch.float64
+    assert result.duration.tolist() == [t.duration for t in result.trajectories]
+    torch.testing.assert_close(result.times(), torch.stack([t.waypoint_times for t in result.trajectories]))
+    torch.testing.assert_close(result.velocities, torch.stack([t.waypoint_velocities for t in result.trajectories]))
+    torch.testing.assert_close(result.accelerations, torch.stack([t.waypoint_accelerations for t in result.trajectories]))
+    with pytest.warns(DeprecationWarning):
+        assert result.time_step.shape == (3,)
 
 
 def test_curve_samples_per_segment_keep_every_sphere_within_the_tolerance(arm):

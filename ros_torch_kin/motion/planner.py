@@ -64,14 +64,22 @@ from .global_search import GlobalSearchOptions, search_path
 from .goals import GOAL_IN_COLLISION, GOAL_NOT_REACHED, NO_PATH, START_IN_COLLISION, collision_free_goals
 from .seeds import candidate_motions, rank_candidates
 from .time_optimal import timed_trajectories
-from .timing import time_parameterize
 
 
 @dataclass(frozen=True)
 class TrajectoryResult:
     """Best trajectory per problem. P problems, T waypoints, J joints; rad / m and s.
 
-    positions, velocities, accelerations: (P, T, J) at times k · time_step (P,); success (P,):
+    The motion to execute is ``trajectories``: per problem a
+    :class:`~ros_torch_kin.motion.time_optimal.TimedTrajectory` sampled every
+    ``options.sample_period`` s (by default time-optimal on the spline through the waypoints, that
+    curve checked again by the same collision check on success; see :mod:`.time_optimal`).
+    Everything here that describes timing describes that motion:
+
+    positions (P, T, J): the planned waypoints (the path the motion passes through, the one
+    checked); times() (P, T) s: when the motion passes each of them; velocities, accelerations
+    (P, T, J) per s and per s²: the motion's there (at rest at both ends); duration (P,) s: how long
+    it takes. success (P,):
     the target is reached within tolerance (every waypoint is within the position limits
     always); position_error (P,) m, orientation_error (P,) rad (0 for position-only and
     configuration goals; for configuration goals position_error is the joint-space distance);
@@ -91,18 +99,13 @@ class TrajectoryResult:
     'goals' (collision-free IK), 'seeding', 'iterations' (the optimisation, checks excluded),
     'checking' (whole-motion checks), 'time_parameterization', 'total'.
 
-    positions, velocities, accelerations, time_step, duration and times() are the waypoints
-    uniformly time-scaled (:mod:`.timing`; within the limits times the options' scaling factors).
-    trajectories: per problem the motion to execute, a
-    :class:`~ros_torch_kin.motion.time_optimal.TimedTrajectory` (by default time-optimal on the
-    spline through the waypoints, that curve checked again by the same collision check on
-    success; see :mod:`.time_optimal`), sampled every ``options.sample_period`` s.
+    time_step is deprecated: the waypoints are no longer evenly spaced in time (it was the step of
+    the earlier uniform time scaling, which ``options.time_parameterization="uniform"`` still gives).
     """
 
     positions: Tensor
     velocities: Tensor
     accelerations: Tensor
-    time_step: Tensor
     success: Tensor
     position_error: Tensor
     orientation_error: Tensor
@@ -120,13 +123,22 @@ class TrajectoryResult:
 
     @property
     def duration(self) -> Tensor:
-        """(P,) motion time, s."""
-        return self.time_step * (self.positions.shape[1] - 1)
+        """(P,) float64 s: how long each problem's motion (``trajectories[p].duration``) takes."""
+        return torch.tensor([t.duration for t in self.trajectories], dtype=torch.float64,
+                            device=self.positions.device)
 
     def times(self) -> Tensor:
-        """(P, T) time of each waypoint from the start, s."""
-        steps = torch.arange(self.positions.shape[1], dtype=self.time_step.dtype, device=self.time_step.device)
-        return self.time_step.unsqueeze(-1) * steps
+        """(P, T) float64 s: when each problem's motion passes each waypoint, from 0 to ``duration``
+        (``trajectories[p].waypoint_times``)."""
+        return torch.stack([t.waypoint_times for t in self.trajectories])
+
+    @property
+    def time_step(self) -> Tensor:
+        """Deprecated (the motion is not uniform in time): (P,) duration / (T − 1) s, the mean time
+        between waypoints (the step itself with ``time_parameterization="uniform"``). Use times()."""
+        warnings.warn("TrajectoryResult.time_step is deprecated: the waypoints are not evenly spaced in time; "
+                      "use times() (or trajectories[p].times for the samples)", DeprecationWarning, stacklevel=2)
+        return (self.duration / max(1, self.positions.shape[1] - 1)).to(self.positions.dtype)
 
 
 @dataclass(frozen=True)
@@ -322,12 +334,7 @@ def solve_trajectory(
         pick = torch.where(success.view(P, S).any(1), score.view(P, S).argmin(1), fallback.view(P, S).argmin(1))
         index = torch.arange(P, device=x.device) * S + pick
         positions = state.positions[index]
-        velocity_limit = limits.velocity * options.velocity_scaling
-        acceleration_limit = limits.acceleration * options.acceleration_scaling
-        time_step, velocities, accelerations = time_parameterize(positions, velocity_limit, acceleration_limit)
-        within = ((velocities.abs() <= velocity_limit * (1 + 1e-5)).all((1, 2))
-                  & (accelerations.abs() <= acceleration_limit * (1 + 1e-5)).all((1, 2)))
-        chosen_success = success[index] & within
+        chosen_success = success[index]
     extra = {}
     if motion is not None:
         for p in range(P):
@@ -340,13 +347,18 @@ def solve_trajectory(
         failure = ["" if bool(ok) else GOAL_NOT_REACHED for ok in chosen_success]
     moment = time.perf_counter()  # the motion to execute: its curve checked again where it succeeded
     trajectories = timed_trajectories(positions, limits, options, motion, chosen_success)
+    # success also needs the motion within the (scaled) limits, as verified at the controller's rate
+    peaks = [max(t.peak["velocity"], t.peak["acceleration"], t.peak.get("jerk", 0.0)) for t in trajectories]
+    for p, peak in enumerate(peaks):
+        if bool(chosen_success[p]) and not peak <= 1 + 1e-5:
+            chosen_success[p] = False
+            failure[p] = f"timed motion exceeds its limits ({peak:.4g} × a limit)"
     timings["time_parameterization"] = time.perf_counter() - moment
     timings["total"] = time.perf_counter() - started
     return TrajectoryResult(
         positions=positions,
-        velocities=velocities,
-        accelerations=accelerations,
-        time_step=time_step,
+        velocities=torch.stack([t.waypoint_velocities for t in trajectories]),
+        accelerations=torch.stack([t.waypoint_accelerations for t in trajectories]),
         success=chosen_success,
         position_error=position_error[index],
         orientation_error=orientation_error[index],

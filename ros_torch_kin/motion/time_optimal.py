@@ -69,8 +69,9 @@ UNIFORM = "uniform"
 class TimedTrajectory:
     """One motion sampled in time (K samples, J joints; rad / m and s), at rest at both ends.
 
-    times (K,) float64, from 0 to ``duration`` every ``sample_period`` (the last one at the end);
-    positions, velocities, accelerations (K, J). method: "time_optimal" (TOPP-RA on the spline),
+    times (K,) float64 s, from 0 to ``duration`` every ``sample_period`` (the last one at the end);
+    positions (K, J) rad / m, velocities (K, J) per s, accelerations (K, J) per s², in the
+    waypoints' dtype and device. duration: s (float). method: "time_optimal" (TOPP-RA on the spline),
     "jerk_limited" (the spline, jerk-limited), "waypoint_stops" (the polyline, at rest at every
     waypoint) or "uniform" (the waypoints uniformly time-scaled; the fallback when TOPP-RA fails).
     fastest: the duration the limits allow (s; ``duration`` is longer only when a longer one was
@@ -78,6 +79,14 @@ class TimedTrajectory:
     accelerations) of the motion sampled at the controller's rate, each as a fraction of its
     limit (jerk: 0 without jerk limits). curve_checked: the curve passed the validator (None
     without one). note: '' or why the result differs from what was asked for.
+
+    The same motion where it passes the T planned waypoints it was timed through (every method
+    passes through each of them exactly): waypoint_times (T,) float64 s, nondecreasing from 0 to
+    ``duration`` (repeated waypoints share a time, except with "uniform", which holds still
+    for a step there); waypoint_velocities, waypoint_accelerations (T, J) per s and per s², zero at
+    both ends ("uniform": its accelerations are second differences, not zero at the ends; where
+    the acceleration steps at a waypoint, a C¹ joint's or every joint's with "waypoint_stops", the
+    value just after it).
     """
 
     times: Tensor
@@ -90,13 +99,22 @@ class TimedTrajectory:
     peak: dict
     curve_checked: bool | None = None
     note: str = ""
+    waypoint_times: Tensor | None = None
+    waypoint_velocities: Tensor | None = None
+    waypoint_accelerations: Tensor | None = None
 
 
 @dataclass(frozen=True)
 class TimingRequest:
-    """What :func:`retime` respects: (J,) velocity and acceleration limits (already scaled), jerk
-    limits or None, the duration asked for (0: the fastest), the controller's period at which the
-    limits are verified and the period of the returned samples (s), and the curve's tolerance (m)."""
+    """What :func:`retime` respects (float64 numpy arrays, J joints; rad or m, and s).
+
+    velocity (J,) per s, acceleration (J,) per s² (already times any scaling factor), jerk (J,)
+    per s³ or None (no jerk limit); lower, upper (J,) position limits or None (the curve is then not
+    held within any); duration s (0: as fast as the limits allow; longer: slowed uniformly in
+    time); control_period s, at which the limits are verified (the controller's rate);
+    sample_period s, the spacing of the returned samples; curve_tolerance m, how far any collision
+    sphere of the checked curve may leave the chords between its samples (see the module docstring).
+    """
 
     velocity: np.ndarray
     acceleration: np.ndarray
@@ -311,11 +329,15 @@ class _Stops(_Motion):
 
 # ------------------------------------------------------------------------------------- retime
 def retime(waypoints: Tensor, request: TimingRequest, validator=None) -> TimedTrajectory:
-    """The motion through ``waypoints`` (T, J) within ``request``'s limits, as fast as they allow
-    (or as long as asked); ``validator``: the planner's :class:`~.checking.MotionValidator` that
-    checked the waypoints' polyline (the curve is checked again with it; see the module docstring)."""
+    """The motion through ``waypoints`` (T, J) (rad / m; any dtype and device: the result's
+    positions, velocities and accelerations keep them, its times are float64 s) within
+    ``request``'s limits, at rest at both ends, as fast as they allow (or as long as asked).
+    ``validator``: the planner's :class:`~.checking.MotionValidator` that checked the waypoints'
+    polyline; the curve is checked again with it and, failing, the motion stops at every
+    waypoint (see the module docstring). Without one the curve is not collision-checked."""
     dtype, device = waypoints.dtype, waypoints.device
-    q = _deduplicated(waypoints.detach().to("cpu", torch.float64).numpy())
+    original = waypoints.detach().to("cpu", torch.float64).numpy()
+    q = _deduplicated(original)
     notes = []
     if q.shape[0] == 1:
         motion, method, checked = None, TIME_OPTIMAL, None
@@ -346,26 +368,28 @@ def retime(waypoints: Tensor, request: TimingRequest, validator=None) -> TimedTr
                 warnings.warn(message, stacklevel=2)
                 return _uniform(waypoints, request, message)
         checked = None if validator is None else checked
-    trajectory = _sampled(motion, q, request, method, checked, notes)
-    times = torch.as_tensor(trajectory[0], dtype=torch.float64, device=device)  # float64 whatever the chain's dtype
-    return TimedTrajectory(times, *(torch.as_tensor(x, dtype=dtype, device=device) for x in trajectory[1:4]),
-                           *trajectory[4:])
+    trajectory, at_waypoints = _sampled(motion, q, request, method, checked, notes)
+    index = np.cumsum(_kept(original)) - 1  # each waypoint's place among the deduplicated ones
+    tensor = lambda x: torch.as_tensor(x, dtype=dtype, device=device)  # noqa: E731
+    seconds = lambda x: torch.as_tensor(x, dtype=torch.float64, device=device)  # noqa: E731 -- float64 whatever the chain's dtype
+    return TimedTrajectory(seconds(trajectory[0]), *(tensor(x) for x in trajectory[1:4]), *trajectory[4:],
+                           waypoint_times=seconds(at_waypoints[0][index]),
+                           waypoint_velocities=tensor(at_waypoints[1][index]),
+                           waypoint_accelerations=tensor(at_waypoints[2][index]))
 
 
 def _curve_ok(path: _Spline, request: TimingRequest, validator) -> tuple[bool, str]:
     """Whether the spline keeps the position limits (within 2 µrad) and, with a validator, the
     polyline's collision requirements (see the module docstring); else why not."""
     bound = path.chord_deviation()  # (T − 1, J): one whole piece
-    if request.lower is not None:  # samples within 1e-6 of the limits, the curve within 1e-6 of its chords
+    same_limits = path.within_limits and path.limits_are(request.lower, request.upper)
+    if request.lower is not None and not same_limits:  # samples within 1e-6 of the limits, the curve within 1e-6 of its chords
         samples = path.samples(path._pieces_for(1e-6))
         if (samples < request.lower - 1e-6).any() or (samples > request.upper + 1e-6).any():
             return False, "leaves the position limits"
     if validator is None:
         return True, ""
-    speed = validator.sphere_speed.detach().to("cpu", torch.float64).numpy()  # (J, S)
-    spread = float((bound @ speed).max()) if speed.shape[1] else 0.0  # m, a sphere's deviation on a whole piece
-    pieces = int(min(64, max(1, math.ceil(math.sqrt(spread / request.curve_tolerance)))))
-    slack = 2 * spread / pieces**2  # a world distance changes by the deviation, a self distance by twice it
+    pieces, slack = _curve_pieces(bound, validator.sphere_speed, request.curve_tolerance)
     curve = _CurveValidator(validator, pieces, slack)
     like = validator.sphere_speed
     verdict = curve.check(torch.as_tensor(path.samples(pieces), dtype=like.dtype, device=like.device).unsqueeze(0))
@@ -529,12 +553,31 @@ def _output_times(duration: float, period: float) -> np.ndarray:
     return times
 
 
-def _sampled(motion: _Motion | None, q: np.ndarray, request: TimingRequest, method: str, checked, notes: list) -> tuple:
+def _knot_times(motion: _Motion) -> np.ndarray:
+    """(T,) when ``motion`` (unstretched) passes each of its (deduplicated) waypoints, s."""
+    if isinstance(motion, _Stops):
+        return motion.begins.copy()
+    # a path timed by a nondecreasing s(t), strictly increasing inside: bisection for s(t) = knot
+    knots = motion.path.knots
+    low, high = np.zeros_like(knots), np.full_like(knots, motion.duration)
+    for _ in range(64):
+        middle = 0.5 * (low + high)
+        below = motion.profile(middle)[0] < knots
+        low, high = np.where(below, middle, low), np.where(below, high, middle)
+    high[0], high[-1] = 0.0, motion.duration
+    return high
+
+
+def _sampled(motion: _Motion | None, q: np.ndarray, request: TimingRequest, method: str, checked,
+             notes: list) -> tuple[tuple, tuple]:
+    """(the TimedTrajectory's fields up to ``note``, (times, velocities, accelerations) at the
+    deduplicated waypoints ``q``)."""
     J = q.shape[1]
     if motion is None or motion.duration <= 0:
         zeros = np.zeros((1, J))
+        rest = (np.zeros(q.shape[0]), np.zeros_like(q), np.zeros_like(q))
         return (np.zeros(1), q[:1], zeros, zeros, 0.0, method, 0.0,
-                dict(velocity=0.0, acceleration=0.0, jerk=0.0), checked, "; ".join(notes))
+                dict(velocity=0.0, acceleration=0.0, jerk=0.0), checked, "; ".join(notes)), rest
     # stretch until every sample, at the controller's rate and the returned ones, is within the
     # limits (TOPP-RA enforces them at its grid points only)
     stretch = 1.0
@@ -560,7 +603,15 @@ def _sampled(motion: _Motion | None, q: np.ndarray, request: TimingRequest, meth
     positions[0], positions[-1] = q[0], q[-1]  # exactly the planned start and goal
     velocities[[0, -1]] = 0.0
     accelerations[[0, -1]] = 0.0
-    return (times, positions, velocities, accelerations, duration, method, fastest, peak, checked, "; ".join(notes))
+    knot_times = _knot_times(motion)
+    _, knot_v, knot_a = motion.evaluate(knot_times)
+    knot_v, knot_a = knot_v / factor, knot_a / factor**2
+    knot_v[[0, -1]] = 0.0
+    knot_a[[0, -1]] = 0.0
+    knot_times = np.minimum(knot_times * factor, duration)
+    knot_times[-1] = duration
+    return ((times, positions, velocities, accelerations, duration, method, fastest, peak, checked, "; ".join(notes)),
+            (knot_times, knot_v, knot_a))
 
 
 def _uniform(waypoints: Tensor, request: TimingRequest, note: str) -> TimedTrajectory:
@@ -573,15 +624,19 @@ def _uniform(waypoints: Tensor, request: TimingRequest, note: str) -> TimedTraje
     times = torch.arange(waypoints.shape[0], dtype=torch.float64, device=waypoints.device) * float(dt[0]) * stretch
     peak = dict(velocity=float((v[0].abs() / velocity).max()) / stretch,
                 acceleration=float((a[0].abs() / acceleration).max()) / stretch**2, jerk=0.0)
-    return TimedTrajectory(times, waypoints.clone(), v[0] / stretch, a[0] / stretch**2, fastest * stretch, UNIFORM,
-                           fastest, peak, None, note)
+    v, a = v[0] / stretch, a[0] / stretch**2
+    return TimedTrajectory(times, waypoints.clone(), v, a, fastest * stretch, UNIFORM, fastest, peak, None, note,
+                           waypoint_times=times.clone(), waypoint_velocities=v.clone(), waypoint_accelerations=a.clone())
 
 
 def timed_trajectories(positions: Tensor, limits, options, validator=None, check=None) -> tuple[TimedTrajectory, ...]:
-    """The planner's timing step: each of the P motions (P, T, J) timed within ``limits``
-    (a :class:`~ros_torch_kin.optim.TrajectoryLimits`, scaled by ``options``' scaling factors) as
-    ``options`` say; the curves of the problems where ``check`` (P,) bool is true are checked
-    with ``validator``."""
+    """The planner's timing step: each of the P waypoint paths ``positions`` (P, T, J) timed by
+    :func:`retime` within ``limits`` (a :class:`~ros_torch_kin.optim.TrajectoryLimits`, times
+    ``options``' velocity, acceleration and jerk scaling factors) as ``options``
+    (a :class:`~ros_torch_kin.optim.TrajectoryOptions`: time_parameterization, duration,
+    control_period, sample_period, curve_tolerance) say; the curves of the problems where
+    ``check`` (P,) bool is true (all, if None) are checked with ``validator``. Returns P
+    :class:`TimedTrajectory`."""
     jerk = None
     if limits.jerk is not None:
         jerk = limits.jerk.detach().to("cpu", torch.float64).numpy() * options.jerk_scaling
