@@ -1,9 +1,11 @@
 """Point-cloud world: insertion time and the verdict against a coal OcTree loop -> BENCHMARKS.md.
 
-1. A 300,000-point cloud (a 640×480 depth view of a table with boxes, back-projected, ~2 % holes)
-   into the world as the node does it (:func:`ros_torch_kin.ros.point_cloud_input.sensed_obstacle`:
-   range filter, voxel quantisation, self filter against the arm's spheres, grid + distance field),
-   at 1 cm and 2 cm voxels; and Obstacle.points on the raw cloud.
+1. A 640×480 depth view of a table with boxes (back-projected, ~2 % holes) and a 300,000-point
+   cloud into the world as the node does it
+   (:func:`ros_torch_kin.ros.point_cloud_input.sensed_obstacle`: range filter, voxel
+   quantisation, self filter against the arm's spheres, multi-resolution grid), at 1 cm and 2 cm
+   voxels, and the packing for the checkers; Obstacle.points with the multi-resolution field and
+   with the exact EDT.
 2. The verdict of the bundled arm's coarse spheres against a 100,000-point world at B = 4,096: ours
    (CollisionChecker, float32, CPU) against Pinocchio FK + a coal collide loop of the same spheres
    against the same points as a coal OcTree (resolution = our voxel size).
@@ -93,8 +95,16 @@ def main() -> None:
     rng = np.random.default_rng(1)
     big = np.concatenate([raw, raw[rng.choice(len(raw), 300_000 - len(raw))] + rng.normal(0, 0.003, (300_000 - len(raw), 3))])
     for voxel in (0.01, 0.02):
-        t, obstacle = timed(lambda: Obstacle.points("cloud", big, voxel))
-        rows.append((f"300,000-point cloud -> Obstacle.points, {voxel * 100:g} cm voxels", t, obstacle.grid))
+        t, obstacle = timed(lambda: sensed_obstacle("cam", big, np.eye(4), voxel, 0.0, 10.0, own, 0.02))
+        rows.append((f"300,000-point cloud -> world, node path, {voxel * 100:g} cm voxels", t, obstacle.grid))
+        t, packed = timed(lambda: Scene([obstacle]).packed("cpu", torch.float32))
+        rows.append((f"  then packing it for the checkers (Scene.packed, float32, first query), {voxel * 100:g} cm", t,
+                     obstacle.grid))
+    for voxel in (0.01, 0.02):
+        for multires in (True, False):
+            t, obstacle = timed(lambda: Obstacle.points("cloud", big, voxel, multires=multires), repeat=5 if multires else 2)
+            rows.append((f"300,000-point cloud -> Obstacle.points({'multires=True' if multires else 'exact EDT'}), "
+                         f"{voxel * 100:g} cm voxels", t, obstacle.grid))
 
     # verdict against a 100,000-point world
     voxel = 0.01
@@ -143,7 +153,9 @@ def main() -> None:
              "figures are upper bounds of what an idle core gives.", "",
              "| what | median time | grid |", "|---|---:|---|"]
     for what, t, grid in rows:
-        lines.append(f"| {what} | {t * 1000:.1f} ms | {grid.occupied_count:,} voxels of {'×'.join(map(str, grid.shape))} |")
+        kind = "exact EDT" if grid.layout is None else f"multi-resolution, {grid.field.size:,} values"
+        lines.append(f"| {what} | {t * 1000:.1f} ms | {grid.occupied_count:,} voxels of {'×'.join(map(str, grid.shape))}, "
+                     f"{kind} |")
     lines += ["", f"Verdict of the bundled arm's {spheres.num_spheres} coarse spheres against a 100,000-point world "
               f"(1 cm voxels), B = {args.batch:,}:", "",
               "| method | time | per configuration |", "|---|---:|---:|",

@@ -12,7 +12,9 @@ requests in flight keep the world they started with):
 2. Points: NaN / zero depth (holes) skipped, then those closer than ``sensor_min_range`` or
    farther than ``sensor_max_range`` from the sensor dropped; more than ``sensor_max_points``
    refuses the message (logged).
-3. Quantised to ``sensor_voxel_size`` voxels (the grid is aligned to the root frame).
+3. Quantised to ``sensor_voxel_size`` voxels (the grid is aligned to the root frame), each voxel
+   once; the obstacle is a multi-resolution grid (:mod:`..collision.occupancy`: built in time
+   proportional to the occupied voxels, not to the box they span).
 4. Self filter: voxels whose centre is within a collision sphere of the robot (at that joint
    state) plus ``self_filter_padding`` plus the voxel half-diagonal are removed, as MoveIt's
    self filter does, so a wrist camera that sees the gripper does not block every plan.
@@ -53,6 +55,8 @@ SENSOR_PARAMETERS = (
     ("sensor_max_points", 2_000_000, "Largest cloud (points, NaNs included) accepted; a larger one is refused."),
     ("self_filter_padding", 0.02, "Points within the robot's collision spheres plus this (m) are removed."),
 )
+#: Largest voxel box (cells) deduplicated by marking a boolean array rather than by sorting.
+UNIQUE_BY_MARKING = 32_000_000
 #: Complete joint states kept for stamping clouds.
 HISTORY = 200
 #: Seconds between two marker publications caused by sensor updates.
@@ -131,17 +135,24 @@ def sensed_obstacle(id: str, points: np.ndarray, sensor_pose: np.ndarray, voxel_
     """Points in the sensor frame -> the world obstacle (root frame), or None when nothing is
     left. ``spheres``: the robot's collision sphere centres (S, 3) and radii (S,) at the
     message's joint state (root frame), for the self filter. Steps 2-4 of the module doc."""
-    finite = np.isfinite(points).all(axis=1)
-    distance = np.linalg.norm(np.where(finite[:, None], points, 0.0), axis=1)
-    points = points[finite & (distance >= min_range) & (distance <= max_range)]
-    if not points.shape[0]:
+    x, y, z = points[:, 0], points[:, 1], points[:, 2]  # columns: numpy is slow on a short last axis
+    squared = x * x + y * y + z * z  # NaN / inf for a hole: every comparison below is False
+    keep = np.flatnonzero((squared >= min_range * min_range) & (squared <= max_range * max_range))
+    if not keep.size:
         return None
-    world = points @ sensor_pose[:3, :3].T + sensor_pose[:3, 3]
-    index = np.floor(world / voxel_size).astype(np.int64)
-    low = index.min(0)
-    span = index.max(0) - low + 1
-    packed = np.unique(((index[:, 0] - low[0]) * span[1] + (index[:, 1] - low[1])) * span[2] + (index[:, 2] - low[2]))
-    keys = np.stack([packed // (span[1] * span[2]), (packed // span[2]) % span[1], packed % span[2]], axis=1) + low
+    x, y, z = x[keep], y[keep], z[keep]
+    R, t = sensor_pose[:3, :3], sensor_pose[:3, 3]
+    index = [np.floor((R[a, 0] * x + R[a, 1] * y + R[a, 2] * z + t[a]) / voxel_size).astype(np.int64) for a in range(3)]
+    low = np.array([i.min() for i in index])
+    span = np.array([i.max() for i in index]) - low + 1
+    flat = ((index[0] - low[0]) * span[1] + (index[1] - low[1])) * span[2] + (index[2] - low[2])
+    if np.prod(span.astype(np.float64)) <= UNIQUE_BY_MARKING:  # each voxel once: marking is ~10x np.unique
+        marks = np.zeros(int(np.prod(span)), dtype=bool)
+        marks[flat] = True
+        packed = np.flatnonzero(marks)
+    else:
+        packed = np.unique(flat)
+    keys = np.stack(np.unravel_index(packed, tuple(span)), axis=1) + low
     centers = (keys + 0.5) * voxel_size
     if spheres is not None and spheres[0].shape[0]:
         reach = torch.as_tensor(spheres[1] + padding + 0.5 * math.sqrt(3) * voxel_size)
@@ -152,7 +163,7 @@ def sensed_obstacle(id: str, points: np.ndarray, sensor_pose: np.ndarray, voxel_
         centers = centers[torch.cat(keep).numpy()]
         if not centers.shape[0]:
             return None
-    return Obstacle.points(id, centers, voxel_size)
+    return Obstacle.points(id, centers, voxel_size, multires=True)
 
 
 class JointStateHistory:

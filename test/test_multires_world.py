@@ -1,0 +1,91 @@
+"""The multi-resolution voxel field (``VoxelGrid.from_points(..., multires=True)``, what the
+node's camera topics build) against scipy's KD-tree: a lower bound of the true distance
+everywhere, within the tiered bounds stated in :mod:`ros_torch_kin.collision.occupancy`."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial import cKDTree
+
+from ros_torch_kin.collision import Obstacle, Scene
+from ros_torch_kin.collision.occupancy import VoxelGrid
+from ros_torch_kin.collision.signed_distance import point_distances
+
+S = 0.01
+R3 = math.sqrt(3)
+
+
+def _cloud(seed: int, count: int = 20_000) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    points = rng.uniform(-0.3, 0.3, (count, 3))
+    points[:, 2] = 0.05 * np.sin(10 * points[:, 0]) + 0.4
+    return np.concatenate([points, rng.uniform((0.35, -0.1, 0.2), (0.45, 0.1, 0.6), (3000, 3))])  # and a blob
+
+
+def _distances(obstacles, queries, dtype=torch.float64):
+    shapes = Scene(obstacles).packed("cpu", dtype).shapes[0]
+    d, n = point_distances(torch.as_tensor(queries.T, dtype=dtype), shapes, True)
+    return d.numpy(), n
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("radius", [0.0, 0.003])
+def test_multires_distance_is_a_lower_bound_within_the_tiers(dtype, radius):
+    points = _cloud(0)
+    obstacle = Obstacle.points("cloud", points, S, radius=radius, multires=True)
+    assert obstacle.grid.layout is not None
+    rng = np.random.default_rng(1)
+    queries = np.concatenate([points[rng.choice(len(points), 6000)] + rng.normal(0, 0.04, (6000, 3)),
+                              rng.uniform(-0.8, 0.9, (6000, 3))])
+    d = _distances([obstacle], queries, dtype)[0][0]
+    truth = cKDTree(points).query(queries)[0] - radius
+    slack = 1e-5 if dtype == torch.float64 else 1e-4
+    assert (d <= truth + slack).all(), (truth - d).min()
+    gap = truth - d
+    for reach, error in ((1.4 * S - radius, 2 * R3 * S), (4.8 * S - radius, 4 * R3 * S), (13.6 * S - radius, 8 * R3 * S)):
+        near = truth <= reach
+        assert near.sum() > 100 and gap[near].max() <= error + 2 * radius + slack, (reach, gap[near].max())
+    far = truth > 13.6 * S - radius
+    assert far.any() and (d[far] >= np.minimum(truth[far] - 18 * S, 17 * S - radius) - slack).all()
+    assert np.median(gap[truth < 0.02]) < R3 * S  # usually about the dense grid's error (h + interpolation)
+
+
+def test_multires_and_dense_grids_pack_together_and_agree_on_contact():
+    points = _cloud(2, 5000)
+    moved = points + (0.0, 0.0, 0.3)
+    dense, sparse = Obstacle.points("dense", points, S), Obstacle.points("sparse", moved, S, multires=True)
+    rng = np.random.default_rng(3)
+    queries = np.concatenate([points[:300], moved[:300], rng.uniform(-0.5, 0.5, (500, 3)) + (0, 0, 0.5)])
+    both = _distances([dense, sparse], queries)[0]
+    assert np.allclose(both[0], _distances([dense], queries)[0][0])
+    assert np.allclose(both[1], _distances([sparse], queries)[0][0])
+    assert (both[0][:300] < 0).all() and (both[1][300:600] < 0).all()  # every occupied voxel is a contact
+
+
+def test_multires_normals_point_away_and_holes_are_skipped():
+    points = _cloud(4, 8000)
+    holes = points.copy()
+    holes[::4] = np.nan
+    grid = VoxelGrid.from_points(holes, S, multires=True)
+    assert any("non-finite" in note for note in grid.notes)
+    obstacle = Obstacle.points("cloud", holes, S, multires=True)
+    kept = holes[np.isfinite(holes).all(1)]
+    tree = cKDTree(kept)
+    rng = np.random.default_rng(5)
+    queries = kept[rng.choice(len(kept), 600)] + rng.normal(0, 0.05, (600, 3))
+    truth = tree.query(queries)[0]
+    queries = queries[(truth > 0.02) & (truth < 0.1)]
+    shapes = Scene([obstacle]).packed("cpu", torch.float64).shapes[0]
+    _, n = point_distances(torch.as_tensor(queries.T), shapes, True)
+    normal = torch.einsum("kji,kip->kjp", shapes.rotation, n)[0].T.numpy()
+    assert np.allclose(np.linalg.norm(normal, axis=1), 1.0)
+    ahead = tree.query(queries + 0.004 * normal)[0] - tree.query(queries)[0]
+    assert np.mean(ahead > 0) > 0.85  # the winning level's gradient: a little rougher than the dense field's
+    with pytest.raises(ValueError, match="no inside"):
+        VoxelGrid.from_points(points, S, multires=True, fill_interior=True)
+    with pytest.raises(ValueError, match="above the limit"):
+        Obstacle.points("cam", np.array([[0, 0, 0], [100.0, 100.0, 100.0]]), S, multires=True)
