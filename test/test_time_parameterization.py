@@ -368,3 +368,11 @@ def test_curve_samples_per_segment_keep_every_sphere_within_the_tolerance(arm):
     expected = validator.requirements(world[:, starts])[0].repeat_interleave(torch.as_tensor(pieces)) + slack
     torch.testing.assert_close(need, expected)
     assert need[0] == slack and need[-1] == 0.01 + slack
+
+
+def test_warm_up_imports_and_runs_what_timing_needs():
+    """What the node runs at start-up so that its first goal does not import toppra (~0.6 s)."""
+    import sys
+
+    assert time_optimal.warm_up() >= 0.0
+    assert {"toppra", "toppra.algorithm", "ruckig", "scipy.interpolate"} <= set(sys.modules)

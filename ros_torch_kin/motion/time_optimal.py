@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -627,6 +628,27 @@ def _uniform(waypoints: Tensor, request: TimingRequest, note: str) -> TimedTraje
     v, a = v[0] / stretch, a[0] / stretch**2
     return TimedTrajectory(times, waypoints.clone(), v, a, fastest * stretch, UNIFORM, fastest, peak, None, note,
                            waypoint_times=times.clone(), waypoint_velocities=v.clone(), waypoint_accelerations=a.clone())
+
+
+def warm_up() -> float:
+    """Import what timing needs (scipy.interpolate, toppra, which imports matplotlib, and ruckig:
+    ~0.6 s together) and time a tiny path each way once, so that the first plan of a process does
+    not pay for it (the node calls this at start-up). Returns the seconds it took."""
+    began = time.perf_counter()
+    import ruckig  # noqa: F401
+    import scipy.interpolate  # noqa: F401
+    import toppra  # noqa: F401
+    import toppra.algorithm  # noqa: F401
+    import toppra.constraint  # noqa: F401
+    import toppra.interpolator  # noqa: F401
+
+    path = torch.tensor([[0.0, 0.0], [0.5, 0.2], [1.0, 0.0]], dtype=torch.float64)
+    request = TimingRequest(velocity=np.ones(2), acceleration=np.full(2, 5.0), lower=np.full(2, -2.0),
+                            upper=np.full(2, 2.0))
+    retime(path, request)
+    retime(path, dataclasses.replace(request, jerk=np.full(2, 50.0)))
+    _Stops(path.numpy(), dataclasses.replace(request, jerk=np.full(2, 50.0)))  # ruckig's rest-to-rest moves
+    return time.perf_counter() - began
 
 
 def timed_trajectories(positions: Tensor, limits, options, validator=None, check=None) -> tuple[TimedTrajectory, ...]:

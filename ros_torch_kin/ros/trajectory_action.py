@@ -22,7 +22,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from ..action import PlanTrajectory
 from ..kinematics import forward_kinematics, pose_xyzw_to_matrix
-from ..motion import solve_trajectory
+from ..motion import solve_trajectory, time_optimal
 from ..optim import TrajectoryLimits, TrajectoryOptions
 from . import convert
 from .convert import RequestError
@@ -45,6 +45,17 @@ class TrajectoryActionServer:
         self._one_plan_at_a_time = threading.Lock()  # plans share the CPU/GPU; others queue
         self._trajectory = node.create_publisher(JointTrajectory, "~/planned_trajectory", 10)
         self._markers = node.create_publisher(MarkerArray, "~/planned_path", 10)
+        # the timing step's imports (toppra pulls in matplotlib: ~0.6 s) and first solves, now in the
+        # worker pool rather than on the first goal (which, arriving meanwhile, waits for the imports)
+        node.run_in_worker(self._warm_up, work=1)
+
+    def _warm_up(self) -> None:
+        try:
+            seconds = time_optimal.warm_up()
+        except Exception as error:  # noqa: BLE001 -- a plan will say what is wrong; the node serves on
+            self.node.get_logger().warning(f"time parameterisation warm-up failed: {type(error).__name__}: {error}")
+            return
+        self.node.get_logger().debug(f"time parameterisation ready (imports and warm-up: {seconds:.2f} s)")
 
     def destroy(self):
         self._server.destroy()
