@@ -29,6 +29,11 @@ def _timed(fn, repeats: int):
     return result, 1e3 * float(np.median(times))
 
 
+def _seconds(duration) -> float:
+    """A builtin_interfaces/Duration in s."""
+    return duration.sec + 1e-9 * duration.nanosec
+
+
 def _fmt(values, digits=4) -> str:
     return "[" + ", ".join(f"{v:+.{digits}f}" for v in np.asarray(values).ravel()) + "]"
 
@@ -198,8 +203,11 @@ def _plan(client: KinematicsClient, model, free_q, free_targets) -> None:
     print(f"\nPlanTrajectory (action) among the obstacles: {ee} to {_fmt(free_targets[1, :3], 3)}")
     print(f"  {len(feedback)} feedback messages; {'succeeded' if result.success else 'failed'}: {result.message}")
     if result.success:
+        points = result.trajectory.points
+        period = _seconds(points[1].time_from_start) - _seconds(points[0].time_from_start) if len(points) > 1 else 0.0
         print(f"  final error {1e3 * result.position_error:.3f} mm, {np.degrees(result.orientation_error):.3f} deg; "
-              f"{len(result.trajectory.points)} waypoints, {result.duration:.2f} s of motion; clearance "
+              f"a {result.duration:.2f} s motion timed '{result.time_parameterization}', sent as {len(points)} "
+              f"samples every {1e3 * period:.0f} ms; clearance "
               f"{1e3 * result.min_clearance:.1f} mm ({result.closest_link_a} - {result.closest_link_b}); "
               f"solved in {1e3 * result.solve_time:.0f} ms ({wall_ms:.0f} ms round trip, status {status})")
     for avoid, label in ((True, "with avoidance"), (False, "without avoidance")):
