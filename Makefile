@@ -40,6 +40,7 @@ bench: build
 	$(ROS_ENV) && python bench/motion_benchmark.py --output BENCHMARKS.md
 	$(ROS_ENV) && python bench/tight_model_benchmark.py --output BENCHMARKS.md
 	$(ROS_ENV) && python bench/mbm_benchmark.py --output BENCHMARKS.md
+	$(ROS_ENV) && python bench/point_world_benchmark.py --output BENCHMARKS.md
 	$(ROS_ENV) && python bench/load_benchmark.py --output BENCHMARKS.md
 
 # The same build and suite against ROS 2 Jazzy wheels, in .venv-jazzy and ws-jazzy (not run by CI).
