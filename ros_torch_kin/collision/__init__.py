@@ -49,3 +49,8 @@ __all__ += ["RobotCollisionModel", "robot_collision_model_from_urdf"]
 from .occupancy import VoxelGrid  # noqa: E402
 
 __all__ += ["VoxelGrid"]
+
+# Objects the robot carries (MoveIt's attached collision objects).
+from .attached_objects import AttachedObject  # noqa: E402
+
+__all__ += ["AttachedObject"]

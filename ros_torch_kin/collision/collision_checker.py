@@ -18,6 +18,7 @@ obstacles (only over the ≤ 4 obstacle kinds).
 from __future__ import annotations
 
 import math
+import types
 from dataclasses import dataclass, replace
 from types import SimpleNamespace
 
@@ -58,6 +59,8 @@ class CollisionDistances:
     ``self_distance`` (B,), ``nearest_self_pair`` (B,) int64: the same over the enabled self
     sphere pairs (index into ``SelfCollisionPairs.sphere_a/sphere_b``).
     ``sphere_obstacle`` (B, S, O) and ``sphere_pairs`` (B, Q): every distance, when asked for.
+    ``link_names`` and ``sphere_links`` name each sphere's *body*: the chain's links, then the
+    attached objects' ids (a carried object's spheres are named by its id, not its link's).
     """
 
     min_distance: Tensor
@@ -99,6 +102,11 @@ class CollisionChecker:
     from :func:`self_collision_pairs` (default: built here with adjacency and 1000 samples, no
     SRDF); margin (m): the clearance required by :meth:`in_collision` and the default of
     :meth:`penalty`.
+
+    ``with_attached(objects)`` gives a checker whose robot carries objects
+    (:mod:`.attached_objects`): ``spheres`` and ``self_pairs`` are then the robot's followed by
+    the objects' (``robot_spheres`` / ``robot_self_pairs``: the robot's own), ``attached`` the
+    objects, ``body_names`` the link names then the object ids.
     """
 
     def __init__(
@@ -122,6 +130,45 @@ class CollisionChecker:
         self._radii_a = self.spheres.radii[self.self_pairs.sphere_a].unsqueeze(1)  # (Q, 1)
         self._radii_b = self.spheres.radii[self.self_pairs.sphere_b].unsqueeze(1)
         self._broad = _BroadPhase(self.spheres, self.self_pairs) if chain.device.type == "cpu" else None
+        self.robot_spheres, self.robot_self_pairs = self.spheres, self.self_pairs
+        self.attached: tuple = ()
+        self.body_names: tuple[str, ...] = tuple(chain.link_names)
+        self._bodies = self.spheres.sphere_links  # (S,) each sphere's body: a link, or L + k for object k
+        self._checks_self = True
+
+    def with_attached(self, objects) -> "CollisionChecker":
+        """The same robot, scene and margin carrying ``objects`` (a sequence of
+        :class:`.attached_objects.AttachedObject`, replacing any carried now; () for none).
+        ValueError naming the object and field for an unknown link or touch link."""
+        checker = CollisionChecker(self.chain, self.robot_spheres, self.scene, self.robot_self_pairs, self.margin)
+        return checker._attach(tuple(objects), self._checks_self)
+
+    def _attach(self, objects: tuple, check_self: bool) -> "CollisionChecker":
+        """Adds ``objects`` to this freshly built checker (``check_self``: with their self pairs)."""
+        from .attached_objects import attached_bodies, body_sphere_pairs
+
+        self._checks_self = check_self
+        if not objects:
+            return self
+        bodies = attached_bodies(self.chain, self.robot_spheres, objects, tight=False)
+        pairs = bodies.pairs if check_self else ()
+        extra_a, extra_b = body_sphere_pairs(bodies.bodies, pairs)
+        names = bodies.names
+        disabled = dict(self.robot_self_pairs.disabled)
+        if check_self:
+            disabled.update(bodies.skipped)
+        self.self_pairs = replace(
+            self.robot_self_pairs,
+            enabled=self.robot_self_pairs.enabled + tuple((names[a], names[b]) for a, b in pairs),
+            disabled=types.MappingProxyType(disabled),
+            sphere_a=torch.cat([self.robot_self_pairs.sphere_a, extra_a]),
+            sphere_b=torch.cat([self.robot_self_pairs.sphere_b, extra_b]))
+        self.spheres, self._bodies, self.body_names, self.attached = bodies.spheres, bodies.bodies, names, objects
+        self._radii_a = self.spheres.radii[self.self_pairs.sphere_a].unsqueeze(1)
+        self._radii_b = self.spheres.radii[self.self_pairs.sphere_b].unsqueeze(1)
+        if self._broad is not None:
+            self._broad = _BroadPhase(self.spheres, self.self_pairs, self._bodies)
+        return self
 
     def with_scene(self, scene: Scene) -> "CollisionChecker":
         """The same robot and self pairs against another scene (cheap: nothing is rebuilt)."""
@@ -132,14 +179,15 @@ class CollisionChecker:
 
     def without_self_pairs(self) -> "CollisionChecker":
         """The same robot against the same scene, with no self-collision pair checked."""
-        empty = self.self_pairs.sphere_a[:0]
-        pairs = replace(self.self_pairs, enabled=(), sphere_a=empty, sphere_b=empty)
-        return CollisionChecker(self.chain, self.spheres, self.scene, pairs, self.margin)
+        empty = self.robot_self_pairs.sphere_a[:0]
+        pairs = replace(self.robot_self_pairs, enabled=(), sphere_a=empty, sphere_b=empty)
+        return CollisionChecker(self.chain, self.robot_spheres, self.scene, pairs, self.margin)._attach(self.attached, False)
 
     def on_chain(self, chain: Chain) -> "CollisionChecker":
         """The same spheres, self pairs and scene on ``chain`` (the robot moved to another device
         or dtype): nothing is covered or sampled again."""
-        return CollisionChecker(chain, self.spheres, self.scene, self.self_pairs, self.margin)
+        checker = CollisionChecker(chain, self.robot_spheres, self.scene, self.robot_self_pairs, self.margin)
+        return checker._attach(self.attached, self._checks_self)
 
     # ------------------------------------------------------------------ geometry
     # Layout: batch innermost, as in world_transforms: centres (S, 3, b); one kind's world
@@ -290,8 +338,8 @@ class CollisionChecker:
             self_distance=self_distance,
             nearest_self_pair=nearest_self_pair,
             obstacle_ids=self._packed.ids,
-            link_names=self.chain.link_names,
-            sphere_links=self.spheres.sphere_links,
+            link_names=self.body_names,
+            sphere_links=self._bodies,
             self_sphere_a=self.self_pairs.sphere_a,
             self_sphere_b=self.self_pairs.sphere_b,
             sphere_obstacle=by_obstacle.permute(2, 1, 0) if full else None,
@@ -415,20 +463,24 @@ class CollisionChecker:
         return self.self_pairs.info()
 
     def __repr__(self) -> str:
+        carried = f", carrying {', '.join(o.id for o in self.attached)}" if self.attached else ""
         return (f"CollisionChecker('{self.chain.name}', {self.spheres.num_spheres} spheres, "
                 f"{self._packed.count} obstacles, {self.self_pairs.num_sphere_pairs} self sphere pairs, "
-                f"margin {self.margin} m)")
+                f"margin {self.margin} m{carried})")
 
 
 class _BroadPhase:
     """Per link with spheres, one sphere bounding them (centre in the link frame, radius max_s
     |c_s − c_link| + r_s, rounded up), and the tables that expand a link (pair) to its spheres
     (sphere pairs), padded by repeating the first entry (harmless for "any pair closer"; the
-    ``*_valid`` masks zero the padding out of sums)."""
+    ``*_valid`` masks zero the padding out of sums). ``bodies`` (S,), optional: group by these
+    instead of the links (an attached object gets a bounding sphere of its own, in its link's
+    frame)."""
 
-    def __init__(self, spheres: RobotSpheres, pairs: SelfCollisionPairs):
+    def __init__(self, spheres: RobotSpheres, pairs: SelfCollisionPairs, bodies: Tensor | None = None):
         device, dtype = spheres.device, spheres.dtype
-        links = spheres.sphere_links.cpu()
+        links = (spheres.sphere_links if bodies is None else bodies).cpu()
+        chain_links = spheres.sphere_links.cpu()
         centers, radii = spheres.centers.detach().cpu().double(), spheres.radii.detach().cpu().double()
         used = sorted(set(links.tolist()))
         slot = {link: k for k, link in enumerate(used)}
@@ -446,7 +498,8 @@ class _BroadPhase:
         self.link_sphere_valid = _valid_mask([len(index) for index in members], width, dtype, device)
         self.link_radius = torch.tensor([r * (1 + 1e-6) + 1e-6 for r in link_radii], dtype=dtype, device=device)
         self.link_spheres = SimpleNamespace(  # what world_sphere_centers reads
-            sphere_links=torch.tensor(used, dtype=torch.int64, device=device),
+            sphere_links=torch.tensor([int(chain_links[index[0]]) for index in members], dtype=torch.int64,
+                                      device=device),
             centers=(torch.stack(link_centers) if link_centers else torch.zeros(0, 3, dtype=torch.float64)).to(device, dtype))
         # self pairs grouped by link pair
         sphere_a, sphere_b = pairs.sphere_a.cpu(), pairs.sphere_b.cpu()

@@ -50,29 +50,38 @@ class HierarchyLevel:
 @dataclass(frozen=True, eq=False)
 class LeafHierarchy:
     """``levels[0]``: one root per link that has leaves (its *slot*), in chain order; each level's
-    ``children`` index the next; the last level's index leaf spheres."""
+    ``children`` index the next; the last level's index leaf spheres. ``bodies``: each root's
+    body (its link's index without per-leaf bodies; see :func:`leaf_hierarchy`)."""
 
     levels: tuple[HierarchyLevel, ...]
+    bodies: tuple[int, ...] = ()
 
     @property
     def roots(self) -> HierarchyLevel:
         return self.levels[0]
 
     def to(self, device, dtype) -> "LeafHierarchy":
-        return LeafHierarchy(tuple(level.to(device, dtype) for level in self.levels))
+        return LeafHierarchy(tuple(level.to(device, dtype) for level in self.levels), self.bodies)
 
 
 def leaf_hierarchy(centers: Tensor, radii: Tensor, links: Tensor, fan_out: int = FAN_OUT, bucket: int = BUCKET,
-                   rounding: float = 1e-6) -> LeafHierarchy:
+                   rounding: float = 1e-6, bodies: Tensor | None = None) -> LeafHierarchy:
     """Leaf spheres ``centers`` (S, 3) in their links' frames, ``radii`` (S,), ``links`` (S,) int64
     -> their :class:`LeafHierarchy` (module doc) in float64 on the CPU; ``rounding`` (m) is added
-    to every node radius (float32 arithmetic of the checks stays conservative)."""
+    to every node radius (float32 arithmetic of the checks stays conservative). ``bodies`` (S,)
+    int64, optional: one root per body instead of per link, in increasing body order (an object
+    carried by a link is a body of its own; every leaf of a body must be on one link, whose
+    index the body's nodes keep in ``links`` for their transforms)."""
     if fan_out < 2 or fan_out & (fan_out - 1) or bucket < 1:
         raise ValueError(f"fan_out must be a power of two ≥ 2 and bucket ≥ 1, got {fan_out}, {bucket}")
     c = centers.detach().cpu().double().numpy()
     r = radii.detach().cpu().double().numpy()
     link = links.detach().cpu().numpy()
-    nodes = [np.flatnonzero(link == l) for l in np.unique(link)]  # the roots, chain order
+    body = link if bodies is None else bodies.detach().cpu().numpy()
+    root_bodies = np.unique(body)
+    nodes = [np.flatnonzero(body == b) for b in root_bodies]  # the roots, chain (then body) order
+    if bodies is not None and any(len(np.unique(link[n])) != 1 for n in nodes):
+        raise ValueError("every leaf of a body must be on the same link")
     levels: list[tuple[list[np.ndarray], list[list[int]]]] = []
     while True:
         if all(len(n) <= bucket for n in nodes):
@@ -94,7 +103,7 @@ def leaf_hierarchy(centers: Tensor, radii: Tensor, links: Tensor, fan_out: int =
         out.append(HierarchyLevel(torch.from_numpy(middle), torch.from_numpy(radius * (1 + 1e-6) + rounding),
                                   torch.from_numpy(np.array([link[m[0]] for m in members_of], dtype=np.int64)),
                                   table, valid, torch.tensor(nearest, dtype=torch.int64)))
-    return LeafHierarchy(tuple(out))
+    return LeafHierarchy(tuple(out), tuple(int(b) for b in root_bodies))
 
 
 def _split(c: np.ndarray, members: np.ndarray, parts: int) -> list[np.ndarray]:

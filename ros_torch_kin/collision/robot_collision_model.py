@@ -41,6 +41,17 @@ class RobotCollisionModel:
     def with_scene(self, scene: Scene) -> "RobotCollisionModel":
         return RobotCollisionModel(self.verdict.with_scene(scene), self.cost.with_scene(scene))
 
+    def with_attached(self, objects) -> "RobotCollisionModel":
+        """Both models carrying ``objects`` (:class:`.attached_objects.AttachedObject`, replacing
+        any carried now; () for none): the coarse cover of each object for the costs, its tight
+        cover for the verdict (see :mod:`.attached_objects`)."""
+        cost = self.cost.with_attached(objects)
+        return RobotCollisionModel(self.verdict.with_attached(objects, coarse=cost), cost)
+
+    @property
+    def attached(self) -> tuple:
+        return self.cost.attached
+
     @property
     def self_pairs(self) -> SelfCollisionPairs:
         return self.cost.self_pairs

@@ -72,8 +72,8 @@ BUCKET_PAIRS = 1 << 14
 @dataclass(frozen=True, eq=False)
 class _Blocks:
     """Blocks (one obstacle or link pair, one configuration) that reach below the threshold:
-    ``value`` (K,) m, ``configuration`` (K,), ``a`` (K,) chain link index, ``b`` (K,) obstacle
-    index within its kind or chain link index."""
+    ``value`` (K,) m, ``configuration`` (K,), ``a`` (K,) root slot, ``b`` (K,) obstacle index
+    within its kind or root slot."""
 
     value: Tensor
     configuration: Tensor
@@ -89,43 +89,72 @@ class TreeCollisionChecker:
     pairs are checked (:class:`SelfCollisionPairs`, or None for none); margin (m, ≥ 0): the
     distance below which :meth:`in_collision` says True (the validity margin); coarse: optionally
     a :class:`CollisionChecker` on a coarse conservative cover of the same links
-    (:func:`.urdf_spheres.robot_spheres_from_urdf`), the hierarchy's second level.
+    (:func:`.urdf_spheres.robot_spheres_from_urdf`), the hierarchy's second level; attached:
+    objects the robot carries (:class:`.attached_objects.AttachedObject`), each a root slot of
+    its own on its link, checked against the world and against the links and objects
+    :mod:`.attached_objects` says (``spheres`` is then the robot's leaves followed by the
+    objects', ``robot_spheres`` the robot's own; ``with_attached`` for other objects).
     """
 
     def __init__(self, chain: Chain, spheres: RobotSpheres, scene: Scene | None = None, self_pairs=None,
-                 margin: float = 0.0, coarse=None):
+                 margin: float = 0.0, coarse=None, attached=()):
         if tuple(spheres.link_names) != tuple(chain.link_names):
             raise ValueError(f"the spheres were built for other links than those of robot '{chain.name}'")
         if not math.isfinite(margin) or margin < 0:
             raise ValueError(f"margin must be finite and ≥ 0 m, got {margin}")
         self.chain, self.margin = chain, float(margin)
         device, dtype = chain.device, chain.dtype
-        self.spheres = spheres.to(device, dtype)
+        self.robot_spheres = self.spheres = spheres.to(device, dtype)
+        self.attached, self._coarse_source, bodies, body_names = tuple(attached), coarse, None, chain.link_names
+        if self.attached:
+            from .attached_objects import attached_bodies
+
+            carried = attached_bodies(chain, self.robot_spheres, self.attached, tight=True)
+            self.spheres, bodies, body_names, spheres = carried.spheres, carried.bodies, carried.names, carried.spheres
         self.scene = Scene() if scene is None else scene
         self.self_pairs = self_pairs
         self._packed: PackedScene = self.scene.packed(device, dtype)
         self.rounding = max(1e-6, 1e4 * torch.finfo(dtype).eps)
         if self.spheres.num_spheres:
-            tree = leaf_hierarchy(spheres.centers, spheres.radii, spheres.sphere_links, rounding=self.rounding)
+            tree = leaf_hierarchy(spheres.centers, spheres.radii, spheres.sphere_links, rounding=self.rounding,
+                                  bodies=bodies)
             self._levels = tuple(level.to(device, dtype) for level in tree.levels)
-            root_links = tree.roots.links.tolist()
+            root_bodies = list(tree.bodies)
         else:
-            self._levels, root_links = (), []
-        slot = {link: k for k, link in enumerate(root_links)}
+            self._levels, root_bodies = (), []
+        slot = {body: k for k, body in enumerate(root_bodies)}  # a robot link's body is its index
+        #: each root slot's name: its link's, or the attached object's id
+        self._slot_names = tuple(body_names[body] for body in root_bodies)
         names = {n: i for i, n in enumerate(chain.link_names)}
         pairs = [(slot[names[a]], slot[names[b]]) for a, b in (self_pairs.enabled if self_pairs is not None else ())
-                 if names[a] in slot and names[b] in slot]
+                 if names.get(a) in slot and names.get(b) in slot]
+        if self.attached and self_pairs is not None:
+            pairs += [(slot[a], slot[b]) for a, b in carried.pairs if a in slot and b in slot]
         self._pair_a = torch.tensor([a for a, _ in pairs], dtype=torch.int64, device=device)
         self._pair_b = torch.tensor([b for _, b in pairs], dtype=torch.int64, device=device)
         self.coarse = None
-        if coarse is not None and root_links:
+        if coarse is not None and root_bodies:
             self.coarse = coarse.spheres.to(device, dtype)
-            coarse_links = coarse.spheres.sphere_links.cpu()
-            rows = [torch.nonzero(coarse_links == link).squeeze(1) for link in root_links]
+            coarse_bodies = getattr(coarse, "_bodies", coarse.spheres.sphere_links).cpu()
+            rows = [torch.nonzero(coarse_bodies == body).squeeze(1) for body in root_bodies]
             self._coarse_has = torch.tensor([len(r) > 0 for r in rows], device=device)
             rows = [r if len(r) else torch.zeros(1, dtype=torch.int64) for r in rows]
             table, valid = (t.to(device) for t in _padded(rows))
             self._coarse_table, self._coarse_valid = table, valid
+
+    def with_attached(self, objects, coarse=None) -> "TreeCollisionChecker":
+        """The same robot, scene, self pairs and margin carrying ``objects`` (replacing any carried
+        now; () for none). ``coarse``: the coarse checker carrying the same objects (default:
+        this checker's coarse one, given them). ValueError naming the object and field for an
+        unknown link or touch link."""
+        objects = tuple(objects)
+        if coarse is None and self._coarse_source is not None:
+            coarse = self._coarse_source.with_attached(objects)
+        checker = TreeCollisionChecker(self.chain, self.robot_spheres, self.scene, self.self_pairs, self.margin,
+                                       coarse, objects)
+        if not self._pair_a.numel() and self.self_pairs is not None and self.self_pairs.enabled:
+            checker._pair_a, checker._pair_b = checker._pair_a[:0], checker._pair_b[:0]  # self pairs were off
+        return checker
 
     # ------------------------------------------------------------------ construction
     def with_scene(self, scene: Scene) -> "TreeCollisionChecker":
@@ -136,8 +165,13 @@ class TreeCollisionChecker:
 
     def on_chain(self, chain: Chain, coarse=None) -> "TreeCollisionChecker":
         """The same leaves, self pairs, scene and margin on ``chain`` (another device or dtype),
-        with ``coarse`` (a :class:`CollisionChecker` already on that chain) as its coarse level."""
-        return TreeCollisionChecker(chain, self.spheres, self.scene, self.self_pairs, self.margin, coarse)
+        with ``coarse`` (a :class:`CollisionChecker` already on that chain) as its coarse level, and
+        the same attached objects (``coarse`` should carry them too)."""
+        checker = TreeCollisionChecker(chain, self.robot_spheres, self.scene, self.self_pairs, self.margin, coarse,
+                                       self.attached)
+        if not self._pair_a.numel() and self.self_pairs is not None and self.self_pairs.enabled:
+            checker._pair_a, checker._pair_b = checker._pair_a[:0], checker._pair_b[:0]  # self pairs were off
+        return checker
 
     def without_self_pairs(self) -> "TreeCollisionChecker":
         """The same checker with no self pair checked."""
@@ -227,18 +261,18 @@ class TreeCollisionChecker:
         world_limit = torch.as_tensor(threshold, dtype=q.dtype, device=q.device).expand(B) + self.rounding
         self_limit = torch.as_tensor(self_threshold, dtype=q.dtype, device=q.device).expand(B) + self.rounding
         frames = self._frames(q) if B and self._levels else None
-        link_names = self.chain.link_names
+        slot_names = self._slot_names
         decided = torch.zeros(B, dtype=torch.bool, device=q.device) if decide else None
         found_world, found_self = [], []
         if frames is not None:
             for shapes in self._packed.shapes:
                 blocks = self._world_blocks(frames, shapes, world_limit, decided)
                 found_world.append((blocks, lambda k, blocks=blocks, shapes=shapes: (
-                    link_names[int(blocks.a[k])], shapes.ids[int(blocks.b[k])])))
+                    slot_names[int(blocks.a[k])], shapes.ids[int(blocks.b[k])])))
             if self._pair_a.numel():
                 blocks, _ = self._self_blocks(frames, self_limit, decided)
                 found_self.append((blocks, lambda k, blocks=blocks: (
-                    link_names[int(blocks.a[k])], link_names[int(blocks.b[k])])))
+                    slot_names[int(blocks.a[k])], slot_names[int(blocks.b[k])])))
         result = []
         for found, limit, has in ((found_world, world_limit, self._packed.count),
                                   (found_self, self_limit, self._pair_a.numel())):
@@ -311,7 +345,7 @@ class TreeCollisionChecker:
             d = torch.where(self._coarse_valid[s], d, torch.full_like(d, math.inf)).amin(1)
             bound = torch.where(self._coarse_has[s], d, bound)
             keep = (bound < row_limit).nonzero().squeeze(1)
-            o, j, s, link, bound, row_limit = o[keep], j[keep], s[keep], link[keep], bound[keep], row_limit[keep]
+            o, j, s, bound, row_limit = o[keep], j[keep], s[keep], bound[keep], row_limit[keep]
             rotation, offset, parameters = rotation[keep], offset[keep], parameters[keep]
         block, nodes = torch.arange(o.shape[0], device=o.device), s
         leaf_min, early = torch.full_like(bound, math.inf), torch.full_like(bound, math.inf)
@@ -340,7 +374,7 @@ class TreeCollisionChecker:
         keep = value < row_limit
         if decided is not None:
             decided[j[value < row_limit - self.rounding]] = True
-        return _Blocks(value[keep], j[keep], link[keep], o[keep])
+        return _Blocks(value[keep], j[keep], s[keep], o[keep])
 
     def _self_blocks(self, frames: Tensor, limit: Tensor, decided: Tensor | None) -> tuple[_Blocks, Tensor]:
         """(enabled link pair, configuration) blocks below ``limit`` (B,), and their pair index;
@@ -377,7 +411,7 @@ class TreeCollisionChecker:
             d = torch.where(valid, d, torch.full_like(d, math.inf)).flatten(1).amin(1)
             bound = torch.where(self._coarse_has[sa] & self._coarse_has[sb], d, bound)
             keep = (bound < row_limit).nonzero().squeeze(1)
-            j, p, sa, sb, la, lb = j[keep], p[keep], sa[keep], sb[keep], la[keep], lb[keep]
+            j, p, sa, sb = j[keep], p[keep], sa[keep], sb[keep]
             bound, row_limit, rotation, offset = bound[keep], row_limit[keep], rotation[keep], offset[keep]
         block, na, nb = torch.arange(j.shape[0], device=j.device), sa, sb
         leaf_min, early = torch.full_like(bound, math.inf), torch.full_like(bound, math.inf)
@@ -417,7 +451,7 @@ class TreeCollisionChecker:
         keep = value < row_limit
         if decided is not None:
             decided[j[value < row_limit - self.rounding]] = True
-        return _Blocks(value[keep], j[keep], la[keep], lb[keep]), p[keep]
+        return _Blocks(value[keep], j[keep], sa[keep], sb[keep]), p[keep]
 
     @staticmethod
     def _no_blocks(frames: Tensor) -> _Blocks:
