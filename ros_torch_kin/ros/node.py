@@ -56,9 +56,8 @@ from . import collision_services, convert, handlers, ik_service
 from .convert import RequestError
 from .joint_states import JointStateTracker
 from .link_pose_publisher import LinkPosePublisher
-from .parameters import PARAMETERS, Settings, check_choice
-from .point_cloud_input import SENSOR_PARAMETERS, PointCloudInput
-from .point_cloud_input import declare_parameters as declare_sensor_parameters
+from .parameters import PARAMETERS, READ_ONLY, Settings, check_choice
+from .point_cloud_input import PointCloudInput
 from .qos import SERVICE_QOS
 from .scene_server import SceneServer, scene_from_yaml
 from .served_model import (
@@ -97,7 +96,7 @@ class KinematicsNode(Node):
         for parameter in PARAMETERS:
             if (error := check_choice(parameter.name, values[parameter.name])):
                 raise ValueError(error)
-        sensor_values = declare_sensor_parameters(self)  # point clouds and depth images (read-only)
+        sensor_values = {name: values[name] for name in READ_ONLY}  # point clouds and depth images
         self._device = resolve_device(values["device"])
         self._dtype = resolve_dtype(values["dtype"])
         if values["torch_threads"]:
@@ -303,7 +302,7 @@ class KinematicsNode(Node):
     # ------------------------------------------------------------------ parameters at runtime
     def _on_set_parameters(self, changed) -> SetParametersResult:
         updates = {p.name: p.value for p in changed}
-        fixed = sorted(updates.keys() & {name for name, _, _ in SENSOR_PARAMETERS})
+        fixed = sorted(updates.keys() & READ_ONLY)
         if fixed:
             return SetParametersResult(successful=False, reason=f"{', '.join(fixed)}: read when the node starts")
         values = self._parameter_values() | updates

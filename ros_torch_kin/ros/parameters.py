@@ -19,12 +19,13 @@ class Parameter:
     description: str
     integer_range: tuple[int, int] | None = None
     choices: tuple[str, ...] | None = None
+    read_only: bool = False  # read when the node starts; set_parameters refuses a change
 
     def descriptor(self) -> ParameterDescriptor:
         text = self.description
         if self.choices:
             text += f" One of: {', '.join(self.choices)}."
-        descriptor = ParameterDescriptor(description=text)
+        descriptor = ParameterDescriptor(description=text, read_only=self.read_only)
         if self.integer_range:
             descriptor.integer_range = [IntegerRange(from_value=self.integer_range[0], to_value=self.integer_range[1], step=1)]
         return descriptor
@@ -116,6 +117,24 @@ PARAMETERS = (
               "trajectory is verified within its limits sampled at this rate."),
     Parameter("trajectory_sample_rate", 100.0, "Rate (Hz) of the points of a planned trajectory (the timed "
               "motion sampled every 1/rate s, the end included)."),
+    # cameras (ros_torch_kin.ros.point_cloud_input): read when the node starts
+    Parameter("point_cloud_topics", "", "sensor_msgs/PointCloud2 topics whose points become world obstacles "
+              "('sensor:<topic>'), separated by ','. header.frame_id must be a link of the robot (the camera "
+              "mounted in the URDF); other frames are refused. Empty: none.", read_only=True),
+    Parameter("depth_image_topics", "", "sensor_msgs/Image depth topics (16UC1 in mm or 32FC1 in m), separated "
+              "by ','; the intrinsics come from the sibling camera_info topic (…/image -> …/camera_info). "
+              "Empty: none.", read_only=True),
+    Parameter("sensor_voxel_size", 0.02, "Voxel size s (m) of sensed points. Distances to them are lower bounds "
+              "of the true ones (never a missed contact), within 2√3·s of them up to 1.4·s from the points, "
+              "4√3·s up to 4.8·s, 8√3·s up to 13.6·s (ros_torch_kin.collision.occupancy).", read_only=True),
+    Parameter("sensor_min_range", 0.05, "Points closer to the sensor than this (m) are dropped.", read_only=True),
+    Parameter("sensor_max_range", 3.0, "Points farther from the sensor than this (m) are dropped.", read_only=True),
+    Parameter("sensor_decay_time", 2.0, "Seconds a topic's points stay in the world after its last message "
+              "(a camera that stops never leaves a stale world).", read_only=True),
+    Parameter("sensor_max_points", 2_000_000, "Largest cloud or image (points, holes included) accepted; a "
+              "larger message is refused and logged.", integer_range=(1, 100_000_000), read_only=True),
+    Parameter("self_filter_padding", 0.02, "Sensed points within the robot's collision spheres (at the joint "
+              "state nearest the message's stamp) plus this (m) are removed before insertion.", read_only=True),
 )
 
 BY_NAME = {p.name: p for p in PARAMETERS}
@@ -144,10 +163,14 @@ class Settings:
         return cls.from_values({p.name: p.default for p in PARAMETERS})
 
 
-_NON_NEGATIVE = ("collision_margin", "trajectory_clearance")
-_POSITIVE = ("trajectory_time_budget", "trajectory_acceleration_limit", "trajectory_velocity_scaling",
+_NON_NEGATIVE = ("collision_margin", "trajectory_clearance", "sensor_min_range", "self_filter_padding")
+_POSITIVE = ("sensor_voxel_size", "sensor_max_range", "sensor_decay_time",
+             "trajectory_time_budget", "trajectory_acceleration_limit", "trajectory_velocity_scaling",
              "trajectory_acceleration_scaling", "trajectory_control_rate", "trajectory_sample_rate")
-_FINITE = ("trajectory_jerk_limit", "trajectory_control_rate", "trajectory_sample_rate")
+_FINITE = ("trajectory_jerk_limit", "trajectory_control_rate", "trajectory_sample_rate", "sensor_voxel_size",
+           "sensor_max_range", "sensor_decay_time")
+#: Parameters read when the node starts only (the camera inputs).
+READ_ONLY = frozenset(p.name for p in PARAMETERS if p.read_only)
 
 
 def check_choice(name: str, value) -> str | None:

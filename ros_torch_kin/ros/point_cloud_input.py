@@ -33,7 +33,6 @@ from collections import deque
 
 import numpy as np
 import torch
-from rcl_interfaces.msg import ParameterDescriptor
 from sensor_msgs.msg import CameraInfo, Image, JointState, PointCloud2
 
 from ..collision import Obstacle
@@ -41,20 +40,6 @@ from ..collision.sphere_centers import world_sphere_centers
 from ..kinematics import world_transforms
 from .joint_states import JointStateTracker
 
-#: (name, default, description): read when the node starts (read-only).
-SENSOR_PARAMETERS = (
-    ("point_cloud_topics", "", "sensor_msgs/PointCloud2 topics whose points become world obstacles, "
-     "separated by ','. header.frame_id must be a link of the robot. Empty: none."),
-    ("depth_image_topics", "", "sensor_msgs/Image depth topics (16UC1 in mm or 32FC1 in m), separated by ','; "
-     "the intrinsics come from the sibling camera_info topic (…/image -> …/camera_info). Empty: none."),
-    ("sensor_voxel_size", 0.02, "Voxel size (m) of sensed points; distances to them are conservative "
-     "by at most 2√3 times this."),
-    ("sensor_min_range", 0.05, "Points closer to the sensor than this (m) are dropped."),
-    ("sensor_max_range", 3.0, "Points farther from the sensor than this (m) are dropped."),
-    ("sensor_decay_time", 2.0, "Seconds a topic's points stay in the world after its last message."),
-    ("sensor_max_points", 2_000_000, "Largest cloud (points, NaNs included) accepted; a larger one is refused."),
-    ("self_filter_padding", 0.02, "Points within the robot's collision spheres plus this (m) are removed."),
-)
 #: Largest voxel box (cells) deduplicated by marking a boolean array rather than by sorting.
 UNIQUE_BY_MARKING = 32_000_000
 #: Complete joint states kept for stamping clouds.
@@ -62,24 +47,6 @@ HISTORY = 200
 #: Seconds between two marker publications caused by sensor updates.
 MARKER_PERIOD = 0.5
 _FLOAT_TYPES = {7: np.float32, 8: np.float64}  # PointField FLOAT32, FLOAT64
-
-
-def declare_parameters(node) -> dict:
-    """Declare the sensor parameters on ``node`` (read-only) -> {name: value}; ValueError for a
-    bad one."""
-    values = {}
-    for name, default, description in SENSOR_PARAMETERS:
-        node.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=True))
-        values[name] = node.get_parameter(name).value
-    for name in ("sensor_voxel_size", "sensor_max_range", "sensor_decay_time"):
-        if not (math.isfinite(values[name]) and values[name] > 0):
-            raise ValueError(f"{name} must be a positive number, not {values[name]}")
-    for name in ("sensor_min_range", "self_filter_padding"):
-        if not (math.isfinite(values[name]) and values[name] >= 0):
-            raise ValueError(f"{name} must be a finite number >= 0, not {values[name]}")
-    if values["sensor_max_points"] < 1:
-        raise ValueError(f"sensor_max_points must be positive, not {values['sensor_max_points']}")
-    return values
 
 
 def cloud_points(msg: PointCloud2) -> np.ndarray:
@@ -212,6 +179,8 @@ class PointCloudInput:
     ``world``, ``run_in_worker``, ``concurrent``) and keeps their obstacles in ``node.world``."""
 
     def __init__(self, node, values: dict):
+        """``values``: the camera parameters ({name: value}, declared and checked in
+        :mod:`.parameters`)."""
         self.node = node
         self.values = values
         self._history: JointStateHistory | None = None
