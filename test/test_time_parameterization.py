@@ -217,7 +217,7 @@ def dense(positions: torch.Tensor, step: float = 0.002) -> torch.Tensor:
     return torch.cat(parts)
 
 
-def test_a_spline_that_would_cut_into_an_obstacle_stops_at_the_waypoints_instead(arm):
+def test_a_spline_that_would_cut_into_an_obstacle_stops_at_the_waypoints_instead(arm, monkeypatch):
     chain, checker = arm
     a = torch.tensor([0.0, 0.3, 0.0, -1.2, 0.0, 0.6, 0.0], dtype=torch.float64)
     b = a + torch.tensor([0.8, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], dtype=torch.float64)
@@ -238,6 +238,20 @@ def test_a_spline_that_would_cut_into_an_obstacle_stops_at_the_waypoints_instead
     assert retime(q, request).method == "time_optimal"  # unchecked: the spline
     timed = retime(q, request, validator)
     assert timed.method == "waypoint_stops" and timed.curve_checked is False and "collision check" in timed.note
+    # the polyline's own clearance bound does not let the bulge through without sampling it ...
+    bound = float(validator.check(q).clearance_bound[0])
+    assert retime(q, request, validator, bound).method == "waypoint_stops"
+    # ... and where it exceeds twice the curve's deviation the curve passes unsampled, and is clear
+    far = checker.with_scene(Scene([Obstacle.sphere("ball", 0.02, [*(tool + 2.0).tolist(), 0, 0, 0, 1])]))
+    far_validator = MotionValidator(far, clearance=0.0)
+    path = dense(torch.stack((a, c)), 0.05)  # a plan's spacing: short chords, small sweep bounds, a spline on them
+    far_bound = float(far_validator.check(path).clearance_bound[0])
+    sampled = []
+    monkeypatch.setattr(time_optimal, "_CurveValidator", lambda *args: sampled.append(args) or None)
+    shortcut = retime(path, request, far_validator, far_bound)
+    assert not sampled  # decided without sampling the curve
+    assert shortcut.method == "time_optimal" and shortcut.curve_checked is True
+    assert not bool(far.in_collision(shortcut.positions).any())
     assert not bool(close.in_collision(timed.positions).any())
 
 
@@ -292,7 +306,7 @@ def test_the_motion_at_its_waypoints_is_the_motion_itself(planned, method, monke
     if method == "uniform":
         timed = time_optimal._uniform(q, request, "")
     elif method == "waypoint_stops":  # as when the curve fails its check
-        monkeypatch.setattr(time_optimal, "_curve_ok", lambda path, request, validator: (False, "fails"))
+        monkeypatch.setattr(time_optimal, "_curve_ok", lambda path, request, validator, clearance=None: (False, "fails"))
         timed = retime(q, request)
     else:
         timed = retime(q, request)

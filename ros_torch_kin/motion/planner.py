@@ -346,7 +346,8 @@ def solve_trajectory(
     else:
         failure = ["" if bool(ok) else GOAL_NOT_REACHED for ok in chosen_success]
     moment = time.perf_counter()  # the motion to execute: its curve checked again where it succeeded
-    trajectories = timed_trajectories(positions, limits, options, motion, chosen_success)
+    trajectories = timed_trajectories(positions, limits, options, motion, chosen_success,
+                                      extra.get("clearance_bound"))
     # success also needs the motion within the (scaled) limits, as verified at the controller's rate
     peaks = [max(t.peak["velocity"], t.peak["acceleration"], t.peak.get("jerk", 0.0)) for t in trajectories]
     for p, peak in enumerate(peaks):

@@ -15,7 +15,10 @@ again with the planner's own :class:`~.checking.MotionValidator`:
   many;
 * the validator checks that polyline (every piece, its refinements, its approach rule on the
   original segments) with every requirement raised by twice that deviation (a self pair's two
-  spheres both move): a polyline that passes keeps the planner's requirements along the curve;
+  spheres both move): a polyline that passes keeps the planner's requirements along the curve.
+  This sampling is skipped where the waypoints' own check already shows it: when their polyline's
+  clearance bound exceeds every requirement by twice the curve's largest sphere deviation from
+  it (one piece per segment), the curve keeps the requirements as it is;
 * the curve must stay inside the position limits: a joint whose cubic would leave them (the
   optimiser holds waypoints on a limit, and a cubic through a plateau rings) is interpolated by
   the monotone PCHIP instead, which never leaves its waypoints' range (C¹: its acceleration steps
@@ -329,13 +332,16 @@ class _Stops(_Motion):
 
 
 # ------------------------------------------------------------------------------------- retime
-def retime(waypoints: Tensor, request: TimingRequest, validator=None) -> TimedTrajectory:
+def retime(waypoints: Tensor, request: TimingRequest, validator=None, clearance: float = -math.inf) -> TimedTrajectory:
     """The motion through ``waypoints`` (T, J) (rad / m; any dtype and device: the result's
     positions, velocities and accelerations keep them, its times are float64 s) within
     ``request``'s limits, at rest at both ends, as fast as they allow (or as long as asked).
     ``validator``: the planner's :class:`~.checking.MotionValidator` that checked the waypoints'
     polyline; the curve is checked again with it and, failing, the motion stops at every
-    waypoint (see the module docstring). Without one the curve is not collision-checked."""
+    waypoint (see the module docstring). Without one the curve is not collision-checked.
+    ``clearance`` (m): a lower bound of the checked polyline's distances (its check's
+    ``clearance_bound``); where it exceeds every requirement by twice the curve's largest
+    sphere deviation from the polyline, the curve is clear without sampling it."""
     dtype, device = waypoints.dtype, waypoints.device
     original = waypoints.detach().to("cpu", torch.float64).numpy()
     q = _deduplicated(original)
@@ -344,7 +350,7 @@ def retime(waypoints: Tensor, request: TimingRequest, validator=None) -> TimedTr
         motion, method, checked = None, TIME_OPTIMAL, None
     else:
         path = _Spline(q, request.lower, request.upper)
-        checked, why = _curve_ok(path, request, validator)
+        checked, why = _curve_ok(path, request, validator, clearance)
         if not checked:
             notes.append(f"the spline through the waypoints {why}: the motion stops at every waypoint")
             motion, method = _Stops(q, request), WAYPOINT_STOPS
@@ -379,9 +385,10 @@ def retime(waypoints: Tensor, request: TimingRequest, validator=None) -> TimedTr
                            waypoint_accelerations=tensor(at_waypoints[2][index]))
 
 
-def _curve_ok(path: _Spline, request: TimingRequest, validator) -> tuple[bool, str]:
+def _curve_ok(path: _Spline, request: TimingRequest, validator, clearance: float = -math.inf) -> tuple[bool, str]:
     """Whether the spline keeps the position limits (within 2 µrad) and, with a validator, the
-    polyline's collision requirements (see the module docstring); else why not."""
+    polyline's collision requirements (see the module docstring); else why not. ``clearance``:
+    see :func:`retime`."""
     bound = path.chord_deviation()  # (T − 1, J): one whole piece
     same_limits = path.within_limits and path.limits_are(request.lower, request.upper)
     if request.lower is not None and not same_limits:  # samples within 1e-6 of the limits, the curve within 1e-6 of its chords
@@ -389,6 +396,11 @@ def _curve_ok(path: _Spline, request: TimingRequest, validator) -> tuple[bool, s
         if (samples < request.lower - 1e-6).any() or (samples > request.upper + 1e-6).any():
             return False, "leaves the position limits"
     if validator is None:
+        return True, ""
+    # the curve's spheres stay within `spread` of the polyline's (whole segments, one piece each): a
+    # world distance falls by at most that, a self distance by twice it
+    spread = _curve_pieces(bound, validator.sphere_speed, math.inf)[1]  # 2 × the largest whole-segment deviation
+    if clearance - spread >= max(validator.clearance, validator.validity_margin):
         return True, ""
     pieces, slack = _curve_pieces(bound, validator.sphere_speed, request.curve_tolerance)
     curve = _CurveValidator(validator, pieces, slack)
@@ -651,13 +663,15 @@ def warm_up() -> float:
     return time.perf_counter() - began
 
 
-def timed_trajectories(positions: Tensor, limits, options, validator=None, check=None) -> tuple[TimedTrajectory, ...]:
+def timed_trajectories(positions: Tensor, limits, options, validator=None, check=None,
+                       clearance: Tensor | None = None) -> tuple[TimedTrajectory, ...]:
     """The planner's timing step: each of the P waypoint paths ``positions`` (P, T, J) timed by
     :func:`retime` within ``limits`` (a :class:`~ros_torch_kin.optim.TrajectoryLimits`, times
     ``options``' velocity, acceleration and jerk scaling factors) as ``options``
     (a :class:`~ros_torch_kin.optim.TrajectoryOptions`: time_parameterization, duration,
     control_period, sample_period, curve_tolerance) say; the curves of the problems where
-    ``check`` (P,) bool is true (all, if None) are checked with ``validator``. Returns P
+    ``check`` (P,) bool is true (all, if None) are checked with ``validator``; ``clearance`` (P,)
+    m: each polyline's checked clearance bound (see :func:`retime`). Returns P
     :class:`TimedTrajectory`."""
     jerk = None
     if limits.jerk is not None:
@@ -676,5 +690,6 @@ def timed_trajectories(positions: Tensor, limits, options, validator=None, check
             result.append(_uniform(positions[p], request, ""))
             continue
         checking = validator if validator is not None and (check is None or bool(check[p])) else None
-        result.append(retime(positions[p], request, checking))
+        known = -math.inf if clearance is None else float(clearance[p])
+        result.append(retime(positions[p], request, checking, known))
     return tuple(result)
