@@ -126,10 +126,29 @@ def _serve_coarse_check(checker: CollisionChecker, q_tensor: torch.Tensor, margi
     response.pair_kind = kinds.astype(np.uint8).tolist()
 
 
-def serve_collision_model(model: ServedModel, settings: Settings, request, response):
+def _attached_note(checker: CollisionChecker) -> str:
+    """'carrying box (panda_hand, spheres 80-91)' for each attached object, '' for none."""
+    if not checker.attached:
+        return ""
+    bodies = checker._bodies.cpu()
+    L = checker.chain.num_links
+    parts = []
+    for k, obj in enumerate(checker.attached):
+        index = torch.nonzero(bodies == L + k).flatten()
+        parts.append(f"{obj.id} ({obj.link}, spheres {int(index.min())}-{int(index.max())})")
+    return "carrying " + ", ".join(parts)
+
+
+def serve_collision_model(model: ServedModel, settings: Settings, request, response, world: WorldState | None = None):
+    """The served collision model; with ``world``, as it checks now: the carried objects' spheres
+    follow the robot's (each on its parent link, centres in that link's frame, so a drawing of
+    the spheres shows them), their pairs are listed by object id ("box" - "panda_link3"; not
+    checked: its parent link and touch links, with the reason), and ``message`` names them."""
     checker = model.collision
     if checker is None:
         raise RequestError(NO_COLLISION_MODEL)
+    if world is not None and world.checker is not None and world.attached:
+        checker = world.checker
     spheres, pairs = checker.spheres, checker.self_pairs
     counts = spheres.count_per_link()
     response.link_names = list(spheres.link_names)
@@ -147,5 +166,5 @@ def serve_collision_model(model: ServedModel, settings: Settings, request, respo
     response.disabled_link_b = [b for (_, b), _ in disabled]
     response.disabled_reasons = [reason for _, reason in disabled]
     response.warnings = list(spheres.warnings + pairs.warnings)
-    response.success, response.message = True, ""
+    response.success, response.message = True, _attached_note(checker)
     return response

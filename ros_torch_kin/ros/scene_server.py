@@ -15,6 +15,11 @@ the objects of a MoveIt planning-scene YAML. Its ``header.frame_id`` may be empt
 or any link of the served robot; a link is placed by forward kinematics at the latest complete
 joint state the node received, else at the zero configuration clamped into the joint limits, at
 the time the YAML is loaded (the obstacles then stay where they are when the robot moves).
+
+ATTACH / DETACH move objects between the world and the robot (see UpdateScene.srv and
+:mod:`..collision.attached_objects`); the link poses come from the same joint state rule. A
+carried object is listed after the obstacles with its ``link`` set and its pose in that link's
+frame, and drawn in ``~/collision_markers`` (namespace 'attached', in its link's frame).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile
 from shape_msgs.msg import SolidPrimitive
 from visualization_msgs.msg import Marker, MarkerArray
 
-from ..collision import Obstacle, Scene, pose_from_xyz_quat_xyzw, scene_from_moveit_yaml
+from ..collision import AttachedObject, Obstacle, Scene, pose_from_xyz_quat_xyzw, scene_from_moveit_yaml
 from ..collision.obstacles import BOX, CAPSULE, CYLINDER, SPHERE, VOXELS
 from ..collision.occupancy import MAX_TRIANGLES
 from ..kinematics import forward_kinematics, matrix_to_pose_xyzw
@@ -65,22 +70,91 @@ class SceneServer:
         node = self.node
         world = node.world
         try:
+            if request.operation in (UpdateScene.Request.ATTACH, UpdateScene.Request.DETACH):
+                model = node.model
+                positions = None if model is None else node.current_positions(model)
+                scene, attached = attachment_change(world.scene, world.attached, request, model, positions)
+                node.world = world = world.with_attached(scene, attached)
+                self.publish_markers()
+                response.success, response.message = True, ""
+                return _list(response, world.scene, world.version, world.attached)
             if request.operation == UpdateScene.Request.LOAD_YAML:
                 scene = scene_from_yaml(request.scene_yaml, node.model, node.current_positions(node.model))
             else:
                 scene = updated_scene(world.scene, request)
+            carried = [o.id for o in world.attached if o.id in scene]
+            if carried:
+                raise RequestError(f"obstacle id '{carried[0]}' is carried by the robot (link "
+                                   f"'{world.attached_object(carried[0]).link}'): DETACH it first or choose another id")
         except (RequestError, ValueError) as error:
             response.success, response.message = False, str(error)
-            return _list(response, world.scene, world.version)
+            return _list(response, world.scene, world.version, world.attached)
         if scene is not world.scene:
             node.world = world = world.with_scene(scene)
             self.publish_markers()
         response.success, response.message = True, ""
-        return _list(response, world.scene, world.version)
+        return _list(response, world.scene, world.version, world.attached)
 
     def publish_markers(self) -> None:
         node = self.node
-        self._markers.publish(collision_markers(node.model, node.world.scene, node.get_clock().now().to_msg()))
+        world = node.world
+        self._markers.publish(collision_markers(node.model, world.scene, node.get_clock().now().to_msg(),
+                                                world.attached))
+
+
+def attachment_change(scene: Scene, attached: tuple, request, model, positions) -> tuple[Scene, tuple]:
+    """(scene, carried objects) after an ATTACH or DETACH request; RequestError naming the
+    field, with nothing changed. Link poses: forward kinematics at ``positions`` (else the zero
+    configuration clamped into the limits)."""
+    if model is None:
+        raise RequestError("no robot model is served yet: nothing can be attached or detached")
+    chain = model.chain
+    frames = link_frames(chain, positions)
+    carried = {o.id: o for o in attached}
+    seen: set[str] = set()
+    for i, msg in enumerate(request.obstacles):
+        if not msg.id:
+            raise RequestError(f"obstacles[{i}].id is empty")
+        if msg.id in seen:
+            raise RequestError(f"obstacles[{i}].id '{msg.id}' is listed twice")
+        seen.add(msg.id)
+    if not request.obstacles:
+        raise RequestError("obstacles is empty: list the objects to attach or detach")
+    if request.operation == UpdateScene.Request.DETACH:
+        for i, msg in enumerate(request.obstacles):
+            obj = carried.pop(msg.id, None)
+            if obj is None:
+                raise RequestError(f"obstacles[{i}].id '{msg.id}' is not attached (attached: "
+                                   f"{', '.join(o.id for o in attached) or 'none'})")
+            scene = scene.with_obstacle(obj.world_obstacle(frames(obj.link)))
+        return scene, tuple(carried.values())
+    for i, msg in enumerate(request.obstacles):
+        field = f"obstacles[{i}]"
+        if msg.id in carried:
+            raise RequestError(f"{field}.id '{msg.id}' is already attached to link '{carried[msg.id].link}' "
+                               "(DETACH it first)")
+        if not msg.link:
+            raise RequestError(f"{field}.link is empty: name the robot link that carries '{msg.id}'")
+        if not chain.has_link(msg.link):
+            raise RequestError(f"{field}.link '{msg.link}' is not a link of robot '{chain.name}'")
+        for k, name in enumerate(msg.touch_links):
+            if not chain.has_link(name):
+                raise RequestError(f"{field}.touch_links[{k}] '{name}' is not a link of robot '{chain.name}'")
+        has_shape = msg.shape.type != 0 or len(msg.mesh.triangles) > 0
+        if has_shape:
+            if msg.id in scene:
+                raise RequestError(f"{field}.id '{msg.id}' is an obstacle of the scene: attach it by id alone "
+                                   "(no shape, no mesh) or choose another id")
+            shape = obstacle_from_msg(msg, field)  # its pose: in the link's frame
+            obj = AttachedObject(msg.id, msg.link, shape, tuple(msg.touch_links))
+        else:
+            if msg.id not in scene:
+                raise RequestError(f"{field}.id '{msg.id}' is not in the scene and the message has no shape or "
+                                   f"mesh (ids: {', '.join(scene.ids[:10]) or 'none'}{', …' if len(scene) > 10 else ''})")
+            obj = AttachedObject.at_link_pose(scene.obstacle(msg.id), msg.link, frames(msg.link), tuple(msg.touch_links))
+            scene = scene.without(msg.id)
+        carried[msg.id] = obj
+    return scene, tuple(carried.values())
 
 
 def updated_scene(scene: Scene, request) -> Scene:
@@ -244,6 +318,13 @@ def obstacle_msg(obstacle: Obstacle) -> ObstacleMsg:
     return msg
 
 
+def attached_msg(obj: AttachedObject) -> ObstacleMsg:
+    """A carried object as an Obstacle message: ``link``, ``touch_links``, pose in the link frame."""
+    msg = obstacle_msg(obj.obstacle)
+    msg.link, msg.touch_links = obj.link, list(obj.touch_links)
+    return msg
+
+
 def voxel_marker(obstacle: Obstacle, index: int, frame: str, stamp) -> Marker:
     """A voxels obstacle's occupied voxels as one CUBE_LIST (namespace 'obstacles'; at most
     MAX_MARKER_VOXELS of them, evenly thinned beyond)."""
@@ -260,8 +341,8 @@ def voxel_marker(obstacle: Obstacle, index: int, frame: str, stamp) -> Marker:
     return marker
 
 
-def _list(response, scene: Scene, version: int):
-    response.obstacles = [obstacle_msg(o) for o in scene]
+def _list(response, scene: Scene, version: int, attached=()):
+    response.obstacles = [obstacle_msg(o) for o in scene] + [attached_msg(o) for o in attached]
     response.scene_version = version
     return response
 
@@ -269,11 +350,13 @@ def _list(response, scene: Scene, version: int):
 _ROBOT_COLOUR = (0.2, 0.6, 1.0, 0.4)
 _OBSTACLE_COLOUR = (1.0, 0.3, 0.2, 0.6)
 _VOXEL_COLOUR = (0.9, 0.6, 0.1, 0.8)
+_ATTACHED_COLOUR = (0.3, 0.9, 0.3, 0.7)
 
 
-def collision_markers(model, scene: Scene, stamp) -> MarkerArray:
-    """The robot's spheres (namespace 'robot_spheres', one marker per sphere in its link's frame)
-    and the obstacles (namespace 'obstacles', root frame); a DELETEALL first clears old ones."""
+def collision_markers(model, scene: Scene, stamp, attached=()) -> MarkerArray:
+    """The robot's spheres (namespace 'robot_spheres', one marker per sphere in its link's frame),
+    the obstacles (namespace 'obstacles', root frame) and the carried objects (namespace
+    'attached', each in its link's frame); a DELETEALL first clears old ones."""
     markers = [Marker(action=Marker.DELETEALL)]
     if model is None:
         return MarkerArray(markers=markers)
@@ -290,6 +373,11 @@ def collision_markers(model, scene: Scene, stamp) -> MarkerArray:
             markers.append(marker)
     for i, obstacle in enumerate(scene):
         markers += obstacle_markers(obstacle, i, chain.root_link, stamp)
+    for i, obj in enumerate(attached):
+        for marker in obstacle_markers(obj.obstacle, i, obj.link, stamp):
+            marker.ns = "attached" if marker.ns == "obstacles" else "attached_" + marker.ns
+            marker.color.r, marker.color.g, marker.color.b, marker.color.a = _ATTACHED_COLOUR
+            markers.append(marker)
     return MarkerArray(markers=markers)
 
 

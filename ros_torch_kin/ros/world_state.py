@@ -6,16 +6,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from ..collision import CollisionChecker, Scene
+from ..collision import AttachedObject, CollisionChecker, Scene
 from ..collision.tree_checker import TreeCollisionChecker
 from .served_model import ServedModel
+
+
+def _missing_links(obj: AttachedObject, chain) -> bool:
+    return not all(chain.has_link(name) for name in (obj.link,) + obj.touch_links)
 
 
 @dataclass(frozen=True)
 class WorldState:
     """``scene``: the obstacles (root frame); ``version`` grows by one per change;
     ``checker``: the robot's spheres and self pairs against ``scene`` (None without a collision
-    model)."""
+    model); ``attached``: the objects the robot carries (AttachedObject, poses in their links'
+    frames), which both checkers include."""
 
     scene: Scene = field(default_factory=Scene)
     version: int = 0
@@ -23,6 +28,7 @@ class WorldState:
     #: the tight model against ``scene`` when the served model has one (it decides validity;
     #: ``checker`` gives costs and gradients)
     verdict: TreeCollisionChecker | None = None
+    attached: tuple[AttachedObject, ...] = ()
 
     @property
     def deciding(self) -> CollisionChecker | TreeCollisionChecker | None:
@@ -30,10 +36,30 @@ class WorldState:
         return self.verdict if self.verdict is not None else self.checker
 
     def for_model(self, model: ServedModel) -> "WorldState":
-        """The same scene against a newly served model's collision model."""
-        checker = None if model.collision is None else model.collision.with_scene(self.scene)
-        verdict = None if model.verdict is None or checker is None else model.verdict.with_scene(self.scene)
-        return replace(self, checker=checker, verdict=verdict)
+        """The same scene against a newly served model's collision model; attached objects whose
+        link or touch links the new robot lacks are dropped (see :meth:`dropped_by`)."""
+        attached = tuple(o for o in self.attached if not _missing_links(o, model.chain))
+        checker = None if model.collision is None else model.collision.with_scene(self.scene).with_attached(attached)
+        verdict = None if model.verdict is None or checker is None else \
+            model.verdict.with_scene(self.scene).with_attached(attached, coarse=checker)
+        return replace(self, checker=checker, verdict=verdict, attached=attached)
+
+    def dropped_by(self, model: ServedModel) -> tuple[str, ...]:
+        """Ids of the attached objects :meth:`for_model` would drop for ``model`` (for the log)."""
+        return tuple(o.id for o in self.attached if _missing_links(o, model.chain))
+
+    def with_attached(self, scene: Scene, attached) -> "WorldState":
+        """A new scene and set of carried objects together (version + 1; ATTACH and DETACH move
+        an object between the two in one change)."""
+        attached = tuple(attached)
+        checker = None if self.checker is None else self.checker.with_scene(scene).with_attached(attached)
+        verdict = None if self.verdict is None or checker is None else \
+            self.verdict.with_scene(scene).with_attached(attached, coarse=checker)
+        return replace(self, scene=scene, version=self.version + 1, checker=checker, verdict=verdict,
+                       attached=attached)
+
+    def attached_object(self, id: str) -> AttachedObject | None:
+        return next((o for o in self.attached if o.id == id), None)
 
     def with_scene(self, scene: Scene) -> "WorldState":
         """A new scene (version + 1), paired with the same collision model."""
