@@ -573,7 +573,7 @@ def _global_seeds(chain, problem, options, limits, collision, goals: Tensor, val
             close = (q.unsqueeze(1) - ends.unsqueeze(0)).abs().amax(-1) <= near  # (N, E)
             return collision.clear(q, torch.where(close, relaxed, torch.full_like(relaxed, c)).amin(1))
 
-        search = GlobalSearchOptions(time_budget=options.global_search * remaining, edge_resolution=0.01,
+        search = GlobalSearchOptions(time_budget=options.global_search * remaining, edge_resolution=0.02,
                                      random_seed=options.random_seed)
         found = search_path(free, problem.start[p], ends[1:], lower, upper, search)
         timings["global_search"] += time.perf_counter() - moment
