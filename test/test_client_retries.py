@@ -190,11 +190,24 @@ def test_lost_scene_replies(node):
         client.update_scene(R.ADD, [obstacle("kept", "sphere", (0.05,), (2, 0, 0, 0, 0, 0, 1))])
         with pytest.raises(KinematicsError, match="'ghost' is not in the scene"):
             client.update_scene(R.REMOVE, [obstacle("kept", "sphere", (0.05,)), obstacle("ghost", "sphere", (0.05,))])
+        # ATTACH applied, reply lost: the LIST shows it carried, and that is the answer (a resend would
+        # be refused as already attached); DETACH the same way
+        obstacles, _ = client.update_scene(R.ATTACH, [_attach("kept", "tool0")])
+        assert {o.id: o.link for o in obstacles}["kept"] == "tool0"
+        obstacles, _ = client.update_scene(R.DETACH, [_attach("kept", "")])
+        assert {o.id: o.link for o in obstacles}["kept"] == ""
         client.forget = ()
         assert "kept" in [o.id for o in client.update_scene(R.LIST)[0]]
         client.update_scene(R.CLEAR)
     finally:
         client.close()
+
+
+def _attach(id: str, link: str):
+    """An Obstacle message naming a scene obstacle by id (and the link to carry it on)."""
+    from ros_torch_kin.msg import Obstacle
+
+    return Obstacle(id=id, link=link)
 
 
 def test_lost_goal_acceptance_and_result_are_recovered(node, arm):

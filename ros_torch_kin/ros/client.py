@@ -28,6 +28,8 @@ same scene when applied twice. A REMOVE applied twice fails the second time (the
 REMOVE without a reply is never resent blindly: the client LISTs the scene, returns that answer
 as the REMOVE's when none of the ids is left, and resends the REMOVE only while they are all
 there (a REMOVE of ids that were never in the scene whose reply is lost then counts as done).
+ATTACH and DETACH likewise: applied twice they fail ("already attached" / "not attached"), so a
+lost one is resent only while the LIST shows it was not applied (all or nothing).
 A resent change can undo another client's change made in between (at-least-once delivery).
 
 plan_trajectory: a goal is sent with a goal id chosen here; one not acknowledged in time is
@@ -342,16 +344,28 @@ class KinematicsClient:
         )
 
     def update_scene(self, operation: int, obstacles=()) -> tuple[list, int]:
-        """UpdateScene.Request.ADD / MOVE / REMOVE / CLEAR / LIST with Obstacle messages (see
-        :func:`obstacle`) -> (the scene's obstacles after it, scene_version). A REMOVE whose reply
-        is lost is confirmed by a LIST before it is resent (see the module's docstring)."""
+        """UpdateScene.Request.ADD / MOVE / REMOVE / CLEAR / LIST / LOAD_YAML / ATTACH / DETACH with
+        Obstacle messages (see :func:`obstacle`) -> (the scene's obstacles after it,
+        scene_version). A REMOVE, ATTACH or DETACH whose reply is lost is confirmed by a LIST
+        before it is resent (see the module's docstring)."""
         request = UpdateScene.Request(operation=operation, obstacles=list(obstacles))
-        if operation != UpdateScene.Request.REMOVE:
-            r = self._call(self._scene, request)
-        else:
-            ids = {o.id for o in request.obstacles}
+        ids = {o.id for o in request.obstacles}
+        if operation == UpdateScene.Request.REMOVE:
             r = self._call(self._scene, request, before_resend=lambda: self._removed(ids))
+        elif operation in (UpdateScene.Request.ATTACH, UpdateScene.Request.DETACH):
+            carried = operation == UpdateScene.Request.ATTACH
+            r = self._call(self._scene, request, before_resend=lambda: self._carried(ids, carried))
+        else:
+            r = self._call(self._scene, request)
         return list(r.obstacles), r.scene_version
+
+    def _carried(self, ids: set, carried: bool):
+        """Before an ATTACH (``carried``) or DETACH is resent: the LIST answer if every one of
+        ``ids`` is already carried (attached to a link) or, for DETACH, back in the world, else
+        None (resend: the lost request was not applied, it is all or nothing)."""
+        listed = self._call(self._scene, UpdateScene.Request(operation=UpdateScene.Request.LIST))
+        state = {o.id: bool(o.link) for o in listed.obstacles}
+        return listed if all(state.get(i) is carried for i in ids) else None
 
     def _removed(self, ids: set):
         """Before a REMOVE is resent: the LIST answer if none of ``ids`` is in the scene (the
