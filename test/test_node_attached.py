@@ -97,6 +97,8 @@ def test_attach_a_new_shape_in_the_link_frame_and_markers_show_it(served):
     new = obstacle("tray", "box", (0.1, 0.1, 0.02), (0, 0, 0.08, 0, 0, 0, 1))
     new.link = "flange"
     update(client, "ATTACH", [new])
+    listed = client.collision_model()  # over ROS: the carried object is part of the model
+    assert listed.message.startswith("carrying tray (flange") and "tray" in listed.enabled_link_a
     spinner = Spinner("attached_marker_listener")
     received = []
     latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)

@@ -124,7 +124,7 @@ class KinematicsNode(Node):
             (ComputeGradient, "compute_gradient", self._serving(handlers.serve_gradient)),
             (GetRobotModel, "get_robot_model", self._serving(handlers.serve_robot_model)),
             (CheckCollision, "check_collision", self._serving(collision_services.serve_check_collision, with_world=True)),
-            (GetCollisionModel, "get_collision_model", self._serving(collision_services.serve_collision_model)),
+            (GetCollisionModel, "get_collision_model", self._serving(collision_services.serve_collision_model, with_world=True)),
             (ComputeIK, "compute_ik", self._serving(self._serve_ik, with_world=True)),
         )
         for kind, name, callback in services:
