@@ -195,7 +195,11 @@ class KinematicsNode(Node):
         self._applied_ticket = self._next_description_ticket() if ticket is None else ticket
         first = self.model is None
         self.model = model
+        dropped = self.world.dropped_by(model)
         self.world = self.world.for_model(model)
+        if dropped:
+            self.get_logger().warning(f"the new robot model lacks the link (or a touch link) of carried "
+                                      f"object(s) {', '.join(dropped)}: no longer carried nor checked")
         if first and (path := self.get_parameter("scene_file").value):
             try:
                 self._use_scene(self._scene_from_file(path, model))
