@@ -192,11 +192,21 @@ def _sphere_speed(chain, spheres) -> Tensor:
 
 
 def _pair_names(checker, q: Tensor, threshold: float) -> tuple[tuple[str, str], ...]:
-    """The closest pair of each configuration (N, J), by name."""
+    """The closest pair of each configuration (N, J), by name. A tight checker names only pairs
+    within the threshold it is asked with: where none is, it is asked again four times farther
+    (up to 1 m), so a configuration whose pairs are all beyond the first threshold is named too."""
     if not q.shape[0]:
         return ()
-    result = checker.distances(q, threshold) if hasattr(checker, "link_pair_collisions") else checker.distances(q)
-    return tuple(result.nearest_pair(b) for b in range(q.shape[0]))
+    if not hasattr(checker, "link_pair_collisions"):
+        result = checker.distances(q)
+        return tuple(result.nearest_pair(b) for b in range(q.shape[0]))
+    names = list(checker.distances(q, threshold).pairs)
+    while threshold < 1.0 and any(not a for a, _ in names):
+        threshold = max(4 * threshold, 0.01)
+        rows = [b for b, (a, _) in enumerate(names) if not a]
+        for b, pair in zip(rows, checker.distances(q[rows], threshold).pairs):
+            names[b] = pair
+    return tuple(names)
 
 
 def _piece_bound(d0: Tensor, d1: Tensor, change: Tensor) -> Tensor:
