@@ -153,13 +153,20 @@ class Obstacle:
         return cls(id, CAPSULE, (height, radius), np.eye(4) if pose is None else pose)
 
     @classmethod
-    def points(cls, id: str, points, voxel_size: float, radius: float = 0.0, pose=None, **options) -> "Obstacle":
-        """Points (N, 3) (m, in the frame ``pose`` places; default the root frame) as occupied
-        voxels of ``voxel_size`` (m); ``radius`` (m): their stated error. NaN rows are skipped.
-        ``options``: of :meth:`.occupancy.VoxelGrid.from_points` (padding, max_cells, max_points)."""
+    def points(cls, id: str, points, voxel_size: float, radius: float = 0.0, pose=None, exact: bool = True,
+               **options) -> "Obstacle":
+        """Points (N, 3) (m, in the frame ``pose`` places; default the root frame): the world is
+        the union of balls of ``radius`` (m) around them (the point radius; half the sampling
+        spacing covers a surface between its samples). NaN rows are skipped. Distances: a voxel
+        field of ``voxel_size`` (m) far from the points (a lower bound), and with ``exact`` (the
+        default) the exact distance to the balls within ``point_cell`` − radius of the points
+        (:mod:`.point_hash`; ``exact=False``: the field alone, radius then a stated error).
+        ``options``: of :meth:`.occupancy.VoxelGrid.from_points` (point_cell, multires, padding,
+        max_cells, max_points)."""
         from .occupancy import VoxelGrid
 
-        grid = VoxelGrid.from_points(points, voxel_size, radius, field=f"obstacle '{id}': points", **options)
+        grid = VoxelGrid.from_points(points, voxel_size, radius, field=f"obstacle '{id}': points", exact=exact,
+                                     **options)
         return cls(id, VOXELS, (), np.eye(4) if pose is None else pose, grid)
 
     @classmethod

@@ -69,7 +69,9 @@ MAX_TRIANGLES = 1_000_000
 #: Triangles with an area below this (m²) are degenerate.
 DEGENERATE_AREA = 1e-14
 #: Columns of a packed grid's parameter row (see :func:`grid_parameters`).
-PARAMETER_COLUMNS = 38
+PARAMETER_COLUMNS = 51
+#: The first column of a packed row's point table (:mod:`.point_hash`; 13 columns).
+POINT_COLUMN = 38
 #: Multi-resolution grids: fine cells per brick side (level 0 is stored in bricks of BRICK³ cells).
 BRICK = 4
 #: Multi-resolution grids: the radius (in nodes of each level) within which level 0 (voxel size
@@ -101,6 +103,10 @@ class VoxelGrid:
     #: (``field`` flat: block table, level-0 bricks, level 1, level 2) the block table's shape,
     #: where the bricks start, and per coarser level (node (0, 0, 0)'s centre, shape, start).
     layout: tuple | None = None
+    #: None, or the exact point table (:mod:`.point_hash`) stored after the field values in
+    #: ``field`` (then flat): (cell size (m), the table's origin (3,), dims (3,), where ``starts``
+    #: and the sorted points begin in ``field``, the number of points, the point radius (m)).
+    points: tuple | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -116,20 +122,40 @@ class VoxelGrid:
 
     def __repr__(self) -> str:
         kind = "" if self.layout is None else f", multi-resolution, {self.field.size:,} field values"
+        if self.points is not None:
+            kind += f", {self.points[5]:,} exact points of radius {self.points[6] * 1000:g} mm (cells {self.points[0] * 1000:g} mm)"
         return (f"VoxelGrid({self.occupied_count} occupied of {'×'.join(map(str, self.shape))} voxels of "
                 f"{self.voxel_size * 1000:g} mm, bound {self.bound * 1000:.2f} mm{kind})")
+
+    def with_points(self, points: np.ndarray, cell: float, max_cells: int = MAX_CELLS) -> "VoxelGrid":
+        """This grid plus the exact point table of ``points`` (P, 3) (finite, grid frame; each a
+        ball of radius ``bound``) in cells of ``cell`` m (:mod:`.point_hash`)."""
+        from . import point_hash
+
+        origin, dims, starts, ordered = point_hash.build(points, cell, max_cells)
+        head = self.field.reshape(-1)
+        field = np.concatenate([head, starts.astype(np.float32), ordered.reshape(-1).astype(np.float32)])
+        field.setflags(write=False)
+        layout = (float(cell), tuple(float(v) for v in origin), tuple(int(d) for d in dims), int(head.size),
+                  int(head.size + starts.size), int(ordered.shape[0]), float(self.bound))
+        return VoxelGrid(self.origin, self.voxel_size, self.occupied, field, self.box, self.bound, self.notes,
+                         self.layout, layout)
 
     # ------------------------------------------------------------------ building
     @classmethod
     def from_points(cls, points, voxel_size: float, radius: float = 0.0, padding: float | None = None,
                     max_cells: int = MAX_CELLS, max_points: int = MAX_POINTS, field: str = "points",
-                    fill_interior: bool = False, extra_bound: float = 0.0, multires: bool = False) -> "VoxelGrid":
+                    fill_interior: bool = False, extra_bound: float = 0.0, multires: bool = False,
+                    exact: bool = False, point_cell: float | None = None) -> "VoxelGrid":
         """(N, 3) points (m, grid frame) -> a grid of ``voxel_size`` (m). Non-finite rows (depth
         holes) are skipped. ``radius`` (m): the points' stated radius (sensor noise), part of the
         bound. ``padding`` (m, default max(0.1, 4·voxel_size)): how far beyond the points the field
         is kept (beyond it the box bound takes over). ``fill_interior``: fill the cavities the
-        occupied voxels enclose (a closed mesh's inside). ValueError naming ``field`` for an empty
-        or oversized cloud, a bad voxel size or a grid above ``max_cells``."""
+        occupied voxels enclose (a closed mesh's inside). ``exact``: keep the points themselves
+        too (:mod:`.point_hash`): each is then a ball of radius ``radius`` and distances are exact
+        within ``point_cell`` (m, default :func:`default_point_cell`) minus the radius of them.
+        ValueError naming ``field`` for an empty or oversized cloud, a bad voxel size or a grid
+        above ``max_cells``."""
         if not (math.isfinite(voxel_size) and voxel_size > 0):
             raise ValueError(f"voxel_size must be a positive number of metres, got {voxel_size}")
         if not (math.isfinite(radius) and radius >= 0):
@@ -151,7 +177,8 @@ class VoxelGrid:
             if fill_interior:
                 raise ValueError(f"{field}: a multi-resolution grid has no inside (fill_interior)")
             index = tuple(np.floor(points[:, axis] / s).astype(np.int64) for axis in range(3))
-            return cls._multires(index, s, radius + extra_bound, max_cells, field, tuple(notes))
+            grid = cls._multires(index, s, radius + extra_bound, max_cells, field, tuple(notes))
+            return grid._exact(points, exact, point_cell, extra_bound, fill_interior, field, max_cells)
         pad = max(1, math.ceil((max(0.1, 4 * s) if padding is None else padding) / s))
         index = np.floor(points / s).astype(np.int64)
         low, high = index.min(0), index.max(0)
@@ -167,7 +194,19 @@ class VoxelGrid:
         occupied[local[:, 0], local[:, 1], local[:, 2]] = True
         if fill_interior:
             occupied = _filled(occupied)
-        return cls._from_occupancy(occupied, (start + 0.5) * s, s, radius + extra_bound, fill_interior, tuple(notes))
+        grid = cls._from_occupancy(occupied, (start + 0.5) * s, s, radius + extra_bound, fill_interior, tuple(notes))
+        return grid._exact(points, exact, point_cell, extra_bound, fill_interior, field, max_cells)
+
+    def _exact(self, points, exact: bool, cell, extra_bound: float, fill_interior: bool, field: str,
+               max_cells: int) -> "VoxelGrid":
+        if not exact:
+            return self
+        if fill_interior or extra_bound:
+            raise ValueError(f"{field}: exact points are balls around the points (no inside, no extra bound)")
+        cell = default_point_cell(self.voxel_size) if cell is None else float(cell)
+        if not (math.isfinite(cell) and cell >= self.voxel_size):
+            raise ValueError(f"{field}: point_cell must be at least the voxel size ({self.voxel_size:g} m), got {cell}")
+        return self.with_points(points, cell, max_cells)
 
     @classmethod
     def _multires(cls, index: tuple[np.ndarray, ...], s: float, bound: float, max_cells: int, field: str,
@@ -248,6 +287,12 @@ class VoxelGrid:
         origin = np.asarray(origin, dtype=np.float64)
         origin.setflags(write=False)
         return cls(origin, s, occupied, np.ascontiguousarray(field, dtype=np.float32), box, float(bound), notes)
+
+
+def default_point_cell(voxel_size: float) -> float:
+    """The exact point table's cell when none is given: max(4 cm, 2·voxel_size), so that
+    distances are exact up to 4 cm (minus the point radius) from the points."""
+    return max(0.04, 2.0 * voxel_size)
 
 
 def _filled(occupied: np.ndarray) -> np.ndarray:
@@ -418,6 +463,18 @@ def grid_parameters(grid: VoxelGrid, offset: int) -> np.ndarray:
             row[column + 3:column + 6] = shape
             row[column + 6:column + 8] = divmod(offset + start, _OFFSET_BASE)
         row[36:38] = divmod(offset + brick_offset, _OFFSET_BASE)
+    if grid.points is not None:  # the exact point table (.point_hash)
+        cell, origin, dims, starts, ordered, _, radius = grid.points
+        c = POINT_COLUMN
+        row[c] = 1.0
+        row[c + 1] = cell
+        row[c + 2:c + 5] = origin
+        row[c + 5:c + 8] = dims
+        row[c + 8:c + 10] = divmod(offset + starts, _OFFSET_BASE)
+        row[c + 10:c + 12] = divmod(offset + ordered, _OFFSET_BASE)
+        # plus the float32 rounding of the stored points (≤ 2⁻²⁴·|coordinate| per axis), so that
+        # the exact distance stays a lower bound in a float64 scene too
+        row[c + 12] = radius + 2.0 ** -22 * float(np.abs(grid.box).max())
     return row
 
 
@@ -559,6 +616,10 @@ def voxel_distance(x: Tensor, y: Tensor, z: Tensor, parameters: Tensor, values: 
     use_cell = inside & ((cell_bound > box_d) | within_box)  # inside the box: the field (depth) alone
     distance = torch.where(use_cell, cell_bound, box_d)
     if not with_normal:
+        if bool((parameters[:, POINT_COLUMN] > 0).any()):
+            from .point_hash import refine
+
+            distance, _ = refine(coordinates, parameters, values, distance, None, False, POINT_COLUMN)
         return distance, None
     gx, gy, gz = gradient
     length = torch.sqrt(gx * gx + gy * gy + gz * gz)
@@ -566,7 +627,12 @@ def voxel_distance(x: Tensor, y: Tensor, z: Tensor, parameters: Tensor, values: 
     inverse = 1.0 / length.clamp_min(torch.finfo(length.dtype).tiny)
     field_normal = (torch.where(ok, gx * inverse, 1.0), torch.where(ok, gy * inverse, 0.0),
                     torch.where(ok, gz * inverse, 0.0))
-    return distance, tuple(torch.where(use_cell, f, b) for f, b in zip(field_normal, box_n))
+    normal = tuple(torch.where(use_cell, f, b) for f, b in zip(field_normal, box_n))
+    if bool((parameters[:, POINT_COLUMN] > 0).any()):
+        from .point_hash import refine
+
+        distance, normal = refine(coordinates, parameters, values, distance, normal, True, POINT_COLUMN)
+    return distance, normal
 
 
 def _box_distance(coordinates, parameters: Tensor, with_normal: bool):

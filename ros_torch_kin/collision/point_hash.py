@@ -1,0 +1,131 @@
+"""Exact distances to a point cloud near its points: a uniform grid of cells ("hash") over the points.
+
+A cloud given as points (:meth:`.obstacles.Obstacle.points`) IS the world: the union of balls of
+radius r (the point radius) centred at the points, as VAMP and MoveIt's octomap treat them. Its
+:class:`~.occupancy.VoxelGrid` keeps the voxel distance field (a conservative lower bound
+everywhere, loose by up to a few voxels) and, beside it, the points bucketed into cubic cells of
+side c (``cell``, m): cells sorted in x-major order, ``starts`` (M + 1,) the first point of each
+cell in the sorted points (a prefix sum; cell k holds points starts[k] .. starts[k+1] − 1).
+
+A query x (torch, batched, same code on CUDA; no Python loop over queries or points) whose field
+bound is below c − r gathers the points of the 27 cells around its own (a ragged gather:
+``repeat_interleave`` over the cells' counts, then a ``scatter_reduce`` minimum per query). The
+3×3×3 block reaches at least c beyond x in every direction, so every point within c of x is
+among the gathered ones. With m the smallest gathered distance:
+
+* m ≤ c: m is the exact distance from x to the nearest point, and **m − r the exact signed
+  distance to the world** (negative inside a ball); the normal is (x − p)/m, p that point;
+* otherwise no point lies within c of x: the distance is ≥ c − r, and the result is
+  max(field bound, c − r), still a lower bound.
+
+Elsewhere (field bound ≥ c − r) the field's bound stands. **Guarantee: the result never exceeds
+the true distance to the balls, and equals it (up to float rounding) wherever that distance is
+at most c − r.** The cost grows with the points in the 27 cells (∝ c² on a surface): c trades
+exactness reach against time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+#: Pairs (query, point) computed at once; more are split into chunks (memory: ~60 B per pair).
+CHUNK_PAIRS = 1 << 20
+_OFFSETS = torch.tensor([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)])
+
+
+def build(points: np.ndarray, cell: float, max_cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(P, 3) finite points -> origin (3,) of cell (0, 0, 0)'s low corner, dims (3,) cells,
+    starts (M + 1,) float64 and the points sorted by cell (P, 3). One cell of padding on every
+    side. ValueError when the cells exceed ``max_cells``."""
+    if not (math.isfinite(cell) and cell > 0):
+        raise ValueError(f"the point cell must be a positive number of metres, got {cell}")
+    columns = [np.floor(points[:, a] / cell).astype(np.int64) for a in range(3)]  # columns: numpy is slow on (P, 3)
+    low = np.array([c.min() for c in columns]) - 1
+    dims = np.array([c.max() for c in columns]) - low + 2
+    count = int(np.prod(dims.astype(np.float64)))
+    if count > max_cells:
+        raise ValueError(f"the points span {count} cells of {cell:g} m, above the limit of {max_cells}")
+    flat = ((columns[0] - low[0]) * dims[1] + (columns[1] - low[1])) * dims[2] + (columns[2] - low[2])
+    order = np.argsort(flat, kind="stable")
+    starts = np.zeros(count + 1)
+    np.cumsum(np.bincount(flat, minlength=count), out=starts[1:])
+    return low * cell, dims, starts, points[order]
+
+
+def refine(coordinates, parameters: Tensor, values: Tensor, distance: Tensor, normal, with_normal: bool,
+           column: int):
+    """Raise ``distance`` (n, N) (a lower bound from the field) to the exact distance where the
+    points allow it (module docstring); ``normal`` (3 tensors (n, N)) follows. ``parameters``
+    (n, k): column ``column`` 1 where the row's grid has points, then the cell size, the table's
+    origin (3), dims (3), offsets of ``starts`` and of the points in ``values`` (two columns
+    each, high and low: see :func:`.occupancy._offset`) and the point radius. -> distance,
+    normal."""
+    from .occupancy import _offset
+
+    cell = parameters[:, column + 1:column + 2]
+    radius = parameters[:, column + 12:column + 13]
+    want = (parameters[:, column:column + 1] > 0) & (distance < cell - radius)
+    rows, cols = want.nonzero(as_tuple=True)
+    if not rows.numel():
+        return distance, normal
+    p = parameters[rows]  # (K, k)
+    q = torch.stack([c[rows, cols] for c in coordinates], dim=1)  # (K, 3)
+    c = p[:, column + 1:column + 2]
+    origin, dims = p[:, column + 2:column + 5], p[:, column + 5:column + 8].to(torch.int64)
+    index = torch.nan_to_num((q - origin) / c, nan=-4.0, posinf=-4.0, neginf=-4.0).clamp(-4.0, 1e9).floor()
+    index = index.to(torch.int64).unsqueeze(1) + _OFFSETS.to(q.device).unsqueeze(0)  # (K, 27, 3)
+    dims3 = dims.unsqueeze(1)
+    valid = ((index >= 0) & (index < dims3)).all(2)  # (K, 27)
+    flat = ((index[..., 0] * dims3[..., 1] + index[..., 1]) * dims3[..., 2] + index[..., 2]).clamp_min(0)
+    table = flat + _offset(p, column + 8)
+    last = values.shape[0] - 1
+    start = values[table.clamp(0, last)]
+    counts = torch.where(valid, (values[(table + 1).clamp(0, last)] - start).to(torch.int64), 0)  # (K, 27)
+    start = start.to(torch.int64) * 3 + _offset(p, column + 10)  # where the cell's points begin in values
+    per_query = counts.sum(1)
+    K = q.shape[0]
+    best = q.new_full((K,), math.inf)
+    nearest = q.new_zeros((K, 3)) if with_normal else None
+    ends = per_query.cumsum(0)
+    if int(ends[-1]) <= CHUNK_PAIRS:
+        bounds = [(0, K)]
+    else:  # chunks of whole queries, each about CHUNK_PAIRS pairs (a query above it alone)
+        cuts = torch.searchsorted(ends, torch.arange(CHUNK_PAIRS, int(ends[-1]), CHUNK_PAIRS, device=q.device))
+        edges = sorted(set([0, K] + (cuts + 1).clamp(1, K).tolist()))
+        bounds = list(zip(edges[:-1], edges[1:]))
+    for a, b in bounds:
+        n_counts = counts[a:b].reshape(-1)
+        total = int(n_counts.sum())
+        if not total:
+            continue
+        owner = torch.repeat_interleave(torch.arange(n_counts.shape[0], device=q.device), n_counts,
+                                        output_size=total)
+        first = torch.cumsum(n_counts, 0) - n_counts  # exclusive prefix sum
+        slot = start[a:b].reshape(-1)[owner] + 3 * (torch.arange(total, device=q.device) - first[owner])
+        query = owner // 27
+        offset = q[a:b][query] - torch.stack([values[slot], values[slot + 1], values[slot + 2]], dim=1)  # (T, 3)
+        squared = (offset * offset).sum(1)
+        local = q.new_full((b - a,), math.inf).scatter_reduce(0, query, squared, "amin")
+        best[a:b] = local
+        if with_normal:
+            pair = torch.arange(total, device=q.device)
+            winner = torch.where(squared == local[query], pair, total)
+            arg = torch.full((b - a,), total, dtype=torch.int64, device=q.device).scatter_reduce(0, query, winner, "amin")
+            has = arg < total
+            nearest[a:b][has] = offset[arg[has]]
+    m = torch.sqrt(best)
+    certified = m <= c.squeeze(1)
+    r = p[:, column + 12]
+    current = distance[rows, cols]
+    value = torch.where(certified, m - r, torch.maximum(current, c.squeeze(1) - r))
+    distance = distance.index_put((rows, cols), value)
+    if with_normal:
+        use = certified & (m > 0)
+        unit = nearest / m.clamp_min(torch.finfo(m.dtype).tiny).unsqueeze(1)
+        normal = tuple(n.index_put((rows, cols), torch.where(use, unit[:, a], n[rows, cols]))
+                       for a, n in enumerate(normal))
+    return distance, normal

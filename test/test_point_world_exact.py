@@ -1,0 +1,134 @@
+"""Exact distances near the points of a point world (:mod:`ros_torch_kin.collision.point_hash`)
+against scipy's KD-tree (the exact nearest-point distance) and central finite differences of it.
+
+Claims checked: the distance to the union of balls of the point radius is never overestimated
+(float rounding aside), equals the KD-tree's where that is within the point cell minus the radius
+(dense and multi-resolution fields, float32 and float64, chunked gathers), the normal near the
+points is the unit vector from the nearest point, and the checkers see the exact world.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial import cKDTree
+
+from ros_torch_kin.collision import Obstacle, Scene
+from ros_torch_kin.collision import point_hash
+from ros_torch_kin.collision.signed_distance import point_distances
+
+VOXEL = 0.01
+
+
+def _cloud(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    plane = rng.uniform(-0.25, 0.25, (6000, 3))
+    plane[:, 2] = 0.04 * np.sin(9 * plane[:, 0]) + 0.3
+    blob = rng.normal((0.1, 0.0, 0.45), 0.02, (800, 3))
+    return np.concatenate([plane, blob])
+
+
+def _queries(points: np.ndarray, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    near = points[rng.integers(0, len(points), 6000)] + rng.normal(0, 0.02, (6000, 3))
+    far = rng.uniform((-0.6, -0.6, -0.2), (0.6, 0.6, 0.9), (4000, 3))
+    return np.concatenate([near, far])
+
+
+def _distances(obstacle: Obstacle, queries: np.ndarray, dtype, with_normal=True):
+    shapes = Scene([obstacle]).packed("cpu", dtype).shapes[0]
+    d, n = point_distances(torch.as_tensor(queries.T, dtype=dtype), shapes, with_normal)
+    normal = torch.einsum("kji,kip->kjp", shapes.rotation, n)[0].T.numpy() if with_normal else None
+    return d[0].numpy(), normal
+
+
+@pytest.mark.parametrize("multires", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("radius", [0.0, 0.004])
+def test_exact_near_the_points_and_a_lower_bound_everywhere(multires, dtype, radius):
+    points = _cloud(0)
+    cell = 0.03
+    obstacle = Obstacle.points("cloud", points, VOXEL, radius=radius, multires=multires, point_cell=cell)
+    queries = _queries(points, 1)
+    d, _ = _distances(obstacle, queries, dtype)
+    truth = cKDTree(points).query(queries)[0] - radius
+    slack = 1e-9 if dtype == torch.float64 else 2e-6
+    assert (d <= truth + slack).all(), (d - truth).max()
+    exact = truth <= cell - radius - 1e-4  # within the reach: the KD-tree's distance
+    assert exact.sum() > 3000 and (~exact).sum() > 2000
+    tolerance = 2e-6 if dtype == torch.float64 else 2e-5
+    np.testing.assert_allclose(d[exact], truth[exact], atol=tolerance, rtol=0)
+    assert (d[~exact] >= -radius - 1e-6).all()  # farther: still the field's bound, now at least what the table certifies
+
+
+def test_the_field_alone_is_looser_and_the_table_changes_nothing_far_away():
+    points = _cloud(2)
+    queries = _queries(points, 3)
+    exact, _ = _distances(Obstacle.points("cloud", points, VOXEL, point_cell=0.03), queries, torch.float64)
+    field, _ = _distances(Obstacle.points("cloud", points, VOXEL, exact=False), queries, torch.float64)
+    assert (exact >= field - 1e-9).all()
+    truth = cKDTree(points).query(queries)[0]
+    near = truth < 0.02
+    assert np.median((truth - field)[near]) > 0.005 > np.abs(truth - exact)[near].max()
+
+
+def test_normals_near_the_points_match_finite_differences():
+    points = _cloud(4)
+    obstacle = Obstacle.points("cloud", points, VOXEL, radius=0.003, point_cell=0.03)
+    rng = np.random.default_rng(5)
+    queries = points[rng.integers(0, len(points), 500)] + rng.normal(0, 0.01, (500, 3))
+    tree = cKDTree(points)
+    d, normal = _distances(obstacle, queries, torch.float64)
+    distance, index = tree.query(queries, k=2)
+    unique = (distance[:, 1] - distance[:, 0] > 1e-4) & (distance[:, 0] > 1e-4)  # away from ties and the points
+    step = 1e-6
+    fd = np.stack([(tree.query(queries + step * e)[0] - tree.query(queries - step * e)[0]) / (2 * step)
+                   for e in np.eye(3)], axis=1)
+    np.testing.assert_allclose(normal[unique], fd[unique], atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(normal, axis=1), 1.0, atol=1e-9)
+
+
+def test_chunked_gathers_agree(monkeypatch):
+    points = _cloud(6)
+    obstacle = Obstacle.points("cloud", points, VOXEL, point_cell=0.03)
+    queries = _queries(points, 7)
+    whole, whole_normal = _distances(obstacle, queries, torch.float64)
+    monkeypatch.setattr(point_hash, "CHUNK_PAIRS", 5000)
+    chunked, chunked_normal = _distances(obstacle, queries, torch.float64)
+    np.testing.assert_array_equal(whole, chunked)
+    np.testing.assert_array_equal(whole_normal, chunked_normal)
+    without, _ = _distances(obstacle, queries, torch.float64, with_normal=False)
+    np.testing.assert_array_equal(whole, without)
+
+
+def test_a_posed_cloud_and_mixed_rows():
+    """Two clouds (one posed) and a field-only grid packed together: each row its own table."""
+    points = _cloud(8)
+    pose = np.eye(4)
+    pose[:3, :3] = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    pose[:3, 3] = (0.5, 0.2, -0.1)
+    a = Obstacle.points("a", points, VOXEL, point_cell=0.03)
+    b = Obstacle.points("b", points[:3000], VOXEL, radius=0.002, pose=pose, point_cell=0.04, multires=True)
+    c = Obstacle.points("c", points + (0, 0, 0.5), VOXEL, exact=False)
+    shapes = Scene([a, b, c]).packed("cpu", torch.float64).shapes[0]
+    queries = np.concatenate([_queries(points, 9), _queries(points[:3000] @ pose[:3, :3].T + pose[:3, 3], 10)])
+    d, _ = point_distances(torch.as_tensor(queries.T), shapes, True)
+    truth_a = cKDTree(points).query(queries)[0]
+    truth_b = cKDTree(points[:3000] @ pose[:3, :3].T + pose[:3, 3]).query(queries)[0] - 0.002
+    truth_c = cKDTree(points + (0, 0, 0.5)).query(queries)[0]
+    d = d.numpy()
+    for row, truth, reach in ((0, truth_a, 0.03), (1, truth_b, 0.038)):
+        assert (d[row] <= truth + 1e-9).all()
+        near = truth < reach - 1e-4
+        np.testing.assert_allclose(d[row][near], truth[near], atol=2e-6)
+    assert (d[2] <= truth_c + 1e-9).all()
+
+
+def test_nan_and_far_queries_fall_back_to_the_field():
+    points = _cloud(11)
+    obstacle = Obstacle.points("cloud", points, VOXEL, point_cell=0.03)
+    queries = np.array([[np.nan, 0.0, 0.3], [1e6, 0.0, 0.0], [-1e6, -1e6, -1e6], [0.0, 0.0, 0.3]])
+    d, _ = _distances(obstacle, queries, torch.float64)
+    assert d[1] > 1e5 and d[2] > 1e5
+    assert abs(d[3] - cKDTree(points).query(queries[3])[0]) < 1e-6  # the allowance for float32 storage
