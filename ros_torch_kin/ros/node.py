@@ -38,6 +38,7 @@ import dataclasses  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
+import concurrent.futures  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -80,6 +81,8 @@ NO_MODEL = (
 #: Requests with at most this many joint values are served on the executor thread (a few hundred
 #: µs, less than handing them to a worker); larger ones go to the worker pool.
 INLINE_VALUES = 512
+#: Seconds the node waits at shutdown for worker jobs still running (a plan stops at its budget).
+SHUTDOWN_WAIT = 10.0
 _DESCRIPTION_PARAMETERS = {"robot_description", "robot_description_file", "bundled_robot"}
 _CHAIN_PARAMETERS = {"device", "dtype", "floating_joints"}
 _COLLISION_PARAMETERS = {"collision_checking", "robot_description_semantic", "collision_spheres_file",
@@ -109,6 +112,8 @@ class KinematicsNode(Node):
         self._srdf_from_topic = ""
         self.world = WorldState()
         self._workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ros_torch_kin")
+        self._running: set = set()  # the workers' jobs not yet finished (concurrent.futures.Future)
+        self._closing = False
         # descriptions are numbered as they arrive; a build that finishes after a newer one was
         # applied is dropped (see _on_robot_description)
         self._description_tickets = self._applied_ticket = 0
@@ -149,7 +154,11 @@ class KinematicsNode(Node):
             planner.destroy()
         workers = getattr(self, "_workers", None)
         if workers is not None:
+            # jobs still running (a plan, the timing warm-up) finish without touching rclpy: a worker
+            # that woke a destroyed executor during shutdown crashed the process (SIGSEGV) now and then
+            self._closing = True
             workers.shutdown(wait=False, cancel_futures=True)
+            concurrent.futures.wait(list(self._running), timeout=SHUTDOWN_WAIT)
         super().destroy_node()
 
     def run_in_worker(self, fn, *args, work: int | None = None) -> Future:
@@ -161,16 +170,26 @@ class KinematicsNode(Node):
         count = self._torch_threads or threads.automatic_threads(threads.SERIAL_WORK if work is None else work)
 
         def work_():
+            if self._closing:
+                return
             try:
                 with threads.limited_threads(count):  # per worker thread (torch keeps it per thread)
-                    future.set_result(fn(*args))
-            except BaseException as error:  # handed to the awaiting callback
+                    result, error = fn(*args), None
+            except BaseException as caught:  # handed to the awaiting callback
+                result, error = None, caught
+            if self._closing:  # the executor and the context may be gone: touch no rclpy object
+                return
+            if error is None:
+                future.set_result(result)
+            else:
                 future.set_exception(error)
             executor = self.executor
             if executor is not None:
                 executor.wake()
 
-        self._workers.submit(work_)
+        job = self._workers.submit(work_)
+        self._running.add(job)
+        job.add_done_callback(self._running.discard)
         return future
 
     # ------------------------------------------------------------------ robot descriptions
