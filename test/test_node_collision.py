@@ -78,13 +78,15 @@ def test_collision_model_reports_spheres_and_self_pairs(served, library_checker)
 def test_check_collision_matches_the_library_with_and_without_obstacles(served, arm7, library_model):
     from ros_torch_kin.collision import Obstacle, Scene
     from ros_torch_kin.ros.client import obstacle
+    from ros_torch_kin.ros.collision_services import EXACT_RANGE
 
     _, client = served
     scene(client, "CLEAR")
     q = random_q(arm7, 64, seed=3)
     report = client.check_collision(q.numpy())
     expected, hits, tight, loose = node_rule(library_model, Scene(), q)
-    np.testing.assert_allclose(np.minimum(report.min_distance, 0.1), expected.clamp(max=0.1).numpy(), atol=2e-5)
+    np.testing.assert_allclose(np.minimum(report.min_distance, EXACT_RANGE), expected.clamp(max=EXACT_RANGE).numpy(),
+                               atol=2e-5)
     np.testing.assert_array_equal(report.in_collision, hits.numpy())
     assert set(report.pair_kind.tolist()) == {0}  # only self pairs without obstacles
     # the tight verdict is never looser than the coarse spheres, and tighter on some configurations
@@ -103,10 +105,11 @@ def test_check_collision_matches_the_library_with_and_without_obstacles(served, 
     world = Scene([Obstacle.box("table", (1.2, 1.2, 0.1), np.array([0.7, 0, 0.2, 0, 0, 0, 1.0])),
                    Obstacle.sphere("ball", 0.05, np.array([*tool[:3, 3], 0, 0, 0, 1.0]))])
     expected, hits, tight, loose = node_rule(library_model, world, q)
-    np.testing.assert_allclose(np.minimum(report.min_distance, 0.1), expected.clamp(max=0.1).numpy(), atol=2e-5)
+    np.testing.assert_allclose(np.minimum(report.min_distance, EXACT_RANGE), expected.clamp(max=EXACT_RANGE).numpy(),
+                               atol=2e-5)
     np.testing.assert_array_equal(report.in_collision, hits.numpy())
     assert report.in_collision[0] and report.link_b[0] == "ball" and report.pair_kind[0] == 1
-    near = tight.min_distance.numpy() < 0.1
+    near = tight.min_distance.numpy() < EXACT_RANGE
     assert [p for p, n in zip(zip(report.link_a, report.link_b), near) if n] == [
         p for p, n in zip(tight.pairs, near) if n]
 
