@@ -111,13 +111,7 @@ def attachment_change(scene: Scene, attached: tuple, request, model, positions) 
     chain = model.chain
     frames = link_frames(chain, positions)
     carried = {o.id: o for o in attached}
-    seen: set[str] = set()
-    for i, msg in enumerate(request.obstacles):
-        if not msg.id:
-            raise RequestError(f"obstacles[{i}].id is empty")
-        if msg.id in seen:
-            raise RequestError(f"obstacles[{i}].id '{msg.id}' is listed twice")
-        seen.add(msg.id)
+    _check_ids(request.obstacles)
     if not request.obstacles:
         raise RequestError("obstacles is empty: list the objects to attach or detach")
     if request.operation == UpdateScene.Request.DETACH:
@@ -165,13 +159,7 @@ def updated_scene(scene: Scene, request) -> Scene:
         return scene
     if operation == UpdateScene.Request.CLEAR:
         return Scene()
-    seen: set[str] = set()
-    for i, msg in enumerate(request.obstacles):
-        if not msg.id:
-            raise RequestError(f"obstacles[{i}].id is empty")
-        if msg.id in seen:
-            raise RequestError(f"obstacles[{i}].id '{msg.id}' is listed twice")
-        seen.add(msg.id)
+    _check_ids(request.obstacles)
     if operation == UpdateScene.Request.ADD:
         for i, msg in enumerate(request.obstacles):
             scene = scene.with_obstacle(obstacle_from_msg(msg, f"obstacles[{i}]"))
@@ -412,3 +400,14 @@ def obstacle_markers(obstacle: Obstacle, index: int, frame: str, stamp) -> list[
             cap.scale.x = cap.scale.y = cap.scale.z = 2.0 * d[1]
             markers.append(cap)
     return markers
+
+
+def _check_ids(obstacles) -> None:
+    """RequestError naming the entry when an obstacle id is empty or listed twice."""
+    seen: set[str] = set()
+    for i, msg in enumerate(obstacles):
+        if not msg.id:
+            raise RequestError(f"obstacles[{i}].id is empty")
+        if msg.id in seen:
+            raise RequestError(f"obstacles[{i}].id '{msg.id}' is listed twice")
+        seen.add(msg.id)
