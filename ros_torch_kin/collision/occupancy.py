@@ -69,9 +69,11 @@ MAX_TRIANGLES = 1_000_000
 #: Triangles with an area below this (m²) are degenerate.
 DEGENERATE_AREA = 1e-14
 #: Columns of a packed grid's parameter row (see :func:`grid_parameters`).
-PARAMETER_COLUMNS = 51
+PARAMETER_COLUMNS = 62
 #: The first column of a packed row's point table (:mod:`.point_hash`; 13 columns).
 POINT_COLUMN = 38
+#: The first column of a packed row's exact lattice (:func:`.point_hash.lattice_bound`; 11 columns).
+LATTICE_COLUMN = 51
 #: Multi-resolution grids: fine cells per brick side (level 0 is stored in bricks of BRICK³ cells).
 BRICK = 4
 #: Multi-resolution grids: the radius (in nodes of each level) within which level 0 (voxel size
@@ -107,6 +109,9 @@ class VoxelGrid:
     #: ``field`` (then flat): (cell size (m), the table's origin (3,), dims (3,), where ``starts``
     #: and the sorted points begin in ``field``, the number of points, the point radius (m)).
     points: tuple | None = None
+    #: None, or the exact far-field lattice (:func:`.point_hash.build_lattice`) stored after the
+    #: point table in ``field``: (spacing (m), origin (3,), dims (3,), where it begins in ``field``).
+    lattice: tuple | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -127,33 +132,46 @@ class VoxelGrid:
         return (f"VoxelGrid({self.occupied_count} occupied of {'×'.join(map(str, self.shape))} voxels of "
                 f"{self.voxel_size * 1000:g} mm, bound {self.bound * 1000:.2f} mm{kind})")
 
-    def with_points(self, points: np.ndarray, cell: float, max_cells: int = MAX_CELLS) -> "VoxelGrid":
+    def with_points(self, points: np.ndarray, cell: float, max_cells: int = MAX_CELLS, lattice: float | None = None,
+                    lattice_reach: float = 0.1) -> "VoxelGrid":
         """This grid plus the exact point table of ``points`` (P, 3) (finite, grid frame; each a
-        ball of radius ``bound``) in cells of ``cell`` m (:mod:`.point_hash`)."""
+        ball of radius ``bound``) in cells of ``cell`` m (:mod:`.point_hash`), and with
+        ``lattice`` (m) the exact far-field lattice of that spacing out to ``lattice_reach`` m."""
         from . import point_hash
 
         origin, dims, starts, ordered = point_hash.build(points, cell, max_cells)
         head = self.field.reshape(-1)
-        field = np.concatenate([head, starts.astype(np.float32), ordered.reshape(-1).astype(np.float32)])
-        field.setflags(write=False)
+        parts = [head, starts.astype(np.float32), ordered.reshape(-1).astype(np.float32)]
         layout = (float(cell), tuple(float(v) for v in origin), tuple(int(d) for d in dims), int(head.size),
                   int(head.size + starts.size), int(ordered.shape[0]), float(self.bound))
+        far = None
+        if lattice is not None:
+            l_origin, l_dims, l_values = point_hash.build_lattice(points, float(lattice), lattice_reach, max_cells)
+            far = (float(lattice), tuple(float(v) for v in l_origin), tuple(int(d) for d in l_dims),
+                   int(sum(p.size for p in parts)))
+            parts.append(l_values)
+        field = np.concatenate(parts)
+        field.setflags(write=False)
         return VoxelGrid(self.origin, self.voxel_size, self.occupied, field, self.box, self.bound, self.notes,
-                         self.layout, layout)
+                         self.layout, layout, far)
 
     # ------------------------------------------------------------------ building
     @classmethod
     def from_points(cls, points, voxel_size: float, radius: float = 0.0, padding: float | None = None,
                     max_cells: int = MAX_CELLS, max_points: int = MAX_POINTS, field: str = "points",
                     fill_interior: bool = False, extra_bound: float = 0.0, multires: bool = False,
-                    exact: bool = False, point_cell: float | None = None) -> "VoxelGrid":
+                    exact: bool = False, point_cell: float | None = None, lattice: float | None = None,
+                    lattice_reach: float = 0.1) -> "VoxelGrid":
         """(N, 3) points (m, grid frame) -> a grid of ``voxel_size`` (m). Non-finite rows (depth
         holes) are skipped. ``radius`` (m): the points' stated radius (sensor noise), part of the
         bound. ``padding`` (m, default max(0.1, 4·voxel_size)): how far beyond the points the field
         is kept (beyond it the box bound takes over). ``fill_interior``: fill the cavities the
         occupied voxels enclose (a closed mesh's inside). ``exact``: keep the points themselves
         too (:mod:`.point_hash`): each is then a ball of radius ``radius`` and distances are exact
-        within ``point_cell`` (m, default :func:`default_point_cell`) minus the radius of them.
+        within ``point_cell`` (m, default :func:`default_point_cell`) minus the radius of them;
+        ``lattice`` (m, with ``exact``): also the exact far-field lattice of that spacing out to
+        ``lattice_reach`` m (:func:`.point_hash.lattice_bound`: error ≈ 3·lattice²/(8·d) at
+        distance d; built with a KD-tree, so it costs insertion time).
         ValueError naming ``field`` for an empty or oversized cloud, a bad voxel size or a grid
         above ``max_cells``."""
         if not (math.isfinite(voxel_size) and voxel_size > 0):
@@ -178,7 +196,8 @@ class VoxelGrid:
                 raise ValueError(f"{field}: a multi-resolution grid has no inside (fill_interior)")
             index = tuple(np.floor(points[:, axis] / s).astype(np.int64) for axis in range(3))
             grid = cls._multires(index, s, radius + extra_bound, max_cells, field, tuple(notes))
-            return grid._exact(points, exact, point_cell, extra_bound, fill_interior, field, max_cells)
+            return grid._exact(points, exact, point_cell, extra_bound, fill_interior, field, max_cells, lattice,
+                               lattice_reach)
         pad = max(1, math.ceil((max(0.1, 4 * s) if padding is None else padding) / s))
         index = np.floor(points / s).astype(np.int64)
         low, high = index.min(0), index.max(0)
@@ -195,18 +214,21 @@ class VoxelGrid:
         if fill_interior:
             occupied = _filled(occupied)
         grid = cls._from_occupancy(occupied, (start + 0.5) * s, s, radius + extra_bound, fill_interior, tuple(notes))
-        return grid._exact(points, exact, point_cell, extra_bound, fill_interior, field, max_cells)
+        return grid._exact(points, exact, point_cell, extra_bound, fill_interior, field, max_cells, lattice,
+                           lattice_reach)
 
     def _exact(self, points, exact: bool, cell, extra_bound: float, fill_interior: bool, field: str,
-               max_cells: int) -> "VoxelGrid":
+               max_cells: int, lattice=None, lattice_reach: float = 0.1) -> "VoxelGrid":
         if not exact:
+            if lattice is not None:
+                raise ValueError(f"{field}: a lattice needs the exact points (exact=True)")
             return self
         if fill_interior or extra_bound:
             raise ValueError(f"{field}: exact points are balls around the points (no inside, no extra bound)")
         cell = default_point_cell(self.voxel_size) if cell is None else float(cell)
         if not (math.isfinite(cell) and cell >= self.voxel_size):
             raise ValueError(f"{field}: point_cell must be at least the voxel size ({self.voxel_size:g} m), got {cell}")
-        return self.with_points(points, cell, max_cells)
+        return self.with_points(points, cell, max_cells, lattice, lattice_reach)
 
     @classmethod
     def _multires(cls, index: tuple[np.ndarray, ...], s: float, bound: float, max_cells: int, field: str,
@@ -290,9 +312,9 @@ class VoxelGrid:
 
 
 def default_point_cell(voxel_size: float) -> float:
-    """The exact point table's cell when none is given: max(4 cm, 2·voxel_size), so that
-    distances are exact up to 4 cm (minus the point radius) from the points."""
-    return max(0.04, 2.0 * voxel_size)
+    """The exact point table's cell when none is given: 2·voxel_size, so that distances are
+    exact up to two voxels (minus the point radius) from the points."""
+    return 2.0 * voxel_size
 
 
 def _filled(occupied: np.ndarray) -> np.ndarray:
@@ -475,6 +497,15 @@ def grid_parameters(grid: VoxelGrid, offset: int) -> np.ndarray:
         # plus the float32 rounding of the stored points (≤ 2⁻²⁴·|coordinate| per axis), so that
         # the exact distance stays a lower bound in a float64 scene too
         row[c + 12] = radius + 2.0 ** -22 * float(np.abs(grid.box).max())
+    if grid.lattice is not None:
+        spacing, origin, dims, start = grid.lattice
+        c = LATTICE_COLUMN
+        row[c] = 1.0
+        row[c + 1] = spacing
+        row[c + 2:c + 5] = origin
+        row[c + 5:c + 8] = dims
+        row[c + 8:c + 10] = divmod(offset + start, _OFFSET_BASE)
+        row[c + 10] = row[POINT_COLUMN + 12]
     return row
 
 
@@ -615,6 +646,13 @@ def voxel_distance(x: Tensor, y: Tensor, z: Tensor, parameters: Tensor, values: 
     box_d = box_d - parameters[:, 15:16]
     use_cell = inside & ((cell_bound > box_d) | within_box)  # inside the box: the field (depth) alone
     distance = torch.where(use_cell, cell_bound, box_d)
+    lattice_rows = bool((parameters[:, LATTICE_COLUMN] > 0).any())
+    if lattice_rows:
+        from .point_hash import lattice_bound
+
+        far, far_gradient = lattice_bound(coordinates, parameters, values, LATTICE_COLUMN, with_normal)
+        use_far = far > distance
+        distance = torch.where(use_far, far, distance)
     if not with_normal:
         if bool((parameters[:, POINT_COLUMN] > 0).any()):
             from .point_hash import refine
@@ -628,6 +666,12 @@ def voxel_distance(x: Tensor, y: Tensor, z: Tensor, parameters: Tensor, values: 
     field_normal = (torch.where(ok, gx * inverse, 1.0), torch.where(ok, gy * inverse, 0.0),
                     torch.where(ok, gz * inverse, 0.0))
     normal = tuple(torch.where(use_cell, f, b) for f, b in zip(field_normal, box_n))
+    if lattice_rows:
+        gx, gy, gz = far_gradient
+        length = torch.sqrt(gx * gx + gy * gy + gz * gz)
+        use_far = use_far & (length > 0)
+        inverse = 1.0 / length.clamp_min(torch.finfo(length.dtype).tiny)
+        normal = tuple(torch.where(use_far, g * inverse, n) for g, n in zip((gx, gy, gz), normal))
     if bool((parameters[:, POINT_COLUMN] > 0).any()):
         from .point_hash import refine
 

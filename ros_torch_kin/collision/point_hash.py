@@ -129,3 +129,77 @@ def refine(coordinates, parameters: Tensor, values: Tensor, distance: Tensor, no
         normal = tuple(n.index_put((rows, cols), torch.where(use, unit[:, a], n[rows, cols]))
                        for a, n in enumerate(normal))
     return distance, normal
+
+
+# ---------------------------------------------------------------------- the far field: an exact lattice
+def build_lattice(points: np.ndarray, spacing: float, reach: float, max_cells: int):
+    """A lattice of nodes every ``spacing`` m over the points' box grown by ``reach`` m, each
+    holding a lower bound ℓ of its distance to the nearest point: the exact distance (scipy's
+    KD-tree) for the nodes within ``reach`` of a point, ``reach`` for the others. -> origin (node (0, 0, 0), m), dims (3,), values (prod(dims),) float32 (rounded
+    down)."""
+    from scipy.spatial import cKDTree
+
+    if not (math.isfinite(spacing) and spacing > 0 and math.isfinite(reach) and reach > 0):
+        raise ValueError(f"the lattice spacing and reach must be positive numbers of metres, got {spacing}, {reach}")
+    pad = math.ceil(reach / spacing) + 1
+    low = np.floor(points.min(0) / spacing).astype(np.int64) - pad
+    dims = np.floor(points.max(0) / spacing).astype(np.int64) + pad + 2 - low
+    count = int(np.prod(dims.astype(np.float64)))
+    if count > max_cells:
+        raise ValueError(f"the lattice has {count} nodes of {spacing:g} m, above the limit of {max_cells}")
+    # nodes near a point first (a node within reach of a point is within reach + half a cell
+    # diagonal of that point's nearest node: scipy's EDT on the lattice finds them): only those
+    # are asked of the KD-tree
+    from scipy.ndimage import distance_transform_edt
+
+    free = np.ones(tuple(dims), dtype=bool)
+    free[tuple(np.rint(points[:, a] / spacing).astype(np.int64) - low[a] for a in range(3))] = False
+    near = np.flatnonzero(distance_transform_edt(free).reshape(-1) <= reach / spacing + 0.5 * math.sqrt(3))
+    values = np.full(count, reach, dtype=np.float64)
+    index = np.unravel_index(near, tuple(dims))
+    nodes = np.stack([(i + low[a]) * spacing for a, i in enumerate(index)], axis=1)
+    distance, _ = cKDTree(points).query(nodes, distance_upper_bound=reach, workers=-1)
+    values[near] = np.minimum(distance, reach)
+    values = np.nextafter(values.astype(np.float32) * np.float32(1 - 2 ** -20), np.float32(0))
+    return low * spacing, dims, values
+
+
+def lattice_bound(coordinates, parameters: Tensor, values: Tensor, column: int, with_normal: bool):
+    """Lower bound of the distance to the balls from the lattice (columns from ``column``: 1 where
+    the row has one, spacing, origin (3), dims (3), offset (2), point radius). The squared
+    distance to a point set minus |x|² is concave (a minimum of affine functions of x), so with
+    trilinear weights wᵢ at the cell's nodes gᵢ (Σ wᵢ gᵢ = x):
+    d(x)² ≥ Σ wᵢ ℓᵢ² − Σ wᵢ |x − gᵢ|² = Σ wᵢ ℓᵢ² − σ² Σₐ tₐ(1 − tₐ), nearly exact away from the
+    points (error ≈ 3σ²/(8d)). -> bound (n, N) (−inf outside the lattice or without one) and
+    the unnormalised gradient of Σ wᵢ ℓᵢ² (or None)."""
+    from .occupancy import _cells, _offset
+
+    has = parameters[:, column:column + 1] > 0
+    step = parameters[:, column + 1:column + 2]
+    dims = parameters[:, column + 5:column + 8].to(torch.int64)
+    (ix, iy, iz), (tx, ty, tz), inside = _cells(coordinates, parameters[:, column + 2:column + 5], step, dims)
+    ny, nz = dims[:, 1:2], dims[:, 2:3]
+    sx, sy = ny * nz, nz
+    flat = (ix * ny + iy) * nz + iz + _offset(parameters, column + 8)
+    last = values.shape[0] - 1
+
+    def at(offset):  # ℓ² at a corner (rows without a lattice index anywhere: clamped, discarded)
+        v = values[(flat + offset).clamp(0, last)]
+        return v * v
+
+    f000, f001, f010, f011 = at(0), at(1), at(sy), at(sy + 1)
+    f100, f101, f110, f111 = at(sx), at(sx + 1), at(sx + sy), at(sx + sy + 1)
+    a00, a01 = f000 + (f001 - f000) * tz, f010 + (f011 - f010) * tz
+    a10, a11 = f100 + (f101 - f100) * tz, f110 + (f111 - f110) * tz
+    b0, b1 = a00 + (a01 - a00) * ty, a10 + (a11 - a10) * ty
+    value = b0 + (b1 - b0) * tx
+    squared = value - step * step * (tx * (1 - tx) + ty * (1 - ty) + tz * (1 - tz))
+    bound = torch.sqrt(squared.clamp_min(0.0)) - parameters[:, column + 10:column + 11]
+    bound = torch.where(has & inside, bound, -math.inf)
+    if not with_normal:
+        return bound, None
+    gx = b1 - b0
+    gy = (a01 - a00) + ((a11 - a10) - (a01 - a00)) * tx
+    c00, c01, c10, c11 = f001 - f000, f011 - f010, f101 - f100, f111 - f110
+    d0, d1 = c00 + (c01 - c00) * ty, c10 + (c11 - c10) * ty
+    return bound, (gx, gy, d0 + (d1 - d0) * tx)
