@@ -133,6 +133,10 @@ PARAMETERS = (
               "(a camera that stops never leaves a stale world).", read_only=True),
     Parameter("sensor_max_points", 2_000_000, "Largest cloud or image (points, holes included) accepted; a "
               "larger message is refused and logged.", integer_range=(1, 100_000_000), read_only=True),
+    Parameter("sensor_point_radius", 0.0, "Sensed points are kept as the centres of their occupied voxels, "
+              "each a ball of radius √3/2·s + this (m): the ball covers every sensed point of its voxel, this "
+              "adds a margin for sensor noise. Distances to the balls are exact within 2·s of them "
+              "(ros_torch_kin.collision.point_hash), lower bounds farther.", read_only=True),
     Parameter("self_filter_padding", 0.02, "Sensed points within the robot's collision spheres (at the joint "
               "state nearest the message's stamp) plus this (m) are removed before insertion.", read_only=True),
 )
@@ -163,12 +167,13 @@ class Settings:
         return cls.from_values({p.name: p.default for p in PARAMETERS})
 
 
-_NON_NEGATIVE = ("collision_margin", "trajectory_clearance", "sensor_min_range", "self_filter_padding")
+_NON_NEGATIVE = ("collision_margin", "trajectory_clearance", "sensor_min_range", "self_filter_padding",
+                 "sensor_point_radius")
 _POSITIVE = ("sensor_voxel_size", "sensor_max_range", "sensor_decay_time",
              "trajectory_time_budget", "trajectory_acceleration_limit", "trajectory_velocity_scaling",
              "trajectory_acceleration_scaling", "trajectory_control_rate", "trajectory_sample_rate")
 _FINITE = ("trajectory_jerk_limit", "trajectory_control_rate", "trajectory_sample_rate", "sensor_voxel_size",
-           "sensor_max_range", "sensor_decay_time")
+           "sensor_max_range", "sensor_decay_time", "sensor_point_radius")
 #: Parameters read when the node starts only (the camera inputs).
 READ_ONLY = frozenset(p.name for p in PARAMETERS if p.read_only)
 

@@ -13,7 +13,8 @@ requests in flight keep the world they started with):
    farther than ``sensor_max_range`` from the sensor dropped; more than ``sensor_max_points``
    refuses the message (logged).
 3. Quantised to ``sensor_voxel_size`` voxels (the grid is aligned to the root frame), each voxel
-   once; the obstacle is a multi-resolution grid (:mod:`..collision.occupancy`: built in time
+   once, as a ball of radius √3/2·s + ``sensor_point_radius`` around its centre (exact distances
+   near the balls, :mod:`..collision.point_hash`); the far field is a multi-resolution grid (:mod:`..collision.occupancy`: built in time
    proportional to the occupied voxels, not to the box they span).
 4. Self filter: voxels whose centre is within a collision sphere of the robot (at that joint
    state) plus ``self_filter_padding`` plus the voxel half-diagonal are removed, as MoveIt's
@@ -98,10 +99,13 @@ def depth_points(image: Image, info: CameraInfo) -> np.ndarray:
 
 
 def sensed_obstacle(id: str, points: np.ndarray, sensor_pose: np.ndarray, voxel_size: float, min_range: float,
-                    max_range: float, spheres: tuple[np.ndarray, np.ndarray] | None, padding: float) -> Obstacle | None:
+                    max_range: float, spheres: tuple[np.ndarray, np.ndarray] | None, padding: float,
+                    point_radius: float = 0.0) -> Obstacle | None:
     """Points in the sensor frame -> the world obstacle (root frame), or None when nothing is
     left. ``spheres``: the robot's collision sphere centres (S, 3) and radii (S,) at the
-    message's joint state (root frame), for the self filter. Steps 2-4 of the module doc."""
+    message's joint state (root frame), for the self filter. Steps 2-4 of the module doc; the
+    obstacle's points are the kept voxel centres, each a ball of √3/2·voxel_size + ``point_radius``
+    (it covers every sensed point of its voxel), exact near them (:mod:`..collision.point_hash`)."""
     x, y, z = points[:, 0], points[:, 1], points[:, 2]  # columns: numpy is slow on a short last axis
     squared = x * x + y * y + z * z  # NaN / inf for a hole: every comparison below is False
     keep = np.flatnonzero((squared >= min_range * min_range) & (squared <= max_range * max_range))
@@ -130,7 +134,8 @@ def sensed_obstacle(id: str, points: np.ndarray, sensor_pose: np.ndarray, voxel_
         centers = centers[torch.cat(keep).numpy()]
         if not centers.shape[0]:
             return None
-    return Obstacle.points(id, centers, voxel_size, multires=True)
+    return Obstacle.points(id, centers, voxel_size, radius=0.5 * math.sqrt(3) * voxel_size + point_radius,
+                           multires=True)
 
 
 class JointStateHistory:
@@ -286,7 +291,8 @@ class PointCloudInput:
                     cover = model.collision.spheres.to("cpu", torch.float64)
                     spheres = (world_sphere_centers(world, cover)[:, :, 0].numpy(), cover.radii.numpy())
         return sensed_obstacle(f"sensor:{topic}", points, pose, values["sensor_voxel_size"], values["sensor_min_range"],
-                               values["sensor_max_range"], spheres, values["self_filter_padding"])
+                               values["sensor_max_range"], spheres, values["self_filter_padding"],
+                               values.get("sensor_point_radius", 0.0))
 
     # ------------------------------------------------------------------ the world
     def _swap(self, topic: str, obstacle: Obstacle | None) -> None:
