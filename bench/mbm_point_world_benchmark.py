@@ -1,7 +1,8 @@
 """The MotionBenchMaker Panda problems with every scene given only as a point cloud: each scene's
 obstacles are replaced by points sampled on their surfaces (1 cm spacing by default), inserted as
 one ``voxels`` obstacle (the multi-resolution field the node builds from cameras, or with
-``--exact-field`` the exact EDT), and every success is checked exactly (Pinocchio + coal) against
+``--exact-field`` the exact EDT; the points themselves, exact near them, with ``--point-radius``
+and ``--point-cell``; the exact far-field lattice, ``--lattice``), and every success is checked exactly (Pinocchio + coal) against
 the TRUE primitives, as bench/mbm_benchmark.py does. Issue #14's target: ≥ 99 % solved, 0
 colliding successes. VAMP (its README): 699/699 with point clouds, ~6 ms per scene to build its
 point structure.
@@ -81,9 +82,12 @@ def run(args):
     for family in args.families:
         for problem in (p for p in problems if p.family == family):
             truth = problem.scene()
-            points, radius = surface_cloud(truth, args.spacing)
+            points, covering = surface_cloud(truth, args.spacing)
+            radius = covering if args.point_radius is None else args.point_radius
             moment = time.perf_counter()
-            cloud = Obstacle.points("cloud", points, args.voxel, radius=radius, multires=not args.exact_field)
+            cloud = Obstacle.points("cloud", points, args.voxel, radius=radius, multires=not args.exact_field,
+                                    exact=not args.field_only, point_cell=args.point_cell,
+                                    lattice=None if args.field_only or not args.lattice else args.lattice)
             scene = Scene([cloud])
             checker, cost_checker = verdict.with_scene(scene), cost.with_scene(scene)
             scene_time = time.perf_counter() - moment
@@ -111,7 +115,9 @@ def run(args):
     loads.append(os.getloadavg()[0])
     info = dict(loads=loads, stamp=stamp(), machine=machine(), versions=versions(), commit=commit(),
                 threads=args.threads, limit=args.limit, spacing=args.spacing, voxel=args.voxel,
-                field="exact EDT" if args.exact_field else "multi-resolution", exact_step=args.exact_step)
+                field="exact EDT" if args.exact_field else "multi-resolution", exact_step=args.exact_step,
+                point_radius=radius, point_cell=None if args.field_only else (args.point_cell or 2 * args.voxel),
+                lattice=None if args.field_only else (args.lattice or None))
     return rows, info
 
 
@@ -121,8 +127,11 @@ def markdown(rows, info) -> str:
     lines = [f"{info['stamp']}; {info['machine']}; {info['versions']}; torch threads {info['threads']}, float32, CPU. "
              f"**Load average {info['loads'][0]:.1f} → {info['loads'][1]:.1f}** on {os.cpu_count()} shared cores.", "",
              f"MBM Panda problems ({subset}), every scene replaced by points sampled on its obstacles' surfaces "
-             f"({info['spacing'] * 100:g} cm lattice), one voxels obstacle of {info['voxel'] * 100:g} cm ({info['field']}); "
-             "successes checked exactly (Pinocchio + coal) against the true primitives.", "",
+             f"({info['spacing'] * 100:g} cm lattice), one voxels obstacle of {info['voxel'] * 100:g} cm ({info['field']}"
+             + (f"; exact points of radius {info['point_radius'] * 1000:g} mm, {info['point_cell'] * 100:g} cm cells"
+                if info.get("point_cell") else "; the field alone")
+             + (f", exact far-field lattice {info['lattice'] * 100:g} cm" if info.get("lattice") else "")
+             + "); successes checked exactly (Pinocchio + coal) against the true primitives.", "",
              "| family | solved | colliding successes | median plan (ms) | median scene build (ms) | points (median) |",
              "|---|---:|---:|---:|---:|---:|"]
     for family in dict.fromkeys(r["family"] for r in rows):
@@ -147,6 +156,11 @@ def main(argv=None):
     parser.add_argument("--spacing", type=float, default=0.01, help="m between surface samples")
     parser.add_argument("--voxel", type=float, default=0.01, help="m, the cloud's voxel size")
     parser.add_argument("--exact-field", action="store_true", help="the exact EDT instead of the multi-resolution field")
+    parser.add_argument("--point-radius", type=float, help="m, each point's radius (default: spacing/√3 + chord, "
+                        "which covers the true surfaces)")
+    parser.add_argument("--point-cell", type=float, help="m, the exact point table's cell (default: the library's)")
+    parser.add_argument("--lattice", type=float, default=0.02, help="m, the exact far-field lattice's spacing (0: none)")
+    parser.add_argument("--field-only", action="store_true", help="the voxel field alone (no exact points)")
     parser.add_argument("--exact-step", type=float, default=0.005, help="rad, any joint, between checked configurations")
     parser.add_argument("--output", type=Path, help="write the 'mbm_points' section of this markdown file")
     parser.add_argument("--json", type=Path, help="every problem's numbers")
