@@ -20,7 +20,10 @@ from conftest import example_robot_data_dir, real_urdf
 from ros_torch_kin.collision import RobotSpheres
 from ros_torch_kin.collision.mesh_files import load_mesh_file, resolve_mesh_path
 from ros_torch_kin.collision.sphere_cover import (
+    CoverProblem,
     CoverSettings,
+    MeshDepth,
+    box_problem,
     cover_problem_for_shape,
     exact_sphere_cover,
     mesh_problem,
@@ -168,6 +171,43 @@ def test_mesh_cover_of_a_box_mesh_is_conservative_with_a_true_slack():
     box = CollisionShape("l", "box", np.eye(4), size=size)
     distance = distance_to_solid(box, points_in_spheres(cover.centers, cover.radii, 2000, rng))
     assert np.all(distance.reshape(cover.num_spheres, -1).max(axis=1) <= cover.slack + 1e-9)
+
+
+def test_mesh_depth_estimate_agrees_with_the_exact_depth():
+    """The k-d tree estimate that guides the tree's centre search: the exact signed distance
+    wherever the nearest triangle is among its candidates, the side right away from the surface,
+    for outward and inward-facing triangles alike, and for closed shells that cross each other."""
+    rng = np.random.default_rng(3)
+    mesh = trimesh.creation.capsule(height=0.12, radius=0.035, count=[16, 16])
+    mesh = trimesh.util.concatenate([mesh, trimesh.creation.box(extents=(0.05, 0.2, 0.03))])  # two shells, crossing
+    points = np.concatenate([rng.uniform(mesh.bounds[0] - 0.03, mesh.bounds[1] + 0.03, (3000, 3)),
+                             trimesh.sample.sample_surface(mesh, 2000, seed=2)[0] + rng.normal(0, 0.004, (2000, 3))])
+    inverted = trimesh.Trimesh(mesh.vertices, mesh.faces[:, ::-1], process=False)
+    assert MeshDepth(np.asarray(mesh.triangles), True).estimate(np.zeros((1, 3)))[0] > 0.01
+    assert MeshDepth(np.asarray(inverted.triangles), True).estimate(np.zeros((1, 3)))[0] > 0.01
+    for closed in (mesh, inverted):
+        problem = mesh_problem(closed, CoverSettings())
+        assert problem.depth_estimate is not None
+        exact, estimate = problem.depth_at(points), problem.estimate(points)
+        assert np.median(np.abs(estimate - exact)) < 1e-9
+        assert np.mean(np.abs(estimate - exact) < 1e-4) > 0.99
+        far = np.abs(exact) > 0.003
+        assert np.all(np.sign(estimate[far]) == np.sign(exact[far]))
+
+
+def test_union_depth_is_the_largest_of_its_shapes():
+    """CoverProblem.union skips a shape where its box shows it cannot be the largest: the same
+    values as evaluating every shape."""
+    settings = CoverSettings()
+    shift = np.eye(4)
+    shift[:3, 3] = (0.08, 0.01, 0.0)
+    parts = [box_problem(np.array([0.1, 0.03, 0.02]), settings),
+             box_problem(np.array([0.01, 0.01, 0.05]), settings).transformed(shift),
+             mesh_problem(trimesh.creation.icosphere(radius=0.02), settings).transformed(np.linalg.inv(shift))]
+    union = CoverProblem.union(parts)
+    points = np.random.default_rng(5).uniform(-0.15, 0.15, (4000, 3))
+    assert np.array_equal(union.depth_at(points), np.max([p.depth_at(points) for p in parts], axis=0))
+    assert np.array_equal(union.estimate(points), np.max([p.estimate(points) for p in parts], axis=0))
 
 
 def test_collision_sizes_must_be_finite_and_positive():

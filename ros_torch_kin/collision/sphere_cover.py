@@ -37,6 +37,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..threads import automatic_threads, limited_threads
 from .urdf_geometry import CollisionShape
 
 #: Pairs (points x triangles) per vectorized block in the distance and winding-number sums.
@@ -114,16 +115,28 @@ class CoverProblem:
     depth: np.ndarray
     #: (M, 3) -> (M,): the same lower bound anywhere (used to move centres off the grid)
     depth_at: Callable[[np.ndarray], np.ndarray]
+    #: (M, 3) -> (M,): a fast *estimate* of ``depth_at`` (not a bound) that only guides searches;
+    #: the slack of whatever centre they choose is then computed with ``depth_at``. None: use
+    #: ``depth_at`` itself (cheap for primitives).
+    depth_estimate: Callable[[np.ndarray], np.ndarray] | None = None
+
+    def estimate(self, x: np.ndarray) -> np.ndarray:
+        """``depth_estimate(x)``, or ``depth_at(x)`` when the problem has no estimate."""
+        return (self.depth_estimate or self.depth_at)(x)
 
     def transformed(self, T: np.ndarray) -> "CoverProblem":
         """The same problem in another frame: ``T`` (4, 4) rigid, shape frame -> new frame."""
         R, t = T[:3, :3], T[:3, 3]
-        inner = self.depth_at
+        inner, inner_estimate = self.depth_at, self.depth_estimate
 
         def depth_at(x: np.ndarray) -> np.ndarray:
             return inner((x - t) @ R)
 
-        return CoverProblem(self.points @ R.T + t, self.pieces, self.candidates @ R.T + t, self.depth, depth_at)
+        def depth_estimate(x: np.ndarray) -> np.ndarray:
+            return inner_estimate((x - t) @ R)
+
+        return CoverProblem(self.points @ R.T + t, self.pieces, self.candidates @ R.T + t, self.depth, depth_at,
+                            depth_estimate if inner_estimate is not None else None)
 
     @staticmethod
     def union(problems) -> "CoverProblem":
@@ -135,10 +148,8 @@ class CoverProblem:
         offsets = np.cumsum([0] + [len(p.points) for p in problems])
         width = max(p.pieces.shape[1] for p in problems)
         pieces = [_pad_columns(p.pieces, width) + offset for p, offset in zip(problems, offsets)]
-        depth_functions = [p.depth_at for p in problems]
-
-        def depth_at(x: np.ndarray) -> np.ndarray:
-            return np.max([f(x) for f in depth_functions], axis=0)
+        depth_at = _largest([p.depth_at for p in problems], [p.points for p in problems])
+        depth_estimate = _largest([p.estimate for p in problems], [p.points for p in problems])
 
         return CoverProblem(
             np.concatenate([p.points for p in problems]),
@@ -146,7 +157,33 @@ class CoverProblem:
             np.concatenate([p.candidates for p in problems]),
             np.concatenate([p.depth for p in problems]),
             depth_at,
+            depth_estimate if any(p.depth_estimate is not None for p in problems) else None,
         )
+
+
+def _largest(functions, points) -> Callable[[np.ndarray], np.ndarray]:
+    """x (M, 3) -> (M,): the largest of the shapes' depth functions, each evaluated only where it
+    may be the largest: a shape's depth is at most minus the distance to the bounding box of its
+    points (the pieces' points, whose hulls hold its surface), or within that box half the box's
+    least side, so where that bound is no more than the largest so far the shape is skipped
+    (largest boxes first)."""
+    boxes = [(p.min(axis=0), p.max(axis=0)) for p in points if len(p)]
+    functions = [f for f, p in zip(functions, points) if len(p)]
+    order = sorted(range(len(boxes)), key=lambda i: -float(np.prod(boxes[i][1] - boxes[i][0])))
+
+    def largest(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64).reshape(-1, 3)
+        best = np.full(len(x), -np.inf)
+        for i in order:
+            low, high = boxes[i]
+            gap = np.linalg.norm(np.maximum(np.maximum(low - x, x - high), 0.0), axis=1)
+            bound = np.where(gap > 0, -gap, 0.5 * float((high - low).min()))
+            need = np.flatnonzero(bound > best)
+            if len(need):
+                best[need] = np.maximum(best[need], functions[i](x[need]))
+        return best
+
+    return largest
 
 
 def _pad_columns(pieces: np.ndarray, width: int) -> np.ndarray:
@@ -201,7 +238,7 @@ def _coarsened(problem: CoverProblem, settings: CoverSettings) -> CoverProblem:
     if len(candidates) > settings.max_candidates:
         step = int(math.ceil(len(candidates) / settings.max_candidates))
         candidates, depth = candidates[::step], depth[::step]
-    return CoverProblem(problem.points, pieces, candidates, depth, problem.depth_at)
+    return CoverProblem(problem.points, pieces, candidates, depth, problem.depth_at, problem.depth_estimate)
 
 
 def _cost_matrix(points, pieces, centers, depth) -> np.ndarray:
@@ -494,7 +531,38 @@ def mesh_problem(mesh, settings: CoverSettings) -> CoverProblem:
     centroids = centroids[::step]
     candidates = np.concatenate([grid, centroids])
     depth = np.concatenate([grid_depth, np.zeros(len(centroids))])
-    return CoverProblem(points, pieces, candidates, depth, depth_at)
+    # the estimate's side needs consistent winding (the winding number does not) and is taken per
+    # closed shell (shells may cross each other)
+    estimate = depth_at.estimate if not depth_at.closed or mesh.is_winding_consistent else None
+    if estimate is not None and depth_at.closed and mesh.body_count > 1:
+        estimate = _shells_estimate([np.asarray(body.triangles) for body in mesh.split(only_watertight=False)
+                                     if len(body.faces)])
+    return CoverProblem(points, pieces, candidates, depth, depth_at, estimate)
+
+
+def _shells_estimate(shells) -> Callable[[np.ndarray], np.ndarray]:
+    """The estimate of :class:`MeshDepth` for a mesh of several closed shells (T_i, 3, 3): the
+    distance to the nearest of their triangles, positive inside any shell (as the winding number
+    says, but for cavities). A shell is looked at only where its bounding box is nearer than the
+    nearest triangle so far (the largest shells first)."""
+    nearest = [NearestTriangles(t) for t in shells]
+    boxes = [(t.reshape(-1, 3).min(axis=0), t.reshape(-1, 3).max(axis=0)) for t in shells]
+    order = sorted(range(len(shells)), key=lambda i: -float(np.prod(boxes[i][1] - boxes[i][0])))
+
+    def estimate(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64).reshape(-1, 3)
+        distance, inside = np.full(len(x), np.inf), np.zeros(len(x), dtype=bool)
+        for i in order:
+            low, high = boxes[i]
+            gap = np.linalg.norm(np.maximum(np.maximum(low - x, x - high), 0.0), axis=1)
+            need = np.flatnonzero(gap < distance)
+            if len(need):
+                d, outside = nearest[i](x[need])
+                distance[need] = np.minimum(distance[need], d)
+                inside[need] |= ~outside
+        return np.where(inside, distance, -distance)
+
+    return estimate
 
 
 class MeshDepth:
@@ -505,6 +573,7 @@ class MeshDepth:
 
     def __init__(self, triangles: np.ndarray, closed: bool):
         self.triangles, self.closed = triangles, closed
+        self._nearest: NearestTriangles | None = None
 
     def inside(self, x: np.ndarray) -> np.ndarray:
         return np.abs(winding_numbers(x, self.triangles)) > 0.5
@@ -512,6 +581,124 @@ class MeshDepth:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         distance = distance_to_triangles(x, self.triangles)
         return np.where(self.inside(x), distance, -distance) if self.closed else -distance
+
+    def estimate(self, x: np.ndarray) -> np.ndarray:
+        """What ``self(x)`` returns, estimated from the nearest few triangles (a k-d tree, no sum
+        over the whole mesh): the distance is exact when the nearest triangle is among them, the
+        side is the pseudo-normal's (it assumes outward-facing triangles, as a watertight mesh with
+        consistent winding has). Not a bound: it only guides searches (see :class:`CoverProblem`)."""
+        if self._nearest is None:
+            self._nearest = NearestTriangles(self.triangles)
+        distance, outside = self._nearest(x)
+        return np.where(outside, -distance, distance) if self.closed else -distance
+
+
+class NearestTriangles:
+    """Distance from points to a triangle soup (T, 3, 3) and the side of the surface they are on,
+    from the triangles of the ``candidates`` nearest of points spread over every triangle (the
+    centroids of its parts when split to edges of at most 1/16 of the mesh's extent; a k-d tree over
+    more points is slower for points deep inside, which are nearly as far from many of them). The
+    side: the sign of the angle-weighted pseudo-normal (Bærentzen and Aanæs) of the nearest point's
+    face, edge or corner, right for a closed outward-facing surface. A triangle soup whose signed
+    volume is negative (inward-facing) has its normals turned."""
+
+    def __init__(self, triangles: np.ndarray, candidates: int = 8):
+        import trimesh
+        from scipy.spatial import cKDTree
+
+        tri = np.asarray(triangles, dtype=np.float64).reshape(-1, 3, 3)
+        # corner coordinates: self.a[i] (T,) the i-th coordinate of every triangle's corner a
+        self.a, self.b, self.c = (np.ascontiguousarray(tri[:, j].T) for j in range(3))
+        self.pseudo_normals = _pseudo_normals(tri)
+        extent = float(np.ptp(tri.reshape(-1, 3), axis=0).max()) if len(tri) else 0.0
+        vertices, faces, owner = trimesh.remesh.subdivide_to_size(
+            tri.reshape(-1, 3), np.arange(3 * len(tri)).reshape(-1, 3), max_edge=max(extent / 16, 1e-9), return_index=True)
+        self.owner = np.asarray(owner, dtype=np.int64)
+        self.tree = cKDTree(np.asarray(vertices)[np.asarray(faces)].mean(axis=1))
+        self.k = min(candidates, len(self.owner))
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(M,) distances (m) and (M,) bool: outside, for points x (M, 3)."""
+        x = np.asarray(x, dtype=np.float64).reshape(-1, 3)
+        distance, outside = np.empty(len(x)), np.empty(len(x), dtype=bool)
+        for start in range(0, len(x), 8192):
+            p = x[start : start + 8192]
+            sample_distance, nearest = self.tree.query(p, k=self.k)
+            sample_distance, nearest = sample_distance.reshape(len(p), -1), nearest.reshape(len(p), -1)
+            triangle = self.owner[nearest]  # (P, k)
+            point = tuple(p[:, i, None] for i in range(3))
+            closest, feature = _closest_points(point, *(tuple(corner[i][triangle] for i in range(3))
+                                                        for corner in (self.a, self.b, self.c)))
+            offset = [u - v for u, v in zip(point, closest)]
+            squared = offset[0] * offset[0] + offset[1] * offset[1] + offset[2] * offset[2]
+            squared = np.where(np.isnan(squared), np.inf, squared)
+            best = squared.argmin(axis=1)
+            rows = np.arange(len(p))
+            found = np.isfinite(squared[rows, best])
+            normal = self.pseudo_normals[triangle[rows, best], feature[rows, best]]
+            side = sum(offset[i][rows, best] * normal[:, i] for i in range(3))
+            distance[start : start + len(p)] = np.where(found, np.sqrt(np.where(found, squared[rows, best], 0.0)),
+                                                        sample_distance[:, 0])
+            outside[start : start + len(p)] = ~found | (side >= 0)
+        return distance, outside
+
+
+def _pseudo_normals(tri: np.ndarray) -> np.ndarray:
+    """(T, 7, 3): per triangle the pseudo-normals of its face, corners a, b, c (angle-weighted sums
+    of the unit normals of the triangles at that point) and edges ab, ac, bc (sums of the two
+    faces'), the features being found by their coordinates (a triangle soup is accepted)."""
+    normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    if np.einsum("ij,ij->", tri[:, 0], normal) < 0:  # 6 × the signed volume: inward-facing
+        normal = -normal
+    length = np.linalg.norm(normal, axis=1)
+    unit = normal / np.where(length > 0, length, 1.0)[:, None]
+    _, corner = np.unique(tri.reshape(-1, 3), axis=0, return_inverse=True)
+    corner = corner.reshape(-1, 3)
+    angle = np.stack([_corner_angle(tri[:, i], tri[:, (i + 1) % 3], tri[:, (i + 2) % 3]) for i in range(3)], 1)
+    at_corner = np.zeros((corner.max() + 1 if corner.size else 0, 3))
+    np.add.at(at_corner, corner.ravel(), (angle[:, :, None] * unit[:, None, :]).reshape(-1, 3))
+    pairs = np.sort(np.stack([corner[:, [0, 1]], corner[:, [0, 2]], corner[:, [1, 2]]], 1), axis=-1)
+    _, edge = np.unique(pairs.reshape(-1, 2), axis=0, return_inverse=True)
+    at_edge = np.zeros((edge.max() + 1 if edge.size else 0, 3))
+    np.add.at(at_edge, edge.ravel(), np.repeat(unit, 3, axis=0))
+    return np.concatenate([unit[:, None], at_corner[corner], at_edge[edge.reshape(-1, 3)]], axis=1)
+
+
+def _corner_angle(corner: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    u, v = b - corner, c - corner
+    return np.arctan2(np.linalg.norm(np.cross(u, v), axis=-1), (u * v).sum(-1))
+
+
+def _closest_points(p, a, b, c):
+    """The closest points of triangles to points p (Ericson, Real-Time Collision Detection 5.1.5)
+    and the feature they lie on: 0 the face, 1-3 the corners a, b, c, 4-6 the edges ab, ac, bc.
+    Every argument and the closest point: a tuple of the x, y, z coordinate arrays (broadcast
+    together; componentwise is several times faster in numpy than reductions over an axis of 3).
+    Degenerate triangles may give NaN."""
+    ab, ac = [u - v for u, v in zip(b, a)], [u - v for u, v in zip(c, a)]
+    ap, bp, cp = [u - v for u, v in zip(p, a)], [u - v for u, v in zip(p, b)], [u - v for u, v in zip(p, c)]
+
+    def dot(u, v):
+        return u[0] * v[0] + u[1] * v[1] + u[2] * v[2]
+
+    d1, d2, d3, d4, d5, d6 = dot(ab, ap), dot(ac, ap), dot(ab, bp), dot(ac, bp), dot(ab, cp), dot(ac, cp)
+    va, vb, vc = d3 * d6 - d5 * d4, d5 * d2 - d1 * d6, d1 * d4 - d3 * d2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        total = va + vb + vc
+        v, w = vb / total, vc / total  # the interior
+        feature = np.zeros(v.shape, dtype=np.int64)
+        bc = (d4 - d3) / ((d4 - d3) + (d5 - d6))
+        cases = [  # (region, v, w, feature) in Ericson's order: the first that holds wins
+            ((d1 <= 0) & (d2 <= 0), 0.0, 0.0, 1),
+            ((d3 >= 0) & (d4 <= d3), 1.0, 0.0, 2),
+            ((vc <= 0) & (d1 >= 0) & (d3 <= 0), d1 / (d1 - d3), 0.0, 4),
+            ((d6 >= 0) & (d5 <= d6), 0.0, 1.0, 3),
+            ((vb <= 0) & (d2 >= 0) & (d6 <= 0), 0.0, d2 / (d2 - d6), 5),
+            ((va <= 0) & (d4 >= d3) & (d5 >= d6), 1.0 - bc, bc, 6),
+        ]
+        for region, cv, cw, f in reversed(cases):
+            v, w, feature = np.where(region, cv, v), np.where(region, cw, w), np.where(region, f, feature)
+    return tuple(a[i] + v * ab[i] + w * ac[i] for i in range(3)), feature
 
 
 def distance_to_triangles(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
@@ -539,7 +726,7 @@ def distance_to_triangles(points: np.ndarray, triangles: np.ndarray) -> np.ndarr
     pts = torch.as_tensor(np.asarray(points, dtype=np.float64)).reshape(-1, 3)
     result = torch.empty(len(pts), dtype=torch.float64)
     rows = max(1, _BLOCK_PAIRS // max(1, len(tri)))
-    with torch.no_grad():
+    with torch.no_grad(), limited_threads(automatic_threads(len(pts))):
         for start in range(0, len(pts), rows):
             p = pts[start : start + rows]
             pp = (p * p).sum(1, keepdim=True)
@@ -567,7 +754,7 @@ def winding_numbers(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     result = torch.empty(len(pts), dtype=torch.float64)
     rows = max(1, _BLOCK_PAIRS // max(1, len(tri)))
     corner = [[tri[:, v, k] for k in range(3)] for v in range(3)]  # corner[v][k]: (T,)
-    with torch.no_grad():
+    with torch.no_grad(), limited_threads(automatic_threads(len(pts))):
         for start in range(0, len(pts), rows):
             p = pts[start : start + rows]
             (ax, ay, az), (bx, by, bz), (cx, cy, cz) = (
