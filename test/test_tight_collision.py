@@ -196,6 +196,30 @@ def test_tree_cover_holds_every_surface_point_of_a_mesh():
     assert cover.worst_slack <= 0.004 + 1e-9
 
 
+def test_tree_slack_is_the_exact_bound_whatever_the_estimate_and_the_build_is_deterministic():
+    """The centre search follows the problem's depth estimate, but each leaf's slack is its radius
+    minus the exact depth bound at its centre; a misleading estimate (here: deep everywhere) costs
+    leaves, never the guarantees. Two builds give the same tree."""
+    trimesh = pytest.importorskip("trimesh")
+    from dataclasses import replace
+
+    mesh = trimesh.creation.capsule(height=0.12, radius=0.035, count=[16, 16])
+    problem = mesh_problem(mesh, PIECES)
+    settings = TreeSettings(target_slack=0.004)
+    points = torch.as_tensor(np.asarray(trimesh.sample.sample_surface(mesh, 4000, seed=4)[0]))
+    first = build_sphere_tree(problem, settings)
+    again = build_sphere_tree(problem, settings)
+    assert np.array_equal(first.leaves.centers, again.leaves.centers) and np.array_equal(first.groups, again.groups)
+    misleading = replace(problem, depth_estimate=lambda x: np.full(len(x), 1.0))
+    for tree in (first, build_sphere_tree(misleading, settings)):
+        cover = tree.leaves
+        exact = cover.radii - problem.depth_at(cover.centers)
+        assert np.allclose(cover.slack, np.maximum(exact, 0.0), atol=1e-12)
+        assert cover.worst_slack <= 0.004 + 1e-9
+        inside = (torch.cdist(points, torch.as_tensor(cover.centers)) <= torch.as_tensor(cover.radii) + 1e-9).any(1)
+        assert bool(inside.all())
+
+
 def test_a_pair_the_coarse_spheres_always_touch_stays_checked_when_the_meshes_are_apart():
     """Two boxes 8 mm apart in every configuration: the coarse spheres overlap in every sample
     (MoveIt's rule would disable the pair), the tight leaves do not, so the pair stays checked."""

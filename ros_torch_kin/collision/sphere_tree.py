@@ -14,7 +14,11 @@ Method (a top-down sphere tree over the pieces of a :class:`.sphere_cover.CoverP
   of the sphere is within that distance of the solid (see :mod:`.sphere_cover`).
 * The centre minimises ``max |p - c| - depth(c)`` by a pattern search (halving steps, 14
   directions) from the points' bounding-box centre: for a patch of surface, that pushes the
-  centre inward, where a larger sphere pokes out less.
+  centre inward, where a larger sphere pokes out less. The search evaluates the problem's fast
+  depth *estimate* (for a mesh: from its nearest triangles by a k-d tree, instead of sums over
+  every triangle); the slack of the centre found is then computed with the true lower bound
+  ``depth_at``, and a node whose estimate promised the target but whose true slack misses it is
+  searched again with ``depth_at``. The estimate therefore only decides where the centres go.
 * A node whose slack exceeds the target is split in two at the median of its pieces' centroids
   along their widest axis; a single triangle is split into four at its edge midpoints (down to
   ``min_edge``). Leaves are the tight cover; the nodes at ``group_depth`` group the leaves for
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -36,7 +41,7 @@ from .sphere_cover import _STEPS, CoverProblem, SphereCover
 @dataclass(frozen=True)
 class TreeSettings:
     """``target_slack`` (m): a leaf is split while its slack exceeds this (6 mm by default: the
-    Panda gets ~2,700 leaves; 3 mm gives ~11,000 and a verdict several times slower); ``min_edge`` (m): a
+    MBM Panda gets ~2,450 leaves; 3 mm gives ~10,600 and a verdict several times slower); ``min_edge`` (m): a
     triangle is not split below this edge length; ``max_leaves``: splitting stops (the worst
     leaves keep a larger slack) when a link would get more; ``group_depth``: tree depth whose
     nodes group the leaves (at most 2**group_depth groups per link); ``search_rounds``: pattern
@@ -73,50 +78,82 @@ class TreeCover:
 
 
 def build_sphere_tree(problem: CoverProblem, settings: TreeSettings = TreeSettings()) -> TreeCover:
-    """Leaves (and their groups) of the sphere tree over ``problem``'s pieces (module doc)."""
-    all_points = np.asarray(problem.points, dtype=np.float64)
+    """Leaves (and their groups) of the sphere tree over ``problem``'s pieces (module doc).
+
+    The nodes of one tree level are handled together (numpy over all of them): their points,
+    bounding boxes and inward normals by segment reductions, every node's centre search in the
+    same calls to the problem's depth estimate, and one call to its exact depth bound for the
+    centres chosen, from which each node's slack is computed."""
+    points = np.asarray(problem.points, dtype=np.float64)
     # an upper estimate of the deepest point of the solid (the candidates' depth is exact or a
     # lower bound on a grid; one grid step more covers what lies between)
     deepest = float(np.max(problem.depth, initial=0.0)) * 1.25 + _grid_step(problem.candidates)
-    pieces = [sorted(set(map(int, row))) for row in problem.pieces]
-    # a node: (piece indices, depth, group path: its ancestor at the group depth)
-    level = [(list(range(len(pieces))), 0, (0, 0))] if pieces else []
+    pieces = _Pieces(np.asarray(problem.pieces, dtype=np.int64), points)
+    # a level: its nodes' piece indices (flat, node after node), their offsets, each node's depth
+    # and group path (its ancestor at the group depth)
+    flat = np.arange(pieces.count, dtype=np.int64)
+    offsets = np.array([0, pieces.count], dtype=np.int64) if pieces.count else np.zeros(1, dtype=np.int64)
+    nodes: list[tuple[int, tuple[int, int]]] = [(0, (0, 0))] if pieces.count else []
     leaves: list[tuple[np.ndarray, float, float, tuple[int, int]]] = []
     min_edge2 = settings.min_edge ** 2
-    while level:
-        held = [all_points[np.unique(np.concatenate([pieces[i] for i in node]))] for node, _, _ in level]
+    while nodes:
+        K = len(nodes)
+        label = np.repeat(np.arange(K), np.diff(offsets))
+        held = _Held(pieces.rows[flat], label, K, pieces.points)
         # a node's sphere is at least half its widest extent; one that cannot get within the
         # target even at the deepest centre is split without searching for its centre
-        hopeless = np.array([0.5 * np.ptp(h, axis=0).max() - deepest > settings.target_slack for h in held])
-        inward = [_inward_normal(all_points, pieces, node) for node, _, _ in level]
-        centers, radius, slack = _best_centres(problem, held, inward, settings.search_rounds, ~hopeless, deepest,
-                                               settings.target_slack)
-        pending = len(leaves) + len(level)
-        following, new_points = [], []
-        for k, (node, depth, path) in enumerate(level):
+        hopeless = 0.5 * (held.high - held.low).max(axis=1) - deepest > settings.target_slack
+        inward = -np.add.reduceat(pieces.normals[flat], offsets[:-1], axis=0)
+        length = np.linalg.norm(inward, axis=1, keepdims=True)
+        inward = np.where(length > 1e-12, inward / np.where(length > 1e-12, length, 1.0), 0.0)
+        centers, radius, estimated = _best_centres(problem.estimate, held, inward, settings.search_rounds, ~hopeless,
+                                                   deepest, settings.target_slack)
+        slack = radius - problem.depth_at(centers)  # the true bound, whatever the search estimated
+        # where the estimate misled the search (its centre is not within the target after all),
+        # the node's search again with the true bound
+        misled = np.flatnonzero((slack > settings.target_slack) & (estimated <= settings.target_slack))
+        if len(misled) and problem.depth_estimate is not None:
+            again, again_radius, again_slack = _best_centres(problem.depth_at, held.subset(misled), inward[misled],
+                                                             settings.search_rounds, np.ones(len(misled), dtype=bool),
+                                                             deepest, settings.target_slack)
+            better = again_slack < slack[misled]
+            update = misled[better]
+            centers[update], radius[update], slack[update] = again[better], again_radius[better], again_slack[better]
+        halves = _halves(pieces.centroids, flat, offsets, label)
+        pending = len(leaves) + K
+        following: list[np.ndarray] = []
+        next_nodes: list[tuple[int, tuple[int, int]]] = []
+        new_points, new_rows = [], []
+        for k, (depth, path) in enumerate(nodes):
             def child(bit: int, path=path, depth=depth) -> tuple[int, int]:
                 return (depth + 1, 2 * path[1] + bit) if depth < settings.group_depth else path
 
+            size = int(offsets[k + 1] - offsets[k])
             if slack[k] <= settings.target_slack or pending >= settings.max_leaves:
                 leaves.append((centers[k], radius[k], slack[k], path))
-            elif len(node) > 1:
-                left, right = _split(all_points, pieces, node)
-                following += [(left, depth + 1, child(0)), (right, depth + 1, child(1))]
+            elif size > 1:
+                ordered = halves[offsets[k] : offsets[k + 1]]
+                following += [ordered[: size // 2], ordered[size // 2 :]]
+                next_nodes += [(depth + 1, child(0)), (depth + 1, child(1))]
                 pending += 1
-            elif len(pieces[node[0]]) == 3 and _longest_edge2(all_points[pieces[node[0]]]) > 4 * min_edge2:
-                a, b, c = pieces[node[0]]  # one triangle: four at its edge midpoints
-                corners = all_points[[a, b, c]]
-                ab, bc, ca = len(all_points) + 3 * len(new_points) + np.arange(3)
+            elif pieces.sizes[flat[offsets[k]]] == 3 and _longest_edge2(
+                    pieces.points[pieces.rows[flat[offsets[k]], :3]]) > 4 * min_edge2:
+                a, b, c = pieces.rows[flat[offsets[k]], :3]  # one triangle: four at its edge midpoints
+                corners = pieces.points[[a, b, c]]
+                ab, bc, ca = len(pieces.points) + 3 * len(new_points) + np.arange(3)
                 new_points.append(0.5 * (corners + corners[[1, 2, 0]]))
-                first = len(pieces)
-                pieces += [[a, ab, ca], [ab, b, bc], [ca, bc, c], [ab, bc, ca]]
-                following.append((list(range(first, first + 4)), depth + 1, child(0)))
+                first = pieces.count + 4 * len(new_rows)
+                new_rows.append([[a, ab, ca], [ab, b, bc], [ca, bc, c], [ab, bc, ca]])
+                following.append(np.arange(first, first + 4))
+                next_nodes.append((depth + 1, child(0)))
                 pending += 3
             else:  # a piece that cannot be split further keeps its slack
                 leaves.append((centers[k], radius[k], slack[k], path))
         if new_points:
-            all_points = np.concatenate([all_points] + new_points)
-        level = following
+            pieces.add(np.concatenate(new_points), np.concatenate(new_rows))
+        nodes = next_nodes
+        flat = np.concatenate(following) if following else np.zeros(0, dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum([len(f) for f in following])]).astype(np.int64)
     if not leaves:
         return TreeCover(SphereCover(np.zeros((0, 3)), np.zeros(0), np.zeros(0)), np.zeros(0, dtype=np.int64))
     paths = {path: g for g, path in enumerate(sorted({leaf[3] for leaf in leaves}))}
@@ -125,34 +162,93 @@ def build_sphere_tree(problem: CoverProblem, settings: TreeSettings = TreeSettin
     return TreeCover(cover, np.array([paths[leaf[3]] for leaf in leaves], dtype=np.int64))
 
 
+class _Pieces:
+    """The pieces as rows of their distinct point indices in their order (padded with the first),
+    with each one's number of points, centroid and (for a triangle, in its corners' order: outward
+    for a closed mesh's) area-weighted normal; ``add`` appends points and pieces."""
+
+    def __init__(self, rows: np.ndarray, points: np.ndarray):
+        self.points = points
+        repeat = np.zeros(rows.shape, dtype=bool)
+        for j in range(1, rows.shape[1]):
+            repeat[:, j] = (rows[:, :j] == rows[:, j : j + 1]).any(axis=1)
+        order = np.argsort(repeat, axis=1, kind="stable")
+        rows = np.take_along_axis(rows, order, axis=1)
+        self.sizes = (~repeat).sum(axis=1)
+        self.rows = np.where(np.arange(rows.shape[1]) < self.sizes[:, None], rows, rows[:, :1])
+        self.centroids, self.normals = self._describe(self.rows, self.sizes)
+
+    @property
+    def count(self) -> int:
+        return len(self.rows)
+
+    def _describe(self, rows: np.ndarray, sizes: np.ndarray):
+        used = np.arange(rows.shape[1]) < sizes[:, None]
+        centroids = (self.points[rows] * used[:, :, None]).sum(axis=1) / sizes[:, None]
+        corners = self.points[rows[:, :3]] if rows.shape[1] >= 3 else np.zeros((len(rows), 3, 3))
+        normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+        return centroids, np.where((sizes == 3)[:, None], normals, 0.0)
+
+    def add(self, points: np.ndarray, triangles: np.ndarray):
+        self.points = np.concatenate([self.points, points])
+        rows = np.concatenate([triangles, np.repeat(triangles[:, :1], self.rows.shape[1] - 3, axis=1)], axis=1)
+        sizes = np.full(len(rows), 3)
+        centroids, normals = self._describe(rows, sizes)
+        self.rows, self.sizes = np.concatenate([self.rows, rows]), np.concatenate([self.sizes, sizes])
+        self.centroids, self.normals = np.concatenate([self.centroids, centroids]), np.concatenate([self.normals, normals])
+
+
+class _Held:
+    """The points the nodes of a level hold, node after node (each once), from their pieces' rows
+    (n, w) and each row's node ``label``: ``points`` (P, 3), ``node`` (P,), ``starts`` (K,) their
+    segments, ``low`` / ``high`` (K, 3) the bounding boxes."""
+
+    def __init__(self, rows: np.ndarray, label: np.ndarray, K: int, points: np.ndarray):
+        V = len(points)
+        key = np.unique((label[:, None] * V + rows).ravel())
+        self.node, index = key // V, key % V
+        self.points = points[index]
+        self.xyz = [np.ascontiguousarray(self.points[:, i, None]) for i in range(3)]
+        self.starts = np.searchsorted(self.node, np.arange(K))
+        self.low = np.minimum.reduceat(self.points, self.starts, axis=0)
+        self.high = np.maximum.reduceat(self.points, self.starts, axis=0)
+
+    def subset(self, chosen: np.ndarray) -> "_Held":
+        """The same for the nodes ``chosen`` (sorted indices), renumbered 0..len(chosen)-1."""
+        part = object.__new__(_Held)
+        keep = np.zeros(len(self.starts), dtype=bool)
+        keep[chosen] = True
+        mask = keep[self.node]
+        part.node = np.cumsum(keep)[self.node[mask]] - 1
+        part.points = self.points[mask]
+        part.xyz = [x[mask] for x in self.xyz]
+        part.starts = np.searchsorted(part.node, np.arange(len(chosen)))
+        part.low, part.high = self.low[chosen], self.high[chosen]
+        return part
+
+    def radii(self, centres: np.ndarray) -> np.ndarray:
+        """(K, m): the distance from each of a node's m centres (K, m, 3) to its farthest point."""
+        squared = sum((x - centres[:, :, i][self.node]) ** 2 for i, x in enumerate(self.xyz))  # (P, m)
+        return np.sqrt(np.maximum.reduceat(squared, self.starts, axis=0))
+
+
+def _halves(centroids: np.ndarray, flat: np.ndarray, offsets: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """Each node's pieces (``flat`` in segments) ordered by their centroids along the node's
+    widest axis (stable): its first half and the rest are the two halves of a median split."""
+    if len(flat) == 0:
+        return flat
+    c = centroids[flat]
+    extent = np.maximum.reduceat(c, offsets[:-1], axis=0) - np.minimum.reduceat(c, offsets[:-1], axis=0)
+    along = c[np.arange(len(flat)), extent.argmax(axis=1)[label]]
+    return flat[np.lexsort((along, label))]
+
+
 def _longest_edge2(corners: np.ndarray) -> float:
     return float(((corners - corners[[1, 2, 0]]) ** 2).sum(axis=1).max())
 
 
-def _split(points: np.ndarray, pieces: list[list[int]], node: list[int]) -> tuple[list[int], list[int]]:
-    """Two halves of a node's pieces: by the median of their centroids along the widest axis."""
-    centroids = np.stack([points[pieces[i]].mean(axis=0) for i in node])
-    axis = int(np.ptp(centroids, axis=0).argmax())
-    order = np.argsort(centroids[:, axis], kind="stable")
-    half = len(node) // 2
-    nodes = np.asarray(node)
-    return nodes[order[:half]].tolist(), nodes[order[half:]].tolist()
-
-
 def _grid_step(candidates: np.ndarray) -> float:
     return float(np.ptp(candidates, axis=0).max()) / 8 if len(candidates) > 1 else 0.0
-
-
-def _inward_normal(points: np.ndarray, pieces: list[list[int]], node: list[int]) -> np.ndarray:
-    """The unit area-weighted inward normal of a node's triangles (outward-facing, as a closed
-    mesh's are), or zero when it has none (other pieces, or normals that cancel)."""
-    triangles = [pieces[i] for i in node if len(pieces[i]) == 3]
-    if not triangles:
-        return np.zeros(3)
-    corners = points[np.asarray(triangles)]
-    normal = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]).sum(axis=0)
-    length = np.linalg.norm(normal)
-    return -normal / length if length > 1e-12 else np.zeros(3)
 
 
 #: Starting points tried along the inward normal: in units of the node's bounding-box diagonal,
@@ -163,38 +259,41 @@ _SEARCH_WITHIN = 3.0
 _DEEP = np.array([0.04, 0.08, 0.15, 0.25, 0.4, 0.6, 0.8, 1.0])
 
 
-def _best_centres(problem: CoverProblem, held: list[np.ndarray], inward: list[np.ndarray], rounds: int,
+def _best_centres(depth: Callable[[np.ndarray], np.ndarray], held: _Held, inward: np.ndarray, rounds: int,
                   search: np.ndarray, deepest: float, target: float):
-    """Per node (its points (n_k, 3), its inward normal): the centre of least slack among points
-    along the inward normal from the bounding-box centre, improved by the pattern search (only
-    where ``search``), the exact radius (farthest point) and the slack ``radius - depth``."""
-    K = len(held)
-    low = np.stack([h.min(axis=0) for h in held])
-    high = np.stack([h.max(axis=0) for h in held])
-    diagonal = np.linalg.norm(high - low, axis=1)
-    start = 0.5 * (low + high)
-    offsets = np.concatenate([diagonal[:, None] * _INWARD, np.broadcast_to(deepest * _DEEP, (K, len(_DEEP)))], axis=1)
-    starts = start[:, None, :] + offsets[:, :, None] * np.stack(inward)[:, None, :]
-    starts[~search, 1:] = starts[~search, :1]  # hopeless nodes: the box centre only
-    start_depth = problem.depth_at(starts.reshape(-1, 3)).reshape(K, offsets.shape[1])
-    centers, radius, slack = start.copy(), np.zeros(K), np.zeros(K)
-    for k in range(K):
-        r = np.sqrt(((held[k][None, :, :] - starts[k][:, None, :]) ** 2).sum(-1).max(axis=1))
-        s = r - start_depth[k]
-        best = int(s.argmin())
-        centers[k], radius[k], slack[k] = starts[k, best], r[best], s[best]
-    step = 0.2 * diagonal + 1e-9  # (K,)
+    """Per node: the centre of least slack ``radius - depth(centre)`` among points along the inward
+    normal from the bounding-box centre, improved by the pattern search (only where ``search``;
+    elsewhere the box centre, and the slack infinite), its exact radius (farthest point) and slack."""
+    start = 0.5 * (held.low + held.high)
+    centers, radius = start.copy(), held.radii(start[:, None, :])[:, 0]
+    estimated = np.full(len(start), np.inf)
+    chosen = np.flatnonzero(search)
+    if len(chosen) == 0:
+        return centers, radius, estimated
+    part = held.subset(chosen)
+    diagonal = np.linalg.norm(part.high - part.low, axis=1)
+    offsets = np.concatenate([diagonal[:, None] * _INWARD, np.broadcast_to(deepest * _DEEP, (len(chosen), len(_DEEP)))],
+                             axis=1)
+    starts = start[chosen, None, :] + offsets[:, :, None] * inward[chosen, None, :]
+    r = part.radii(starts)
+    s = r - depth(starts.reshape(-1, 3)).reshape(r.shape)
+    best = s.argmin(axis=1)
+    rows = np.arange(len(chosen))
+    c, rad, slack = starts[rows, best], r[rows, best], s[rows, best]
+    step = 0.2 * diagonal + 1e-9
     # the search only where it may bring a node to the target (the others are split anyway)
-    searched = np.flatnonzero(search & (slack <= _SEARCH_WITHIN * target))
-    for _ in range(rounds if len(searched) else 0):
-        trial = centers[searched, None, :] + step[searched, None, None] * _STEPS[None]  # (k, 14, 3)
-        trial_depth = problem.depth_at(trial.reshape(-1, 3)).reshape(len(searched), len(_STEPS))
-        for i, k in enumerate(searched):
-            r = np.sqrt(((held[k][None, :, :] - trial[i][:, None, :]) ** 2).sum(-1).max(axis=1))
-            s = r - trial_depth[i]
-            best = int(s.argmin())
-            if s[best] < slack[k]:
-                centers[k], radius[k], slack[k] = trial[i, best], r[best], s[best]
-            else:
-                step[k] *= 0.5
-    return centers, radius, slack
+    searched = np.flatnonzero(slack <= _SEARCH_WITHIN * target)
+    if len(searched) and rounds:
+        sub = part.subset(searched)
+        for _ in range(rounds):
+            trial = c[searched, None, :] + step[searched, None, None] * _STEPS[None]  # (k, 14, 3)
+            r = sub.radii(trial)
+            s = r - depth(trial.reshape(-1, 3)).reshape(r.shape)
+            best = s.argmin(axis=1)
+            i = np.arange(len(searched))
+            better = s[i, best] < slack[searched]
+            moved = searched[better]
+            c[moved], rad[moved], slack[moved] = trial[i, best][better], r[i, best][better], s[i, best][better]
+            step[searched[~better]] *= 0.5
+    centers[chosen], radius[chosen], estimated[chosen] = c, rad, slack
+    return centers, radius, estimated
