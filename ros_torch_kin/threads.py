@@ -37,9 +37,13 @@ import sys
 import warnings
 from contextlib import contextmanager
 
-#: Rows of work (batch × seeds, configurations, ...) below which one thread is used: a parallel
-#: region's wake-up of sleeping workers (tens of µs) outweighs what a second core saves there.
-SERIAL_WORK = 256
+#: Rows of work (configurations, IK targets, plan seeds × waypoints) below which one thread is
+#: used: a parallel region's wake-up of sleeping workers (tens of µs) outweighs what a second
+#: core saves there. Measured on the 2-core development VM, quiet, passive waits, 2 threads
+#: against 1: Panda verdicts 1.4× at B = 4,096 and 2.0× at 32,768, IK 0.90× at 2,000 and 0.88×
+#: at 10,000 targets; beside a CPU-bound process 2 threads lost 3-9 % to 1 on IK (2,000 targets),
+#: verdicts (4,096) and plans (bench/load_benchmark.py). Hence 1 thread up to 16,384 rows.
+SERIAL_WORK = 16384
 
 _PASSIVE = "PASSIVE"
 

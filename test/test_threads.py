@@ -54,10 +54,10 @@ def test_automatic_threads_by_work(monkeypatch):
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
     assert threads.automatic_threads(1) == 1
     assert threads.automatic_threads(threads.SERIAL_WORK - 1) == 1
-    assert threads.automatic_threads(10_000) == threads.available_cores()
-    assert threads.automatic_threads(10_000, limit=1) == 1
+    assert threads.automatic_threads(100_000) == threads.available_cores()
+    assert threads.automatic_threads(100_000, limit=1) == 1
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # spinning workers: one thread whatever the work
-    assert threads.automatic_threads(10_000) == 1
+    assert threads.automatic_threads(100_000) == 1
 
 
 def test_limited_threads_is_per_calling_thread_and_restored():

@@ -418,9 +418,10 @@ class KinematicsNode(Node):
 
 def _rows(request, model: ServedModel) -> int:
     """Rows of a request's computation, for the automatic torch threads: configurations, or IK
-    targets × seeds (4 per target when the request says 0, as the solver's default)."""
+    targets (each target's seeds are small operations that a second thread does not speed up:
+    see ``threads.SERIAL_WORK``)."""
     if isinstance(request, ComputeIK.Request):
-        return max(1, len(request.targets)) * (request.num_seeds or 4)
+        return max(1, len(request.targets))
     return len(getattr(request, "positions", ())) // max(1, model.chain.num_dofs)
 
 

@@ -90,7 +90,8 @@ class TrajectoryActionServer:
                 return solve_trajectory(model.chain, on_iteration=on_iteration, **problem)
 
         try:
-            solution = await node.run_in_worker(solve)
+            options = problem["options"]
+            solution = await node.run_in_worker(solve, work=options.seeds * options.waypoints)
         except ValueError as error:
             return _abort(goal_handle, result, str(error))
         except Exception as error:  # never leave a client without a reason
