@@ -155,9 +155,10 @@ def main() -> None:
     agree = verdict[:n].numpy()
     missed = {label: int((coal_hits & ~v[:n].numpy()).sum()) for label, (_, v, _) in worlds.items()}
 
-    lines = [f"{stamp()}; {machine()}; {versions()}; torch threads {args.threads}, float32, CPU. "
-             f"**Measured under load** (load average {load:.1f} on {os.cpu_count()} cores shared with other work): "
-             "figures are upper bounds of what an idle core gives.", "",
+    busy = (f"**Measured under load** (load average {load:.1f} on {os.cpu_count()} cores shared with other "
+            "work): figures are upper bounds of what an idle core gives." if load >= 1.0 else
+            f"Load average {load:.1f} at the start (a quiet machine).")
+    lines = [f"{stamp()}; {machine()}; {versions()}; torch threads {args.threads}, float32, CPU. {busy}", "",
              "| what | median time | grid |", "|---|---:|---|"]
     for what, t, grid in rows:
         kind = "exact EDT" if grid.layout is None else f"multi-resolution, {grid.field.size:,} values"
