@@ -454,7 +454,7 @@ def _unknown_links(settings: Settings, chain, names) -> list[str]:
 
 def main(args=None) -> None:
     rclpy.init(args=args)
-    node = None
+    node = executor = None
     exit_code = 0
     try:
         try:
@@ -480,6 +480,10 @@ def main(args=None) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C (launch sends two) during cleanup
         if node is not None:
             node.destroy_node()
+        if executor is not None:
+            # destroy its guard conditions now, while the context lives: left to Executor.__del__ at
+            # interpreter exit, after the context's shutdown, they crashed the process (SIGSEGV)
+            executor.shutdown(timeout_sec=0.0)
         rclpy.try_shutdown()
     if exit_code:
         sys.exit(exit_code)
