@@ -523,17 +523,20 @@ class VoxelKind(str):
         return kind
 
 
-def _corners(values: Tensor, flat: Tensor, sx: Tensor, sy: Tensor, t, with_normal: bool, guard: bool = False):
+def _corners(values: Tensor, flat: Tensor, sx: Tensor, sy: Tensor, t, with_normal: bool, guard: bool = False,
+             transform=None):
     """Trilinear interpolation of ``values`` at the cells whose (0, 0, 0) corner is at ``flat``
     (x stride ``sx``, y stride ``sy``, z stride 1), cell coordinates t = (tx, ty, tz) in [0, 1]:
-    -> the interpolated value minus the spread term (module docstring), and the unnormalised
-    gradient (gx, gy, gz) of the interpolation or None. ``guard``: clamp the indices into the
-    buffer (rows of the other grid kind, whose results are discarded, index anywhere)."""
+    -> the interpolated value, the spread term √(Σ tₐ(1 − tₐ)) (module docstring), and the
+    unnormalised gradient (gx, gy, gz) of the interpolation or None. ``guard``: clamp the indices
+    into the buffer (rows of the other grid kind, whose results are discarded, index anywhere);
+    ``transform``: applied to each corner's value before interpolating (e.g. a square)."""
     tx, ty, tz = t
     last = values.shape[0] - 1
 
     def at(step):
-        return values[(flat + step).clamp(0, last)] if guard else values[flat + step]
+        v = values[(flat + step).clamp(0, last)] if guard else values[flat + step]
+        return v if transform is None else transform(v)
 
     f000, f001, f010, f011 = at(0), at(1), at(sy), at(sy + 1)
     f100, f101, f110, f111 = at(sx), at(sx + 1), at(sx + sy), at(sx + sy + 1)

@@ -172,7 +172,7 @@ def lattice_bound(coordinates, parameters: Tensor, values: Tensor, column: int, 
     d(x)² ≥ Σ wᵢ ℓᵢ² − Σ wᵢ |x − gᵢ|² = Σ wᵢ ℓᵢ² − σ² Σₐ tₐ(1 − tₐ), nearly exact away from the
     points (error ≈ 3σ²/(8d)). -> bound (n, N) (−inf outside the lattice or without one) and
     the unnormalised gradient of Σ wᵢ ℓᵢ² (or None)."""
-    from .occupancy import _cells, _offset
+    from .occupancy import _cells, _corners, _offset
 
     has = parameters[:, column:column + 1] > 0
     step = parameters[:, column + 1:column + 2]
@@ -181,25 +181,10 @@ def lattice_bound(coordinates, parameters: Tensor, values: Tensor, column: int, 
     ny, nz = dims[:, 1:2], dims[:, 2:3]
     sx, sy = ny * nz, nz
     flat = (ix * ny + iy) * nz + iz + _offset(parameters, column + 8)
-    last = values.shape[0] - 1
-
-    def at(offset):  # ℓ² at a corner (rows without a lattice index anywhere: clamped, discarded)
-        v = values[(flat + offset).clamp(0, last)]
-        return v * v
-
-    f000, f001, f010, f011 = at(0), at(1), at(sy), at(sy + 1)
-    f100, f101, f110, f111 = at(sx), at(sx + 1), at(sx + sy), at(sx + sy + 1)
-    a00, a01 = f000 + (f001 - f000) * tz, f010 + (f011 - f010) * tz
-    a10, a11 = f100 + (f101 - f100) * tz, f110 + (f111 - f110) * tz
-    b0, b1 = a00 + (a01 - a00) * ty, a10 + (a11 - a10) * ty
-    value = b0 + (b1 - b0) * tx
-    squared = value - step * step * (tx * (1 - tx) + ty * (1 - ty) + tz * (1 - tz))
+    # Σ wᵢ ℓᵢ² (rows without a lattice index anywhere: clamped, discarded) and its gradient
+    value, spread, gradient = _corners(values, flat, sx, sy, (tx, ty, tz), with_normal, guard=True,
+                                       transform=torch.square)
+    squared = value - (step * spread) ** 2
     bound = torch.sqrt(squared.clamp_min(0.0)) - parameters[:, column + 10:column + 11]
     bound = torch.where(has & inside, bound, -math.inf)
-    if not with_normal:
-        return bound, None
-    gx = b1 - b0
-    gy = (a01 - a00) + ((a11 - a10) - (a01 - a00)) * tx
-    c00, c01, c10, c11 = f001 - f000, f011 - f010, f101 - f100, f111 - f110
-    d0, d1 = c00 + (c01 - c00) * ty, c10 + (c11 - c10) * ty
-    return bound, (gx, gy, d0 + (d1 - d0) * tx)
+    return bound, gradient
