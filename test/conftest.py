@@ -62,6 +62,21 @@ def arm7() -> Chain:
     return Chain.from_urdf(bundled_urdf(), device="cpu", dtype=torch.float64)
 
 
+@pytest.fixture(scope="session")
+def panda_collision_model():
+    """example-robot-data's Panda with both collision models (tight verdict at the default 6 mm
+    slack, coarse cost) and its SRDF's self pairs: (chain float32, model, robots dir, mesh share
+    dir). Built once per test session (the tight trees are also cached on disk)."""
+    from ros_torch_kin.collision import robot_collision_model_from_urdf
+
+    robots = example_robot_data_dir()
+    share = str(robots.parents[1])
+    srdf = (robots / "panda_description/srdf/panda.srdf").read_text()
+    chain = Chain.from_urdf(real_urdf("panda"), device="cpu", dtype=torch.float32)
+    model = robot_collision_model_from_urdf(real_urdf("panda"), chain, srdf=srdf, search_dirs=[share], samples=300)
+    return chain, model, robots, share
+
+
 def random_q(chain: Chain, batch: int, seed: int) -> torch.Tensor:
     """Joint positions inside the limits (or in [-π, π] for unbounded joints), (batch, J)."""
     generator = torch.Generator().manual_seed(seed)

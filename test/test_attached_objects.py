@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import example_robot_data_dir, real_urdf
+from conftest import real_urdf
 from ros_torch_kin.collision import (AttachedObject, CollisionChecker, Obstacle, RobotSpheres, Scene,
-                                     TreeCollisionChecker, robot_collision_model_from_urdf)
+                                     TreeCollisionChecker)
 from ros_torch_kin.kinematics import Chain, forward_kinematics
 from ros_torch_kin.motion import solve_trajectory
 from ros_torch_kin.optim import TrajectoryOptions
@@ -29,13 +29,8 @@ SLACK = 0.006  # the tight leaves' target slack (TreeSettings default)
 
 
 @pytest.fixture(scope="module")
-def panda():
-    urdf = real_urdf("panda")
-    robots = example_robot_data_dir()
-    share = str(robots.parents[1])
-    srdf = (robots / "panda_description/srdf/panda.srdf").read_text()
-    chain = Chain.from_urdf(urdf, device="cpu", dtype=torch.float32)
-    model = robot_collision_model_from_urdf(urdf, chain, srdf=srdf, search_dirs=[share], samples=300)
+def panda(panda_collision_model):
+    chain, model, robots, _ = panda_collision_model
     return chain, model, PinocchioHand(robots / "panda_description/urdf/panda.urdf", chain)
 
 

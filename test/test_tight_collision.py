@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import example_robot_data_dir, real_urdf
 from ros_torch_kin.collision import (
     Obstacle,
     Scene,
@@ -36,15 +35,9 @@ SLACK = 0.006  # the leaves' worst slack these tests build with (the benchmark's
 
 
 @pytest.fixture(scope="module")
-def panda():
-    urdf = real_urdf("panda")
-    robots = example_robot_data_dir()
-    share = str(robots.parents[1])
-    srdf = (robots / "panda_description/srdf/panda.srdf").read_text()
-    chain = Chain.from_urdf(urdf, device="cpu", dtype=torch.float32)
-    model = robot_collision_model_from_urdf(urdf, chain, srdf=srdf, search_dirs=[share],
-                                            settings=TreeSettings(target_slack=SLACK), samples=300)
-    return chain, model, robots, share
+def panda(panda_collision_model):
+    assert TreeSettings().target_slack == SLACK  # the shared model is built with the default
+    return panda_collision_model
 
 
 def _random_q(chain: Chain, count: int, seed: int) -> torch.Tensor:
