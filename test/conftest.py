@@ -77,6 +77,24 @@ def panda_collision_model():
     return chain, model, robots, share
 
 
+def ball_beside_the_last_link(chain: Chain, checker, q: torch.Tensor, gap: float, radius: float = 0.03):
+    """A sphere obstacle ``gap`` m from the last link's last sphere of ``checker`` at configuration
+    ``q`` (J,), on the first side (±z, ±y, ±x) where no other sphere is closer (checked)."""
+    from ros_torch_kin.collision import Obstacle, Scene
+    from ros_torch_kin.collision.sphere_centers import world_sphere_centers
+    from ros_torch_kin.kinematics import world_transforms
+
+    centers = world_sphere_centers(world_transforms(chain, q.unsqueeze(0)), checker.spheres)[:, :, 0]
+    last = int(checker.spheres.sphere_links.max())
+    s = int((checker.spheres.sphere_links == last).nonzero()[-1])
+    for direction in ([0, 0, 1], [0, 0, -1], [0, 1, 0], [0, -1, 0], [1, 0, 0], [-1, 0, 0]):
+        centre = centers[s] + (float(checker.spheres.radii[s]) + radius + gap) * torch.tensor(direction, dtype=chain.dtype)
+        ball = Obstacle.sphere("ball", radius, [*centre.tolist(), 0, 0, 0, 1])
+        if abs(float(checker.with_scene(Scene([ball])).distances(q).world_distance[0]) - gap) < 2e-4:
+            return ball
+    return ball
+
+
 def random_q(chain: Chain, batch: int, seed: int) -> torch.Tensor:
     """Joint positions inside the limits (or in [-π, π] for unbounded joints), (batch, J)."""
     generator = torch.Generator().manual_seed(seed)

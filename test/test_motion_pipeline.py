@@ -12,6 +12,7 @@ import warnings
 import pytest
 import torch
 
+from conftest import ball_beside_the_last_link
 from ros_torch_kin.collision import CollisionChecker, Obstacle, Scene, robot_spheres_from_urdf
 from ros_torch_kin.kinematics import Chain, forward_kinematics
 from ros_torch_kin.motion.checking import MotionValidator
@@ -71,17 +72,7 @@ def test_goal_closer_than_the_clearance_is_planned_to_and_the_approach_only_need
     start = torch.tensor([0.0, 0.3, 0.0, -1.2, 0.0, 0.6, 0.0], dtype=chain.dtype)
     goal = torch.tensor([0.8, 0.4, 0.0, -1.0, 0.0, 0.8, 0.0], dtype=chain.dtype)
     # a ball 3 mm from the spheres of the tool's link at the goal, on a side where nothing else is closer
-    from ros_torch_kin.collision.sphere_centers import world_sphere_centers
-    from ros_torch_kin.kinematics import world_transforms
-
-    centers = world_sphere_centers(world_transforms(chain, goal.unsqueeze(0)), checker.spheres)[:, :, 0]
-    last = int(checker.spheres.sphere_links.max())
-    s = int((checker.spheres.sphere_links == last).nonzero()[-1])
-    for direction in ([0, 0, 1], [0, 0, -1], [0, 1, 0], [0, -1, 0], [1, 0, 0], [-1, 0, 0]):
-        centre = centers[s] + (float(checker.spheres.radii[s]) + 0.03 + 0.003) * torch.tensor(direction, dtype=chain.dtype)
-        ball = Obstacle.sphere("ball", 0.03, [*centre.tolist(), 0, 0, 0, 1])
-        if abs(float(checker.with_scene(Scene([ball])).distances(goal).world_distance[0]) - 0.003) < 2e-4:
-            break
+    ball = ball_beside_the_last_link(chain, checker, goal, 0.003)
     scene = Scene([ball])
     close = checker.with_scene(scene)
     assert abs(float(close.distances(goal).world_distance[0]) - 0.003) < 2e-4  # closer than the 10 mm clearance
