@@ -101,7 +101,9 @@ def test_hierarchical_verdict_equals_brute_force_over_every_leaf(panda):
     hits = layered.in_collision(q)
     assert bool((hits <= ((brute < 0) & (coarse < 0))).all()) and bool(hits.any())
     # the verdict with early exit (clear) agrees with the distances, at one threshold or one per configuration
-    for threshold in (0.0, 0.01, torch.linspace(0.0, 0.03, q.shape[0])):
+    # (thresholds that float rounding of threshold + rounding − rounding would move: it once did)
+    for threshold in (0.0, 0.004, 1.3338e-4, 0.01, torch.linspace(0.0, 0.03, q.shape[0]),
+                      torch.linspace(0.0, 0.05, q.shape[0])):
         for c in (checker, layered):
             assert bool((c.clear(q, threshold) == (c.min_distance(q, 0.05) >= threshold)).all())
 

@@ -199,8 +199,6 @@ class TreeCollisionChecker:
         deep contacts as cheap as free configurations."""
         q = check_joint_positions(self.chain, q).detach()
         threshold = torch.as_tensor(threshold, dtype=q.dtype, device=q.device).expand(q.shape[0])
-        if q.shape[0] > CHUNK:
-            return torch.cat([self.clear(part, limit) for part, limit in zip(q.split(CHUNK), threshold.split(CHUNK))])
         world, own, _ = self._parts(q, threshold, threshold, names=False, decide=True)
         return (world >= threshold) & (own >= threshold)
 
@@ -253,13 +251,16 @@ class TreeCollisionChecker:
         Thresholds: floats or (B,) tensors. ``decide``: the verdict alone (:meth:`clear`): a
         configuration with a block certainly below its threshold gets some value below it."""
         q = check_joint_positions(self.chain, q).detach()
-        if q.shape[0] > CHUNK:
-            parts = [self._parts(part, threshold, self_threshold, names) for part in q.split(CHUNK)]
+        B = q.shape[0]
+        threshold = torch.as_tensor(threshold, dtype=q.dtype, device=q.device).expand(B)
+        self_threshold = torch.as_tensor(self_threshold, dtype=q.dtype, device=q.device).expand(B)
+        if B > CHUNK:  # per-configuration thresholds are split with their configurations
+            parts = [self._parts(*part, names, decide) for part in
+                     zip(q.split(CHUNK), threshold.split(CHUNK), self_threshold.split(CHUNK))]
             return (torch.cat([w for w, _, _ in parts]), torch.cat([o for _, o, _ in parts]),
                     tuple(p for _, _, pairs in parts for p in pairs))
-        B = q.shape[0]
-        world_limit = torch.as_tensor(threshold, dtype=q.dtype, device=q.device).expand(B) + self.rounding
-        self_limit = torch.as_tensor(self_threshold, dtype=q.dtype, device=q.device).expand(B) + self.rounding
+        world_limit = threshold + self.rounding
+        self_limit = self_threshold + self.rounding
         frames = self._frames(q) if B and self._levels else None
         slot_names = self._slot_names
         decided = torch.zeros(B, dtype=torch.bool, device=q.device) if decide else None
@@ -274,8 +275,8 @@ class TreeCollisionChecker:
                 found_self.append((blocks, lambda k, blocks=blocks: (
                     slot_names[int(blocks.a[k])], slot_names[int(blocks.b[k])])))
         result = []
-        for found, limit, has in ((found_world, world_limit, self._packed.count),
-                                  (found_self, self_limit, self._pair_a.numel())):
+        for found, limit, has in ((found_world, threshold, self._packed.count),
+                                  (found_self, self_threshold, self._pair_a.numel())):
             minimum = q.new_full((B,), math.inf)
             for blocks, _ in found:
                 if blocks.value.numel():
@@ -287,7 +288,8 @@ class TreeCollisionChecker:
                     for k in hit.nonzero().squeeze(1).tolist():
                         pairs[int(blocks.configuration[k])] = name(k)
             if has and frames is not None:  # nothing below the threshold: report it (a lower bound)
-                minimum = torch.where(torch.isinf(minimum), (limit - self.rounding).clamp(min=0.0), minimum)
+                # the threshold itself (not limit − rounding: float rounding could put it just below)
+                minimum = torch.where(torch.isinf(minimum), limit.clamp(min=0.0), minimum)
             result.append((minimum, pairs))
         (world_min, world_pairs), (self_min, self_pairs) = result
         return world_min, self_min, tuple(zip(world_pairs, self_pairs))
