@@ -44,7 +44,7 @@ CITED = (
 )
 
 
-def build_planner_models(urdf: str, srdf: str, search_dirs, tight_slack: float = 0.006):
+def build_planner_models(urdf: str, srdf: str, search_dirs, tight_slack: float = TreeSettings().target_slack):
     """The chain and the planner's collision models: the verdict on the tight model (sphere trees,
     leaves within ``tight_slack`` m of the meshes) and the cost on the coarse spheres, both with
     the SRDF's self pairs (always-in-collision pairs only where the tight model says so). The one
@@ -223,7 +223,7 @@ def main(argv=None):
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
     parser.add_argument("--limit", type=int, help="problems per family (default: all 100)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--tight-slack", type=float, default=0.006, help="m, the verdict model's worst leaf slack")
+    parser.add_argument("--tight-slack", type=float, default=TreeSettings().target_slack, help="m, the verdict model's worst leaf slack (its tiers stay at the default 6 mm)")
     parser.add_argument("--exact-step", type=float, default=0.005, help="rad, any joint, between checked configurations")
     parser.add_argument("--output", type=Path, help="write the 'mbm' section of this markdown file (BENCHMARKS.md)")
     parser.add_argument("--json", type=Path, help="every problem's numbers")

@@ -6,6 +6,7 @@ base, open meshes, and always-in-collision pairs decided by the tight model."""
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +26,13 @@ from ros_torch_kin.collision import (
 from ros_torch_kin.collision.signed_distance import sphere_obstacle_distances
 from ros_torch_kin.collision.sphere_centers import world_sphere_centers
 from ros_torch_kin.collision.sphere_cover import mesh_problem
-from ros_torch_kin.collision.sphere_tree import build_sphere_tree
+from ros_torch_kin.collision.sphere_tree import TreeCover, build_sphere_tree
 from ros_torch_kin.collision.urdf_sphere_trees import PIECES
 from ros_torch_kin.kinematics import Chain, world_transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-SLACK = 0.006  # the leaves' worst slack these tests build with (the benchmark's default)
+SLACK = 0.003  # the leaves' worst slack these tests build with (the benchmark's default)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,8 @@ def test_leaves_hold_the_mesh_within_the_slack(panda):
 def test_hierarchical_verdict_equals_brute_force_over_every_leaf(panda):
     chain, model, _, _ = panda
     scene = _scene(3)
-    checker = TreeCollisionChecker(chain, model.verdict.spheres, scene, model.self_pairs)  # leaves alone
+    # leaves alone: no tiers (they may prune a leaf that pokes out of its tier's geometry bound)
+    checker = TreeCollisionChecker(chain, replace(model.verdict.spheres, tiers=None), scene, model.self_pairs)
     q = _random_q(chain, 96, 1)
     world = world_transforms(chain, q)
     centers = world_sphere_centers(world, checker.spheres)  # (S, 3, B)
@@ -189,6 +191,39 @@ def test_tree_cover_holds_every_surface_point_of_a_mesh():
     inside = (torch.cdist(points, torch.as_tensor(cover.centers)) <= torch.as_tensor(cover.radii) + 1e-9).any(1)
     assert bool(inside.all())
     assert cover.worst_slack <= 0.004 + 1e-9
+
+
+def test_tiers_hold_the_geometry_of_their_leaves_and_the_tiered_verdict_stays_conservative(panda):
+    """Each leaf's tier (a tree node at 6 mm) must hold all the surface its leaves cover: every
+    surface point lies in some leaf whose tier holds it too. A checker that skips a tier's leaves
+    where the tier is clear then never calls a contact free (against brute force over the leaves)."""
+    trimesh = pytest.importorskip("trimesh")
+    mesh = trimesh.creation.capsule(height=0.12, radius=0.035, count=[16, 16])
+    tree = build_sphere_tree(mesh_problem(mesh, PIECES), TreeSettings(target_slack=0.002, tier_slack=0.006, tier_size=8))
+    leaves, tiers, of = tree.leaves, tree.tiers, tree.tier_of
+    assert tiers is not None and len(of) == leaves.num_spheres and tiers.num_spheres < leaves.num_spheres
+    assert np.bincount(of).max() <= 8 and np.bincount(of).min() >= 1 and leaves.worst_slack <= 0.002 + 1e-9
+    points = np.asarray(trimesh.sample.sample_surface(mesh, 4000, seed=2)[0])
+    in_leaf = np.linalg.norm(points[:, None] - leaves.centers[None], axis=2) <= leaves.radii + 1e-9  # (P, K)
+    in_tier = np.linalg.norm(points[:, None] - tiers.centers[of][None], axis=2) <= tiers.radii[of] + 1e-9
+    assert bool((in_leaf & in_tier).any(1).all())
+    assert not bool((in_leaf & ~in_tier).all(1).any())  # the check can fail: a wrong tier would
+    plain = build_sphere_tree(mesh_problem(mesh, PIECES), TreeSettings(target_slack=0.004, tier_slack=0.0))
+    assert plain.tiers is None
+    both = TreeCover.concatenate([tree, plain])  # leaves without a tier get themselves as one
+    K = plain.leaves.num_spheres
+    assert np.array_equal(both.tier_of[-K:], tiers.num_spheres + np.arange(K))
+    assert np.array_equal(both.tiers.centers[-K:], plain.leaves.centers)
+    # the Panda's tight model: tiered verdict never below the leaves' own distance, contacts only where they have one
+    chain, model, _, _ = panda
+    assert model.verdict.spheres.tiers is not None
+    scene = _scene(5)
+    q = _random_q(chain, 256, 7)
+    leaves_only = TreeCollisionChecker(chain, replace(model.verdict.spheres, tiers=None), scene, model.self_pairs)
+    tiered = TreeCollisionChecker(chain, model.verdict.spheres, scene, model.self_pairs)
+    plain, layered = leaves_only.min_distance(q, 0.05), tiered.min_distance(q, 0.05)
+    assert bool((layered >= plain - 1e-6).all())
+    assert bool((tiered.in_collision(q) <= leaves_only.in_collision(q)).all()) and bool(tiered.in_collision(q).any())
 
 
 def test_tree_slack_is_the_exact_bound_whatever_the_estimate_and_the_build_is_deterministic():

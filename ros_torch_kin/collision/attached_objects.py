@@ -195,7 +195,11 @@ def attached_bodies(chain, robot: RobotSpheres, objects: Sequence[AttachedObject
         start = int(robot.sphere_groups.max()) + 1 if robot.num_spheres else 0
         groups = cat(robot.sphere_groups, [np.full(n, start + k, dtype=np.int64) for k, n in enumerate(counts)],
                      torch.int64)
-    spheres = RobotSpheres(robot.link_names, sphere_links, centers, radii, slack, robot.source, robot.warnings, groups)
+    tiers = None
+    if robot.tiers is not None:  # each object's sphere its own tier
+        tiers = robot.tiers.appended(centers[robot.num_spheres:], radii[robot.num_spheres:])
+    spheres = RobotSpheres(robot.link_names, sphere_links, centers, radii, slack, robot.source, robot.warnings, groups,
+                           tiers)
     with_spheres = sorted(set(robot.sphere_links.cpu().tolist()))
     pairs, skipped = [], {}
     for k, obj in enumerate(objects):

@@ -65,22 +65,55 @@ class LeafHierarchy:
 
 
 def leaf_hierarchy(centers: Tensor, radii: Tensor, links: Tensor, fan_out: int = FAN_OUT, bucket: int = BUCKET,
-                   rounding: float = 1e-6, bodies: Tensor | None = None) -> LeafHierarchy:
+                   rounding: float = 1e-6, bodies: Tensor | None = None, tiers=None) -> LeafHierarchy:
     """Leaf spheres ``centers`` (S, 3) in their links' frames, ``radii`` (S,), ``links`` (S,) int64
     -> their :class:`LeafHierarchy` (module doc) in float64 on the CPU; ``rounding`` (m) is added
     to every node radius (float32 arithmetic of the checks stays conservative). ``bodies`` (S,)
     int64, optional: one root per body instead of per link, in increasing body order (an object
     carried by a link is a body of its own; every leaf of a body must be on one link, whose
-    index the body's nodes keep in ``links`` for their transforms)."""
+    index the body's nodes keep in ``links`` for their transforms). ``tiers`` (optional,
+    :class:`.robot_spheres.SphereTiers`): the hierarchy is built over the tiers, and its last
+    level is the tiers themselves, each with its leaves as children (a tier's sphere bounds its
+    leaves' geometry, not the leaf spheres: a block's value stays the smallest leaf distance
+    reached, a lower bound of the exact one)."""
     if fan_out < 2 or fan_out & (fan_out - 1) or bucket < 1:
         raise ValueError(f"fan_out must be a power of two ≥ 2 and bucket ≥ 1, got {fan_out}, {bucket}")
     c = centers.detach().cpu().double().numpy()
     r = radii.detach().cpu().double().numpy()
     link = links.detach().cpu().numpy()
     body = link if bodies is None else bodies.detach().cpu().numpy()
+    if tiers is None:
+        levels, root_bodies = _levels(c, r, link, body, bodies is not None, fan_out, bucket, rounding)
+        return LeafHierarchy(tuple(levels), root_bodies)
+    of = tiers.of_sphere.detach().cpu().numpy()
+    T = int(tiers.radii.shape[0])
+    if len(of) != len(r) or (len(of) and (of.min() < 0 or of.max() >= T)):
+        raise ValueError("every leaf must have a tier")
+    counts = np.bincount(of, minlength=T)
+    members = np.split(np.argsort(of, kind="stable"), np.cumsum(counts)[:-1])
+    if (counts == 0).any():
+        raise ValueError("every tier must have at least one leaf")
+    tc = tiers.centers.detach().cpu().double().numpy()
+    first = np.array([m[0] for m in members])
+    levels, root_bodies = _levels(tc, tiers.radii.detach().cpu().double().numpy(), link[first], body[first],
+                                  bodies is not None, fan_out, bucket, rounding)
+    # a tier's representative: its leaf whose centre is nearest the tier's
+    nearest = np.array([m[np.linalg.norm(c[m] - tc[t], axis=1).argmin()] for t, m in enumerate(members)])
+    levels = [HierarchyLevel(level.centers, level.radius, level.links, level.children, level.valid,
+                             torch.from_numpy(nearest[level.representative.numpy()])) for level in levels]
+    table, valid = _padded([list(m) for m in members])
+    levels.append(HierarchyLevel(torch.from_numpy(tc), tiers.radii.detach().cpu().double() * (1 + 1e-6) + rounding,
+                                 torch.from_numpy(link[first].astype(np.int64)), table, valid,
+                                 torch.from_numpy(nearest.astype(np.int64))))
+    return LeafHierarchy(tuple(levels), root_bodies)
+
+
+def _levels(c, r, link, body, by_body: bool, fan_out: int, bucket: int, rounding: float):
+    """The levels over spheres ``c`` (S, 3), ``r`` (S,) with their ``link`` and ``body`` (S,),
+    the last one's children indexing the spheres, and the roots' bodies."""
     root_bodies = np.unique(body)
     nodes = [np.flatnonzero(body == b) for b in root_bodies]  # the roots, chain (then body) order
-    if bodies is not None and any(len(np.unique(link[n])) != 1 for n in nodes):
+    if by_body and any(len(np.unique(link[n])) != 1 for n in nodes):
         raise ValueError("every leaf of a body must be on the same link")
     levels: list[tuple[list[np.ndarray], list[list[int]]]] = []
     while True:
@@ -103,7 +136,7 @@ def leaf_hierarchy(centers: Tensor, radii: Tensor, links: Tensor, fan_out: int =
         out.append(HierarchyLevel(torch.from_numpy(middle), torch.from_numpy(radius * (1 + 1e-6) + rounding),
                                   torch.from_numpy(np.array([link[m[0]] for m in members_of], dtype=np.int64)),
                                   table, valid, torch.tensor(nearest, dtype=torch.int64)))
-    return LeafHierarchy(tuple(out), tuple(int(b) for b in root_bodies))
+    return out, tuple(int(b) for b in root_bodies)
 
 
 def _split(c: np.ndarray, members: np.ndarray, parts: int) -> list[np.ndarray]:

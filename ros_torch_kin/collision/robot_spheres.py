@@ -13,6 +13,34 @@ from torch import Tensor
 
 
 @dataclass(frozen=True, eq=False)
+class SphereTiers:
+    """Spheres that each bound some of a tight model's spheres' geometry (its sphere tree's nodes
+    at a middle slack, see :class:`.sphere_tree.TreeSettings`): ``centers`` (T, 3) in the frame of
+    the link their spheres are on, ``radii`` (T,) m, ``of_sphere`` (S,) int64 each sphere's tier.
+    A tier's sphere holds all the collision geometry that its spheres cover (not the spheres
+    themselves), so a tier at distance ≥ d from something has that geometry that far, and a
+    checker need look at its spheres only when it is nearer."""
+
+    centers: Tensor
+    radii: Tensor
+    of_sphere: Tensor
+
+    @property
+    def count(self) -> int:
+        return int(self.radii.shape[0])
+
+    def to(self, device, dtype) -> "SphereTiers":
+        return SphereTiers(self.centers.to(device, dtype), self.radii.to(device, dtype), self.of_sphere.to(device))
+
+    def appended(self, centers: Tensor, radii: Tensor) -> "SphereTiers":
+        """The tiers of the spheres with spheres ``centers`` (n, 3), ``radii`` (n,) appended
+        after them, each its own tier (its sphere is its only one)."""
+        start, n = self.count, int(radii.shape[0])
+        return SphereTiers(torch.cat([self.centers, centers.to(self.centers)]), torch.cat([self.radii, radii.to(self.radii)]),
+                           torch.cat([self.of_sphere, torch.arange(start, start + n, device=self.of_sphere.device)]))
+
+
+@dataclass(frozen=True, eq=False)
 class RobotSpheres:
     """S spheres, each rigidly attached to one link of a chain.
 
@@ -36,6 +64,8 @@ class RobotSpheres:
     #: (S,) int64 or None: the broad-phase group of each sphere (a tight model's sphere tree
     #: nodes, numbered across the robot; every group within one link); None for a coarse model
     sphere_groups: Tensor | None = None
+    #: optional :class:`SphereTiers` over the spheres (a tight model's), None for none
+    tiers: SphereTiers | None = None
     _counts: tuple[int, ...] = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -72,4 +102,5 @@ class RobotSpheres:
             radii=self.radii.to(device, dtype),
             slack=self.slack.to(device, dtype),
             sphere_groups=None if self.sphere_groups is None else self.sphere_groups.to(device),
+            tiers=None if self.tiers is None else self.tiers.to(device, dtype),
         )

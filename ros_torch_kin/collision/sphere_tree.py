@@ -40,14 +40,19 @@ from .sphere_cover import _STEPS, CoverProblem, SphereCover
 
 @dataclass(frozen=True)
 class TreeSettings:
-    """``target_slack`` (m): a leaf is split while its slack exceeds this (6 mm by default: the
-    MBM Panda gets ~2,450 leaves; 3 mm gives ~10,600 and a verdict several times slower); ``min_edge`` (m): a
-    triangle is not split below this edge length; ``max_leaves``: splitting stops (the worst
-    leaves keep a larger slack) when a link would get more; ``group_depth``: tree depth whose
-    nodes group the leaves (at most 2**group_depth groups per link); ``search_rounds``: pattern
-    search rounds per node."""
+    """``target_slack`` (m): a leaf is split while its slack exceeds this (3 mm by default: the
+    MBM Panda gets ~10,600 leaves); ``tier_slack`` (m): the tree's nodes that first reach this
+    slack (6 mm by default, ~2,400 on the MBM Panda) are kept as *tiers*, each bounding the leaves
+    below it, so that a checker touches a tier's leaves only where the tier is near something
+    (``tier_slack`` ≤ ``target_slack``: no tiers); ``tier_size``: most leaves under one tier (a
+    node with more passes its place to its children); ``min_edge`` (m): a triangle is not split
+    below this edge length; ``max_leaves``: splitting stops (the worst leaves keep a larger slack)
+    when a link would get more; ``group_depth``: tree depth whose nodes group the leaves (at most
+    2**group_depth groups per link); ``search_rounds``: pattern search rounds per node."""
 
-    target_slack: float = 0.006
+    target_slack: float = 0.003
+    tier_slack: float = 0.006
+    tier_size: int = 8
     min_edge: float = 0.0015
     max_leaves: int = 4096
     group_depth: int = 3
@@ -56,25 +61,47 @@ class TreeSettings:
     def __post_init__(self):
         if not (math.isfinite(self.target_slack) and self.target_slack > 0):
             raise ValueError(f"target_slack must be positive (m), got {self.target_slack}")
+        if not math.isfinite(self.tier_slack) or self.tier_size < 1:
+            raise ValueError(f"tier_slack must be finite (m) and tier_size ≥ 1, got {self.tier_slack}, {self.tier_size}")
         if self.max_leaves < 1 or self.group_depth < 0 or self.search_rounds < 0:
             raise ValueError("max_leaves must be ≥ 1, group_depth and search_rounds ≥ 0")
+
+    @property
+    def tiered(self) -> bool:
+        return self.tier_slack > self.target_slack
 
 
 @dataclass(frozen=True, eq=False)
 class TreeCover:
-    """The leaves of a sphere tree (a :class:`SphereCover`) and ``groups`` (K,) int64: the index of
-    each leaf's group (its ancestor at the group depth), numbered from 0 per cover."""
+    """The leaves of a sphere tree (a :class:`SphereCover`), ``groups`` (K,) int64: the index of
+    each leaf's group (its ancestor at the group depth), numbered from 0 per cover; ``tiers``
+    (optional, a :class:`SphereCover` of T tree nodes) and ``tier_of`` (K,) int64: each leaf's
+    tier, a node whose sphere holds all the geometry its leaves cover (see :class:`TreeSettings`)."""
 
     leaves: SphereCover
     groups: np.ndarray
+    tiers: SphereCover | None = None
+    tier_of: np.ndarray | None = None
+
+    def with_tiers(self) -> "TreeCover":
+        """The same cover with tiers: each leaf its own where it has none."""
+        if self.tiers is not None:
+            return self
+        return TreeCover(self.leaves, self.groups, self.leaves, np.arange(self.leaves.num_spheres, dtype=np.int64))
 
     @staticmethod
     def concatenate(covers) -> "TreeCover":
         covers = [c for c in covers if c.leaves.num_spheres]
         offsets = np.cumsum([0] + [int(c.groups.max()) + 1 for c in covers])
-        return TreeCover(SphereCover.concatenate([c.leaves for c in covers]),
-                         np.concatenate([c.groups + o for c, o in zip(covers, offsets)]) if covers
-                         else np.zeros(0, dtype=np.int64))
+        groups = (np.concatenate([c.groups + o for c, o in zip(covers, offsets)]) if covers
+                  else np.zeros(0, dtype=np.int64))
+        leaves = SphereCover.concatenate([c.leaves for c in covers])
+        if not any(c.tiers is not None for c in covers):
+            return TreeCover(leaves, groups)
+        covers = [c.with_tiers() for c in covers]
+        starts = np.cumsum([0] + [c.tiers.num_spheres for c in covers])
+        return TreeCover(leaves, groups, SphereCover.concatenate([c.tiers for c in covers]),
+                         np.concatenate([c.tier_of + o for c, o in zip(covers, starts)]))
 
 
 def build_sphere_tree(problem: CoverProblem, settings: TreeSettings = TreeSettings()) -> TreeCover:
@@ -93,8 +120,11 @@ def build_sphere_tree(problem: CoverProblem, settings: TreeSettings = TreeSettin
     # and group path (its ancestor at the group depth)
     flat = np.arange(pieces.count, dtype=np.int64)
     offsets = np.array([0, pieces.count], dtype=np.int64) if pieces.count else np.zeros(1, dtype=np.int64)
-    nodes: list[tuple[int, tuple[int, int]]] = [(0, (0, 0))] if pieces.count else []
-    leaves: list[tuple[np.ndarray, float, float, tuple[int, int]]] = []
+    nodes: list[tuple[int, tuple[int, int], int]] = [(0, (0, 0), -1)] if pieces.count else []
+    leaves: list[tuple[np.ndarray, float, float, tuple[int, int], int]] = []
+    # every node's sphere, slack, parent and group path, level after level (for the tiers)
+    record: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list]] = []
+    numbered = 0  # nodes of the levels before this one
     min_edge2 = settings.min_edge ** 2
     while nodes:
         K = len(nodes)
@@ -119,22 +149,24 @@ def build_sphere_tree(problem: CoverProblem, settings: TreeSettings = TreeSettin
             better = again_slack < slack[misled]
             update = misled[better]
             centers[update], radius[update], slack[update] = again[better], again_radius[better], again_slack[better]
+        record.append((centers, radius, slack, np.array([n[2] for n in nodes], dtype=np.int64), [n[1] for n in nodes]))
         halves = _halves(pieces.centroids, flat, offsets, label)
         pending = len(leaves) + K
         following: list[np.ndarray] = []
-        next_nodes: list[tuple[int, tuple[int, int]]] = []
+        next_nodes: list[tuple[int, tuple[int, int], int]] = []
         new_points, new_rows = [], []
-        for k, (depth, path) in enumerate(nodes):
+        for k, (depth, path, _) in enumerate(nodes):
+            number = numbered + k
             def child(bit: int, path=path, depth=depth) -> tuple[int, int]:
                 return (depth + 1, 2 * path[1] + bit) if depth < settings.group_depth else path
 
             size = int(offsets[k + 1] - offsets[k])
             if slack[k] <= settings.target_slack or pending >= settings.max_leaves:
-                leaves.append((centers[k], radius[k], slack[k], path))
+                leaves.append((centers[k], radius[k], slack[k], path, number))
             elif size > 1:
                 ordered = halves[offsets[k] : offsets[k + 1]]
                 following += [ordered[: size // 2], ordered[size // 2 :]]
-                next_nodes += [(depth + 1, child(0)), (depth + 1, child(1))]
+                next_nodes += [(depth + 1, child(0), number), (depth + 1, child(1), number)]
                 pending += 1
             elif pieces.sizes[flat[offsets[k]]] == 3 and _longest_edge2(
                     pieces.points[pieces.rows[flat[offsets[k]], :3]]) > 4 * min_edge2:
@@ -145,10 +177,11 @@ def build_sphere_tree(problem: CoverProblem, settings: TreeSettings = TreeSettin
                 first = pieces.count + 4 * len(new_rows)
                 new_rows.append([[a, ab, ca], [ab, b, bc], [ca, bc, c], [ab, bc, ca]])
                 following.append(np.arange(first, first + 4))
-                next_nodes.append((depth + 1, child(0)))
+                next_nodes.append((depth + 1, child(0), number))
                 pending += 3
             else:  # a piece that cannot be split further keeps its slack
-                leaves.append((centers[k], radius[k], slack[k], path))
+                leaves.append((centers[k], radius[k], slack[k], path, number))
+        numbered += K
         if new_points:
             pieces.add(np.concatenate(new_points), np.concatenate(new_rows))
         nodes = next_nodes
@@ -159,7 +192,37 @@ def build_sphere_tree(problem: CoverProblem, settings: TreeSettings = TreeSettin
     paths = {path: g for g, path in enumerate(sorted({leaf[3] for leaf in leaves}))}
     cover = SphereCover(np.stack([leaf[0] for leaf in leaves]), np.array([leaf[1] for leaf in leaves]),
                         np.maximum(np.array([leaf[2] for leaf in leaves]), 0.0))
-    return TreeCover(cover, np.array([paths[leaf[3]] for leaf in leaves], dtype=np.int64))
+    groups = np.array([paths[leaf[3]] for leaf in leaves], dtype=np.int64)
+    if not settings.tiered:
+        return TreeCover(cover, groups)
+    center, radius, slack, parent = (np.concatenate([level[i] for level in record]) for i in range(4))
+    tiers, tier_of = _tiers(np.array([leaf[4] for leaf in leaves], dtype=np.int64), parent, slack, settings)
+    return TreeCover(cover, groups, SphereCover(center[tiers], radius[tiers], np.maximum(slack[tiers], 0.0)), tier_of)
+
+
+def _tiers(leaf_nodes: np.ndarray, parent: np.ndarray, slack: np.ndarray, settings: TreeSettings):
+    """The tier nodes (T,) (node numbers, in order of their first leaf) and each leaf's tier (K,):
+    for each leaf, its highest ancestor (or itself) whose slack is within ``tier_slack`` and that
+    has at most ``tier_size`` leaves below it (the same node for every leaf below it: the nodes
+    above it are shared and were not chosen). A leaf is always a candidate, so every leaf has one."""
+    chains = []  # each leaf's ancestors, the root first, itself last
+    for node in leaf_nodes.tolist():
+        chain = [node]
+        while parent[chain[-1]] >= 0:
+            chain.append(int(parent[chain[-1]]))
+        chains.append(chain[::-1])
+    below = np.zeros(len(parent), dtype=np.int64)
+    for chain in chains:
+        below[chain] += 1
+    chosen = []
+    for chain in chains:
+        chosen.append(next((n for n in chain[:-1] if slack[n] <= settings.tier_slack
+                            and below[n] <= settings.tier_size), chain[-1]))
+    tiers, first_leaf, tier_of = np.unique(np.array(chosen, dtype=np.int64), return_index=True, return_inverse=True)
+    order = np.argsort(first_leaf, kind="stable")  # tiers numbered in the order of their leaves
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return tiers[order], rank[tier_of.reshape(-1)]
 
 
 class _Pieces:

@@ -117,7 +117,7 @@ class TreeCollisionChecker:
         self.rounding = max(1e-6, 1e4 * torch.finfo(dtype).eps)
         if self.spheres.num_spheres:
             tree = leaf_hierarchy(spheres.centers, spheres.radii, spheres.sphere_links, rounding=self.rounding,
-                                  bodies=bodies)
+                                  bodies=bodies, tiers=spheres.tiers)
             self._levels = tuple(level.to(device, dtype) for level in tree.levels)
             root_bodies = list(tree.bodies)
         else:

@@ -24,7 +24,7 @@ import torch
 from ..kinematics import Chain
 from .mesh_files import load_mesh_file, not_found_warning, resolve_mesh_path, unreadable_warning
 from .urdf_spheres import _assemble as assemble_spheres
-from .robot_spheres import RobotSpheres
+from .robot_spheres import RobotSpheres, SphereTiers
 from .sphere_cover import CoverProblem, CoverSettings, SphereCover, cover_problem_for_shape, mesh_problem
 from .sphere_tree import TreeCover, TreeSettings, build_sphere_tree
 from .urdf_geometry import CollisionShape, read_collision_shapes
@@ -34,7 +34,7 @@ PIECES = CoverSettings(piece_cells=16, grid_cells=15, max_pieces=1 << 30, max_ca
 #: cache key -> (the tree cover, (hulled, pieces, flat) of an open mesh)
 _MEMORY: dict[str, tuple[TreeCover, tuple[int, int, int]]] = {}
 #: Cache format version: bump when the method changes.
-_VERSION = "5"
+_VERSION = "6"
 
 
 def cache_directory() -> Path:
@@ -94,7 +94,10 @@ def _shape_tree(shape: CollisionShape, settings, search_dirs, base_dir, warnings
     if entry is None and use_cache and cached.is_file():
         try:
             with np.load(cached) as data:
-                entry = (TreeCover(SphereCover(data["centers"], data["radii"], data["slack"]), data["groups"]),
+                tiers = (SphereCover(data["tier_centers"], data["tier_radii"], data["tier_slack"])
+                         if "tier_of" in data else None)
+                entry = (TreeCover(SphereCover(data["centers"], data["radii"], data["slack"]), data["groups"], tiers,
+                                   data["tier_of"] if tiers is not None else None),
                          tuple(int(n) for n in data["open_pieces"]))
         except (OSError, ValueError, KeyError):
             entry = None
@@ -157,18 +160,34 @@ def _store(path: Path, cover: TreeCover, opened: tuple[int, int, int]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        tiers = {} if cover.tiers is None else dict(tier_centers=cover.tiers.centers, tier_radii=cover.tiers.radii,
+                                                    tier_slack=cover.tiers.slack, tier_of=cover.tier_of)
         np.savez(temporary, centers=cover.leaves.centers, radii=cover.leaves.radii, slack=cover.leaves.slack,
-                 groups=cover.groups, open_pieces=np.asarray(opened))
+                 groups=cover.groups, open_pieces=np.asarray(opened), **tiers)
         os.replace(temporary, path)
     except OSError:
         pass  # a read-only home: the cover is only kept in memory
 
 
 def _transformed(cover: TreeCover, T: np.ndarray) -> TreeCover:
-    leaves = cover.leaves
-    return TreeCover(SphereCover(leaves.centers @ T[:3, :3].T + T[:3, 3], leaves.radii, leaves.slack), cover.groups)
+    def moved(spheres: SphereCover | None) -> SphereCover | None:
+        return None if spheres is None else SphereCover(spheres.centers @ T[:3, :3].T + T[:3, 3], spheres.radii,
+                                                        spheres.slack)
+
+    return TreeCover(moved(cover.leaves), cover.groups, moved(cover.tiers), cover.tier_of)
 
 
 def _assemble(chain: Chain, covers: dict[str, TreeCover], warnings, device, dtype) -> RobotSpheres:
-    return assemble_spheres(chain, {link: c.leaves for link, c in covers.items()}, {}, warnings, device, dtype,
-                            groups={link: c.groups for link, c in covers.items()})
+    spheres = assemble_spheres(chain, {link: c.leaves for link, c in covers.items()}, {}, warnings, device, dtype,
+                               groups={link: c.groups for link, c in covers.items()})
+    if not any(c.tiers is not None for c in covers.values()):
+        return spheres
+    # the links in chain order, as assemble_spheres puts their leaves
+    ordered = [covers[name].with_tiers() for name in chain.link_names if name in covers]
+    starts = np.cumsum([0] + [c.tiers.num_spheres for c in ordered])
+    tiers = SphereTiers(
+        torch.as_tensor(np.concatenate([c.tiers.centers for c in ordered]), dtype=spheres.dtype, device=spheres.device),
+        torch.as_tensor(np.concatenate([c.tiers.radii for c in ordered]), dtype=spheres.dtype, device=spheres.device),
+        torch.as_tensor(np.concatenate([c.tier_of + s for c, s in zip(ordered, starts)]), dtype=torch.int64,
+                        device=spheres.device))
+    return replace(spheres, tiers=tiers)
