@@ -349,6 +349,12 @@ def _best_centres(depth: Callable[[np.ndarray], np.ndarray], held: _Held, inward
     if len(searched) and rounds:
         sub = part.subset(searched)
         for _ in range(rounds):
+            # a node within the target is a leaf whatever more search would bring: it stops
+            done = slack[searched] <= target
+            if done.any():
+                searched, sub = searched[~done], sub.subset(np.flatnonzero(~done))
+                if not len(searched):
+                    break
             trial = c[searched, None, :] + step[searched, None, None] * _STEPS[None]  # (k, 14, 3)
             r = sub.radii(trial)
             s = r - depth(trial.reshape(-1, 3)).reshape(r.shape)
