@@ -78,3 +78,48 @@ def test_holes_are_skipped_on_insertion_and_bad_input_is_refused():
     short.data = short.data[:-4]
     with pytest.raises(ValueError, match="too few"):
         depth_points(short, _info())
+
+
+def test_self_filter_removes_points_on_a_carried_box_and_keeps_far_ones(arm7):
+    """A box carried by the tool (its coarse cover moved with the tool by FK) is filtered out of
+    the sensed points like the robot itself (padding + voxel half-diagonal), far points stay."""
+    import torch
+
+    from ros_torch_kin.collision import AttachedObject, Obstacle
+    from ros_torch_kin.collision.urdf_spheres import robot_spheres_from_urdf
+    from ros_torch_kin.kinematics import world_transforms
+    from ros_torch_kin.robots import bundled_urdf
+    from ros_torch_kin.ros.point_cloud_input import self_filter_spheres
+
+    side, voxel = 0.12, 0.02
+    box = AttachedObject("box", "tool0", Obstacle.box("box", (side,) * 3, np.array([0, 0, 0.1, 0, 0, 0, 1.0])))
+    q = torch.tensor([[0.3, -0.4, 0.2, -1.0, 0.1, 0.8, 0.5]], dtype=torch.float64)
+    world = world_transforms(arm7, q)
+    tool = world[arm7.link_index("tool0"), :, :, 0].numpy()
+    g = np.linspace(-side / 2, side / 2, 13)
+    a, b = [x.ravel() for x in np.meshgrid(g, g)]
+    faces = np.concatenate([np.stack(np.roll([a, b, np.full(a.size, s * side / 2)], k, axis=0), axis=1)
+                            for k in range(3) for s in (-1, 1)])  # the six faces, box frame
+    on_box = (faces + [0, 0, 0.1]) @ tool[:3, :3].T + tool[:3, 3]
+    far = tool[:3, 3] + np.array([[0.0, 0.0, -1.5], [0.6, 0.6, -1.0], [-0.6, 0.5, -1.2]])
+    far = far[np.linalg.norm(far - tool[:3, 3], axis=1) > 0.5]
+    points = np.concatenate([on_box, far])
+
+    robot = robot_spheres_from_urdf(bundled_urdf(), arm7)
+    robot_only = self_filter_spheres(arm7, world, robot)
+    both = self_filter_spheres(arm7, world, robot, [box])
+    assert both[0].shape[0] == robot_only[0].shape[0] + box.coarse_cover.num_spheres
+    np.testing.assert_array_equal(both[0][: robot.num_spheres], robot_only[0])
+    only_box = self_filter_spheres(arm7, world, None, [box])
+    assert only_box[0].shape[0] == box.coarse_cover.num_spheres
+    assert self_filter_spheres(arm7, world, None, ()) is None
+
+    def kept(spheres):
+        obstacle = sensed_obstacle("sensor:cam", points, np.eye(4), voxel, 0.0, 10.0, spheres, 0.02)
+        return np.empty((0, 3)) if obstacle is None else obstacle.grid.occupied_centers()
+
+    before = kept(robot_only)  # the robot alone: the box's points stay
+    assert (np.linalg.norm(before[:, None] - on_box[None], axis=2) < voxel).any(1).sum() > 20
+    after = kept(both)
+    assert not (np.linalg.norm(after[:, None] - on_box[None], axis=2) < voxel).any()  # the box is gone ...
+    assert len(after) == len(far)  # ... the far points are kept

@@ -153,3 +153,54 @@ def test_mesh_obstacle_over_update_scene(served, arm7):
     ids = [o.id for o in client.update_scene(4, [])[0]]
     assert "flat" not in ids and "crate" in ids
     client.update_scene(2, [ObstacleMsg(id="crate")])
+
+
+def test_points_on_a_carried_box_are_filtered_and_far_points_kept(served, arm7, library):
+    """A box attached to the tool (~/update_scene ATTACH) and seen by the camera is filtered out
+    like the robot itself: the configuration carrying it stays free, while the wall seen in the
+    same cloud still blocks its configuration."""
+    from sensor_msgs.msg import JointState
+
+    from ros_torch_kin.kinematics import forward_kinematics
+    from ros_torch_kin.msg import Obstacle as ObstacleMsg
+    from ros_torch_kin.ros.client import obstacle
+    from ros_torch_kin.srv import UpdateScene
+
+    process, client = served
+    blocked, free = _configurations(arm7, library)  # free: the zero configuration
+    side, offset = 0.12, 0.1  # a cube 0.1 m beyond the tool, well outside the robot's own spheres
+    box = obstacle("carried_box", "box", (side,) * 3, (0.0, 0.0, offset, 0, 0, 0, 1))
+    box.link = "tool0"
+    client.update_scene(UpdateScene.Request.ATTACH, [box])
+    spinner = Spinner("carried_cloud_publisher")
+    try:
+        assert wait_until(lambda: not client.check_collision(np.stack([blocked, free]),
+                                                             ignore_self=True).in_collision.any(), timeout=10.0)
+        tool = forward_kinematics(arm7.to("cpu", torch.float64), torch.as_tensor(free), "tool0").numpy()
+        g = np.linspace(-side / 2, side / 2, 13)
+        a, b = [x.ravel() for x in np.meshgrid(g, g)]
+        faces = np.concatenate([np.stack(np.roll([a, b, np.full(a.size, s * side / 2)], k, axis=0), axis=1)
+                                for k in range(3) for s in (-1, 1)])  # the box's six faces, its frame
+        on_box = (faces + [0.0, 0.0, offset]) @ tool[:3, :3].T + tool[:3, 3]
+        points = np.concatenate([wall(), on_box])  # the wall: far from the box and the robot at `free`
+        states = spinner.node.create_publisher(JointState, "joint_states", 10)
+        clouds = spinner.node.create_publisher(PointCloud2Type(), TOPIC, 2)
+
+        def blocked_now():
+            state = JointState(name=list(arm7.joint_names), position=[float(v) for v in free])
+            state.header.stamp = spinner.node.get_clock().now().to_msg()
+            states.publish(state)
+            msg = cloud_msg(points, "base_link")
+            msg.header.stamp = state.header.stamp
+            clouds.publish(msg)
+            return bool(client.check_collision(blocked[None], ignore_self=True).in_collision[0])
+
+        assert wait_until(blocked_now, timeout=30.0), process.log()[-3000:]  # the far points are kept
+        report = client.check_collision(np.stack([blocked, free]), ignore_self=True)
+        # the box's own points were removed: carrying it at `free` touches nothing sensed
+        assert list(report.in_collision) == [True, False], (list(report.link_a), list(report.link_b))
+    finally:
+        spinner.close()
+        client.update_scene(UpdateScene.Request.DETACH, [ObstacleMsg(id="carried_box")])
+        client.update_scene(UpdateScene.Request.REMOVE, [ObstacleMsg(id="carried_box")])
+    assert wait_until(lambda: f"sensor:{TOPIC}" not in [o.id for o in client.update_scene(4, [])[0]], timeout=10.0)

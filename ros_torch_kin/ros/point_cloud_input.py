@@ -18,7 +18,11 @@ requests in flight keep the world they started with):
    proportional to the occupied voxels, not to the box they span).
 4. Self filter: voxels whose centre is within a collision sphere of the robot (at that joint
    state) plus ``self_filter_padding`` plus the voxel half-diagonal are removed, as MoveIt's
-   self filter does, so a wrist camera that sees the gripper does not block every plan.
+   self filter does, so a wrist camera that sees the gripper does not block every plan. Objects
+   the robot carries (``~/update_scene`` ATTACH, the ones attached when the message arrives) are
+   filtered by the same rule: their coarse covering spheres, moved with their link by the same
+   FK at that joint state (:func:`self_filter_spheres`), so a camera that sees the carried box
+   does not insert it as an obstacle touching the gripper.
 5. The topic's obstacle is replaced by the new view. A topic that sends nothing for
    ``sensor_decay_time`` seconds loses its obstacle (a camera that stops never leaves a stale
    world forever).
@@ -102,8 +106,9 @@ def sensed_obstacle(id: str, points: np.ndarray, sensor_pose: np.ndarray, voxel_
                     max_range: float, spheres: tuple[np.ndarray, np.ndarray] | None, padding: float,
                     point_radius: float = 0.0) -> Obstacle | None:
     """Points in the sensor frame -> the world obstacle (root frame), or None when nothing is
-    left. ``spheres``: the robot's collision sphere centres (S, 3) and radii (S,) at the
-    message's joint state (root frame), for the self filter. Steps 2-4 of the module doc; the
+    left. ``spheres``: the self filter's sphere centres (S, 3) and radii (S,) at the message's
+    joint state (root frame): the robot's collision spheres and its carried objects' covers
+    (:func:`self_filter_spheres`). Steps 2-4 of the module doc; the
     obstacle's points are the kept voxel centres, each a ball of √3/2·voxel_size + ``point_radius``
     (it covers every sensed point of its voxel), exact near them (:mod:`..collision.point_hash`)."""
     x, y, z = points[:, 0], points[:, 1], points[:, 2]  # columns: numpy is slow on a short last axis
@@ -136,6 +141,31 @@ def sensed_obstacle(id: str, points: np.ndarray, sensor_pose: np.ndarray, voxel_
             return None
     return Obstacle.points(id, centers, voxel_size, radius=0.5 * math.sqrt(3) * voxel_size + point_radius,
                            multires=True)
+
+
+def self_filter_spheres(chain, world: torch.Tensor, robot=None, attached=()) -> tuple[np.ndarray, np.ndarray] | None:
+    """The spheres the self filter removes voxels near, root frame, at the link poses ``world``
+    ((L, 4, 4, 1) from ``world_transforms`` at the message's joint state, float64 on the CPU):
+    the robot's collision spheres ``robot`` (RobotSpheres; None: none) followed by each carried
+    object's coarse cover (``attached``: AttachedObject, :attr:`~..collision.AttachedObject.coarse_cover`
+    in its link's frame) moved with its link. -> (centres (S, 3), radii (S,)) float64, or None
+    when there is no sphere. Objects on a link ``chain`` lacks (a model swapped meanwhile) are
+    skipped."""
+    centers, radii = [], []
+    if robot is not None:
+        cover = robot.to("cpu", torch.float64)
+        centers.append(world_sphere_centers(world, cover)[:, :, 0].numpy())
+        radii.append(cover.radii.numpy())
+    for obj in attached:
+        if not chain.has_link(obj.link):
+            continue
+        T = world[chain.link_index(obj.link), :, :, 0].numpy()
+        cover = obj.coarse_cover
+        centers.append(np.asarray(cover.centers, dtype=np.float64).reshape(-1, 3) @ T[:3, :3].T + T[:3, 3])
+        radii.append(np.asarray(cover.radii, dtype=np.float64).reshape(-1))
+    if not centers:
+        return None
+    return np.concatenate(centers), np.concatenate(radii)
 
 
 class JointStateHistory:
@@ -258,8 +288,9 @@ class PointCloudInput:
                                       f"({values['sensor_max_points']}); the message is refused",
                                       throttle_duration_sec=5.0)
             return
+        attached = node.world.attached  # the objects carried when the message arrives
         positions = None
-        if frame != chain.root_link or model.collision is not None:
+        if frame != chain.root_link or model.collision is not None or attached:
             history = self._history
             positions = None if history is None or history.chain is not chain else history.nearest(_seconds(header.stamp))
             if positions is None:
@@ -268,7 +299,7 @@ class PointCloudInput:
                 return
         self._busy.add(topic)
         try:
-            obstacle = await node.run_in_worker(self._build, topic, model, frame, positions, read)
+            obstacle = await node.run_in_worker(self._build, topic, model, frame, positions, read, attached)
         except ValueError as error:
             node.get_logger().warning(f"{topic}: message refused: {error}", throttle_duration_sec=5.0)
             return
@@ -277,7 +308,7 @@ class PointCloudInput:
         self._last_seen[topic] = time.monotonic()
         self._swap(topic, obstacle)
 
-    def _build(self, topic: str, model, frame: str, positions, read):
+    def _build(self, topic: str, model, frame: str, positions, read, attached=()):
         values = self.values
         points = read()
         chain = model.chain.to("cpu", torch.float64)
@@ -287,9 +318,8 @@ class PointCloudInput:
             with torch.no_grad():
                 world = world_transforms(chain, q)  # (L, 4, 4, 1)
                 pose = world[chain.link_index(frame), :, :, 0].numpy()
-                if model.collision is not None:
-                    cover = model.collision.spheres.to("cpu", torch.float64)
-                    spheres = (world_sphere_centers(world, cover)[:, :, 0].numpy(), cover.radii.numpy())
+                robot = None if model.collision is None else model.collision.spheres
+                spheres = self_filter_spheres(chain, world, robot, attached)
         return sensed_obstacle(f"sensor:{topic}", points, pose, values["sensor_voxel_size"], values["sensor_min_range"],
                                values["sensor_max_range"], spheres, values["self_filter_padding"],
                                values.get("sensor_point_radius", 0.0))
