@@ -20,6 +20,7 @@ from ros_torch_kin.optim import TrajectoryOptions
 from ros_torch_kin.motion.checking import MotionValidator
 from ros_torch_kin.motion.goals import GOAL_IN_COLLISION, GOAL_UNREACHABLE
 from ros_torch_kin.motion.seeds import minimum_jerk_profile
+from ros_torch_kin.motion.sphere_sweep import sphere_speed_bounds
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from motion_scenes import ExactReference  # noqa: E402
@@ -189,8 +190,14 @@ def test_sphere_speed_bound_and_clearance_bound_hold_under_dense_sampling(panda)
     centres = world_sphere_centers(world_transforms(chain, q.reshape(-1, chain.num_dofs)), checker.spheres)
     centres = centres.permute(2, 0, 1).reshape(N, dense, -1, 3)
     travelled = (centres[:, 1:] - centres[:, :-1]).norm(dim=-1).sum(1)  # (N, S)
-    bound = (b - a).abs() @ motion.sphere_speed
+    links = checker.spheres.sphere_links
+    column = torch.searchsorted(torch.unique(links), links)  # each sphere's link's column
+    bound = ((b - a).abs() @ motion.sphere_speed)[:, column]
     assert (travelled <= bound * (1 + 1e-4) + 1e-6).all()
+    # one column per link loses nothing: the largest bound equals the per-sphere one's
+    rho, _ = sphere_speed_bounds(chain, checker.spheres)
+    per_sphere = (b - a).abs().double() @ (chain.joint_to_dof.double().abs() @ rho)
+    assert torch.allclose(bound.amax(1).double(), per_sphere.amax(1), rtol=1e-5)
     # (2) the checked motions' clearance bound is below every densely sampled distance; clear => clear
     waypoints = q[:, :: (dense - 1) // (T - 1)]
     verdict = motion.check(waypoints)

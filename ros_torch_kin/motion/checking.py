@@ -62,7 +62,8 @@ class MotionValidator:
         self.approach = float(approach)
         self.refinements = int(refinements)
         self.max_substeps = int(max_substeps)
-        #: (J, S) how fast each sphere centre moves per unit of each DOF (m per rad or per m)
+        #: (J, K) how fast the sphere centres move per unit of each DOF (m per rad or per m): per
+        #: link with spheres, a bound on all of its spheres' centres
         self.sphere_speed = _sphere_speed(checker.chain, checker.spheres)
 
     def with_scene(self, scene) -> "MotionValidator":
@@ -175,7 +176,7 @@ class MotionValidator:
         return MotionCheck(clear, min_distance, clearance_bound, waypoint_clear, first_collision, pairs, checked)
 
 
-#: spheres -> (chain, (J, S) speeds): derived once per robot model, not per plan (a Python loop over
+#: spheres -> (chain, (J, K) speeds): derived once per robot model, not per plan (a Python loop over
 #: the spheres: ~80 ms for the Panda's 2,715 leaves)
 _SPEEDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
@@ -185,6 +186,16 @@ def _sphere_speed(chain, spheres) -> Tensor:
     if cached is not None and cached[0] is chain:
         return cached[1]
     rho, _ = sphere_speed_bounds(chain, spheres)  # (M, S)
+    # one column per link: the elementwise largest of its spheres'. Every use takes the largest
+    # Σ_j |Δq_j|·speed[j, s] over the spheres, which this bounds, and equals: a sphere's bound is
+    # the same per link up to its centre's distance from the link origin (times the revolute
+    # joints' motion), so the sphere farthest out has the largest entries. (J, L) instead of
+    # (J, S): the tight model has ~10,000 leaves and the sweep bound ran once per check level.
+    links = spheres.sphere_links.detach().cpu()
+    if rho.shape[1]:
+        per_link = torch.zeros(rho.shape[0], int(links.max()) + 1, dtype=rho.dtype)
+        per_link.scatter_reduce_(1, links.expand(rho.shape[0], -1), rho, "amax")
+        rho = per_link[:, torch.unique(links)]
     per_dof = chain.joint_to_dof.detach().double().cpu().abs()  # (J, M)
     speed = (per_dof @ rho).to(chain.device, chain.dtype)
     _SPEEDS[spheres] = (chain, speed)

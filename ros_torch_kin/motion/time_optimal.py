@@ -422,7 +422,7 @@ def _curve_pieces(bound: np.ndarray, sphere_speed: Tensor, tolerance: float, mos
     with n pieces (a joint's deviation falls with the square of the piece's length). Each segment
     gets its own n_k = ⌈√(spread_k / tolerance)⌉ (at most ``most``) rather than all segments the
     largest one's: a plan's bends are few, and the check's cost is its number of samples."""
-    speed = sphere_speed.detach().to("cpu", torch.float64).numpy()  # (J, S)
+    speed = sphere_speed.detach().to("cpu", torch.float64).numpy()  # (J, K)
     spread = (bound @ speed).max(1) if speed.shape[1] else np.zeros(bound.shape[0])  # (T − 1,) m, a whole segment
     pieces = np.clip(np.ceil(np.sqrt(spread / tolerance)), 1, most).astype(np.int64)
     slack = 2 * float((spread / pieces**2).max()) if len(spread) else 0.0
