@@ -137,8 +137,9 @@ PARAMETERS = (
               "each a ball of radius √3/2·s + this (m): the ball covers every sensed point of its voxel, this "
               "adds a margin for sensor noise. Distances to the balls are exact within 2·s of them "
               "(ros_torch_kin.collision.point_hash), lower bounds farther.", read_only=True),
-    Parameter("self_filter_padding", 0.02, "Sensed points within the robot's collision spheres (at the joint "
-              "state nearest the message's stamp) plus this (m) are removed before insertion.", read_only=True),
+    Parameter("self_filter_padding", 0.02, "Sensed points within the robot's collision spheres and the spheres "
+              "of the objects it carries (at the joint state nearest the message's stamp) plus this (m) are "
+              "removed before insertion.", read_only=True),
 )
 
 BY_NAME = {p.name: p for p in PARAMETERS}
