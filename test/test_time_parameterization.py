@@ -252,6 +252,13 @@ def test_a_spline_that_would_cut_into_an_obstacle_stops_at_the_waypoints_instead
     shortcut = retime(path, request, far_validator, far_bound)
     assert not sampled  # decided without sampling the curve
     assert shortcut.method == "time_optimal" and shortcut.curve_checked is True
+    # per segment: the far path's own segment bounds clear every segment without a whole-motion bound
+    assert retime(path, request, far_validator, -math.inf, far_validator.check(path).segments[0]).curve_checked is True
+    assert not sampled
+    # near the ball, the segments that do not clear themselves are sampled; the rest keep one piece
+    assert time_optimal._merged_segments(validator.check(q).segments[0], q.numpy()).shape == (q.shape[0] - 1, 3)
+    monkeypatch.undo()
+    assert retime(q, request, validator, bound, validator.check(q).segments[0]).method == "waypoint_stops"
     assert not bool(far.in_collision(shortcut.positions).any())
     assert not bool(close.in_collision(timed.positions).any())
 
@@ -298,7 +305,7 @@ def test_the_motion_at_its_waypoints_is_the_motion_itself(planned, method, monke
     if method == "uniform":
         timed = time_optimal._uniform(q, request, "")
     elif method == "waypoint_stops":  # as when the curve fails its check
-        monkeypatch.setattr(time_optimal, "_curve_ok", lambda path, request, validator, clearance=None: (False, "fails"))
+        monkeypatch.setattr(time_optimal, "_curve_ok", lambda path, request, validator, *rest: (False, "fails"))
         timed = retime(q, request)
     else:
         timed = retime(q, request)
@@ -350,7 +357,7 @@ def test_curve_samples_per_segment_keep_every_sphere_within_the_tolerance(arm):
     validator = MotionValidator(checker, clearance=0.01)
     tolerance = 1e-4
     pieces, slack = time_optimal._curve_pieces(path.chord_deviation(), validator.sphere_speed, tolerance)
-    assert pieces.shape == (7,) and 2 * pieces.min() < pieces.max() < 64 and 0 < slack <= 2 * tolerance
+    assert pieces.shape == (7,) and 2 * pieces.min() < pieces.max() < 64 and 0 < slack.max() <= 2 * tolerance
     samples = path.samples(pieces)
     starts = np.concatenate(([0], np.cumsum(pieces)))
     np.testing.assert_array_equal(samples[starts], q.numpy())  # the waypoints themselves
@@ -365,15 +372,17 @@ def test_curve_samples_per_segment_keep_every_sphere_within_the_tolerance(arm):
         return world_sphere_centers(world_transforms(chain, torch.as_tensor(x)), checker.spheres)
 
     deviation = (centres(path(s)) - centres(chords)).norm(dim=1).max()
-    assert float(deviation) <= slack / 2 * (1 + 1e-9), (float(deviation), slack)
+    assert float(deviation) <= slack.max() / 2 * (1 + 1e-9), (float(deviation), slack)
     # the approach rule of the original 7 segments (1 segment at each end), carried to the samples
     curve = time_optimal._CurveValidator(validator, pieces, slack)
     world = torch.full((1, len(samples)), 1.0, dtype=torch.float64)
     world[0, 0] = 0.001  # a start closer than the clearance: its first segment only needs validity
     need = curve.requirements(world)[0]
-    expected = validator.requirements(world[:, starts])[0].repeat_interleave(torch.as_tensor(pieces)) + slack
+    per_sample = torch.as_tensor(slack).repeat_interleave(torch.as_tensor(pieces))
+    expected = validator.requirements(world[:, starts])[0].repeat_interleave(torch.as_tensor(pieces)) + per_sample
     torch.testing.assert_close(need, expected)
-    assert need[0] == slack and need[-1] == 0.01 + slack
+    assert need[0] == slack[0] and need[-1] == 0.01 + slack[-1]
+    torch.testing.assert_close(curve.self_requirements(need.unsqueeze(0))[0], per_sample)  # validity margin 0
 
 
 def test_warm_up_imports_and_runs_what_timing_needs():

@@ -99,6 +99,10 @@ class MotionValidator:
         required = torch.where(near_start & (index < zone), relaxed, required)
         return torch.where(near_goal & (index >= T - 1 - zone), relaxed, required)
 
+    def self_requirements(self, world_need: Tensor) -> Tensor:
+        """(N, T − 1) the segments' world requirements -> the self distance each keeps."""
+        return torch.full_like(world_need, self.validity_margin)
+
     def check(self, positions: Tensor) -> MotionCheck:
         """positions (N, T, J) (or (T, J)) -> :class:`MotionCheck` (its ``min_distance`` and
         ``clearance_bound``, the lesser of world and self, are exact only below the requirement
@@ -107,12 +111,12 @@ class MotionValidator:
             positions = positions.unsqueeze(0)
         positions = positions.detach()
         N, T, J = positions.shape
-        v = self.validity_margin
         waypoint = self._distance(positions.reshape(-1, J)).view(N, T, 2)
         world_need = self.requirements(waypoint[..., 0])  # (N, T − 1)
-        need = torch.stack((world_need, torch.full_like(world_need, v)), -1)  # (N, T − 1, 2)
+        own_need = self.self_requirements(world_need)
+        need = torch.stack((world_need, own_need), -1)  # (N, T − 1, 2)
         at_waypoint = torch.minimum(torch.cat([need[:, :1], need], 1), torch.cat([need, need[:, -1:]], 1))
-        at_waypoint[:, 0] = at_waypoint[:, -1] = v
+        at_waypoint[:, 0], at_waypoint[:, -1] = own_need[:, :1], own_need[:, -1:]  # an end: validity only
         waypoint_clear = (waypoint >= at_waypoint).all(-1)
         checked = N * T
         rate = positions.new_tensor([1.0, 2.0])  # world pairs change by D, self pairs by 2D
@@ -121,7 +125,7 @@ class MotionValidator:
         qa, qb = positions[:, :-1].reshape(-1, J), positions[:, 1:].reshape(-1, J)
         da, db = waypoint[:, :-1].reshape(-1, 2), waypoint[:, 1:].reshape(-1, 2)
         colliding = ((da < need) | (db < need)).any(-1)
-        bound = torch.full((N * (T - 1),), math.inf, dtype=positions.dtype, device=positions.device)
+        bound = torch.full((N * (T - 1), 2), math.inf, dtype=positions.dtype, device=positions.device)
         undecided = torch.zeros_like(colliding)
         extra_q, extra_d, extra_motion = [], [], []
         cut = False
@@ -130,12 +134,12 @@ class MotionValidator:
             piece_bound = _piece_bound(da, db, change)  # (n, 2)
             margin = (piece_bound - need[segment]).amin(-1)
             short = (margin < 0) & ~colliding[segment]
-            lowest = piece_bound.amin(-1)
             if level == self.refinements or not bool(short.any()):
-                bound.scatter_reduce_(0, segment, lowest, "amin")
+                bound.scatter_reduce_(0, segment.unsqueeze(1).expand(-1, 2), piece_bound, "amin")
                 undecided.index_fill_(0, segment[short], True)
                 break
-            bound.scatter_reduce_(0, segment[~short], lowest[~short], "amin")
+            done = (~short).nonzero().squeeze(1)
+            bound.scatter_reduce_(0, segment[done].unsqueeze(1).expand(-1, 2), piece_bound[done], "amin")
             keep = short.nonzero().squeeze(1)
             segment, qa, qb, da, db = segment[keep], qa[keep], qb[keep], da[keep], db[keep]
             if not cut:  # first cut: pieces small enough for the resolution
@@ -170,10 +174,12 @@ class MotionValidator:
         all_motion = torch.cat([torch.arange(N, device=positions.device).repeat_interleave(T)] + extra_motion)
         min_distance = torch.full((N,), math.inf, dtype=positions.dtype, device=positions.device)
         min_distance.scatter_reduce_(0, all_motion, all_d, "amin")
-        clearance_bound = torch.minimum(bound.view(N, T - 1).amin(1), min_distance)
+        clearance_bound = torch.minimum(bound.amin(-1).view(N, T - 1).amin(1), min_distance)
+        segments = torch.cat((bound.view(N, T - 1, 2), world_need.unsqueeze(-1)), -1)
         at = [int(((all_motion == n) & (all_d == min_distance[n])).nonzero()[0, 0]) for n in range(N)]
         pairs = _pair_names(self.checker, all_q[at], self.clearance + self.resolution)
-        return MotionCheck(clear, min_distance, clearance_bound, waypoint_clear, first_collision, pairs, checked)
+        return MotionCheck(clear, min_distance, clearance_bound, waypoint_clear, first_collision, pairs, checked,
+                           segments)
 
 
 #: spheres -> (chain, (J, K) speeds): derived once per robot model, not per plan (a Python loop over

@@ -343,11 +343,12 @@ def solve_trajectory(
         chosen_success &= torch.tensor([not f for f in failure], device=x.device)
         extra = dict(min_clearance=checks.min_distance[index], clearance_bound=checks.clearance_bound[index],
                      closest_pair=tuple(checks.closest_pair[int(i)] for i in index), collision_free=checks.clear[index])
+        segments = [checks.segments.get(int(i)) for i in index]
     else:
         failure = ["" if bool(ok) else GOAL_NOT_REACHED for ok in chosen_success]
     moment = time.perf_counter()  # the motion to execute: its curve checked again where it succeeded
     trajectories = timed_trajectories(positions, limits, options, motion, chosen_success,
-                                      extra.get("clearance_bound"))
+                                      extra.get("clearance_bound"), segments if motion is not None else None)
     # success also needs the motion within the (scaled) limits, as verified at the controller's rate
     peaks = [max(t.peak["velocity"], t.peak["acceleration"], t.peak.get("jerk", 0.0)) for t in trajectories]
     for p, peak in enumerate(peaks):
@@ -648,6 +649,8 @@ class _MotionChecks:
         self.min_distance = torch.full((P * S,), -math.inf, dtype=dtype, device=device)
         self.clearance_bound = torch.full((P * S,), -math.inf, dtype=dtype, device=device)
         self.closest_pair: list[tuple[str, str]] = [("", "")] * (P * S)
+        #: row -> its last check's per-segment bounds (T − 1, 3) (MotionCheck.segments)
+        self.segments: dict[int, Tensor] = {}
         self.done = [False] * P
         self.found: dict[int, tuple[int, Tensor]] = {}  # problem -> (row, its checked x (T − 1, J))
 
@@ -669,6 +672,8 @@ class _MotionChecks:
         self.clearance_bound[rows] = verdict.clearance_bound
         for i, row in enumerate(rows.tolist()):
             self.closest_pair[row] = verdict.closest_pair[i]
+            if verdict.segments is not None:
+                self.segments[row] = verdict.segments[i]
         return polished, ok
 
     def check_rows(self, x: Tensor, rows: Tensor) -> None:

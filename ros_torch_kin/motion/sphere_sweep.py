@@ -62,7 +62,10 @@ class MotionCheck:
     (≤ min_distance; ≥ the clearance where clear); waypoint_clear (N, T) bool: each waypoint keeps
     the clearance; first_collision (N,) int64: the first segment (0 .. T − 2) not shown clear, −1
     if none; closest_pair: per motion, the names of the pair at min_distance — (link, obstacle id)
-    or (link, link); checked (int): configurations whose distances were computed.
+    or (link, link); checked (int): configurations whose distances were computed; segments
+    (N, T − 1, 3): per segment a lower bound of the world distance along it, one of the self
+    distance, and the world distance it was required to keep (m; the self requirement is the
+    validity margin), so that a curve near a segment can be shown clear without sampling it.
     """
 
     clear: Tensor
@@ -72,3 +75,4 @@ class MotionCheck:
     first_collision: Tensor
     closest_pair: tuple[tuple[str, str], ...]
     checked: int
+    segments: Tensor | None = None

@@ -332,7 +332,8 @@ class _Stops(_Motion):
 
 
 # ------------------------------------------------------------------------------------- retime
-def retime(waypoints: Tensor, request: TimingRequest, validator=None, clearance: float = -math.inf) -> TimedTrajectory:
+def retime(waypoints: Tensor, request: TimingRequest, validator=None, clearance: float = -math.inf,
+           segments: Tensor | None = None) -> TimedTrajectory:
     """The motion through ``waypoints`` (T, J) (rad / m; any dtype and device: the result's
     positions, velocities and accelerations keep them, its times are float64 s) within
     ``request``'s limits, at rest at both ends, as fast as they allow (or as long as asked).
@@ -341,16 +342,20 @@ def retime(waypoints: Tensor, request: TimingRequest, validator=None, clearance:
     waypoint (see the module docstring). Without one the curve is not collision-checked.
     ``clearance`` (m): a lower bound of the checked polyline's distances (its check's
     ``clearance_bound``); where it exceeds every requirement by twice the curve's largest
-    sphere deviation from the polyline, the curve is clear without sampling it."""
+    sphere deviation from the polyline, the curve is clear without sampling it. ``segments``
+    (T − 1, 3): the check's per-segment world and self bounds and world requirements
+    (:class:`~.sphere_sweep.MotionCheck`): the same test per segment, so that only the pieces of
+    the curve near a segment that the test does not clear are sampled and checked."""
     dtype, device = waypoints.dtype, waypoints.device
     original = waypoints.detach().to("cpu", torch.float64).numpy()
     q = _deduplicated(original)
+    per_segment = _merged_segments(segments, original)
     notes = []
     if q.shape[0] == 1:
         motion, method, checked = None, TIME_OPTIMAL, None
     else:
         path = _Spline(q, request.lower, request.upper)
-        checked, why = _curve_ok(path, request, validator, clearance)
+        checked, why = _curve_ok(path, request, validator, clearance, per_segment)
         if not checked:
             notes.append(f"the spline through the waypoints {why}: the motion stops at every waypoint")
             motion, method = _Stops(q, request), WAYPOINT_STOPS
@@ -385,10 +390,11 @@ def retime(waypoints: Tensor, request: TimingRequest, validator=None, clearance:
                            waypoint_accelerations=tensor(at_waypoints[2][index]))
 
 
-def _curve_ok(path: _Spline, request: TimingRequest, validator, clearance: float = -math.inf) -> tuple[bool, str]:
+def _curve_ok(path: _Spline, request: TimingRequest, validator, clearance: float = -math.inf,
+              segments: np.ndarray | None = None) -> tuple[bool, str]:
     """Whether the spline keeps the position limits (within 2 µrad) and, with a validator, the
-    polyline's collision requirements (see the module docstring); else why not. ``clearance``:
-    see :func:`retime`."""
+    polyline's collision requirements (see the module docstring); else why not. ``clearance``,
+    ``segments`` (T − 1, 3) or None: see :func:`retime`."""
     bound = path.chord_deviation()  # (T − 1, J): one whole piece
     same_limits = path.within_limits and path.limits_are(request.lower, request.upper)
     if request.lower is not None and not same_limits:  # samples within 1e-6 of the limits, the curve within 1e-6 of its chords
@@ -397,12 +403,18 @@ def _curve_ok(path: _Spline, request: TimingRequest, validator, clearance: float
             return False, "leaves the position limits"
     if validator is None:
         return True, ""
-    # the curve's spheres stay within `spread` of the polyline's (whole segments, one piece each): a
-    # world distance falls by at most that, a self distance by twice it
-    spread = _curve_pieces(bound, validator.sphere_speed, math.inf)[1]  # 2 × the largest whole-segment deviation
-    if clearance - spread >= max(validator.clearance, validator.validity_margin):
+    # the curve's spheres stay within spread_k of the polyline's along segment k (one piece each):
+    # a world distance falls by at most that, a self distance by twice it
+    spread = _segment_spread(bound, validator.sphere_speed)
+    if clearance - 2 * spread.max(initial=0.0) >= max(validator.clearance, validator.validity_margin):
         return True, ""
-    pieces, slack = _curve_pieces(bound, validator.sphere_speed, request.curve_tolerance)
+    certified = np.zeros(len(spread), dtype=bool)
+    if segments is not None:  # the segments whose own bounds cover their curve's deviation
+        world, own, need = segments.T
+        certified = (world - spread >= need) & (own - 2 * spread >= validator.validity_margin)
+        if certified.all():
+            return True, ""
+    pieces, slack = _curve_pieces(bound, validator.sphere_speed, request.curve_tolerance, certified)
     curve = _CurveValidator(validator, pieces, slack)
     like = validator.sphere_speed
     verdict = curve.check(torch.as_tensor(path.samples(pieces), dtype=like.dtype, device=like.device).unsqueeze(0))
@@ -411,45 +423,75 @@ def _curve_ok(path: _Spline, request: TimingRequest, validator, clearance: float
     return True, ""
 
 
-def _curve_pieces(bound: np.ndarray, sphere_speed: Tensor, tolerance: float, most: int = 64) -> tuple[np.ndarray, float]:
+def _segment_spread(bound: np.ndarray, sphere_speed: Tensor) -> np.ndarray:
+    """(T − 1,) m: how far any sphere centre of the curve leaves the polyline's along each
+    segment (``bound`` (T − 1, J): each joint's deviation from the segment's chord)."""
+    speed = sphere_speed.detach().to("cpu", torch.float64).numpy()  # (J, K)
+    return (bound @ speed).max(1) if speed.shape[1] else np.zeros(bound.shape[0])
+
+
+def _merged_segments(segments: Tensor | None, original: np.ndarray) -> np.ndarray | None:
+    """A check's per-segment bounds (T − 1, 3) of the waypoints ``original`` (T, J) -> those of
+    the deduplicated waypoints (a segment's bounds: the least of the original segments it spans,
+    its requirement the largest), or None when they do not match the waypoints."""
+    if segments is None:
+        return None
+    values = segments.detach().to("cpu", torch.float64).numpy()
+    kept = np.flatnonzero(_kept(original))
+    if values.shape != (original.shape[0] - 1, 3) or len(kept) < 2:
+        return None
+    starts = kept[:-1]  # merged segment j spans the original segments starts[j] .. kept[j + 1] − 1
+    return np.stack([np.minimum.reduceat(values[:, 0], starts), np.minimum.reduceat(values[:, 1], starts),
+                     np.maximum.reduceat(values[:, 2], starts)], 1)
+
+
+def _curve_pieces(bound: np.ndarray, sphere_speed: Tensor, tolerance: float, certified: np.ndarray | None = None,
+                  most: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Pieces per waypoint segment ((T − 1,) ints) so that, sampled with them, the curve stays within
-    ``tolerance`` (m) of the chords between its samples, and the slack (m) the check's requirements
-    are raised by: twice the largest deviation left (a world distance changes by the deviation, a
-    self distance by twice it).
+    ``tolerance`` (m) of the chords between its samples, and per segment the slack (m) its
+    requirements are raised by: twice the deviation left (a world distance changes by the
+    deviation, a self distance by twice it). ``certified`` (T − 1,) bool: segments shown clear
+    already (one piece, no slack: their chord is checked as the polyline's was).
 
     ``bound`` (T − 1, J): how far each joint leaves the chord of a whole segment; a sphere's centre
     then leaves it by at most ``spread_k = max_s Σ_j bound[k, j] · G[j, s]`` (m), and by spread_k / n²
     with n pieces (a joint's deviation falls with the square of the piece's length). Each segment
     gets its own n_k = ⌈√(spread_k / tolerance)⌉ (at most ``most``) rather than all segments the
     largest one's: a plan's bends are few, and the check's cost is its number of samples."""
-    speed = sphere_speed.detach().to("cpu", torch.float64).numpy()  # (J, K)
-    spread = (bound @ speed).max(1) if speed.shape[1] else np.zeros(bound.shape[0])  # (T − 1,) m, a whole segment
+    spread = _segment_spread(bound, sphere_speed)  # (T − 1,) m, a whole segment
     pieces = np.clip(np.ceil(np.sqrt(spread / tolerance)), 1, most).astype(np.int64)
-    slack = 2 * float((spread / pieces**2).max()) if len(spread) else 0.0
+    slack = 2 * spread / pieces**2
+    if certified is not None:
+        pieces, slack = np.where(certified, 1, pieces), np.where(certified, 0.0, slack)
     return pieces, slack
 
 
 class _CurveValidator(MotionValidator):
-    """The planner's validator on a curve's samples (``pieces`` per waypoint segment: an int, or
-    (T − 1,) ints, as :meth:`_Spline.samples` takes them): the same check, every requirement raised
-    by ``slack`` (m); the approach rule on the original segments."""
+    """The planner's validator on a curve's samples (``pieces`` (T − 1,) ints per waypoint segment,
+    as :meth:`_Spline.samples` takes them): the same check, each segment's requirements (world
+    and self) raised by its ``slack`` (T − 1,) m; the approach rule on the original segments."""
 
-    def __init__(self, base: MotionValidator, pieces, slack: float):  # noqa: super().__init__ not wanted
+    def __init__(self, base: MotionValidator, pieces, slack):  # noqa: super().__init__ not wanted
         self.__dict__.update(base.__dict__)
-        self._base, self._slack = base, slack
-        self._pieces = np.asarray(pieces, dtype=np.int64)
-        self.clearance = base.clearance + slack
-        self.validity_margin = base.validity_margin + slack
+        self._base = base
+        self._pieces = np.asarray(pieces, dtype=np.int64).reshape(-1)
+        self._slack = np.array(np.broadcast_to(np.asarray(slack, dtype=np.float64), self._pieces.shape))
+        most = float(self._slack.max(initial=0.0))
+        self.clearance = base.clearance + most  # the distances' thresholds
+        self.validity_margin = base.validity_margin + most
+
+    def _per_sample(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        counts = torch.as_tensor(self._pieces, device=like.device)
+        return counts, torch.as_tensor(self._slack, dtype=like.dtype, device=like.device).repeat_interleave(counts)
 
     def requirements(self, waypoint_world: Tensor) -> Tensor:
-        device = waypoint_world.device
-        if self._pieces.ndim == 0:  # the same count for every segment
-            counts = torch.full(((waypoint_world.shape[1] - 1) // int(self._pieces),), int(self._pieces), device=device)
-        else:
-            counts = torch.as_tensor(self._pieces, device=device)
+        counts, slack = self._per_sample(waypoint_world)
         waypoints = torch.cat((counts.new_zeros(1), torch.cumsum(counts, 0)))  # the original waypoints' samples
         coarse = self._base.requirements(waypoint_world[:, waypoints])
-        return coarse.repeat_interleave(counts, 1) + self._slack
+        return coarse.repeat_interleave(counts, 1) + slack
+
+    def self_requirements(self, world_need: Tensor) -> Tensor:
+        return self._base.validity_margin + self._per_sample(world_need)[1].expand_as(world_need)
 
 
 def _toppra(path: _Spline, request: TimingRequest) -> _PathMotion:
@@ -664,15 +706,15 @@ def warm_up() -> float:
 
 
 def timed_trajectories(positions: Tensor, limits, options, validator=None, check=None,
-                       clearance: Tensor | None = None) -> tuple[TimedTrajectory, ...]:
+                       clearance: Tensor | None = None, segments=None) -> tuple[TimedTrajectory, ...]:
     """The planner's timing step: each of the P waypoint paths ``positions`` (P, T, J) timed by
     :func:`retime` within ``limits`` (a :class:`~ros_torch_kin.optim.TrajectoryLimits`, times
     ``options``' velocity, acceleration and jerk scaling factors) as ``options``
     (a :class:`~ros_torch_kin.optim.TrajectoryOptions`: time_parameterization, duration,
     control_period, sample_period, curve_tolerance) say; the curves of the problems where
     ``check`` (P,) bool is true (all, if None) are checked with ``validator``; ``clearance`` (P,)
-    m: each polyline's checked clearance bound (see :func:`retime`). Returns P
-    :class:`TimedTrajectory`."""
+    m: each polyline's checked clearance bound, ``segments``: per problem its check's per-segment
+    bounds (T − 1, 3) or None (see :func:`retime`). Returns P :class:`TimedTrajectory`."""
     jerk = None
     if limits.jerk is not None:
         jerk = limits.jerk.detach().to("cpu", torch.float64).numpy() * options.jerk_scaling
@@ -691,5 +733,5 @@ def timed_trajectories(positions: Tensor, limits, options, validator=None, check
             continue
         checking = validator if validator is not None and (check is None or bool(check[p])) else None
         known = -math.inf if clearance is None else float(clearance[p])
-        result.append(retime(positions[p], request, checking, known))
+        result.append(retime(positions[p], request, checking, known, None if segments is None else segments[p]))
     return tuple(result)
