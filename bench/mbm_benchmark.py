@@ -174,7 +174,8 @@ def markdown(rows, info) -> str:
         f"(`bench/mbm_problems.py`; MoveIt scene + request YAML, fingers fixed 0.065 m open): {subset}. "
         "Planner models from the MBM URDF/SRDF as `bench/motion_benchmark.py` builds them "
         f"(`build_planner_models`: the verdict on the tight model, sphere trees with leaves within "
-        f"{1e3 * info.get('tight_slack', 0.006):.0f} mm of the meshes; the cost on the coarse cover; SRDF self pairs, "
+        f"{1e3 * info.get('tight_slack', TreeSettings().target_slack):.0f} mm of the meshes under tiers of "
+        f"{1e3 * TreeSettings().tier_slack:.0f} mm; the cost on the coarse cover; SRDF self pairs, "
         "always-in-collision pairs only where the tight model says so). One problem per `solve_trajectory` call "
         f"(P = 1), default options (clearance {1e3 * info['clearance']:.0f} mm kept where the motion can, validity "
         "required), joint-space goal; time: the whole call, after one untimed warm-up call. "
@@ -223,7 +224,8 @@ def main(argv=None):
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
     parser.add_argument("--limit", type=int, help="problems per family (default: all 100)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--tight-slack", type=float, default=TreeSettings().target_slack, help="m, the verdict model's worst leaf slack (its tiers stay at the default 6 mm)")
+    parser.add_argument("--tight-slack", type=float, default=TreeSettings().target_slack,
+                        help="m, the verdict model's worst leaf slack (its tiers stay at 6 mm)")
     parser.add_argument("--exact-step", type=float, default=0.005, help="rad, any joint, between checked configurations")
     parser.add_argument("--output", type=Path, help="write the 'mbm' section of this markdown file (BENCHMARKS.md)")
     parser.add_argument("--json", type=Path, help="every problem's numbers")

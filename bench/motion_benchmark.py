@@ -216,7 +216,8 @@ def main(argv=None):
     parser.add_argument("--scenes", type=int, default=20)
     parser.add_argument("--per-scene", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--tight-slack", type=float, default=TreeSettings().target_slack, help="m, the verdict model's worst leaf slack (its tiers stay at the default 6 mm)")
+    parser.add_argument("--tight-slack", type=float, default=TreeSettings().target_slack,
+                        help="m, the verdict model's worst leaf slack (its tiers stay at 6 mm)")
     parser.add_argument("--exact-step", type=float, default=0.01)
     parser.add_argument("--distance-step", type=float, default=0.1)
     args = parser.parse_args(argv)

@@ -42,6 +42,7 @@ def run(args):
     model = robot_collision_model_from_urdf(urdf, chain, srdf=srdf, search_dirs=share, settings=settings)
     cached = time.perf_counter() - began
     leaves, coarse = model.verdict.spheres, model.cost.spheres
+    tiers = leaves.tiers.count if leaves.tiers is not None else "no"
     rows = []
     for name in chain.link_names:
         index = chain.link_names.index(name)
@@ -79,7 +80,8 @@ def run(args):
         "",
         f"{stamp()}; {machine()}; {versions()}; torch threads {args.threads}, float32, CPU; load average at the start "
         f"{load:.2f}. The MBM Panda (VAMP 0.6.4's meshes and SRDF). Tight model: sphere trees, target slack "
-        f"{1e3 * args.slack:.0f} mm: {leaves.num_spheres} leaves (coarse cover: {coarse.num_spheres} spheres). Build: "
+        f"{1e3 * args.slack:.0f} mm: {leaves.num_spheres} leaves under {tiers} tiers of {1e3 * settings.tier_slack:.0f} mm "
+        f"(coarse cover: {coarse.num_spheres} spheres). Build: "
         f"{cold:.1f} s cold (no cache), {cached:.2f} s for both models from the disk cache.",
         "",
         "| link | leaves | leaf slack median / worst (mm) | coarse spheres | coarse slack median / worst (mm) |",

@@ -37,6 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import example_robot_data_dir, machine, stamp, versions, write_section  # noqa: E402
 
+from ros_torch_kin.collision import TreeSettings  # noqa: E402
 from ros_torch_kin.kinematics import Chain  # noqa: E402
 from ros_torch_kin.motion import solve_trajectory, time_parameterize  # noqa: E402
 from ros_torch_kin.motion.time_optimal import TimingRequest, retime  # noqa: E402
@@ -105,7 +106,7 @@ def scenes(args, jerk: float) -> list[dict]:
 
     from ros_torch_kin.motion import MotionValidator
 
-    chain, verdict, cost, reference = build(example_robot_data_dir(), 0.006)
+    chain, verdict, cost, reference = build(example_robot_data_dir(), TreeSettings().target_slack)
     options = dataclasses.replace(TrajectoryOptions(), control_period=1e-3)
     sampled = dataclasses.replace(options, sample_period=1e-3)  # the exact check runs on the 1 kHz samples
     limits = TrajectoryLimits.from_chain(chain)

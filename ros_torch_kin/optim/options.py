@@ -97,7 +97,7 @@ class TrajectoryOptions:
     #: (≤ clearance) is the minimum the check requires along the motion, except within the
     #: ``approach`` (fraction of the segments at each end) to a start or goal that is closer than
     #: it (see :mod:`ros_torch_kin.motion.checking`). 0 (the default) requires validity, as MoveIt,
-    #: VAMP and cuRobo do; the tight model itself lies up to its slack (6 mm) outside the meshes
+    #: VAMP and cuRobo do; the tight model itself lies up to its slack (3 mm) outside the meshes
     validity_margin: float = 0.0
     required_clearance: float = 0.0
     approach: float = 0.125
