@@ -22,8 +22,11 @@ from torch import Tensor
 
 #: Children per node (a power of two: that many median splits).
 FAN_OUT = 4
-#: Most leaves under a node of the last level.
-BUCKET = 16
+#: Most leaves (or tiers) under a node of the last level. The checks compute each level's children
+#: as one padded table (a self pair of buckets: bucket² distances, padding included), so small
+#: buckets waste least: on the MBM Panda's 2,905 tiers, 4 made the verdict at B = 4,096 2× and
+#: plans 1.2× faster than 16 (whose buckets held 7 tiers on average, padded to 16).
+BUCKET = 4
 
 
 @dataclass(frozen=True, eq=False)

@@ -12,7 +12,8 @@ centred at C is at least d(C) − R from an obstacle; two spheres |C_a − C_b| 
    leaves), so a block whose coarse distance reaches the threshold has its exact geometry that
    far and is dropped; the block's value is the larger of its coarse and its leaf distance.
 3. *the leaf hierarchy* (:mod:`.leaf_hierarchy`): a few levels of ≤ 4 children per node, down to
-   buckets of ≤ 16 leaves, expanded only where a node is within the threshold; then the leaves.
+   buckets of ≤ 4 leaves (or tiers, then their ≤ 8 leaves), expanded only where a node is within
+   the threshold; then the leaves.
 
 Every query returns, per configuration, the smallest block value wherever it is below the
 threshold it was asked with (and some value ≥ that threshold elsewhere). Each block value is a
