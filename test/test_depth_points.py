@@ -4,6 +4,9 @@ in the optical frame; zero and NaN depths (holes) come out as NaN rows, which th
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -123,3 +126,98 @@ def test_self_filter_removes_points_on_a_carried_box_and_keeps_far_ones(arm7):
     after = kept(both)
     assert not (np.linalg.norm(after[:, None] - on_box[None], axis=2) < voxel).any()  # the box is gone ...
     assert len(after) == len(far)  # ... the far points are kept
+
+
+# ---------------------------------------------------------------- the simulated depth camera
+# bench/depth_camera.py ray casts a pinhole camera against true primitives (the MBM depth-view
+# benchmark's sensor). The camera: at (-2, 0, 0.5) in the root frame looking along +x (optical z =
+# +x, x = -y, y = -z), 640×480, fx = fy = 525, cx = 320, cy = 240.
+CAMERA_POSE = np.array([[0.0, 0.0, 1.0, -2.0],
+                        [-1.0, 0.0, 0.0, 0.0],
+                        [0.0, -1.0, 0.0, 0.5],
+                        [0.0, 0.0, 0.0, 1.0]])
+
+
+def _camera():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from depth_camera import DepthCamera, depth_image, look_at
+
+    camera = DepthCamera(CAMERA_POSE)
+    np.testing.assert_allclose(look_at((-2.0, 0.0, 0.5), (5.0, 0.0, 0.5)), CAMERA_POSE, atol=1e-12)
+    return camera, depth_image
+
+
+def _root_points(camera, depth_image, depth):
+    """The image through the node's path (32FC1 Image + CameraInfo -> depth_points), root frame."""
+    points = depth_points(depth_image(depth), camera.camera_info())
+    return points.reshape(camera.height, camera.width, 3) @ CAMERA_POSE[:3, :3].T + CAMERA_POSE[:3, 3]
+
+
+def test_ray_cast_box_and_sphere_land_on_the_true_surfaces():
+    """A 0.4×0.2×0.6 box at (0, 0, 0.5) turned 120° about (1, 1, 1) (its x, y, z along the root's
+    y, z, x: root extents x ±0.3, y ±0.2, z ±0.1; the inverse turn would give x ±0.1) and a
+    sphere of radius 0.7 at (1, -0.6, 0.5), partly behind the box. By hand: the box's front face
+    is the plane x = -0.3, 1.7 m ahead, so every pixel on it has depth 1.7 (the optical axis too,
+    where the sphere behind it, at 2.64 m, is hidden); the ray of pixel (425, 240) passes through
+    the sphere's centre (lateral 0.6 at depth 3: u = 320 + 525·0.2) and meets it at depth
+    3·(1 − 0.7/√9.36), missing the box (lateral 0.34 > 0.2 at 1.7 m); rays well above, left of
+    or below everything are holes."""
+    from ros_torch_kin.collision import Obstacle
+
+    camera, depth_image = _camera()
+    turn = np.array([0.5, 0.5, 0.5, 0.5])  # 120° about (1, 1, 1) (qx, qy, qz, qw): x -> y -> z -> x
+    box = Obstacle.box("box", (0.4, 0.2, 0.6), np.concatenate([[0.0, 0.0, 0.5], turn]))
+    np.testing.assert_allclose(box.pose[:3, :3], [[0, 0, 1], [1, 0, 0], [0, 1, 0]], atol=1e-12)
+    sphere = Obstacle.sphere("sphere", 0.7, np.array([1.0, -0.6, 0.5, 0.0, 0.6, 0.0, 0.8]))
+    depth = camera.render([box, sphere])
+    assert depth.shape == (480, 640) and depth.dtype == np.float32
+    on_sphere = 3.0 * (1.0 - 0.7 / 9.36 ** 0.5)
+    expected = {(240, 320): 1.7, (240, 370): 1.7, (220, 300): 1.7, (240, 425): on_sphere}  # (v, u): depth
+    for (v, u), z in expected.items():
+        assert depth[v, u] == pytest.approx(z, abs=1e-6), ((v, u), depth[v, u])
+    points = _root_points(camera, depth_image, depth)
+    for v, u in [(240, 320), (240, 370), (220, 300)]:  # on the box's front face
+        x, y, z = points[v, u]
+        assert x == pytest.approx(-0.3, abs=1e-6) and abs(y) <= 0.2 and abs(z - 0.5) <= 0.1, ((v, u), points[v, u])
+    assert np.linalg.norm(points[240, 425] - [1.0, -0.6, 0.5]) == pytest.approx(0.7, abs=1e-6)
+    np.testing.assert_allclose(points[240, 425], [1.0 - 0.7 * 3.0 / 9.36 ** 0.5, -0.6 + 0.7 * 0.6 / 9.36 ** 0.5, 0.5],
+                               atol=1e-6)
+    for v, u in [(0, 0), (0, 639), (479, 0), (240, 0), (20, 320), (200, 300)]:
+        assert depth[v, u] == 0.0, ((v, u), depth[v, u])  # a hole ...
+        assert np.isnan(points[v, u]).all()  # ... which depth_points makes a NaN row
+    # every pixel that sees something sees the box's front face or the sphere's surface
+    seen = points[np.isfinite(points[..., 0])]
+    on_box = np.abs(seen[:, 0] + 0.3) < 1e-5
+    assert (np.abs(seen[on_box, 1]) <= 0.2 + 1e-6).all() and (np.abs(seen[on_box, 2] - 0.5) <= 0.1 + 1e-6).all()
+    np.testing.assert_allclose(np.linalg.norm(seen[~on_box] - [1.0, -0.6, 0.5], axis=1), 0.7, atol=1e-5)
+    assert on_box.sum() > 1000 and (~on_box).sum() > 1000
+
+
+def test_ray_cast_cylinders_side_and_cap():
+    """Cylinders (height, radius) along their z axis: one standing at (0, 0, 0.5), height 0.4,
+    radius 0.1 (the optical axis meets its side at x = -0.1: depth 1.9); one lying along x at
+    (0, -0.6, 0.5) (its cap at x = -0.2 faces the camera: the ray through the cap's centre,
+    u = 320 + 525·0.6/1.8 = 495, has depth 1.8). Swapping height and radius moves both."""
+    from ros_torch_kin.collision import Obstacle
+
+    camera, depth_image = _camera()
+    standing = Obstacle.cylinder("standing", 0.4, 0.1, np.array([0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 1.0]))
+    along_x = np.array([0.0, -0.6, 0.5, 0.0, 0.5 ** 0.5, 0.0, 0.5 ** 0.5])  # 90° about y: z -> x
+    lying = Obstacle.cylinder("lying", 0.4, 0.1, along_x)
+    depth = camera.render([standing, lying])
+    assert depth[240, 320] == pytest.approx(1.9, abs=1e-6)
+    assert depth[240, 495] == pytest.approx(1.8, abs=1e-6)
+    points = _root_points(camera, depth_image, depth)
+    np.testing.assert_allclose(points[240, 320], [-0.1, 0.0, 0.5], atol=1e-6)
+    np.testing.assert_allclose(points[240, 495], [-0.2, -0.6, 0.5], atol=1e-6)
+    seen = points[np.isfinite(points[..., 0])]
+    standing_seen = seen[seen[:, 1] > -0.3]  # its side only: the camera is level with its middle
+    np.testing.assert_allclose(np.hypot(standing_seen[:, 0], standing_seen[:, 1]), 0.1, atol=1e-5)
+    assert (np.abs(standing_seen[:, 2] - 0.5) <= 0.2 + 1e-6).all()
+    lying_seen = seen[seen[:, 1] <= -0.3]  # its cap, and its side (the camera is 0.6 m off its axis)
+    across = np.hypot(lying_seen[:, 1] + 0.6, lying_seen[:, 2] - 0.5)
+    cap = np.abs(lying_seen[:, 0] + 0.2) < 1e-5
+    assert (across[cap] <= 0.1 + 1e-6).all() and cap.sum() > 1000
+    np.testing.assert_allclose(across[~cap], 0.1, atol=1e-5)
+    assert (np.abs(lying_seen[~cap, 0]) <= 0.2 + 1e-6).all() and (~cap).sum() > 100
+    assert depth[20, 320] == 0.0 and depth[240, 0] == 0.0
