@@ -25,14 +25,16 @@ holes), fixed in the root frame (panda_link0) and aimed at (0.5, 0, 0.4), the mi
 Panda's workspace:
 
 * K = 1: front, at (1.8, 0, 1.0);
-* K = 2: front-left and front-right, at (1.27, ±1.27, 1.0) (1.8 m from the base at ±45°, 1 m
-  high, 1.6 m from the aim point);
+* K = 2: rear-left and rear-right, at (−0.4, ±0.6, 1.2): behind and above the robot's base, as
+  cameras on a workcell's frame or a robot's shoulders look into the shelves, cages and boxes
+  the robot reaches into (cameras on the far side, at (1.27, ±1.27, 1.0), see those scenes from
+  behind: with them every cage success passed through the cage's front bar, which neither saw);
 * K = 3: those two and one above, at (0.5, 0, 2.2), looking straight down (image up = +x).
 
 Each view enters the world exactly as the node inserts a depth topic
 (:mod:`ros_torch_kin.ros.point_cloud_input`): a ``sensor_msgs/Image`` + ``CameraInfo`` through
 ``depth_points``, then ``sensed_obstacle`` with the node's default parameters (voxel, range,
-point radius, self filter padding: :mod:`ros_torch_kin.ros.parameters`) and the self filter
+point radius, far-field lattice, self filter padding: :mod:`ros_torch_kin.ros.parameters`) and the self filter
 against the robot's coarse spheres at the problem's start configuration, one obstacle per camera
 (``sensor:<camera>``, as the node keeps one per topic). ``--voxel``, ``--spacing``,
 ``--exact-field``, ``--point-*``, ``--lattice`` and ``--field-only`` do not apply. Space no camera
@@ -74,12 +76,12 @@ CAMERA_TARGET = (0.5, 0.0, 0.4)
 #: The cameras of ``--depth-views K``: (name, eye (root frame, m), image up).
 CAMERAS = {
     1: (("front", (1.8, 0.0, 1.0), (0.0, 0.0, 1.0)),),
-    2: (("front_left", (1.27, 1.27, 1.0), (0.0, 0.0, 1.0)), ("front_right", (1.27, -1.27, 1.0), (0.0, 0.0, 1.0))),
+    2: (("rear_left", (-0.4, 0.6, 1.2), (0.0, 0.0, 1.0)), ("rear_right", (-0.4, -0.6, 1.2), (0.0, 0.0, 1.0))),
 }
 CAMERAS[3] = CAMERAS[2] + (("above", (0.5, 0.0, 2.2), (1.0, 0.0, 0.0)),)
 #: The node's sensor parameters, at their defaults (ros_torch_kin/ros/parameters.py, config/default.yaml).
 SENSOR = {name: BY_NAME[name].default for name in ("sensor_voxel_size", "sensor_min_range", "sensor_max_range",
-                                                  "sensor_point_radius", "self_filter_padding")}
+                                                  "sensor_point_radius", "self_filter_padding", "sensor_lattice")}
 
 
 def surface_cloud(scene: Scene, spacing: float) -> tuple[np.ndarray, float]:
@@ -132,7 +134,7 @@ def depth_world(truth: Scene, cameras, chain64, robot_spheres, start: np.ndarray
             spheres = self_filter_spheres(chain64, world, robot_spheres)
         obstacle = sensed_obstacle(f"sensor:{name}", sensed, camera.pose, SENSOR["sensor_voxel_size"],
                                    SENSOR["sensor_min_range"], SENSOR["sensor_max_range"], spheres,
-                                   SENSOR["self_filter_padding"], SENSOR["sensor_point_radius"])
+                                   SENSOR["self_filter_padding"], SENSOR["sensor_point_radius"], SENSOR["sensor_lattice"])
         if obstacle is not None:
             obstacles.append(obstacle)
         z = np.linalg.norm(sensed, axis=1)
