@@ -77,7 +77,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0]
+    from ros_torch_kin.ros.parameters import BY_NAME
     from ros_torch_kin.ros.point_cloud_input import sensed_obstacle
+
+    lattice = BY_NAME["sensor_lattice"].default  # the node's far-field lattice
 
     urdf = bundled_urdf()
     chain = Chain.from_urdf(urdf, device="cpu", dtype=torch.float32)
@@ -88,15 +91,17 @@ def main() -> None:
     own = (c0, spheres.radii.double().numpy())
     rows = []
     for voxel in (0.01, 0.02):
-        t, obstacle = timed(lambda: sensed_obstacle("cam", cloud, np.eye(4), voxel, 0.05, 3.0, own, 0.02))
-        rows.append((f"640×480 depth view ({np.isfinite(cloud).all(1).sum():,} points) -> world, node path, {voxel * 100:g} cm voxels",
+        t, obstacle = timed(lambda: sensed_obstacle("cam", cloud, np.eye(4), voxel, 0.05, 3.0, own, 0.02, 0.0, lattice))
+        rows.append((f"640×480 depth view ({np.isfinite(cloud).all(1).sum():,} points) -> world, node path, {voxel * 100:g} cm voxels"
+                     f", {lattice * 100:g} cm lattice",
                      t, obstacle.grid))
     raw = cloud[np.isfinite(cloud).all(1)]
     rng = np.random.default_rng(1)
     big = np.concatenate([raw, raw[rng.choice(len(raw), 300_000 - len(raw))] + rng.normal(0, 0.003, (300_000 - len(raw), 3))])
     for voxel in (0.01, 0.02):
-        t, obstacle = timed(lambda: sensed_obstacle("cam", big, np.eye(4), voxel, 0.0, 10.0, own, 0.02))
-        rows.append((f"300,000-point cloud -> world, node path, {voxel * 100:g} cm voxels", t, obstacle.grid))
+        t, obstacle = timed(lambda: sensed_obstacle("cam", big, np.eye(4), voxel, 0.0, 10.0, own, 0.02, 0.0, lattice))
+        rows.append((f"300,000-point cloud -> world, node path, {voxel * 100:g} cm voxels, {lattice * 100:g} cm lattice", t,
+                     obstacle.grid))
         t, packed = timed(lambda: Scene([obstacle]).packed("cpu", torch.float32))
         rows.append((f"  then packing it for the checkers (Scene.packed, float32, first query), {voxel * 100:g} cm", t,
                      obstacle.grid))
