@@ -120,9 +120,12 @@ class TreeCollisionChecker:
             tree = leaf_hierarchy(spheres.centers, spheres.radii, spheres.sphere_links, rounding=self.rounding,
                                   bodies=bodies, tiers=spheres.tiers)
             self._levels = tuple(level.to(device, dtype) for level in tree.levels)
+            #: per level: whether padding is over a quarter of its children table (then a world
+            #: kind whose queries are dear, a point world's, is asked about the real children only)
+            self._sparse = tuple(float(level.valid.float().mean()) < 0.75 for level in tree.levels)
             root_bodies = list(tree.bodies)
         else:
-            self._levels, root_bodies = (), []
+            self._levels, root_bodies, self._sparse = (), [], ()
         slot = {body: k for k, body in enumerate(root_bodies)}  # a robot link's body is its index
         #: each root slot's name: its link's, or the attached object's id
         self._slot_names = tuple(body_names[body] for body in root_bodies)
@@ -352,6 +355,7 @@ class TreeCollisionChecker:
             rotation, offset, parameters = rotation[keep], offset[keep], parameters[keep]
         block, nodes = torch.arange(o.shape[0], device=o.device), s
         leaf_min, early = torch.full_like(bound, math.inf), torch.full_like(bound, math.inf)
+        costly = shapes.kind == "voxels"
         for index in range(len(self._levels) if block.numel() else 0):
             if decided is not None:  # a representative leaf within the limit decides its configuration
                 centers, radii = self._representatives(index, nodes)
@@ -364,8 +368,13 @@ class TreeCollisionChecker:
                 if not block.numel():
                     break
             kids, valid, centers, radii = self._children(index, nodes)
-            d = distance(block, centers, radii)
-            d = torch.where(valid, d, torch.full_like(d, math.inf))
+            if costly and self._sparse[index]:  # only the real children (a field query is dear)
+                r, f = valid.nonzero(as_tuple=True)
+                d = torch.full(valid.shape, math.inf, dtype=radii.dtype, device=radii.device)
+                d[r, f] = distance(block[r], centers[r, f].unsqueeze(1), radii[r, f].unsqueeze(1))[:, 0]
+            else:
+                d = distance(block, centers, radii)
+                d = torch.where(valid, d, torch.full_like(d, math.inf))
             if index + 1 == len(self._levels):
                 leaf_min.scatter_reduce_(0, block, d.amin(1), "amin")
                 break
