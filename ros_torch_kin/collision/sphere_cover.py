@@ -602,7 +602,7 @@ class NearestTriangles:
     face, edge or corner, right for a closed outward-facing surface. A triangle soup whose signed
     volume is negative (inward-facing) has its normals turned."""
 
-    def __init__(self, triangles: np.ndarray, candidates: int = 8):
+    def __init__(self, triangles: np.ndarray, candidates: int = 6):
         import trimesh
         from scipy.spatial import cKDTree
 
