@@ -489,7 +489,11 @@ def _polish_last_waypoint(chain, problem, options, limits, x: Tensor) -> Tensor:
 
 
 def _polish_rows(chain, problem, options, limits, x: Tensor, owner: Tensor) -> Tensor:
-    """A few DLS IK steps on the last waypoint of rows x (n, T − 1, J) of problems ``owner`` (n,)."""
+    """A few DLS IK steps on the last waypoint of rows x (n, T − 1, J) of problems ``owner`` (n,);
+    with a joint-space goal, the last waypoint is the goal itself (the collision cost may have
+    pushed it off a goal that is closer to an object than the clearance, as a grasp is)."""
+    if problem.target_configuration is not None and x.shape[0]:
+        return torch.cat((x[:, :-1], problem.target_configuration[owner].unsqueeze(1).to(x)), dim=1)
     if problem.target_pose is None or options.polish_iterations == 0 or x.shape[0] == 0:
         return x
     last, _ = damped_least_squares_ik(
