@@ -487,26 +487,26 @@ def grid_parameters(grid: VoxelGrid, offset: int) -> np.ndarray:
         row[36:38] = divmod(offset + brick_offset, _OFFSET_BASE)
     if grid.points is not None:  # the exact point table (.point_hash)
         cell, origin, dims, starts, ordered, _, radius = grid.points
-        c = POINT_COLUMN
-        row[c] = 1.0
-        row[c + 1] = cell
-        row[c + 2:c + 5] = origin
-        row[c + 5:c + 8] = dims
-        row[c + 8:c + 10] = divmod(offset + starts, _OFFSET_BASE)
-        row[c + 10:c + 12] = divmod(offset + ordered, _OFFSET_BASE)
+        _uniform_grid_columns(row, POINT_COLUMN, cell, origin, dims, offset + starts)
+        row[POINT_COLUMN + 10:POINT_COLUMN + 12] = divmod(offset + ordered, _OFFSET_BASE)
         # plus the float32 rounding of the stored points (≤ 2⁻²⁴·|coordinate| per axis), so that
         # the exact distance stays a lower bound in a float64 scene too
-        row[c + 12] = radius + 2.0 ** -22 * float(np.abs(grid.box).max())
+        row[POINT_COLUMN + 12] = radius + 2.0 ** -22 * float(np.abs(grid.box).max())
     if grid.lattice is not None:
         spacing, origin, dims, start = grid.lattice
-        c = LATTICE_COLUMN
-        row[c] = 1.0
-        row[c + 1] = spacing
-        row[c + 2:c + 5] = origin
-        row[c + 5:c + 8] = dims
-        row[c + 8:c + 10] = divmod(offset + start, _OFFSET_BASE)
-        row[c + 10] = row[POINT_COLUMN + 12]
+        _uniform_grid_columns(row, LATTICE_COLUMN, spacing, origin, dims, offset + start)
+        row[LATTICE_COLUMN + 10] = row[POINT_COLUMN + 12]
     return row
+
+
+def _uniform_grid_columns(row: np.ndarray, column: int, spacing: float, origin, dims, offset: int) -> None:
+    """Write a uniform grid's columns from ``column``: 1 (it is there), its spacing, origin (3),
+    dims (3) and the offset of its table in the flat buffer (two columns, see :func:`_offset`)."""
+    row[column] = 1.0
+    row[column + 1] = spacing
+    row[column + 2:column + 5] = origin
+    row[column + 5:column + 8] = dims
+    row[column + 8:column + 10] = divmod(offset, _OFFSET_BASE)
 
 
 class VoxelKind(str):
