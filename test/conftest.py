@@ -92,7 +92,7 @@ def ball_beside_the_last_link(chain: Chain, checker, q: torch.Tensor, gap: float
         ball = Obstacle.sphere("ball", radius, [*centre.tolist(), 0, 0, 0, 1])
         if abs(float(checker.with_scene(Scene([ball])).distances(q).world_distance[0]) - gap) < 2e-4:
             return ball
-    return ball
+    raise AssertionError(f"no side of the last link's sphere keeps a ball {gap} m from it alone")
 
 
 def random_q(chain: Chain, batch: int, seed: int) -> torch.Tensor:

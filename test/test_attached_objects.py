@@ -12,7 +12,7 @@ import torch
 
 from conftest import real_urdf
 from ros_torch_kin.collision import (AttachedObject, CollisionChecker, Obstacle, RobotSpheres, Scene,
-                                     TreeCollisionChecker)
+                                     TreeCollisionChecker, TreeSettings)
 from ros_torch_kin.kinematics import Chain, forward_kinematics
 from ros_torch_kin.motion import solve_trajectory
 from ros_torch_kin.optim import TrajectoryOptions
@@ -25,7 +25,7 @@ FINGERS = ("panda_leftfinger", "panda_rightfinger")
 BOX_SIZE = (0.05, 0.05, 0.16)
 #: the box in the hand frame: along the hand's z (the approach axis), below the fingertips
 BOX_IN_HAND = np.r_[np.c_[np.eye(3), [0.0, 0.0, 0.15]], [[0.0, 0.0, 0.0, 1.0]]]
-SLACK = 0.006  # the tight leaves' target slack (TreeSettings default)
+SLACK = TreeSettings().target_slack  # the tight leaves' target slack (objects are covered with the default)
 
 
 @pytest.fixture(scope="module")

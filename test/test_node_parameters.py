@@ -130,6 +130,9 @@ def test_robot_description_file_and_bad_start_parameters(ros_domain, tmp_path):
     with NodeProcess({"device": "tpu"}, domain_id=ros_domain) as process:
         assert process.process.wait(60) == 2
         assert "device must be auto, cpu, cuda or cuda:N, not 'tpu'" in process.log()
+    with NodeProcess({"sensor_lattice": 0.001}, domain_id=ros_domain) as process:  # millions of nodes per view
+        assert process.process.wait(60) == 2
+        assert "sensor_lattice must be 0 (none) or at least 0.01 m, not 0.001" in process.log()
     with running_node(ros_domain, {"robot_description_file": str(tmp_path / "missing.urdf")},
                       wait_for_services=False) as (process, _):
         assert process.wait_for_log("cannot load the configured robot: robot_description_file")

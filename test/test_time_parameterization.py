@@ -356,7 +356,9 @@ def test_curve_samples_per_segment_keep_every_sphere_within_the_tolerance(arm):
     path = time_optimal._Spline(q.numpy())
     validator = MotionValidator(checker, clearance=0.01)
     tolerance = 1e-4
-    pieces, slack = time_optimal._curve_pieces(path.chord_deviation(), validator.sphere_speed, tolerance)
+    deviation = torch.as_tensor(path.chord_deviation()).to(validator.sphere_speed)
+    spread = validator.sweep_bound(torch.zeros_like(deviation), deviation).double().numpy()
+    pieces, slack = time_optimal._curve_pieces(spread, tolerance)
     assert pieces.shape == (7,) and 2 * pieces.min() < pieces.max() < 64 and 0 < slack.max() <= 2 * tolerance
     samples = path.samples(pieces)
     starts = np.concatenate(([0], np.cumsum(pieces)))

@@ -139,9 +139,13 @@ class CollisionChecker:
     def with_attached(self, objects) -> "CollisionChecker":
         """The same robot, scene and margin carrying ``objects`` (a sequence of
         :class:`.attached_objects.AttachedObject`, replacing any carried now; () for none).
-        ValueError naming the object and field for an unknown link or touch link."""
+        ValueError naming the object and field for an unknown link or touch link. Nothing carried
+        before or after: this checker itself (no rebuild)."""
+        objects = tuple(objects)
+        if not objects and not self.attached:
+            return self
         checker = CollisionChecker(self.chain, self.robot_spheres, self.scene, self.robot_self_pairs, self.margin)
-        return checker._attach(tuple(objects), self._checks_self)
+        return checker._attach(objects, self._checks_self)
 
     def _attach(self, objects: tuple, check_self: bool) -> "CollisionChecker":
         """Adds ``objects`` to this freshly built checker (``check_self``: with their self pairs)."""

@@ -150,8 +150,11 @@ class TreeCollisionChecker:
         """The same robot, scene, self pairs and margin carrying ``objects`` (replacing any carried
         now; () for none). ``coarse``: the coarse checker carrying the same objects (default:
         this checker's coarse one, given them). ValueError naming the object and field for an
-        unknown link or touch link."""
+        unknown link or touch link. Nothing carried before or after: this checker itself (its
+        hierarchy is not built again; the coarse level only lends its spheres)."""
         objects = tuple(objects)
+        if not objects and not self.attached:
+            return self
         if coarse is None and self._coarse_source is not None:
             coarse = self._coarse_source.with_attached(objects)
         checker = TreeCollisionChecker(self.chain, self.robot_spheres, self.scene, self.self_pairs, self.margin,

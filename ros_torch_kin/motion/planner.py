@@ -202,7 +202,11 @@ def solve_trajectory(
     def evaluate(x: Tensor, repeat: int, with_collision: bool = True) -> tuple[Tensor, TrajectoryState, Tensor]:
         """Cost (M,) of M = P·repeat trajectories whose free waypoints are x (M, T − 1, J), the
         state, and the weighted collision part of the cost (M,) (zeros without collision or
-        when not ``with_collision``)."""
+        when not ``with_collision``). With a joint-space goal the last waypoint is the goal
+        itself (x's last row gets no gradient and stays where the seeds put it, on the goal), so
+        a goal closer to an object than the clearance is not pushed off by the collision cost."""
+        if problem.target_configuration is not None:
+            x = torch.cat((x[:, :-1], rows(problem.target_configuration, repeat).unsqueeze(1).to(x)), dim=1)
         positions = torch.cat((rows(problem.start, repeat).unsqueeze(1), x), dim=1)
         poses = None
         if problem.link is not None:
@@ -489,11 +493,7 @@ def _polish_last_waypoint(chain, problem, options, limits, x: Tensor) -> Tensor:
 
 
 def _polish_rows(chain, problem, options, limits, x: Tensor, owner: Tensor) -> Tensor:
-    """A few DLS IK steps on the last waypoint of rows x (n, T − 1, J) of problems ``owner`` (n,);
-    with a joint-space goal, the last waypoint is the goal itself (the collision cost may have
-    pushed it off a goal that is closer to an object than the clearance, as a grasp is)."""
-    if problem.target_configuration is not None and x.shape[0]:
-        return torch.cat((x[:, :-1], problem.target_configuration[owner].unsqueeze(1).to(x)), dim=1)
+    """A few DLS IK steps on the last waypoint of rows x (n, T − 1, J) of problems ``owner`` (n,)."""
     if problem.target_pose is None or options.polish_iterations == 0 or x.shape[0] == 0:
         return x
     last, _ = damped_least_squares_ik(

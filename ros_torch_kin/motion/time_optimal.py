@@ -405,8 +405,9 @@ def _curve_ok(path: _Spline, request: TimingRequest, validator, clearance: float
         return True, ""
     # the curve's spheres stay within spread_k of the polyline's along segment k (one piece each):
     # a world distance falls by at most that, a self distance by twice it
-    spread = _segment_spread(bound, validator.sphere_speed)
-    if clearance - 2 * spread.max(initial=0.0) >= max(validator.clearance, validator.validity_margin):
+    deviation = torch.as_tensor(bound).to(validator.sphere_speed)
+    spread = validator.sweep_bound(torch.zeros_like(deviation), deviation).cpu().double().numpy()  # (T − 1,) m
+    if clearance - 2 * spread.max(initial=0.0) >= validator.clearance:
         return True, ""
     certified = np.zeros(len(spread), dtype=bool)
     if segments is not None:  # the segments whose own bounds cover their curve's deviation
@@ -414,20 +415,13 @@ def _curve_ok(path: _Spline, request: TimingRequest, validator, clearance: float
         certified = (world - spread >= need) & (own - 2 * spread >= validator.validity_margin)
         if certified.all():
             return True, ""
-    pieces, slack = _curve_pieces(bound, validator.sphere_speed, request.curve_tolerance, certified)
+    pieces, slack = _curve_pieces(spread, request.curve_tolerance, certified)
     curve = _CurveValidator(validator, pieces, slack)
     like = validator.sphere_speed
     verdict = curve.check(torch.as_tensor(path.samples(pieces), dtype=like.dtype, device=like.device).unsqueeze(0))
     if not bool(verdict.clear[0]):
         return False, "is not shown clear by the collision check"
     return True, ""
-
-
-def _segment_spread(bound: np.ndarray, sphere_speed: Tensor) -> np.ndarray:
-    """(T − 1,) m: how far any sphere centre of the curve leaves the polyline's along each
-    segment (``bound`` (T − 1, J): each joint's deviation from the segment's chord)."""
-    speed = sphere_speed.detach().to("cpu", torch.float64).numpy()  # (J, K)
-    return (bound @ speed).max(1) if speed.shape[1] else np.zeros(bound.shape[0])
 
 
 def _merged_segments(segments: Tensor | None, original: np.ndarray) -> np.ndarray | None:
@@ -445,24 +439,23 @@ def _merged_segments(segments: Tensor | None, original: np.ndarray) -> np.ndarra
                      np.maximum.reduceat(values[:, 2], starts)], 1)
 
 
-def _curve_pieces(bound: np.ndarray, sphere_speed: Tensor, tolerance: float, certified: np.ndarray | None = None,
+def _curve_pieces(spread: np.ndarray, tolerance: float, certified: np.ndarray | None = None,
                   most: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Pieces per waypoint segment ((T − 1,) ints) so that, sampled with them, the curve stays within
     ``tolerance`` (m) of the chords between its samples, and per segment the slack (m) its
     requirements are raised by: twice the deviation left (a world distance changes by the
     deviation, a self distance by twice it). ``certified`` (T − 1,) bool: segments shown clear
-    already (one piece, no slack: their chord is checked as the polyline's was).
+    already (one piece and no requirement: the polyline's check covers them).
 
-    ``bound`` (T − 1, J): how far each joint leaves the chord of a whole segment; a sphere's centre
-    then leaves it by at most ``spread_k = max_s Σ_j bound[k, j] · G[j, s]`` (m), and by spread_k / n²
-    with n pieces (a joint's deviation falls with the square of the piece's length). Each segment
+    ``spread`` (T − 1,) m: how far any sphere centre leaves a whole segment's chord
+    (:meth:`MotionValidator.sweep_bound` of each joint's deviation from it); with n pieces it leaves
+    them by at most spread_k / n² (a joint's deviation falls with the square of the piece's length). Each segment
     gets its own n_k = ⌈√(spread_k / tolerance)⌉ (at most ``most``) rather than all segments the
     largest one's: a plan's bends are few, and the check's cost is its number of samples."""
-    spread = _segment_spread(bound, sphere_speed)  # (T − 1,) m, a whole segment
     pieces = np.clip(np.ceil(np.sqrt(spread / tolerance)), 1, most).astype(np.int64)
     slack = 2 * spread / pieces**2
     if certified is not None:
-        pieces, slack = np.where(certified, 1, pieces), np.where(certified, 0.0, slack)
+        pieces, slack = np.where(certified, 1, pieces), np.where(certified, -np.inf, slack)
     return pieces, slack
 
 

@@ -125,8 +125,9 @@ PARAMETERS = (
               "by ','; the intrinsics come from the sibling camera_info topic (…/image -> …/camera_info). "
               "Empty: none.", read_only=True),
     Parameter("sensor_voxel_size", 0.02, "Voxel size s (m) of sensed points. Distances to them are lower bounds "
-              "of the true ones (never a missed contact), within 2√3·s of them up to 1.4·s from the points, "
-              "4√3·s up to 4.8·s, 8√3·s up to 13.6·s (ros_torch_kin.collision.occupancy).", read_only=True),
+              "of the true ones (never a missed contact): exact where a kept voxel centre is within 2·s, farther "
+              "within 4√3·s up to 4.8·s and 8√3·s up to 13.6·s of the truth (ros_torch_kin.collision.occupancy), "
+              "or closer with sensor_lattice.", read_only=True),
     Parameter("sensor_min_range", 0.05, "Points closer to the sensor than this (m) are dropped.", read_only=True),
     Parameter("sensor_max_range", 3.0, "Points farther from the sensor than this (m) are dropped.", read_only=True),
     Parameter("sensor_decay_time", 2.0, "Seconds a topic's points stay in the world after its last message "
@@ -135,13 +136,14 @@ PARAMETERS = (
               "larger message is refused and logged.", integer_range=(1, 100_000_000), read_only=True),
     Parameter("sensor_point_radius", 0.0, "Sensed points are kept as the centres of their occupied voxels, "
               "each a ball of radius √3/2·s + this (m): the ball covers every sensed point of its voxel, this "
-              "adds a margin for sensor noise. Distances to the balls are exact within 2·s of them "
-              "(ros_torch_kin.collision.point_hash), lower bounds farther.", read_only=True),
+              "adds a margin for sensor noise. Distances to the balls are exact where a ball's centre is within "
+              "2·s, i.e. up to about 1.13·s − this from the balls (ros_torch_kin.collision.point_hash), lower "
+              "bounds farther.", read_only=True),
     Parameter("sensor_lattice", 0.04, "Spacing (m) of the exact far-field lattice of sensed points: distances "
-              "to the voxel balls are kept at its nodes out to 0.1 m (a KD-tree over the kept voxels, ~10 ms per "
+              "to the voxel balls are kept at its nodes out to 0.1 m (a KD-tree over the kept voxels, ~15 ms per "
               "640×480 view at 2 cm voxels), so a configuration a few centimetres from what the camera sees is "
               "not called in collision by the voxel field's looser bound (error about 3·spacing²/(8·d) at "
-              "distance d). 0: none.", read_only=True),
+              "distance d). 0: none; else at least 0.01 m (a finer lattice has millions of nodes).", read_only=True),
     Parameter("self_filter_padding", 0.02, "Sensed points within the robot's collision spheres and the spheres "
               "of the objects it carries (at the joint state nearest the message's stamp) plus this (m) are "
               "removed before insertion.", read_only=True),
@@ -179,7 +181,9 @@ _POSITIVE = ("sensor_voxel_size", "sensor_max_range", "sensor_decay_time",
              "trajectory_time_budget", "trajectory_acceleration_limit", "trajectory_velocity_scaling",
              "trajectory_acceleration_scaling", "trajectory_control_rate", "trajectory_sample_rate")
 _FINITE = ("trajectory_jerk_limit", "trajectory_control_rate", "trajectory_sample_rate", "sensor_voxel_size",
-           "sensor_max_range", "sensor_decay_time", "sensor_point_radius")
+           "sensor_max_range", "sensor_decay_time")
+#: The finest far-field lattice of sensed points (m): finer ones span millions of nodes.
+MIN_SENSOR_LATTICE = 0.01
 #: Parameters read when the node starts only (the camera inputs).
 READ_ONLY = frozenset(p.name for p in PARAMETERS if p.read_only)
 
@@ -197,4 +201,6 @@ def check_choice(name: str, value) -> str | None:
         return f"{name} must be at most 1, not {value}"
     if name in _FINITE and not (math.isfinite(value) and value >= 0):
         return f"{name} must be finite and >= 0, not {value}"
+    if name == "sensor_lattice" and 0 < value < MIN_SENSOR_LATTICE:
+        return f"{name} must be 0 (none) or at least {MIN_SENSOR_LATTICE} m, not {value}"
     return None
