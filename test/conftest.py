@@ -64,8 +64,8 @@ def arm7() -> Chain:
 
 @pytest.fixture(scope="session")
 def panda_collision_model():
-    """example-robot-data's Panda with both collision models (tight verdict at the default 6 mm
-    slack, coarse cost) and its SRDF's self pairs: (chain float32, model, robots dir, mesh share
+    """example-robot-data's Panda with both collision models (tight verdict at the default 3 mm
+    slack under 6 mm tiers, coarse cost) and its SRDF's self pairs: (chain float32, model, robots dir, mesh share
     dir). Built once per test session (the tight trees are also cached on disk)."""
     from ros_torch_kin.collision import robot_collision_model_from_urdf
 

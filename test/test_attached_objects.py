@@ -157,6 +157,13 @@ def test_pairs_follow_moveit_attached_rules(panda):
     q = random_q(chain, 64, 7)
     assert torch.equal(again.cost.distances(q).min_distance, model.cost.distances(q).min_distance)
     assert torch.equal(again.verdict.in_collision(q), model.verdict.in_collision(q))
+    # self pairs switched off stay off when carrying, and only then: a robot whose enabled link
+    # pairs have no leaves on both links still gets its box-against-link pairs
+    off = model.verdict.without_self_pairs().with_attached([carried_box(chain)])
+    assert off._pair_a.shape[0] == 0 and off.with_attached(()).with_attached([carried_box(chain)])._pair_a.shape[0] == 0
+    bare = TreeCollisionChecker(chain, model.verdict.robot_spheres, None, model.self_pairs.__class__(
+        (("panda_link0", "world"),), model.self_pairs.disabled, model.self_pairs.sphere_a[:0], model.self_pairs.sphere_b[:0]))
+    assert bare._pair_a.shape[0] == 0 and bare.with_attached([carried_box(chain)])._pair_a.shape[0] == len(checked)
 
 
 def test_self_contact_of_the_box_is_reported_with_its_name(panda):

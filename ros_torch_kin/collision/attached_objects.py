@@ -276,7 +276,8 @@ def _primitive_cover(kind: str, dimensions: tuple[float, ...], tight: bool) -> S
     if tight:
         from .urdf_sphere_trees import PIECES  # the tight robot model's piece settings
 
-        return build_sphere_tree(cover_problem_for_shape(shape, PIECES), TreeSettings()).leaves
+        # the leaves alone (the carrying checker makes each its own tier): no tiers to build
+        return build_sphere_tree(cover_problem_for_shape(shape, PIECES), TreeSettings(tier_slack=0.0)).leaves
     settings = CoverSettings()
     return solve_cover(cover_problem_for_shape(shape, settings), settings)
 

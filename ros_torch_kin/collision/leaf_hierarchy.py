@@ -6,7 +6,11 @@ Each link's leaves are split top-down: a node with more than ``bucket`` leaves g
 with fewer keeps itself as its only child, so that every link has the same number of levels and a
 level is one padded table. Every node's sphere holds the spheres of all the leaves below it
 (centre: the middle of their centres' bounding box; radius: the farthest leaf surface, rounded
-up), so a node at distance ≥ d from something has every leaf below it at least that far.
+up), so a node at distance ≥ d from something has every leaf below it at least that far. With
+tiers (:func:`leaf_hierarchy`) the nodes hold the tiers' spheres, and a tier holds the geometry
+its leaves cover, not the leaf spheres (as the coarse cover does): the geometry below a node is
+then at least that far, and a checker's value, the smallest leaf distance reached, stays a lower
+bound of the exact distance.
 
 Built once per model on the CPU (numpy, a loop over nodes); the tables then live on the model's
 device. Frames: each sphere in its link's frame. Units: m.

@@ -42,7 +42,7 @@ from .sphere_cover import _STEPS, CoverProblem, SphereCover
 class TreeSettings:
     """``target_slack`` (m): a leaf is split while its slack exceeds this (3 mm by default: the
     MBM Panda gets ~10,600 leaves); ``tier_slack`` (m): the tree's nodes that first reach this
-    slack (6 mm by default, ~2,400 on the MBM Panda) are kept as *tiers*, each bounding the leaves
+    slack (6 mm by default, ~2,900 on the MBM Panda) are kept as *tiers*, each bounding the leaves
     below it, so that a checker touches a tier's leaves only where the tier is near something
     (``tier_slack`` ≤ ``target_slack``: no tiers); ``tier_size``: most leaves under one tier (a
     node with more passes its place to its children); ``min_edge`` (m): a triangle is not split
@@ -123,7 +123,7 @@ def build_sphere_tree(problem: CoverProblem, settings: TreeSettings = TreeSettin
     nodes: list[tuple[int, tuple[int, int], int]] = [(0, (0, 0), -1)] if pieces.count else []
     leaves: list[tuple[np.ndarray, float, float, tuple[int, int], int]] = []
     # every node's sphere, slack, parent and group path, level after level (for the tiers)
-    record: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list]] = []
+    record: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     numbered = 0  # nodes of the levels before this one
     min_edge2 = settings.min_edge ** 2
     while nodes:
@@ -149,7 +149,7 @@ def build_sphere_tree(problem: CoverProblem, settings: TreeSettings = TreeSettin
             better = again_slack < slack[misled]
             update = misled[better]
             centers[update], radius[update], slack[update] = again[better], again_radius[better], again_slack[better]
-        record.append((centers, radius, slack, np.array([n[2] for n in nodes], dtype=np.int64), [n[1] for n in nodes]))
+        record.append((centers, radius, slack, np.array([n[2] for n in nodes], dtype=np.int64)))
         halves = _halves(pieces.centroids, flat, offsets, label)
         pending = len(leaves) + K
         following: list[np.ndarray] = []
@@ -195,7 +195,7 @@ def build_sphere_tree(problem: CoverProblem, settings: TreeSettings = TreeSettin
     groups = np.array([paths[leaf[3]] for leaf in leaves], dtype=np.int64)
     if not settings.tiered:
         return TreeCover(cover, groups)
-    center, radius, slack, parent = (np.concatenate([level[i] for level in record]) for i in range(4))
+    center, radius, slack, parent = (np.concatenate(column) for column in zip(*record))
     tiers, tier_of = _tiers(np.array([leaf[4] for leaf in leaves], dtype=np.int64), parent, slack, settings)
     return TreeCover(cover, groups, SphereCover(center[tiers], radius[tiers], np.maximum(slack[tiers], 0.0)), tier_of)
 

@@ -104,6 +104,8 @@ class TreeCollisionChecker:
         if not math.isfinite(margin) or margin < 0:
             raise ValueError(f"margin must be finite and ≥ 0 m, got {margin}")
         self.chain, self.margin = chain, float(margin)
+        #: False after :meth:`without_self_pairs` (kept by with_attached and on_chain)
+        self._checks_self = True
         device, dtype = chain.device, chain.dtype
         self.robot_spheres = self.spheres = spheres.to(device, dtype)
         self.attached, self._coarse_source, bodies, body_names = tuple(attached), coarse, None, chain.link_names
@@ -159,9 +161,7 @@ class TreeCollisionChecker:
             coarse = self._coarse_source.with_attached(objects)
         checker = TreeCollisionChecker(self.chain, self.robot_spheres, self.scene, self.self_pairs, self.margin,
                                        coarse, objects)
-        if not self._pair_a.numel() and self.self_pairs is not None and self.self_pairs.enabled:
-            checker._pair_a, checker._pair_b = checker._pair_a[:0], checker._pair_b[:0]  # self pairs were off
-        return checker
+        return checker if self._checks_self else checker.without_self_pairs()
 
     # ------------------------------------------------------------------ construction
     def with_scene(self, scene: Scene) -> "TreeCollisionChecker":
@@ -176,15 +176,14 @@ class TreeCollisionChecker:
         the same attached objects (``coarse`` should carry them too)."""
         checker = TreeCollisionChecker(chain, self.robot_spheres, self.scene, self.self_pairs, self.margin, coarse,
                                        self.attached)
-        if not self._pair_a.numel() and self.self_pairs is not None and self.self_pairs.enabled:
-            checker._pair_a, checker._pair_b = checker._pair_a[:0], checker._pair_b[:0]  # self pairs were off
-        return checker
+        return checker if self._checks_self else checker.without_self_pairs()
 
     def without_self_pairs(self) -> "TreeCollisionChecker":
         """The same checker with no self pair checked."""
         checker = object.__new__(TreeCollisionChecker)
         checker.__dict__.update(self.__dict__)
         checker._pair_a, checker._pair_b = self._pair_a[:0], self._pair_b[:0]
+        checker._checks_self = False
         return checker
 
     def __repr__(self) -> str:
