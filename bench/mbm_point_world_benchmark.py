@@ -36,7 +36,8 @@ Each view enters the world exactly as the node inserts a depth topic
 ``depth_points``, then ``sensed_obstacle`` with the node's default parameters (voxel, range,
 point radius, far-field lattice, self filter padding: :mod:`ros_torch_kin.ros.parameters`) and the self filter
 against the robot's coarse spheres at the problem's start configuration, one obstacle per camera
-(``sensor:<camera>``, as the node keeps one per topic). ``--voxel``, ``--spacing``,
+(``sensor:<camera>``, as the node keeps one per topic); ``--sensor-voxel`` and ``--sensor-lattice``
+override the node's voxel size and far-field lattice. ``--voxel``, ``--spacing``,
 ``--exact-field``, ``--point-*``, ``--lattice`` and ``--field-only`` do not apply. Space no camera
 sees (behind and inside the obstacles, occluded by them, outside every view) is free, as it is for
 MoveIt's octomap: a success through it may collide with the true primitives, and is counted so.
@@ -115,7 +116,7 @@ def depth_cameras(views: int) -> list[tuple[str, DepthCamera]]:
     return [(name, DepthCamera(look_at(eye, CAMERA_TARGET, up))) for name, eye, up in CAMERAS[views]]
 
 
-def depth_world(truth: Scene, cameras, chain64, robot_spheres, start: np.ndarray, root: str):
+def depth_world(truth: Scene, cameras, chain64, robot_spheres, start: np.ndarray, root: str, sensor=SENSOR):
     """The scene the cameras see of ``truth``, inserted as the node inserts depth topics. ->
     (obstacles (one per camera that kept anything), render seconds, insertion seconds, sensed
     points per view (holes and out-of-range pixels not counted), kept voxels per view)."""
@@ -132,13 +133,13 @@ def depth_world(truth: Scene, cameras, chain64, robot_spheres, start: np.ndarray
         with torch.no_grad():
             world = world_transforms(chain64, torch.as_tensor(start, dtype=torch.float64).reshape(1, -1))
             spheres = self_filter_spheres(chain64, world, robot_spheres)
-        obstacle = sensed_obstacle(f"sensor:{name}", sensed, camera.pose, SENSOR["sensor_voxel_size"],
-                                   SENSOR["sensor_min_range"], SENSOR["sensor_max_range"], spheres,
-                                   SENSOR["self_filter_padding"], SENSOR["sensor_point_radius"], SENSOR["sensor_lattice"])
+        obstacle = sensed_obstacle(f"sensor:{name}", sensed, camera.pose, sensor["sensor_voxel_size"],
+                                   sensor["sensor_min_range"], sensor["sensor_max_range"], spheres,
+                                   sensor["self_filter_padding"], sensor["sensor_point_radius"], sensor["sensor_lattice"])
         if obstacle is not None:
             obstacles.append(obstacle)
         z = np.linalg.norm(sensed, axis=1)
-        points.append(int(((z >= SENSOR["sensor_min_range"]) & (z <= SENSOR["sensor_max_range"])).sum()))
+        points.append(int(((z >= sensor["sensor_min_range"]) & (z <= sensor["sensor_max_range"])).sum()))
         voxels.append(0 if obstacle is None else int(obstacle.grid.occupied_count))
     return obstacles, render_time, time.perf_counter() - moment, points, voxels
 
@@ -147,6 +148,7 @@ def run(args):
     torch.set_num_threads(args.threads)
     loads = [os.getloadavg()[0]]
     problems = load_problems(args.families, args.limit)
+    sensor = dict(SENSOR, sensor_voxel_size=args.sensor_voxel, sensor_lattice=args.sensor_lattice)
     chain, verdict, cost = build_planner_models(urdf_text(), srdf_text(), [mbm_resources()])
     reference = mbm_reference(chain)
     options, limits = TrajectoryOptions(), TrajectoryLimits.from_chain(chain)
@@ -160,7 +162,7 @@ def run(args):
             view = {}
             if cameras:
                 obstacles, render_time, insert_time, seen, kept = depth_world(truth, cameras, chain64, robot_spheres,
-                                                                              problem.start, chain.root_link)
+                                                                              problem.start, chain.root_link, sensor)
                 points = sum(seen)
                 view = dict(render_time=render_time, insert_time=insert_time, view_points=seen, view_voxels=kept)
                 moment = time.perf_counter()
@@ -203,7 +205,7 @@ def run(args):
                 threads=args.threads, limit=args.limit, exact_step=args.exact_step, depth_views=args.depth_views)
     if cameras:
         info.update(cameras=[(name, list(eye), list(up)) for name, eye, up in CAMERAS[args.depth_views]],
-                    camera_target=list(CAMERA_TARGET), sensor=SENSOR)
+                    camera_target=list(CAMERA_TARGET), sensor=sensor)
     else:
         info.update(spacing=args.spacing, voxel=args.voxel,
                     field="exact EDT" if args.exact_field else "multi-resolution",
@@ -235,7 +237,8 @@ def markdown(rows, info) -> str:
     lines += ["", f"Total {len(solved)}/{len(rows)} solved ({100 * len(solved) / max(1, len(rows)):.1f} %), "
               f"{sum(r['hit'] for r in rows)} colliding successes (target ≥ 99 %, 0). VAMP (its README): 699/699 "
               "with point clouds, ~6 ms per scene, 0.45 ms median per plan (Ryzen 9 7950X). Command: "
-              "`python bench/mbm_point_world_benchmark.py`."]
+              "`python bench/mbm_point_world_benchmark.py" + (f" --limit {info['limit']}" if info["limit"] is not None
+                                                             else "") + "`."]
     return "## MBM problems as point clouds (bench/mbm_point_world_benchmark.py)\n\n" + "\n".join(lines)
 
 
@@ -253,7 +256,8 @@ def markdown_depth(rows, info) -> str:
              f"exact depths ray cast against the true primitives, no noise) fixed in the root frame and aimed at "
              f"({', '.join(f'{v:g}' for v in info['camera_target'])}): {where} (m). Each view enters the world as the "
              f"node inserts a depth topic (Image + CameraInfo → `depth_points` → `sensed_obstacle`, one obstacle "
-             f"per camera) with the node's defaults: {sensor['sensor_voxel_size'] * 100:g} cm voxels, range "
+             f"per camera) with the node's defaults but where the command says: {sensor['sensor_voxel_size'] * 100:g} cm voxels, "
+             f"far-field lattice {sensor['sensor_lattice'] * 100:g} cm (0: none), range "
              f"{sensor['sensor_min_range']:g}–{sensor['sensor_max_range']:g} m, point radius "
              f"{sensor['sensor_point_radius']:g}, self filter against the coarse spheres at the start configuration "
              f"+ {sensor['self_filter_padding'] * 100:g} cm. **Space no camera sees (behind or inside obstacles, "
@@ -279,7 +283,10 @@ def markdown_depth(rows, info) -> str:
               f"{1e3 * statistics.median(r['render_time'] for r in rows):.0f} ms per scene) is the simulated "
               "sensor's, not counted. Median plan over the solved problems. Command: "
               f"`python bench/mbm_point_world_benchmark.py --depth-views {info['depth_views']}"
-              + (f" --limit {info['limit']}" if info["limit"] is not None else "") + "`."]
+              + (f" --limit {info['limit']}" if info["limit"] is not None else "")
+              + "".join(f" --{flag} {sensor[key]:g}" for flag, key in (("sensor-voxel", "sensor_voxel_size"),
+                                                                       ("sensor-lattice", "sensor_lattice"))
+                        if sensor[key] != SENSOR[key]) + "`."]
     return ("## MBM problems as depth views (bench/mbm_point_world_benchmark.py --depth-views)\n\n"
             + "\n".join(lines))
 
@@ -301,14 +308,21 @@ def main(argv=None):
     parser.add_argument("--depth-views", type=int, default=0, choices=range(4), metavar="K",
                         help="0: the surface-sample cloud; 1-3: each scene seen only by K simulated depth cameras, "
                         "inserted as the node inserts depth topics (see the module doc; section 'mbm_depth')")
+    parser.add_argument("--sensor-voxel", type=float, default=SENSOR["sensor_voxel_size"],
+                        help="m, with --depth-views: the node's sensor_voxel_size")
+    parser.add_argument("--sensor-lattice", type=float, default=SENSOR["sensor_lattice"],
+                        help="m, with --depth-views: the node's sensor_lattice (0: none)")
     parser.add_argument("--output", type=Path, help="write the 'mbm_points' section of this markdown file "
                         "('mbm_depth' with --depth-views)")
     parser.add_argument("--json", type=Path, help="every problem's numbers")
     args = parser.parse_args(argv)
-    if args.depth_views and (args.exact_field or args.field_only or args.point_radius is not None
-                             or args.point_cell is not None):
-        parser.error("--depth-views inserts the views as the node does: --exact-field, --field-only, --point-radius "
-                     "and --point-cell do not apply")
+    given = {a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:])}
+    if args.depth_views and given & {"--exact-field", "--field-only", "--point-radius", "--point-cell", "--voxel",
+                                     "--spacing", "--lattice"}:
+        parser.error("--depth-views inserts the views as the node does: --exact-field, --field-only, --point-radius, "
+                     "--point-cell, --voxel, --spacing and --lattice do not apply (--sensor-voxel, --sensor-lattice do)")
+    if not args.depth_views and given & {"--sensor-voxel", "--sensor-lattice"}:
+        parser.error("--sensor-voxel and --sensor-lattice apply to --depth-views only")
     rows, info = run(args)
     text = (markdown_depth if args.depth_views else markdown)(rows, info)
     print(text)
