@@ -576,7 +576,7 @@ def _offset(parameters: Tensor, column: int) -> Tensor:
     return (parameters[:, column:column + 1] * _OFFSET_BASE + parameters[:, column + 1:column + 2]).to(torch.int64)
 
 
-def _dense_level(coordinates, parameters, values, origin, step, dims, offset, with_normal, guard=False):
+def _dense_level(coordinates, values, origin, step, dims, offset, with_normal, guard=False):
     """Lower bound and gradient from one dense level (nodes ``dims``, field at ``offset``)."""
     (ix, iy, iz), t, inside = _cells(coordinates, origin, step, dims)
     ny, nz = dims[:, 1:2], dims[:, 2:3]
@@ -588,7 +588,7 @@ def _dense_level(coordinates, parameters, values, origin, step, dims, offset, wi
 def _exact_field(coordinates, parameters, values, with_normal, guard=False):
     s = parameters[:, 3:4]
     dims = parameters[:, 4:7].to(torch.int64)
-    return _dense_level(coordinates, parameters, values, parameters[:, 0:3], s, dims, _offset(parameters, 7), with_normal,
+    return _dense_level(coordinates, values, parameters[:, 0:3], s, dims, _offset(parameters, 7), with_normal,
                         guard)
 
 
@@ -596,7 +596,6 @@ def _multires_field(coordinates, parameters, values, with_normal, guard=False):
     """The max of the levels' lower bounds (module docstring, "Multi-resolution grids")."""
     s = parameters[:, 3:4]
     origin = parameters[:, 0:3]
-    best, gradient, any_inside = None, None, None
     # level 0: bricks of BRICK³ cells ((BRICK + 1)³ nodes) looked up through the block table
     blocks = parameters[:, 17:20].to(torch.int64)
     nodes = blocks * BRICK + 1
@@ -614,7 +613,7 @@ def _multires_field(coordinates, parameters, values, with_normal, guard=False):
     any_inside = found
     for level, column in ((1, 20), (2, 28)):
         step = s * (1 << level)
-        bound, g, inside = _dense_level(coordinates, parameters, values, parameters[:, column:column + 3], step,
+        bound, g, inside = _dense_level(coordinates, values, parameters[:, column:column + 3], step,
                                         parameters[:, column + 3:column + 6].to(torch.int64),
                                         _offset(parameters, column + 6), with_normal, guard)
         better = inside & (bound > best)

@@ -140,8 +140,7 @@ PARAMETERS = (
               "2·s, i.e. up to about 1.13·s − this from the balls (ros_torch_kin.collision.point_hash), lower "
               "bounds farther.", read_only=True),
     Parameter("sensor_lattice", 0.04, "Spacing (m) of the exact far-field lattice of sensed points: distances "
-              "to the voxel balls are kept at its nodes out to 0.1 m (a KD-tree over the kept voxels, ~15 ms per "
-              "640×480 view at 2 cm voxels), so a configuration a few centimetres from what the camera sees is "
+              "to the voxel balls are kept at its nodes out to 0.1 m (a KD-tree over the kept voxels), so a configuration a few centimetres from what the camera sees is "
               "not called in collision by the voxel field's looser bound (error about 3·spacing²/(8·d) at "
               "distance d). 0: none; else at least 0.01 m (a finer lattice has millions of nodes).", read_only=True),
     Parameter("self_filter_padding", 0.02, "Sensed points within the robot's collision spheres and the spheres "

@@ -326,7 +326,7 @@ class PointCloudInput:
                 spheres = self_filter_spheres(chain, world, robot, attached)
         return sensed_obstacle(f"sensor:{topic}", points, pose, values["sensor_voxel_size"], values["sensor_min_range"],
                                values["sensor_max_range"], spheres, values["self_filter_padding"],
-                               values.get("sensor_point_radius", 0.0), values.get("sensor_lattice", 0.0))
+                               values["sensor_point_radius"], values["sensor_lattice"])
 
     # ------------------------------------------------------------------ the world
     def _swap(self, topic: str, obstacle: Obstacle | None) -> None:
