@@ -239,26 +239,22 @@ def test_a_spline_that_would_cut_into_an_obstacle_stops_at_the_waypoints_instead
     assert retime(q, request).method == "time_optimal"  # unchecked: the spline
     timed = retime(q, request, validator)
     assert timed.method == "waypoint_stops" and timed.curve_checked is False and "collision check" in timed.note
-    # the polyline's own clearance bound does not let the bulge through without sampling it ...
-    bound = float(validator.check(q).clearance_bound[0])
-    assert retime(q, request, validator, bound).method == "waypoint_stops"
-    # ... and where it exceeds twice the curve's deviation the curve passes unsampled, and is clear
+    # the polyline's own segment bounds do not let the bulge through without sampling it ...
+    assert time_optimal._merged_segments(validator.check(q).segments[0], q.numpy()).shape == (q.shape[0] - 1, 3)
+    assert retime(q, request, validator, validator.check(q).segments[0]).method == "waypoint_stops"
+    # ... and where each segment's bounds exceed its requirements by the curve's deviation the curve passes
+    # unsampled, and is clear
     far = checker.with_scene(Scene([Obstacle.sphere("ball", 0.02, [*(tool + 2.0).tolist(), 0, 0, 0, 1])]))
     far_validator = MotionValidator(far, clearance=0.0)
     path = dense(torch.stack((a, c)), 0.05)  # a plan's spacing: short chords, small sweep bounds, a spline on them
-    far_bound = float(far_validator.check(path).clearance_bound[0])
-    sampled = []
-    monkeypatch.setattr(time_optimal, "_CurveValidator", lambda *args: sampled.append(args) or None)
-    shortcut = retime(path, request, far_validator, far_bound)
+    sampled, curve_validator = [], time_optimal._CurveValidator
+    monkeypatch.setattr(time_optimal, "_CurveValidator", lambda *args: sampled.append(args) or curve_validator(*args))
+    shortcut = retime(path, request, far_validator, far_validator.check(path).segments[0])
     assert not sampled  # decided without sampling the curve
     assert shortcut.method == "time_optimal" and shortcut.curve_checked is True
-    # per segment: the far path's own segment bounds clear every segment without a whole-motion bound
-    assert retime(path, request, far_validator, -math.inf, far_validator.check(path).segments[0]).curve_checked is True
-    assert not sampled
-    # near the ball, the segments that do not clear themselves are sampled; the rest keep one piece
-    assert time_optimal._merged_segments(validator.check(q).segments[0], q.numpy()).shape == (q.shape[0] - 1, 3)
+    # without the check's segments the same curve is sampled (and passes)
+    assert retime(path, request, far_validator).curve_checked is True and len(sampled) == 1
     monkeypatch.undo()
-    assert retime(q, request, validator, bound, validator.check(q).segments[0]).method == "waypoint_stops"
     assert not bool(far.in_collision(shortcut.positions).any())
     assert not bool(close.in_collision(timed.positions).any())
 
@@ -284,6 +280,21 @@ def test_planned_motions_retimed_at_1_khz_stay_collision_free(arm):
         assert float((samples[1:] - samples[:-1]).abs().max()) < 0.003  # 1 kHz: at most a few mrad apart
         assert not bool(close.in_collision(dense(samples)).any())
         assert result.timings["time_parameterization"] > 0
+
+
+def test_the_planner_hands_its_segment_bounds_to_the_curve_check(arm, monkeypatch):
+    """A plan far from the one obstacle: the planner passes the chosen motion's per-segment
+    bounds to the timing step, which then certifies the curve without sampling it."""
+    chain, checker = arm
+    start = torch.tensor([0.0, 0.3, 0.0, -1.2, 0.0, 0.6, 0.0], dtype=chain.dtype)
+    goal = torch.tensor([0.8, 0.4, 0.0, -1.0, 0.0, 0.8, 0.0], dtype=chain.dtype)
+    far = checker.with_scene(Scene([Obstacle.sphere("ball", 0.05, [3.0, 0.0, 0.0, 0, 0, 0, 1])]))
+    sampled, curve_validator = [], time_optimal._CurveValidator
+    monkeypatch.setattr(time_optimal, "_CurveValidator", lambda *args: sampled.append(args) or curve_validator(*args))
+    result = solve_trajectory(chain, start, "tool0", target_configuration=goal, collision=far, options=FAST)
+    assert bool(result.success[0]), result.failure
+    assert result.trajectories[0].curve_checked is True and result.trajectories[0].method == "time_optimal"
+    assert not sampled
 
 
 def at_times(motion, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -352,7 +352,7 @@ def solve_trajectory(
         failure = ["" if bool(ok) else GOAL_NOT_REACHED for ok in chosen_success]
     moment = time.perf_counter()  # the motion to execute: its curve checked again where it succeeded
     trajectories = timed_trajectories(positions, limits, options, motion, chosen_success,
-                                      extra.get("clearance_bound"), segments if motion is not None else None)
+                                      segments if motion is not None else None)
     # success also needs the motion within the (scaled) limits, as verified at the controller's rate
     peaks = [max(t.peak["velocity"], t.peak["acceleration"], t.peak.get("jerk", 0.0)) for t in trajectories]
     for p, peak in enumerate(peaks):

@@ -16,9 +16,10 @@ again with the planner's own :class:`~.checking.MotionValidator`:
 * the validator checks that polyline (every piece, its refinements, its approach rule on the
   original segments) with every requirement raised by twice that deviation (a self pair's two
   spheres both move): a polyline that passes keeps the planner's requirements along the curve.
-  This sampling is skipped where the waypoints' own check already shows it: when their polyline's
-  clearance bound exceeds every requirement by twice the curve's largest sphere deviation from
-  it (one piece per segment), the curve keeps the requirements as it is;
+  This sampling is skipped where the waypoints' own check already shows it: a segment whose
+  checked world bound exceeds its requirement by the curve's largest sphere deviation from it
+  (one piece), and its self bound the validity margin by twice that, keeps the requirements as
+  it is and gets one piece and no requirement;
 * the curve must stay inside the position limits: a joint whose cubic would leave them (the
   optimiser holds waypoints on a limit, and a cubic through a plateau rings) is interpolated by
   the monotone PCHIP instead, which never leaves its waypoints' range (C¹: its acceleration steps
@@ -332,7 +333,7 @@ class _Stops(_Motion):
 
 
 # ------------------------------------------------------------------------------------- retime
-def retime(waypoints: Tensor, request: TimingRequest, validator=None, clearance: float = -math.inf,
+def retime(waypoints: Tensor, request: TimingRequest, validator=None,
            segments: Tensor | None = None) -> TimedTrajectory:
     """The motion through ``waypoints`` (T, J) (rad / m; any dtype and device: the result's
     positions, velocities and accelerations keep them, its times are float64 s) within
@@ -340,12 +341,12 @@ def retime(waypoints: Tensor, request: TimingRequest, validator=None, clearance:
     ``validator``: the planner's :class:`~.checking.MotionValidator` that checked the waypoints'
     polyline; the curve is checked again with it and, failing, the motion stops at every
     waypoint (see the module docstring). Without one the curve is not collision-checked.
-    ``clearance`` (m): a lower bound of the checked polyline's distances (its check's
-    ``clearance_bound``); where it exceeds every requirement by twice the curve's largest
-    sphere deviation from the polyline, the curve is clear without sampling it. ``segments``
-    (T − 1, 3): the check's per-segment world and self bounds and world requirements
-    (:class:`~.sphere_sweep.MotionCheck`): the same test per segment, so that only the pieces of
-    the curve near a segment that the test does not clear are sampled and checked."""
+    ``segments`` (T − 1, 3): the validator's check of the waypoints' polyline, its per-segment
+    world and self bounds and world requirements (:class:`~.sphere_sweep.MotionCheck`): a
+    segment whose bounds exceed its requirements by the curve's deviation from it (twice that
+    for self pairs) is clear without sampling; only the pieces of the curve near the other
+    segments are sampled and checked. (The whole motion's ``clearance_bound`` is at most each of
+    these bounds: a test on it would clear no segment that this one does not.)"""
     dtype, device = waypoints.dtype, waypoints.device
     original = waypoints.detach().to("cpu", torch.float64).numpy()
     q = _deduplicated(original)
@@ -355,7 +356,7 @@ def retime(waypoints: Tensor, request: TimingRequest, validator=None, clearance:
         motion, method, checked = None, TIME_OPTIMAL, None
     else:
         path = _Spline(q, request.lower, request.upper)
-        checked, why = _curve_ok(path, request, validator, clearance, per_segment)
+        checked, why = _curve_ok(path, request, validator, per_segment)
         if not checked:
             notes.append(f"the spline through the waypoints {why}: the motion stops at every waypoint")
             motion, method = _Stops(q, request), WAYPOINT_STOPS
@@ -390,11 +391,11 @@ def retime(waypoints: Tensor, request: TimingRequest, validator=None, clearance:
                            waypoint_accelerations=tensor(at_waypoints[2][index]))
 
 
-def _curve_ok(path: _Spline, request: TimingRequest, validator, clearance: float = -math.inf,
+def _curve_ok(path: _Spline, request: TimingRequest, validator,
               segments: np.ndarray | None = None) -> tuple[bool, str]:
     """Whether the spline keeps the position limits (within 2 µrad) and, with a validator, the
-    polyline's collision requirements (see the module docstring); else why not. ``clearance``,
-    ``segments`` (T − 1, 3) or None: see :func:`retime`."""
+    polyline's collision requirements (see the module docstring); else why not. ``segments``
+    (T − 1, 3) or None: see :func:`retime`."""
     bound = path.chord_deviation()  # (T − 1, J): one whole piece
     same_limits = path.within_limits and path.limits_are(request.lower, request.upper)
     if request.lower is not None and not same_limits:  # samples within 1e-6 of the limits, the curve within 1e-6 of its chords
@@ -407,8 +408,6 @@ def _curve_ok(path: _Spline, request: TimingRequest, validator, clearance: float
     # a world distance falls by at most that, a self distance by twice it
     deviation = torch.as_tensor(bound).to(validator.sphere_speed)
     spread = validator.sweep_bound(torch.zeros_like(deviation), deviation).cpu().double().numpy()  # (T − 1,) m
-    if clearance - 2 * spread.max(initial=0.0) >= validator.clearance:
-        return True, ""
     certified = np.zeros(len(spread), dtype=bool)
     if segments is not None:  # the segments whose own bounds cover their curve's deviation
         world, own, need = segments.T
@@ -699,15 +698,15 @@ def warm_up() -> float:
 
 
 def timed_trajectories(positions: Tensor, limits, options, validator=None, check=None,
-                       clearance: Tensor | None = None, segments=None) -> tuple[TimedTrajectory, ...]:
+                       segments=None) -> tuple[TimedTrajectory, ...]:
     """The planner's timing step: each of the P waypoint paths ``positions`` (P, T, J) timed by
     :func:`retime` within ``limits`` (a :class:`~ros_torch_kin.optim.TrajectoryLimits`, times
     ``options``' velocity, acceleration and jerk scaling factors) as ``options``
     (a :class:`~ros_torch_kin.optim.TrajectoryOptions`: time_parameterization, duration,
     control_period, sample_period, curve_tolerance) say; the curves of the problems where
-    ``check`` (P,) bool is true (all, if None) are checked with ``validator``; ``clearance`` (P,)
-    m: each polyline's checked clearance bound, ``segments``: per problem its check's per-segment
-    bounds (T − 1, 3) or None (see :func:`retime`). Returns P :class:`TimedTrajectory`."""
+    ``check`` (P,) bool is true (all, if None) are checked with ``validator``; ``segments``: per
+    problem its check's per-segment bounds (T − 1, 3) or None (see :func:`retime`). Returns P
+    :class:`TimedTrajectory`."""
     jerk = None
     if limits.jerk is not None:
         jerk = limits.jerk.detach().to("cpu", torch.float64).numpy() * options.jerk_scaling
@@ -725,6 +724,5 @@ def timed_trajectories(positions: Tensor, limits, options, validator=None, check
             result.append(_uniform(positions[p], request, ""))
             continue
         checking = validator if validator is not None and (check is None or bool(check[p])) else None
-        known = -math.inf if clearance is None else float(clearance[p])
-        result.append(retime(positions[p], request, checking, known, None if segments is None else segments[p]))
+        result.append(retime(positions[p], request, checking, None if segments is None else segments[p]))
     return tuple(result)
