@@ -125,9 +125,11 @@ class TreeCollisionChecker:
             #: per level: whether padding is over a quarter of its children table (then a world
             #: kind whose queries are dear, a point world's, is asked about the real children only)
             self._sparse = tuple(float(level.valid.float().mean()) < 0.75 for level in tree.levels)
+            self._child_spheres, self._representative_spheres = self._packed_levels()
             root_bodies = list(tree.bodies)
         else:
             self._levels, root_bodies, self._sparse = (), [], ()
+            self._child_spheres = self._representative_spheres = ()
         slot = {body: k for k, body in enumerate(root_bodies)}  # a robot link's body is its index
         #: each root slot's name: its link's, or the attached object's id
         self._slot_names = tuple(body_names[body] for body in root_bodies)
@@ -146,7 +148,10 @@ class TreeCollisionChecker:
             self._coarse_has = torch.tensor([len(r) > 0 for r in rows], device=device)
             rows = [r if len(r) else torch.zeros(1, dtype=torch.int64) for r in rows]
             table, valid = (t.to(device) for t in _padded(rows))
-            self._coarse_table, self._coarse_valid = table, valid
+            #: (slots, W, 4) each root slot's coarse spheres (centre in the link frame, radius; −inf on the padding)
+            spheres = torch.cat((self.coarse.centers, self.coarse.radii.unsqueeze(1)), 1)[table]
+            spheres[..., 3] = torch.where(valid, spheres[..., 3], torch.full_like(spheres[..., 3], -math.inf))
+            self._coarse_spheres = spheres.contiguous()
 
     def with_attached(self, objects, coarse=None) -> "TreeCollisionChecker":
         """The same robot, scene, self pairs and margin carrying ``objects`` (replacing any carried
@@ -306,26 +311,40 @@ class TreeCollisionChecker:
         T = frames[:, roots.links]  # (B, Lk, 3, 4)
         return (T[..., :3] @ roots.centers.unsqueeze(-1)).squeeze(-1) + T[..., 3]
 
-    def _children(self, index: int, nodes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Children of ``nodes`` (R,) of level ``index``: indices (R, F), validity (R, F), their
-        centres (R, F, 3) in the link frame and radii (R, F)."""
-        level: HierarchyLevel = self._levels[index]
-        kids, valid = level.children[nodes], level.valid[nodes]
-        if index + 1 < len(self._levels):
-            below = self._levels[index + 1]
-            return kids, valid, below.centers[kids], below.radius[kids]
-        return kids, valid, self.spheres.centers[kids], self.spheres.radii[kids]
+    def _packed_levels(self) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+        """Per level, its nodes' children as spheres (N, F, 4): centre (3) in the link frame and
+        radius, −inf on the padding (every distance to a padded child is then +inf, with no mask
+        to apply); and its nodes' representative leaves (N, 4). One gather per level and query
+        instead of four (the checks are dominated by gathers on small batches)."""
+        children, representatives = [], []
+        leaves = torch.cat((self.spheres.centers, self.spheres.radii.unsqueeze(1)), 1)
+        for index, level in enumerate(self._levels):
+            below = self._levels[index + 1] if index + 1 < len(self._levels) else None
+            spheres = leaves if below is None else torch.cat((below.centers, below.radius.unsqueeze(1)), 1)
+            table = spheres[level.children].clone()  # (N, F, 4)
+            table[..., 3] = torch.where(level.valid, table[..., 3], torch.full_like(table[..., 3], -math.inf))
+            children.append(table.contiguous())
+            representatives.append(leaves[level.representative].contiguous())
+        return tuple(children), tuple(representatives)
 
-    def _representatives(self, index: int, nodes: Tensor) -> tuple[Tensor, Tensor]:
-        """The representative leaves of ``nodes`` (...) of level ``index``: centres (..., 3) in
-        the link frame and radii (...)."""
-        leaf = self._levels[index].representative[nodes]
-        return self.spheres.centers[leaf], self.spheres.radii[leaf]
+    def _children(self, index: int, nodes: Tensor) -> Tensor:
+        """Children of ``nodes`` (R,) of level ``index`` as spheres (R, F, 4): centres in the link
+        frame and radii, −inf on the padding."""
+        return self._child_spheres[index].index_select(0, nodes)
+
+    def _next_nodes(self, index: int, nodes: Tensor, near: Tensor) -> tuple[Tensor, Tensor]:
+        """``near`` (R, F) bool over the children of ``nodes`` (R,) of level ``index`` -> the rows
+        (K,) and the next level's nodes (K,) where it holds."""
+        width = near.shape[1]
+        flat = near.reshape(-1).nonzero().squeeze(1)
+        rows = torch.div(flat, width, rounding_mode="floor")
+        kids = self._levels[index].children.reshape(-1).index_select(0, nodes.index_select(0, rows) * width + flat - rows * width)
+        return rows, kids
 
     def _world_blocks(self, frames: Tensor, shapes, limit: Tensor, decided: Tensor | None) -> _Blocks:
         """(obstacle of one kind, link, configuration) blocks below ``limit`` (B,) (module doc).
         ``decided`` (B,) bool, updated: configurations already known to be below (verdict mode)."""
-        B, n = frames.shape[0], shapes.count
+        B, L, n = frames.shape[0], frames.shape[1], shapes.count
         roots = self._levels[0]
         d, _ = point_distances(self._root_centers(frames).reshape(-1, 3).mT.contiguous(), shapes, False)
         near = (d.view(n, B, -1) - roots.radius) < limit.view(1, B, 1)
@@ -334,65 +353,69 @@ class TreeCollisionChecker:
         o, j, s = near.nonzero(as_tuple=True)
         if not o.numel():
             return self._no_blocks(frames)
-        link, row_limit = roots.links[s], limit[j]
-        T, R_o = frames[j, link], shapes.rotation[o]  # (K, 3, 4), (K, 3, 3)
-        # the link frame seen from the obstacle: x_obstacle = Rₒᵀ (R x + t − tₒ)
-        rotation = torch.bmm(R_o.mT, T[..., :3]).mT.contiguous()  # transposed, for row vectors
-        offset = torch.bmm(R_o.mT, (T[..., 3] - shapes.translation[o]).unsqueeze(2)).mT  # (K, 1, 3)
-        parameters = shapes.parameters[o]
+        link, row_limit = roots.links.index_select(0, s), limit.index_select(0, j)
+        T = frames.reshape(B * L, 12).index_select(0, j * L + link).view(-1, 3, 4)  # (K, 3, 4)
+        R_o = shapes.rotation.index_select(0, o)  # (K, 3, 3)
+        # the link frame seen from the obstacle: x_obstacle = Rₒᵀ (R x + t − tₒ); one row per block
+        # (rotation transposed for row vectors, offset, the obstacle's parameters), gathered once a level
+        rotation = torch.bmm(R_o.mT, T[..., :3]).mT  # (K, 3, 3)
+        offset = torch.bmm(R_o.mT, (T[..., 3] - shapes.translation.index_select(0, o)).unsqueeze(2))  # (K, 3, 1)
+        packed = torch.cat((rotation.reshape(-1, 9), offset.reshape(-1, 3), shapes.parameters.index_select(0, o)), 1)
 
-        def distance(rows: Tensor, centers: Tensor, radii: Tensor) -> Tensor:  # (R, m, 3) -> (R, m)
-            local = torch.baddbmm(offset[rows], centers, rotation[rows])
-            return local_signed_distance(shapes.kind, local.mT, parameters[rows], False)[0] - radii
+        def distance(rows: Tensor, spheres: Tensor) -> Tensor:  # rows (R,), spheres (R, m, 4) -> (R, m)
+            block = packed.index_select(0, rows)
+            local = torch.baddbmm(block[:, 9:12].unsqueeze(1), spheres[..., :3], block[:, :9].view(-1, 3, 3))
+            return local_signed_distance(shapes.kind, local.mT, block[:, 12:], False)[0] - spheres[..., 3]
 
         bound = torch.full_like(row_limit, -math.inf)
         if self.coarse is not None:
-            members = self._coarse_table[s]
             rows = torch.arange(o.shape[0], device=o.device)
-            d = distance(rows, self.coarse.centers[members], self.coarse.radii[members])
-            d = torch.where(self._coarse_valid[s], d, torch.full_like(d, math.inf)).amin(1)
-            bound = torch.where(self._coarse_has[s], d, bound)
+            d = distance(rows, self._coarse_spheres.index_select(0, s)).amin(1)
+            bound = torch.where(self._coarse_has.index_select(0, s), d, bound)
             keep = (bound < row_limit).nonzero().squeeze(1)
-            o, j, s, bound, row_limit = o[keep], j[keep], s[keep], bound[keep], row_limit[keep]
-            rotation, offset, parameters = rotation[keep], offset[keep], parameters[keep]
+            o, j, s, bound, row_limit = (t.index_select(0, keep) for t in (o, j, s, bound, row_limit))
+            packed = packed.index_select(0, keep)
         block, nodes = torch.arange(o.shape[0], device=o.device), s
         leaf_min, early = torch.full_like(bound, math.inf), torch.full_like(bound, math.inf)
+        decisive = row_limit - self.rounding  # below the threshold itself
         costly = shapes.kind == "voxels"
         for index in range(len(self._levels) if block.numel() else 0):
             if decided is not None:  # a representative leaf within the limit decides its configuration
-                centers, radii = self._representatives(index, nodes)
-                value = torch.maximum(bound[block], distance(block, centers.unsqueeze(1), radii.unsqueeze(1))[:, 0])
-                hit = value < row_limit[block] - self.rounding  # below the threshold itself
-                early.scatter_reduce_(0, block[hit], value[hit], "amin")
-                decided[j[block[hit]]] = True
-                alive = (~decided[j[block]]).nonzero().squeeze(1)
-                block, nodes = block[alive], nodes[alive]
-                if not block.numel():
-                    break
-            kids, valid, centers, radii = self._children(index, nodes)
+                representative = self._representative_spheres[index].index_select(0, nodes).unsqueeze(1)
+                value = torch.maximum(bound.index_select(0, block), distance(block, representative)[:, 0])
+                hit = (value < decisive.index_select(0, block)).nonzero().squeeze(1)
+                if hit.numel():
+                    hit_block = block.index_select(0, hit)
+                    early.scatter_reduce_(0, hit_block, value.index_select(0, hit), "amin")
+                    decided[j.index_select(0, hit_block)] = True
+                    alive = (~decided.index_select(0, j.index_select(0, block))).nonzero().squeeze(1)
+                    block, nodes = block.index_select(0, alive), nodes.index_select(0, alive)
+                    if not block.numel():
+                        break
+            spheres = self._children(index, nodes)
             if costly and self._sparse[index]:  # only the real children (a field query is dear)
-                r, f = valid.nonzero(as_tuple=True)
-                d = torch.full(valid.shape, math.inf, dtype=radii.dtype, device=radii.device)
-                d[r, f] = distance(block[r], centers[r, f].unsqueeze(1), radii[r, f].unsqueeze(1))[:, 0]
+                r, f = (spheres[..., 3] > -math.inf).nonzero(as_tuple=True)
+                d = torch.full(spheres.shape[:2], math.inf, dtype=spheres.dtype, device=spheres.device)
+                d[r, f] = distance(block[r], spheres[r, f].unsqueeze(1))[:, 0]
             else:
-                d = distance(block, centers, radii)
-                d = torch.where(valid, d, torch.full_like(d, math.inf))
+                d = distance(block, spheres)
             if index + 1 == len(self._levels):
                 leaf_min.scatter_reduce_(0, block, d.amin(1), "amin")
                 break
-            r, f = (d < row_limit[block].unsqueeze(1)).nonzero(as_tuple=True)
-            if not r.numel():
+            rows, nodes = self._next_nodes(index, nodes, d < row_limit.index_select(0, block).unsqueeze(1))
+            if not rows.numel():
                 break
-            block, nodes = block[r], kids[r, f]
+            block = block.index_select(0, rows)
         value = torch.minimum(torch.maximum(bound, leaf_min), early)
         keep = value < row_limit
         if decided is not None:
-            decided[j[value < row_limit - self.rounding]] = True
+            decided[j[value < decisive]] = True
         return _Blocks(value[keep], j[keep], s[keep], o[keep])
 
     def _self_blocks(self, frames: Tensor, limit: Tensor, decided: Tensor | None) -> tuple[_Blocks, Tensor]:
         """(enabled link pair, configuration) blocks below ``limit`` (B,), and their pair index;
         ``decided`` as in :meth:`_world_blocks`."""
+        B, L = frames.shape[0], frames.shape[1]
         roots = self._levels[0]
         a, b = self._pair_a, self._pair_b
         centers = self._root_centers(frames)  # (B, Lk, 3)
@@ -404,58 +427,66 @@ class TreeCollisionChecker:
         j, p = near.nonzero(as_tuple=True)
         if not j.numel():
             return self._no_blocks(frames), j
-        sa, sb = a[p], b[p]
-        la, lb, row_limit = roots.links[sa], roots.links[sb], limit[j]
-        Ta, Tb = frames[j, la], frames[j, lb]
-        # link b's frame seen from link a's: x_a = R_aᵀ (R_b x + t_b − t_a)
-        rotation = torch.bmm(Ta[..., :3].mT, Tb[..., :3]).mT.contiguous()
-        offset = torch.bmm(Ta[..., :3].mT, (Tb[..., 3] - Ta[..., 3]).unsqueeze(2)).mT  # (K, 1, 3)
+        sa, sb = a.index_select(0, p), b.index_select(0, p)
+        flat = frames.reshape(B * L, 12)
+        Ta = flat.index_select(0, j * L + roots.links.index_select(0, sa)).view(-1, 3, 4)
+        Tb = flat.index_select(0, j * L + roots.links.index_select(0, sb)).view(-1, 3, 4)
+        row_limit = limit.index_select(0, j)
+        # link b's frame seen from link a's: x_a = R_aᵀ (R_b x + t_b − t_a); one row per block
+        # (rotation transposed for row vectors, offset), gathered once a level
+        rotation = torch.bmm(Ta[..., :3].mT, Tb[..., :3]).mT
+        offset = torch.bmm(Ta[..., :3].mT, (Tb[..., 3] - Ta[..., 3]).unsqueeze(2))  # (K, 3, 1)
+        packed = torch.cat((rotation.reshape(-1, 9), offset.reshape(-1, 3)), 1)
 
-        def distance(rows, centers_a, radii_a, centers_b, radii_b):  # (R, ma, 3), (R, mb, 3) -> (R, ma, mb)
-            seen = torch.baddbmm(offset[rows], centers_b, rotation[rows])
-            return torch.cdist(centers_a, seen) - radii_a.unsqueeze(2) - radii_b.unsqueeze(1)
+        def distance(rows, spheres_a, spheres_b):  # (R,), (R, ma, 4), (R, mb, 4) -> (R, ma, mb)
+            block = packed.index_select(0, rows)
+            seen = torch.baddbmm(block[:, 9:12].unsqueeze(1), spheres_b[..., :3], block[:, :9].view(-1, 3, 3))
+            return torch.cdist(spheres_a[..., :3], seen) - spheres_a[..., 3].unsqueeze(2) - spheres_b[..., 3].unsqueeze(1)
 
         bound = torch.full_like(row_limit, -math.inf)
         if self.coarse is not None:
-            ma, mb = self._coarse_table[sa], self._coarse_table[sb]
             rows = torch.arange(j.shape[0], device=j.device)
-            d = distance(rows, self.coarse.centers[ma], self.coarse.radii[ma], self.coarse.centers[mb],
-                         self.coarse.radii[mb])
-            valid = self._coarse_valid[sa].unsqueeze(2) & self._coarse_valid[sb].unsqueeze(1)
-            d = torch.where(valid, d, torch.full_like(d, math.inf)).flatten(1).amin(1)
-            bound = torch.where(self._coarse_has[sa] & self._coarse_has[sb], d, bound)
+            d = distance(rows, self._coarse_spheres.index_select(0, sa), self._coarse_spheres.index_select(0, sb))
+            d = d.flatten(1).amin(1)
+            bound = torch.where(self._coarse_has.index_select(0, sa) & self._coarse_has.index_select(0, sb), d, bound)
             keep = (bound < row_limit).nonzero().squeeze(1)
-            j, p, sa, sb = j[keep], p[keep], sa[keep], sb[keep]
-            bound, row_limit, rotation, offset = bound[keep], row_limit[keep], rotation[keep], offset[keep]
+            j, p, sa, sb, bound, row_limit = (t.index_select(0, keep) for t in (j, p, sa, sb, bound, row_limit))
+            packed = packed.index_select(0, keep)
         block, na, nb = torch.arange(j.shape[0], device=j.device), sa, sb
         leaf_min, early = torch.full_like(bound, math.inf), torch.full_like(bound, math.inf)
+        decisive = row_limit - self.rounding  # below the threshold itself
         for index in range(len(self._levels) if block.numel() else 0):
             if decided is not None:  # a representative leaf pair within the limit decides its configuration
-                ca, ra = self._representatives(index, na)
-                cb, rb = self._representatives(index, nb)
-                d = distance(block, ca.unsqueeze(1), ra.unsqueeze(1), cb.unsqueeze(1), rb.unsqueeze(1))[:, 0, 0]
-                value = torch.maximum(bound[block], d)
-                hit = value < row_limit[block] - self.rounding  # below the threshold itself
-                early.scatter_reduce_(0, block[hit], value[hit], "amin")
-                decided[j[block[hit]]] = True
-                alive = (~decided[j[block]]).nonzero().squeeze(1)
-                block, na, nb = block[alive], na[alive], nb[alive]
-                if not block.numel():
-                    break
+                table = self._representative_spheres[index]
+                d = distance(block, table.index_select(0, na).unsqueeze(1), table.index_select(0, nb).unsqueeze(1))
+                value = torch.maximum(bound.index_select(0, block), d[:, 0, 0])
+                hit = (value < decisive.index_select(0, block)).nonzero().squeeze(1)
+                if hit.numel():
+                    hit_block = block.index_select(0, hit)
+                    early.scatter_reduce_(0, hit_block, value.index_select(0, hit), "amin")
+                    decided[j.index_select(0, hit_block)] = True
+                    alive = (~decided.index_select(0, j.index_select(0, block))).nonzero().squeeze(1)
+                    block, na, nb = (t.index_select(0, alive) for t in (block, na, nb))
+                    if not block.numel():
+                        break
             last = index + 1 == len(self._levels)
             step = BUCKET_PAIRS if last else block.shape[0] + 1
             following = []
             for begin in range(0, block.shape[0], step):  # bounded temporaries on the last level
                 rows, pa, pb = block[begin:begin + step], na[begin:begin + step], nb[begin:begin + step]
-                kids_a, valid_a, centers_a, radii_a = self._children(index, pa)
-                kids_b, valid_b, centers_b, radii_b = self._children(index, pb)
-                d = distance(rows, centers_a, radii_a, centers_b, radii_b)
-                d = torch.where(valid_a.unsqueeze(2) & valid_b.unsqueeze(1), d, torch.full_like(d, math.inf))
+                d = distance(rows, self._children(index, pa), self._children(index, pb))  # (R, F, F)
                 if last:
                     leaf_min.scatter_reduce_(0, rows, d.flatten(1).amin(1), "amin")
                     continue
-                r, fa, fb = (d < row_limit[rows].view(-1, 1, 1)).nonzero(as_tuple=True)
-                following.append((rows[r], kids_a[r, fa], kids_b[r, fb]))
+                width = d.shape[1]
+                near = d < row_limit.index_select(0, rows).view(-1, 1, 1)
+                flat = near.reshape(-1).nonzero().squeeze(1)
+                r = torch.div(flat, width * width, rounding_mode="floor")
+                fa = torch.div(flat - r * width * width, width, rounding_mode="floor")
+                fb = flat - r * width * width - fa * width
+                children = self._levels[index].children.reshape(-1)
+                following.append((rows.index_select(0, r), children.index_select(0, pa.index_select(0, r) * width + fa),
+                                  children.index_select(0, pb.index_select(0, r) * width + fb)))
             if last:
                 break
             block, na, nb = following[0]
@@ -464,7 +495,7 @@ class TreeCollisionChecker:
         value = torch.minimum(torch.maximum(bound, leaf_min), early)
         keep = value < row_limit
         if decided is not None:
-            decided[j[value < row_limit - self.rounding]] = True
+            decided[j[value < decisive]] = True
         return _Blocks(value[keep], j[keep], sa[keep], sb[keep]), p[keep]
 
     @staticmethod
