@@ -14,7 +14,7 @@ from conftest import real_urdf
 from ros_torch_kin.collision import (AttachedObject, CollisionChecker, Obstacle, RobotSpheres, Scene,
                                      TreeCollisionChecker, TreeSettings)
 from ros_torch_kin.kinematics import Chain, forward_kinematics
-from ros_torch_kin.motion import solve_trajectory
+from ros_torch_kin.motion import MotionValidator, solve_trajectory
 from ros_torch_kin.optim import TrajectoryOptions
 
 pin = pytest.importorskip("pinocchio")
@@ -240,7 +240,7 @@ def _dense(path: torch.Tensor, step: float = 0.004) -> np.ndarray:
     return torch.cat(pieces).numpy()
 
 
-def test_carrying_a_box_out_of_a_shelf_compartment(panda):
+def test_carrying_a_box_out_of_a_shelf_compartment(panda, monkeypatch):
     chain, model, hand = panda
     goal = START.clone()
     goal[0] = 0.7  # beside the shelf
@@ -254,9 +254,20 @@ def test_carrying_a_box_out_of_a_shelf_compartment(panda):
     assert bool(plain.success[0])
     # the robot alone passes over the lips; the box it holds would go through one
     assert box_distances(hand, _dense(plain.positions[0]), BOX_IN_HAND, SHELF).min() < -0.01
+    named = []  # the planner names the closest pair of the returned motion only, not of every check
+    closest_pairs = MotionValidator.closest_pairs
+    monkeypatch.setattr(MotionValidator, "closest_pairs", lambda self, q: named.append(q.shape[0]) or closest_pairs(self, q))
     result = solve_trajectory(chain, START, target_configuration=goal, options=options, collision=carried.verdict,
                               collision_cost=carried.cost)
+    monkeypatch.undo()
     assert bool(result.success[0]) and bool(result.collision_free[0]), result.failure
+    assert named == [1]
+    # ... and names the pair a fresh check of the returned motion names
+    validator = MotionValidator(carried.verdict, max(options.required_clearance, options.validity_margin),
+                                options.validity_margin, options.check_resolution, options.approach)
+    again = validator.check(result.positions[0])
+    assert result.closest_pair == again.closest_pair and all(result.closest_pair[0]), result.closest_pair
+    assert float(result.min_clearance[0]) == pytest.approx(float(again.min_distance[0]), abs=1e-6)
     exact = box_distances(hand, _dense(result.positions[0]), BOX_IN_HAND, SHELF)
     assert exact.min() > 0.0, exact.min()  # the box never touches the shelf ...
     assert exact.min() >= float(result.clearance_bound[0]) - 1e-4  # ... and keeps the bound the check gives

@@ -105,10 +105,12 @@ class MotionValidator:
         """(N, T − 1) the segments' world requirements -> the self distance each keeps."""
         return torch.full_like(world_need, self.validity_margin)
 
-    def check(self, positions: Tensor) -> MotionCheck:
+    def check(self, positions: Tensor, names: bool = True) -> MotionCheck:
         """positions (N, T, J) (or (T, J)) -> :class:`MotionCheck` (its ``min_distance`` and
         ``clearance_bound``, the lesser of world and self, are exact only below the requirement
-        plus the resolution)."""
+        plus the resolution). ``names``: False leaves ``closest_pair`` empty (naming a pair
+        beyond the threshold takes up to four more distance queries); :meth:`closest_pairs` of
+        ``closest_configuration`` gives the same names later."""
         if positions.dim() == 2:
             positions = positions.unsqueeze(0)
         positions = positions.detach()
@@ -179,9 +181,15 @@ class MotionValidator:
         clearance_bound = torch.minimum(bound.amin(-1).view(N, T - 1).amin(1), min_distance)
         segments = torch.cat((bound.view(N, T - 1, 2), world_need.unsqueeze(-1)), -1)
         at = [int(((all_motion == n) & (all_d == min_distance[n])).nonzero()[0, 0]) for n in range(N)]
-        pairs = _pair_names(self.checker, all_q[at], self.clearance + self.resolution)
+        closest = all_q[at]
+        pairs = self.closest_pairs(closest) if names else ()
         return MotionCheck(clear, min_distance, clearance_bound, waypoint_clear, first_collision, pairs, checked,
-                           segments)
+                           segments, closest)
+
+    def closest_pairs(self, q: Tensor) -> tuple[tuple[str, str], ...]:
+        """(N, J) -> the closest pair of each configuration by name, as :meth:`check` names
+        them at its ``closest_configuration``."""
+        return _pair_names(self.checker, q, self.clearance + self.resolution)
 
 
 #: spheres -> (chain, (J, K) speeds): derived once per robot model, not per plan (a Python loop over

@@ -346,8 +346,8 @@ def solve_trajectory(
                 failure[p] = NO_PATH if bool(reached[index[p]]) or not bool(checks.clear[index[p]]) else GOAL_NOT_REACHED
         chosen_success &= torch.tensor([not f for f in failure], device=x.device)
         extra = dict(min_clearance=checks.min_distance[index], clearance_bound=checks.clearance_bound[index],
-                     closest_pair=tuple(checks.closest_pair[int(i)] for i in index), collision_free=checks.clear[index])
-        segments = [checks.segments.get(int(i)) for i in index]
+                     closest_pair=checks.closest_pairs(index), collision_free=checks.clear[index])
+        segments = checks.segments[index]
     else:
         failure = ["" if bool(ok) else GOAL_NOT_REACHED for ok in chosen_success]
     moment = time.perf_counter()  # the motion to execute: its curve checked again where it succeeded
@@ -652,9 +652,13 @@ class _MotionChecks:
         self.clear = torch.zeros(P * S, dtype=torch.bool, device=device)
         self.min_distance = torch.full((P * S,), -math.inf, dtype=dtype, device=device)
         self.clearance_bound = torch.full((P * S,), -math.inf, dtype=dtype, device=device)
-        self.closest_pair: list[tuple[str, str]] = [("", "")] * (P * S)
-        #: row -> its last check's per-segment bounds (T − 1, 3) (MotionCheck.segments)
-        self.segments: dict[int, Tensor] = {}
+        #: per row its last check's per-segment bounds (T − 1, 3) (MotionCheck.segments; −inf
+        #: where unchecked: no segment certified) and closest configuration (J,), named only for
+        #: the rows returned (:meth:`closest_pairs`)
+        T, J = options.waypoints, chain.num_dofs
+        self.segments = torch.full((P * S, T - 1, 3), -math.inf, dtype=dtype, device=device)
+        self.checked = torch.zeros(P * S, dtype=torch.bool, device=device)
+        self.closest = torch.zeros(P * S, J, dtype=dtype, device=device)
         self.done = [False] * P
         self.found: dict[int, tuple[int, Tensor]] = {}  # problem -> (row, its checked x (T − 1, J))
 
@@ -668,17 +672,22 @@ class _MotionChecks:
         polished = _polish_rows(self.chain, self.problem, self.options, self.limits, x[rows], owner)
         positions = torch.cat((self.problem.start[owner].unsqueeze(1), polished), dim=1)
         position, orientation = _row_goal_errors(self.chain, self.problem, polished[:, -1], owner)
-        verdict = self.motion.check(positions)
+        verdict = self.motion.check(positions, names=False)
         ok = (verdict.clear & (position <= self.options.position_tolerance)
               & (orientation <= self.options.orientation_tolerance) & self.limits.contains(positions).all(-1))
         self.clear[rows] = ok
         self.min_distance[rows] = verdict.min_distance
         self.clearance_bound[rows] = verdict.clearance_bound
-        for i, row in enumerate(rows.tolist()):
-            self.closest_pair[row] = verdict.closest_pair[i]
-            if verdict.segments is not None:
-                self.segments[row] = verdict.segments[i]
+        self.segments[rows] = verdict.segments
+        self.checked[rows] = True
+        self.closest[rows] = verdict.closest_configuration
         return polished, ok
+
+    def closest_pairs(self, rows: Tensor) -> tuple[tuple[str, str], ...]:
+        """Per row its last check's closest pair by name (('', '') where never checked)."""
+        checked = self.checked[rows]
+        named = iter(self.motion.closest_pairs(self.closest[rows[checked]]))
+        return tuple(next(named) if c else ("", "") for c in checked.tolist())
 
     def check_rows(self, x: Tensor, rows: Tensor) -> None:
         """Check the given rows; a problem whose row passes is solved by it."""

@@ -65,7 +65,9 @@ class MotionCheck:
     or (link, link); checked (int): configurations whose distances were computed; segments
     (N, T − 1, 3): per segment a lower bound of the world distance along it, one of the self
     distance, and the world distance it was required to keep (m; the self requirement is the
-    validity margin), so that a curve near a segment can be shown clear without sampling it.
+    validity margin), so that a curve near a segment can be shown clear without sampling it;
+    closest_configuration (N, J): per motion the checked configuration at min_distance (where
+    ``closest_pair`` names the pair).
     """
 
     clear: Tensor
@@ -76,3 +78,4 @@ class MotionCheck:
     closest_pair: tuple[tuple[str, str], ...]
     checked: int
     segments: Tensor | None = None
+    closest_configuration: Tensor | None = None

@@ -417,7 +417,8 @@ def _curve_ok(path: _Spline, request: TimingRequest, validator,
     pieces, slack = _curve_pieces(spread, request.curve_tolerance, certified)
     curve = _CurveValidator(validator, pieces, slack)
     like = validator.sphere_speed
-    verdict = curve.check(torch.as_tensor(path.samples(pieces), dtype=like.dtype, device=like.device).unsqueeze(0))
+    samples = torch.as_tensor(path.samples(pieces), dtype=like.dtype, device=like.device)
+    verdict = curve.check(samples.unsqueeze(0), names=False)  # the verdict alone: no pair names
     if not bool(verdict.clear[0]):
         return False, "is not shown clear by the collision check"
     return True, ""
