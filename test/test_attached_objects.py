@@ -273,6 +273,29 @@ def test_carrying_a_box_out_of_a_shelf_compartment(panda, monkeypatch):
     assert exact.min() >= float(result.clearance_bound[0]) - 1e-4  # ... and keeps the bound the check gives
 
 
+def test_an_attachment_builds_each_checker_once(panda, monkeypatch):
+    """The node's world update (WorldState.with_attached, for ATTACH and DETACH) builds the coarse
+    checker, its broad phase and the tight checker once each, and they carry the object."""
+    from ros_torch_kin.collision import collision_checker, tree_checker
+    from ros_torch_kin.ros.world_state import WorldState
+
+    chain, model, _ = panda
+    built = []
+    for module, name in ((collision_checker, "CollisionChecker"), (collision_checker, "_BroadPhase"),
+                         (tree_checker, "TreeCollisionChecker")):
+        kind = getattr(module, name)
+        init = kind.__init__
+        monkeypatch.setattr(kind, "__init__", lambda self, *a, init=init, name=name, **k: built.append(name) or init(self, *a, **k))
+    world = WorldState(checker=model.cost, verdict=model.verdict).with_attached(SHELF, [carried_box(chain)])
+    assert sorted(built) == ["CollisionChecker", "TreeCollisionChecker", "_BroadPhase"]
+    assert [o.id for o in world.checker.attached] == [o.id for o in world.verdict.attached] == ["box"]
+    assert world.checker._broad.link_radius.shape[0] == model.cost._broad.link_radius.shape[0] + 1  # the box's own
+    built.clear()
+    world = world.with_attached(SHELF, [])
+    assert sorted(built) == ["CollisionChecker", "TreeCollisionChecker", "_BroadPhase"]
+    assert world.checker.attached == world.verdict.attached == ()
+
+
 def test_carried_mesh_is_covered_conservatively(panda):
     """A closed mesh (the same box as triangles, a voxel grid of 1 cm) carried by the hand: its
     distances never exceed coal's exact ones for the box, and stay within the grid's bound."""

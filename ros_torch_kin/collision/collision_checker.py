@@ -101,7 +101,8 @@ class CollisionChecker:
     of that chain; scene: world obstacles in the chain's root frame (default none); self_pairs:
     from :func:`self_collision_pairs` (default: built here with adjacency and 1000 samples, no
     SRDF); margin (m): the clearance required by :meth:`in_collision` and the default of
-    :meth:`penalty`.
+    :meth:`penalty`; attached: objects the robot carries, as ``with_attached`` gives them
+    (check_self False: without their self pairs, as ``without_self_pairs`` leaves them).
 
     ``with_attached(objects)`` gives a checker whose robot carries objects
     (:mod:`.attached_objects`): ``spheres`` and ``self_pairs`` are then the robot's followed by
@@ -116,6 +117,9 @@ class CollisionChecker:
         scene: Scene | None = None,
         self_pairs: SelfCollisionPairs | None = None,
         margin: float = 0.0,
+        *,
+        attached=(),
+        check_self: bool = True,
     ):
         if tuple(spheres.link_names) != tuple(chain.link_names):
             raise ValueError(f"the spheres were built for other links than those of robot '{chain.name}'")
@@ -127,14 +131,17 @@ class CollisionChecker:
         self.self_pairs = (self_collision_pairs(chain, self.spheres) if self_pairs is None else self_pairs).to(chain.device)
         self.margin = float(margin)
         self._packed: PackedScene = self.scene.packed(chain.device, chain.dtype)
-        self._radii_a = self.spheres.radii[self.self_pairs.sphere_a].unsqueeze(1)  # (Q, 1)
-        self._radii_b = self.spheres.radii[self.self_pairs.sphere_b].unsqueeze(1)
-        self._broad = _BroadPhase(self.spheres, self.self_pairs) if chain.device.type == "cpu" else None
         self.robot_spheres, self.robot_self_pairs = self.spheres, self.self_pairs
         self.attached: tuple = ()
         self.body_names: tuple[str, ...] = tuple(chain.link_names)
         self._bodies = self.spheres.sphere_links  # (S,) each sphere's body: a link, or L + k for object k
-        self._checks_self = True
+        self._checks_self = bool(check_self)
+        if attached:
+            self._attach(tuple(attached))
+        # built once, on the robot and what it carries
+        self._radii_a = self.spheres.radii[self.self_pairs.sphere_a].unsqueeze(1)  # (Q, 1)
+        self._radii_b = self.spheres.radii[self.self_pairs.sphere_b].unsqueeze(1)
+        self._broad = _BroadPhase(self.spheres, self.self_pairs, self._bodies) if chain.device.type == "cpu" else None
 
     def with_attached(self, objects) -> "CollisionChecker":
         """The same robot, scene and margin carrying ``objects`` (a sequence of
@@ -144,16 +151,15 @@ class CollisionChecker:
         objects = tuple(objects)
         if not objects and not self.attached:
             return self
-        checker = CollisionChecker(self.chain, self.robot_spheres, self.scene, self.robot_self_pairs, self.margin)
-        return checker._attach(objects, self._checks_self)
+        return CollisionChecker(self.chain, self.robot_spheres, self.scene, self.robot_self_pairs, self.margin,
+                                attached=objects, check_self=self._checks_self)
 
-    def _attach(self, objects: tuple, check_self: bool) -> "CollisionChecker":
-        """Adds ``objects`` to this freshly built checker (``check_self``: with their self pairs)."""
+    def _attach(self, objects: tuple) -> None:
+        """Adds ``objects`` to the robot's spheres and self pairs (with their self pairs where
+        ``_checks_self``); the constructor, calling it, then builds what depends on them."""
         from .attached_objects import attached_bodies, body_sphere_pairs
 
-        self._checks_self = check_self
-        if not objects:
-            return self
+        check_self = self._checks_self
         bodies = attached_bodies(self.chain, self.robot_spheres, objects, tight=False)
         pairs = bodies.pairs if check_self else ()
         extra_a, extra_b = body_sphere_pairs(bodies.bodies, pairs)
@@ -168,11 +174,6 @@ class CollisionChecker:
             sphere_a=torch.cat([self.robot_self_pairs.sphere_a, extra_a]),
             sphere_b=torch.cat([self.robot_self_pairs.sphere_b, extra_b]))
         self.spheres, self._bodies, self.body_names, self.attached = bodies.spheres, bodies.bodies, names, objects
-        self._radii_a = self.spheres.radii[self.self_pairs.sphere_a].unsqueeze(1)
-        self._radii_b = self.spheres.radii[self.self_pairs.sphere_b].unsqueeze(1)
-        if self._broad is not None:
-            self._broad = _BroadPhase(self.spheres, self.self_pairs, self._bodies)
-        return self
 
     def with_scene(self, scene: Scene) -> "CollisionChecker":
         """The same robot and self pairs against another scene (cheap: nothing is rebuilt)."""
@@ -185,13 +186,14 @@ class CollisionChecker:
         """The same robot against the same scene, with no self-collision pair checked."""
         empty = self.robot_self_pairs.sphere_a[:0]
         pairs = replace(self.robot_self_pairs, enabled=(), sphere_a=empty, sphere_b=empty)
-        return CollisionChecker(self.chain, self.robot_spheres, self.scene, pairs, self.margin)._attach(self.attached, False)
+        return CollisionChecker(self.chain, self.robot_spheres, self.scene, pairs, self.margin, attached=self.attached,
+                                check_self=False)
 
     def on_chain(self, chain: Chain) -> "CollisionChecker":
         """The same spheres, self pairs and scene on ``chain`` (the robot moved to another device
         or dtype): nothing is covered or sampled again."""
-        checker = CollisionChecker(chain, self.robot_spheres, self.scene, self.robot_self_pairs, self.margin)
-        return checker._attach(self.attached, self._checks_self)
+        return CollisionChecker(chain, self.robot_spheres, self.scene, self.robot_self_pairs, self.margin,
+                                attached=self.attached, check_self=self._checks_self)
 
     # ------------------------------------------------------------------ geometry
     # Layout: batch innermost, as in world_transforms: centres (S, 3, b); one kind's world

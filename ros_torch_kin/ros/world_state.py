@@ -15,6 +15,17 @@ def _missing_links(obj: AttachedObject, chain) -> bool:
     return not all(chain.has_link(name) for name in (obj.link,) + obj.touch_links)
 
 
+def _paired(checker, verdict, scene: Scene, attached: tuple):
+    """(coarse, tight) checkers against ``scene`` carrying ``attached`` (None, None without a
+    coarse one; tight None without one): ``with_scene`` only swaps the scene, ``with_attached``
+    builds each once (not at all when nothing is carried before or after), the tight one on the
+    coarse one's objects."""
+    if checker is None:
+        return None, None
+    checker = checker.with_scene(scene).with_attached(attached)
+    return checker, None if verdict is None else verdict.with_scene(scene).with_attached(attached, coarse=checker)
+
+
 @dataclass(frozen=True)
 class WorldState:
     """``scene``: the obstacles (root frame); ``version`` grows by one per change;
@@ -39,9 +50,7 @@ class WorldState:
         """The same scene against a newly served model's collision model; attached objects whose
         link or touch links the new robot lacks are dropped (see :meth:`dropped_by`)."""
         attached = tuple(o for o in self.attached if not _missing_links(o, model.chain))
-        checker = None if model.collision is None else model.collision.with_scene(self.scene).with_attached(attached)
-        verdict = None if model.verdict is None or checker is None else \
-            model.verdict.with_scene(self.scene).with_attached(attached, coarse=checker)
+        checker, verdict = _paired(model.collision, model.verdict, self.scene, attached)
         return replace(self, checker=checker, verdict=verdict, attached=attached)
 
     def dropped_by(self, model: ServedModel) -> tuple[str, ...]:
@@ -52,9 +61,7 @@ class WorldState:
         """A new scene and set of carried objects together (version + 1; ATTACH and DETACH move
         an object between the two in one change)."""
         attached = tuple(attached)
-        checker = None if self.checker is None else self.checker.with_scene(scene).with_attached(attached)
-        verdict = None if self.verdict is None or checker is None else \
-            self.verdict.with_scene(scene).with_attached(attached, coarse=checker)
+        checker, verdict = _paired(self.checker, self.verdict, scene, attached)
         return replace(self, scene=scene, version=self.version + 1, checker=checker, verdict=verdict,
                        attached=attached)
 
