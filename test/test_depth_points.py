@@ -258,3 +258,26 @@ def test_far_field_lattice_keeps_distances_a_few_voxels_out_close_to_the_true_on
     assert field.mean() > 0.008  # the field alone: about a voxel's half-diagonal short
     assert lattice.max() < 0.008 and lattice.mean() < 0.5 * field.mean()
     assert (found[0.04] > 0.02).all()
+
+
+@pytest.mark.parametrize("marking", [True, False])
+def test_sensed_voxels_are_the_distinct_voxels_of_the_posed_points(monkeypatch, marking):
+    """The centres handed to the obstacle are those of the distinct voxels floor(p / s) of the
+    points in the root frame (numpy's unique rows: an independent reference), each once, whether
+    the voxels are deduplicated by marking or by np.unique."""
+    from ros_torch_kin.ros import point_cloud_input
+
+    rng = np.random.default_rng(4)
+    points = rng.uniform(-0.3, 0.3, (3000, 3)) + (0.0, 0.0, 1.0)
+    c, s = np.cos(0.4), np.sin(0.4)
+    pose = np.eye(4)
+    pose[:3, :3] = [[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]
+    pose[:3, 3] = (0.2, -0.1, 0.5)
+    if not marking:
+        monkeypatch.setattr(point_cloud_input, "UNIQUE_BY_MARKING", 0)
+    monkeypatch.setattr(point_cloud_input.Obstacle, "points", classmethod(lambda cls, id, centers, *a, **k: centers))
+    voxel = 0.05
+    centers = sensed_obstacle("sensor:cam", points, pose, voxel, 0.0, 10.0, None, 0.0)
+    voxels = np.unique(np.floor((points @ pose[:3, :3].T + pose[:3, 3]) / voxel).astype(np.int64), axis=0)
+    assert centers.shape == voxels.shape and len(voxels) < len(points)
+    np.testing.assert_allclose(centers, (voxels + 0.5) * voxel, atol=1e-12)

@@ -43,6 +43,32 @@ def _distances(obstacle: Obstacle, queries: np.ndarray, dtype, with_normal=True)
     return d[0].numpy(), normal
 
 
+def test_the_point_table_puts_each_point_in_its_cell():
+    """point_hash.build against numpy's own C-order cell index (np.ravel_multi_index): each
+    cell's run of the sorted points holds exactly the points whose floor(p / cell) is that cell,
+    one cell of padding on every side; and the shared index helpers it uses agree with numpy."""
+    from ros_torch_kin.collision.occupancy import flat_index, index_span
+
+    points = _cloud(11)[::7]
+    cell = 0.03
+    origin, dims, starts, ordered = point_hash.build(points, cell, 10**7)
+    cells = np.floor(points / cell).astype(np.int64)
+    np.testing.assert_array_equal(dims, cells.max(0) - cells.min(0) + 3)
+    np.testing.assert_allclose(origin, (cells.min(0) - 1) * cell)
+    first = np.round(origin / cell).astype(np.int64)
+    reference = np.ravel_multi_index(tuple((cells - first).T), tuple(dims))
+    np.testing.assert_array_equal(np.diff(starts), np.bincount(reference, minlength=int(np.prod(dims))))
+    owner = np.repeat(np.arange(int(np.prod(dims))), np.diff(starts).astype(np.int64))
+    sorted_cells = np.floor(ordered / cell).astype(np.int64)
+    np.testing.assert_array_equal(np.ravel_multi_index(tuple((sorted_cells - first).T), tuple(dims)), owner)
+    columns = tuple(cells.T)
+    low, high = index_span(columns)
+    np.testing.assert_array_equal(low, cells.min(0))
+    np.testing.assert_array_equal(high, cells.max(0))
+    np.testing.assert_array_equal(flat_index(columns, low - 2, high - low + 5),
+                                  np.ravel_multi_index(tuple((cells - low + 2).T), tuple(high - low + 5)))
+
+
 @pytest.mark.parametrize("multires", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("radius", [0.0, 0.004])

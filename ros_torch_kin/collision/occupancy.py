@@ -236,7 +236,7 @@ class VoxelGrid:
         """Fine voxel indices, one int64 array per axis (floor(point / s)) -> the multi-resolution
         grid. (Columns, not an (N, 3) array: numpy reduces a short last axis slowly.)"""
         cap = LEVEL_CAPS[0]
-        low, high = _span(index)
+        low, high = index_span(index)
         start = (low - cap - 1) // BRICK * BRICK  # level 0: nodes at voxel centres, cap + 1 beyond the points
         cells0 = -(-(high + cap + 2 - start) // BRICK) * BRICK  # a multiple of BRICK per axis
         dims0 = cells0 + 1  # nodes (one more: the last bricks' far faces)
@@ -245,7 +245,7 @@ class VoxelGrid:
             raise ValueError(f"{field} spans {np.round((high - low + 1) * s, 3).tolist()} m: {count} voxels of {s:g} m, "
                              f"above the limit of {max_cells} (raise voxel_size or narrow the range)")
         occupied = np.zeros(count, dtype=bool)
-        occupied[_flat(index, start, dims0)] = True
+        occupied[flat_index(index, start, dims0)] = True
         keys = np.flatnonzero(occupied)  # the occupied voxels, once each
         nodes = tuple(n + o for n, o in zip(np.unravel_index(keys, tuple(dims0)), start))  # their fine indices
         h0 = 0.5 * math.sqrt(3.0) * s
@@ -253,11 +253,11 @@ class VoxelGrid:
         for level in range(1, len(LEVEL_CAPS)):  # dense levels of 2^level·s, each in its own box
             c, step = LEVEL_CAPS[level], s * (1 << level)
             at = tuple(n >> level for n in nodes)
-            first, last = _span(at)
+            first, last = index_span(at)
             first = first - c - 1
             dims = last - first + c + 2
             mark = np.zeros(int(np.prod(dims)), dtype=bool)
-            mark[_flat(at, first, dims)] = True
+            mark[flat_index(at, first, dims)] = True
             table = _capped_table(c, step, 0.5 * math.sqrt(3.0) * step + bound)
             parts.append(table[_capped_squared(np.flatnonzero(mark), dims, c)])
             coarse.append(((first + 0.5) * step, tuple(int(d) for d in dims)))
@@ -283,7 +283,7 @@ class VoxelGrid:
         layout = (tuple(int(b) for b in blocks), int(offsets[1]),
                   tuple((tuple(float(v) for v in o), d, int(f)) for (o, d), f in zip(coarse, offsets[2:])))
         origin = (start + 0.5) * s
-        low, high = _span(nodes)
+        low, high = index_span(nodes)
         box = np.stack([low * s, (high + 1) * s])  # voxel i spans [i·s, (i + 1)·s]
         occupied = occupied.reshape(tuple(dims0))
         field_values = np.concatenate(parts)
@@ -328,13 +328,16 @@ def _filled(occupied: np.ndarray) -> np.ndarray:
     return solid | occupied
 
 
-def _span(columns) -> tuple[np.ndarray, np.ndarray]:
-    """Per-axis minimum and maximum of index columns."""
+def index_span(columns) -> tuple[np.ndarray, np.ndarray]:
+    """Per-axis minimum and maximum (3,) of integer index columns (three (N,) arrays: numpy
+    reduces a short last axis slowly). Shared by the grids here, the point table
+    (:func:`.point_hash.build`) and the node's sensed voxels."""
     return np.array([c.min() for c in columns]), np.array([c.max() for c in columns])
 
 
-def _flat(columns, first, dims) -> np.ndarray:
-    """Flat indices into an array of shape ``dims`` of index columns whose (0, 0, 0) is ``first``."""
+def flat_index(columns, first, dims) -> np.ndarray:
+    """Flat (C-order) indices into an array of shape ``dims`` of index columns whose (0, 0, 0) is
+    ``first``."""
     return ((columns[0] - first[0]) * dims[1] + (columns[1] - first[1])) * dims[2] + (columns[2] - first[2])
 
 

@@ -41,15 +41,18 @@ def build(points: np.ndarray, cell: float, max_cells: int) -> tuple[np.ndarray, 
     """(P, 3) finite points -> origin (3,) of cell (0, 0, 0)'s low corner, dims (3,) cells,
     starts (M + 1,) float64 and the points sorted by cell (P, 3). One cell of padding on every
     side. ValueError when the cells exceed ``max_cells``."""
+    from .occupancy import flat_index, index_span
+
     if not (math.isfinite(cell) and cell > 0):
         raise ValueError(f"the point cell must be a positive number of metres, got {cell}")
     columns = [np.floor(points[:, a] / cell).astype(np.int64) for a in range(3)]  # columns: numpy is slow on (P, 3)
-    low = np.array([c.min() for c in columns]) - 1
-    dims = np.array([c.max() for c in columns]) - low + 2
+    first, last = index_span(columns)
+    low = first - 1
+    dims = last - low + 2
     count = int(np.prod(dims.astype(np.float64)))
     if count > max_cells:
         raise ValueError(f"the points span {count} cells of {cell:g} m, above the limit of {max_cells}")
-    flat = ((columns[0] - low[0]) * dims[1] + (columns[1] - low[1])) * dims[2] + (columns[2] - low[2])
+    flat = flat_index(columns, low, dims)
     order = np.argsort(flat, kind="stable")
     starts = np.zeros(count + 1)
     np.cumsum(np.bincount(flat, minlength=count), out=starts[1:])

@@ -42,6 +42,7 @@ import torch
 from sensor_msgs.msg import CameraInfo, Image, JointState, PointCloud2
 
 from ..collision import Obstacle
+from ..collision.occupancy import flat_index, index_span
 from ..collision.sphere_centers import world_sphere_centers
 from ..kinematics import world_transforms
 from .joint_states import JointStateTracker
@@ -123,9 +124,9 @@ def sensed_obstacle(id: str, points: np.ndarray, sensor_pose: np.ndarray, voxel_
     x, y, z = x[keep], y[keep], z[keep]
     R, t = sensor_pose[:3, :3], sensor_pose[:3, 3]
     index = [np.floor((R[a, 0] * x + R[a, 1] * y + R[a, 2] * z + t[a]) / voxel_size).astype(np.int64) for a in range(3)]
-    low = np.array([i.min() for i in index])
-    span = np.array([i.max() for i in index]) - low + 1
-    flat = ((index[0] - low[0]) * span[1] + (index[1] - low[1])) * span[2] + (index[2] - low[2])
+    low, high = index_span(index)
+    span = high - low + 1
+    flat = flat_index(index, low, span)
     if np.prod(span.astype(np.float64)) <= UNIQUE_BY_MARKING:  # each voxel once: marking is ~10x np.unique
         marks = np.zeros(int(np.prod(span)), dtype=bool)
         marks[flat] = True
