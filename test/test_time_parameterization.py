@@ -17,7 +17,7 @@ import torch
 from conftest import ball_beside_the_last_link
 from ros_torch_kin.collision import CollisionChecker, Obstacle, Scene, robot_spheres_from_urdf
 from ros_torch_kin.kinematics import Chain, forward_kinematics
-from ros_torch_kin.motion import MotionValidator, solve_trajectory, time_parameterize
+from ros_torch_kin.motion import MotionValidator, solve_trajectory
 from ros_torch_kin.motion import time_optimal
 from ros_torch_kin.motion.time_optimal import TimingRequest, retime
 from ros_torch_kin.optim import TrajectoryLimits, TrajectoryOptions
@@ -94,7 +94,7 @@ def test_duration_is_toppra_s_on_the_same_path_computed_independently(planned):
 
     result, limits = planned
     request = request_for(limits)
-    uniform = uniform_durations(result, limits)
+    uniform = [uniform_by_hand(result.positions[p], limits)[0] * (result.positions.shape[1] - 1) for p in range(3)]
     for p in range(result.positions.shape[0]):
         q = result.positions[p].numpy()
         q = q[np.concatenate(([True], np.abs(np.diff(q, axis=0)).max(1) > 1e-12))]
@@ -167,18 +167,33 @@ def test_scaling_factors_and_durations(arm, planned):
         TrajectoryOptions(duration=float("nan"))
 
 
-def uniform_durations(result, limits) -> torch.Tensor:
-    """(P,) s: the earlier parameterisation's durations (the waypoints uniformly time-scaled)."""
-    dt, _, _ = time_parameterize(result.positions, limits.velocity, limits.acceleration)
-    return dt * (result.positions.shape[1] - 1)
+def uniform_by_hand(q: torch.Tensor, limits: TrajectoryLimits | None = None, dt: float | None = None):
+    """Uniform time scaling of waypoints q (T, J) from its definition (:mod:`ros_torch_kin.motion.timing`'s
+    docstring), in numpy: the path held at rest before and after; the step dt (given, or the smallest with
+    every |Δq| / dt ≤ v and |Δ²q| / dt² ≤ a, at least 1 ms); velocities the central differences (zero
+    at the ends), accelerations the second differences. -> (dt, velocities (T, J), accelerations (T, J))."""
+    q = q.double().numpy()
+    rest = np.concatenate((q[:1], q, q[-1:]))
+    step, second = np.diff(rest, axis=0), np.diff(rest, 2, axis=0)
+    if dt is None:
+        v, a = limits.velocity.double().numpy(), limits.acceleration.double().numpy()
+        dt = max(1e-3, float((np.abs(step) / v).max()), math.sqrt(float((np.abs(second) / a).max())))
+    velocities = (rest[2:] - rest[:-2]) / (2 * dt)
+    velocities[[0, -1]] = 0.0
+    return dt, velocities, second / dt**2
 
 
 def test_uniform_option_and_the_fallback_when_toppra_fails(planned, monkeypatch):
     result, limits = planned
     uniform = time_optimal.timed_trajectories(result.positions, limits, TrajectoryOptions(time_parameterization="uniform"))
     assert [t.method for t in uniform] == ["uniform"] * 3
-    torch.testing.assert_close(torch.tensor([t.duration for t in uniform], dtype=torch.float64),
-                               uniform_durations(result, limits))
+    T = result.positions.shape[1]
+    for p, timed in enumerate(uniform):
+        dt, v, a = uniform_by_hand(result.positions[p], limits)
+        assert timed.duration == pytest.approx(dt * (T - 1), rel=1e-9)
+        np.testing.assert_allclose(timed.waypoint_times.numpy(), np.arange(T) * dt, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(timed.velocities.numpy(), v, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(timed.accelerations.numpy(), a, rtol=1e-9, atol=1e-12)
 
     def broken(path, request):
         raise RuntimeError("no solution")
@@ -189,7 +204,7 @@ def test_uniform_option_and_the_fallback_when_toppra_fails(planned, monkeypatch)
         fallback = retime(result.positions[0], request_for(limits))
     assert fallback.method == "uniform" and "TOPP-RA failed" in fallback.note
     assert any("TOPP-RA failed" in str(w.message) for w in caught)
-    assert fallback.duration == pytest.approx(float(uniform_durations(result, limits)[0]), rel=1e-6)
+    assert fallback.duration == pytest.approx(uniform_by_hand(result.positions[0], limits)[0] * (T - 1), rel=1e-6)
 
 
 def test_a_joint_whose_spline_would_leave_its_limits_is_interpolated_monotonically():
@@ -331,23 +346,55 @@ def test_the_motion_at_its_waypoints_is_the_motion_itself(planned, method, monke
     assert (np.abs(v) <= request.velocity * (1 + 1e-6)).all() and (np.abs(a) <= request.acceleration * (1 + 1e-6)).all()
     if method == "waypoint_stops":
         assert np.abs(v).max() == 0  # at rest at every waypoint
-    if method == "uniform":
-        positions, velocities = timed.positions.numpy(), timed.velocities.numpy()  # the samples are the waypoints
-    else:
-        positions, velocities = at_times(timed, t)
+    if method == "uniform":  # the samples are the waypoints, evenly spaced: the differences of their positions
+        assert np.allclose(np.diff(t), t[1]) and np.allclose(timed.times.numpy(), t)
+        _, by_hand_v, by_hand_a = uniform_by_hand(q, dt=float(t[1]))
+        np.testing.assert_allclose(timed.positions.numpy(), q.numpy(), atol=1e-12)
+        np.testing.assert_allclose(v, by_hand_v, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(a, by_hand_a, rtol=1e-9, atol=1e-12)
+        return
+    positions, velocities = at_times(timed, t)
     np.testing.assert_allclose(positions, q.numpy(), atol=1e-5)
     np.testing.assert_allclose(velocities, v, atol=float(request.acceleration.max()) * 1e-3 + 1e-6)
 
 
-def test_the_result_s_timing_is_the_returned_motion_s(planned):
-    result, _ = planned
-    assert result.duration.dtype == torch.float64
-    assert result.duration.tolist() == [t.duration for t in result.trajectories]
-    torch.testing.assert_close(result.times(), torch.stack([t.waypoint_times for t in result.trajectories]))
-    torch.testing.assert_close(result.velocities, torch.stack([t.waypoint_velocities for t in result.trajectories]))
-    torch.testing.assert_close(result.accelerations, torch.stack([t.waypoint_accelerations for t in result.trajectories]))
+def test_the_result_s_timing_is_its_waypoints_uniform_scaling_by_hand(arm, planned):
+    """With uniform timing, the result's duration, times(), velocities and accelerations (each
+    problem's, stacked) are the uniform scaling of its own waypoints, derived from the definition."""
+    chain, _ = arm
+    planned_result, limits = planned
+    options = dataclasses.replace(FAST, time_parameterization="uniform")
+    result = solve_trajectory(chain, planned_result.positions[:, 0], target_configuration=planned_result.positions[:, -1],
+                              options=options, limits=limits)
+    assert result.success.all() and result.duration.dtype == torch.float64
+    P, T = result.positions.shape[:2]
+    for p in range(P):
+        dt, v, a = uniform_by_hand(result.positions[p], limits)
+        assert float(result.duration[p]) == pytest.approx(dt * (T - 1), rel=1e-9)
+        np.testing.assert_allclose(result.times()[p].numpy(), np.arange(T) * dt, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(result.velocities[p].numpy(), v, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(result.accelerations[p].numpy(), a, rtol=1e-9, atol=1e-12)
     with pytest.warns(DeprecationWarning):
-        assert result.time_step.shape == (3,)
+        np.testing.assert_allclose(result.time_step.numpy(), result.duration.numpy() / (T - 1), rtol=1e-12)
+
+
+def test_waypoint_timing_of_one_joint_is_the_trapezoid_by_hand():
+    """One joint along a straight line, 2 rad at v = 1 rad/s, a = 5 rad/s²: the time-optimal motion
+    is the trapezoid (accelerate over 0.1 rad, cruise, brake over the last 0.1 rad; 2.2 s), so each
+    waypoint x is passed at t = √(2x/a), x/v + v/(2a) or 2.2 − √(2(2 − x)/a), at velocity a·t, v or
+    a·(2.2 − t), with acceleration a, 0 or −a just after it (zero at both ends, at rest)."""
+    d, V, A = 2.0, 1.0, 5.0
+    q = line(d, 32)
+    timed = retime(q, TimingRequest(velocity=np.array([V]), acceleration=np.array([A]), **KHZ))
+    x, D = q[:, 0].numpy(), d / V + V / A
+    ramp = V * V / (2 * A)
+    t = np.where(x <= ramp, np.sqrt(2 * x / A), np.where(x < d - ramp, x / V + V / (2 * A), D - np.sqrt(2 * np.clip(d - x, 0, None) / A)))
+    v = np.where(x <= ramp, A * t, np.where(x < d - ramp, V, A * (D - t)))
+    a = np.where(x < ramp, A, np.where(x < d - ramp, 0.0, -A))
+    a[[0, -1]] = 0.0
+    np.testing.assert_allclose(timed.waypoint_times.numpy(), t, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(timed.waypoint_velocities.numpy()[:, 0], v, atol=1e-2)
+    np.testing.assert_allclose(timed.waypoint_accelerations.numpy()[:, 0], a, atol=0.05 * A)
 
 
 def test_curve_samples_per_segment_keep_every_sphere_within_the_tolerance(arm):
