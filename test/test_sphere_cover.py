@@ -351,6 +351,21 @@ def test_a_missing_mesh_is_a_warning_naming_the_link_and_the_file(tmp_path):
     assert spheres.source[chain.link_index("arm")] == "none"
 
 
+def test_an_unreadable_mesh_is_a_warning_naming_the_link_and_the_file_in_both_covers(tmp_path):
+    """A mesh file that exists but holds no triangles: the coarse cover and the tight trees each
+    warn once, naming the link, the file and the path, and give that link no spheres."""
+    from ros_torch_kin.collision.urdf_sphere_trees import robot_sphere_trees_from_urdf
+
+    (tmp_path / "arm.stl").write_text("solid nothing\nendsolid nothing\n")
+    urdf = MISSING_MESH_URDF.replace("package://no_such_package/meshes/arm.stl", str(tmp_path / "arm.stl"))
+    chain = Chain.from_urdf(urdf, device="cpu", dtype=torch.float64)
+    for spheres in (robot_spheres_from_urdf(urdf, chain), robot_sphere_trees_from_urdf(urdf, chain, use_cache=False)):
+        (warning,) = spheres.warnings
+        assert "'arm'" in warning and "could not be read" in warning and str(tmp_path / "arm.stl") in warning
+        counts = spheres.count_per_link()
+        assert counts["arm"] == 0 and counts["base"] >= 1
+
+
 def test_meshes_resolve_through_search_dirs_file_uris_and_relative_paths(tmp_path):
     mesh_dir = tmp_path / "my_robot" / "meshes"
     mesh_dir.mkdir(parents=True)

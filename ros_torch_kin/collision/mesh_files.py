@@ -87,3 +87,14 @@ def not_found_warning(link: str, filename: str, tried: list[Path]) -> str:
 def unreadable_warning(link: str, filename: str, path: Path, error: Exception) -> str:
     """The warning for a mesh file that exists but cannot be read, naming the link and the file."""
     return f"link '{link}': mesh '{filename}' ({path}) could not be read ({error}); the link gets no spheres from it"
+
+
+def read_link_mesh(shape, path: Path, warnings: list):
+    """A link's mesh ``shape`` (a :class:`.urdf_geometry.CollisionShape`) read from ``path``
+    (:func:`load_mesh_file`, scaled), or None after appending the warning naming the link and the
+    file when it cannot be read."""
+    try:
+        return load_mesh_file(path, shape.scale)
+    except Exception as error:  # trimesh raises many kinds for a bad file
+        warnings.append(unreadable_warning(shape.link, shape.filename, path, error))
+        return None

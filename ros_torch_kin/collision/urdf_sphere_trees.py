@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..kinematics import Chain
-from .mesh_files import load_mesh_file, not_found_warning, resolve_mesh_path, unreadable_warning
+from .mesh_files import not_found_warning, read_link_mesh, resolve_mesh_path
 from .urdf_spheres import _assemble as assemble_spheres
 from .robot_spheres import RobotSpheres, SphereTiers
 from .sphere_cover import CoverProblem, CoverSettings, SphereCover, cover_problem_for_shape, mesh_problem
@@ -104,10 +104,8 @@ def _shape_tree(shape: CollisionShape, settings, search_dirs, base_dir, warnings
     if entry is None:
         opened = (0, 0, 0)
         if shape.kind == "mesh":
-            try:
-                mesh = load_mesh_file(path, shape.scale)
-            except Exception as error:  # trimesh raises many kinds for a bad file
-                warnings.append(unreadable_warning(shape.link, shape.filename, path, error))
+            mesh = read_link_mesh(shape, path, warnings)
+            if mesh is None:
                 return None
             problem, opened = _closed_mesh_problem(mesh)
         else:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..kinematics import Chain
-from .mesh_files import load_mesh_file, not_found_warning, resolve_mesh_path, unreadable_warning
+from .mesh_files import not_found_warning, read_link_mesh, resolve_mesh_path
 from .robot_spheres import RobotSpheres
 from .sphere_cover import (
     CoverProblem,
@@ -128,10 +128,8 @@ def _mesh_problem_key(shape: CollisionShape, settings, search_dirs, base_dir, wa
     path = path.resolve()
     key = (str(path), path.stat().st_mtime_ns, tuple(shape.scale), settings)
     if key not in _MESH_PROBLEMS:
-        try:
-            mesh = load_mesh_file(path, shape.scale)
-        except Exception as error:  # trimesh raises many kinds for a bad file
-            warnings.append(unreadable_warning(shape.link, shape.filename, path, error))
+        mesh = read_link_mesh(shape, path, warnings)
+        if mesh is None:
             return None
         _MESH_PROBLEMS[key] = mesh_problem(mesh, settings)
     return key
