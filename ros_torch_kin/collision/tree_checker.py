@@ -383,12 +383,8 @@ class TreeCollisionChecker:
             if decided is not None:  # a representative leaf within the limit decides its configuration
                 representative = self._representative_spheres[index].index_select(0, nodes).unsqueeze(1)
                 value = torch.maximum(bound.index_select(0, block), distance(block, representative)[:, 0])
-                hit = (value < decisive.index_select(0, block)).nonzero().squeeze(1)
-                if hit.numel():
-                    hit_block = block.index_select(0, hit)
-                    early.scatter_reduce_(0, hit_block, value.index_select(0, hit), "amin")
-                    decided[j.index_select(0, hit_block)] = True
-                    alive = (~decided.index_select(0, j.index_select(0, block))).nonzero().squeeze(1)
+                alive = _decide(block, value, decisive, j, early, decided)
+                if alive is not None:
                     block, nodes = block.index_select(0, alive), nodes.index_select(0, alive)
                     if not block.numel():
                         break
@@ -460,12 +456,8 @@ class TreeCollisionChecker:
                 table = self._representative_spheres[index]
                 d = distance(block, table.index_select(0, na).unsqueeze(1), table.index_select(0, nb).unsqueeze(1))
                 value = torch.maximum(bound.index_select(0, block), d[:, 0, 0])
-                hit = (value < decisive.index_select(0, block)).nonzero().squeeze(1)
-                if hit.numel():
-                    hit_block = block.index_select(0, hit)
-                    early.scatter_reduce_(0, hit_block, value.index_select(0, hit), "amin")
-                    decided[j.index_select(0, hit_block)] = True
-                    alive = (~decided.index_select(0, j.index_select(0, block))).nonzero().squeeze(1)
+                alive = _decide(block, value, decisive, j, early, decided)
+                if alive is not None:
                     block, na, nb = (t.index_select(0, alive) for t in (block, na, nb))
                     if not block.numel():
                         break
@@ -502,6 +494,21 @@ class TreeCollisionChecker:
     def _no_blocks(frames: Tensor) -> _Blocks:
         empty = torch.zeros(0, dtype=torch.int64, device=frames.device)
         return _Blocks(frames.new_zeros(0), empty, empty, empty)
+
+
+def _decide(block: Tensor, value: Tensor, decisive: Tensor, configuration: Tensor, early: Tensor,
+            decided: Tensor) -> Tensor | None:
+    """The verdict's early exit at one level: blocks ``block`` (R,) whose representative value
+    (R,) is below their block's ``decisive`` limit put it into ``early`` (per block) and decide
+    their ``configuration`` (per block) in ``decided`` (B,) bool. -> the positions in ``block``
+    still undecided, or None when no block was below (all still are)."""
+    hit = (value < decisive.index_select(0, block)).nonzero().squeeze(1)
+    if not hit.numel():
+        return None
+    hit_block = block.index_select(0, hit)
+    early.scatter_reduce_(0, hit_block, value.index_select(0, hit), "amin")
+    decided[configuration.index_select(0, hit_block)] = True
+    return (~decided.index_select(0, configuration.index_select(0, block))).nonzero().squeeze(1)
 
 
 def _padded(rows: list[Tensor]) -> tuple[Tensor, Tensor]:
