@@ -139,6 +139,25 @@ def test_goal_inside_an_obstacle_is_refused_with_the_reason(panda):
     assert result.failure[0] == GOAL_IN_COLLISION and result.failure[1] == "" and bool(result.success[1])
 
 
+def test_a_goal_ik_that_runs_out_of_time_says_so(panda):
+    """A starved CPU: the goal IK stops on its budget, not its iterations; the refusal keeps its
+    kind and says that the budget ended it (not that the goal is in collision or unreachable)."""
+    chain, checker, cost, _ = panda
+    scene = Scene([FLOOR])
+    checker, cost = checker.with_scene(scene), cost.with_scene(scene)
+    goal_pose = forward_kinematics(chain, GOAL, links=TOOL)
+    options = TrajectoryOptions(goal_ik_time_budget=1e-9)
+    result = solve_trajectory(chain, START, TOOL, target_pose=goal_pose, options=options, collision=checker,
+                              collision_cost=cost)
+    assert not bool(result.success[0])
+    assert result.failure[0].startswith((GOAL_IN_COLLISION, GOAL_UNREACHABLE)), result.failure
+    assert "ran out of its 1e-09 s budget" in result.failure[0], result.failure
+    # with its default budget the same goal is planned to, and no note
+    result = solve_trajectory(chain, START, TOOL, target_pose=goal_pose, options=TrajectoryOptions(),
+                              collision=checker, collision_cost=cost)
+    assert bool(result.success[0]) and result.failure == ("",), result.failure
+
+
 def folded_configuration(chain, checker) -> torch.Tensor:
     """An in-limit configuration where the arm folds into itself (a checked self pair overlaps)."""
     g = torch.Generator().manual_seed(3)

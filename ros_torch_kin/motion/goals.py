@@ -6,7 +6,8 @@ validity margin, steered to the clearance), each drawn towards a different prefe
 configuration (the start for the first, random ones for the others), so that they tend to lie on
 different IK branches. A configuration goal is itself the only goal. Why a problem has no goal is
 told apart: the IK reached the target only in collision, or reaches it when collisions are
-ignored ("goal in collision"), or does not reach it at all ("goal unreachable").
+ignored ("goal in collision"), or does not reach it at all ("goal unreachable"). When the goal
+IK stopped on its time budget rather than its iterations (a starved CPU), the reason adds that.
 """
 
 from __future__ import annotations
@@ -79,4 +80,10 @@ def collision_free_goals(
         reached[unsolved, 0] = free.success
     reasons = ["" if bool(valid[p].any()) else GOAL_IN_COLLISION if bool(reached[p].any()) else GOAL_UNREACHABLE
                for p in range(P)]
+    if result.solve_time >= ik_options.time_budget and any(reasons):
+        # the IK stopped on its budget (a starved CPU), not on its iterations: say so, the same kind
+        note = (f" (the goal IK ran out of its {ik_options.time_budget:g} s budget after "
+                f"{int(result.iterations.max()) if result.iterations.numel() else 0} of {ik_options.max_iterations} "
+                "iterations; TrajectoryOptions.goal_ik_time_budget)")
+        reasons = [r + note if r else r for r in reasons]
     return goals, valid, reasons
