@@ -25,6 +25,7 @@ the link frame by its pose. Units: m.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import weakref
@@ -238,7 +239,9 @@ def body_sphere_pairs(bodies: Tensor, pairs: Sequence[tuple[int, int]]) -> tuple
 
 
 # ---------------------------------------------------------------------- covers (object frame)
-_PRIMITIVE_COVERS: dict[tuple, SphereCover] = {}
+#: primitive covers kept (per kind, dimensions and model; least recently used dropped): a node
+#: that attaches objects of ever new sizes (sensed, say) does not grow without bound
+PRIMITIVE_COVERS = 256
 _GRID_COVERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
@@ -253,16 +256,10 @@ def _object_cover(obstacle: Obstacle, tight: bool) -> SphereCover:
             with _LOCK:
                 _GRID_COVERS[obstacle.grid] = covers
         return covers[1] if tight else covers[0]
-    key = (obstacle.kind, obstacle.dimensions, tight)
-    with _LOCK:
-        cover = _PRIMITIVE_COVERS.get(key)
-    if cover is None:
-        cover = _primitive_cover(obstacle.kind, obstacle.dimensions, tight)
-        with _LOCK:
-            _PRIMITIVE_COVERS[key] = cover
-    return cover
+    return _primitive_cover(obstacle.kind, tuple(obstacle.dimensions), tight)
 
 
+@functools.lru_cache(maxsize=PRIMITIVE_COVERS)
 def _primitive_cover(kind: str, dimensions: tuple[float, ...], tight: bool) -> SphereCover:
     if kind == SPHERE:  # its own exact cover
         return SphereCover(np.zeros((1, 3)), np.array([dimensions[0]]), np.zeros(1))
