@@ -317,3 +317,18 @@ def test_carried_mesh_is_covered_conservatively(panda):
     bound = 2 * (0.5 * np.sqrt(3) * 0.01 + mesh.grid.bound) + 1e-5  # a voxel sphere's reach beyond the box
     near = exact < 0.2 - bound
     assert near.any() and (d_tight[near] >= exact[near] - bound).all()
+
+
+def test_a_coarse_level_carrying_other_objects_is_refused(panda):
+    """The tight checker's coarse level is matched to its carried objects by position (body L + k):
+    a coarse checker that carries other objects, or the same in another order, would bound the
+    wrong object, so it is refused by name."""
+    chain, model, _ = panda
+    box = carried_box(chain)
+    other = AttachedObject.at_configuration(Obstacle.box("other", (0.04, 0.04, 0.04), [0.5, 0.0, 0.5, 0, 0, 0, 1]),
+                                            "panda_hand", chain, START)
+    coarse = model.cost.with_attached([box, other])
+    with pytest.raises(ValueError, match=r"coarse checker carries \['box', 'other'\].*\['other', 'box'\]"):
+        model.verdict.with_attached([other, box], coarse=coarse)
+    same = model.verdict.with_attached([box, other], coarse=coarse)  # the same objects, the same order
+    assert [o.id for o in same.attached] == ["box", "other"]

@@ -90,7 +90,8 @@ class TreeCollisionChecker:
     pairs are checked (:class:`SelfCollisionPairs`, or None for none); margin (m, ≥ 0): the
     distance below which :meth:`in_collision` says True (the validity margin); coarse: optionally
     a :class:`CollisionChecker` on a coarse conservative cover of the same links
-    (:func:`.urdf_spheres.robot_spheres_from_urdf`), the hierarchy's second level; attached:
+    (:func:`.urdf_spheres.robot_spheres_from_urdf`), the hierarchy's second level, carrying the
+    same objects in the same order (ValueError naming both lists otherwise); attached:
     objects the robot carries (:class:`.attached_objects.AttachedObject`), each a root slot of
     its own on its link, checked against the world and against the links and objects
     :mod:`.attached_objects` says (``spheres`` is then the robot's leaves followed by the
@@ -142,6 +143,10 @@ class TreeCollisionChecker:
         self._pair_b = torch.tensor([b for _, b in pairs], dtype=torch.int64, device=device)
         self.coarse = None
         if coarse is not None and root_bodies:
+            carried = tuple(o.id for o in getattr(coarse, "attached", ()))
+            if carried != tuple(o.id for o in self.attached):  # its bodies L + k must be the same objects
+                raise ValueError(f"the coarse checker carries {list(carried)}, this one "
+                                 f"{[o.id for o in self.attached]}: give both the same objects in the same order")
             self.coarse = coarse.spheres.to(device, dtype)
             coarse_bodies = getattr(coarse, "_bodies", coarse.spheres.sphere_links).cpu()
             rows = [torch.nonzero(coarse_bodies == body).squeeze(1) for body in root_bodies]
