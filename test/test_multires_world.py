@@ -66,6 +66,28 @@ def test_multires_and_dense_grids_pack_together_and_agree_on_contact():
     assert (both[0][:300] < 0).all() and (both[1][300:600] < 0).all()  # every occupied voxel is a contact
 
 
+def test_the_packed_kind_knows_its_grids_parts_and_a_row_subset_agrees():
+    """What a query computes is read from the packed kind (no device read per query); a subset of
+    rows (the hierarchy gathers one per block) with fewer parts than the kind gets the same
+    values as with its own parts."""
+    from ros_torch_kin.collision.occupancy import grid_features, voxel_distance
+
+    points = _cloud(5, 4000)
+    dense, sparse = Obstacle.points("dense", points, S), Obstacle.points("sparse", points + (0.0, 0.0, 0.3), S, multires=True)
+    shapes = Scene([dense, sparse]).packed("cpu", torch.float64).shapes[0]
+    assert {"exact", "multires"} <= shapes.kind.features
+    assert shapes.kind.features == grid_features(shapes.parameters)
+    assert "multires" not in Scene([dense]).packed("cpu", torch.float64).shapes[0].kind.features
+    rng = np.random.default_rng(6)
+    local = torch.as_tensor(rng.uniform(-0.4, 0.4, (3, 500)) + np.array([[0.0], [0.0], [0.5]]))
+    for row in (0, 1):  # each row alone, with the kind's parts (a superset) and with its own
+        rows = shapes.parameters[row:row + 1]
+        x, y, z = (c.unsqueeze(0) for c in local)
+        wide, wide_normal = voxel_distance(x, y, z, rows, shapes.kind.values, True, shapes.kind.features)
+        own, own_normal = voxel_distance(x, y, z, rows, shapes.kind.values, True)
+        assert torch.equal(wide, own) and all(torch.equal(a, b) for a, b in zip(wide_normal, own_normal))
+
+
 def test_multires_normals_point_away_and_holes_are_skipped():
     points = _cloud(4, 8000)
     holes = points.copy()

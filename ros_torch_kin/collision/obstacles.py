@@ -245,7 +245,7 @@ def _pack(kind: str, obstacles: Sequence[Obstacle], device, dtype) -> PackedShap
         offsets = np.cumsum([0] + [o.grid.field.size for o in obstacles])
         parameters = np.stack([grid_parameters(o.grid, int(start)) for o, start in zip(obstacles, offsets)])
         values = np.concatenate([o.grid.field.reshape(-1) for o in obstacles])
-        kind = VoxelKind(VOXELS, torch.as_tensor(values, dtype=dtype, device=device))
+        kind = VoxelKind(VOXELS, torch.as_tensor(values, dtype=dtype, device=device), parameters)
     elif kind == SPHERE:
         parameters = np.concatenate((dimensions, np.zeros_like(dimensions)), axis=1)  # (radius, 0)
     elif kind == BOX:

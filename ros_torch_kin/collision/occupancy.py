@@ -516,14 +516,29 @@ class VoxelKind(str):
     """The obstacle kind name ``'voxels'`` carrying the packed scene's flat field buffer
     (``values``: every grid's F, concatenated, on the scene's device and dtype): whatever
     dispatches on a packed kind (``local_signed_distance(kind, local, parameters)``) then reaches
-    the fields too, with each obstacle's parameter row saying where its own field lies."""
+    the fields too, with each obstacle's parameter row saying where its own field lies.
+    ``features``: which parts any of its grids has ("exact", "multires", "lattice", "points"),
+    read from the parameter rows once at packing, so that a query decides what to compute
+    without reading the device (rows without a part are masked by their own columns)."""
 
     values: Tensor
+    features: frozenset
 
-    def __new__(cls, name: str, values: Tensor):
+    def __new__(cls, name: str, values: Tensor, parameters=None):
         kind = super().__new__(cls, name)
         kind.values = values
+        kind.features = None if parameters is None else grid_features(parameters)
         return kind
+
+
+def grid_features(parameters) -> frozenset:
+    """The parts that parameter rows (n, PARAMETER_COLUMNS) (numpy or tensor) have: "exact" /
+    "multires" (each row one of the two), "lattice", "points"."""
+    rows = torch.as_tensor(parameters)
+    multires = rows[:, 16] > 0
+    parts = {"exact": bool((~multires).any()), "multires": bool(multires.any()),
+             "lattice": bool((rows[:, LATTICE_COLUMN] > 0).any()), "points": bool((rows[:, POINT_COLUMN] > 0).any())}
+    return frozenset(name for name, present in parts.items() if present)
 
 
 def _corners(values: Tensor, flat: Tensor, sx: Tensor, sy: Tensor, t, with_normal: bool, guard: bool = False,
@@ -627,13 +642,17 @@ def _multires_field(coordinates, parameters, values, with_normal, guard=False):
     return best, gradient, any_inside
 
 
-def voxel_distance(x: Tensor, y: Tensor, z: Tensor, parameters: Tensor, values: Tensor, with_normal: bool = True):
+def voxel_distance(x: Tensor, y: Tensor, z: Tensor, parameters: Tensor, values: Tensor, with_normal: bool = True,
+                   features: frozenset | None = None):
     """Lower bounds of the signed distance (m) of local points to each grid (module docstring).
     x, y, z (n, N) in each grid's frame; parameters (n, PARAMETER_COLUMNS); values: the flat
-    buffer. -> distance (n, N) and the unit normal (nx, ny, nz) or None."""
+    buffer; features: what the rows may have (:func:`grid_features`; a superset is fine; None:
+    read from ``parameters``, a device read on a GPU). -> distance (n, N) and the unit normal
+    (nx, ny, nz) or None."""
     coordinates = (x, y, z)
+    features = grid_features(parameters) if features is None else features
     multires = parameters[:, 16:17] > 0  # (n, 1)
-    exact_rows, multires_rows = bool((~multires).any()), bool(multires.any())
+    exact_rows, multires_rows = "exact" in features, "multires" in features
     mixed = exact_rows and multires_rows
     if exact_rows:
         cell_bound, gradient, inside = _exact_field(coordinates, parameters, values, with_normal, mixed)
@@ -651,7 +670,7 @@ def voxel_distance(x: Tensor, y: Tensor, z: Tensor, parameters: Tensor, values: 
     box_d = box_d - parameters[:, 15:16]
     use_cell = inside & ((cell_bound > box_d) | within_box)  # inside the box: the field (depth) alone
     distance = torch.where(use_cell, cell_bound, box_d)
-    lattice_rows = bool((parameters[:, LATTICE_COLUMN] > 0).any())
+    lattice_rows = "lattice" in features
     if lattice_rows:
         from .point_hash import lattice_bound
 
@@ -659,7 +678,7 @@ def voxel_distance(x: Tensor, y: Tensor, z: Tensor, parameters: Tensor, values: 
         use_far = far > distance
         distance = torch.where(use_far, far, distance)
     if not with_normal:
-        if bool((parameters[:, POINT_COLUMN] > 0).any()):
+        if "points" in features:
             from .point_hash import refine
 
             distance, _ = refine(coordinates, parameters, values, distance, None, False, POINT_COLUMN)
@@ -677,7 +696,7 @@ def voxel_distance(x: Tensor, y: Tensor, z: Tensor, parameters: Tensor, values: 
         use_far = use_far & (length > 0)
         inverse = 1.0 / length.clamp_min(torch.finfo(length.dtype).tiny)
         normal = tuple(torch.where(use_far, g * inverse, n) for g, n in zip((gx, gy, gz), normal))
-    if bool((parameters[:, POINT_COLUMN] > 0).any()):
+    if "points" in features:
         from .point_hash import refine
 
         distance, normal = refine(coordinates, parameters, values, distance, normal, True, POINT_COLUMN)

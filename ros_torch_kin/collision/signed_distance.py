@@ -107,7 +107,7 @@ def local_signed_distance(kind: str, local: Tensor, parameters: Tensor, with_nor
     elif kind == SPHERE:
         distance, normal = rounded_segment_distance(x, y, z, parameters[:, 1:], parameters[:, :1], with_normal)
     elif kind == VOXELS:  # a lower bound, see .occupancy; the fields travel with the kind
-        distance, normal = voxel_distance(x, y, z, parameters, kind.values, with_normal)
+        distance, normal = voxel_distance(x, y, z, parameters, kind.values, with_normal, kind.features)
     else:
         raise ValueError(f"unknown obstacle kind '{kind}'")
     return distance, (torch.stack(normal, dim=1) if with_normal else None)
