@@ -136,7 +136,8 @@ def test_goal_inside_an_obstacle_is_refused_with_the_reason(panda):
     both = torch.stack((goal_pose, forward_kinematics(chain, START, links=TOOL)))
     result = solve_trajectory(chain, START.expand(2, -1), TOOL, target_pose=both, options=options,
                               collision=checker, collision_cost=cost)
-    assert result.failure[0] == GOAL_IN_COLLISION and result.failure[1] == "" and bool(result.success[1])
+    # (a goal in collision keeps its IK searching near its budget: on a loaded machine the reason adds that)
+    assert result.failure[0].startswith(GOAL_IN_COLLISION) and result.failure[1] == "" and bool(result.success[1])
 
 
 def test_a_goal_ik_that_runs_out_of_time_says_so(panda):
@@ -151,7 +152,7 @@ def test_a_goal_ik_that_runs_out_of_time_says_so(panda):
                               collision_cost=cost)
     assert not bool(result.success[0])
     assert result.failure[0].startswith((GOAL_IN_COLLISION, GOAL_UNREACHABLE)), result.failure
-    assert "ran out of its 1e-09 s budget" in result.failure[0], result.failure
+    assert "stopped at its 1e-09 s budget" in result.failure[0], result.failure
     # with its default budget the same goal is planned to, and no note
     result = solve_trajectory(chain, START, TOOL, target_pose=goal_pose, options=TrajectoryOptions(),
                               collision=checker, collision_cost=cost)

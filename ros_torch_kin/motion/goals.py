@@ -82,8 +82,7 @@ def collision_free_goals(
                for p in range(P)]
     if result.solve_time >= ik_options.time_budget and any(reasons):
         # the IK stopped on its budget (a starved CPU), not on its iterations: say so, the same kind
-        note = (f" (the goal IK ran out of its {ik_options.time_budget:g} s budget after "
-                f"{int(result.iterations.max()) if result.iterations.numel() else 0} of {ik_options.max_iterations} "
-                "iterations; TrajectoryOptions.goal_ik_time_budget)")
+        note = (f" (the goal IK stopped at its {ik_options.time_budget:g} s budget, "
+                "TrajectoryOptions.goal_ik_time_budget)")
         reasons = [r + note if r else r for r in reasons]
     return goals, valid, reasons
