@@ -4,6 +4,11 @@ as VAMP 0.6.4 ships them; see bench/mbm_problems.py), every success checked by t
 
     python bench/mbm_benchmark.py --output BENCHMARKS.md --json mbm.json
     python bench/mbm_benchmark.py --limit 3                      # 3 problems per family, to stdout
+    python bench/mbm_benchmark.py --robot ur5 --limit 20 --output BENCHMARKS.md   # section mbm_ur5
+
+``--robot ur5`` / ``--robot fetch``: the same 7 families × 100 the sdist ships for the UR5 (Robotiq
+85 gripper) and the Fetch (torso + arm, base fixed), written to the sections ``mbm_ur5`` /
+``mbm_fetch``; the joints planned are those the requests' goals constrain (see bench/mbm_problems.py).
 
 One problem per ``solve_trajectory`` call (P = 1), default TrajectoryOptions, joint-space goal
 (the request's joint constraints), float32 on the CPU with ``--threads`` torch threads. Time: the
@@ -28,13 +33,22 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # measure this checkout's ros_torch_kin (the commit the report names), not an installed copy
     sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mbm_problems import FAMILIES, TOOL, load_problems, mbm_reference, mbm_resources, srdf_text, urdf_text  # noqa: E402
+from mbm_problems import FAMILIES, ROBOTS, load_problems, mbm_reference, mbm_resources, srdf_text, urdf_text  # noqa: E402
 from report import commit, machine, stamp, versions, write_section  # noqa: E402
 
 from ros_torch_kin.collision import TreeSettings, robot_collision_model_from_urdf  # noqa: E402
 from ros_torch_kin.kinematics import Chain  # noqa: E402
 from ros_torch_kin.motion import GOAL_IN_COLLISION, START_IN_COLLISION, solve_trajectory  # noqa: E402
 from ros_torch_kin.optim import TrajectoryLimits, TrajectoryOptions  # noqa: E402
+
+ROBOT_TITLES = {"panda": "Franka Panda", "ur5": "UR5", "fetch": "Fetch"}
+ROBOT_NOTES = {
+    "ur5": "UR5 with a Robotiq 85 gripper and force-torque sensor, gripper joints fixed at 0, 6 arm joints planned, "
+           "the scenes' world at the URDF root `offset_link`",
+    "fetch": "Fetch with its base fixed, head at 0, fingers fixed 0.05 m open, `torso_lift_joint` and the 7 arm joints "
+             "planned (the requests' wheel and bellows joints have no geometry in the URDF), the scenes in `base_link`, "
+             "the URDF root",
+}
 
 #: other planners on the same 700 problems, cited (not rerun here)
 CITED = (
@@ -60,10 +74,16 @@ def run(args):
     torch.set_num_threads(args.threads)
     loads = [os.getloadavg()[0]]
     began = time.perf_counter()
-    problems = load_problems(args.families, args.limit)
+    robot = ROBOTS[args.robot]
+    problems = load_problems(args.families, args.limit, robot)
     load_time = time.perf_counter() - began
-    chain, verdict, cost = build_planner_models(urdf_text(), srdf_text(), [mbm_resources()], args.tight_slack)
-    reference = mbm_reference(chain)
+    moment = time.perf_counter()
+    chain, verdict, cost = build_planner_models(urdf_text(robot), srdf_text(robot), [mbm_resources(robot)],
+                                                args.tight_slack)
+    build_time = time.perf_counter() - moment
+    if chain.joint_names != robot.arm_joints:
+        raise RuntimeError(f"the URDF's joints {chain.joint_names} are not the planned {robot.arm_joints}")
+    reference = mbm_reference(chain, robot)
     options, limits = TrajectoryOptions(), TrajectoryLimits.from_chain(chain)
     rows, reference_time = [], 0.0
     first = True
@@ -74,7 +94,7 @@ def run(args):
             checker, cost_checker = verdict.with_scene(scene), cost.with_scene(scene)
             scene_time = time.perf_counter() - moment
             start, goal = (torch.as_tensor(q, dtype=chain.dtype) for q in (problem.start, problem.goal))
-            call = dict(link=TOOL, target_configuration=goal, options=options, limits=limits,
+            call = dict(link=robot.tool, target_configuration=goal, options=options, limits=limits,
                         collision=checker, collision_cost=cost_checker)
             if first:  # one-off costs (allocator, lazy imports, caches) stay out of the times
                 solve_trajectory(chain, start, **call)
@@ -108,13 +128,13 @@ def run(args):
     info = dict(load_time=load_time, reference_time=reference_time, loads=loads, problems=len(problems),
                 clearance=options.clearance, stamp=stamp(), machine=machine(), versions=versions(), commit=commit(),
                 threads=args.threads, limit=args.limit, exact_step=args.exact_step,
-                tight_slack=args.tight_slack)
+                tight_slack=args.tight_slack, robot=robot.name, build_time=build_time)
     return rows, info
 
 
 def reason(failure: str) -> str:
     """The kind of a failure message: "goal in collision: a – b, -1.9 mm" -> "goal in collision"."""
-    return failure.split(":", 1)[0]
+    return failure.split(":", 1)[0].split(" (", 1)[0]
 
 
 def failures(rows) -> list[tuple[str, int]]:
@@ -160,18 +180,27 @@ def markdown(rows, info) -> str:
     total = summarise(rows, info["clearance"])
     subset = (f"the first {info['limit']} problem(s) of each family ({info['problems']} of 700: a subset, not the "
               "benchmark)" if info["limit"] else f"{info['problems']} problems")
+    robot = info.get("robot", "panda")
+    panda = robot == "panda"
     loads = info["loads"]
     ends = [(r["start_clearance"], f"{r['family']} {r['index']} start") for r in rows] + \
            [(r["goal_clearance"], f"{r['family']} {r['index']} goal") for r in rows]
     free, closest = sum(d > 0 for d, _ in ends), min(ends)
+    command = ["python bench/mbm_benchmark.py"] + ([f"--robot {robot}"] if not panda else []) + \
+        ([f"--limit {info['limit']}"] if info["limit"] else []) + ["--output BENCHMARKS.md"]
     lines = [
-        "## MotionBenchMaker problems (`bench/mbm_benchmark.py`)",
+        "## MotionBenchMaker problems (`bench/mbm_benchmark.py`)" if panda else
+        f"## MotionBenchMaker problems, {ROBOT_TITLES[robot]} (`{' '.join(command)}`)",
         "",
         f"{info['stamp']}; {info['machine']}; {info['versions']}; load average (1 min) at start / end "
         f"{loads[0]:.1f} / {loads[1]:.1f} (shared machine); torch threads {info['threads']}, float32, CPU.",
         "",
-        f"The public MotionBenchMaker problems for the Franka Panda as VAMP 0.6.4's sdist ships them "
-        f"(`bench/mbm_problems.py`; MoveIt scene + request YAML, fingers fixed 0.065 m open): {subset}. "
+        (f"The public MotionBenchMaker problems for the Franka Panda as VAMP 0.6.4's sdist ships them "
+         f"(`bench/mbm_problems.py`; MoveIt scene + request YAML, fingers fixed 0.065 m open): {subset}. " if panda else
+         f"The public MotionBenchMaker problems for the {ROBOT_TITLES[robot]} as VAMP 0.6.4's sdist ships them "
+         f"(`bench/mbm_problems.py`, `resources/{robot}/`; MoveIt scene + request YAML; {ROBOT_NOTES[robot]}): "
+         f"{subset}. `build_planner_models` took {info.get('build_time', math.nan):.1f} s in this run "
+         "(sphere trees read from the cache where it held them). ") +
         "Planner models from the MBM URDF/SRDF as `bench/motion_benchmark.py` builds them "
         f"(`build_planner_models`: the verdict on the tight model, sphere trees with leaves within "
         f"{1e3 * info.get('tight_slack', TreeSettings().target_slack):.0f} mm of the meshes under tiers of "
@@ -182,8 +211,9 @@ def markdown(rows, info) -> str:
         f"Every success checked exactly: Pinocchio + coal on the MBM URDF's meshes against the scene's primitives and "
         f"the SRDF-enabled self pairs, at configurations of the returned motion {info['exact_step']} rad apart (any "
         f"joint). The exact clearance of every start and goal is computed too: here {free} of {2 * len(rows)} are "
-        f"collision-free under coal (closest {1e3 * closest[0]:.1f} mm, {closest[1]}; all 1400 of the 700 problems "
-        "are, closest 2.7 mm), so a 'start/goal in collision' refusal is of a free configuration; 'of which ≥ "
+        f"collision-free under coal (closest {1e3 * closest[0]:.1f} mm, {closest[1]}"
+        + ("; all 1400 of the 700 problems are, closest 2.7 mm" if panda else "") +
+        "), so a 'start/goal in collision' refusal is of a free configuration; 'of which ≥ "
         "clearance' counts those whose exact clearance is at least the planner's clearance (refused only because "
         "of the spheres' slack).",
         "",
@@ -209,6 +239,13 @@ def markdown(rows, info) -> str:
     if "total" in keys and any(sum(r["timings"][k] for k in parts) > 1.01 * r["timings"]["total"] for r in rows):
         lines += ["", f"(The parts ({', '.join(parts)}) add up to more than 'total' for some calls: they overlap, e.g. "
                   "checks made between iterations counted in both 'iterations' and 'checking'.)"]
+    if not panda:  # VAMP's and cuRobo's cited figures are the Panda's
+        lines += ["", f"Ours: {total['solved']}/{total['n']} ({100 * total['solved'] / total['n']:.1f} %), "
+                  f"{total['hits']} colliding, median {total['median']:.1f} ms, p95 {total['p95']:.1f} ms, this machine, "
+                  "one thread.",
+                  "", f"Reading the problem files took {info['load_time']:.1f} s; the exact checks (scene set-up, "
+                  f"start/goal clearance, dense check of each success) {info['reference_time']:.1f} s in all."]
+        return "\n".join(lines)
     lines += ["", "Beside ours (cited, not rerun here; theirs are all 700 problems):", "",
               "| planner | valid plans | median (ms) | tail (ms) | where |", "|---|---:|---:|---:|---|",
               f"| ours (this run) | {total['solved']}/{total['n']} ({100 * total['solved'] / total['n']:.1f} %), "
@@ -221,6 +258,8 @@ def markdown(rows, info) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--robot", choices=list(ROBOTS), default="panda",
+                        help="the sdist's robot (default panda); ur5 and fetch write the sections mbm_ur5 / mbm_fetch")
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
     parser.add_argument("--limit", type=int, help="problems per family (default: all 100)")
     parser.add_argument("--threads", type=int, default=1)
@@ -239,7 +278,8 @@ def main(argv=None):
     text = markdown(rows, info)
     print(text)
     if args.output:
-        write_section(args.output, "mbm", text)
+        robot = info.get("robot", "panda")
+        write_section(args.output, "mbm" if robot == "panda" else f"mbm_{robot}", text)
     if args.json:
         args.json.write_text(json.dumps(dict(info=info, problems=rows), indent=1))
 

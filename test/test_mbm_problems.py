@@ -82,3 +82,26 @@ def test_first_problem_of_each_family_is_free_under_the_exact_reference(problems
     inside = problem.goal.copy()
     inside[1] += 0.3
     assert reference.collides(np.stack((problem.goal, inside)), 0.005)[0]
+
+
+@pytest.mark.parametrize("robot", ["ur5", "fetch"])
+def test_other_robots_read_with_their_planned_joints(robot):
+    """The UR5's and the Fetch's sets: 7 families × 100, the goals' joints are the URDF's DOFs (the
+    joints the URDF fixes are where the start states set them), every start and goal within the
+    limits but for the Fetch's ±π goals (its URDF writes ±3.14159), and the scenes in the root."""
+    try:
+        mbm_problems.mbm_resources(robot)
+    except RuntimeError as error:
+        pytest.skip(f"the MotionBenchMaker problems cannot be had: {error}")
+    spec = mbm_problems.ROBOTS[robot]
+    problems = mbm_problems.load_problems(robot=robot)
+    assert len(problems) == 700 and all(p.robot == robot and p.joint_names == spec.arm_joints for p in problems)
+    chain = Chain.from_urdf(mbm_problems.urdf_text(robot), device="cpu", dtype=torch.float64)
+    assert chain.joint_names == spec.arm_joints and chain.has_link(spec.tool)
+    lower, upper = chain.lower_limits.numpy(), chain.upper_limits.numpy()
+    q = np.stack([p.start for p in problems] + [p.goal for p in problems])
+    assert (q >= lower - 3e-6).all() and (q <= upper + 3e-6).all()
+    scene = problems[0].scene()
+    assert len(scene) > 0
+    pairs = {frozenset(p) for p in mbm_problems.reference_self_pairs(chain, mbm_problems.srdf_text(robot), robot)}
+    assert pairs and all(chain.has_link(a) and chain.has_link(b) for a, b in pairs)
