@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import sys
 import time
@@ -123,8 +124,8 @@ def markdown(rows, args, options) -> str:
     lines = [
         "## Collision-aware motion generation (`bench/motion_benchmark.py`)",
         "",
-        f"{stamp()}; {machine()}; {versions()}; torch threads {args.threads}, float32, CPU (shared machine: other "
-        "jobs ran alongside, so times are inflated and noisy). Franka Panda (example-robot-data): verdict on the tight "
+        f"{stamp()}; {machine()}; {versions()}; torch threads {args.threads}, float32, CPU; load average (1 min) at "
+        f"start / end {args.loads[0]:.1f} / {args.loads[-1]:.1f} (shared machine). Franka Panda (example-robot-data): verdict on the tight "
         f"model (sphere trees, worst slack {1e3 * args.tight_slack:.0f} mm), cost on the coarse cover, SRDF "
         f"self pairs. Per family {args.scenes} scenes × {args.per_scene} problems (`bench/motion_scenes.py`: seeded "
         "MotionBenchMaker-like scenes; start and goal configurations ≥ the clearance from everything under the exact "
@@ -221,7 +222,9 @@ def main(argv=None):
     parser.add_argument("--exact-step", type=float, default=0.01)
     parser.add_argument("--distance-step", type=float, default=0.1)
     args = parser.parse_args(argv)
+    args.loads = [os.getloadavg()[0]]
     rows, chain, verdict = run(args)
+    args.loads.append(os.getloadavg()[0])
     text = markdown(rows, args, TrajectoryOptions())
     print(text)
     if args.output:  # before the picture: a plotting failure must not lose the run
