@@ -38,7 +38,7 @@ from torch import Tensor
 
 from ..kinematics import Chain, world_transforms
 from ..kinematics.fk import check_joint_positions
-from .leaf_hierarchy import HierarchyLevel, leaf_hierarchy
+from .leaf_hierarchy import leaf_hierarchy
 from .obstacles import PackedScene, Scene
 from .robot_spheres import RobotSpheres
 from .signed_distance import local_signed_distance, point_distances
@@ -246,7 +246,8 @@ class TreeCollisionChecker:
         B, P = q.shape[0], self._pair_a.shape[0]
         hits = torch.zeros(B * max(P, 1), dtype=torch.bool, device=q.device)
         if P and B:
-            blocks, pair = self._self_blocks(self._frames(q), q.new_full((B,), self.rounding), None)
+            frames = self._frames(q)
+            blocks, pair = self._self_blocks(frames, self._root_centers(frames), q.new_full((B,), self.rounding), None)
             hits[(blocks.configuration * P + pair)[blocks.value < 0]] = True
         return hits.view(B, max(P, 1))[:, :P]
 
@@ -282,12 +283,13 @@ class TreeCollisionChecker:
         decided = torch.zeros(B, dtype=torch.bool, device=q.device) if decide else None
         found_world, found_self = [], []
         if frames is not None:
+            centers = self._root_centers(frames)  # once for every kind and the self pairs
             for shapes in self._packed.shapes:
-                blocks = self._world_blocks(frames, shapes, world_limit, decided)
+                blocks = self._world_blocks(frames, centers, shapes, world_limit, decided)
                 found_world.append((blocks, lambda k, blocks=blocks, shapes=shapes: (
                     slot_names[int(blocks.a[k])], shapes.ids[int(blocks.b[k])])))
             if self._pair_a.numel():
-                blocks, _ = self._self_blocks(frames, self_limit, decided)
+                blocks, _ = self._self_blocks(frames, centers, self_limit, decided)
                 found_self.append((blocks, lambda k, blocks=blocks: (
                     slot_names[int(blocks.a[k])], slot_names[int(blocks.b[k])])))
         result = []
@@ -337,21 +339,26 @@ class TreeCollisionChecker:
         frame and radii, −inf on the padding."""
         return self._child_spheres[index].index_select(0, nodes)
 
+    def _child(self, index: int, nodes: Tensor, slot: Tensor) -> Tensor:
+        """The next level's node (K,) in child ``slot`` (K,) of ``nodes`` (K,) of level ``index``."""
+        children = self._levels[index].children
+        return children.reshape(-1).index_select(0, nodes * children.shape[1] + slot)
+
     def _next_nodes(self, index: int, nodes: Tensor, near: Tensor) -> tuple[Tensor, Tensor]:
         """``near`` (R, F) bool over the children of ``nodes`` (R,) of level ``index`` -> the rows
         (K,) and the next level's nodes (K,) where it holds."""
         width = near.shape[1]
         flat = near.reshape(-1).nonzero().squeeze(1)
         rows = torch.div(flat, width, rounding_mode="floor")
-        kids = self._levels[index].children.reshape(-1).index_select(0, nodes.index_select(0, rows) * width + flat - rows * width)
-        return rows, kids
+        return rows, self._child(index, nodes.index_select(0, rows), flat - rows * width)
 
-    def _world_blocks(self, frames: Tensor, shapes, limit: Tensor, decided: Tensor | None) -> _Blocks:
-        """(obstacle of one kind, link, configuration) blocks below ``limit`` (B,) (module doc).
-        ``decided`` (B,) bool, updated: configurations already known to be below (verdict mode)."""
+    def _world_blocks(self, frames: Tensor, centers: Tensor, shapes, limit: Tensor, decided: Tensor | None) -> _Blocks:
+        """(obstacle of one kind, link, configuration) blocks below ``limit`` (B,) (module doc);
+        ``centers``: the roots' centres of ``frames`` (:meth:`_root_centers`). ``decided`` (B,)
+        bool, updated: configurations already known to be below (verdict mode)."""
         B, L, n = frames.shape[0], frames.shape[1], shapes.count
         roots = self._levels[0]
-        d, _ = point_distances(self._root_centers(frames).reshape(-1, 3).mT.contiguous(), shapes, False)
+        d, _ = point_distances(centers.reshape(-1, 3).mT.contiguous(), shapes, False)
         near = (d.view(n, B, -1) - roots.radius) < limit.view(1, B, 1)
         if decided is not None:
             near &= ~decided.view(1, B, 1)
@@ -413,13 +420,13 @@ class TreeCollisionChecker:
             decided[j[value < decisive]] = True
         return _Blocks(value[keep], j[keep], s[keep], o[keep])
 
-    def _self_blocks(self, frames: Tensor, limit: Tensor, decided: Tensor | None) -> tuple[_Blocks, Tensor]:
+    def _self_blocks(self, frames: Tensor, centers: Tensor, limit: Tensor, decided: Tensor | None
+                     ) -> tuple[_Blocks, Tensor]:
         """(enabled link pair, configuration) blocks below ``limit`` (B,), and their pair index;
-        ``decided`` as in :meth:`_world_blocks`."""
+        ``centers`` and ``decided`` as in :meth:`_world_blocks`."""
         B, L = frames.shape[0], frames.shape[1]
         roots = self._levels[0]
         a, b = self._pair_a, self._pair_b
-        centers = self._root_centers(frames)  # (B, Lk, 3)
         offset = centers[:, a] - centers[:, b]
         lower = (offset * offset).sum(-1).sqrt() - roots.radius[a] - roots.radius[b]  # (B, P)
         near = lower < limit.unsqueeze(1)
@@ -475,15 +482,13 @@ class TreeCollisionChecker:
                 if last:
                     leaf_min.scatter_reduce_(0, rows, d.flatten(1).amin(1), "amin")
                     continue
-                width = d.shape[1]
-                near = d < row_limit.index_select(0, rows).view(-1, 1, 1)
-                flat = near.reshape(-1).nonzero().squeeze(1)
+                width = d.shape[1]  # a near (row, child a, child b) -> its row and each side's child slot
+                flat = (d < row_limit.index_select(0, rows).view(-1, 1, 1)).reshape(-1).nonzero().squeeze(1)
                 r = torch.div(flat, width * width, rounding_mode="floor")
-                fa = torch.div(flat - r * width * width, width, rounding_mode="floor")
-                fb = flat - r * width * width - fa * width
-                children = self._levels[index].children.reshape(-1)
-                following.append((rows.index_select(0, r), children.index_select(0, pa.index_select(0, r) * width + fa),
-                                  children.index_select(0, pb.index_select(0, r) * width + fb)))
+                slot_pair = flat - r * width * width
+                fa = torch.div(slot_pair, width, rounding_mode="floor")
+                following.append((rows.index_select(0, r), self._child(index, pa.index_select(0, r), fa),
+                                  self._child(index, pb.index_select(0, r), slot_pair - fa * width)))
             if last:
                 break
             block, na, nb = following[0]
