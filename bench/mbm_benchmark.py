@@ -84,7 +84,8 @@ def run(args):
     if chain.joint_names != robot.arm_joints:
         raise RuntimeError(f"the URDF's joints {chain.joint_names} are not the planned {robot.arm_joints}")
     reference = mbm_reference(chain, robot)
-    options, limits = TrajectoryOptions(), TrajectoryLimits.from_chain(chain)
+    options = TrajectoryOptions(search_step=args.search_step, search_resolution=args.search_resolution)
+    limits = TrajectoryLimits.from_chain(chain)
     rows, reference_time = [], 0.0
     first = True
     for family in args.families:
@@ -128,8 +129,18 @@ def run(args):
     info = dict(load_time=load_time, reference_time=reference_time, loads=loads, problems=len(problems),
                 clearance=options.clearance, stamp=stamp(), machine=machine(), versions=versions(), commit=commit(),
                 threads=args.threads, limit=args.limit, exact_step=args.exact_step,
-                tight_slack=args.tight_slack, robot=robot.name, build_time=build_time)
+                tight_slack=args.tight_slack, robot=robot.name, build_time=build_time,
+                search=(options.search_step, options.search_resolution))
     return rows, info
+
+
+def _search_note(info) -> str:
+    """'' for the default global search step and edge spacing, else which ran."""
+    default = TrajectoryOptions()
+    step, resolution = info.get("search", (default.search_step, default.search_resolution))
+    if (step, resolution) == (default.search_step, default.search_resolution):
+        return ""
+    return f" except the global search's step {step:g} rad and edge spacing {resolution:g} rad"
 
 
 def reason(failure: str) -> str:
@@ -207,7 +218,7 @@ def markdown(rows, info) -> str:
         f"{1e3 * TreeSettings().tier_slack:.0f} mm; the cost on the coarse cover; SRDF self pairs, "
         "always-in-collision pairs only where the tight model says so). One problem per `solve_trajectory` call "
         f"(P = 1), default options (clearance {1e3 * info['clearance']:.0f} mm kept where the motion can, validity "
-        "required), joint-space goal; time: the whole call, after one untimed warm-up call. "
+        f"required){_search_note(info)}, joint-space goal; time: the whole call, after one untimed warm-up call. "
         f"Every success checked exactly: Pinocchio + coal on the MBM URDF's meshes against the scene's primitives and "
         f"the SRDF-enabled self pairs, at configurations of the returned motion {info['exact_step']} rad apart (any "
         f"joint). The exact clearance of every start and goal is computed too: here {free} of {2 * len(rows)} are "
@@ -265,6 +276,10 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tight-slack", type=float, default=TreeSettings().target_slack,
                         help="m, the verdict model's worst leaf slack (its tiers stay at 6 mm)")
+    parser.add_argument("--search-step", type=float, default=TrajectoryOptions().search_step,
+                        help="rad (max-norm), the global search's longest extension (TrajectoryOptions.search_step)")
+    parser.add_argument("--search-resolution", type=float, default=TrajectoryOptions().search_resolution,
+                        help="rad (max-norm), its edges' check spacing (TrajectoryOptions.search_resolution)")
     parser.add_argument("--exact-step", type=float, default=0.005, help="rad, any joint, between checked configurations")
     parser.add_argument("--output", type=Path, help="write the 'mbm' section of this markdown file (BENCHMARKS.md)")
     parser.add_argument("--json", type=Path, help="every problem's numbers")

@@ -192,3 +192,6 @@ def test_invalid_problems_are_value_errors(arm32, kwargs, message):
 def test_options_are_checked():
     with pytest.raises(ValueError, match="waypoints must be at least 3"):
         TrajectoryOptions(waypoints=2)
+    for bad in (dict(search_step=0.0), dict(search_resolution=float("nan"))):
+        with pytest.raises(ValueError, match="search_step and search_resolution must be positive"):
+            TrajectoryOptions(**bad)

@@ -545,12 +545,6 @@ def _collision_goals(chain, problem, options, limits, collision, cost_checker, f
 
 #: How much farther (m) than the check requires the global search keeps its configurations.
 SEARCH_MARGIN = 0.004
-#: rad (max-norm), the global search's longest tree extension and its edges' check spacing. Its
-#: path is a seed: the whole-motion check certifies what is returned. On the 700 MBM problems
-#: (0.3, 0.02) gave 698 solved, median 186 ms, p95 588 ms; (0.6, 0.04) 698, 153 ms, 446 ms, 0
-#: colliding either way (fewer, larger rounds: each verdict call has a fixed cost of ~1.5 ms).
-SEARCH_STEP = 0.6
-SEARCH_RESOLUTION = 0.04
 
 
 def _global_seeds(chain, problem, options, limits, collision, goals: Tensor, valid: Tensor, x: Tensor, checks,
@@ -584,8 +578,8 @@ def _global_seeds(chain, problem, options, limits, collision, goals: Tensor, val
             close = (q.unsqueeze(1) - ends.unsqueeze(0)).abs().amax(-1) <= near  # (N, E)
             return collision.clear(q, torch.where(close, relaxed, torch.full_like(relaxed, c)).amin(1))
 
-        search = GlobalSearchOptions(time_budget=options.global_search * remaining, step=SEARCH_STEP,
-                                     edge_resolution=SEARCH_RESOLUTION, random_seed=options.random_seed)
+        search = GlobalSearchOptions(time_budget=options.global_search * remaining, step=options.search_step,
+                                     edge_resolution=options.search_resolution, random_seed=options.random_seed)
         found = search_path(free, problem.start[p], ends[1:], lower, upper, search)
         timings["global_search"] += time.perf_counter() - moment
         if not found.found:

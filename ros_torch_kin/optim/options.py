@@ -108,6 +108,13 @@ class TrajectoryOptions:
     #: (:mod:`ros_torch_kin.motion.global_search`) finds a collision-free path to seed with, within
     #: this fraction of the remaining time budget (0: never)
     global_search: float = 0.8
+    #: rad (max-norm) the global search's longest tree extension and its edges' check spacing.
+    #: Its path is only a seed (the whole-motion check certifies what is returned), and each
+    #: verdict call has a fixed cost, so few large rounds pay: on the 700 MBM problems (0.6, 0.04)
+    #: against (0.3, 0.02): same success, median 153 against 186 ms (BENCHMARKS.md's notes;
+    #: ``bench/mbm_benchmark.py --search-step 0.3 --search-resolution 0.02`` runs the other)
+    search_step: float = 0.6
+    search_resolution: float = 0.04
 
     # --- timing (see :mod:`ros_torch_kin.motion.time_optimal`) ---------------------------------
     #: "time_optimal": TOPP-RA on the spline through the waypoints (jerk-limited when the limits
@@ -145,6 +152,9 @@ class TrajectoryOptions:
             raise ValueError(f"validity_margin must be finite and ≥ 0 m, got {self.validity_margin}")
         if not (math.isfinite(self.required_clearance) and 0 <= self.required_clearance):
             raise ValueError(f"required_clearance must be finite and ≥ 0 m, got {self.required_clearance}")
+        if not all(math.isfinite(v) and v > 0 for v in (self.search_step, self.search_resolution)):
+            raise ValueError(f"search_step and search_resolution must be positive (rad), got "
+                             f"{self.search_step}, {self.search_resolution}")
         if not (0 <= self.approach <= 0.5 and 0 <= self.global_search <= 1 and self.limit_tolerance >= 0):
             raise ValueError("approach must be in [0, 0.5], global_search in [0, 1], limit_tolerance ≥ 0")
         if min(self.goal_candidates, self.collision_seeds, self.checks_per_iteration) < 1 or self.detours < 0:
