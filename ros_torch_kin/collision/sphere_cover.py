@@ -37,10 +37,10 @@ from typing import Callable
 
 import numpy as np
 
-from ..threads import automatic_threads, limited_threads
+from .triangle_hierarchy import TriangleHierarchy
 from .urdf_geometry import CollisionShape
 
-#: Pairs (points x triangles) per vectorized block in the distance and winding-number sums.
+#: (centre, piece point) pairs per vectorized block of the cost matrix.
 _BLOCK_PAIRS = 1 << 18
 
 
@@ -523,18 +523,19 @@ def mesh_problem(mesh, settings: CoverSettings) -> CoverProblem:
     grid = centre + _grid(half, settings.grid_cells)
     if depth_at.closed:
         grid = grid[depth_at.inside(grid)]
-        grid_depth = distance_to_triangles(grid, depth_at.triangles)
+        grid_depth = depth_at.distance(grid)
     else:
-        grid_depth = -distance_to_triangles(grid, depth_at.triangles)
+        grid_depth = -depth_at.distance(grid)
     centroids = depth_at.triangles.mean(axis=1)
     step = max(1, len(centroids) // 512)
     centroids = centroids[::step]
     candidates = np.concatenate([grid, centroids])
     depth = np.concatenate([grid_depth, np.zeros(len(centroids))])
-    # the estimate's side needs consistent winding (the winding number does not) and is taken per
-    # closed shell (shells may cross each other)
-    estimate = depth_at.estimate if not depth_at.closed or mesh.is_winding_consistent else None
-    if estimate is not None and depth_at.closed and mesh.body_count > 1:
+    # the estimate's side assumes consistent outward winding (the winding number does not); a mesh
+    # with a few faces the wrong way round misleads it only near them, where the search is redone
+    # with the exact bound (see CoverProblem). It is taken per closed shell (shells may cross).
+    estimate = depth_at.estimate
+    if depth_at.closed and mesh.body_count > 1:
         estimate = _shells_estimate([np.asarray(body.triangles) for body in mesh.split(only_watertight=False)
                                      if len(body.faces)])
     return CoverProblem(points, pieces, candidates, depth, depth_at, estimate)
@@ -573,13 +574,18 @@ class MeshDepth:
 
     def __init__(self, triangles: np.ndarray, closed: bool):
         self.triangles, self.closed = triangles, closed
+        self.hierarchy = TriangleHierarchy(triangles)
         self._nearest: NearestTriangles | None = None
 
     def inside(self, x: np.ndarray) -> np.ndarray:
-        return np.abs(winding_numbers(x, self.triangles)) > 0.5
+        return np.abs(self.hierarchy.winding_numbers(x)) > 0.5
+
+    def distance(self, x: np.ndarray) -> np.ndarray:
+        """(M,) the exact distance (m) from points x (M, 3) to the surface."""
+        return self.hierarchy.distances(x)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        distance = distance_to_triangles(x, self.triangles)
+        distance = self.distance(x)
         return np.where(self.inside(x), distance, -distance) if self.closed else -distance
 
     def estimate(self, x: np.ndarray) -> np.ndarray:
@@ -699,76 +705,3 @@ def _closest_points(p, a, b, c):
         for region, cv, cw, f in reversed(cases):
             v, w, feature = np.where(region, cv, v), np.where(region, cw, w), np.where(region, f, feature)
     return tuple(a[i] + v * ab[i] + w * ac[i] for i in range(3)), feature
-
-
-def distance_to_triangles(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """(P,) distance (m) from each point (P, 3) to the nearest of the triangles (T, 3, 3).
-
-    The projection onto a triangle's plane when it falls inside the triangle, else the nearest
-    edge; degenerate triangles are measured by their edges only. float64, in torch (blocks of
-    points against every triangle)."""
-    import torch
-
-    tri = torch.as_tensor(np.asarray(triangles, dtype=np.float64))
-    a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
-    normal = torch.linalg.cross(b - a, c - a)
-    area2 = normal.norm(dim=1)
-    flat = area2 > 1e-14 * max(1.0, float(tri.abs().max()) ** 2) if len(tri) else area2 > 0
-    unit = torch.where(flat[:, None], normal / torch.where(area2 > 0, area2, 1.0)[:, None], 0.0)
-    edges = []
-    for origin, end in ((a, b), (b, c), (c, a)):
-        direction = end - origin
-        into = torch.linalg.cross(normal, direction)  # in the plane, pointing into the triangle
-        edges.append((origin.T.contiguous(), direction.T.contiguous(), (direction * direction).sum(1).clamp_min(1e-300),
-                      (origin * direction).sum(1), (origin * origin).sum(1), into.T.contiguous(), (origin * into).sum(1)))
-    plane_offset = (a * unit).sum(1)
-    unit_t = unit.T.contiguous()
-    pts = torch.as_tensor(np.asarray(points, dtype=np.float64)).reshape(-1, 3)
-    result = torch.empty(len(pts), dtype=torch.float64)
-    rows = max(1, _BLOCK_PAIRS // max(1, len(tri)))
-    with torch.no_grad(), limited_threads(automatic_threads(len(pts))):
-        for start in range(0, len(pts), rows):
-            p = pts[start : start + rows]
-            pp = (p * p).sum(1, keepdim=True)
-            nearest = None
-            over = flat.expand(len(p), len(tri))
-            for origin, direction, dd, od, oo, into, offset in edges:
-                along = (p @ direction).sub_(od)  # (P, T): d·(p - o)
-                t = (along / dd).clamp_(0.0, 1.0)
-                squared = pp - 2 * (p @ origin) + oo - t * (2 * along - t * dd)  # |p - o - t d|²
-                nearest = squared if nearest is None else torch.minimum(nearest, squared)
-                over = over & ((p @ into) >= offset)
-            plane = (p @ unit_t).sub_(plane_offset)
-            nearest = torch.where(over, torch.minimum(plane * plane, nearest), nearest)
-            result[start : start + rows] = nearest.amin(1).clamp_min(0.0).sqrt() if len(tri) else math.inf
-    return result.numpy()
-
-
-def winding_numbers(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """(P,) generalized winding number of a closed triangle surface (T, 3, 3) around each
-    point: ±1 inside, 0 outside (sum of solid angles, Van Oosterom and Strackee). float64, torch."""
-    import torch
-
-    tri = torch.as_tensor(np.asarray(triangles, dtype=np.float64))
-    pts = torch.as_tensor(np.asarray(points, dtype=np.float64)).reshape(-1, 3)
-    result = torch.empty(len(pts), dtype=torch.float64)
-    rows = max(1, _BLOCK_PAIRS // max(1, len(tri)))
-    corner = [[tri[:, v, k] for k in range(3)] for v in range(3)]  # corner[v][k]: (T,)
-    with torch.no_grad(), limited_threads(automatic_threads(len(pts))):
-        for start in range(0, len(pts), rows):
-            p = pts[start : start + rows]
-            (ax, ay, az), (bx, by, bz), (cx, cy, cz) = (
-                [q[None, :] - p[:, k, None] for k, q in enumerate(corner[v])] for v in range(3)
-            )
-            la = (ax * ax + ay * ay + az * az).sqrt_()
-            lb = (bx * bx + by * by + bz * bz).sqrt_()
-            lc = (cx * cx + cy * cy + cz * cz).sqrt_()
-            numerator = ax * (by * cz - bz * cy) + ay * (bz * cx - bx * cz) + az * (bx * cy - by * cx)
-            denominator = (
-                la * lb * lc
-                + (ax * bx + ay * by + az * bz) * lc
-                + (ax * cx + ay * cy + az * cz) * lb
-                + (bx * cx + by * cy + bz * cz) * la
-            )
-            result[start : start + rows] = torch.atan2(numerator, denominator).sum(1) / (2 * math.pi)
-    return result.numpy()

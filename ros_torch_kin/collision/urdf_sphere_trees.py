@@ -34,7 +34,7 @@ PIECES = CoverSettings(piece_cells=16, grid_cells=15, max_pieces=1 << 30, max_ca
 #: cache key -> (the tree cover, (hulled, pieces, flat) of an open mesh)
 _MEMORY: dict[str, tuple[TreeCover, tuple[int, int, int]]] = {}
 #: Cache format version: bump when the method changes.
-_VERSION = "8"
+_VERSION = "9"
 
 
 def cache_directory() -> Path:
