@@ -27,6 +27,7 @@ from .urdf_spheres import _assemble as assemble_spheres
 from .robot_spheres import RobotSpheres, SphereTiers
 from .sphere_cover import CoverProblem, CoverSettings, SphereCover, cover_problem_for_shape, mesh_problem
 from .sphere_tree import TreeCover, TreeSettings, build_sphere_tree
+from .tree_build_worker import run_in_workers
 from .urdf_geometry import CollisionShape, read_collision_shapes
 
 #: How finely shapes are cut into pieces before the tree splits them further.
@@ -52,10 +53,15 @@ def robot_sphere_trees_from_urdf(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     use_cache: bool = True,
+    workers: int | None = None,
 ) -> RobotSpheres:
     """Tight spheres (every leaf's slack ≤ ``settings.target_slack`` where the method reaches it)
     covering every link's collision geometry, grouped for the broad phase. Arguments as
-    :func:`.urdf_spheres.robot_spheres_from_urdf`. A ``<sphere>`` is its own leaf (slack 0)."""
+    :func:`.urdf_spheres.robot_spheres_from_urdf`. A ``<sphere>`` is its own leaf (slack 0).
+
+    ``workers``: processes that build the shapes missing from the cache side by side (None: one
+    per core this process may use; 1: in this process). Each shape is built the same way whatever
+    the count, so the covers do not depend on it."""
     shapes, warnings = read_collision_shapes(urdf)
     by_link: dict[str, list[CollisionShape]] = {}
     for shape in shapes:
@@ -63,35 +69,72 @@ def robot_sphere_trees_from_urdf(
             by_link.setdefault(shape.link, []).append(shape)
         else:
             warnings.append(f"link '{shape.link}' has collision geometry but is not in the chain; skipped")
+    ordered = [shape for link_shapes in by_link.values() for shape in link_shapes]
+    trees = _shape_trees(ordered, settings, tuple(search_dirs), base_dir, warnings, use_cache, workers)
     covers: dict[str, TreeCover] = {}
     for link, link_shapes in by_link.items():
-        parts = []
-        for shape in link_shapes:
-            part = _shape_tree(shape, settings, tuple(search_dirs), base_dir, warnings, use_cache)
-            if part is not None and part.leaves.num_spheres:
-                parts.append(part)
+        parts = [tree for shape, tree in zip(ordered, trees)
+                 if shape.link == link and tree is not None and tree.leaves.num_spheres]
         if parts:
             covers[link] = TreeCover.concatenate(parts)
     return _assemble(chain, covers, warnings, device, dtype)
 
 
-def _shape_tree(shape: CollisionShape, settings, search_dirs, base_dir, warnings, use_cache) -> TreeCover | None:
-    if shape.kind == "sphere":
-        return TreeCover(SphereCover(shape.origin[None, :3, 3].copy(), np.array([shape.radius]), np.zeros(1)),
-                         np.zeros(1, dtype=np.int64))
+def _shape_trees(shapes, settings, search_dirs, base_dir, warnings, use_cache, workers) -> list[TreeCover | None]:
+    """Each shape's tree cover in its link's frame (None: its mesh is missing or unreadable), from
+    the memory or disk cache, the others built (side by side when ``workers`` allows) and cached;
+    warnings in the shapes' order."""
+    found: list[tuple[TreeCover, tuple[int, int, int]] | None] = [None] * len(shapes)
+    notes: list[list[str]] = [[] for _ in shapes]
+    missing = []  # (index, shape, mesh path, cache key)
+    for i, shape in enumerate(shapes):
+        if shape.kind == "sphere":
+            found[i] = (TreeCover(SphereCover(np.zeros((1, 3)), np.array([shape.radius]), np.zeros(1)),
+                                  np.zeros(1, dtype=np.int64)), (0, 0, 0))
+            continue
+        path = None
+        if shape.kind == "mesh":
+            path, tried = resolve_mesh_path(shape.filename, search_dirs, base_dir)
+            if path is None:
+                notes[i].append(not_found_warning(shape.link, shape.filename, tried))
+                continue
+        key = _cache_key(shape, path, settings)
+        found[i] = _cached(key) if use_cache else None
+        if found[i] is None:
+            missing.append((i, shape, path, key))
+    for (i, shape, path, key), (entry, built_notes) in zip(missing, _build_all(missing, settings, workers)):
+        notes[i] += built_notes
+        if entry is not None:
+            found[i] = entry
+            if use_cache:
+                _store(cache_directory() / f"{key}.npz", *entry)
+                _MEMORY[key] = entry
+    trees = []
+    for shape, entry, shape_notes in zip(shapes, found, notes):
+        warnings += shape_notes
+        if entry is None:
+            trees.append(None)
+            continue
+        cover, (hulled, total, flat) = entry
+        if total:  # an open mesh: the same warning from the cache as from a cold build
+            warnings.append(_open_warning(shape, hulled, total, flat))
+        trees.append(_transformed(cover, shape.origin))
+    return trees
+
+
+def _cache_key(shape: CollisionShape, path: Path | None, settings: TreeSettings) -> str:
     digest = hashlib.sha256(repr((_VERSION, shape.kind, shape.radius, shape.length, shape.size,
                                   tuple(shape.scale), astuple(settings), astuple(PIECES))).encode())
-    path = None
-    if shape.kind == "mesh":
-        path, tried = resolve_mesh_path(shape.filename, search_dirs, base_dir)
-        if path is None:
-            warnings.append(not_found_warning(shape.link, shape.filename, tried))
-            return None
+    if path is not None:
         digest.update(Path(path).read_bytes())
-    key = digest.hexdigest()
-    entry = _MEMORY.get(key) if use_cache else None
+    return digest.hexdigest()
+
+
+def _cached(key: str) -> tuple[TreeCover, tuple[int, int, int]] | None:
+    """The entry from memory, else from the disk cache (then kept in memory), else None."""
+    entry = _MEMORY.get(key)
     cached = cache_directory() / f"{key}.npz"
-    if entry is None and use_cache and cached.is_file():
+    if entry is None and cached.is_file():
         try:
             with np.load(cached) as data:
                 tiers = (SphereCover(data["tier_centers"], data["tier_radii"], data["tier_slack"])
@@ -100,25 +143,41 @@ def _shape_tree(shape: CollisionShape, settings, search_dirs, base_dir, warnings
                                    data["tier_of"] if tiers is not None else None),
                          tuple(int(n) for n in data["open_pieces"]))
         except (OSError, ValueError, KeyError):
-            entry = None
-    if entry is None:
-        opened = (0, 0, 0)
-        if shape.kind == "mesh":
-            mesh = read_link_mesh(shape, path, warnings)
-            if mesh is None:
-                return None
-            problem, opened = _closed_mesh_problem(mesh)
-        else:
-            problem = cover_problem_for_shape(replace(shape, origin=np.eye(4)), PIECES)
-        entry = (build_sphere_tree(problem, settings), opened)
-        if use_cache:
-            _store(cached, *entry)
-    if use_cache:
+            return None
         _MEMORY[key] = entry
-    cover, (hulled, total, flat) = entry
-    if total:  # an open mesh: the same warning from the cache as from a cold build
-        warnings.append(_open_warning(shape, hulled, total, flat))
-    return _transformed(cover, shape.origin)
+    return entry
+
+
+def _build_all(missing, settings: TreeSettings, workers: int | None):
+    """(entry or None, warnings) for each (index, shape, path, key) of ``missing``, in its order:
+    split among worker processes (:mod:`.tree_build_worker`) when there is more than one shape and
+    more than one worker, else (or where a worker fails) built in this process."""
+    jobs = [(shape, path) for _, shape, path, _ in missing]
+    count = min(len(jobs), workers if workers is not None else _usable_cores())
+    results = run_in_workers(jobs, settings, count, build_shape_tree) if count > 1 else [None] * len(jobs)
+    return [result if result is not None else build_shape_tree(shape, path, settings)
+            for (shape, path), result in zip(jobs, results)]
+
+
+def build_shape_tree(shape: CollisionShape, path, settings: TreeSettings):
+    """(the tree cover of one shape in its own frame with its open-mesh counts, or None; warnings)."""
+    notes: list[str] = []
+    opened = (0, 0, 0)
+    if shape.kind == "mesh":
+        mesh = read_link_mesh(shape, path, notes)
+        if mesh is None:
+            return None, notes
+        problem, opened = _closed_mesh_problem(mesh)
+    else:
+        problem = cover_problem_for_shape(replace(shape, origin=np.eye(4)), PIECES)
+    return (build_sphere_tree(problem, settings), opened), notes
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _closed_mesh_problem(mesh) -> tuple[CoverProblem, tuple[int, int, int]]:

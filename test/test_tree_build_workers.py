@@ -1,0 +1,76 @@
+"""A robot's cold sphere-tree build split among worker processes gives the covers and warnings of
+a build in one process, and falls back to building in the caller when no worker can start."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from ros_torch_kin.collision import TreeSettings, robot_sphere_trees_from_urdf
+from ros_torch_kin.kinematics import Chain
+
+SETTINGS = TreeSettings(target_slack=0.005)
+
+
+def _robot(tmp_path) -> str:
+    trimesh.creation.capsule(height=0.1, radius=0.03, count=[12, 12]).export(tmp_path / "capsule.stl")
+    box = trimesh.creation.box([0.08, 0.05, 0.12])
+    trimesh.Trimesh(box.vertices, box.faces[2:], process=False).export(tmp_path / "open_box.stl")  # not closed
+
+    def link(name: str, geometry: str) -> str:
+        return (f'<link name="{name}"><collision><origin xyz="0.01 0.02 0.03" rpy="0.1 0.2 0.3"/>'
+                f"<geometry>{geometry}</geometry></collision></link>")
+
+    links = [
+        link("base", '<box size="0.2 0.1 0.05"/>'),
+        link("a", f'<mesh filename="{tmp_path / "capsule.stl"}"/>'),
+        link("b", '<cylinder radius="0.04" length="0.2"/>'),
+        link("c", f'<mesh filename="{tmp_path / "open_box.stl"}"/>'),
+        link("d", '<mesh filename="missing.stl"/>'),
+        link("e", '<sphere radius="0.05"/>'),
+    ]
+    joints = "".join(
+        f'<joint name="j{i}" type="revolute"><parent link="{p}"/><child link="{c}"/><axis xyz="0 0 1"/>'
+        f'<limit lower="-1" upper="1" effort="1" velocity="1"/></joint>'
+        for i, (p, c) in enumerate(zip("base a b c d".split(), "a b c d e".split())))
+    return f'<robot name="r">{"".join(links)}{joints}</robot>'
+
+
+def _build(urdf: str, workers: int):
+    chain = Chain.from_urdf(urdf, dtype=torch.float64)
+    return robot_sphere_trees_from_urdf(urdf, chain, settings=SETTINGS, use_cache=False, workers=workers)
+
+
+def _same(one, other):
+    for name in ("centers", "radii", "slack", "sphere_links", "sphere_groups"):
+        assert torch.equal(getattr(one, name), getattr(other, name)), name
+    assert torch.equal(one.tiers.of_sphere, other.tiers.of_sphere) and torch.equal(one.tiers.centers, other.tiers.centers)
+    assert one.warnings == other.warnings
+
+
+def test_workers_build_the_same_covers_and_warnings_as_one_process(tmp_path):
+    urdf = _robot(tmp_path)
+    alone = _build(urdf, workers=1)
+    shared = _build(urdf, workers=3)
+    _same(alone, shared)
+    assert any("missing.stl" in w for w in alone.warnings)
+    assert any("'c'" in w and "not closed" in w for w in alone.warnings)
+    assert alone.num_spheres > 10
+
+
+def test_a_worker_that_cannot_start_leaves_its_shapes_to_the_caller(tmp_path, monkeypatch):
+    urdf = _robot(tmp_path)
+    alone = _build(urdf, workers=1)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python-here"))
+    _same(alone, _build(urdf, workers=4))
+
+
+def test_a_worker_that_fails_leaves_its_shapes_to_the_caller(tmp_path, monkeypatch):
+    urdf = _robot(tmp_path)
+    alone = _build(urdf, workers=1)
+    monkeypatch.setattr(sys, "executable", "false")  # starts, exits 1 without output
+    _same(alone, _build(urdf, workers=2))
