@@ -10,7 +10,7 @@ import pytest
 import torch
 import trimesh
 
-from ros_torch_kin.collision import TreeSettings, robot_sphere_trees_from_urdf
+from ros_torch_kin.collision import TreeSettings, robot_sphere_trees_from_urdf, urdf_sphere_trees
 from ros_torch_kin.kinematics import Chain
 
 SETTINGS = TreeSettings(target_slack=0.005)
@@ -40,6 +40,12 @@ def _robot(tmp_path) -> str:
     return f'<robot name="r">{"".join(links)}{joints}</robot>'
 
 
+@pytest.fixture(autouse=True)
+def at_once(monkeypatch):
+    """Workers from the start (a cold build of this small robot is quicker than a worker's start)."""
+    monkeypatch.setattr(urdf_sphere_trees, "PARALLEL_AFTER", 0.0)
+
+
 def _build(urdf: str, workers: int):
     chain = Chain.from_urdf(urdf, dtype=torch.float64)
     return robot_sphere_trees_from_urdf(urdf, chain, settings=SETTINGS, use_cache=False, workers=workers)
@@ -52,10 +58,14 @@ def _same(one, other):
     assert one.warnings == other.warnings
 
 
-def test_workers_build_the_same_covers_and_warnings_as_one_process(tmp_path):
+def test_workers_build_the_same_covers_and_warnings_as_one_process(tmp_path, monkeypatch):
     urdf = _robot(tmp_path)
     alone = _build(urdf, workers=1)
+    here = []
+    build = urdf_sphere_trees.build_shape_tree
+    monkeypatch.setattr(urdf_sphere_trees, "build_shape_tree", lambda *args: here.append(args) or build(*args))
     shared = _build(urdf, workers=3)
+    assert 0 < len(here) < 4  # 4 shapes to build (a missing mesh and a sphere need none): some built elsewhere
     _same(alone, shared)
     assert any("missing.stl" in w for w in alone.warnings)
     assert any("'c'" in w and "not closed" in w for w in alone.warnings)

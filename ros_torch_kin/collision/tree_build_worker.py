@@ -1,8 +1,8 @@
 """Sphere trees built in worker processes: a robot's cold build, one process per core.
 
 A robot's shapes are covered independently (:func:`.urdf_sphere_trees.build_shape_tree`), so a
-cold build (nothing in the cache yet: a robot's first start on a machine) splits them among
-worker processes, the caller's own among them. The others are fresh interpreters (running
+cold build (nothing in the cache yet: a robot's first start on a machine) that is still running
+after a second splits the shapes left among worker processes, the caller's own among them. The others are fresh interpreters (running
 :func:`serve`), not forks or ``multiprocessing`` children: the caller may hold threads (the
 node's executor, torch's OpenMP pool), which a fork copies in whatever state their locks are,
 and ``multiprocessing``'s spawn imports the caller's main script again in every child, which a

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from dataclasses import astuple, replace
 from pathlib import Path
 
@@ -34,6 +35,8 @@ from .urdf_geometry import CollisionShape, read_collision_shapes
 PIECES = CoverSettings(piece_cells=16, grid_cells=15, max_pieces=1 << 30, max_candidates=1 << 30)
 #: cache key -> (the tree cover, (hulled, pieces, flat) of an open mesh)
 _MEMORY: dict[str, tuple[TreeCover, tuple[int, int, int]]] = {}
+#: Seconds of building in the caller after which the shapes left go to worker processes.
+PARALLEL_AFTER = 1.0
 #: Cache format version: bump when the method changes.
 _VERSION = "9"
 
@@ -59,9 +62,10 @@ def robot_sphere_trees_from_urdf(
     covering every link's collision geometry, grouped for the broad phase. Arguments as
     :func:`.urdf_spheres.robot_spheres_from_urdf`. A ``<sphere>`` is its own leaf (slack 0).
 
-    ``workers``: processes that build the shapes missing from the cache side by side (None: one
-    per core this process may use; 1: in this process). Each shape is built the same way whatever
-    the count, so the covers do not depend on it."""
+    ``workers``: processes that build the shapes missing from the cache side by side once a cold
+    build has run ``PARALLEL_AFTER`` seconds (None: one per core this process may use; 1: all in
+    this process). Each shape is built the same way whatever the count, so the covers do not
+    depend on it."""
     shapes, warnings = read_collision_shapes(urdf)
     by_link: dict[str, list[CollisionShape]] = {}
     for shape in shapes:
@@ -149,14 +153,30 @@ def _cached(key: str) -> tuple[TreeCover, tuple[int, int, int]] | None:
 
 
 def _build_all(missing, settings: TreeSettings, workers: int | None):
-    """(entry or None, warnings) for each (index, shape, path, key) of ``missing``, in its order:
-    split among worker processes (:mod:`.tree_build_worker`) when there is more than one shape and
-    more than one worker, else (or where a worker fails) built in this process."""
+    """(entry or None, warnings) for each (index, shape, path, key) of ``missing``, in its order.
+
+    Built in this process, smallest file first, while that takes under ``PARALLEL_AFTER``: a
+    worker's start (an interpreter importing torch, ~1 s) would cost a small robot more than its
+    whole build. What is left then is split among worker processes (:mod:`.tree_build_worker`)
+    when there are two shapes or more and more than one worker; a worker's failure leaves its
+    shapes to this process."""
     jobs = [(shape, path) for _, shape, path, _ in missing]
-    count = min(len(jobs), workers if workers is not None else _usable_cores())
-    results = run_in_workers(jobs, settings, count, build_shape_tree) if count > 1 else [None] * len(jobs)
-    return [result if result is not None else build_shape_tree(shape, path, settings)
-            for (shape, path), result in zip(jobs, results)]
+    results: list = [None] * len(jobs)
+    order = sorted(range(len(jobs)), key=lambda j: _file_size(jobs[j][1]))
+    began = time.perf_counter()
+    count = workers if workers is not None else _usable_cores()
+    while order and (time.perf_counter() - began < PARALLEL_AFTER or len(order) < 2 or count < 2):
+        j = order.pop(0)
+        results[j] = build_shape_tree(*jobs[j], settings)
+    if order:
+        shared = run_in_workers([jobs[j] for j in order], settings, min(count, len(order)), build_shape_tree)
+        for j, result in zip(order, shared):
+            results[j] = result if result is not None else build_shape_tree(*jobs[j], settings)
+    return results
+
+
+def _file_size(path) -> int:
+    return Path(path).stat().st_size if path is not None and Path(path).is_file() else 0
 
 
 def build_shape_tree(shape: CollisionShape, path, settings: TreeSettings):
