@@ -19,8 +19,8 @@ Method (a top-down sphere tree over the pieces of a :class:`.sphere_cover.CoverP
   every triangle); the slack of the centre found is then computed with the true lower bound
   ``depth_at``, and a node whose estimate promised the target but whose true slack misses it is
   searched again with ``depth_at``. The estimate therefore only decides where the centres go.
-* A node whose slack exceeds the target is split in two at the median of its pieces' centroids
-  along their widest axis; a single triangle is split into four at its edge midpoints (down to
+* A node whose slack exceeds the target is split in two at the middle of its pieces' centroids'
+  extent along its widest axis; a single triangle is split into four at its edge midpoints (down to
   ``min_edge``). Leaves are the tight cover; the nodes at ``group_depth`` group the leaves for
   the checker's broad phase (see :class:`.collision_checker.CollisionChecker`).
 
@@ -150,7 +150,7 @@ def build_sphere_tree(problem: CoverProblem, settings: TreeSettings = TreeSettin
             update = misled[better]
             centers[update], radius[update], slack[update] = again[better], again_radius[better], again_slack[better]
         record.append((centers, radius, slack, np.array([n[2] for n in nodes], dtype=np.int64)))
-        halves = _halves(pieces.centroids, flat, offsets, label)
+        halves, before = _halves(pieces.centroids, flat, offsets, label)
         pending = len(leaves) + K
         following: list[np.ndarray] = []
         next_nodes: list[tuple[int, tuple[int, int], int]] = []
@@ -165,7 +165,8 @@ def build_sphere_tree(problem: CoverProblem, settings: TreeSettings = TreeSettin
                 leaves.append((centers[k], radius[k], slack[k], path, number))
             elif size > 1:
                 ordered = halves[offsets[k] : offsets[k + 1]]
-                following += [ordered[: size // 2], ordered[size // 2 :]]
+                cut = min(max(int(before[k]), 1), size - 1)  # neither half empty
+                following += [ordered[:cut], ordered[cut:]]
                 next_nodes += [(depth + 1, child(0), number), (depth + 1, child(1), number)]
                 pending += 1
             elif pieces.sizes[flat[offsets[k]]] == 3 and _longest_edge2(
@@ -295,15 +296,21 @@ class _Held:
         return np.sqrt(np.maximum.reduceat(squared, self.starts, axis=0))
 
 
-def _halves(centroids: np.ndarray, flat: np.ndarray, offsets: np.ndarray, label: np.ndarray) -> np.ndarray:
+def _halves(centroids: np.ndarray, flat: np.ndarray, offsets: np.ndarray, label: np.ndarray):
     """Each node's pieces (``flat`` in segments) ordered by their centroids along the node's
-    widest axis (stable): its first half and the rest are the two halves of a median split."""
+    widest axis (stable), and (K,) how many of them lie before the middle of that extent: the
+    node splits there (a spatial, not a count median: where a node's pieces are dense, a count
+    median cuts across its larger, sparser part, and the halves get wider; on the MBM Panda's
+    link0 / link6 it gave 2,172 / 1,556 leaves at 3 mm, the middle 1,693 / 1,164)."""
     if len(flat) == 0:
-        return flat
+        return flat, np.zeros(0, dtype=np.int64)
     c = centroids[flat]
-    extent = np.maximum.reduceat(c, offsets[:-1], axis=0) - np.minimum.reduceat(c, offsets[:-1], axis=0)
-    along = c[np.arange(len(flat)), extent.argmax(axis=1)[label]]
-    return flat[np.lexsort((along, label))]
+    high, low = np.maximum.reduceat(c, offsets[:-1], axis=0), np.minimum.reduceat(c, offsets[:-1], axis=0)
+    axis = (high - low).argmax(axis=1)
+    along = c[np.arange(len(flat)), axis[label]]
+    middle = 0.5 * (high + low)[np.arange(len(axis)), axis]
+    before = np.bincount(label, weights=along < middle[label], minlength=len(axis)).astype(np.int64)
+    return flat[np.lexsort((along, label))], before
 
 
 def _longest_edge2(corners: np.ndarray) -> float:
