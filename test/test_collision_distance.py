@@ -342,6 +342,22 @@ def test_distances_and_verdicts_match_coal(panda):
 
 
 # ---------------------------------------------------------------------- (d) self pairs
+def test_srdf_entries_for_links_the_robot_lacks_give_one_warning(panda):
+    """An SRDF written for a larger robot (the MBM Fetch's names 87 such entries) warns once,
+    naming each unknown link once, and the known entries still apply."""
+    from ros_torch_kin.collision.self_collision import srdf_disabled_pairs
+
+    _, chain = panda
+    srdf = ('<robot name="panda"><disable_collisions link1="panda_link1" link2="wheel" reason="Never"/>'
+            '<disable_collisions link1="wheel" link2="laser" reason="Never"/>'
+            '<disable_collisions link1="panda_link2" link2="laser" reason="Never"/>'
+            '<disable_collisions link1="panda_link0" link2="panda_link3" reason="Never"/></robot>')
+    pairs, problems = srdf_disabled_pairs(srdf, chain)
+    assert problems == ["SRDF disable_collisions: 3 entries name unknown link(s) wheel, laser in robot "
+                        f"'{chain.name}'; ignored"]
+    assert pairs == {(chain.link_index("panda_link0"), chain.link_index("panda_link3")): "Never"}
+
+
 def test_self_pairs_panda_adjacent_and_srdf(panda):
     urdf, chain = panda
     srdf = (example_robot_data_dir() / "panda_description/srdf/panda.srdf").read_text()

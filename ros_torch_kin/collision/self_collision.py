@@ -102,19 +102,24 @@ def adjacent_link_pairs(chain: Chain) -> set[tuple[int, int]]:
 
 def srdf_disabled_pairs(srdf: str, chain: Chain) -> tuple[dict[tuple[int, int], str], list[str]]:
     """``<disable_collisions link1 link2 reason>`` entries of an SRDF document -> ({(a, b) link
-    index pair, a < b: reason}, warnings for entries naming links the chain does not have)."""
+    index pair, a < b: reason}, warnings): one warning for all the entries that name links the
+    chain does not have (an SRDF written for a larger robot names dozens), listing those links."""
     root = ET.fromstring(srdf)
-    pairs, problems = {}, []
+    pairs, ignored, unknown = {}, 0, {}
     for entry in root.iter("disable_collisions"):
         names = (entry.get("link1"), entry.get("link2"))
-        missing = [n for n in names if n is None or not chain.has_link(n)]
+        missing = [str(n) for n in names if n is None or not chain.has_link(n)]
         if missing:
-            problems.append(f"SRDF disable_collisions {names[0]} - {names[1]}: unknown link(s) "
-                            f"{', '.join(str(m) for m in missing)} in robot '{chain.name}'; ignored")
+            ignored += 1
+            unknown.update(dict.fromkeys(missing))
             continue
         a, b = sorted(chain.link_index(n) for n in names)
         if a != b:
             pairs[(a, b)] = entry.get("reason", "") or "unspecified"
+    problems = []
+    if ignored:
+        problems.append(f"SRDF disable_collisions: {ignored} entr{'y' if ignored == 1 else 'ies'} name unknown link(s) "
+                        f"{', '.join(unknown)} in robot '{chain.name}'; ignored")
     return pairs, problems
 
 
