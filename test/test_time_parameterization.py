@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 import warnings
 
 import numpy as np
@@ -451,3 +452,21 @@ def test_warm_up_imports_and_runs_what_timing_needs():
 
     assert time_optimal.warm_up() >= 0.0
     assert {"toppra", "toppra.algorithm", "ruckig", "scipy.interpolate"} <= set(sys.modules)
+
+
+def test_a_curve_check_past_its_deadline_falls_back_to_the_checked_polyline(arm):
+    """retime's deadline (the planner's time budget): a curve whose check cannot start before it
+    is not followed; the motion stops at every waypoint on the polyline already checked, and the
+    note says why. The same curve with time left is checked and followed."""
+    chain, checker = arm
+    a = torch.tensor([0.0, 0.3, 0.0, -1.2, 0.0, 0.6, 0.0], dtype=torch.float64)
+    c = a + torch.tensor([0.8, 0.0, 0.0, 0.6, 0.0, 0.0, 0.0], dtype=torch.float64)
+    path = dense(torch.stack((a, a + 0.5 * (c - a) + 0.2, c)), 0.05)  # a bend: the curve needs sampling
+    validator = MotionValidator(checker, clearance=0.0)
+    request = TimingRequest(velocity=np.ones(7), acceleration=np.full(7, 5.0), **KHZ)
+    in_time = retime(path, request, validator, deadline=time.perf_counter() + 60.0)
+    assert in_time.method == "time_optimal" and in_time.curve_checked is True
+    late = retime(path, request, validator, deadline=time.perf_counter() - 1.0)
+    assert late.method == "waypoint_stops" and late.curve_checked is False
+    assert "within the time budget" in late.note, late.note
+    assert late.duration > in_time.duration  # stopping at every waypoint is slower

@@ -241,7 +241,7 @@ def solve_trajectory(
     else:
         goals, valid = _collision_goals(chain, problem, options, limits, collision, cost_checker, failure, timings)
         x = _ranked_seeds(problem, options, limits, cost_checker, goals, valid, timings, draw=0)[:, 1:]
-        checks = _MotionChecks(chain, problem, options, limits, motion, S)
+        checks = _MotionChecks(chain, problem, options, limits, motion, S, deadline=started + options.time_budget)
         moment = time.perf_counter()
         checks.check_best(x, torch.zeros(P * S, dtype=x.dtype, device=x.device), failure)
         timings["checking"] += time.perf_counter() - moment
@@ -250,8 +250,12 @@ def solve_trajectory(
                               started, S, timings)
     moment = time.perf_counter()
     stopped, iteration, quiet = "max_iterations", 0, 0
+    deadline = started + options.time_budget
+    step_time = 0.0  # the last line search's time: an iteration that cannot end by the deadline is not begun
     if motion is not None and checks.all_done(failure):  # solved by a seed, or nothing to optimise
         stopped = "solved" if any(not f for f in failure) else "refused"
+    elif motion is not None and time.perf_counter() > deadline:
+        stopped = "time_budget"  # the seeds' checks and the global search took the budget
     else:
         cost, gradient, collision_part = value_and_gradient(x, S)
         lbfgs = BatchedLBFGS(P * S, (T - 1) * J, options.history, initial_step=0.05, like=x)
@@ -261,11 +265,16 @@ def solve_trajectory(
         best = cost.view(P, S).amin(1)
     max_iterations = options.max_iterations if motion is None else options.collision_iterations
     for iteration in range(1, max_iterations + 1) if stopped == "max_iterations" else ():
+        if motion is not None and time.perf_counter() + step_time > deadline:
+            stopped = "time_budget"
+            break
+        line_search = time.perf_counter()
         direction = lbfgs.direction(gradient.view(P * S, -1)).view_as(x)
         candidates = limits.clamp(x.unsqueeze(0) + steps * direction.unsqueeze(0))  # (A, P·S, T − 1, J)
         # every step size with its gradient in one batch (problem-major rows: P, A, S)
         grouped = candidates.view(A, P, S, T - 1, J).transpose(0, 1).reshape(-1, T - 1, J)
         tried, tried_gradient, tried_collision = value_and_gradient(grouped, A * S)
+        step_time = time.perf_counter() - line_search
         tried = tried.view(P, A, S).transpose(0, 1).reshape(A, P * S)
         tried_collision = tried_collision.view(P, A, S).transpose(0, 1).reshape(A, P * S)
         tried_gradient = tried_gradient.view(P, A, S, T - 1, J).transpose(0, 1).reshape(A, P * S, T - 1, J)
@@ -283,7 +292,7 @@ def solve_trajectory(
         if on_iteration is not None and not on_iteration(_report(chain, problem, x, cost, S, iteration, started)):
             stopped = "canceled"
             break
-        if motion is not None and time.perf_counter() - started > options.time_budget:
+        if motion is not None and time.perf_counter() > deadline:
             stopped = "time_budget"
             break
         if motion is not None:
@@ -321,7 +330,7 @@ def solve_trajectory(
         x = _polish_last_waypoint(chain, problem, options, limits, x)
     else:
         moment = time.perf_counter()
-        x = checks.finish(x, started + options.time_budget)
+        x = checks.finish(x, deadline, failure)
         timings["checking"] += time.perf_counter() - moment
     with torch.no_grad():
         cost, state, _ = evaluate(x, S, with_collision=False)  # the motions' check replaces the collision cost
@@ -352,7 +361,7 @@ def solve_trajectory(
         failure = ["" if bool(ok) else GOAL_NOT_REACHED for ok in chosen_success]
     moment = time.perf_counter()  # the motion to execute: its curve checked again where it succeeded
     trajectories = timed_trajectories(positions, limits, options, motion, chosen_success,
-                                      segments if motion is not None else None)
+                                      segments if motion is not None else None, deadline)
     # success also needs the motion within the (scaled) limits, as verified at the controller's rate
     peaks = [max(t.peak["velocity"], t.peak["acceleration"], t.peak.get("jerk", 0.0)) for t in trajectories]
     for p, peak in enumerate(peaks):
@@ -645,8 +654,11 @@ class _MotionChecks:
     """Whole-motion checks of the optimizer's rows (P·S): per row whether it passed, its sphere
     distances, and per problem the first checked motion that reaches the goal collision-free."""
 
-    def __init__(self, chain, problem, options, limits, motion: MotionValidator, S: int):
+    def __init__(self, chain, problem, options, limits, motion: MotionValidator, S: int, deadline: float = math.inf):
         self.chain, self.problem, self.options, self.limits, self.motion, self.S = chain, problem, options, limits, motion, S
+        #: perf_counter() s: no check block starts after it (the call's time budget); a check cut
+        #: short leaves its motion not clear
+        self.deadline = deadline
         P = problem.start.shape[0]
         device, dtype = chain.device, chain.dtype
         self.clear = torch.zeros(P * S, dtype=torch.bool, device=device)
@@ -672,7 +684,7 @@ class _MotionChecks:
         polished = _polish_rows(self.chain, self.problem, self.options, self.limits, x[rows], owner)
         positions = torch.cat((self.problem.start[owner].unsqueeze(1), polished), dim=1)
         position, orientation = _row_goal_errors(self.chain, self.problem, polished[:, -1], owner)
-        verdict = self.motion.check(positions, names=False)
+        verdict = self.motion.check(positions, names=False, deadline=self.deadline)
         ok = (verdict.clear & (position <= self.options.position_tolerance)
               & (orientation <= self.options.orientation_tolerance) & self.limits.contains(positions).all(-1))
         self.clear[rows] = ok
@@ -715,9 +727,10 @@ class _MotionChecks:
                 self.done[p] = True
                 self.found[p] = (int(rows[i]), polished[i])
 
-    def finish(self, x: Tensor, deadline: float = math.inf) -> Tensor:
+    def finish(self, x: Tensor, deadline: float = math.inf, failure: list[str] | None = None) -> Tensor:
         """x with each solved problem's checked motion in its row, and every row of the other
-        problems polished and, before ``deadline`` (perf_counter), checked (one batch)."""
+        problems polished and, before ``deadline`` (perf_counter), checked (one batch), except the
+        problems already refused (``failure`` set: their reason does not need the check)."""
         x = x.clone()
         P, S = self.problem.start.shape[0], self.S
         for p, (row, found) in self.found.items():
@@ -730,8 +743,9 @@ class _MotionChecks:
             owner = rows // S
             polished = _polish_rows(self.chain, self.problem, self.options, self.limits, x[rows], owner)
             x[rows] = polished
-            if time.perf_counter() < deadline:  # what the failed rows reach, for the result (skipped when late)
-                self._check_rows(x, rows)
+            open_rows = [r for r in unsolved if not (failure and failure[r // S])]
+            if open_rows and time.perf_counter() < deadline:  # what the failed rows reach (skipped when late)
+                self._check_rows(x, torch.tensor(open_rows, device=x.device))
         return x
 
 

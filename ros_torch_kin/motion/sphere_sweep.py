@@ -67,7 +67,8 @@ class MotionCheck:
     distance, and the world distance it was required to keep (m; the self requirement is the
     validity margin), so that a curve near a segment can be shown clear without sampling it;
     closest_configuration (N, J): per motion the checked configuration at min_distance (where
-    ``closest_pair`` names the pair).
+    ``closest_pair`` names the pair); late: the check stopped at its deadline, so the pieces it
+    did not reach are undecided (not clear).
     """
 
     clear: Tensor
@@ -79,3 +80,4 @@ class MotionCheck:
     checked: int
     segments: Tensor | None = None
     closest_configuration: Tensor | None = None
+    late: bool = False

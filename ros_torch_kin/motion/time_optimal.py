@@ -334,7 +334,7 @@ class _Stops(_Motion):
 
 # ------------------------------------------------------------------------------------- retime
 def retime(waypoints: Tensor, request: TimingRequest, validator=None,
-           segments: Tensor | None = None) -> TimedTrajectory:
+           segments: Tensor | None = None, deadline: float = math.inf) -> TimedTrajectory:
     """The motion through ``waypoints`` (T, J) (rad / m; any dtype and device: the result's
     positions, velocities and accelerations keep them, its times are float64 s) within
     ``request``'s limits, at rest at both ends, as fast as they allow (or as long as asked).
@@ -346,7 +346,10 @@ def retime(waypoints: Tensor, request: TimingRequest, validator=None,
     segment whose bounds exceed its requirements by the curve's deviation from it (twice that
     for self pairs) is clear without sampling; only the pieces of the curve near the other
     segments are sampled and checked. (The whole motion's ``clearance_bound`` is at most each of
-    these bounds: a test on it would clear no segment that this one does not.)"""
+    these bounds: a test on it would clear no segment that this one does not.) ``deadline``
+    (``time.perf_counter()`` s): the curve's check starts no query block after it; a curve not
+    shown clear by then is not followed either (the motion stops at every waypoint, on the
+    polyline already checked), so a slow collision model costs speed, not the caller's budget."""
     dtype, device = waypoints.dtype, waypoints.device
     original = waypoints.detach().to("cpu", torch.float64).numpy()
     q = _deduplicated(original)
@@ -356,7 +359,7 @@ def retime(waypoints: Tensor, request: TimingRequest, validator=None,
         motion, method, checked = None, TIME_OPTIMAL, None
     else:
         path = _Spline(q, request.lower, request.upper)
-        checked, why = _curve_ok(path, request, validator, per_segment)
+        checked, why = _curve_ok(path, request, validator, per_segment, deadline)
         if not checked:
             notes.append(f"the spline through the waypoints {why}: the motion stops at every waypoint")
             motion, method = _Stops(q, request), WAYPOINT_STOPS
@@ -392,7 +395,7 @@ def retime(waypoints: Tensor, request: TimingRequest, validator=None,
 
 
 def _curve_ok(path: _Spline, request: TimingRequest, validator,
-              segments: np.ndarray | None = None) -> tuple[bool, str]:
+              segments: np.ndarray | None = None, deadline: float = math.inf) -> tuple[bool, str]:
     """Whether the spline keeps the position limits (within 2 µrad) and, with a validator, the
     polyline's collision requirements (see the module docstring); else why not. ``segments``
     (T − 1, 3) or None: see :func:`retime`."""
@@ -418,7 +421,9 @@ def _curve_ok(path: _Spline, request: TimingRequest, validator,
     curve = _CurveValidator(validator, pieces, slack)
     like = validator.sphere_speed
     samples = torch.as_tensor(path.samples(pieces), dtype=like.dtype, device=like.device)
-    verdict = curve.check(samples.unsqueeze(0), names=False)  # the verdict alone: no pair names
+    verdict = curve.check(samples.unsqueeze(0), names=False, deadline=deadline)  # the verdict alone: no pair names
+    if verdict.late:
+        return False, "was not shown clear by the collision check within the time budget"
     if not bool(verdict.clear[0]):
         return False, "is not shown clear by the collision check"
     return True, ""
@@ -699,14 +704,15 @@ def warm_up() -> float:
 
 
 def timed_trajectories(positions: Tensor, limits, options, validator=None, check=None,
-                       segments=None) -> tuple[TimedTrajectory, ...]:
+                       segments=None, deadline: float = math.inf) -> tuple[TimedTrajectory, ...]:
     """The planner's timing step: each of the P waypoint paths ``positions`` (P, T, J) timed by
     :func:`retime` within ``limits`` (a :class:`~ros_torch_kin.optim.TrajectoryLimits`, times
     ``options``' velocity, acceleration and jerk scaling factors) as ``options``
     (a :class:`~ros_torch_kin.optim.TrajectoryOptions`: time_parameterization, duration,
     control_period, sample_period, curve_tolerance) say; the curves of the problems where
     ``check`` (P,) bool is true (all, if None) are checked with ``validator``; ``segments``: per
-    problem its check's per-segment bounds (T − 1, 3) or None (see :func:`retime`). Returns P
+    problem its check's per-segment bounds (T − 1, 3) or None (see :func:`retime`); ``deadline``
+    (``time.perf_counter()`` s, the planner's time budget): see :func:`retime`. Returns P
     :class:`TimedTrajectory`."""
     jerk = None
     if limits.jerk is not None:
@@ -725,5 +731,5 @@ def timed_trajectories(positions: Tensor, limits, options, validator=None, check
             result.append(_uniform(positions[p], request, ""))
             continue
         checking = validator if validator is not None and (check is None or bool(check[p])) else None
-        result.append(retime(positions[p], request, checking, None if segments is None else segments[p]))
+        result.append(retime(positions[p], request, checking, None if segments is None else segments[p], deadline))
     return tuple(result)
