@@ -152,6 +152,22 @@ def test_world_distance_is_a_lower_bound_within_the_slack(panda):
                 assert exact <= float(ours[i]) + SLACK + 1e-4
 
 
+def test_a_large_threshold_gives_the_distances_of_a_small_one(panda):
+    """min_distance with a threshold of 1 m (branch and bound: a node is cut where it is farther
+    than the nearest representative leaf found plus what a leaf can poke out of its node's
+    geometry) agrees with the same query at 3 cm wherever that one is below 3 cm: within the
+    leaves' slack on each side (a leaf of a cut node may poke nearer), and contacts stay contacts."""
+    chain, model, _, _ = panda
+    verdict = model.verdict.with_scene(_scene(4))
+    q = _random_q(chain, 200, 9)
+    small, large = verdict.min_distance(q, 0.03), verdict.min_distance(q, 1.0)
+    near = small < 0.03
+    assert 20 < int(near.sum()) < q.shape[0]
+    assert bool(((large[near] - small[near]).abs() <= 2 * SLACK + 1e-5).all())
+    assert bool(((large < 0) == (small < 0)).all())
+    assert bool((large[~near] >= 0.03 - 2 * SLACK - 1e-5).all()) and bool((large < 1.0).all())
+
+
 def test_a_table_just_under_the_base_is_free(panda):
     """The base link's spheres reach 18-30 mm below its mesh in the coarse cover; the leaves do not."""
     chain, model, _, _ = panda
