@@ -169,17 +169,17 @@ class SlowChecker:
 
 
 def test_time_budget_is_honoured_when_the_motion_checks_are_slow(arm):
-    """Whole-motion checks slower than the budget (2 ms a configuration): the call returns
-    within its budget + 10 % and one block of a check (a check starts no block after the
-    deadline; an iteration that cannot end by it is not begun; the curve's check is skipped
-    after it), and says why it stopped."""
-    from ros_torch_kin.motion.checking import DEADLINE_BLOCK
+    """Whole-motion checks slower than the budget (1 ms a configuration, the rate the checks
+    assume of a slow model): the call returns within its budget + 10 % and one block of a check
+    (a check starts no block after the deadline; an iteration that cannot end by it is not
+    begun; the curve's check is skipped after it), and says why it stopped."""
+    from ros_torch_kin.motion.checking import DEADLINE_BLOCK, SLOW_RATE
 
     chain, checker = arm
     start = torch.tensor(ARM_START, dtype=chain.dtype)
     goal = torch.tensor(ARM_GOAL, dtype=chain.dtype)
     tool = forward_kinematics(chain, 0.5 * (start + goal), links="tool0")[:3, 3].tolist()
-    pause, budget = 0.002, 0.5
+    pause, budget = SLOW_RATE, 0.25
     slow = SlowChecker(checker.with_scene(Scene([Obstacle.sphere("ball", 0.05, [*tool, 0, 0, 0, 1])])), pause)
     began = time.perf_counter()
     result = solve_trajectory(chain, start, "tool0", target_configuration=goal, collision=slow,

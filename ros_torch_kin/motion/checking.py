@@ -44,6 +44,9 @@ from .sphere_sweep import MotionCheck, sphere_speed_bounds
 #: Configurations per distance query of a check with a deadline (:meth:`MotionValidator.check`):
 #: the most a check can run past it (on the MBM UR5, ~170 µs a configuration: ~45 ms).
 DEADLINE_BLOCK = 256
+#: Seconds per configuration assumed of a slow model (6× the MBM UR5's tight one): a query that
+#: would end before the deadline even at this rate is not split (the Panda's checks stay one query).
+SLOW_RATE = 1e-3
 
 
 class MotionValidator:
@@ -96,12 +99,13 @@ class MotionValidator:
 
     def _distance_until(self, q: Tensor, deadline: float) -> tuple[Tensor, int]:
         """(n, J) -> (n, 2) distances as :meth:`_distance` and how many rows were computed, none
-        started after ``deadline``: a first block of ``DEADLINE_BLOCK`` rows measures the model's
-        time per row; the rest goes in one query where it ends by the deadline at that rate, else
-        in blocks. Rows not reached get +inf (the caller marks them undecided)."""
+        started after ``deadline``: one query where it ends in time even at ``SLOW_RATE``; else a
+        first block of ``DEADLINE_BLOCK`` rows measures the model's time per row, and the rest goes
+        in one query where it ends by the deadline at that rate, else in blocks. Rows not reached
+        get +inf (the caller marks them undecided)."""
         n = q.shape[0]
-        if deadline == math.inf:
-            return self._distance(q), n
+        if deadline == math.inf or time.perf_counter() + SLOW_RATE * n <= deadline:
+            return self._distance(q), n  # ends in time even at a slow model's rate: one query
         parts, done, rate = [], 0, None
         while done < n:
             now = time.perf_counter()
