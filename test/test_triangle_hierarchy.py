@@ -72,7 +72,7 @@ def test_distances_and_winding_equal_the_sums_over_every_triangle(name, leaf_siz
                                atol=1e-9)
 
 
-def test_a_large_mesh_opens_few_nodes_and_stays_exact():
+def test_a_deep_hierarchy_over_a_large_mesh_stays_exact():
     rng = np.random.default_rng(7)
     mesh = trimesh.creation.icosphere(5)  # 20,480 triangles
     triangles = np.asarray(mesh.triangles)

@@ -28,7 +28,7 @@ def run_in_workers(jobs, settings, workers: int, build) -> list:
     """For each (shape, mesh path or None) of ``jobs``: (entry, warnings) as ``build(shape, path,
     settings)`` (:func:`.urdf_sphere_trees.build_shape_tree`) returns it, or None where its worker
     failed. ``workers`` processes in all: this one builds its share while the others run."""
-    size = [Path(path).stat().st_size if path is not None and Path(path).is_file() else 0 for _, path in jobs]
+    size = [file_size(path) for _, path in jobs]
     shares: list[list[int]] = [[] for _ in range(max(1, min(workers, len(jobs))))]
     load = [0] * len(shares)
     for j in sorted(range(len(jobs)), key=lambda j: -size[j]):
@@ -62,6 +62,12 @@ def run_in_workers(jobs, settings, workers: int, build) -> list:
         for j, result in zip(share, built):
             results[j] = result
     return results
+
+
+def file_size(path) -> int:
+    """A shape's mesh file size in bytes (0 for a primitive or a missing file): how shapes are
+    ordered and dealt, the build time growing with the mesh."""
+    return Path(path).stat().st_size if path is not None and Path(path).is_file() else 0
 
 
 def serve() -> None:

@@ -418,19 +418,17 @@ class TreeCollisionChecker:
         costly = shapes.kind == "voxels"
         upper = limit.clone() if nearest else None  # per configuration: the least value found, + the poke
         for index in range(len(self._levels) if block.numel() else 0):
-            if decided is not None:  # a representative leaf within the limit decides its configuration
+            if decided is not None or (upper is not None and not costly):  # a value the block reaches
                 representative = self._representative_spheres[index].index_select(0, nodes).unsqueeze(1)
                 value = torch.maximum(bound.index_select(0, block), distance(block, representative)[:, 0])
+            if decided is not None:  # ... within the limit, it decides its configuration
                 alive = _decide(block, value, decisive, j, early, decided)
                 if alive is not None:
                     block, nodes = block.index_select(0, alive), nodes.index_select(0, alive)
                     if not block.numel():
                         break
-            elif upper is not None and not costly:  # a representative leaf: a value each block reaches
-                representative = self._representative_spheres[index].index_select(0, nodes).unsqueeze(1)
-                value = torch.maximum(bound.index_select(0, block), distance(block, representative)[:, 0])
-                early.scatter_reduce_(0, block, value, "amin")
-                upper.scatter_reduce_(0, j.index_select(0, block), value + self._poke, "amin")
+            elif upper is not None and not costly:
+                _lower_upper(block, value, j, early, upper, self._poke)
             spheres = self._children(index, nodes)
             if costly and self._sparse[index]:  # only the real children (a field query is dear)
                 r, f = (spheres[..., 3] > -math.inf).nonzero(as_tuple=True)
@@ -441,10 +439,7 @@ class TreeCollisionChecker:
             if index + 1 == len(self._levels):
                 leaf_min.scatter_reduce_(0, block, d.amin(1), "amin")
                 break
-            cut = row_limit.index_select(0, block)
-            if upper is not None:
-                cut = torch.minimum(cut, upper.index_select(0, j.index_select(0, block)).clamp(min=0.0))
-            rows, nodes = self._next_nodes(index, nodes, d < cut.unsqueeze(1))
+            rows, nodes = self._next_nodes(index, nodes, d < _cut(row_limit, upper, j, block).unsqueeze(1))
             if not rows.numel():
                 break
             block = block.index_select(0, rows)
@@ -510,8 +505,7 @@ class TreeCollisionChecker:
                     if not block.numel():
                         break
             elif upper is not None:
-                early.scatter_reduce_(0, block, value, "amin")
-                upper.scatter_reduce_(0, j.index_select(0, block), value + 2 * self._poke, "amin")
+                _lower_upper(block, value, j, early, upper, 2 * self._poke)
             last = index + 1 == len(self._levels)
             step = BUCKET_PAIRS if last else block.shape[0] + 1
             following = []
@@ -522,10 +516,7 @@ class TreeCollisionChecker:
                     leaf_min.scatter_reduce_(0, rows, d.flatten(1).amin(1), "amin")
                     continue
                 width = d.shape[1]  # a near (row, child a, child b) -> its row and each side's child slot
-                cut = row_limit.index_select(0, rows)
-                if upper is not None:
-                    cut = torch.minimum(cut, upper.index_select(0, j.index_select(0, rows)).clamp(min=0.0))
-                flat = (d < cut.view(-1, 1, 1)).reshape(-1).nonzero().squeeze(1)
+                flat = (d < _cut(row_limit, upper, j, rows).view(-1, 1, 1)).reshape(-1).nonzero().squeeze(1)
                 r = torch.div(flat, width * width, rounding_mode="floor")
                 slot_pair = flat - r * width * width
                 fa = torch.div(slot_pair, width, rounding_mode="floor")
@@ -546,6 +537,25 @@ class TreeCollisionChecker:
     def _no_blocks(frames: Tensor) -> _Blocks:
         empty = torch.zeros(0, dtype=torch.int64, device=frames.device)
         return _Blocks(frames.new_zeros(0), empty, empty, empty)
+
+
+def _lower_upper(block: Tensor, value: Tensor, configuration: Tensor, early: Tensor, upper: Tensor,
+                 poke: float) -> None:
+    """Branch and bound at one level: the representative ``value`` (R,) of blocks ``block`` (R,)
+    is a value each reaches (into ``early``, per block), and their ``configuration`` (per block)
+    need open no node farther than it plus ``poke`` (into ``upper`` (B,))."""
+    early.scatter_reduce_(0, block, value, "amin")
+    upper.scatter_reduce_(0, configuration.index_select(0, block), value + poke, "amin")
+
+
+def _cut(limit: Tensor, upper: Tensor | None, configuration: Tensor, rows: Tensor) -> Tensor:
+    """(R,) the distance at which the children of blocks ``rows`` are cut: their ``limit`` (per
+    block), or with branch and bound (``upper`` (B,)) the lesser of it and their configuration's
+    ``upper``, never below 0 (a leaf deep in a contact can be farther in than its node shows)."""
+    cut = limit.index_select(0, rows)
+    if upper is None:
+        return cut
+    return torch.minimum(cut, upper.index_select(0, configuration.index_select(0, rows)).clamp(min=0.0))
 
 
 def _decide(block: Tensor, value: Tensor, decisive: Tensor, configuration: Tensor, early: Tensor,

@@ -1,4 +1,4 @@
-"""A bounding-sphere hierarchy over a triangle soup: exact nearest distances and exact winding
+"""A bounding-volume hierarchy over a triangle soup: exact nearest distances and exact winding
 numbers for many points at once, without a sum over every triangle (pure numpy).
 
 Building a link's sphere tree (:mod:`.sphere_tree`) asks for a mesh's exact signed distance at
@@ -9,18 +9,19 @@ for a 40,000-triangle gripper. Here:
   widest axis. Level ``l`` has ``2**l`` nodes; node ``k`` holds the triangles at positions
   ``k·T // 2**l`` up to ``(k+1)·T // 2**l`` of that order, so node ``k``'s children are ``2k`` and
   ``2k + 1``. The last level's nodes (the leaves) hold at most ``leaf_size`` triangles. Each node has
-  a bounding sphere, centred at the middle of its vertices' bounding box.
-* **Distance: branch and bound**, one level at a time for all points together. A (point, node)
-  pair is kept while the node's lower bound ``|p - c| - r`` does not exceed the point's best upper
-  bound so far: the least ``|p - c| + r`` over the nodes seen, since every point of a node lies in
-  its sphere. The kept leaves' triangles are then measured exactly. The result equals the minimum
-  over all triangles; no node that could hold the nearest point is dropped.
-* **Winding number: far nodes by their boundary.** Seen from a point outside a node's sphere,
-  the node's triangles subtend the same solid angle as the cone from the sphere's centre over the
-  node's *boundary*: the directed edges that no opposite edge of the node cancels. Both surfaces
-  have the same boundary, and the closed surface they make lies inside the sphere, so it does not
-  wind around a point outside it (Stokes). A far node costs its boundary (about √n edges for n
-  triangles, none for a closed shell); a near one is opened; leaves are summed triangle by
+  its vertices' bounding box and the sphere about the box's middle that holds them.
+* **Distance: branch and bound**, one level at a time for all points together. Each point first
+  gets an upper bound: its exact distance to the triangles of one leaf, reached by stepping
+  into the child whose sphere reaches nearest. A (point, node) pair is then kept while the
+  distance to the node's box does not exceed that bound, and the kept leaves' triangles are
+  measured exactly. The result equals the minimum over all triangles: a node that could hold
+  the nearest point is never dropped.
+* **Winding number: far nodes by their boundary.** Seen from a point outside a node's box, the
+  node's triangles subtend the same solid angle as the cone from the box's middle over the node's
+  *boundary*: the directed edges that no opposite edge of the node cancels. Both surfaces have
+  the same boundary, and the closed surface they make lies inside the (convex) box, so it does
+  not wind around a point outside it (Stokes). A far node costs its boundary (about √n edges for
+  n triangles, none for a closed shell); a near one is opened; leaves are summed triangle by
   triangle (Van Oosterom and Strackee). This holds for any soup: no orientation is assumed.
 
 Units: m. Frames: the triangles' own.
@@ -34,7 +35,8 @@ import numpy as np
 
 #: (point, edge or triangle) pairs evaluated in one vectorised block.
 _BLOCK = 1 << 20
-#: A point is far from a node when beyond its sphere by this relative margin (rounding).
+#: A point is far from a node when beyond its box by this margin (relative to 1 m + the node's
+#: radius: rounding).
 _FAR_MARGIN = 1e-9
 
 
@@ -66,13 +68,11 @@ class TriangleHierarchy:
         # corners as coordinate columns: self.corners[j][i] (T,) coordinate i of every corner j
         self.corners = [tuple(np.ascontiguousarray(self.triangles[:, j, i]) for i in range(3)) for j in range(3)]
         self.centers, self.radii, self.boxes = [], [], []
-        for level in range(depth + 1):
+        # the leaves' first triangles and sizes
+        self.leaf_starts = self._segments(depth)[0]
+        self.leaf_sizes = np.diff(np.append(self.leaf_starts, count))
+        for level in range(depth + 1) if count else ():  # an empty mesh: the queries answer at once
             starts, label = self._segments(level)
-            if count == 0:
-                self.centers.append(np.zeros((1, 3)))
-                self.radii.append(np.full(1, -np.inf))  # an empty mesh: no point is ever near
-                self.boxes.append((np.full((1, 3), np.inf), np.full((1, 3), -np.inf)))
-                continue
             low = np.minimum.reduceat(self.triangles.min(axis=1), starts, axis=0)
             high = np.maximum.reduceat(self.triangles.max(axis=1), starts, axis=0)
             center = 0.5 * (low + high)
@@ -88,8 +88,9 @@ class TriangleHierarchy:
         return bounds[:-1], np.repeat(np.arange(1 << level), np.diff(bounds))
 
     def _boundary_edges(self, depth: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Per level above the leaves: (first edge of each node (N + 1,), edge tails (E, 3), edge
-        heads (E, 3)): each node's directed edges that do not cancel, one row per multiplicity."""
+        """Per level above the leaves: (first edge of each node (N + 1,), edge tails, edge heads,
+        each as x, y, z columns (E,)): each node's directed edges that do not cancel, one per
+        multiplicity."""
         if self.count == 0:
             return []
         flat = self.triangles.reshape(-1, 3)
@@ -121,28 +122,21 @@ class TriangleHierarchy:
 
     def distances(self, points: np.ndarray) -> np.ndarray:
         """(P,) the distance (m) from each point (P, 3) to the nearest triangle (inf: none)."""
-        points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
-        result = np.full(len(points), np.inf)
-        if self.count == 0:
-            return result
-        for start in range(0, len(points), self._chunk()):
-            p = points[start : start + self._chunk()]
-            result[start : start + len(p)] = self._nearest(p)
-        return result
+        return self._per_chunk(points, self._nearest, np.inf)
 
     def winding_numbers(self, points: np.ndarray) -> np.ndarray:
         """(P,) the winding number of the triangles around each point (P, 3)."""
-        points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
-        result = np.zeros(len(points))
-        if self.count == 0:
-            return result
-        for start in range(0, len(points), self._chunk()):
-            p = points[start : start + self._chunk()]
-            result[start : start + len(p)] = self._winding(p)
-        return result
+        return self._per_chunk(points, self._winding, 0.0)
 
-    def _chunk(self) -> int:
-        return max(1, _BLOCK // (4 * max(1, min(self.count, 256))))
+    def _per_chunk(self, points: np.ndarray, query, empty: float) -> np.ndarray:
+        """``query`` over chunks of the points (P, 3) (bounded temporaries); ``empty`` for every
+        point when there is no triangle."""
+        points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+        result = np.full(len(points), empty)
+        chunk = max(1, _BLOCK // (4 * max(1, min(self.count, 256))))
+        for start in range(0, len(points) if self.count else 0, chunk):
+            result[start : start + chunk] = query(points[start : start + chunk])
+        return result
 
     def _nearest(self, p: np.ndarray) -> np.ndarray:
         n = len(p)
@@ -177,10 +171,8 @@ class TriangleHierarchy:
     def _leaf_squared(self, p: np.ndarray, point: np.ndarray, node: np.ndarray) -> np.ndarray:
         """(n,) the least squared distance from each point p[point[i]] to the triangles of the
         leaves node[i] (``point`` sorted; inf for a point with no pair)."""
-        starts, _ = self._segments(self.depth)
-        sizes = np.diff(np.append(starts, self.count))
         best = np.full(len(p), np.inf)
-        for owner, triangle in _blocks(starts[node], sizes[node]):
+        for owner, triangle in _blocks(self.leaf_starts[node], self.leaf_sizes[node]):
             pair_point = point[owner]
             squared = _squared_distances(tuple(p[pair_point, i] for i in range(3)),
                                          *(tuple(x[triangle] for x in corner) for corner in self.corners))
@@ -207,9 +199,7 @@ class TriangleHierarchy:
                     total += np.bincount(far_point[owner], _half_solid_angles(q, *corners), minlength=n)
             point, node = point[~far], node[~far]
             point, node = np.repeat(point, 2), (2 * node[:, None] + np.arange(2)).ravel()
-        starts, _ = self._segments(self.depth)
-        sizes = np.diff(np.append(starts, self.count))
-        for owner, triangle in _blocks(starts[node], sizes[node]):
+        for owner, triangle in _blocks(self.leaf_starts[node], self.leaf_sizes[node]):
             q = tuple(x[point[owner]] for x in columns)
             corners = ([x[triangle] for x in corner] for corner in self.corners)
             total += np.bincount(point[owner], _half_solid_angles(q, *corners), minlength=n)

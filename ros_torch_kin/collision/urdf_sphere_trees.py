@@ -28,7 +28,7 @@ from .urdf_spheres import _assemble as assemble_spheres
 from .robot_spheres import RobotSpheres, SphereTiers
 from .sphere_cover import CoverProblem, CoverSettings, SphereCover, cover_problem_for_shape, mesh_problem
 from .sphere_tree import TreeCover, TreeSettings, build_sphere_tree
-from .tree_build_worker import run_in_workers
+from .tree_build_worker import file_size, run_in_workers
 from .urdf_geometry import CollisionShape, read_collision_shapes
 
 #: How finely shapes are cut into pieces before the tree splits them further.
@@ -75,12 +75,11 @@ def robot_sphere_trees_from_urdf(
             warnings.append(f"link '{shape.link}' has collision geometry but is not in the chain; skipped")
     ordered = [shape for link_shapes in by_link.values() for shape in link_shapes]
     trees = _shape_trees(ordered, settings, tuple(search_dirs), base_dir, warnings, use_cache, workers)
-    covers: dict[str, TreeCover] = {}
-    for link, link_shapes in by_link.items():
-        parts = [tree for shape, tree in zip(ordered, trees)
-                 if shape.link == link and tree is not None and tree.leaves.num_spheres]
-        if parts:
-            covers[link] = TreeCover.concatenate(parts)
+    parts: dict[str, list[TreeCover]] = {}
+    for shape, tree in zip(ordered, trees):
+        if tree is not None and tree.leaves.num_spheres:
+            parts.setdefault(shape.link, []).append(tree)
+    covers = {link: TreeCover.concatenate(trees) for link, trees in parts.items()}
     return _assemble(chain, covers, warnings, device, dtype)
 
 
@@ -162,7 +161,7 @@ def _build_all(missing, settings: TreeSettings, workers: int | None):
     shapes to this process."""
     jobs = [(shape, path) for _, shape, path, _ in missing]
     results: list = [None] * len(jobs)
-    order = sorted(range(len(jobs)), key=lambda j: _file_size(jobs[j][1]))
+    order = sorted(range(len(jobs)), key=lambda j: file_size(jobs[j][1]))
     began = time.perf_counter()
     count = workers if workers is not None else _usable_cores()
     while order and (time.perf_counter() - began < PARALLEL_AFTER or len(order) < 2 or count < 2):
@@ -173,10 +172,6 @@ def _build_all(missing, settings: TreeSettings, workers: int | None):
         for j, result in zip(order, shared):
             results[j] = result if result is not None else build_shape_tree(*jobs[j], settings)
     return results
-
-
-def _file_size(path) -> int:
-    return Path(path).stat().st_size if path is not None and Path(path).is_file() else 0
 
 
 def build_shape_tree(shape: CollisionShape, path, settings: TreeSettings):

@@ -142,9 +142,9 @@ class MotionValidator:
         plus the resolution). ``names``: False leaves ``closest_pair`` empty (naming a pair
         beyond the threshold takes up to four more distance queries); :meth:`closest_pairs` of
         ``closest_configuration`` gives the same names later. ``deadline`` (``time.perf_counter()``
-        s): the pieces' distances are computed in blocks of ``DEADLINE_BLOCK`` configurations and
-        none is started after it; the pieces not reached are undecided, the motions they belong to
-        not clear, and the result ``late``."""
+        s): no distance query of the pieces starts after it (:meth:`_distance_until`: blocks of
+        ``DEADLINE_BLOCK`` configurations where one query might not end in time); the pieces not
+        reached are undecided, the motions they belong to not clear, and the result ``late``."""
         if positions.dim() == 2:
             positions = positions.unsqueeze(0)
         positions = positions.detach()

@@ -183,6 +183,7 @@ def solve_trajectory(
     options = options or TrajectoryOptions()
     limits = limits or TrajectoryLimits.from_chain(chain)
     started = time.perf_counter()
+    deadline = started + options.time_budget  # perf_counter() s: the call returns by it (+ one check block)
     problem = _Problem.make(chain, start, link, target_pose, target_configuration, position_only, limits,
                             options.limit_tolerance)
     P, S, T, J = problem.start.shape[0], options.seeds, options.waypoints, chain.num_dofs
@@ -241,7 +242,7 @@ def solve_trajectory(
     else:
         goals, valid = _collision_goals(chain, problem, options, limits, collision, cost_checker, failure, timings)
         x = _ranked_seeds(problem, options, limits, cost_checker, goals, valid, timings, draw=0)[:, 1:]
-        checks = _MotionChecks(chain, problem, options, limits, motion, S, deadline=started + options.time_budget)
+        checks = _MotionChecks(chain, problem, options, limits, motion, S, deadline)
         moment = time.perf_counter()
         checks.check_best(x, torch.zeros(P * S, dtype=x.dtype, device=x.device), failure)
         timings["checking"] += time.perf_counter() - moment
@@ -250,7 +251,6 @@ def solve_trajectory(
                               started, S, timings)
     moment = time.perf_counter()
     stopped, iteration, quiet = "max_iterations", 0, 0
-    deadline = started + options.time_budget
     step_time = 0.0  # the last line search's time: an iteration that cannot end by the deadline is not begun
     if motion is not None and checks.all_done(failure):  # solved by a seed, or nothing to optimise
         stopped = "solved" if any(not f for f in failure) else "refused"
@@ -317,7 +317,7 @@ def solve_trajectory(
                 if checks.all_done(failure):
                     stopped = "solved"
                     break
-        if time.perf_counter() - started > options.time_budget:
+        if time.perf_counter() > deadline:
             stopped = "time_budget"
             break
         quiet = quiet + 1 if bool(((previous - best) <= options.relative_tolerance * previous.abs()).all()) else 0
