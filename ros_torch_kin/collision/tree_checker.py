@@ -30,6 +30,7 @@ Units: m.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -127,9 +128,6 @@ class TreeCollisionChecker:
         self.self_pairs = self_pairs
         self._packed: PackedScene = self.scene.packed(device, dtype)
         self.rounding = max(1e-6, 1e4 * torch.finfo(dtype).eps)
-        #: how far a leaf sphere can reach beyond the geometry it covers (m): a node's bound holds
-        #: the geometry (its tiers'), so its leaves may be this much nearer (see ``nearest``)
-        self._poke = float(self.spheres.slack.max()) if self.spheres.num_spheres else 0.0
         if self.spheres.num_spheres:
             tree = leaf_hierarchy(spheres.centers, spheres.radii, spheres.sphere_links, rounding=self.rounding,
                                   bodies=bodies, tiers=spheres.tiers)
@@ -212,6 +210,13 @@ class TreeCollisionChecker:
         return (f"TreeCollisionChecker('{self.chain.name}', {self.spheres.num_spheres} leaves under {nodes} nodes, "
                 f"{self._packed.count} obstacles, {self._pair_a.shape[0]} self link pairs, "
                 f"{'with' if self.coarse is not None else 'without'} coarse cover, margin {self.margin} m)")
+
+    @functools.cached_property
+    def _poke(self) -> float:
+        """How far a leaf sphere can reach beyond the geometry it covers (m): a node's bound holds
+        the geometry (its tiers'), so its leaves may be this much nearer (see ``nearest`` in
+        :meth:`_world_blocks`). Read once, at the first query that cuts by branch and bound."""
+        return float(self.spheres.slack.max()) if self.spheres.num_spheres else 0.0
 
     # ------------------------------------------------------------------ queries
     def in_collision(self, q: Tensor) -> Tensor:
