@@ -4,15 +4,17 @@ reference (Pinocchio + coal on the same meshes), side by side in one run.
     python bench/tight_model_benchmark.py --output BENCHMARKS.md
 
 Per link: leaves and slack; the build time from the disk cache, and cold (nothing cached) for each
-MBM robot (Panda, UR5, Fetch); on random configurations
+MBM robot (Panda, UR5, Fetch), with the joint tables' share; on random configurations
 (uniform in the joint limits) in the first MBM scene of some families: missed contacts and false
-alarms of the tight verdict and of the coarse cover, and the verdict's time for B configurations
-beside a coal loop over the same configurations (world and the SRDF's self pairs).
+alarms of the tight verdict and of the coarse cover, and the verdict's time for B configurations,
+with and without its joint tables (the verdicts must agree), beside a coal loop over the same
+configurations (world and the SRDF's self pairs).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -27,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mbm_problems import load_problems, mbm_reference, mbm_resources, srdf_text, urdf_text  # noqa: E402
 from report import machine, stamp, versions, write_section  # noqa: E402
 
-from ros_torch_kin.collision import TreeSettings, robot_collision_model_from_urdf, robot_sphere_trees_from_urdf  # noqa: E402
+from ros_torch_kin.collision import TreeCollisionChecker, TreeSettings, robot_collision_model_from_urdf  # noqa: E402
+from ros_torch_kin.collision import pair_tables as pair_tables_module  # noqa: E402
 from ros_torch_kin.collision import urdf_sphere_trees  # noqa: E402
 from ros_torch_kin.kinematics import Chain  # noqa: E402
 
@@ -76,6 +79,12 @@ def run(args):
         began = time.perf_counter()
         tight = verdict.in_collision(q)
         ours = time.perf_counter() - began
+        plain = TreeCollisionChecker(chain, model.verdict.robot_spheres, scene, model.self_pairs, coarse=cost)
+        plain.in_collision(q[:16])
+        began = time.perf_counter()
+        same = bool((plain.in_collision(q) == tight).all())
+        untabled = time.perf_counter() - began
+        assert same, "the joint tables changed a verdict"
         began = time.perf_counter()
         loose = cost.in_collision(q)
         coarse_time = time.perf_counter() - began
@@ -90,7 +99,7 @@ def run(args):
         own = sum(1 for _, pair in alarms if all(name.rsplit("_", 1)[0] in links or name in links
                                                  for name in pair.split(" - ")))
         farthest = max((d for d, _ in alarms), default=float("nan"))
-        tallies.append((problem.name, ours, coarse_time, coal, int((exact & ~t).sum()), int((~exact & t).sum()),
+        tallies.append((problem.name, ours, untabled, coarse_time, coal, int((exact & ~t).sum()), int((~exact & t).sum()),
                         int((exact & ~c).sum()), int((~exact & c).sum()), int(exact.sum()), farthest, own))
         print(tallies[-1], flush=True)
     lines = [
@@ -101,12 +110,14 @@ def run(args):
         f"{1e3 * args.slack:.0f} mm: {leaves.num_spheres} leaves under {tiers} tiers of {1e3 * settings.tier_slack:.0f} mm "
         f"(coarse cover: {coarse.num_spheres} spheres); both models from the disk cache in {cached:.2f} s.",
         "",
-        f"Cold builds of the tight model (nothing cached; {len(os.sched_getaffinity(0))} cores, the build's automatic worker "
-        f"processes), each MBM robot; links whose worst leaf is above the target reached the "
-        f"{settings.max_leaves:,}-leaf cap:",
+        f"Cold builds of the whole model (trees, self pairs, joint tables; nothing cached; "
+        f"{len(os.sched_getaffinity(0))} cores, the build's automatic worker processes), each MBM robot; the joint "
+        f"tables' share (choosing them included: each candidate timed; within a {pair_tables_module.BUDGET:.0f} s budget) "
+        f"and the pairs tabled; links whose worst leaf is above the target reached the {settings.max_leaves:,}-leaf cap:",
         "",
-        "| robot | cold build (s) | leaves | tiers | worst leaf slack (mm) | links above the target (leaves, worst mm) |",
-        "|---|---:|---:|---:|---:|---|",
+        "| robot | cold build (s) | of which joint tables (s) | pairs tabled | leaves | tiers | worst leaf slack (mm) | "
+        "links above the target (leaves, worst mm) |",
+        "|---|---:|---:|---|---:|---:|---:|---|",
         *cold_rows,
         "",
         "| link | leaves | leaf slack median / worst (mm) | coarse spheres | coarse slack median / worst (mm) |",
@@ -116,11 +127,12 @@ def run(args):
         f"Verdicts on B = {args.batch} random configurations in the limits per scene (world + SRDF self pairs); "
         f"missed / false alarms against coal on the first {args.exact} of them; coal loop time scaled to B:",
         "",
-        "| scene | tight verdict (s) | coarse verdict (s) | coal loop (s) | tight missed | tight false alarms "
-        "(of them self pairs; farthest from contact under coal) | coarse missed | coarse false alarms | colliding (coal) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-        *[f"| {n} | {a:.3f} | {b:.3f} | {c:.3f} | {m} | {f} ({own}; {1e3 * far:.1f} mm) | {cm} | {cf} | {k} / {args.exact} |"
-          for n, a, b, c, m, f, cm, cf, k, far, own in tallies],
+        "| scene | tight verdict (s) | without joint tables (s, same verdicts) | coarse verdict (s) | coal loop (s) | "
+        "coal / tight | tight missed | tight false alarms (of them self pairs; farthest from contact under coal) | "
+        "coarse missed | coarse false alarms | colliding (coal) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *[f"| {n} | {a:.3f} | {u:.3f} | {b:.3f} | {c:.3f} | {c / a:.1f}× | {m} | {f} ({own}; {1e3 * far:.1f} mm) | {cm} | "
+          f"{cf} | {k} / {args.exact} |" for n, a, u, b, c, m, f, cm, cf, k, far, own in tallies],
     ]
     text = "\n".join(lines)
     print(text)
@@ -129,21 +141,47 @@ def run(args):
 
 
 def _cold_build(robot: str, settings: TreeSettings) -> str:
-    """One table row: the robot's tight model built with nothing cached, timed."""
-    urdf, share = urdf_text(robot), [str(mbm_resources(robot))]
+    """One table row: the robot's whole model (trees, self pairs, joint tables) built with nothing
+    cached (an empty disk cache, the memory cache cleared), timed; the joint tables' share too."""
+    urdf, srdf, share = urdf_text(robot), srdf_text(robot), [str(mbm_resources(robot))]
     chain = Chain.from_urdf(urdf, device="cpu", dtype=torch.float32)
-    began = time.perf_counter()
-    spheres = robot_sphere_trees_from_urdf(urdf, chain, search_dirs=share, settings=settings, use_cache=False)
-    seconds = time.perf_counter() - began
+    spent = []
+    building = pair_tables_module.pair_tables
+
+    def timed(*args, **kwargs):
+        began = time.perf_counter()
+        try:
+            return building(*args, **kwargs)
+        finally:
+            spent.append(time.perf_counter() - began)
+
+    user_cache = os.environ.get("RTK_CACHE")
+    with tempfile.TemporaryDirectory() as empty:
+        os.environ["RTK_CACHE"] = empty
+        urdf_sphere_trees._MEMORY.clear()
+        pair_tables_module.pair_tables = timed
+        try:
+            began = time.perf_counter()
+            model = robot_collision_model_from_urdf(urdf, chain, srdf=srdf, search_dirs=share, settings=settings)
+            seconds = time.perf_counter() - began
+        finally:
+            pair_tables_module.pair_tables = building
+            if user_cache is None:
+                del os.environ["RTK_CACHE"]
+            else:
+                os.environ["RTK_CACHE"] = user_cache
+    spheres = model.verdict.robot_spheres
     over = []
     for index, name in enumerate(chain.link_names):
         mine = spheres.sphere_links == index
         if mine.any() and float(spheres.slack[mine].max()) > settings.target_slack + 1e-9:
             over.append(f"{name} ({int(mine.sum())}, {1e3 * float(spheres.slack[mine].max()):.1f})")
     tiers = spheres.tiers.count if spheres.tiers is not None else 0
+    tables = model.verdict._pair_tables.tables if model.verdict._pair_tables is not None else ()
+    tabled = "; ".join(", ".join(f"{a}–{b}" for a, b in t.pairs) + f" ({math.prod(t.count):,} nodes)" for t in tables)
     print(robot, seconds, flush=True)
-    return (f"| {robot} | {seconds:.1f} | {spheres.num_spheres:,} | {tiers:,} | {1e3 * float(spheres.slack.max()):.1f} | "
-            f"{', '.join(over) or 'none'} |")
+    return (f"| {robot} | {seconds:.1f} | {sum(spent):.1f} | {tabled or 'none'} | {spheres.num_spheres:,} | {tiers:,} | "
+            f"{1e3 * float(spheres.slack.max()):.1f} | {', '.join(over) or 'none'} |")
 
 
 def main():

@@ -10,6 +10,11 @@ Both check the same self pairs. A pair is disabled as "always in collision" only
 model says so (its leaves overlap in ≥ 95 % of the samples, as MoveIt's setup assistant decides
 on the meshes): the coarse spheres of a pair whose meshes stay apart may touch in every sample,
 and disabling such a pair would leave a real collision unchecked.
+
+Self pairs that stay close in every configuration and whose relative pose depends on one or two
+joints (the Panda's wrist, the UR5's upper arm over its base) get joint tables
+(:mod:`.pair_tables`): a lookup that proves them clear before the tree is descended, with the
+same verdict, cached beside the trees.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from .collision_checker import CollisionChecker
 from .obstacles import Scene
 from .self_collision import ALWAYS_IN_COLLISION_FRACTION, DEFAULT_SAMPLES, SelfCollisionPairs, _sphere_pairs, self_collision_pairs
 from .sphere_tree import TreeSettings
+from .pair_tables import BUDGET, cached_pair_tables
 from .tree_checker import TreeCollisionChecker
 from .urdf_sphere_trees import robot_sphere_trees_from_urdf
 from .urdf_spheres import robot_spheres_from_urdf
@@ -68,17 +74,34 @@ def robot_collision_model_from_urdf(
     validity_margin: float = 0.0,
     scene: Scene | None = None,
     seed: int = 0,
+    table_budget: float = BUDGET,
 ) -> RobotCollisionModel:
     """Both models of the robot (see the module docstring). ``settings``: the tight model's sphere
     trees; ``samples``: random configurations for the always-in-collision test (0: none);
-    ``validity_margin`` (m): the verdict's margin. Warnings of both builds are on the spheres."""
+    ``validity_margin`` (m): the verdict's margin; ``table_budget`` (s): the building time of the
+    joint tables of self pairs that stay close (:mod:`.pair_tables`; 0: none). Warnings of both
+    builds are on the spheres."""
     coarse = robot_spheres_from_urdf(urdf, chain, search_dirs=search_dirs, base_dir=base_dir)
     tight = robot_sphere_trees_from_urdf(urdf, chain, search_dirs=search_dirs, base_dir=base_dir, settings=settings)
     pairs = self_collision_pairs(chain, coarse, srdf=srdf, samples=samples, seed=seed)
     pairs = _confirmed_by_tight(chain, coarse, tight, pairs, samples, seed)
     cost = CollisionChecker(chain, coarse, scene, pairs)
-    verdict = TreeCollisionChecker(chain, tight, scene, pairs, margin=validity_margin, coarse=cost)
+    tables = _pair_tables(chain, tight, pairs, table_budget) if table_budget > 0 else ()
+    verdict = TreeCollisionChecker(chain, tight, scene, pairs, margin=validity_margin, coarse=cost, pair_tables=tables)
     return RobotCollisionModel(verdict, cost)
+
+
+def _pair_tables(chain: Chain, tight, pairs: SelfCollisionPairs, budget: float):
+    """The joint tables of the enabled pairs (:mod:`.pair_tables`), filled by the tight verdict."""
+    checkers = {}
+
+    def verdict(members, q, level):
+        if members not in checkers:
+            probe = SelfCollisionPairs(members, types.MappingProxyType({}), pairs.sphere_a[:0], pairs.sphere_b[:0])
+            checkers[members] = TreeCollisionChecker(chain, tight, None, probe)
+        return checkers[members].clear(q.to(chain.device, chain.dtype), level).cpu()
+
+    return cached_pair_tables(chain, tight, pairs.enabled, verdict, budget)
 
 
 def _confirmed_by_tight(chain: Chain, coarse, tight, pairs: SelfCollisionPairs, samples: int, seed: int) -> SelfCollisionPairs:

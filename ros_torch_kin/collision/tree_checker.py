@@ -41,6 +41,7 @@ from ..kinematics import Chain, world_transforms
 from ..kinematics.fk import check_joint_positions
 from .leaf_hierarchy import leaf_hierarchy
 from .obstacles import PackedScene, Scene
+from .pair_tables import PairTables
 from .robot_spheres import RobotSpheres
 from .signed_distance import local_signed_distance, point_distances
 
@@ -104,11 +105,14 @@ class TreeCollisionChecker:
     objects the robot carries (:class:`.attached_objects.AttachedObject`), each a root slot of
     its own on its link, checked against the world and against the links and objects
     :mod:`.attached_objects` says (``spheres`` is then the robot's leaves followed by the
-    objects', ``robot_spheres`` the robot's own; ``with_attached`` for other objects).
+    objects', ``robot_spheres`` the robot's own; ``with_attached`` for other objects);
+    pair_tables: :class:`.pair_tables.PairTable` s of enabled self pairs, each a lower bound of
+    its pairs' distance from a lookup over one or two joints: a pair it puts at or beyond a
+    query's limit is not descended (the results are the same, only cheaper).
     """
 
     def __init__(self, chain: Chain, spheres: RobotSpheres, scene: Scene | None = None, self_pairs=None,
-                 margin: float = 0.0, coarse=None, attached=()):
+                 margin: float = 0.0, coarse=None, attached=(), pair_tables=()):
         if tuple(spheres.link_names) != tuple(chain.link_names):
             raise ValueError(f"the spheres were built for other links than those of robot '{chain.name}'")
         if not math.isfinite(margin) or margin < 0:
@@ -144,12 +148,22 @@ class TreeCollisionChecker:
         #: each root slot's name: its link's, or the attached object's id
         self._slot_names = tuple(body_names[body] for body in root_bodies)
         names = {n: i for i, n in enumerate(chain.link_names)}
-        pairs = [(slot[names[a]], slot[names[b]]) for a, b in (self_pairs.enabled if self_pairs is not None else ())
-                 if names.get(a) in slot and names.get(b) in slot]
+        robot_pairs = [(a, b) for a, b in (self_pairs.enabled if self_pairs is not None else ())
+                       if names.get(a) in slot and names.get(b) in slot]
+        pairs = [(slot[names[a]], slot[names[b]]) for a, b in robot_pairs]
         if self.attached and self_pairs is not None:
             pairs += [(slot[a], slot[b]) for a, b in carried.pairs if a in slot and b in slot]
         self._pair_a = torch.tensor([a for a, _ in pairs], dtype=torch.int64, device=device)
         self._pair_b = torch.tensor([b for _, b in pairs], dtype=torch.int64, device=device)
+        # the joint tables of enabled robot pairs (:mod:`.pair_tables`), and which pair each bounds
+        enabled = {pair: k for k, pair in enumerate(robot_pairs)}
+        kept = tuple(t for t in pair_tables if any(pair in enabled for pair in t.pairs))
+        self._pair_table_source = tuple(pair_tables)
+        self._pair_tables = PairTables(kept, device, dtype) if kept else None
+        members = [(enabled[pair], k) for k, t in enumerate(kept) for pair in t.pairs if pair in enabled]
+        #: each tabled pair's index among the self pairs, and its table's among the kept tables
+        self._table_pairs = torch.tensor([p for p, _ in members], dtype=torch.int64, device=device)
+        self._table_of = torch.tensor([k for _, k in members], dtype=torch.int64, device=device)
         self.coarse = None
         if coarse is not None and root_bodies:
             carried = tuple(o.id for o in getattr(coarse, "attached", ()))
@@ -179,7 +193,7 @@ class TreeCollisionChecker:
         if coarse is None and self._coarse_source is not None:
             coarse = self._coarse_source.with_attached(objects)
         checker = TreeCollisionChecker(self.chain, self.robot_spheres, self.scene, self.self_pairs, self.margin,
-                                       coarse, objects)
+                                       coarse, objects, self._pair_table_source)
         return checker if self._checks_self else checker.without_self_pairs()
 
     # ------------------------------------------------------------------ construction
@@ -194,7 +208,7 @@ class TreeCollisionChecker:
         with ``coarse`` (a :class:`CollisionChecker` already on that chain) as its coarse level, and
         the same attached objects (``coarse`` should carry them too)."""
         checker = TreeCollisionChecker(chain, self.robot_spheres, self.scene, self.self_pairs, self.margin, coarse,
-                                       self.attached)
+                                       self.attached, self._pair_table_source)
         return checker if self._checks_self else checker.without_self_pairs()
 
     def without_self_pairs(self) -> "TreeCollisionChecker":
@@ -263,7 +277,7 @@ class TreeCollisionChecker:
         hits = torch.zeros(B * max(P, 1), dtype=torch.bool, device=q.device)
         if P and B:
             frames = self._frames(q)
-            blocks, pair = self._self_blocks(frames, self._root_centers(frames), q.new_full((B,), self.rounding), None)
+            blocks, pair = self._self_blocks(frames, self._root_centers(frames), q.new_full((B,), self.rounding), None, q=q)
             hits[(blocks.configuration * P + pair)[blocks.value < 0]] = True
         return hits.view(B, max(P, 1))[:, :P]
 
@@ -311,7 +325,7 @@ class TreeCollisionChecker:
                 found_world.append((blocks, lambda k, blocks=blocks, shapes=shapes: (
                     slot_names[int(blocks.a[k])], shapes.ids[int(blocks.b[k])])))
             if self._pair_a.numel():
-                blocks, _ = self._self_blocks(frames, centers, self_limit, decided, nearest=nearest[1])
+                blocks, _ = self._self_blocks(frames, centers, self_limit, decided, nearest=nearest[1], q=q)
                 found_self.append((blocks, lambda k, blocks=blocks: (
                     slot_names[int(blocks.a[k])], slot_names[int(blocks.b[k])])))
         result = []
@@ -455,7 +469,7 @@ class TreeCollisionChecker:
         return _Blocks(value[keep], j[keep], s[keep], o[keep])
 
     def _self_blocks(self, frames: Tensor, centers: Tensor, limit: Tensor, decided: Tensor | None,
-                     nearest: bool = False) -> tuple[_Blocks, Tensor]:
+                     nearest: bool = False, q: Tensor | None = None) -> tuple[_Blocks, Tensor]:
         """(enabled link pair, configuration) blocks below ``limit`` (B,), and their pair index;
         ``centers``, ``decided`` and ``nearest`` as in :meth:`_world_blocks`."""
         B, L = frames.shape[0], frames.shape[1]
@@ -464,6 +478,8 @@ class TreeCollisionChecker:
         offset = centers[:, a] - centers[:, b]
         lower = (offset * offset).sum(-1).sqrt() - roots.radius[a] - roots.radius[b]  # (B, P)
         near = lower < limit.unsqueeze(1)
+        if self._pair_tables is not None and q is not None:  # pairs their joint table proves clear
+            near[:, self._table_pairs] &= self._pair_tables.lower_bound(q)[:, self._table_of] < limit.unsqueeze(1)
         if decided is not None:
             near &= ~decided.unsqueeze(1)
         j, p = near.nonzero(as_tuple=True)
