@@ -113,6 +113,26 @@ def local_signed_distance(kind: str, local: Tensor, parameters: Tensor, with_nor
     return distance, (torch.stack(normal, dim=1) if with_normal else None)
 
 
+def primitive_distance_rows(kind: str, local: Tensor, parameters: Tensor) -> Tensor | None:
+    """The signed distance alone, for points laid out by row: ``local`` (n, m, 3) in each of n
+    obstacles' frames, ``parameters`` (n, k) as in PackedShapes -> (n, m); the same values as
+    :func:`local_signed_distance` (up to float rounding) in a third of the operations (a verdict
+    on few configurations is dominated by their count). None for a kind without it (voxels)."""
+    if kind == BOX:
+        beyond = local.abs() - parameters.unsqueeze(1)  # (n, m, 3) > 0: beyond a face
+        return beyond.clamp_min(0.0).norm(dim=-1) + beyond.amax(-1).clamp_max(0.0)
+    if kind == CYLINDER:
+        side = local[..., :2].norm(dim=-1) - parameters[:, 1:]
+        cap = local[..., 2].abs() - parameters[:, :1]
+        return torch.hypot(side.clamp_min(0.0), cap.clamp_min(0.0)) + torch.maximum(side, cap).clamp_max(0.0)
+    if kind in (SPHERE, CAPSULE):
+        radius, half = (parameters[:, :1], parameters[:, 1:]) if kind == SPHERE else (parameters[:, 1:], parameters[:, :1])
+        z = local[..., 2]
+        along = z - torch.minimum(torch.maximum(z, -half), half)
+        return torch.sqrt(local[..., :2].square().sum(-1) + along * along) - radius
+    return None
+
+
 def to_local(points: Tensor, shapes: PackedShapes) -> Tensor:
     """(3, N) world points -> (n, 3, N) coordinates in each obstacle's frame (one matrix product)."""
     local = torch.addmm(shapes.local_offset.unsqueeze(1), shapes.world_to_local.mT, points)

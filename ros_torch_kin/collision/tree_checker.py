@@ -43,7 +43,7 @@ from .leaf_hierarchy import leaf_hierarchy
 from .obstacles import PackedScene, Scene
 from .pair_tables import PairTables
 from .robot_spheres import RobotSpheres
-from .signed_distance import local_signed_distance, point_distances
+from .signed_distance import local_signed_distance, point_distances, primitive_distance_rows
 
 
 #: Thresholds (m) above which distance queries cut the hierarchy by branch and bound (see
@@ -418,10 +418,15 @@ class TreeCollisionChecker:
         offset = torch.bmm(R_o.mT, (T[..., 3] - shapes.translation.index_select(0, o)).unsqueeze(2))  # (K, 3, 1)
         packed = torch.cat((rotation.reshape(-1, 9), offset.reshape(-1, 3), shapes.parameters.index_select(0, o)), 1)
 
+        costly = shapes.kind == "voxels"  # a field query is dear (and has no row form)
+
         def distance(rows: Tensor, spheres: Tensor) -> Tensor:  # rows (R,), spheres (R, m, 4) -> (R, m)
             block = packed.index_select(0, rows)
             local = torch.baddbmm(block[:, 9:12].unsqueeze(1), spheres[..., :3], block[:, :9].view(-1, 3, 3))
-            return local_signed_distance(shapes.kind, local.mT, block[:, 12:], False)[0] - spheres[..., 3]
+            d = None if costly else primitive_distance_rows(shapes.kind, local, block[:, 12:])
+            if d is None:
+                d = local_signed_distance(shapes.kind, local.mT, block[:, 12:], False)[0]
+            return d - spheres[..., 3]
 
         bound = torch.full_like(row_limit, -math.inf)
         if self.coarse is not None:
@@ -434,7 +439,6 @@ class TreeCollisionChecker:
         block, nodes = torch.arange(o.shape[0], device=o.device), s
         leaf_min, early = torch.full_like(bound, math.inf), torch.full_like(bound, math.inf)
         decisive = row_limit - self.rounding  # below the threshold itself
-        costly = shapes.kind == "voxels"
         upper = limit.clone() if nearest else None  # per configuration: the least value found, + the poke
         for index in range(len(self._levels) if block.numel() else 0):
             if decided is not None or (upper is not None and not costly):  # a value the block reaches
