@@ -302,3 +302,30 @@ def test_always_in_collision_only_where_the_tight_model_says_so(panda):
     # every pair the SRDF leaves enabled and the leaves do not always overlap is checked
     assert len(model.self_pairs.enabled) >= 1
     assert model.verdict.self_pairs.enabled == model.cost.self_pairs.enabled
+
+
+def test_tight_verdict_on_a_point_world_equals_brute_force_over_the_leaves(panda):
+    # nodes are kept or cut by the points' field alone, leaves get the exact distance to the
+    # points' balls: the verdict and the distances below the threshold are the leaves' own
+    from scipy.spatial import cKDTree
+
+    chain, model, _, _ = panda
+    rng = np.random.default_rng(11)
+    shelf = np.stack(np.meshgrid(np.arange(0.2, 0.8, 0.01), np.arange(-0.4, 0.4, 0.01), [0.35, 0.6]), -1).reshape(-1, 3)
+    post = np.c_[np.full(200, 0.45), np.full(200, 0.25), np.linspace(0.0, 0.9, 200)] + rng.normal(0, 0.002, (200, 3))
+    points, radius = np.concatenate([shelf, post]), 0.006
+    world = model.verdict.without_self_pairs().with_scene(Scene([Obstacle.points("cloud", points, 0.02, radius=radius)]))
+    q = _random_q(chain, 48, 12)
+    leaves = model.verdict.spheres
+    centers = world_sphere_centers(world_transforms(chain.to("cpu", torch.float64), q.double()), leaves.to("cpu", torch.float64))
+    nearest = cKDTree(points)
+    brute = torch.tensor([float((torch.as_tensor(nearest.query(centers[:, :, b].numpy())[0]) - leaves.radii.double()).min())
+                          for b in range(q.shape[0])], dtype=torch.float64) - radius
+    assert 0 < int((brute < 0).sum()) < q.shape[0]  # both verdicts in the sample
+    for threshold in (0.0, 0.004, 0.012):
+        decided = (brute - threshold).abs() > 1e-5  # float32 rounding aside
+        assert torch.equal(world.clear(q, threshold)[decided], (brute >= threshold)[decided])
+    distance = world.min_distance(q, 0.03)
+    near = (brute < 0.03) & (brute > 0)
+    assert torch.allclose(distance[near].double(), brute[near], atol=2e-5)
+    assert bool((distance.double() <= brute + 2e-5).all())

@@ -41,6 +41,7 @@ from ..kinematics import Chain, world_transforms
 from ..kinematics.fk import check_joint_positions
 from .leaf_hierarchy import leaf_hierarchy
 from .obstacles import PackedScene, Scene
+from .occupancy import VoxelKind
 from .pair_tables import PairTables
 from .robot_spheres import RobotSpheres
 from .signed_distance import local_signed_distance, point_distances, primitive_distance_rows
@@ -419,19 +420,25 @@ class TreeCollisionChecker:
         packed = torch.cat((rotation.reshape(-1, 9), offset.reshape(-1, 3), shapes.parameters.index_select(0, o)), 1)
 
         costly = shapes.kind == "voxels"  # a field query is dear (and has no row form)
+        kind = rough = shapes.kind
+        if costly and "points" in (shapes.kind.features or ()):
+            # a node's sphere (not a leaf) needs only a lower bound: the field's, without the exact
+            # points (a node found near by it is opened; the leaves below get the exact distance)
+            rough = VoxelKind(shapes.kind, shapes.kind.values)
+            rough.features = shapes.kind.features - {"points"}
 
-        def distance(rows: Tensor, spheres: Tensor) -> Tensor:  # rows (R,), spheres (R, m, 4) -> (R, m)
+        def distance(rows: Tensor, spheres: Tensor, kind=kind) -> Tensor:  # rows (R,), spheres (R, m, 4) -> (R, m)
             block = packed.index_select(0, rows)
             local = torch.baddbmm(block[:, 9:12].unsqueeze(1), spheres[..., :3], block[:, :9].view(-1, 3, 3))
             d = None if costly else primitive_distance_rows(shapes.kind, local, block[:, 12:])
             if d is None:
-                d = local_signed_distance(shapes.kind, local.mT, block[:, 12:], False)[0]
+                d = local_signed_distance(kind, local.mT, block[:, 12:], False)[0]
             return d - spheres[..., 3]
 
         bound = torch.full_like(row_limit, -math.inf)
         if self.coarse is not None:
             rows = torch.arange(o.shape[0], device=o.device)
-            d = distance(rows, self._coarse_spheres.index_select(0, s)).amin(1)
+            d = distance(rows, self._coarse_spheres.index_select(0, s), rough).amin(1)
             bound = torch.where(self._coarse_has.index_select(0, s), d, bound)
             keep = (bound < row_limit).nonzero().squeeze(1)
             o, j, s, bound, row_limit = (t.index_select(0, keep) for t in (o, j, s, bound, row_limit))
@@ -453,12 +460,13 @@ class TreeCollisionChecker:
             elif upper is not None and not costly:
                 _lower_upper(block, value, j, early, upper, self._poke)
             spheres = self._children(index, nodes)
+            leaves = kind if index + 1 == len(self._levels) else rough
             if costly and self._sparse[index]:  # only the real children (a field query is dear)
                 r, f = (spheres[..., 3] > -math.inf).nonzero(as_tuple=True)
                 d = torch.full(spheres.shape[:2], math.inf, dtype=spheres.dtype, device=spheres.device)
-                d[r, f] = distance(block[r], spheres[r, f].unsqueeze(1))[:, 0]
+                d[r, f] = distance(block[r], spheres[r, f].unsqueeze(1), leaves)[:, 0]
             else:
-                d = distance(block, spheres)
+                d = distance(block, spheres, leaves)
             if index + 1 == len(self._levels):
                 leaf_min.scatter_reduce_(0, block, d.amin(1), "amin")
                 break
