@@ -25,7 +25,7 @@ from ros_torch_kin.collision import (
     sphere_obstacle_distances,
     sphere_sphere_distance,
 )
-from ros_torch_kin.collision.signed_distance import primitive_distance_rows, to_local
+from ros_torch_kin.collision.signed_distance import signed_distance_rows, to_local
 from ros_torch_kin.kinematics import Chain, forward_kinematics
 
 F64 = torch.float64
@@ -155,7 +155,7 @@ def test_signed_distance_matches_trimesh_primitive(kind):
     # the verdict's row form (points by row in the obstacle frame, no normal) gives the same values
     packed = Scene([obstacle]).packed("cpu", torch.float64).shapes[0]
     local = to_local(torch.as_tensor(points, dtype=torch.float64).T.contiguous(), packed).mT  # (1, P, 3)
-    rows = primitive_distance_rows(packed.kind, local, packed.parameters)
+    rows = signed_distance_rows(packed.kind, local, packed.parameters)
     np.testing.assert_allclose(rows[0].numpy(), ours.numpy(), atol=1e-12)
 
 

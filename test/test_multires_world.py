@@ -111,3 +111,28 @@ def test_multires_normals_point_away_and_holes_are_skipped():
         VoxelGrid.from_points(points, S, multires=True, fill_interior=True)
     with pytest.raises(ValueError, match="above the limit"):
         Obstacle.points("cam", np.array([[0, 0, 0], [100.0, 100.0, 100.0]]), S, multires=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_row_form_of_the_bound_equals_the_field_query(dtype):
+    """A verdict's query (:func:`signed_distance_rows`: points by row, the bound alone, each
+    cell's corners in one gather) gives the field query's values, for dense and multi-resolution
+    grids packed together, with the exact points and the far-field lattice, inside and outside
+    the grids."""
+    from ros_torch_kin.collision.signed_distance import signed_distance_rows, to_local
+
+    points = _cloud(4, 5000)
+    grids = [Obstacle.points("dense", points, S, exact=False),
+             Obstacle.points("multires", points + (0.0, 0.0, 0.3), S, multires=True, exact=False),
+             Obstacle.points("exact", points + (0.0, 0.6, 0.0), S, radius=0.004, multires=True, lattice=0.02)]
+    rng = np.random.default_rng(5)
+    near = [points[:400] + shift + rng.normal(0, 0.01, (400, 3)) for shift in ((0, 0, 0), (0, 0, 0.3), (0, 0.6, 0))]
+    queries = np.concatenate(near + [rng.uniform(-0.6, 1.2, (1200, 3))])
+    for together in (grids, grids[2:]):
+        shapes = Scene(together).packed("cpu", dtype).shapes[0]
+        world = torch.as_tensor(queries.T, dtype=dtype).contiguous()
+        expected, _ = point_distances(world, shapes, False)
+        rows = signed_distance_rows(shapes.kind, to_local(world, shapes).mT.contiguous(), shapes.parameters)
+        tolerance = 1e-9 if dtype == torch.float64 else 2e-6
+        assert torch.allclose(rows, expected, atol=tolerance), float((rows - expected).abs().max())
+        assert bool((expected < 0).any()) and bool((expected > 0.05).any())

@@ -703,6 +703,102 @@ def voxel_distance(x: Tensor, y: Tensor, z: Tensor, parameters: Tensor, values: 
     return distance, normal
 
 
+# ------------------------------------------------- the bound alone, points by row (a verdict's query)
+#: The 8 corners of a cell as (x, y, z) steps, z fastest (the order of the weights below).
+_CORNER_STEPS = torch.tensor([(x, y, z) for x in (0, 1) for y in (0, 1) for z in (0, 1)])
+
+
+def voxel_bound_rows(points: Tensor, parameters: Tensor, values: Tensor, features: frozenset | None = None) -> Tensor:
+    """:func:`voxel_distance`'s bound alone (no normal), for points laid out by row: ``points``
+    (n, N, 3) in each grid's frame -> (n, N). The same lower bounds (up to float rounding) with
+    the three axes and a cell's eight corners each handled in one operation: a verdict on few
+    configurations is dominated by the count of operations, and this takes about a third."""
+    features = grid_features(parameters) if features is None else features
+    exact_rows, multires_rows = "exact" in features, "multires" in features
+    mixed = exact_rows and multires_rows
+    if exact_rows:
+        bound, inside = _dense_level_rows(points, values, parameters[:, 0:3], parameters[:, 3:4],
+                                          parameters[:, 4:7].to(torch.int64), _offset(parameters, 7), mixed)
+    if multires_rows:
+        m_bound, m_inside = _multires_rows(points, parameters, values, mixed)
+        if exact_rows:
+            multires = parameters[:, 16:17] > 0
+            bound, inside = torch.where(multires, m_bound, bound), torch.where(multires, m_inside, inside)
+        else:
+            bound, inside = m_bound, m_inside
+    low, high = parameters[:, 9:12].unsqueeze(1), parameters[:, 12:15].unsqueeze(1)
+    box = torch.maximum(low - points, points - high).clamp_min(0.0).norm(dim=-1)  # (n, N), 0 inside the box
+    use_cell = inside & ((bound > box - parameters[:, 15:16]) | (box <= 0))
+    distance = torch.where(use_cell, bound, box - parameters[:, 15:16])
+    if "lattice" in features:
+        from .point_hash import lattice_bound_rows
+
+        distance = torch.maximum(distance, lattice_bound_rows(points, parameters, values, LATTICE_COLUMN))
+    if "points" in features:
+        from .point_hash import refine
+
+        distance, _ = refine(points.unbind(-1), parameters, values, distance, None, False, POINT_COLUMN)
+    return distance
+
+
+def _cells_rows(points: Tensor, origin: Tensor, step: Tensor, dims: Tensor):
+    """:func:`_cells` for points (n, N, 3): -> cell corners (n, N, 3) int64, cell coordinates t
+    (n, N, 3) in [0, 1], and whether each point lies within the nodes' span (n, N)."""
+    u = torch.nan_to_num((points - origin.unsqueeze(1)) / step.unsqueeze(1), nan=-1.0)
+    last = (dims - 1).to(u.dtype).unsqueeze(1)
+    inside = ((u >= 0) & (u <= last)).all(-1)
+    base = torch.minimum(u.clamp_min(0.0).floor(), (last - 1).clamp_min(0.0))
+    return base.to(torch.int64), (u - base).clamp(0.0, 1.0), inside
+
+
+def _corners_rows(values: Tensor, flat: Tensor, sx: Tensor, sy: Tensor, t: Tensor, guard: bool, transform=None):
+    """:func:`_corners`' value and spread (no gradient) for cells at ``flat`` (n, N), strides sx,
+    sy (n, 1), t (n, N, 3): the eight corners in one gather."""
+    steps = _CORNER_STEPS.to(flat.device)
+    index = flat.unsqueeze(-1) + (sx.unsqueeze(-1) * steps[:, 0] + sy.unsqueeze(-1) * steps[:, 1] + steps[:, 2])
+    corner = values[index.clamp(0, values.shape[0] - 1)] if guard else values[index]  # (n, N, 8)
+    if transform is not None:
+        corner = transform(corner)
+    w = torch.stack((1 - t, t), -1)  # (n, N, 3, 2)
+    weights = (w[..., 0, :, None, None] * w[..., 1, None, :, None] * w[..., 2, None, None, :]).flatten(-3)
+    return (corner * weights).sum(-1), torch.sqrt((t * (1 - t)).sum(-1))
+
+
+def _dense_level_rows(points, values, origin, step, dims, offset, guard=False):
+    """:func:`_dense_level`'s bound and span for points (n, N, 3)."""
+    base, t, inside = _cells_rows(points, origin, step, dims)
+    ny, nz = dims[:, 1:2], dims[:, 2:3]
+    flat = (base[..., 0] * ny + base[..., 1]) * nz + base[..., 2] + offset
+    value, spread = _corners_rows(values, flat, ny * nz, nz, t, guard)
+    return value - step * spread, inside
+
+
+def _multires_rows(points, parameters, values, guard=False):
+    """:func:`_multires_field`'s bound and span for points (n, N, 3)."""
+    s, origin = parameters[:, 3:4], parameters[:, 0:3]
+    blocks = parameters[:, 17:20].to(torch.int64)
+    base, t, inside = _cells_rows(points, origin, s, blocks * BRICK + 1)
+    brick_of = torch.minimum(torch.div(base, BRICK, rounding_mode="floor"), blocks.unsqueeze(1) - 1)  # (n, N, 3)
+    entry = ((brick_of[..., 0] * blocks[:, 1:2] + brick_of[..., 1]) * blocks[:, 2:3] + brick_of[..., 2]
+             + _offset(parameters, 7))
+    brick = values[entry.clamp(0, values.shape[0] - 1) if guard else entry]
+    found = inside & (brick >= 0)
+    side = BRICK + 1
+    within = base - brick_of * BRICK
+    local = (within[..., 0] * side + within[..., 1]) * side + within[..., 2]
+    flat = _offset(parameters, 36) + brick.clamp_min(0).to(torch.int64) * side ** 3 + local
+    side_t = torch.full_like(blocks[:, :1], side)
+    value, spread = _corners_rows(values, flat, side_t * side, side_t, t, guard)
+    best, any_inside = torch.where(found, value - s * spread, -torch.inf), found
+    for level, column in ((1, 20), (2, 28)):
+        bound, inside = _dense_level_rows(points, values, parameters[:, column:column + 3], s * (1 << level),
+                                          parameters[:, column + 3:column + 6].to(torch.int64),
+                                          _offset(parameters, column + 6), guard)
+        best = torch.where(inside & (bound > best), bound, best)
+        any_inside = any_inside | inside
+    return best, any_inside
+
+
 def _box_distance(coordinates, parameters: Tensor, with_normal: bool):
     """Distance (≥ 0, 0 inside) from local points to each grid's geometry box, and its unit
     normal ((1, 0, 0) inside)."""

@@ -191,3 +191,18 @@ def lattice_bound(coordinates, parameters: Tensor, values: Tensor, column: int, 
     bound = torch.sqrt(squared.clamp_min(0.0)) - parameters[:, column + 10:column + 11]
     bound = torch.where(has & inside, bound, -math.inf)
     return bound, gradient
+
+
+def lattice_bound_rows(points: Tensor, parameters: Tensor, values: Tensor, column: int) -> Tensor:
+    """:func:`lattice_bound` (no gradient) for points laid out by row (n, N, 3) -> (n, N)."""
+    from .occupancy import _cells_rows, _corners_rows, _offset
+
+    has = parameters[:, column:column + 1] > 0
+    step = parameters[:, column + 1:column + 2]
+    dims = parameters[:, column + 5:column + 8].to(torch.int64)
+    base, t, inside = _cells_rows(points, parameters[:, column + 2:column + 5], step, dims)
+    ny, nz = dims[:, 1:2], dims[:, 2:3]
+    flat = (base[..., 0] * ny + base[..., 1]) * nz + base[..., 2] + _offset(parameters, column + 8)
+    value, spread = _corners_rows(values, flat, ny * nz, nz, t, True, torch.square)
+    bound = torch.sqrt((value - (step * spread) ** 2).clamp_min(0.0)) - parameters[:, column + 10:column + 11]
+    return torch.where(has & inside, bound, -math.inf)

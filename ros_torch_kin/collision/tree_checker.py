@@ -44,7 +44,7 @@ from .obstacles import PackedScene, Scene
 from .occupancy import VoxelKind
 from .pair_tables import PairTables
 from .robot_spheres import RobotSpheres
-from .signed_distance import local_signed_distance, point_distances, primitive_distance_rows
+from .signed_distance import point_distances, signed_distance_rows
 
 
 #: Thresholds (m) above which distance queries cut the hierarchy by branch and bound (see
@@ -419,7 +419,7 @@ class TreeCollisionChecker:
         offset = torch.bmm(R_o.mT, (T[..., 3] - shapes.translation.index_select(0, o)).unsqueeze(2))  # (K, 3, 1)
         packed = torch.cat((rotation.reshape(-1, 9), offset.reshape(-1, 3), shapes.parameters.index_select(0, o)), 1)
 
-        costly = shapes.kind == "voxels"  # a field query is dear (and has no row form)
+        costly = shapes.kind == "voxels"  # a field query is dear
         kind = rough = shapes.kind
         if costly and "points" in (shapes.kind.features or ()):
             # a node's sphere (not a leaf) needs only a lower bound: the field's, without the exact
@@ -430,10 +430,7 @@ class TreeCollisionChecker:
         def distance(rows: Tensor, spheres: Tensor, kind=kind) -> Tensor:  # rows (R,), spheres (R, m, 4) -> (R, m)
             block = packed.index_select(0, rows)
             local = torch.baddbmm(block[:, 9:12].unsqueeze(1), spheres[..., :3], block[:, :9].view(-1, 3, 3))
-            d = None if costly else primitive_distance_rows(shapes.kind, local, block[:, 12:])
-            if d is None:
-                d = local_signed_distance(kind, local.mT, block[:, 12:], False)[0]
-            return d - spheres[..., 3]
+            return signed_distance_rows(kind, local, block[:, 12:]) - spheres[..., 3]
 
         bound = torch.full_like(row_limit, -math.inf)
         if self.coarse is not None:
