@@ -92,7 +92,9 @@ def robot_collision_model_from_urdf(
 
 
 def _pair_tables(chain: Chain, tight, pairs: SelfCollisionPairs, budget: float):
-    """The joint tables of the enabled pairs (:mod:`.pair_tables`), filled by the tight verdict."""
+    """The joint tables of the enabled pairs (:mod:`.pair_tables`), filled by the tight verdict on
+    the leaves alone (not the coarse level): the leaves' distance moves no faster than the table's
+    rates, so a table only ever proves clear what the model's verdict would find clear."""
     checkers = {}
 
     def verdict(members, q, level):
