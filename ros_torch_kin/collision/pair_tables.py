@@ -58,8 +58,9 @@ MOVE = 0.008
 MAX_NODES = 65536
 #: Configurations given to the verdict at once while a table is filled.
 BUILD_CHUNK = 4096
-#: Random configurations on which each candidate table's pairs are timed.
-SAMPLES = 256
+#: Random configurations on which each candidate table's pairs are timed (and half as many of its
+#: nodes, for its build time).
+SAMPLES = 128
 #: s per configuration (beyond a query's own cost) below which a candidate's pairs are left to
 #: the tree: not worth a table.
 WORTH = 20e-6
@@ -219,7 +220,7 @@ def pair_tables(chain: Chain, spheres, pairs, verdict, budget: float = BUDGET, s
     cost the verdict, so they are chosen by that: each candidate's verdict is timed on
     :data:`SAMPLES` random configurations; those that add less than :data:`WORTH` s per
     configuration to a query are left to the tree, the others are built dearest first while their time
-    (estimated from :data:`SAMPLES` of their nodes) stays within ``budget`` s. The choice follows
+    (estimated from :data:`SAMPLES` / 2 of their nodes) stays within ``budget`` s. The choice follows
     this machine's timings; the verdict is the same with any choice."""
     names = {n: i for i, n in enumerate(chain.link_names)}
     lower, upper = chain.lower_limits.cpu().double(), chain.upper_limits.cpu().double()
@@ -250,7 +251,7 @@ def pair_tables(chain: Chain, spheres, pairs, verdict, budget: float = BUDGET, s
         if cost < WORTH:
             continue
         nodes = _nodes(grid, dofs, lower, upper)
-        probe = nodes[torch.randperm(nodes.shape[0], generator=generator)[:SAMPLES]]
+        probe = nodes[torch.randperm(nodes.shape[0], generator=generator)[:SAMPLES // 2]]
         moment = time.perf_counter()
         for level in LEVELS:
             verdict(tuple(members), probe, level)

@@ -95,13 +95,10 @@ def _pair_tables(chain: Chain, tight, pairs: SelfCollisionPairs, budget: float):
     """The joint tables of the enabled pairs (:mod:`.pair_tables`), filled by the tight verdict on
     the leaves alone (not the coarse level): the leaves' distance moves no faster than the table's
     rates, so a table only ever proves clear what the model's verdict would find clear."""
-    checkers = {}
+    every = TreeCollisionChecker(chain, tight, None, pairs)  # one hierarchy for every group's checks
 
     def verdict(members, q, level):
-        if members not in checkers:
-            probe = SelfCollisionPairs(members, types.MappingProxyType({}), pairs.sphere_a[:0], pairs.sphere_b[:0])
-            checkers[members] = TreeCollisionChecker(chain, tight, None, probe)
-        return checkers[members].clear(q.to(chain.device, chain.dtype), level).cpu()
+        return every.for_pairs(members).clear(q.to(chain.device, chain.dtype), level).cpu()
 
     return cached_pair_tables(chain, tight, pairs.enabled, verdict, budget)
 

@@ -158,6 +158,7 @@ class TreeCollisionChecker:
         self._pair_b = torch.tensor([b for _, b in pairs], dtype=torch.int64, device=device)
         # the joint tables of enabled robot pairs (:mod:`.pair_tables`), and which pair each bounds
         enabled = {pair: k for k, pair in enumerate(robot_pairs)}
+        self._robot_pairs = tuple(robot_pairs)  # the first len(robot_pairs) entries of _pair_a / _pair_b
         kept = tuple(t for t in pair_tables if any(pair in enabled for pair in t.pairs))
         self._pair_table_source = tuple(pair_tables)
         self._pair_tables = PairTables(kept, device, dtype) if kept else None
@@ -211,6 +212,20 @@ class TreeCollisionChecker:
         checker = TreeCollisionChecker(chain, self.robot_spheres, self.scene, self.self_pairs, self.margin, coarse,
                                        self.attached, self._pair_table_source)
         return checker if self._checks_self else checker.without_self_pairs()
+
+    def for_pairs(self, pairs) -> "TreeCollisionChecker":
+        """The same checker checking only the self pairs ``pairs`` ((link_a, link_b), each one of
+        its enabled robot pairs; KeyError otherwise), with no joint table: its hierarchy is not
+        built again."""
+        enabled = {pair: k for k, pair in enumerate(self._robot_pairs)}
+        index = torch.tensor([enabled[pair] for pair in pairs], dtype=torch.int64, device=self._pair_a.device)
+        checker = object.__new__(TreeCollisionChecker)
+        checker.__dict__.update(self.__dict__)
+        checker._pair_a, checker._pair_b = self._pair_a[index], self._pair_b[index]
+        checker._robot_pairs = tuple(pairs)
+        checker._pair_tables, checker._pair_table_source = None, ()
+        checker._table_pairs = checker._table_of = self._table_pairs[:0]
+        return checker
 
     def without_self_pairs(self) -> "TreeCollisionChecker":
         """The same checker with no self pair checked."""
