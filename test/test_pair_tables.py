@@ -173,3 +173,17 @@ def test_no_table_without_the_budget_for_it(panda_collision_model):
         return _probe(chain, model, members).clear(q.to(chain.dtype), level)
 
     assert tables_module.pair_tables(chain, model.verdict.robot_spheres, WRIST, verdict, budget=0.0) == ()
+
+
+def test_a_checker_for_some_of_its_pairs_equals_one_built_for_them(panda_collision_model):
+    chain, model, _, _ = panda_collision_model
+    every = TreeCollisionChecker(chain, model.verdict.robot_spheres, None, model.self_pairs)
+    chosen = model.self_pairs.enabled[::3]
+    q = _random_q(chain, 300, 9)
+    fresh = _probe(chain, model, chosen)
+    for threshold in (0.0, 0.004):
+        assert torch.equal(every.for_pairs(chosen).clear(q, threshold), fresh.clear(q, threshold))
+    assert torch.equal(every.for_pairs(chosen).link_pair_collisions(q), fresh.link_pair_collisions(q))
+    assert not bool(every.for_pairs(()).in_collision(q).any())  # no pair, no scene: nothing to hit
+    with pytest.raises(KeyError):
+        every.for_pairs([("panda_link0", "panda_link1")])  # adjacent: not one of its pairs
