@@ -83,9 +83,11 @@ def robot_rows(robot: str, batch: int, top: int, budget: float | None) -> tuple[
                                     pair_tables=tables if with_tables else ())
 
     every = checker(pairs.enabled)
-    plain = checker(pairs.enabled, with_tables=False)
-    assert torch.equal(every.clear(q, THRESHOLD), plain.clear(q, THRESHOLD)), "the tables changed a verdict"
-    full, untabled, none = _per_configuration(every, q), _per_configuration(plain, q), _per_configuration(checker(()), q)
+    full, none, untabled = _per_configuration(every, q), _per_configuration(checker(()), q), "– (no table)"
+    if tables:
+        plain = checker(pairs.enabled, with_tables=False)
+        assert torch.equal(every.clear(q, THRESHOLD), plain.clear(q, THRESHOLD)), "the tables changed a verdict"
+        untabled = f"{_per_configuration(plain, q):.1f}"
     colliding = float((~every.clear(q, THRESHOLD)).float().mean())
     shares = []
     names = {n: i for i, n in enumerate(chain.link_names)}
@@ -95,7 +97,7 @@ def robot_rows(robot: str, batch: int, top: int, budget: float | None) -> tuple[
         shares.append((full - _per_configuration(checker(rest), q), pair, dofs))
     shares.sort(key=lambda s: -s[0])
     built = "; ".join(", ".join(f"{a}–{b}" for a, b in t.pairs) for t in tables) or "none"
-    summary = (f"| {robot} | {len(pairs.enabled)} | {built} | {full:.1f} | {untabled:.1f} | {none:.1f} | "
+    summary = (f"| {robot} | {len(pairs.enabled)} | {built} | {full:.1f} | {untabled} | {none:.1f} | "
                f"{100 * colliding:.0f} % |")
     rows = [f"| {robot} | {a}–{b} | {share:+.1f} | {'yes' if (a, b) in tabled else 'no'} | "
             f"{len(dofs) if dofs is not None else 'mimic'} |" for share, (a, b), dofs in shares[:top]]
