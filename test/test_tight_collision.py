@@ -329,3 +329,25 @@ def test_tight_verdict_on_a_point_world_equals_brute_force_over_the_leaves(panda
     near = (brute < 0.03) & (brute > 0)
     assert torch.allclose(distance[near].double(), brute[near], atol=2e-5)
     assert bool((distance.double() <= brute + 2e-5).all())
+
+
+def test_skipping_the_upper_levels_for_few_blocks_changes_no_answer(panda, monkeypatch):
+    # a small query jumps from the roots to deeper nodes (tree_checker.JUMP_*): the same answers
+    # as the level-by-level descent, for verdicts and distances, world and self
+    import ros_torch_kin.collision.tree_checker as tree_checker
+
+    chain, model, _, _ = panda
+    checker = model.verdict.with_scene(_scene(7))
+    q = _random_q(chain, 200, 6)
+    answers = {}
+    for name, budget in (("levels", 0), ("jump", 1 << 30)):
+        monkeypatch.setattr(tree_checker, "JUMP_DISTANCES", budget)
+        answers[name] = ([checker.clear(q[i:i + 8], t) for i in range(0, 200, 8) for t in (0.0, 0.004, 0.02)],
+                         [checker.world_and_self_distance(q[i:i + 8], 0.014, 0.004) for i in range(0, 200, 8)])
+    assert checker._jump_nodes is not None and checker._pair_jump[1] is not None
+    for a, b in zip(answers["levels"][0], answers["jump"][0]):
+        assert torch.equal(a, b)
+    for (wa, sa), (wb, sb) in zip(answers["levels"][1], answers["jump"][1]):
+        assert torch.equal(wa, wb) and torch.equal(sa, sb)
+    hits = torch.cat(answers["jump"][0][::3])
+    assert bool(hits.any()) and not bool(hits.all())

@@ -79,6 +79,15 @@ class TreeDistances:
 CHUNK = 1024
 #: Rows (bucket pairs) per block of the self check's last level.
 BUCKET_PAIRS = 1 << 14
+#: Few blocks skip the hierarchy's upper levels: a world block goes from its link's root straight
+#: to its descendants at the deepest level with at most this many per link (level 3 of a fan-out
+#: 4 hierarchy), when blocks × that many distances are at most JUMP_DISTANCES. A small query's
+#: time is its count of operations (each level a few dozen), not its distances; a large one's
+#: is its distances, which the upper levels cut.
+JUMP_WIDTH = 64
+JUMP_DISTANCES = 1 << 14
+#: The same for a self block, whose two links' descendants meet pairwise (level 2: ≤ 16 each).
+PAIR_JUMP_WIDTH = 16
 
 
 @dataclass(frozen=True, eq=False)
@@ -141,10 +150,14 @@ class TreeCollisionChecker:
             #: kind whose queries are dear, a point world's, is asked about the real children only)
             self._sparse = tuple(float(level.valid.float().mean()) < 0.75 for level in tree.levels)
             self._child_spheres, self._representative_spheres = self._packed_levels()
+            self._jump_level, self._jump_nodes, self._jump_spheres = self._descendants(JUMP_WIDTH)
+            self._pair_jump = self._descendants(PAIR_JUMP_WIDTH)
             root_bodies = list(tree.bodies)
         else:
             self._levels, root_bodies, self._sparse = (), [], ()
             self._child_spheres = self._representative_spheres = ()
+            self._jump_level, self._jump_nodes, self._jump_spheres = 0, None, None
+            self._pair_jump = (0, None, None)
         slot = {body: k for k, body in enumerate(root_bodies)}  # a robot link's body is its index
         #: each root slot's name: its link's, or the attached object's id
         self._slot_names = tuple(body_names[body] for body in root_bodies)
@@ -386,6 +399,31 @@ class TreeCollisionChecker:
             representatives.append(leaves[level.representative].contiguous())
         return tuple(children), tuple(representatives)
 
+    def _descendants(self, width: int) -> tuple[int, Tensor | None, Tensor | None]:
+        """The deepest level k ≥ 2 whose nodes number at most ``width`` under every root, and per
+        root its level-k nodes (roots, D) (padded by repeating the first) and their spheres
+        (roots, D, 4) (−inf radius on the padding); (0, None, None) when no level qualifies."""
+        nodes = torch.arange(self._levels[0].radius.shape[0], device=self._levels[0].radius.device).unsqueeze(1)
+        valid = torch.ones_like(nodes, dtype=torch.bool)
+        found = (0, None, None)
+        for index in range(len(self._levels) - 1):
+            level = self._levels[index]
+            children = level.children[nodes]  # (roots, D, F)
+            valid = (valid.unsqueeze(2) & level.valid[nodes]).flatten(1)
+            nodes = children.flatten(1)
+            order = torch.argsort((~valid).to(torch.int8), dim=1, stable=True)  # real children first
+            nodes, valid = nodes.gather(1, order), valid.gather(1, order)
+            width_here = int(valid.sum(1).max())
+            if width_here > width:
+                break
+            nodes, valid = nodes[:, :width_here], valid[:, :width_here]
+            if index + 1 >= 2:
+                below = self._levels[index + 1]
+                spheres = torch.cat((below.centers, below.radius.unsqueeze(1)), 1)[nodes]
+                spheres[..., 3] = torch.where(valid, spheres[..., 3], torch.full_like(spheres[..., 3], -math.inf))
+                found = (index + 1, nodes.contiguous(), spheres.contiguous())
+        return found
+
     def _children(self, index: int, nodes: Tensor) -> Tensor:
         """Children of ``nodes`` (R,) of level ``index`` as spheres (R, F, 4): centres in the link
         frame and radii, −inf on the padding."""
@@ -459,7 +497,18 @@ class TreeCollisionChecker:
         leaf_min, early = torch.full_like(bound, math.inf), torch.full_like(bound, math.inf)
         decisive = row_limit - self.rounding  # below the threshold itself
         upper = limit.clone() if nearest else None  # per configuration: the least value found, + the poke
-        for index in range(len(self._levels) if block.numel() else 0):
+        first = 0
+        if (self._jump_nodes is not None and not nearest and not costly and block.numel()
+                and block.numel() * self._jump_nodes.shape[1] <= JUMP_DISTANCES):
+            # few blocks: from the roots straight to their level-k descendants (module constants;
+            # not for a field, whose every query is dear: there the levels' cuts pay)
+            first, width = self._jump_level, self._jump_nodes.shape[1]
+            d = self._sphere_distances(block, self._jump_spheres.index_select(0, nodes), distance, rough, costly)
+            flat = (d < row_limit.unsqueeze(1)).reshape(-1).nonzero().squeeze(1)
+            rows = torch.div(flat, width, rounding_mode="floor")
+            nodes = self._jump_nodes.reshape(-1).index_select(0, nodes.index_select(0, rows) * width + flat - rows * width)
+            block = block.index_select(0, rows)
+        for index in range(first, len(self._levels)) if block.numel() else ():
             if decided is not None or (upper is not None and not costly):  # a value the block reaches
                 representative = self._representative_spheres[index].index_select(0, nodes).unsqueeze(1)
                 value = torch.maximum(bound.index_select(0, block), distance(block, representative)[:, 0])
@@ -472,13 +521,8 @@ class TreeCollisionChecker:
             elif upper is not None and not costly:
                 _lower_upper(block, value, j, early, upper, self._poke)
             spheres = self._children(index, nodes)
-            leaves = kind if index + 1 == len(self._levels) else rough
-            if costly and self._sparse[index]:  # only the real children (a field query is dear)
-                r, f = (spheres[..., 3] > -math.inf).nonzero(as_tuple=True)
-                d = torch.full(spheres.shape[:2], math.inf, dtype=spheres.dtype, device=spheres.device)
-                d[r, f] = distance(block[r], spheres[r, f].unsqueeze(1), leaves)[:, 0]
-            else:
-                d = distance(block, spheres, leaves)
+            d = self._sphere_distances(block, spheres, distance, kind if index + 1 == len(self._levels) else rough,
+                                       costly and self._sparse[index])
             if index + 1 == len(self._levels):
                 leaf_min.scatter_reduce_(0, block, d.amin(1), "amin")
                 break
@@ -491,6 +535,18 @@ class TreeCollisionChecker:
         if decided is not None:
             decided[j[value < decisive]] = True
         return _Blocks(value[keep], j[keep], s[keep], o[keep])
+
+    @staticmethod
+    def _sphere_distances(block: Tensor, spheres: Tensor, distance, kind, sparse: bool) -> Tensor:
+        """``distance(block, spheres, kind)`` (R, m) for blocks (R,) and spheres (R, m, 4) (−inf
+        radius on padding: +inf there); ``sparse``: only the real spheres are asked (a field
+        query is dear)."""
+        if not sparse:
+            return distance(block, spheres, kind)
+        r, f = (spheres[..., 3] > -math.inf).nonzero(as_tuple=True)
+        d = torch.full(spheres.shape[:2], math.inf, dtype=spheres.dtype, device=spheres.device)
+        d[r, f] = distance(block[r], spheres[r, f].unsqueeze(1), kind)[:, 0]
+        return d
 
     def _self_blocks(self, frames: Tensor, centers: Tensor, limit: Tensor, decided: Tensor | None,
                      nearest: bool = False, q: Tensor | None = None) -> tuple[_Blocks, Tensor]:
@@ -538,7 +594,23 @@ class TreeCollisionChecker:
         leaf_min, early = torch.full_like(bound, math.inf), torch.full_like(bound, math.inf)
         decisive = row_limit - self.rounding  # below the threshold itself
         upper = limit.clone() if nearest else None  # per configuration: the least value found
-        for index in range(len(self._levels) if block.numel() else 0):
+        first, jump_nodes, jump_spheres = self._pair_jump
+        if jump_nodes is not None and not nearest and block.numel() and (
+                block.numel() * jump_nodes.shape[1] ** 2 <= JUMP_DISTANCES):
+            # few blocks: from both roots straight to their level-k descendants, pairwise
+            width = jump_nodes.shape[1]
+            d = distance(block, jump_spheres.index_select(0, na), jump_spheres.index_select(0, nb))  # (R, D, D)
+            flat = (d < row_limit.view(-1, 1, 1)).reshape(-1).nonzero().squeeze(1)
+            r = torch.div(flat, width * width, rounding_mode="floor")
+            slot = flat - r * width * width
+            fa = torch.div(slot, width, rounding_mode="floor")
+            table = jump_nodes.reshape(-1)
+            na = table.index_select(0, na.index_select(0, r) * width + fa)
+            nb = table.index_select(0, nb.index_select(0, r) * width + slot - fa * width)
+            block = block.index_select(0, r)
+        else:
+            first = 0
+        for index in range(first, len(self._levels)) if block.numel() else ():
             if decided is not None or upper is not None:  # a representative leaf pair: a value each block reaches
                 table = self._representative_spheres[index]
                 d = distance(block, table.index_select(0, na).unsqueeze(1), table.index_select(0, nb).unsqueeze(1))
