@@ -239,18 +239,50 @@ def _share_dir():
 
 
 @pytest.fixture(scope="module")
-def panda_build():
-    """The Panda's spheres built cold, then again from the cache, with both times (s)."""
+def panda_build(tmp_path_factory):
+    """The Panda's spheres built cold (nothing cached in memory or on disk), then again from the
+    cache, with both times (s)."""
     urdf, share = real_urdf("panda"), _share_dir()
     chain = Chain.from_urdf(urdf, device="cpu", dtype=torch.float64)
-    clear_cover_cache()
-    start = time.perf_counter()
-    spheres = robot_spheres_from_urdf(urdf, chain, search_dirs=[share])
-    cold = time.perf_counter() - start
-    start = time.perf_counter()
-    again = robot_spheres_from_urdf(urdf, chain, search_dirs=[share])
-    cached = time.perf_counter() - start
+    patch = pytest.MonkeyPatch()
+    patch.setenv("RTK_CACHE", str(tmp_path_factory.mktemp("covers")))
+    try:
+        clear_cover_cache()
+        start = time.perf_counter()
+        spheres = robot_spheres_from_urdf(urdf, chain, search_dirs=[share])
+        cold = time.perf_counter() - start
+        start = time.perf_counter()
+        again = robot_spheres_from_urdf(urdf, chain, search_dirs=[share])
+        cached = time.perf_counter() - start
+    finally:
+        patch.undo()
     return urdf, chain, spheres, again, cold, cached
+
+
+def test_covers_come_back_from_the_disk_in_a_later_process(monkeypatch, tmp_path):
+    # a later process has no covers in memory: it reads them from disk, covering nothing again;
+    # a damaged file is covered again
+    import ros_torch_kin.collision.urdf_spheres as urdf_spheres
+
+    urdf, share = real_urdf("panda"), _share_dir()
+    chain = Chain.from_urdf(urdf, device="cpu", dtype=torch.float64)
+    monkeypatch.setenv("RTK_CACHE", str(tmp_path))
+    clear_cover_cache()
+    first = robot_spheres_from_urdf(urdf, chain, search_dirs=[share])
+    stored = sorted((tmp_path / "sphere_covers").glob("*.npz"))
+    assert len(stored) >= 8  # one per meshed link
+    clear_cover_cache()
+    solve = urdf_spheres.solve_cover
+    monkeypatch.setattr(urdf_spheres, "solve_cover", lambda *a, **k: pytest.fail("covered again"))
+    again = robot_spheres_from_urdf(urdf, chain, search_dirs=[share])
+    assert torch.equal(again.centers, first.centers) and torch.equal(again.radii, first.radii)
+    assert torch.equal(again.slack, first.slack) and torch.equal(again.sphere_links, first.sphere_links)
+    stored[0].write_bytes(b"not a cover")
+    calls = []
+    monkeypatch.setattr(urdf_spheres, "solve_cover", lambda *a, **k: calls.append(1) or solve(*a, **k))
+    clear_cover_cache()
+    rebuilt = robot_spheres_from_urdf(urdf, chain, search_dirs=[share])
+    assert calls == [1] and torch.equal(rebuilt.centers, first.centers)
 
 
 def _assert_covers_every_collision_surface(urdf: str, spheres: RobotSpheres, share, samples: int = 4000):

@@ -3,15 +3,18 @@
 Each link's collision shapes are covered together (one cover per link, at most
 ``max_spheres_per_link`` spheres), in the link's frame: with ``T = forward_kinematics(chain,
 q)`` (B, L, 4, 4), a sphere of link ``l`` centred at ``c`` is at ``T[:, l] @ [c, 1]`` in the
-world. Covering meshes is the slow part, so covers are cached in this module (see
-:func:`clear_cover_cache`): a second build of the same robot is fast.
+world. Covering meshes is the slow part, so covers are cached in memory (see
+:func:`clear_cover_cache`) and on disk beside the sphere trees (keyed by the link's shapes, the
+settings and every mesh file's bytes; a link whose mesh could not be read is not stored): a
+second build of the same robot, in this process or a later one, is fast.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
-from dataclasses import replace
+from dataclasses import astuple, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -36,6 +39,9 @@ from .urdf_geometry import CollisionShape, read_collision_shapes
 _MESH_PROBLEMS: dict[tuple, CoverProblem] = {}
 #: (the link's shapes, their mesh keys, settings) -> the link's SphereCover in the link frame
 _LINK_COVERS: dict[tuple, SphereCover] = {}
+#: Disk cache format version (``$RTK_CACHE``/``~/.cache/ros_torch_kin/sphere_covers``): bump
+#: when the covering method changes.
+_DISK_VERSION = "1"
 
 DEFAULT_MAX_SPHERES_PER_LINK = CoverSettings().max_spheres
 DEFAULT_TARGET_SLACK = CoverSettings().target_slack
@@ -94,28 +100,84 @@ def robot_spheres_from_urdf(
 
 def _cover_link(shapes, settings: CoverSettings, search_dirs, base_dir, warnings: list[str]) -> SphereCover:
     exact = [exact_sphere_cover(s) for s in shapes if s.kind == "sphere"]
-    others, keys = [], []
-    for shape in (s for s in shapes if s.kind != "sphere"):
+    others = [s for s in shapes if s.kind != "sphere"]
+    if not others:
+        return SphereCover.concatenate(exact)
+    rest = replace(settings, max_spheres=max(1, settings.max_spheres - len(exact)))
+    stored = _disk_key(others, rest, search_dirs, base_dir)
+    cover = _read_cover(stored) if stored is not None else None
+    if cover is not None:
+        return SphereCover.concatenate(exact + [cover])
+    found, keys, problems_of = [], [], []
+    read_before = len(warnings)
+    for shape in others:
         mesh_key = None
         if shape.kind == "mesh":
             mesh_key = _mesh_problem_key(shape, settings, search_dirs, base_dir, warnings)
             if mesh_key is None:
                 continue
-        others.append((shape, mesh_key))
+        found.append((shape, mesh_key))
         keys.append((shape.kind, shape.radius, shape.length, shape.size, shape.origin.tobytes(), mesh_key))
-    if not others:
+    if not found:
         return SphereCover.concatenate(exact)
-    rest = replace(settings, max_spheres=max(1, settings.max_spheres - len(exact)))
     link_key = (tuple(keys), rest)
     cover = _LINK_COVERS.get(link_key)
     if cover is None:
         problems = [
             _MESH_PROBLEMS[key].transformed(shape.origin) if key is not None else cover_problem_for_shape(shape, rest)
-            for shape, key in others
+            for shape, key in found
         ]
         cover = solve_cover(CoverProblem.union(problems), rest)
         _LINK_COVERS[link_key] = cover
+    if stored is not None and len(warnings) == read_before:  # every mesh read: the same cover next time
+        _write_cover(stored, cover)
     return SphereCover.concatenate(exact + [cover])
+
+
+def _disk_key(shapes, settings: CoverSettings, search_dirs, base_dir) -> str | None:
+    """The disk cache key of a link's cover: its shapes, settings and every mesh file's bytes;
+    None when a mesh cannot be found (the build then warns)."""
+    digest = hashlib.sha256(repr((_DISK_VERSION, astuple(settings))).encode())
+    for shape in shapes:
+        digest.update(repr((shape.kind, shape.radius, shape.length, shape.size, tuple(shape.scale))).encode())
+        digest.update(np.asarray(shape.origin, dtype=np.float64).tobytes())
+        if shape.kind == "mesh":
+            path, _ = resolve_mesh_path(shape.filename, search_dirs, base_dir)
+            if path is None:
+                return None
+            try:
+                digest.update(Path(path).read_bytes())
+            except OSError:
+                return None
+    return digest.hexdigest()
+
+
+def _cover_path(key: str) -> Path:
+    from .urdf_sphere_trees import cache_directory
+
+    return cache_directory().parent / "sphere_covers" / f"{key}.npz"
+
+
+def _read_cover(key: str) -> SphereCover | None:
+    path = _cover_path(key)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as data:
+            return SphereCover(data["centers"], data["radii"], data["slack"])
+    except Exception:  # noqa: BLE001 -- a damaged or foreign file: covered again
+        return None
+
+
+def _write_cover(key: str, cover: SphereCover) -> None:
+    path = _cover_path(key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(temporary, centers=cover.centers, radii=cover.radii, slack=cover.slack)
+        os.replace(temporary, path)
+    except OSError:
+        pass  # a read-only home: the cover is only kept in memory
 
 
 def _mesh_problem_key(shape: CollisionShape, settings, search_dirs, base_dir, warnings) -> tuple | None:
