@@ -344,7 +344,7 @@ def test_skipping_the_upper_levels_for_few_blocks_changes_no_answer(panda, monke
         monkeypatch.setattr(tree_checker, "JUMP_DISTANCES", budget)
         answers[name] = ([checker.clear(q[i:i + 8], t) for i in range(0, 200, 8) for t in (0.0, 0.004, 0.02)],
                          [checker.world_and_self_distance(q[i:i + 8], 0.014, 0.004) for i in range(0, 200, 8)])
-    assert checker._jump_nodes is not None and checker._pair_jump[1] is not None
+    assert checker._world_jump[1] is not None and checker._pair_jump[1] is not None
     for a, b in zip(answers["levels"][0], answers["jump"][0]):
         assert torch.equal(a, b)
     for (wa, sa), (wb, sb) in zip(answers["levels"][1], answers["jump"][1]):

@@ -150,14 +150,13 @@ class TreeCollisionChecker:
             #: kind whose queries are dear, a point world's, is asked about the real children only)
             self._sparse = tuple(float(level.valid.float().mean()) < 0.75 for level in tree.levels)
             self._child_spheres, self._representative_spheres = self._packed_levels()
-            self._jump_level, self._jump_nodes, self._jump_spheres = self._descendants(JUMP_WIDTH)
-            self._pair_jump = self._descendants(PAIR_JUMP_WIDTH)
+            #: (level k, per root its level-k nodes (roots, D), their spheres (roots, D, 4)): see JUMP_*
+            self._world_jump, self._pair_jump = self._descendants(JUMP_WIDTH), self._descendants(PAIR_JUMP_WIDTH)
             root_bodies = list(tree.bodies)
         else:
             self._levels, root_bodies, self._sparse = (), [], ()
             self._child_spheres = self._representative_spheres = ()
-            self._jump_level, self._jump_nodes, self._jump_spheres = 0, None, None
-            self._pair_jump = (0, None, None)
+            self._world_jump = self._pair_jump = (0, None, None)
         slot = {body: k for k, body in enumerate(root_bodies)}  # a robot link's body is its index
         #: each root slot's name: its link's, or the attached object's id
         self._slot_names = tuple(body_names[body] for body in root_bodies)
@@ -306,7 +305,7 @@ class TreeCollisionChecker:
         hits = torch.zeros(B * max(P, 1), dtype=torch.bool, device=q.device)
         if P and B:
             frames = self._frames(q)
-            blocks, pair = self._self_blocks(frames, self._root_centers(frames), q.new_full((B,), self.rounding), None, q=q)
+            blocks, pair = self._self_blocks(frames, self._root_centers(frames), q.new_full((B,), self.rounding), None, q)
             hits[(blocks.configuration * P + pair)[blocks.value < 0]] = True
         return hits.view(B, max(P, 1))[:, :P]
 
@@ -354,7 +353,7 @@ class TreeCollisionChecker:
                 found_world.append((blocks, lambda k, blocks=blocks, shapes=shapes: (
                     slot_names[int(blocks.a[k])], shapes.ids[int(blocks.b[k])])))
             if self._pair_a.numel():
-                blocks, _ = self._self_blocks(frames, centers, self_limit, decided, nearest=nearest[1], q=q)
+                blocks, _ = self._self_blocks(frames, centers, self_limit, decided, q, nearest=nearest[1])
                 found_self.append((blocks, lambda k, blocks=blocks: (
                     slot_names[int(blocks.a[k])], slot_names[int(blocks.b[k])])))
         result = []
@@ -429,18 +428,10 @@ class TreeCollisionChecker:
         frame and radii, −inf on the padding."""
         return self._child_spheres[index].index_select(0, nodes)
 
-    def _child(self, index: int, nodes: Tensor, slot: Tensor) -> Tensor:
-        """The next level's node (K,) in child ``slot`` (K,) of ``nodes`` (K,) of level ``index``."""
-        children = self._levels[index].children
-        return children.reshape(-1).index_select(0, nodes * children.shape[1] + slot)
-
     def _next_nodes(self, index: int, nodes: Tensor, near: Tensor) -> tuple[Tensor, Tensor]:
         """``near`` (R, F) bool over the children of ``nodes`` (R,) of level ``index`` -> the rows
         (K,) and the next level's nodes (K,) where it holds."""
-        width = near.shape[1]
-        flat = near.reshape(-1).nonzero().squeeze(1)
-        rows = torch.div(flat, width, rounding_mode="floor")
-        return rows, self._child(index, nodes.index_select(0, rows), flat - rows * width)
+        return _near_nodes(self._levels[index].children, nodes, near)
 
     def _world_blocks(self, frames: Tensor, centers: Tensor, shapes, limit: Tensor, decided: Tensor | None,
                       nearest: bool = False) -> _Blocks:
@@ -497,17 +488,16 @@ class TreeCollisionChecker:
         leaf_min, early = torch.full_like(bound, math.inf), torch.full_like(bound, math.inf)
         decisive = row_limit - self.rounding  # below the threshold itself
         upper = limit.clone() if nearest else None  # per configuration: the least value found, + the poke
-        first = 0
-        if (self._jump_nodes is not None and not nearest and not costly and block.numel()
-                and block.numel() * self._jump_nodes.shape[1] <= JUMP_DISTANCES):
+        first, jump_nodes, jump_spheres = self._world_jump
+        if (jump_nodes is not None and not nearest and not costly and block.numel()
+                and block.numel() * jump_nodes.shape[1] <= JUMP_DISTANCES):
             # few blocks: from the roots straight to their level-k descendants (module constants;
             # not for a field, whose every query is dear: there the levels' cuts pay)
-            first, width = self._jump_level, self._jump_nodes.shape[1]
-            d = self._sphere_distances(block, self._jump_spheres.index_select(0, nodes), distance, rough, costly)
-            flat = (d < row_limit.unsqueeze(1)).reshape(-1).nonzero().squeeze(1)
-            rows = torch.div(flat, width, rounding_mode="floor")
-            nodes = self._jump_nodes.reshape(-1).index_select(0, nodes.index_select(0, rows) * width + flat - rows * width)
+            d = distance(block, jump_spheres.index_select(0, nodes))
+            rows, nodes = _near_nodes(jump_nodes, nodes, d < row_limit.unsqueeze(1))
             block = block.index_select(0, rows)
+        else:
+            first = 0
         for index in range(first, len(self._levels)) if block.numel() else ():
             if decided is not None or (upper is not None and not costly):  # a value the block reaches
                 representative = self._representative_spheres[index].index_select(0, nodes).unsqueeze(1)
@@ -549,16 +539,17 @@ class TreeCollisionChecker:
         return d
 
     def _self_blocks(self, frames: Tensor, centers: Tensor, limit: Tensor, decided: Tensor | None,
-                     nearest: bool = False, q: Tensor | None = None) -> tuple[_Blocks, Tensor]:
+                     q: Tensor, nearest: bool = False) -> tuple[_Blocks, Tensor]:
         """(enabled link pair, configuration) blocks below ``limit`` (B,), and their pair index;
-        ``centers``, ``decided`` and ``nearest`` as in :meth:`_world_blocks`."""
+        ``centers``, ``decided`` and ``nearest`` as in :meth:`_world_blocks`; ``q`` (B, J): the
+        configurations, for the joint tables."""
         B, L = frames.shape[0], frames.shape[1]
         roots = self._levels[0]
         a, b = self._pair_a, self._pair_b
         offset = centers[:, a] - centers[:, b]
         lower = (offset * offset).sum(-1).sqrt() - roots.radius[a] - roots.radius[b]  # (B, P)
         near = lower < limit.unsqueeze(1)
-        if self._pair_tables is not None and q is not None:  # pairs their joint table proves clear
+        if self._pair_tables is not None:  # pairs their joint table proves clear
             near[:, self._table_pairs] &= self._pair_tables.lower_bound(q)[:, self._table_of] < limit.unsqueeze(1)
         if decided is not None:
             near &= ~decided.unsqueeze(1)
@@ -598,15 +589,8 @@ class TreeCollisionChecker:
         if jump_nodes is not None and not nearest and block.numel() and (
                 block.numel() * jump_nodes.shape[1] ** 2 <= JUMP_DISTANCES):
             # few blocks: from both roots straight to their level-k descendants, pairwise
-            width = jump_nodes.shape[1]
             d = distance(block, jump_spheres.index_select(0, na), jump_spheres.index_select(0, nb))  # (R, D, D)
-            flat = (d < row_limit.view(-1, 1, 1)).reshape(-1).nonzero().squeeze(1)
-            r = torch.div(flat, width * width, rounding_mode="floor")
-            slot = flat - r * width * width
-            fa = torch.div(slot, width, rounding_mode="floor")
-            table = jump_nodes.reshape(-1)
-            na = table.index_select(0, na.index_select(0, r) * width + fa)
-            nb = table.index_select(0, nb.index_select(0, r) * width + slot - fa * width)
+            r, na, nb = _near_node_pairs(jump_nodes, na, nb, d < row_limit.view(-1, 1, 1))
             block = block.index_select(0, r)
         else:
             first = 0
@@ -632,13 +616,9 @@ class TreeCollisionChecker:
                 if last:
                     leaf_min.scatter_reduce_(0, rows, d.flatten(1).amin(1), "amin")
                     continue
-                width = d.shape[1]  # a near (row, child a, child b) -> its row and each side's child slot
-                flat = (d < _cut(row_limit, upper, j, rows).view(-1, 1, 1)).reshape(-1).nonzero().squeeze(1)
-                r = torch.div(flat, width * width, rounding_mode="floor")
-                slot_pair = flat - r * width * width
-                fa = torch.div(slot_pair, width, rounding_mode="floor")
-                following.append((rows.index_select(0, r), self._child(index, pa.index_select(0, r), fa),
-                                  self._child(index, pb.index_select(0, r), slot_pair - fa * width)))
+                r, ca, cb = _near_node_pairs(self._levels[index].children, pa, pb,
+                                             d < _cut(row_limit, upper, j, rows).view(-1, 1, 1))
+                following.append((rows.index_select(0, r), ca, cb))
             if last:
                 break
             block, na, nb = following[0]
@@ -654,6 +634,21 @@ class TreeCollisionChecker:
     def _no_blocks(frames: Tensor) -> _Blocks:
         empty = torch.zeros(0, dtype=torch.int64, device=frames.device)
         return _Blocks(frames.new_zeros(0), empty, empty, empty)
+
+
+def _near_nodes(table: Tensor, nodes: Tensor, near: Tensor) -> tuple[Tensor, Tensor]:
+    """``near`` (R, W) bool over the entries of ``nodes``' (R,) rows of ``table`` (N, W) (their
+    children, or their descendants at a deeper level) -> the rows (K,) and the entries (K,) where
+    it holds."""
+    rows, slot = near.nonzero(as_tuple=True)
+    return rows, table[nodes.index_select(0, rows), slot]
+
+
+def _near_node_pairs(table: Tensor, nodes_a: Tensor, nodes_b: Tensor, near: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``near`` (R, W, W) bool over the pairs of entries of rows ``nodes_a``, ``nodes_b`` (R,) of
+    ``table`` (N, W) -> the rows (K,) and each side's entry (K,) where it holds."""
+    rows, slot_a, slot_b = near.nonzero(as_tuple=True)
+    return rows, table[nodes_a.index_select(0, rows), slot_a], table[nodes_b.index_select(0, rows), slot_b]
 
 
 def _lower_upper(block: Tensor, value: Tensor, configuration: Tensor, early: Tensor, upper: Tensor,
