@@ -37,8 +37,8 @@ from .urdf_geometry import CollisionShape, read_collision_shapes
 
 #: (resolved path, mtime ns, scale, settings) -> a mesh's CoverProblem in the mesh file's frame
 _MESH_PROBLEMS: dict[tuple, CoverProblem] = {}
-#: (the link's shapes, their mesh keys, settings) -> the link's SphereCover in the link frame
-_LINK_COVERS: dict[tuple, SphereCover] = {}
+#: a link's cover key (:func:`_cover_key`: its shapes, settings, mesh bytes) -> its SphereCover
+_LINK_COVERS: dict[str, SphereCover] = {}
 #: Disk cache format version (``$RTK_CACHE``/``~/.cache/ros_torch_kin/sphere_covers``): bump
 #: when the covering method changes.
 _DISK_VERSION = "1"
@@ -104,39 +104,38 @@ def _cover_link(shapes, settings: CoverSettings, search_dirs, base_dir, warnings
     if not others:
         return SphereCover.concatenate(exact)
     rest = replace(settings, max_spheres=max(1, settings.max_spheres - len(exact)))
-    stored = _disk_key(others, rest, search_dirs, base_dir)
-    cover = _read_cover(stored) if stored is not None else None
-    if cover is not None:
-        return SphereCover.concatenate(exact + [cover])
-    found, keys, problems_of = [], [], []
-    read_before = len(warnings)
-    for shape in others:
-        mesh_key = None
-        if shape.kind == "mesh":
-            mesh_key = _mesh_problem_key(shape, settings, search_dirs, base_dir, warnings)
-            if mesh_key is None:
-                continue
-        found.append((shape, mesh_key))
-        keys.append((shape.kind, shape.radius, shape.length, shape.size, shape.origin.tobytes(), mesh_key))
-    if not found:
-        return SphereCover.concatenate(exact)
-    link_key = (tuple(keys), rest)
-    cover = _LINK_COVERS.get(link_key)
+    key = _cover_key(others, rest, search_dirs, base_dir)  # None: a mesh not found (warned below)
+    cover = None if key is None else _LINK_COVERS.get(key) or _read_cover(key)
     if cover is None:
+        read_before = len(warnings)
+        found = []
+        for shape in others:
+            mesh_key = None
+            if shape.kind == "mesh":
+                mesh_key = _mesh_problem_key(shape, settings, search_dirs, base_dir, warnings)
+                if mesh_key is None:
+                    continue
+            found.append((shape, mesh_key))
+        if not found:
+            return SphereCover.concatenate(exact)
         problems = [
-            _MESH_PROBLEMS[key].transformed(shape.origin) if key is not None else cover_problem_for_shape(shape, rest)
-            for shape, key in found
+            _MESH_PROBLEMS[mesh_key].transformed(shape.origin) if mesh_key is not None
+            else cover_problem_for_shape(shape, rest)
+            for shape, mesh_key in found
         ]
         cover = solve_cover(CoverProblem.union(problems), rest)
-        _LINK_COVERS[link_key] = cover
-    if stored is not None and len(warnings) == read_before:  # every mesh read: the same cover next time
-        _write_cover(stored, cover)
+        if key is not None and len(warnings) == read_before:  # every mesh read: the same cover next time
+            _write_cover(key, cover)
+        else:
+            key = None  # a mesh left out: covered again (and warned) next time
+    if key is not None:
+        _LINK_COVERS[key] = cover
     return SphereCover.concatenate(exact + [cover])
 
 
-def _disk_key(shapes, settings: CoverSettings, search_dirs, base_dir) -> str | None:
-    """The disk cache key of a link's cover: its shapes, settings and every mesh file's bytes;
-    None when a mesh cannot be found (the build then warns)."""
+def _cover_key(shapes, settings: CoverSettings, search_dirs, base_dir) -> str | None:
+    """The cache key (memory and disk) of a link's cover: its shapes, settings and every mesh
+    file's bytes; None when a mesh cannot be found (the build then warns)."""
     digest = hashlib.sha256(repr((_DISK_VERSION, astuple(settings))).encode())
     for shape in shapes:
         digest.update(repr((shape.kind, shape.radius, shape.length, shape.size, tuple(shape.scale))).encode())
