@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import platform
 import re
 import subprocess
+import tempfile
 from pathlib import Path
 
 import torch
@@ -72,3 +74,30 @@ def write_section(path: Path | str, name: str, markdown: str) -> None:
     pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)
+
+
+def forget_models() -> None:
+    """Empty the in-memory caches of sphere trees and covers: the next build reads the disk cache,
+    as a later process would."""
+    from ros_torch_kin.collision import clear_cover_cache, urdf_sphere_trees
+
+    urdf_sphere_trees._MEMORY.clear()
+    clear_cover_cache()
+
+
+@contextlib.contextmanager
+def cold_model_cache():
+    """Collision models built inside start cold, as on a new machine: ``$RTK_CACHE`` an empty
+    temporary directory (what they store goes there) and the memory caches emptied; the user's
+    cache again afterwards."""
+    user_cache = os.environ.get("RTK_CACHE")
+    with tempfile.TemporaryDirectory() as empty:
+        os.environ["RTK_CACHE"] = empty
+        forget_models()
+        try:
+            yield
+        finally:
+            if user_cache is None:
+                del os.environ["RTK_CACHE"]
+            else:
+                os.environ["RTK_CACHE"] = user_cache

@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mbm_problems import mbm_resources, srdf_text, urdf_text  # noqa: E402
-from report import machine, stamp, versions, write_section  # noqa: E402
+from report import cold_model_cache, machine, stamp, versions, write_section  # noqa: E402
 
 from ros_torch_kin.collision import TreeCollisionChecker, robot_collision_model_from_urdf  # noqa: E402
 from ros_torch_kin.collision import pair_tables as pair_tables_module  # noqa: E402
@@ -55,19 +55,9 @@ def robot_rows(robot: str, batch: int, top: int, budget: float | None) -> tuple[
     chain = Chain.from_urdf(urdf, device="cpu", dtype=torch.float32)
     if budget is None:
         model = robot_collision_model_from_urdf(urdf, chain, srdf=srdf, search_dirs=share)
-    else:  # another budget: built here, not cached
-        user_cache = os.environ.get("RTK_CACHE")
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as empty:
-            os.environ["RTK_CACHE"] = empty
-            try:
-                model = robot_collision_model_from_urdf(urdf, chain, srdf=srdf, search_dirs=share, table_budget=budget)
-            finally:
-                if user_cache is None:
-                    del os.environ["RTK_CACHE"]
-                else:
-                    os.environ["RTK_CACHE"] = user_cache
+    else:  # another budget: built here (cold), not cached
+        with cold_model_cache():
+            model = robot_collision_model_from_urdf(urdf, chain, srdf=srdf, search_dirs=share, table_budget=budget)
     verdict = model.verdict
     tables = verdict._pair_table_source
     tabled = {pair for t in tables for pair in t.pairs}

@@ -17,7 +17,6 @@ import argparse
 import math
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,11 +26,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mbm_problems import load_problems, mbm_reference, mbm_resources, srdf_text, urdf_text  # noqa: E402
-from report import machine, stamp, versions, write_section  # noqa: E402
+from report import cold_model_cache, forget_models, machine, stamp, versions, write_section  # noqa: E402
 
 from ros_torch_kin.collision import TreeCollisionChecker, TreeSettings, robot_collision_model_from_urdf  # noqa: E402
 from ros_torch_kin.collision import pair_tables as pair_tables_module  # noqa: E402
-from ros_torch_kin.collision import clear_cover_cache, urdf_sphere_trees  # noqa: E402
 from ros_torch_kin.kinematics import Chain  # noqa: E402
 
 
@@ -42,21 +40,12 @@ def run(args):
     chain = Chain.from_urdf(urdf, device="cpu", dtype=torch.float32)
     settings = TreeSettings(target_slack=args.slack)
     cold_rows = [_cold_build(robot, settings) for robot in args.cold_robots]
-    user_cache = os.environ.get("RTK_CACHE")
-    with tempfile.TemporaryDirectory() as empty:
-        os.environ["RTK_CACHE"] = empty  # an empty disk cache: built and stored, then read back
-        try:
-            robot_collision_model_from_urdf(urdf, chain, srdf=srdf, search_dirs=share, settings=settings)
-            urdf_sphere_trees._MEMORY.clear()  # as a later process: both caches on disk only
-            clear_cover_cache()
-            began = time.perf_counter()
-            model = robot_collision_model_from_urdf(urdf, chain, srdf=srdf, search_dirs=share, settings=settings)
-            cached = time.perf_counter() - began
-        finally:
-            if user_cache is None:
-                del os.environ["RTK_CACHE"]
-            else:
-                os.environ["RTK_CACHE"] = user_cache
+    with cold_model_cache():  # built and stored, then read back as a later process would
+        robot_collision_model_from_urdf(urdf, chain, srdf=srdf, search_dirs=share, settings=settings)
+        forget_models()
+        began = time.perf_counter()
+        model = robot_collision_model_from_urdf(urdf, chain, srdf=srdf, search_dirs=share, settings=settings)
+        cached = time.perf_counter() - began
     leaves, coarse = model.verdict.spheres, model.cost.spheres
     tiers = leaves.tiers.count if leaves.tiers is not None else "no"
     rows = []
@@ -157,27 +146,18 @@ def _cold_build(robot: str, settings: TreeSettings) -> str:
         finally:
             spent.append(time.perf_counter() - began)
 
-    user_cache = os.environ.get("RTK_CACHE")
-    with tempfile.TemporaryDirectory() as empty:
-        os.environ["RTK_CACHE"] = empty
-        urdf_sphere_trees._MEMORY.clear()
-        clear_cover_cache()
+    with cold_model_cache():
         pair_tables_module.pair_tables = timed
         try:
             began = time.perf_counter()
             model = robot_collision_model_from_urdf(urdf, chain, srdf=srdf, search_dirs=share, settings=settings)
             seconds = time.perf_counter() - began
-            urdf_sphere_trees._MEMORY.clear()  # a later start: everything from the disk cache
-            clear_cover_cache()
+            forget_models()  # a later start: everything from the disk cache
             began = time.perf_counter()
             robot_collision_model_from_urdf(urdf, chain, srdf=srdf, search_dirs=share, settings=settings)
             later = time.perf_counter() - began
         finally:
             pair_tables_module.pair_tables = building
-            if user_cache is None:
-                del os.environ["RTK_CACHE"]
-            else:
-                os.environ["RTK_CACHE"] = user_cache
     spheres = model.verdict.robot_spheres
     over = []
     for index, name in enumerate(chain.link_names):
