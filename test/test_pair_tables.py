@@ -120,7 +120,10 @@ def test_a_checker_with_tables_gives_the_same_answers(panda_collision_model, wri
     assert torch.equal(plain.in_collision(q), tabled.in_collision(q))
     for world, own in ((0.014, 0.004), (0.01, 0.0), (0.08, 0.08)):
         a, b = plain.world_and_self_distance(q, world, own), tabled.world_and_self_distance(q, world, own)
-        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        for x, y, threshold in ((a[0], b[0], world), (a[1], b[1], own)):
+            # exact below the threshold; beyond it each a lower bound ≥ it (the table's may be another)
+            below = (x < threshold) | (y < threshold)
+            assert torch.equal(x[below], y[below]) and bool((x[~below] >= threshold).all())
     assert torch.equal(plain.link_pair_collisions(q), tabled.link_pair_collisions(q))
     # the tables go with the checker to another scene, device or dtype, and when it carries objects
     assert tabled.with_scene(Scene())._pair_tables is not None

@@ -351,3 +351,90 @@ def test_skipping_the_upper_levels_for_few_blocks_changes_no_answer(panda, monke
         assert torch.equal(wa, wb) and torch.equal(sa, sb)
     hits = torch.cat(answers["jump"][0][::3])
     assert bool(hits.any()) and not bool(hits.all())
+
+
+def test_distance_columns_are_per_link_and_per_pair_exact_below_the_threshold_and_bounds_beyond(panda):
+    """distance_columns: per root slot the world distance of its link's leaves, per enabled self
+    pair the pair's, equal to brute force over the leaves below the threshold and a lower bound
+    ≥ the threshold beyond it (often far beyond: what a motion check cuts its pieces by)."""
+    chain, model, _, _ = panda
+    scene = _scene(3)
+    checker = TreeCollisionChecker(chain, replace(model.verdict.spheres, tiers=None), scene, model.self_pairs,
+                                   coarse=model.cost)
+    q = _random_q(chain, 48, 2)
+    world_threshold, self_threshold = 0.02, 0.01
+    columns = checker.distance_columns(q, world_threshold, self_threshold)
+    world_links, pair_links = checker.column_links
+    assert columns.shape == (q.shape[0], world_links.shape[0] + pair_links.shape[0])
+    centers = world_sphere_centers(world_transforms(chain, q), checker.spheres)  # (S, 3, B)
+    radii, links = checker.spheres.radii, checker.spheres.sphere_links
+    packed = scene.packed("cpu", torch.float32)
+    brute = torch.empty_like(columns)
+    for b in range(q.shape[0]):
+        d, _ = sphere_obstacle_distances(centers[:, :, b], radii, packed)  # (S, O)
+        per_sphere = d.amin(1)
+        for k, link in enumerate(world_links.tolist()):
+            brute[b, k] = per_sphere[links == link].min()
+        for k, (a, c) in enumerate(pair_links.tolist()):
+            ia, ic = (links == a).nonzero().squeeze(1), (links == c).nonzero().squeeze(1)
+            pair = torch.cdist(centers[ia, :, b], centers[ic, :, b]) - radii[ia, None] - radii[None, ic]
+            brute[b, world_links.shape[0] + k] = pair.min()
+    threshold = torch.cat((torch.full((world_links.shape[0],), world_threshold),
+                           torch.full((pair_links.shape[0],), self_threshold)))
+    near = brute < threshold
+    assert 0 < int(near.sum()) < near.numel()
+    # below: the tree's value (the larger of the coarse bound and the leaves': ≥ the leaves')
+    assert bool((columns[near] >= brute[near] - 1e-5).all())
+    leaves_only = TreeCollisionChecker(chain, replace(model.verdict.spheres, tiers=None), scene, model.self_pairs)
+    exact = leaves_only.distance_columns(q, world_threshold, self_threshold)
+    assert torch.allclose(exact[near], brute[near], atol=1e-5)
+    for values in (columns, exact):  # beyond: a lower bound ≥ the threshold
+        assert bool((values[~near] >= threshold.expand_as(values)[~near]).all())
+    assert bool((exact[~near] <= brute[~near] + 1e-5).all())
+    assert bool((columns[~near] > 5 * threshold.expand_as(columns)[~near]).any())  # informative
+    # the columns' least per track is world_and_self_distance's
+    world, own = checker.world_and_self_distance(q, world_threshold, self_threshold)
+    assert torch.equal(columns[:, :world_links.shape[0]].amin(1), world)
+    assert torch.equal(columns[:, world_links.shape[0]:].amin(1), own)
+
+
+def test_a_motion_check_by_columns_keeps_its_promises_under_dense_sampling(panda):
+    """The motion check on the tight model (a distance column per link and per self pair, each
+    changing only as fast as its own links move: a pair's distance not at all by the joints that
+    move both): each column changes no faster than its speed along straight motions, and the
+    check's clearance bound and verdict hold against dense sampling."""
+    from ros_torch_kin.motion.checking import MotionValidator
+
+    chain, model, _, _ = panda
+    scene = Scene([Obstacle.box("floor", (1.5, 1.5, 0.05), [0.5, 0, -0.1, 0, 0, 0, 1]),
+                   Obstacle.box("wall", (0.02, 0.6, 0.5), [0.45, 0, 0.4, 0, 0, 0, 1]),
+                   Obstacle.sphere("ball", 0.08, [0.0, 0.5, 0.5, 0, 0, 0, 1])])
+    checker = model.verdict.with_scene(scene)
+    motion = MotionValidator(checker, clearance=0.01, validity_margin=0.01, resolution=0.01)
+    world_links, pair_links = checker.column_links
+    generic = motion.sphere_speed.amax(1, keepdim=True)  # (J, 1): the fastest sphere's
+    selfs = motion.column_speed[:, world_links.shape[0]:]
+    assert bool((selfs <= 2 * generic + 1e-6).all()) and bool((selfs < 2 * generic - 1e-3).any())
+    g = torch.Generator().manual_seed(3)
+    lower, upper = chain.lower_limits, chain.upper_limits
+    N, T, dense = 24, 16, 601
+    a = lower + torch.rand(N, chain.num_dofs, generator=g) * (upper - lower)
+    b = torch.minimum(torch.maximum(a + (torch.rand(N, chain.num_dofs, generator=g) - 0.5) * 2.0, lower), upper)
+    tau = torch.linspace(0, 1, dense).view(1, -1, 1)
+    q = a.unsqueeze(1) + tau * (b - a).unsqueeze(1)  # (N, dense, J)
+    flat = q.reshape(-1, chain.num_dofs)
+    threshold = 0.05
+    columns = checker.distance_columns(flat, threshold, threshold).view(N, dense, -1)
+    # (1) each column's change between samples 40 apart is within its speed bound
+    step = 40
+    change = (columns[:, step:] - columns[:, :-step]).abs()
+    exact = (columns[:, step:] < threshold) & (columns[:, :-step] < threshold)
+    allowed = ((q[:, step:] - q[:, :-step]).abs() @ motion.column_speed)
+    assert bool(exact.any()) and bool((change[exact] <= allowed[exact] + 1e-5).all())
+    # (2) the clearance bound is below every exactly sampled distance; clear => clear
+    verdict = motion.check(q[:, :: (dense - 1) // (T - 1)])
+    sampled = columns.amin(-1)
+    exact = sampled < threshold
+    assert bool((verdict.clearance_bound.unsqueeze(1).expand_as(sampled)[exact] <= sampled[exact] + 1e-5).all())
+    assert not bool((verdict.clear & (sampled < 0.01).any(1)).any())
+    assert bool(verdict.clear.any()) and not bool(verdict.clear.all())

@@ -273,13 +273,13 @@ class TreeCollisionChecker:
         deep contacts as cheap as free configurations."""
         q = check_joint_positions(self.chain, q).detach()
         threshold = torch.as_tensor(threshold, dtype=q.dtype, device=q.device).expand(q.shape[0])
-        world, own, _ = self._parts(q, threshold, threshold, names=False, decide=True)
+        world, own, _, _ = self._parts(q, threshold, threshold, names=False, decide=True)
         return (world >= threshold) & (own >= threshold)
 
     def distances(self, q: Tensor, threshold: float | None = None) -> TreeDistances:
         """(B, J) -> :class:`TreeDistances`, exact below ``threshold`` (default: the margin)."""
         threshold = self.margin if threshold is None else float(threshold)
-        world, own, pairs = self._parts(q, threshold, threshold, names=True)
+        world, own, pairs, _ = self._parts(q, threshold, threshold, names=True)
         minimum = torch.minimum(world, own)
         pairs = tuple(w if bool(world[b] <= own[b]) else o for b, (w, o) in enumerate(pairs))
         return TreeDistances(minimum, minimum < self.margin, pairs, world, own)
@@ -292,8 +292,30 @@ class TreeCollisionChecker:
     def world_and_self_distance(self, q: Tensor, world_threshold: float, self_threshold: float) -> tuple[Tensor, Tensor]:
         """(B, J) -> the smallest world distance (B,) and the smallest self distance (B,), each
         exact below its own threshold (m); a tighter self threshold skips most self pairs."""
-        world, own, _ = self._parts(q, float(world_threshold), float(self_threshold), names=False)
+        world, own, _, _ = self._parts(q, float(world_threshold), float(self_threshold), names=False)
         return world, own
+
+    def distance_columns(self, q: Tensor, world_threshold: float, self_threshold: float) -> Tensor:
+        """(B, J) -> (B, Lk + P): per root slot (a link with spheres, :attr:`column_links`) its
+        smallest world distance, then per enabled self pair its distance (m), each exact below its
+        threshold, else a lower bound ≥ it (the least bound of the blocks cut at the roots or the
+        coarse spheres, often far beyond the threshold: a motion check cuts its pieces by it);
+        +inf for a world column without obstacles. Every block within a threshold is descended
+        (no branch and bound), so a large threshold costs more than with :meth:`min_distance`."""
+        q = check_joint_positions(self.chain, q).detach()
+        world_threshold, self_threshold = float(world_threshold), float(self_threshold)
+        # no branch and bound: it keeps each configuration's least value, not every column's
+        *_, (world, own) = self._parts(q, world_threshold, self_threshold, names=False, nearest=(False, False))
+        if self._packed.count:
+            world = torch.where(torch.isinf(world), max(world_threshold, 0.0), world)
+        return torch.cat((world, torch.where(torch.isinf(own), max(self_threshold, 0.0), own)), 1)
+
+    @property
+    def column_links(self) -> tuple[Tensor, Tensor]:
+        """The links of :meth:`distance_columns`' columns (chain link indices, CPU): (Lk,) one per
+        world column, (P, 2) a pair per self column."""
+        slots = self._levels[0].links.cpu() if self._levels else torch.zeros(0, dtype=torch.int64)
+        return slots, torch.stack((slots[self._pair_a.cpu()], slots[self._pair_b.cpu()]), 1)
 
     def link_pair_collisions(self, q: Tensor) -> Tensor:
         """(B, J) -> (B, P) bool: enabled link pair p (in ``self_pairs.enabled`` order, pairs
@@ -311,7 +333,7 @@ class TreeCollisionChecker:
 
     # ------------------------------------------------------------------ internals
     def _minimum(self, q: Tensor, threshold: float, names: bool):
-        world, own, pairs = self._parts(q, threshold, threshold, names)
+        world, own, pairs, _ = self._parts(q, threshold, threshold, names)
         minimum = torch.minimum(world, own)
         if names:
             pairs = tuple(w if bool(world[b] <= own[b]) else o for b, (w, o) in enumerate(pairs))
@@ -322,12 +344,15 @@ class TreeCollisionChecker:
         return world_transforms(self.chain, q)[:, :3].permute(3, 0, 1, 2).contiguous()
 
     def _parts(self, q: Tensor, threshold, self_threshold, names: bool, decide: bool = False, nearest=None):
-        """(world min (B,), self min (B,), per configuration ((link, obstacle), (link, link))).
-        Thresholds: floats or (B,) tensors. ``decide``: the verdict alone (:meth:`clear`): a
-        configuration with a block certainly below its threshold gets some value below it.
-        ``nearest``: (world, self) bools, branch and bound (default: for float thresholds above
-        :data:`NEAREST_ABOVE` when not deciding; decided here, before the thresholds are tensors,
-        so that no device value is read)."""
+        """(world min (B,), self min (B,), per configuration ((link, obstacle), (link, link)),
+        (world per root slot (B, Lk), self per enabled pair (B, P))). Thresholds: floats or (B,)
+        tensors. ``decide``: the verdict alone (:meth:`clear`): a configuration with a block
+        certainly below its threshold gets some value below it (its columns are then not all
+        filled). ``nearest``: (world, self) bools, branch and bound (default: for float thresholds
+        above :data:`NEAREST_ABOVE` when not deciding; decided here, before the thresholds are
+        tensors, so that no device value is read). Beyond its threshold a value is a lower bound
+        ≥ it: the least bound of the blocks cut at the roots or the coarse spheres, or the
+        threshold where a block went deeper."""
         if nearest is None:
             nearest = tuple(not decide and isinstance(t, (int, float)) and t > NEAREST_ABOVE
                             for t in (threshold, self_threshold))
@@ -338,43 +363,50 @@ class TreeCollisionChecker:
         if B > CHUNK:  # per-configuration thresholds are split with their configurations
             parts = [self._parts(*part, names, decide, nearest) for part in
                      zip(q.split(CHUNK), threshold.split(CHUNK), self_threshold.split(CHUNK))]
-            return (torch.cat([w for w, _, _ in parts]), torch.cat([o for _, o, _ in parts]),
-                    tuple(p for _, _, pairs in parts for p in pairs))
+            return (torch.cat([w for w, _, _, _ in parts]), torch.cat([o for _, o, _, _ in parts]),
+                    tuple(p for _, _, pairs, _ in parts for p in pairs),
+                    tuple(torch.cat([c[k] for _, _, _, c in parts]) for k in range(2)))
         world_limit = threshold + self.rounding
         self_limit = self_threshold + self.rounding
         frames = self._frames(q) if B and self._levels else None
         slot_names = self._slot_names
         decided = torch.zeros(B, dtype=torch.bool, device=q.device) if decide else None
+        widths = (self._levels[0].links.shape[0] if self._levels else 0, self._pair_a.shape[0])
+        columns = tuple(q.new_full((B, width), math.inf) for width in widths)  # also the floors, below
+        floors = (None, None) if decide else columns
         found_world, found_self = [], []
         if frames is not None:
             centers = self._root_centers(frames)  # once for every kind and the self pairs
             for shapes in self._packed.shapes:
-                blocks = self._world_blocks(frames, centers, shapes, world_limit, decided, nearest=nearest[0])
-                found_world.append((blocks, lambda k, blocks=blocks, shapes=shapes: (
+                blocks = self._world_blocks(frames, centers, shapes, world_limit, decided, nearest=nearest[0],
+                                            floor=floors[0])
+                found_world.append((blocks, blocks.a, lambda k, blocks=blocks, shapes=shapes: (
                     slot_names[int(blocks.a[k])], shapes.ids[int(blocks.b[k])])))
             if self._pair_a.numel():
-                blocks, _ = self._self_blocks(frames, centers, self_limit, decided, q, nearest=nearest[1])
-                found_self.append((blocks, lambda k, blocks=blocks: (
+                blocks, pair = self._self_blocks(frames, centers, self_limit, decided, q, nearest=nearest[1],
+                                                 floor=floors[1])
+                found_self.append((blocks, pair, lambda k, blocks=blocks: (
                     slot_names[int(blocks.a[k])], slot_names[int(blocks.b[k])])))
         result = []
-        for found, limit, has in ((found_world, threshold, self._packed.count),
-                                  (found_self, self_threshold, self._pair_a.numel())):
-            minimum = q.new_full((B,), math.inf)
-            for blocks, _ in found:
+        for found, limit, has, table in ((found_world, threshold, self._packed.count, columns[0]),
+                                         (found_self, self_threshold, self._pair_a.numel(), columns[1])):
+            width = table.shape[1]
+            for blocks, column, _ in found:
                 if blocks.value.numel():
-                    minimum.scatter_reduce_(0, blocks.configuration, blocks.value, "amin")
+                    table.view(-1).scatter_reduce_(0, blocks.configuration * width + column, blocks.value, "amin")
+            minimum = table.amin(1) if width else q.new_full((B,), math.inf)
             pairs = [("", "")] * B
             if names:
-                for blocks, name in found:
+                for blocks, _, name in found:
                     hit = blocks.value == minimum[blocks.configuration]
                     for k in hit.nonzero().squeeze(1).tolist():
                         pairs[int(blocks.configuration[k])] = name(k)
-            if has and frames is not None:  # nothing below the threshold: report it (a lower bound)
-                # the threshold itself (not limit − rounding: float rounding could put it just below)
+            if has and frames is not None:  # nothing below the threshold and no bound: the threshold
+                # itself (not limit − rounding: float rounding could put it just below)
                 minimum = torch.where(torch.isinf(minimum), limit.clamp(min=0.0), minimum)
             result.append((minimum, pairs))
         (world_min, world_pairs), (self_min, self_pairs) = result
-        return world_min, self_min, tuple(zip(world_pairs, self_pairs))
+        return world_min, self_min, tuple(zip(world_pairs, self_pairs)), columns
 
     def _root_centers(self, frames: Tensor) -> Tensor:
         """(B, L, 3, 4) -> (B, Lk, 3) the link roots' centres in the root frame."""
@@ -434,7 +466,7 @@ class TreeCollisionChecker:
         return _near_nodes(self._levels[index].children, nodes, near)
 
     def _world_blocks(self, frames: Tensor, centers: Tensor, shapes, limit: Tensor, decided: Tensor | None,
-                      nearest: bool = False) -> _Blocks:
+                      nearest: bool = False, floor: Tensor | None = None) -> _Blocks:
         """(obstacle of one kind, link, configuration) blocks below ``limit`` (B,) (module doc);
         ``centers``: the roots' centres of ``frames`` (:meth:`_root_centers`). ``decided`` (B,)
         bool, updated: configurations already known to be below (verdict mode). ``nearest``: only
@@ -448,7 +480,10 @@ class TreeCollisionChecker:
         B, L, n = frames.shape[0], frames.shape[1], shapes.count
         roots = self._levels[0]
         d, _ = point_distances(centers.reshape(-1, 3).mT.contiguous(), shapes, False)
-        near = (d.view(n, B, -1) - roots.radius) < limit.view(1, B, 1)
+        bounds = d.view(n, B, -1) - roots.radius
+        near = bounds < limit.view(1, B, 1)
+        if floor is not None:  # the blocks cut here: their bound
+            torch.minimum(floor, bounds.masked_fill(near, math.inf).amin(0), out=floor)
         if decided is not None:
             near &= ~decided.view(1, B, 1)
         o, j, s = near.nonzero(as_tuple=True)
@@ -481,9 +516,13 @@ class TreeCollisionChecker:
             rows = torch.arange(o.shape[0], device=o.device)
             d = distance(rows, self._coarse_spheres.index_select(0, s), rough).amin(1)
             bound = torch.where(self._coarse_has.index_select(0, s), d, bound)
+            if floor is not None:  # cut here: the coarse bound; kept: the limit
+                floor.view(-1).scatter_reduce_(0, j * floor.shape[1] + s, torch.maximum(bound, row_limit), "amin")
             keep = (bound < row_limit).nonzero().squeeze(1)
             o, j, s, bound, row_limit = (t.index_select(0, keep) for t in (o, j, s, bound, row_limit))
             packed = packed.index_select(0, keep)
+        elif floor is not None:
+            floor.view(-1).scatter_reduce_(0, j * floor.shape[1] + s, row_limit, "amin")
         block, nodes = torch.arange(o.shape[0], device=o.device), s
         leaf_min, early = torch.full_like(bound, math.inf), torch.full_like(bound, math.inf)
         decisive = row_limit - self.rounding  # below the threshold itself
@@ -539,7 +578,7 @@ class TreeCollisionChecker:
         return d
 
     def _self_blocks(self, frames: Tensor, centers: Tensor, limit: Tensor, decided: Tensor | None,
-                     q: Tensor, nearest: bool = False) -> tuple[_Blocks, Tensor]:
+                     q: Tensor, nearest: bool = False, floor: Tensor | None = None) -> tuple[_Blocks, Tensor]:
         """(enabled link pair, configuration) blocks below ``limit`` (B,), and their pair index;
         ``centers``, ``decided`` and ``nearest`` as in :meth:`_world_blocks`; ``q`` (B, J): the
         configurations, for the joint tables."""
@@ -548,9 +587,13 @@ class TreeCollisionChecker:
         a, b = self._pair_a, self._pair_b
         offset = centers[:, a] - centers[:, b]
         lower = (offset * offset).sum(-1).sqrt() - roots.radius[a] - roots.radius[b]  # (B, P)
-        near = lower < limit.unsqueeze(1)
         if self._pair_tables is not None:  # pairs their joint table proves clear
-            near[:, self._table_pairs] &= self._pair_tables.lower_bound(q)[:, self._table_of] < limit.unsqueeze(1)
+            lower = lower.clone()
+            lower[:, self._table_pairs] = torch.maximum(lower[:, self._table_pairs],
+                                                        self._pair_tables.lower_bound(q)[:, self._table_of])
+        near = lower < limit.unsqueeze(1)
+        if floor is not None:  # the blocks cut here: their bound
+            torch.minimum(floor, lower.masked_fill(near, math.inf), out=floor)
         if decided is not None:
             near &= ~decided.unsqueeze(1)
         j, p = near.nonzero(as_tuple=True)
@@ -578,9 +621,13 @@ class TreeCollisionChecker:
             d = distance(rows, self._coarse_spheres.index_select(0, sa), self._coarse_spheres.index_select(0, sb))
             d = d.flatten(1).amin(1)
             bound = torch.where(self._coarse_has.index_select(0, sa) & self._coarse_has.index_select(0, sb), d, bound)
+            if floor is not None:  # cut here: the coarse bound; kept: the limit
+                floor.view(-1).scatter_reduce_(0, j * floor.shape[1] + p, torch.maximum(bound, row_limit), "amin")
             keep = (bound < row_limit).nonzero().squeeze(1)
             j, p, sa, sb, bound, row_limit = (t.index_select(0, keep) for t in (j, p, sa, sb, bound, row_limit))
             packed = packed.index_select(0, keep)
+        elif floor is not None:
+            floor.view(-1).scatter_reduce_(0, j * floor.shape[1] + p, row_limit, "amin")
         block, na, nb = torch.arange(j.shape[0], device=j.device), sa, sb
         leaf_min, early = torch.full_like(bound, math.inf), torch.full_like(bound, math.inf)
         decisive = row_limit - self.rounding  # below the threshold itself

@@ -13,21 +13,31 @@ path). Two requirements, as MoveIt and cuRobo users know them:
 
 Swept check. Along a piece q(τ) = q_a + τ Δq no sphere centre moves more than
 ``D = max_s Σ_k |Δq_k| G[k, s]`` (G: each centre's speed per unit of DOF k, from
-:func:`.sphere_sweep.sphere_speed_bounds`, which needs no FK), so a world distance changes by at
-most D and a self distance by at most 2D (both spheres move). A distance is then at least
-``min(d₀, d₁, (d₀ + d₁ − rate) / 2)`` along a piece whose ends are d₀ and d₁ away: the piece's
-*bound*. Segments are cut into pieces with ``D ≤ resolution``,
-their distances computed in one batch, and pieces whose bound is short of the requirement while
-both ends meet it are cut into 4 again (``refinements`` times, 4 by default: the approach to a
-goal a fraction of a millimetre from an object, as a grasp's is, needs pieces that short; only the
-pieces still short are cut, so it costs little elsewhere). A motion is *clear* when every
-piece's bound meets its requirement; a checked configuration closer than its requirement makes it
-*colliding*; anything else is *undecided* and counted as not clear (the verdict is conservative).
+:func:`.sphere_sweep.sphere_speed_bounds`, which needs no FK). The model's distances come in
+*columns*, each with its own speed: with the tight model one per link (that link's spheres against
+the world: they change by at most that link's D) and one per enabled self pair (only the joints
+that move one link of the pair and not the other change its distance: a joint that moves both
+moves them rigidly together), so a link that stays still next to an obstacle (a base on its
+table) or a pair that the wrist keeps close costs nothing while the rest of the arm moves; with a
+model without columns, the world distance (changing by D) and the self distance (by 2D). A column
+is then at least ``min(d₀, d₁, (d₀ + d₁ − rate) / 2)`` along a piece whose ends are d₀ and d₁
+away and along which it changes by at most ``rate``: the piece's *bound*. A segment whose bound is
+short of its requirement is cut into pieces along which every column changes by at most its
+ends' slack (their distance beyond the requirement: a piece keeps it if its inner distances stay
+within half that of its ends'), never more pieces than pieces of sphere motion ``resolution``
+would give; their distances are computed in one batch, and pieces still short while both ends
+meet it are cut into 4 again, until a piece is as short as ``resolution / 4^(refinements − 1)``
+(``refinements`` = 4 by default: the approach to a goal a fraction of a millimetre from an
+object, as a grasp's is, needs pieces that short; only the pieces still short are cut, so it
+costs little elsewhere). A motion is *clear* when every piece's bound meets its requirement; a
+checked configuration closer than its requirement makes it *colliding*; anything else is
+*undecided* and counted as not clear (the verdict is conservative).
 
-World and self distances are two tracks, each with its own requirement and rate (D for the world,
-2D for self pairs), from the model's ``world_and_self_distance(q, world_threshold,
-self_threshold)``: exact wherever they are below the thresholds (the requirement plus the
-resolution), which is all the bounds need.
+World and self distances are two tracks, each with its own requirement, from the model's
+``distance_columns(q, world_threshold, self_threshold)`` (or ``world_and_self_distance``): exact
+wherever they are below the thresholds (the requirement plus the resolution), which is all the
+bounds need; beyond them a lower bound, far beyond where the model can tell cheaply (the tight
+model's root and coarse spheres), which is what lets far pieces be long.
 """
 
 from __future__ import annotations
@@ -55,7 +65,8 @@ class MotionValidator:
 
     clearance (m): required along the motion outside the approaches; validity_margin (m): the
     least distance anywhere; resolution (m): the most any pair's distance can change between two
-    checked configurations of a piece; approach: fraction of the segments at each end where a
+    checked configurations of a piece where its ends' slack does not allow longer pieces (see the
+    module docstring); approach: fraction of the segments at each end where a
     start or goal closer than the clearance relaxes it to the validity margin.
     """
 
@@ -75,6 +86,9 @@ class MotionValidator:
         #: (J, K) how fast the sphere centres move per unit of each DOF (m per rad or per m): per
         #: link with spheres, a bound on all of its spheres' centres
         self.sphere_speed = _sphere_speed(checker.chain, checker.spheres)
+        #: (J, C) how fast each distance column (:meth:`_distance`) can change per unit of each DOF,
+        #: and (C,) int64 its track (0 world, 1 self)
+        self.column_speed, self.column_track = _column_speeds(checker, self.sphere_speed)
 
     def with_scene(self, scene) -> "MotionValidator":
         other = object.__new__(MotionValidator)
@@ -90,12 +104,24 @@ class MotionValidator:
         return ((end - start).abs() @ self.sphere_speed).amax(-1)
 
     def _distance(self, q: Tensor) -> Tensor:
-        """(n, J) -> (n, 2) world and self distances, exact below their thresholds."""
+        """(n, J) -> (n, C) distance columns, exact below their tracks' thresholds (else lower
+        bounds ≥ them, clamped to 1 km): a model with :meth:`distance_columns` (the tight one)
+        gives one per link (world) and one per self pair, each changing only as fast as its own
+        links move; else the world and the self distance, changing as fast as any sphere."""
+        C = self.column_track.shape[0]
         if not q.shape[0]:
-            return q.new_zeros(0, 2)
-        world, own = self.checker.world_and_self_distance(q, self.clearance + self.resolution,
-                                                          self.validity_margin + self.resolution)
-        return torch.stack((world, own), 1)
+            return q.new_zeros(0, C)
+        world_threshold, self_threshold = self.clearance + self.resolution, self.validity_margin + self.resolution
+        if hasattr(self.checker, "distance_columns"):
+            columns = self.checker.distance_columns(q, world_threshold, self_threshold)
+        else:
+            columns = torch.stack(self.checker.world_and_self_distance(q, world_threshold, self_threshold), 1)
+        return columns.clamp(max=1e3)
+
+    def _tracks(self, columns: Tensor) -> Tensor:
+        """(..., C) distance columns -> (..., 2) the least world and the least self one."""
+        world = self.column_track == 0
+        return torch.stack([_least(columns[..., world]), _least(columns[..., ~world])], -1)
 
     def _distance_until(self, q: Tensor, deadline: float) -> tuple[Tensor, int]:
         """(n, J) -> (n, 2) distances as :meth:`_distance` and how many rows were computed, none
@@ -117,7 +143,7 @@ class MotionValidator:
             parts.append(self._distance(q[done:done + size]))
             rate = (time.perf_counter() - now) / size
             done += size
-        parts.append(q.new_full((n - done, 2), math.inf))
+        parts.append(q.new_full((n - done, self.column_track.shape[0]), math.inf))
         return torch.cat(parts), done
 
     def requirements(self, waypoint_world: Tensor) -> Tensor:
@@ -149,7 +175,9 @@ class MotionValidator:
             positions = positions.unsqueeze(0)
         positions = positions.detach()
         N, T, J = positions.shape
-        waypoint = self._distance(positions.reshape(-1, J)).view(N, T, 2)
+        C = self.column_track.shape[0]
+        columns = self._distance(positions.reshape(-1, J)).view(N, T, C)
+        waypoint = self._tracks(columns)  # (N, T, 2)
         world_need = self.requirements(waypoint[..., 0])  # (N, T − 1)
         own_need = self.self_requirements(world_need)
         need = torch.stack((world_need, own_need), -1)  # (N, T − 1, 2)
@@ -157,31 +185,40 @@ class MotionValidator:
         at_waypoint[:, 0], at_waypoint[:, -1] = own_need[:, :1], own_need[:, -1:]  # an end: validity only
         waypoint_clear = (waypoint >= at_waypoint).all(-1)
         checked = N * T
-        rate = positions.new_tensor([1.0, 2.0])  # world pairs change by D, self pairs by 2D
+        track = self.column_track
         segment = torch.arange(N * (T - 1), device=positions.device)
         need = need.reshape(-1, 2)
         qa, qb = positions[:, :-1].reshape(-1, J), positions[:, 1:].reshape(-1, J)
-        da, db = waypoint[:, :-1].reshape(-1, 2), waypoint[:, 1:].reshape(-1, 2)
-        colliding = ((da < need) | (db < need)).any(-1)
+        da, db = columns[:, :-1].reshape(-1, C), columns[:, 1:].reshape(-1, C)
+        colliding = ((da < need[:, track]) | (db < need[:, track])).any(-1)
         bound = torch.full((N * (T - 1), 2), math.inf, dtype=positions.dtype, device=positions.device)
         undecided = torch.zeros_like(colliding)
         extra_q, extra_d, extra_motion = [], [], []
         cut = late = False
-        for level in range(self.refinements + 1):
-            change = self.sweep_bound(qa, qb).unsqueeze(-1) * rate  # (n, 2)
-            piece_bound = _piece_bound(da, db, change)  # (n, 2)
-            margin = (piece_bound - need[segment]).amin(-1)
+        finest = self.resolution / 4 ** max(self.refinements - 1, 0)  # a piece this short is not cut again
+        while True:
+            change = (qb - qa).abs() @ self.column_speed  # (n, C): how much each column can change
+            piece_bound = _piece_bound(da, db, change)  # (n, C)
+            piece_need = need[segment][:, track]
+            margin = (piece_bound - piece_need).amin(-1)
             short = (margin < 0) & ~colliding[segment]
-            if level == self.refinements or late or not bool(short.any()):
-                bound.scatter_reduce_(0, segment.unsqueeze(1).expand(-1, 2), piece_bound, "amin")
+            sweep = self.sweep_bound(qa, qb)
+            again = short & (sweep > finest * (1 + 1e-6)) if cut else short
+            if not self.refinements or late or not bool(again.any()):
+                bound.scatter_reduce_(0, segment.unsqueeze(1).expand(-1, 2), self._tracks(piece_bound), "amin")
                 undecided.index_fill_(0, segment[short], True)
                 break
-            done = (~short).nonzero().squeeze(1)
-            bound.scatter_reduce_(0, segment[done].unsqueeze(1).expand(-1, 2), piece_bound[done], "amin")
-            keep = short.nonzero().squeeze(1)
+            done = (~again).nonzero().squeeze(1)
+            bound.scatter_reduce_(0, segment[done].unsqueeze(1).expand(-1, 2), self._tracks(piece_bound[done]), "amin")
+            undecided.index_fill_(0, segment[short & ~again], True)
+            keep = again.nonzero().squeeze(1)
             segment, qa, qb, da, db = segment[keep], qa[keep], qb[keep], da[keep], db[keep]
-            if not cut:  # first cut: pieces small enough for the resolution
-                n = torch.ceil(self.sweep_bound(qa, qb) / self.resolution).clamp(2, self.max_substeps).to(torch.int64)
+            if not cut:  # first cut: each column's change within its ends' slack (a piece keeps its
+                # requirement if its inner distances stay within half the slack of its ends'), and
+                # no piece shorter than the resolution needs: ⌈sweep / resolution⌉ at most
+                slack = (torch.minimum(da, db) - piece_need[keep]).clamp(min=1e-9)
+                pieces = torch.minimum((change[keep] / slack).amax(-1), sweep[keep] / self.resolution)
+                n = torch.ceil(pieces).clamp(2, self.max_substeps).to(torch.int64)
                 cut = True
             else:
                 n = torch.full_like(segment, 4)
@@ -197,7 +234,7 @@ class MotionValidator:
             if reached < d_new.shape[0]:  # past the deadline: the rest stays undecided
                 late = True
                 undecided.index_fill_(0, owner[reached:], True)
-            colliding.index_fill_(0, owner[(d_new < need[owner]).any(-1)], True)
+            colliding.index_fill_(0, owner[(d_new < need[owner][:, track]).any(-1)], True)
             extra_q.append(new_a[interior])
             extra_d.append(d_new.amin(-1))
             extra_motion.append(owner // (T - 1))
@@ -229,30 +266,67 @@ class MotionValidator:
         return _pair_names(self.checker, q, self.clearance + self.resolution)
 
 
-#: spheres -> (chain, (J, K) speeds): derived once per robot model, not per plan (a Python loop over
-#: the spheres: ~0.3 s for the MBM Panda's 10,564 leaves)
+#: spheres -> (chain, (M, L) per moving joint and link the largest speed of its spheres' centres, (M, L)
+#: bool whether the joint moves the link): derived once per robot model, not per plan (a Python loop
+#: over the spheres: ~0.3 s for the MBM Panda's 10,564 leaves)
 _SPEEDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _sphere_speed(chain, spheres) -> Tensor:
+def _link_speeds(chain, spheres) -> tuple[Tensor, Tensor]:
     cached = _SPEEDS.get(spheres)
     if cached is not None and cached[0] is chain:
-        return cached[1]
-    rho, _ = sphere_speed_bounds(chain, spheres)  # (M, S)
-    # one column per link: the elementwise largest of its spheres'. Every use takes the largest
+        return cached[1], cached[2]
+    rho, moves = sphere_speed_bounds(chain, spheres)  # (M, S)
+    # per link: the elementwise largest of its spheres'. Every use takes the largest
     # Σ_j |Δq_j|·speed[j, s] over the spheres, which this bounds, and equals: a sphere's bound is
     # the same per link up to its centre's distance from the link origin (times the revolute
-    # joints' motion), so the sphere farthest out has the largest entries. (J, L) instead of
-    # (J, S): the tight model has ~10,000 leaves and the sweep bound ran once per check level.
+    # joints' motion), so the sphere farthest out has the largest entries.
     links = spheres.sphere_links.detach().cpu()
+    per_link = torch.zeros(rho.shape[0], chain.num_links, dtype=rho.dtype)
+    moved = torch.zeros(rho.shape[0], chain.num_links, dtype=torch.float64)
     if rho.shape[1]:
-        per_link = torch.zeros(rho.shape[0], int(links.max()) + 1, dtype=rho.dtype)
         per_link.scatter_reduce_(1, links.expand(rho.shape[0], -1), rho, "amax")
-        rho = per_link[:, torch.unique(links)]
+        moved.scatter_reduce_(1, links.expand(rho.shape[0], -1), moves.double(), "amax")
+    moved = moved > 0
+    _SPEEDS[spheres] = (chain, per_link, moved)
+    return per_link, moved
+
+
+def _sphere_speed(chain, spheres) -> Tensor:
+    """(J, K) per DOF and link with spheres (in link order) the largest speed of its centres."""
+    per_link, _ = _link_speeds(chain, spheres)
+    links = torch.unique(spheres.sphere_links.detach().cpu())
     per_dof = chain.joint_to_dof.detach().double().cpu().abs()  # (J, M)
-    speed = (per_dof @ rho).to(chain.device, chain.dtype)
-    _SPEEDS[spheres] = (chain, speed)
-    return speed
+    return (per_dof @ per_link[:, links]).to(chain.device, chain.dtype)
+
+
+def _column_speeds(checker, sphere_speed: Tensor) -> tuple[Tensor, Tensor]:
+    """(J, C) how fast each of :meth:`MotionValidator._distance`'s columns can change per unit of
+    each DOF, and (C,) each column's track (0 world, 1 self). A world column (one link's spheres
+    against the world) changes as fast as that link's spheres move; a self column (a pair of
+    links) only by the joints that move one link and not the other (a joint that moves both
+    moves them rigidly together: their distance stays), at the speed of the one it moves. Without
+    columns from the model: the world at the fastest sphere's speed, the self distance at twice it."""
+    device, dtype = sphere_speed.device, sphere_speed.dtype
+    if not hasattr(checker, "distance_columns"):
+        fastest = sphere_speed.amax(1) if sphere_speed.shape[1] else sphere_speed.new_zeros(sphere_speed.shape[0])
+        return torch.stack((fastest, 2 * fastest), 1), torch.tensor([0, 1], device=device)
+    chain = checker.chain
+    per_link, moved = _link_speeds(chain, checker.spheres)  # (M, L)
+    world_links, pair_links = checker.column_links
+    a, b = pair_links[:, 0], pair_links[:, 1]
+    relative = per_link[:, a] * (moved[:, a] & ~moved[:, b]) + per_link[:, b] * (moved[:, b] & ~moved[:, a])
+    per_dof = chain.joint_to_dof.detach().double().cpu().abs()  # (J, M)
+    speed = per_dof @ torch.cat((per_link[:, world_links], relative), 1)
+    track = torch.cat((torch.zeros(world_links.shape[0], dtype=torch.int64), torch.ones(a.shape[0], dtype=torch.int64)))
+    return speed.to(device, dtype), track.to(device)
+
+
+def _least(values: Tensor) -> Tensor:
+    """(..., k) -> (...,) the least of the last dimension (+inf where k = 0)."""
+    if values.shape[-1]:
+        return values.amin(-1)
+    return values.new_full(values.shape[:-1], math.inf)
 
 
 def _pair_names(checker, q: Tensor, threshold: float) -> tuple[tuple[str, str], ...]:
