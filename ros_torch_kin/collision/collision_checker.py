@@ -353,9 +353,47 @@ class CollisionChecker:
         )
 
     def min_distance(self, q: Tensor, threshold: float = math.inf) -> Tensor:
-        """(B, J) -> (B,) the smallest signed distance over all checked pairs (m; exact at any
-        threshold: the argument is for the interface :class:`TreeCollisionChecker` shares)."""
-        return self.distances(q).min_distance
+        """(B, J) -> (B,) the smallest signed distance over all checked pairs (m), exact below
+        ``threshold``, else a value ≥ it (the threshold itself where nothing was within it; +inf
+        where nothing is checked). On a CPU with a finite threshold the broad phase of
+        :meth:`in_collision` leaves out the blocks that cannot be within it; the GPU computes
+        every pair (no host synchronisation)."""
+        q = self._joint_positions(q)
+        if math.isinf(threshold) or self._broad is None or q.shape[0] < MIN_BROAD_PHASE:
+            return self.distances(q).min_distance
+        return torch.cat([self._minimum_broad(part, float(threshold)) for part in q.split(VERDICT_CHUNK)])
+
+    def _minimum_broad(self, q: Tensor, threshold: float) -> Tensor:
+        """(b, J) checked -> (b,) as :meth:`min_distance` below ``threshold``: the sphere-level
+        distances of the blocks whose link bounds are within it, as :meth:`_verdict_broad` picks them."""
+        broad = self._broad
+        world, centers = self._centers(q)  # (S, 3, b)
+        b = q.shape[0]
+        has = bool(self._packed.count) or bool(self.self_pairs.num_sphere_pairs)
+        minimum = q.new_full((b,), threshold if has and self.spheres.num_spheres else math.inf)
+        if not self.spheres.num_spheres or not b:
+            return minimum
+        link_centers = world_sphere_centers(world, broad.link_spheres)  # (Lk, 3, b)
+        bound = threshold + broad.slack
+        if broad.pair_a.numel():
+            p_index, j_index = self._near_link_pairs(link_centers, bound)
+            if p_index.numel():
+                ia, ib = broad.pair_sphere_a[p_index], broad.pair_sphere_b[p_index]  # (K, m)
+                jj = j_index.unsqueeze(1).expand_as(ia)
+                d, _ = sphere_sphere_distance(centers[ia, :, jj], self.spheres.radii[ia],
+                                              centers[ib, :, jj], self.spheres.radii[ib], False, dim=-1)
+                minimum.scatter_reduce_(0, j_index, d.amin(1), "amin")
+        points = link_centers.transpose(0, 1).reshape(3, -1)
+        for shapes in self._packed.shapes:
+            l_index, j_index = self._near_links(points, shapes, bound).nonzero(as_tuple=True)
+            if not l_index.numel():
+                continue
+            spheres = broad.link_sphere_table[l_index]  # (K, m)
+            sphere_points = centers[spheres, :, j_index.unsqueeze(1).expand_as(spheres)]  # (K, m, 3)
+            d, _ = point_distances(sphere_points.reshape(-1, 3).mT.contiguous(), shapes, False)
+            d = d.view(shapes.count, *spheres.shape).sub_(self.spheres.radii[spheres])
+            minimum.scatter_reduce_(0, j_index, d.amin(0).amin(1), "amin")
+        return minimum
 
     def clear(self, q: Tensor, threshold: float | Tensor) -> Tensor:
         """(B, J) -> (B,) bool: every checked pair is at least ``threshold`` (m; a float or one

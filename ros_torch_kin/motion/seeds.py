@@ -61,10 +61,11 @@ def rank_candidates(checker: CollisionChecker, candidates: Tensor, margin: float
                     length_weight: float = 1e-3) -> Tensor:
     """(P, C, T, J) candidates -> (P, keep, T, J): per problem the ``keep`` with the least
     collision depth (m, Σ over every other waypoint of max(0, margin − closest distance)), ties
-    broken by joint-path length (rad, times ``length_weight`` m/rad). One distance query for all."""
+    broken by joint-path length (rad, times ``length_weight`` m/rad). One distance query for all,
+    exact below the margin only (all the depth needs: the blocks beyond it are skipped)."""
     P, C, T, J = candidates.shape
     probe = candidates[:, :, 1::2]  # every other waypoint
-    distance = checker.distances(probe.reshape(-1, J)).min_distance.view(P, C, -1)
+    distance = checker.min_distance(probe.reshape(-1, J), margin).view(P, C, -1)
     depth = (margin - distance).clamp(min=0).sum(-1)
     length = (candidates[:, :, 1:] - candidates[:, :, :-1]).norm(dim=-1).sum(-1)
     order = (depth + length_weight * length).argsort(dim=1)[:, : min(keep, C)]
