@@ -191,7 +191,7 @@ class MotionValidator:
         qa, qb = positions[:, :-1].reshape(-1, J), positions[:, 1:].reshape(-1, J)
         da, db = columns[:, :-1].reshape(-1, C), columns[:, 1:].reshape(-1, C)
         colliding = ((da < need[:, track]) | (db < need[:, track])).any(-1)
-        bound = torch.full((N * (T - 1), 2), math.inf, dtype=positions.dtype, device=positions.device)
+        bound = torch.full((N * (T - 1), C), math.inf, dtype=positions.dtype, device=positions.device)  # per column
         undecided = torch.zeros_like(colliding)
         extra_q, extra_d, extra_motion = [], [], []
         cut = late = False
@@ -205,11 +205,11 @@ class MotionValidator:
             sweep = self.sweep_bound(qa, qb)
             again = short & (sweep > finest * (1 + 1e-6)) if cut else short
             if not self.refinements or late or not bool(again.any()):
-                bound.scatter_reduce_(0, segment.unsqueeze(1).expand(-1, 2), self._tracks(piece_bound), "amin")
+                bound.scatter_reduce_(0, segment.unsqueeze(1).expand(-1, C), piece_bound, "amin")
                 undecided.index_fill_(0, segment[short], True)
                 break
             done = (~again).nonzero().squeeze(1)
-            bound.scatter_reduce_(0, segment[done].unsqueeze(1).expand(-1, 2), self._tracks(piece_bound[done]), "amin")
+            bound.scatter_reduce_(0, segment[done].unsqueeze(1).expand(-1, C), piece_bound[done], "amin")
             undecided.index_fill_(0, segment[short & ~again], True)
             keep = again.nonzero().squeeze(1)
             segment, qa, qb, da, db = segment[keep], qa[keep], qb[keep], da[keep], db[keep]
@@ -252,8 +252,8 @@ class MotionValidator:
         all_motion = torch.cat([torch.arange(N, device=positions.device).repeat_interleave(T)] + extra_motion)
         min_distance = torch.full((N,), math.inf, dtype=positions.dtype, device=positions.device)
         min_distance.scatter_reduce_(0, all_motion, all_d, "amin")
-        clearance_bound = torch.minimum(bound.amin(-1).view(N, T - 1).amin(1), min_distance)
-        segments = torch.cat((bound.view(N, T - 1, 2), world_need.unsqueeze(-1)), -1)
+        clearance_bound = torch.minimum(_least(bound).view(N, T - 1).amin(1), min_distance)
+        segments = torch.cat((bound.view(N, T - 1, C), world_need.unsqueeze(-1)), -1)
         at = [int(((all_motion == n) & (all_d == min_distance[n])).nonzero()[0, 0]) for n in range(N)]
         closest = all_q[at]
         pairs = self.closest_pairs(closest) if names else ()

@@ -664,11 +664,11 @@ class _MotionChecks:
         self.clear = torch.zeros(P * S, dtype=torch.bool, device=device)
         self.min_distance = torch.full((P * S,), -math.inf, dtype=dtype, device=device)
         self.clearance_bound = torch.full((P * S,), -math.inf, dtype=dtype, device=device)
-        #: per row its last check's per-segment bounds (T − 1, 3) (MotionCheck.segments; −inf
+        #: per row its last check's per-segment bounds (T − 1, C + 1) (MotionCheck.segments; −inf
         #: where unchecked: no segment certified) and closest configuration (J,), named only for
         #: the rows returned (:meth:`closest_pairs`)
-        T, J = options.waypoints, chain.num_dofs
-        self.segments = torch.full((P * S, T - 1, 3), -math.inf, dtype=dtype, device=device)
+        T, J, C = options.waypoints, chain.num_dofs, motion.column_track.shape[0]
+        self.segments = torch.full((P * S, T - 1, C + 1), -math.inf, dtype=dtype, device=device)
         self.checked = torch.zeros(P * S, dtype=torch.bool, device=device)
         self.closest = torch.zeros(P * S, J, dtype=dtype, device=device)
         self.done = [False] * P

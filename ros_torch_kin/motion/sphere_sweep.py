@@ -63,9 +63,10 @@ class MotionCheck:
     the clearance; first_collision (N,) int64: the first segment (0 .. T − 2) not shown clear, −1
     if none; closest_pair: per motion, the names of the pair at min_distance — (link, obstacle id)
     or (link, link); checked (int): configurations whose distances were computed; segments
-    (N, T − 1, 3): per segment a lower bound of the world distance along it, one of the self
-    distance, and the world distance it was required to keep (m; the self requirement is the
-    validity margin), so that a curve near a segment can be shown clear without sampling it;
+    (N, T − 1, C + 1): per segment a lower bound along it of each of the validator's C distance
+    columns (``MotionValidator.column_track`` says which are world and which self distances), and
+    the world distance it was required to keep (m; the self requirement is the validity margin),
+    so that a curve near a segment can be shown clear without sampling it;
     closest_configuration (N, J): per motion the checked configuration at min_distance (where
     ``closest_pair`` names the pair); late: the check stopped at its deadline, so the pieces it
     did not reach are undecided (not clear).

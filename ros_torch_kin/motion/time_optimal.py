@@ -16,10 +16,10 @@ again with the planner's own :class:`~.checking.MotionValidator`:
 * the validator checks that polyline (every piece, its refinements, its approach rule on the
   original segments) with every requirement raised by twice that deviation (a self pair's two
   spheres both move): a polyline that passes keeps the planner's requirements along the curve.
-  This sampling is skipped where the waypoints' own check already shows it: a segment whose
-  checked world bound exceeds its requirement by the curve's largest sphere deviation from it
-  (one piece), and its self bound the validity margin by twice that, keeps the requirements as
-  it is and gets one piece and no requirement;
+  This sampling is skipped where the waypoints' own check already shows it: a segment each of
+  whose checked distance columns (one per link and per self pair with the tight model) exceeds
+  its requirement by how much the curve's deviation can change it (the deviation times the
+  column's own speed) keeps the requirements as it is and gets one piece and no requirement;
 * the curve must stay inside the position limits: a joint whose cubic would leave them (the
   optimiser holds waypoints on a limit, and a cubic through a plateau rings) is interpolated by
   the monotone PCHIP instead, which never leaves its waypoints' range (C¹: its acceleration steps
@@ -341,11 +341,11 @@ def retime(waypoints: Tensor, request: TimingRequest, validator=None,
     ``validator``: the planner's :class:`~.checking.MotionValidator` that checked the waypoints'
     polyline; the curve is checked again with it and, failing, the motion stops at every
     waypoint (see the module docstring). Without one the curve is not collision-checked.
-    ``segments`` (T − 1, 3): the validator's check of the waypoints' polyline, its per-segment
-    world and self bounds and world requirements (:class:`~.sphere_sweep.MotionCheck`): a
-    segment whose bounds exceed its requirements by the curve's deviation from it (twice that
-    for self pairs) is clear without sampling; only the pieces of the curve near the other
-    segments are sampled and checked. (The whole motion's ``clearance_bound`` is at most each of
+    ``segments`` (T − 1, C + 1): the validator's check of the waypoints' polyline, its
+    per-segment bounds of each distance column and world requirements
+    (:class:`~.sphere_sweep.MotionCheck`): a segment whose bounds exceed their requirements by
+    what the curve's deviation from it can change them is clear without sampling; only the
+    pieces of the curve near the other segments are sampled and checked. (The whole motion's ``clearance_bound`` is at most each of
     these bounds: a test on it would clear no segment that this one does not.) ``deadline``
     (``time.perf_counter()`` s): the curve's check starts no query block after it; a curve not
     shown clear by then is not followed either (the motion stops at every waypoint, on the
@@ -398,7 +398,7 @@ def _curve_ok(path: _Spline, request: TimingRequest, validator,
               segments: np.ndarray | None = None, deadline: float = math.inf) -> tuple[bool, str]:
     """Whether the spline keeps the position limits (within 2 µrad) and, with a validator, the
     polyline's collision requirements (see the module docstring); else why not. ``segments``
-    (T − 1, 3) or None: see :func:`retime`."""
+    (T − 1, C + 1) or None: see :func:`retime`."""
     bound = path.chord_deviation()  # (T − 1, J): one whole piece
     same_limits = path.within_limits and path.limits_are(request.lower, request.upper)
     if request.lower is not None and not same_limits:  # samples within 1e-6 of the limits, the curve within 1e-6 of its chords
@@ -412,9 +412,13 @@ def _curve_ok(path: _Spline, request: TimingRequest, validator,
     deviation = torch.as_tensor(bound).to(validator.sphere_speed)
     spread = validator.sweep_bound(torch.zeros_like(deviation), deviation).cpu().double().numpy()  # (T − 1,) m
     certified = np.zeros(len(spread), dtype=bool)
-    if segments is not None:  # the segments whose own bounds cover their curve's deviation
-        world, own, need = segments.T
-        certified = (world - spread >= need) & (own - 2 * spread >= validator.validity_margin)
+    track = validator.column_track.cpu().numpy()
+    if segments is not None and segments.shape[1] == len(track) + 1:
+        # the segments whose own bounds cover their curve's deviation, column by column (each
+        # distance column changes by at most the deviation times its own speed)
+        shift = (deviation @ validator.column_speed).cpu().double().numpy()  # (T − 1, C) m
+        need = np.where(track == 0, segments[:, -1:], validator.validity_margin)  # (T − 1, C)
+        certified = (segments[:, :-1] - shift >= need).all(1)
         if certified.all():
             return True, ""
     pieces, slack = _curve_pieces(spread, request.curve_tolerance, certified)
@@ -430,18 +434,18 @@ def _curve_ok(path: _Spline, request: TimingRequest, validator,
 
 
 def _merged_segments(segments: Tensor | None, original: np.ndarray) -> np.ndarray | None:
-    """A check's per-segment bounds (T − 1, 3) of the waypoints ``original`` (T, J) -> those of
+    """A check's per-segment bounds (T − 1, C + 1) of the waypoints ``original`` (T, J) -> those of
     the deduplicated waypoints (a segment's bounds: the least of the original segments it spans,
     its requirement the largest), or None when they do not match the waypoints."""
     if segments is None:
         return None
     values = segments.detach().to("cpu", torch.float64).numpy()
     kept = np.flatnonzero(_kept(original))
-    if values.shape != (original.shape[0] - 1, 3) or len(kept) < 2:
+    if values.ndim != 2 or values.shape[0] != original.shape[0] - 1 or values.shape[1] < 2 or len(kept) < 2:
         return None
     starts = kept[:-1]  # merged segment j spans the original segments starts[j] .. kept[j + 1] − 1
-    return np.stack([np.minimum.reduceat(values[:, 0], starts), np.minimum.reduceat(values[:, 1], starts),
-                     np.maximum.reduceat(values[:, 2], starts)], 1)
+    return np.concatenate([np.minimum.reduceat(values[:, :-1], starts, axis=0),
+                           np.maximum.reduceat(values[:, -1:], starts, axis=0)], 1)
 
 
 def _curve_pieces(spread: np.ndarray, tolerance: float, certified: np.ndarray | None = None,
@@ -711,7 +715,7 @@ def timed_trajectories(positions: Tensor, limits, options, validator=None, check
     (a :class:`~ros_torch_kin.optim.TrajectoryOptions`: time_parameterization, duration,
     control_period, sample_period, curve_tolerance) say; the curves of the problems where
     ``check`` (P,) bool is true (all, if None) are checked with ``validator``; ``segments``: per
-    problem its check's per-segment bounds (T − 1, 3) or None (see :func:`retime`); ``deadline``
+    problem its check's per-segment bounds (T − 1, C + 1) or None (see :func:`retime`); ``deadline``
     (``time.perf_counter()`` s, the planner's time budget): see :func:`retime`. Returns P
     :class:`TimedTrajectory`."""
     jerk = None
