@@ -438,3 +438,8 @@ def test_a_motion_check_by_columns_keeps_its_promises_under_dense_sampling(panda
     assert bool((verdict.clearance_bound.unsqueeze(1).expand_as(sampled)[exact] <= sampled[exact] + 1e-5).all())
     assert not bool((verdict.clear & (sampled < 0.01).any(1)).any())
     assert bool(verdict.clear.any()) and not bool(verdict.clear.all())
+    # (3) each motion's closest configuration is one of its checked configurations at min_distance
+    world, own = checker.world_and_self_distance(verdict.closest_configuration, 0.02, 0.02)
+    near = verdict.min_distance < 0.01
+    assert bool(near.any())
+    assert torch.allclose(torch.minimum(world, own)[near], verdict.min_distance[near], atol=1e-6)

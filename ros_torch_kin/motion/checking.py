@@ -254,8 +254,11 @@ class MotionValidator:
         min_distance.scatter_reduce_(0, all_motion, all_d, "amin")
         clearance_bound = torch.minimum(_least(bound).view(N, T - 1).amin(1), min_distance)
         segments = torch.cat((bound.view(N, T - 1, C), world_need.unsqueeze(-1)), -1)
-        at = [int(((all_motion == n) & (all_d == min_distance[n])).nonzero()[0, 0]) for n in range(N)]
-        closest = all_q[at]
+        # per motion its first checked configuration at min_distance (one scatter: no loop, no host read)
+        order = torch.arange(all_d.shape[0], device=positions.device)
+        at = torch.full((N,), all_d.shape[0], dtype=torch.int64, device=positions.device)
+        at.scatter_reduce_(0, all_motion, torch.where(all_d == min_distance[all_motion], order, all_d.shape[0]), "amin")
+        closest = all_q[at.clamp(max=all_d.shape[0] - 1)]
         pairs = self.closest_pairs(closest) if names else ()
         return MotionCheck(clear, min_distance, clearance_bound, waypoint_clear, first_collision, pairs, checked,
                            segments, closest, late)
