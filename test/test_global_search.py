@@ -337,3 +337,50 @@ def test_arm_gets_out_of_a_box_open_on_one_side(arm7: Chain, arm_in_a_box, dtype
     assert not bool(checker.in_collision(fine).any())
     assert bool(motion.check(path.double()).clear[0])
     assert result.checks > 0 and 0 < calls[0] <= result.checks
+
+
+#: a slot open at its top (x in [0.46, 0.54], from y = 0.2 up), the goal at its bottom: from the
+#: goal, few random extensions are free
+SLOT = [((0.40, 0.15), (0.46, 0.9)), ((0.54, 0.15), (0.60, 0.9)), ((0.40, 0.15), (0.60, 0.2))]
+
+
+def up_the_slot(roots: torch.Tensor) -> torch.Tensor:
+    """An escape: 12 steps of 0.06 straight up from each root (y clamped to 1: the last rows repeat)."""
+    steps = torch.arange(13, dtype=roots.dtype).view(1, -1, 1) * torch.tensor([0.0, 0.06], dtype=roots.dtype)
+    return torch.minimum(roots.unsqueeze(1) + steps, torch.ones(2, dtype=roots.dtype))
+
+
+def test_escapes_join_a_tree_up_to_their_first_invalid_edge():
+    from ros_torch_kin.motion.global_search import _grow_escapes, _Tree, _Validity
+
+    wall = Counted([((0.0, 0.58), (1.0, 0.65))])  # across the square: the escape crosses it
+    roots = torch.tensor([[0.5, 0.3], [0.2, 0.95]], dtype=torch.float64)
+    tree = _Tree(roots, 16)
+    _grow_escapes(_Validity(wall), tree, up_the_slot, 0.02, *square(torch.float64))
+    assert tree.escaped
+    added = tree.nodes[tree.roots:tree.size]
+    # the first root: 0.36, 0.42, 0.48, 0.54 below the wall (0.60 is in it), nothing beyond;
+    # the second: 1.0 once (then its escape repeats its end: nothing more)
+    assert torch.allclose(added[:, 1].sort().values, torch.tensor([0.36, 0.42, 0.48, 0.54, 1.0], dtype=torch.float64))
+    # each joins its own chain: the parent of a node is the one before it (the root for the first)
+    for i in range(tree.roots, tree.size):
+        parent = int(tree.parent[i])
+        assert tree.nodes[parent, 0] == tree.nodes[i, 0] and tree.nodes[parent, 1] < tree.nodes[i, 1]
+        assert math.isclose(float(tree.cost[i]), float(tree.cost[parent] + (tree.nodes[i] - tree.nodes[parent]).norm()))
+
+
+def test_a_tree_in_a_pocket_gets_its_roots_escapes_once():
+    options = GlobalSearchOptions(time_budget=10.0, max_nodes=400)
+    valid = Counted(SLOT, margin=options.edge_resolution / 2)
+    start = torch.tensor([0.1, 0.5], dtype=torch.float64)
+    goal = torch.tensor([[0.5, 0.25]], dtype=torch.float64)
+    calls = []
+
+    def escapes(roots):
+        calls.append(roots.clone())
+        return up_the_slot(roots)
+
+    result = search_path(valid, start, goal, *square(torch.float64), options, escapes=escapes)
+    assert_valid_path(result, start, goal, Counted(SLOT), options)
+    assert len(calls) == 1 and torch.equal(calls[0], goal)  # the goal's tree, stuck in the slot; not the start's
+    assert bool((result.path[:, 1] > 0.9).any()), "out of the slot's top"

@@ -204,3 +204,24 @@ def test_a_refused_goal_costs_no_motion_check(arm):
                               options=TrajectoryOptions(time_budget=5.0))
     assert not bool(result.success[0]) and result.failure[0].startswith("goal in collision: tool0"), result.failure
     assert slow.asked == 0
+
+
+def test_escape_paths_step_away_from_what_is_near(arm):
+    """The global search's escapes (planner._escape_paths): from a configuration 5 mm from a
+    ball, steps of at most ESCAPE_STEP (max-norm) within the limits down the cost model's penalty
+    at ESCAPE_MARGIN, which falls; from a configuration with nothing that near, no step."""
+    from ros_torch_kin.motion.planner import ESCAPE_MARGIN, ESCAPE_STEP, ESCAPE_STEPS, _escape_paths
+
+    chain, checker = arm
+    start = torch.tensor(ARM_START, dtype=chain.dtype)
+    near = checker.with_scene(Scene([ball_beside_the_last_link(chain, checker, start, 0.005)]))
+    lower, upper = chain.lower_limits, chain.upper_limits
+    path = _escape_paths(near, lower, upper, start.unsqueeze(0))
+    assert path.shape == (1, ESCAPE_STEPS + 1, chain.num_dofs) and torch.equal(path[0, 0], start)
+    assert bool(((path[0, 1:] - path[0, :-1]).abs().amax(-1) <= ESCAPE_STEP + 1e-12).all())
+    assert bool(((path >= lower) & (path <= upper)).all())
+    before, after = (float(near.penalty(q.unsqueeze(0), ESCAPE_MARGIN)[0]) for q in (path[0, 0], path[0, -1]))
+    assert before > 0 and after < 0.5 * before
+    far = checker.with_scene(Scene())
+    still = _escape_paths(far.without_self_pairs(), lower, upper, start.unsqueeze(0))
+    assert torch.equal(still[0, -1], start)

@@ -42,6 +42,12 @@ it needs) and the other is its target:
    the edge) closes the path. Where only the first step is valid, its end joins the other tree
    (RRT-Connect's greedy connect, one step per round).
 
+Pockets. A tree whose round finds fewer than ``ESCAPE_BELOW`` of its extensions free has its
+roots in a pocket (a goal deep in a shelf, a robot tucked against itself: few long edges out are
+free). Where the caller gives ``escapes`` (a path from each root away from the obstacles, e.g.
+down a clearance cost's gradient: the planner's), that tree then grows, once, each root's escape
+up to its first invalid edge, checked in one batch like the round's edges.
+
 The tree path is then shortened by :func:`shortcut_path`. Before searching: the start and the
 goals are checked (refused, without search, when the start or every goal is invalid), a goal
 equal to the start is returned as is, and if a straight edge from the start to a goal is valid
@@ -65,6 +71,10 @@ import torch
 from torch import Tensor
 
 Valid = Callable[[Tensor], Tensor]
+
+#: A tree whose round finds fewer than this fraction of its extensions free is in a pocket: its
+#: roots' escapes are tried (once), where ``search_path`` is given them.
+ESCAPE_BELOW = 0.1
 
 
 @dataclass(frozen=True)
@@ -261,6 +271,7 @@ class _Tree:
         self.parent = torch.full((capacity,), -1, dtype=torch.int64, device=roots.device)
         self.cost = roots.new_zeros(capacity)
         self.size = self.roots = R
+        self.escaped = False  # its roots' escapes were tried (search_path's ``escapes``)
 
     def nearest(self, q: Tensor) -> tuple[Tensor, Tensor]:
         """(B, J) -> index (B,) and Euclidean distance (B,) of each one's nearest node."""
@@ -323,16 +334,20 @@ def _inputs(start: Tensor, goals: Tensor, lower, upper) -> tuple[Tensor, Tensor,
 
 # --------------------------------------------------------------------------------------- search
 def search_path(valid: Valid, start: Tensor, goals: Tensor, lower: Tensor, upper: Tensor,
-                options: GlobalSearchOptions = GlobalSearchOptions(), deadline: float | None = None
-                ) -> GlobalSearchResult:
+                options: GlobalSearchOptions = GlobalSearchOptions(), deadline: float | None = None,
+                escapes: Callable[[Tensor], Tensor] | None = None) -> GlobalSearchResult:
     """A collision-free joint path from ``start`` (J,) to one of ``goals`` (G, J) within
     [lower, upper] (J,) each (finite; rad or m), by batched bidirectional RRT-Connect and
     shortcuts (see the module docstring).
 
     valid: (N, J) -> (N,) bool, True = collision-free. deadline: a ``time.perf_counter()`` value;
     the call returns by ``min(deadline, entry + options.time_budget)`` (plus the time of the
-    last non-``valid`` work, a few ms). Returns a :class:`GlobalSearchResult`; raises ValueError
-    for inconsistent shapes or limits.
+    last non-``valid`` work, a few ms). escapes (optional): roots (R, J) -> (R, K, J) a path
+    from each root (its first row) away from the obstacles, unchecked (e.g. down the gradient
+    of a clearance cost): a tree whose round finds fewer than ESCAPE_BELOW of its extensions
+    free (its roots in a pocket: a goal deep in a shelf) gets, once, the checked prefix of its
+    roots' escapes. Returns a :class:`GlobalSearchResult`; raises ValueError for inconsistent shapes or
+    limits.
     """
     began = time.perf_counter()
     stop_at = began + options.time_budget if deadline is None else min(deadline, began + options.time_budget)
@@ -400,6 +415,8 @@ def search_path(valid: Valid, start: Tensor, goals: Tensor, lower: Tensor, upper
                 new, near = new[distinct], near[distinct]
             # 3. all the round's edges in one batched check; the valid ones add their end
             ok = _check_edges(check, grow.nodes[near], new, resolution, skip_start=True)
+            if escapes is not None and not grow.escaped and int(ok.sum()) < ESCAPE_BELOW * ok.shape[0]:
+                _grow_escapes(check, grow, escapes, resolution, lower, upper)  # a tree in a pocket, once
             new, near = new[ok], near[ok]
             room = options.max_nodes - sum(tree.size for tree in trees)
             new, near = new[:room], near[:room]
@@ -436,6 +453,31 @@ def search_path(valid: Valid, start: Tensor, goals: Tensor, lower: Tensor, upper
     except _OutOfTime:
         return result(None, "time_budget")
     return result(_shortcut(check, path, options, generator), "connected")
+
+
+def _grow_escapes(check: _Validity, tree: _Tree, escapes: Callable[[Tensor], Tensor], resolution: float,
+                  lower: Tensor, upper: Tensor) -> None:
+    """The tree's roots' escapes (``escapes(roots)`` (R, K, J), first row the root), clamped into
+    the limits and checked edge by edge in one batch; every root's escape up to its first
+    invalid edge joins the tree, node by node. Done once per tree (``tree.escaped``)."""
+    tree.escaped = True
+    roots = tree.nodes[:tree.roots]
+    path = escapes(roots)
+    if path.dim() != 3 or path.shape[0] != roots.shape[0] or path.shape[2] != roots.shape[1]:
+        raise ValueError(f"escapes must return (R, K, J) paths for R = {roots.shape[0]} roots, got {tuple(path.shape)}")
+    path = torch.minimum(torch.maximum(path.to(roots), lower), upper)
+    R, K, J = path.shape
+    if K < 2:
+        return
+    free = _check_edges(check, path[:, :-1].reshape(-1, J), path[:, 1:].reshape(-1, J), resolution, skip_start=True)
+    moved = (path[:, 1:] - path[:, :-1]).abs().amax(-1) > 0  # an escape that stopped repeats its end
+    prefix = (free.view(R, K - 1) & moved).to(torch.int64).cumprod(1).to(torch.bool)  # up to the first invalid edge
+    parent = torch.arange(R, device=path.device)
+    for k in range(K - 1):
+        rows = prefix[:, k].nonzero().squeeze(1)
+        if not rows.numel():
+            break
+        parent[rows] = tree.add(path[rows, k + 1], parent[rows])
 
 
 # ------------------------------------------------------------------------------------ shortcuts

@@ -42,6 +42,7 @@ With a ``collision`` model (collision-aware motion generation; the verdict: a
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -248,7 +249,7 @@ def solve_trajectory(
         timings["checking"] += time.perf_counter() - moment
         if options.global_search > 0 and not checks.all_done(failure):
             x = _global_seeds(chain, problem, options, limits, collision, goals, valid, x, checks, failure,
-                              started, S, timings)
+                              started, S, timings, cost_checker)
     moment = time.perf_counter()
     stopped, iteration, quiet = "max_iterations", 0, 0
     step_time = 0.0  # the last line search's time: an iteration that cannot end by the deadline is not begun
@@ -554,16 +555,35 @@ def _collision_goals(chain, problem, options, limits, collision, cost_checker, f
 
 #: How much farther (m) than the check requires the global search keeps its configurations.
 SEARCH_MARGIN = 0.004
+#: A search's roots' escapes (:func:`_escape_paths`): steps, each step's length (rad, max-norm
+#: over joints), and the clearance (m) whose penalty they descend.
+ESCAPE_STEPS, ESCAPE_STEP, ESCAPE_MARGIN = 12, 0.06, 0.08
+
+
+def _escape_paths(cost_checker, lower: Tensor, upper: Tensor, roots: Tensor) -> Tensor:
+    """(R, J) -> (R, ESCAPE_STEPS + 1, J): from each root, steps of ESCAPE_STEP (max-norm) down
+    the gradient of the cost model's penalty at ESCAPE_MARGIN (away from what is near), within
+    [lower, upper]; a path whose penalty is zero (nothing that near) stops there (its last row
+    repeats). Unchecked: the search checks them (:func:`~.global_search.search_path`)."""
+    q, path = roots, [roots]
+    for _ in range(ESCAPE_STEPS):
+        _, gradient = cost_checker.penalty(q, ESCAPE_MARGIN)
+        size = gradient.abs().amax(-1, keepdim=True)
+        step = torch.where(size > 0, ESCAPE_STEP * gradient / size.clamp_min(torch.finfo(q.dtype).tiny), 0.0)
+        q = torch.minimum(torch.maximum(q - step, lower), upper)
+        path.append(q)
+    return torch.stack(path, 1)
 
 
 def _global_seeds(chain, problem, options, limits, collision, goals: Tensor, valid: Tensor, x: Tensor, checks,
-                  failure: list[str], started: float, S: int, timings: dict) -> Tensor:
+                  failure: list[str], started: float, S: int, timings: dict, cost_checker=None) -> Tensor:
     """For each open problem, a global search (:func:`~ros_torch_kin.motion.global_search.search_path`)
     from its start to its valid goals on the verdict model; a path found replaces the seed of
     highest collision cost and is checked at once (it often passes as it is). Configurations keep
     the required clearance plus :data:`SEARCH_MARGIN`, except within ``near`` rad (max-norm) of
     a start or goal that is itself closer (a grasp's): there half that end's own distance, never
-    below the validity margin."""
+    below the validity margin. ``cost_checker`` (the cost model): each search's trees start with
+    their roots' escapes down its clearance gradient (:func:`_escape_paths`)."""
     P = problem.start.shape[0]
     # the path's configurations keep a little more than the check requires (they are checked
     # 0.01 rad apart; the check covers everything in between), and the clearance where they can
@@ -589,7 +609,8 @@ def _global_seeds(chain, problem, options, limits, collision, goals: Tensor, val
 
         search = GlobalSearchOptions(time_budget=options.global_search * remaining, step=options.search_step,
                                      edge_resolution=options.search_resolution, random_seed=options.random_seed)
-        found = search_path(free, problem.start[p], ends[1:], lower, upper, search)
+        escapes = None if cost_checker is None else functools.partial(_escape_paths, cost_checker, lower, upper)
+        found = search_path(free, problem.start[p], ends[1:], lower, upper, search, escapes=escapes)
         timings["global_search"] += time.perf_counter() - moment
         if not found.found:
             continue
