@@ -253,34 +253,7 @@ class CollisionChecker:
         """(b, J) checked -> (b,) bool, CPU: link bounding spheres first; the sphere-level
         distances (computed as in :meth:`_minimum`) only for the (configuration, link pair) and
         (configuration, link, obstacle kind) blocks that the bounds cannot rule out."""
-        broad, margin = self._broad, self.margin
-        world, centers = self._centers(q)  # (S, 3, b)
-        b = q.shape[0]
-        hit = torch.zeros(b, dtype=torch.bool, device=q.device)
-        if not self.spheres.num_spheres or not b:
-            return hit
-        link_centers = world_sphere_centers(world, broad.link_spheres)  # (Lk, 3, b)
-        threshold = margin + broad.slack
-        if broad.pair_a.numel():
-            p_index, j_index = self._near_link_pairs(link_centers, threshold)
-            if p_index.numel():
-                ia, ib = broad.pair_sphere_a[p_index], broad.pair_sphere_b[p_index]  # (K, m)
-                jj = j_index.unsqueeze(1).expand_as(ia)
-                d, _ = sphere_sphere_distance(centers[ia, :, jj], self.spheres.radii[ia],
-                                              centers[ib, :, jj], self.spheres.radii[ib], False, dim=-1)
-                hit[j_index[(d < margin).any(1)]] = True
-        points = link_centers.transpose(0, 1).reshape(3, -1)
-        for shapes in self._packed.shapes:
-            near = self._near_links(points, shapes, threshold)  # (Lk, b)
-            l_index, j_index = (near & ~hit).nonzero(as_tuple=True)
-            if not l_index.numel():
-                continue
-            spheres = broad.link_sphere_table[l_index]  # (K, m)
-            sphere_points = centers[spheres, :, j_index.unsqueeze(1).expand_as(spheres)]  # (K, m, 3)
-            d, _ = point_distances(sphere_points.reshape(-1, 3).mT.contiguous(), shapes, False)
-            d = d.view(shapes.count, *spheres.shape).sub_(self.spheres.radii[spheres])
-            hit[j_index[(d < margin).any(0).any(1)]] = True
-        return hit
+        return self._minimum_broad(q, self.margin, decide=True) < self.margin
 
     def _near_link_pairs(self, link_centers: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
         """(Lk, 3, b) link bounding-sphere centres -> (link pair, configuration) indices whose
@@ -363,9 +336,10 @@ class CollisionChecker:
             return self.distances(q).min_distance
         return torch.cat([self._minimum_broad(part, float(threshold)) for part in q.split(VERDICT_CHUNK)])
 
-    def _minimum_broad(self, q: Tensor, threshold: float) -> Tensor:
+    def _minimum_broad(self, q: Tensor, threshold: float, decide: bool = False) -> Tensor:
         """(b, J) checked -> (b,) as :meth:`min_distance` below ``threshold``: the sphere-level
-        distances of the blocks whose link bounds are within it, as :meth:`_verdict_broad` picks them."""
+        distances of the blocks whose link bounds are within it. ``decide``: the verdict alone
+        (a configuration already below the threshold by its self pairs skips its world blocks)."""
         broad = self._broad
         world, centers = self._centers(q)  # (S, 3, b)
         b = q.shape[0]
@@ -385,7 +359,10 @@ class CollisionChecker:
                 minimum.scatter_reduce_(0, j_index, d.amin(1), "amin")
         points = link_centers.transpose(0, 1).reshape(3, -1)
         for shapes in self._packed.shapes:
-            l_index, j_index = self._near_links(points, shapes, bound).nonzero(as_tuple=True)
+            near = self._near_links(points, shapes, bound)  # (Lk, b)
+            if decide:
+                near &= minimum >= threshold
+            l_index, j_index = near.nonzero(as_tuple=True)
             if not l_index.numel():
                 continue
             spheres = broad.link_sphere_table[l_index]  # (K, m)
