@@ -443,3 +443,25 @@ def test_a_motion_check_by_columns_keeps_its_promises_under_dense_sampling(panda
     near = verdict.min_distance < 0.01
     assert bool(near.any())
     assert torch.allclose(torch.minimum(world, own)[near], verdict.min_distance[near], atol=1e-6)
+
+
+def test_a_motion_check_with_a_large_clearance_asks_the_world_and_self_minima():
+    """Above COLUMNS_UP_TO the check does not ask for columns (every block within the threshold
+    would be descended: no branch and bound), but for the world and self minima, whose speeds
+    are the fastest sphere's and twice it."""
+    from ros_torch_kin.motion.checking import COLUMNS_UP_TO, MotionValidator
+
+    class Columns:
+        chain, spheres = None, None
+
+        def distance_columns(self, q, world, own):
+            raise AssertionError("not asked above COLUMNS_UP_TO")
+
+    urdf = (Path(__file__).resolve().parents[1] / "ros_torch_kin" / "robots" / "arm7.urdf").read_text()
+    chain = Chain.from_urdf(urdf, device="cpu", dtype=torch.float64)
+    spheres = robot_spheres_from_urdf(urdf, chain)
+    fake = Columns()
+    fake.chain, fake.spheres = chain, spheres
+    wide = MotionValidator(fake, clearance=COLUMNS_UP_TO, resolution=0.004)
+    assert not wide._by_column and wide.column_track.tolist() == [0, 1]
+    assert torch.allclose(wide.column_speed[:, 1], 2 * wide.column_speed[:, 0])

@@ -51,6 +51,10 @@ from torch import Tensor
 
 from .sphere_sweep import MotionCheck, sphere_speed_bounds
 
+#: The largest threshold (m; the requirement plus the resolution) at which a check asks its model
+#: for distance columns: the tight model's, as its branch and bound begins
+#: (:data:`~ros_torch_kin.collision.tree_checker.NEAREST_ABOVE`); above it, the world and self minima.
+COLUMNS_UP_TO = 0.05
 #: Configurations per distance query of a check with a deadline (:meth:`MotionValidator.check`):
 #: the most a check can run past it (on the MBM UR5, ~170 µs a configuration: ~45 ms).
 DEADLINE_BLOCK = 256
@@ -86,9 +90,13 @@ class MotionValidator:
         #: (J, K) how fast the sphere centres move per unit of each DOF (m per rad or per m): per
         #: link with spheres, a bound on all of its spheres' centres
         self.sphere_speed = _sphere_speed(checker.chain, checker.spheres)
+        #: distances by column (:meth:`_distance`): where the model has them and the thresholds are
+        #: within COLUMNS_UP_TO (above it the model's branch and bound keeps the memory bounded)
+        self._by_column = (hasattr(checker, "distance_columns")
+                           and self.clearance + self.resolution <= COLUMNS_UP_TO)
         #: (J, C) how fast each distance column (:meth:`_distance`) can change per unit of each DOF,
         #: and (C,) int64 its track (0 world, 1 self)
-        self.column_speed, self.column_track = _column_speeds(checker, self.sphere_speed)
+        self.column_speed, self.column_track = _column_speeds(checker, self.sphere_speed, self._by_column)
 
     def with_scene(self, scene) -> "MotionValidator":
         other = object.__new__(MotionValidator)
@@ -101,7 +109,7 @@ class MotionValidator:
         distance changes by at most D, a self distance by at most 2D."""
         if not self.sphere_speed.shape[1]:
             return start.new_zeros(start.shape[:-1])
-        return ((end - start).abs() @ self.sphere_speed).amax(-1)
+        return _moved((end - start).abs(), self.sphere_speed).amax(-1)
 
     def _distance(self, q: Tensor) -> Tensor:
         """(n, J) -> (n, C) distance columns, exact below their tracks' thresholds (else lower
@@ -112,7 +120,7 @@ class MotionValidator:
         if not q.shape[0]:
             return q.new_zeros(0, C)
         world_threshold, self_threshold = self.clearance + self.resolution, self.validity_margin + self.resolution
-        if hasattr(self.checker, "distance_columns"):
+        if self._by_column:
             columns = self.checker.distance_columns(q, world_threshold, self_threshold)
         else:
             columns = torch.stack(self.checker.world_and_self_distance(q, world_threshold, self_threshold), 1)
@@ -197,7 +205,7 @@ class MotionValidator:
         cut = late = False
         finest = self.resolution / 4 ** max(self.refinements - 1, 0)  # a piece this short is not cut again
         while True:
-            change = (qb - qa).abs() @ self.column_speed  # (n, C): how much each column can change
+            change = _moved((qb - qa).abs(), self.column_speed)  # (n, C): how much each column can change
             piece_bound = _piece_bound(da, db, change)  # (n, C)
             piece_need = need[segment][:, track]
             margin = (piece_bound - piece_need).amin(-1)
@@ -303,15 +311,22 @@ def _sphere_speed(chain, spheres) -> Tensor:
     return (per_dof @ per_link[:, links]).to(chain.device, chain.dtype)
 
 
-def _column_speeds(checker, sphere_speed: Tensor) -> tuple[Tensor, Tensor]:
+def _moved(displacement: Tensor, speed: Tensor) -> Tensor:
+    """(..., J) |Δq| @ (J, K) speeds -> (..., K), +inf where an unbounded speed (a prismatic joint
+    without limits between) meets no displacement (0·inf, NaN, would certify anything)."""
+    return torch.nan_to_num(displacement @ speed, nan=math.inf)
+
+
+def _column_speeds(checker, sphere_speed: Tensor, by_column: bool = True) -> tuple[Tensor, Tensor]:
     """(J, C) how fast each of :meth:`MotionValidator._distance`'s columns can change per unit of
     each DOF, and (C,) each column's track (0 world, 1 self). A world column (one link's spheres
     against the world) changes as fast as that link's spheres move; a self column (a pair of
     links) only by the joints that move one link and not the other (a joint that moves both
-    moves them rigidly together: their distance stays), at the speed of the one it moves. Without
-    columns from the model: the world at the fastest sphere's speed, the self distance at twice it."""
+    moves them rigidly together: their distance stays), at the speed of the one it moves. Not
+    ``by_column`` (a model without columns, or thresholds above COLUMNS_UP_TO): two columns, the
+    world at the fastest sphere's speed and the self distance at twice it."""
     device, dtype = sphere_speed.device, sphere_speed.dtype
-    if not hasattr(checker, "distance_columns"):
+    if not by_column:
         fastest = sphere_speed.amax(1) if sphere_speed.shape[1] else sphere_speed.new_zeros(sphere_speed.shape[0])
         return torch.stack((fastest, 2 * fastest), 1), torch.tensor([0, 1], device=device)
     chain = checker.chain
