@@ -34,7 +34,7 @@ if str(REPO) not in sys.path:  # measure this checkout's ros_torch_kin (the comm
     sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mbm_problems import FAMILIES, ROBOTS, load_problems, mbm_reference, mbm_resources, srdf_text, urdf_text  # noqa: E402
-from report import commit, machine, stamp, versions, write_section  # noqa: E402
+from report import commit, machine, speed_probe, stamp, versions, write_section  # noqa: E402
 
 from ros_torch_kin.collision import TreeSettings, robot_collision_model_from_urdf  # noqa: E402
 from ros_torch_kin.kinematics import Chain  # noqa: E402
@@ -72,7 +72,7 @@ def build_planner_models(urdf: str, srdf: str, search_dirs, tight_slack: float =
 
 def run(args):
     torch.set_num_threads(args.threads)
-    loads = [os.getloadavg()[0]]
+    loads, probes = [os.getloadavg()[0]], [speed_probe()]
     began = time.perf_counter()
     robot = ROBOTS[args.robot]
     problems = load_problems(args.families, args.limit, robot)
@@ -126,12 +126,22 @@ def run(args):
               f"colliding successes {sum(r['hit'] for r in done)}, refusals "
               f"{', '.join(f'{k} ×{v}' for k, v in failures(done)) or 'none'}", flush=True)
     loads.append(os.getloadavg()[0])
-    info = dict(load_time=load_time, reference_time=reference_time, loads=loads, problems=len(problems),
+    probes.append(speed_probe())
+    info = dict(load_time=load_time, reference_time=reference_time, loads=loads, probes=probes, problems=len(problems),
                 clearance=options.clearance, stamp=stamp(), machine=machine(), versions=versions(), commit=commit(),
                 threads=args.threads, limit=args.limit, exact_step=args.exact_step,
                 tight_slack=args.tight_slack, robot=robot.name, build_time=build_time,
                 search=(options.search_step, options.search_resolution))
     return rows, info
+
+
+def _probes(info) -> str:
+    """The machine's speed probe at the start and end (report.speed_probe), where the run has it."""
+    probes = info.get("probes")
+    if not probes:
+        return ""
+    return (f"; speed probe at start / end {probes[0]:.1f} / {probes[1]:.1f} µs per small torch operation "
+            f"(one thread; `bench/report.py` speed_probe: the per-call times scale with it)")
 
 
 def _search_note(info) -> str:
@@ -204,7 +214,7 @@ def markdown(rows, info) -> str:
         f"## MotionBenchMaker problems, {ROBOT_TITLES[robot]} (`{' '.join(command)}`)",
         "",
         f"{info['stamp']}; {info['machine']}; {info['versions']}; load average (1 min) at start / end "
-        f"{loads[0]:.1f} / {loads[1]:.1f} (shared machine); torch threads {info['threads']}, float32, CPU.",
+        f"{loads[0]:.1f} / {loads[1]:.1f} (shared machine){_probes(info)}; torch threads {info['threads']}, float32, CPU.",
         "",
         (f"The public MotionBenchMaker problems for the Franka Panda as VAMP 0.6.4's sdist ships them "
          f"(`bench/mbm_problems.py`; MoveIt scene + request YAML, fingers fixed 0.065 m open): {subset}. " if panda else

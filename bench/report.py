@@ -10,6 +10,7 @@ import platform
 import re
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -36,6 +37,24 @@ def cpu_model() -> str:
 def machine() -> str:
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
     return f"{cpu_model()}, {os.cpu_count()} cores{gpu}, {platform.system()} {platform.release()}"
+
+
+def speed_probe(seconds: float = 0.5) -> float:
+    """µs per small torch operation on one thread (a fixed mix: a batched product, a distance
+    table and a minimum over 16 × 4 points, as a small verdict's levels do them): the speed of
+    this shared machine now, which changes with what else runs on its host (its load average does
+    not show that). Benchmarks whose figures are per-call costs report it at their start and end."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a, r = torch.rand(16, 4, 3), torch.rand(16, 3, 3)
+        count, began = 0, time.perf_counter()
+        while time.perf_counter() - began < seconds:
+            torch.cdist(torch.bmm(a, r), a).amin(-1)
+            count += 3
+        return 1e6 * (time.perf_counter() - began) / count
+    finally:
+        torch.set_num_threads(threads)
 
 
 def commit() -> str:
