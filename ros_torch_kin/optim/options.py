@@ -64,8 +64,9 @@ class TrajectoryOptions:
     #: distance (m) every sphere of the robot keeps from the obstacles and from the spheres of
     #: the link pairs checked for self collision, at every waypoint and along every segment
     clearance: float = 0.01
-    #: the most (m) a sphere centre moves between two checked configurations of a segment
-    #: whose end points alone do not prove it clear (see :mod:`ros_torch_kin.motion.checking`)
+    #: the finest first cut (m of sphere motion) of a segment whose end points alone do not prove
+    #: it clear: its pieces are longer where its ends' slack allows, and pieces still short are
+    #: cut again (see :mod:`ros_torch_kin.motion.checking`)
     check_resolution: float = 0.01
     #: the collision cost acts from ``clearance + cost_margin`` (m) on, so the optimised motion
     #: keeps a little more than the clearance the check requires
