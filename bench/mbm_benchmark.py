@@ -34,7 +34,7 @@ if str(REPO) not in sys.path:  # measure this checkout's ros_torch_kin (the comm
     sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mbm_problems import FAMILIES, ROBOTS, load_problems, mbm_reference, mbm_resources, srdf_text, urdf_text  # noqa: E402
-from report import commit, machine, speed_probe, stamp, versions, write_section  # noqa: E402
+from report import commit, machine, speed_note, speed_probe, stamp, versions, write_section  # noqa: E402
 
 from ros_torch_kin.collision import TreeSettings, robot_collision_model_from_urdf  # noqa: E402
 from ros_torch_kin.kinematics import Chain  # noqa: E402
@@ -135,15 +135,6 @@ def run(args):
     return rows, info
 
 
-def _probes(info) -> str:
-    """The machine's speed probe at the start and end (report.speed_probe), where the run has it."""
-    probes = info.get("probes")
-    if not probes:
-        return ""
-    return (f"; speed probe at start / end {probes[0]:.1f} / {probes[1]:.1f} µs per small torch operation "
-            f"(one thread; `bench/report.py` speed_probe: the per-call times scale with it)")
-
-
 def _search_note(info) -> str:
     """'' for the default global search step and edge spacing, else which ran."""
     default = TrajectoryOptions()
@@ -214,7 +205,7 @@ def markdown(rows, info) -> str:
         f"## MotionBenchMaker problems, {ROBOT_TITLES[robot]} (`{' '.join(command)}`)",
         "",
         f"{info['stamp']}; {info['machine']}; {info['versions']}; load average (1 min) at start / end "
-        f"{loads[0]:.1f} / {loads[1]:.1f} (shared machine){_probes(info)}; torch threads {info['threads']}, float32, CPU.",
+        f"{loads[0]:.1f} / {loads[1]:.1f} (shared machine){speed_note(info.get('probes'))}; torch threads {info['threads']}, float32, CPU.",
         "",
         (f"The public MotionBenchMaker problems for the Franka Panda as VAMP 0.6.4's sdist ships them "
          f"(`bench/mbm_problems.py`; MoveIt scene + request YAML, fingers fixed 0.065 m open): {subset}. " if panda else

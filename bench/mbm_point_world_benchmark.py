@@ -61,7 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mbm_benchmark import REPO, build_planner_models, failures  # noqa: E402,F401  (REPO: this checkout first)
 from mbm_problems import FAMILIES, TOOL, load_problems, mbm_reference, mbm_resources, srdf_text, urdf_text  # noqa: E402
 from depth_camera import DepthCamera, depth_image, look_at  # noqa: E402
-from report import commit, machine, stamp, versions, write_section  # noqa: E402
+from report import commit, machine, speed_note, speed_probe, stamp, versions, write_section  # noqa: E402
 
 from ros_torch_kin.collision import Obstacle, Scene  # noqa: E402
 from ros_torch_kin.collision.occupancy import surface_samples  # noqa: E402
@@ -146,7 +146,7 @@ def depth_world(truth: Scene, cameras, chain64, robot_spheres, start: np.ndarray
 
 def run(args):
     torch.set_num_threads(args.threads)
-    loads = [os.getloadavg()[0]]
+    loads, probes = [os.getloadavg()[0]], [speed_probe()]
     problems = load_problems(args.families, args.limit)
     sensor = dict(SENSOR, sensor_voxel_size=args.sensor_voxel, sensor_lattice=args.sensor_lattice)
     chain, verdict, cost = build_planner_models(urdf_text(), srdf_text(), [mbm_resources()])
@@ -201,7 +201,8 @@ def run(args):
               f"scene {1e3 * statistics.median(r['scene_time'] for r in done):.0f} ms{seen}, refusals "
               f"{', '.join(f'{k} ×{v}' for k, v in failures(done)) or 'none'}", flush=True)
     loads.append(os.getloadavg()[0])
-    info = dict(loads=loads, stamp=stamp(), machine=machine(), versions=versions(), commit=commit(),
+    probes.append(speed_probe())
+    info = dict(loads=loads, probes=probes, stamp=stamp(), machine=machine(), versions=versions(), commit=commit(),
                 threads=args.threads, limit=args.limit, exact_step=args.exact_step, depth_views=args.depth_views)
     if cameras:
         info.update(cameras=[(name, list(eye), list(up)) for name, eye, up in CAMERAS[args.depth_views]],
@@ -218,7 +219,7 @@ def markdown(rows, info) -> str:
     solved = [r for r in rows if r["success"]]
     subset = "all 100 per family" if info["limit"] is None else f"the first {info['limit']} per family"
     lines = [f"{info['stamp']}; {info['machine']}; {info['versions']}; torch threads {info['threads']}, float32, CPU. "
-             f"**Load average {info['loads'][0]:.1f} → {info['loads'][1]:.1f}** on {os.cpu_count()} shared cores.", "",
+             f"**Load average {info['loads'][0]:.1f} → {info['loads'][1]:.1f}** on {os.cpu_count()} shared cores{speed_note(info.get('probes'))}.", "",
              f"MBM Panda problems ({subset}), every scene replaced by points sampled on its obstacles' surfaces "
              f"({info['spacing'] * 100:g} cm lattice), one voxels obstacle of {info['voxel'] * 100:g} cm ({info['field']}"
              + (f"; exact points of radius {info['point_radius'] * 1000:g} mm, {info['point_cell'] * 100:g} cm cells"
@@ -250,7 +251,7 @@ def markdown_depth(rows, info) -> str:
     where = "; ".join(f"{name.replace('_', '-')} at ({', '.join(f'{v:g}' for v in eye)})"
                       for name, eye, _ in info["cameras"])
     lines = [f"{info['stamp']}; {info['machine']}; {info['versions']}; torch threads {info['threads']}, float32, CPU. "
-             f"**Load average {info['loads'][0]:.1f} → {info['loads'][1]:.1f}** on {os.cpu_count()} shared cores.", "",
+             f"**Load average {info['loads'][0]:.1f} → {info['loads'][1]:.1f}** on {os.cpu_count()} shared cores{speed_note(info.get('probes'))}.", "",
              f"MBM Panda problems ({subset}), every scene seen only by {info['depth_views']} simulated depth "
              f"camera{'s' if info['depth_views'] > 1 else ''} (bench/depth_camera.py: 640×480, fx = fy = 525, 32FC1, "
              f"exact depths ray cast against the true primitives, no noise) fixed in the root frame and aimed at "

@@ -57,6 +57,14 @@ def speed_probe(seconds: float = 0.5) -> float:
         torch.set_num_threads(threads)
 
 
+def speed_note(probes) -> str:
+    """'; speed probe …' for a run's probes at its start and end (:func:`speed_probe`), or ''."""
+    if not probes:
+        return ""
+    return (f"; speed probe at start / end {probes[0]:.1f} / {probes[1]:.1f} µs per small torch operation "
+            f"(one thread; `bench/report.py` speed_probe: per-call times scale with it)")
+
+
 def commit() -> str:
     """The checked-out commit, flagged when the measured code (ros_torch_kin/, bench/) differs from it."""
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
