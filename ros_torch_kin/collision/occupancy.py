@@ -735,10 +735,16 @@ def voxel_bound_rows(points: Tensor, parameters: Tensor, values: Tensor, feature
 
         distance = torch.maximum(distance, lattice_bound_rows(points, parameters, values, LATTICE_COLUMN))
     if "points" in features:
-        from .point_hash import refine
-
-        distance, _ = refine(points.unbind(-1), parameters, values, distance, None, False, POINT_COLUMN)
+        distance = voxel_points_rows(points, parameters, values, distance)
     return distance
+
+
+def voxel_points_rows(points: Tensor, parameters: Tensor, values: Tensor, distance: Tensor) -> Tensor:
+    """A field's bound ``distance`` (n, N) at ``points`` (n, N, 3) raised to the exact distance to
+    the grid's points where they allow it (:func:`.point_hash.refine`; grids with points)."""
+    from .point_hash import refine
+
+    return refine(points.unbind(-1), parameters, values, distance, None, False, POINT_COLUMN)[0]
 
 
 def _cells_rows(points: Tensor, origin: Tensor, step: Tensor, dims: Tensor):

@@ -41,7 +41,7 @@ from ..kinematics import Chain, world_transforms
 from ..kinematics.fk import check_joint_positions
 from .leaf_hierarchy import leaf_hierarchy
 from .obstacles import PackedScene, Scene
-from .occupancy import VoxelKind
+from .occupancy import VoxelKind, voxel_points_rows
 from .pair_tables import PairTables
 from .robot_spheres import RobotSpheres
 from .signed_distance import point_distances, signed_distance_rows
@@ -84,6 +84,10 @@ BUCKET_PAIRS = 1 << 14
 #: 4 hierarchy), when blocks × that many distances are at most JUMP_DISTANCES. A small query's
 #: time is its count of operations (each level a few dozen), not its distances; a large one's
 #: is its distances, which the upper levels cut.
+#: A point world's verdict asks a level's representative leaves and children in one field query
+#: while the level has at most this many blocks (per-call operations dominate; beyond it the
+#: children of the blocks the representatives decide cost more than the second query)
+MERGE_BLOCKS = 512
 JUMP_WIDTH = 64
 JUMP_DISTANCES = 1 << 14
 #: The same for a self block, whose two links' descendants meet pairwise (level 2: ≤ 16 each).
@@ -506,10 +510,15 @@ class TreeCollisionChecker:
             rough = VoxelKind(shapes.kind, shapes.kind.values)
             rough.features = shapes.kind.features - {"points"}
 
-        def distance(rows: Tensor, spheres: Tensor, kind=kind) -> Tensor:  # rows (R,), spheres (R, m, 4) -> (R, m)
+        def distance(rows: Tensor, spheres: Tensor, kind=kind, exact_first: bool = False) -> Tensor:
+            # rows (R,), spheres (R, m, 4) -> (R, m); exact_first: ``kind`` the rough field, the first
+            # sphere of each row raised to the exact points' distance (one field query for both)
             block = packed.index_select(0, rows)
             local = torch.baddbmm(block[:, 9:12].unsqueeze(1), spheres[..., :3], block[:, :9].view(-1, 3, 3))
-            return signed_distance_rows(kind, local, block[:, 12:]) - spheres[..., 3]
+            d = signed_distance_rows(kind, local, block[:, 12:])
+            if exact_first:
+                d = torch.cat((voxel_points_rows(local[:, :1], block[:, 12:], kind.values, d[:, :1]), d[:, 1:]), 1)
+            return d - spheres[..., 3]
 
         bound = torch.full_like(row_limit, -math.inf)
         if self.coarse is not None:
@@ -537,22 +546,34 @@ class TreeCollisionChecker:
             block = block.index_select(0, rows)
         else:
             first = 0
+        merged = costly and decided is not None and "points" in (shapes.kind.features or ())
         for index in range(first, len(self._levels)) if block.numel() else ():
-            if decided is not None or (upper is not None and not costly):  # a value the block reaches
+            last = index + 1 == len(self._levels)
+            d = None
+            if merged and not self._sparse[index] and block.shape[0] <= MERGE_BLOCKS:
+                # a field query is dear: the representative leaf (exact) and the children (the
+                # rough field, the exact one for leaves) in one query (for few blocks: the
+                # children of blocks the representatives decide are asked too)
+                representative = self._representative_spheres[index].index_select(0, nodes).unsqueeze(1)
+                both = distance(block, torch.cat((representative, self._children(index, nodes)), 1),
+                                kind if last else rough, exact_first=not last)
+                value, d = torch.maximum(bound.index_select(0, block), both[:, 0]), both[:, 1:]
+            elif decided is not None or (upper is not None and not costly):  # a value the block reaches
                 representative = self._representative_spheres[index].index_select(0, nodes).unsqueeze(1)
                 value = torch.maximum(bound.index_select(0, block), distance(block, representative)[:, 0])
             if decided is not None:  # ... within the limit, it decides its configuration
                 alive = _decide(block, value, decisive, j, early, decided)
                 if alive is not None:
                     block, nodes = block.index_select(0, alive), nodes.index_select(0, alive)
+                    d = None if d is None else d.index_select(0, alive)
                     if not block.numel():
                         break
             elif upper is not None and not costly:
                 _lower_upper(block, value, j, early, upper, self._poke)
-            spheres = self._children(index, nodes)
-            d = self._sphere_distances(block, spheres, distance, kind if index + 1 == len(self._levels) else rough,
-                                       costly and self._sparse[index])
-            if index + 1 == len(self._levels):
+            if d is None:
+                d = self._sphere_distances(block, self._children(index, nodes), distance, kind if last else rough,
+                                           costly and self._sparse[index])
+            if last:
                 leaf_min.scatter_reduce_(0, block, d.amin(1), "amin")
                 break
             rows, nodes = self._next_nodes(index, nodes, d < _cut(row_limit, upper, j, block).unsqueeze(1))
