@@ -49,12 +49,17 @@ def test_kinematics_client_resends_the_replies_it_loses(ros_domain):
     # client 0 sleeps 300 ms after sending each call's first try: with keep last 10 the others'
     # replies (about 150 in that time on a quiet machine, still dozens on a loaded one: at 100 ms a
     # run beside a benchmark lost none, and the test tested nothing) push its own out of its
-    # reader; the resend answers
-    args = argparse.Namespace(clients=6, requests=60, batch=100, stall_ms=300.0, stalled_clients=1, settle_s=0.0,
-                              reply_timeout=30.0, late_ms=30000.0, client_qos="default", retry_timeout=0.5, tries=4)
-    result = concurrency_stress.stress(args)
-    assert result["requests"] == 360
-    detail = f"calls failed: {result['lost_by_client']}; node: {result['node_warnings']}"
-    assert result["lost"] == 0, detail
-    assert result["wrong"] == 0
+    # reader; the resend answers. A slow machine (this shared one, at times ~1.5x slower) sends
+    # fewer replies meanwhile: a run that lost none is run again with a longer stall
+    for stall in (300.0, 1000.0):
+        args = argparse.Namespace(clients=6, requests=60, batch=100, stall_ms=stall, stalled_clients=1, settle_s=0.0,
+                                  reply_timeout=30.0, late_ms=30000.0, client_qos="default", retry_timeout=0.5,
+                                  tries=4)
+        result = concurrency_stress.stress(args)
+        assert result["requests"] == 360
+        detail = f"calls failed: {result['lost_by_client']}; node: {result['node_warnings']}"
+        assert result["lost"] == 0, detail
+        assert result["wrong"] == 0
+        if result["resent"] >= 1:
+            break
     assert result["resent"] >= 1, "no reply was lost: the test did not test the resends"
