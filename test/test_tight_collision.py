@@ -486,3 +486,17 @@ def test_a_motion_check_with_a_large_clearance_asks_the_world_and_self_minima():
     wide = MotionValidator(fake, clearance=COLUMNS_UP_TO, resolution=0.004)
     assert not wide._by_column and wide.column_track.tolist() == [0, 1]
     assert torch.allclose(wide.column_speed[:, 1], 2 * wide.column_speed[:, 0])
+
+
+def test_planning_on_the_tight_model_alone_asks_for_a_cost_model(panda):
+    """The tight model gives verdicts and distances, no cost gradient: solve_trajectory with it as
+    ``collision`` and no ``collision_cost`` is refused up front, naming the argument (it used
+    to fail midway, where the optimiser or the search's escapes first needed the gradient)."""
+    from ros_torch_kin.motion import solve_trajectory
+
+    chain, model, _, _ = panda
+    q = _random_q(chain, 2, 3)
+    with pytest.raises(ValueError, match="collision_cost"):
+        solve_trajectory(chain, q[0], target_configuration=q[1], collision=model.verdict)
+    result = solve_trajectory(chain, q[0], target_configuration=q[0], collision=model.verdict, collision_cost=model.cost)
+    assert result.positions.shape[1] > 1

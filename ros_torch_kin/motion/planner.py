@@ -178,8 +178,11 @@ def solve_trajectory(
     collision: a :class:`~ros_torch_kin.collision.CollisionChecker` (robot spheres, world scene,
     self pairs; its own margin is not used, ``options.clearance`` is) makes the motion
     collision-aware (see the module docstring); collision_cost: optionally a checker of the same
-    robot and scene with fewer spheres, used for the optimisation's cost, the seed scoring and the
-    IK's steering (cheaper; the verdict is always ``collision``'s).
+    robot and scene with fewer spheres, used for the optimisation's cost, the seed scoring, the
+    IK's steering and the global search's escapes (cheaper; the verdict is always
+    ``collision``'s); required when ``collision`` is a
+    :class:`~ros_torch_kin.collision.TreeCollisionChecker`, which has no cost gradient
+    (ValueError otherwise).
     """
     options = options or TrajectoryOptions()
     limits = limits or TrajectoryLimits.from_chain(chain)
@@ -193,6 +196,10 @@ def solve_trajectory(
     timings = {"goals": 0.0, "seeding": 0.0, "global_search": 0.0, "iterations": 0.0, "checking": 0.0}
     if collision is not None:
         cost_checker = collision if collision_cost is None else collision_cost
+        if not hasattr(cost_checker, "penalty_cost"):
+            raise ValueError(f"collision_cost: {type(cost_checker).__name__} gives a verdict and distances but no "
+                             "cost gradient; give a CollisionChecker of the same robot and scene as collision_cost "
+                             "(e.g. robot_collision_model_from_urdf(...).cost.with_scene(scene))")
         motion = MotionValidator(collision, max(options.required_clearance, options.validity_margin),
                                  options.validity_margin, options.check_resolution, options.approach)
         cost_margin = options.clearance + options.cost_margin
