@@ -84,12 +84,12 @@ BUCKET_PAIRS = 1 << 14
 #: 4 hierarchy), when blocks × that many distances are at most JUMP_DISTANCES. A small query's
 #: time is its count of operations (each level a few dozen), not its distances; a large one's
 #: is its distances, which the upper levels cut.
+JUMP_WIDTH = 64
+JUMP_DISTANCES = 1 << 14
 #: A point world's verdict asks a level's representative leaves and children in one field query
 #: while the level has at most this many blocks (per-call operations dominate; beyond it the
 #: children of the blocks the representatives decide cost more than the second query)
 MERGE_BLOCKS = 512
-JUMP_WIDTH = 64
-JUMP_DISTANCES = 1 << 14
 #: The same for a self block, whose two links' descendants meet pairwise (level 2: ≤ 16 each).
 PAIR_JUMP_WIDTH = 16
 
@@ -309,7 +309,8 @@ class TreeCollisionChecker:
         q = check_joint_positions(self.chain, q).detach()
         world_threshold, self_threshold = float(world_threshold), float(self_threshold)
         # no branch and bound: it keeps each configuration's least value, not every column's
-        *_, (world, own) = self._parts(q, world_threshold, self_threshold, names=False, nearest=(False, False))
+        *_, (world, own) = self._parts(q, world_threshold, self_threshold, names=False, nearest=(False, False),
+                                       bounds=True)
         if self._packed.count:
             world = torch.where(torch.isinf(world), max(world_threshold, 0.0), world)
         return torch.cat((world, torch.where(torch.isinf(own), max(self_threshold, 0.0), own)), 1)
@@ -347,7 +348,8 @@ class TreeCollisionChecker:
         """(B, J) checked -> (B, L, 3, 4) link poses in the root frame, configuration major."""
         return world_transforms(self.chain, q)[:, :3].permute(3, 0, 1, 2).contiguous()
 
-    def _parts(self, q: Tensor, threshold, self_threshold, names: bool, decide: bool = False, nearest=None):
+    def _parts(self, q: Tensor, threshold, self_threshold, names: bool, decide: bool = False, nearest=None,
+               bounds: bool = False):
         """(world min (B,), self min (B,), per configuration ((link, obstacle), (link, link)),
         (world per root slot (B, Lk), self per enabled pair (B, P))). Thresholds: floats or (B,)
         tensors. ``decide``: the verdict alone (:meth:`clear`): a configuration with a block
@@ -355,8 +357,8 @@ class TreeCollisionChecker:
         filled). ``nearest``: (world, self) bools, branch and bound (default: for float thresholds
         above :data:`NEAREST_ABOVE` when not deciding; decided here, before the thresholds are
         tensors, so that no device value is read). Beyond its threshold a value is a lower bound
-        ≥ it: the least bound of the blocks cut at the roots or the coarse spheres, or the
-        threshold where a block went deeper."""
+        ≥ it: the threshold itself, or with ``bounds`` (not with ``decide``) the least bound of the
+        blocks cut at the roots or the coarse spheres (the threshold where a block went deeper)."""
         if nearest is None:
             nearest = tuple(not decide and isinstance(t, (int, float)) and t > NEAREST_ABOVE
                             for t in (threshold, self_threshold))
@@ -365,7 +367,7 @@ class TreeCollisionChecker:
         threshold = torch.as_tensor(threshold, dtype=q.dtype, device=q.device).expand(B)
         self_threshold = torch.as_tensor(self_threshold, dtype=q.dtype, device=q.device).expand(B)
         if B > CHUNK:  # per-configuration thresholds are split with their configurations
-            parts = [self._parts(*part, names, decide, nearest) for part in
+            parts = [self._parts(*part, names, decide, nearest, bounds) for part in
                      zip(q.split(CHUNK), threshold.split(CHUNK), self_threshold.split(CHUNK))]
             return (torch.cat([w for w, _, _, _ in parts]), torch.cat([o for _, o, _, _ in parts]),
                     tuple(p for _, _, pairs, _ in parts for p in pairs),
@@ -377,7 +379,7 @@ class TreeCollisionChecker:
         decided = torch.zeros(B, dtype=torch.bool, device=q.device) if decide else None
         widths = (self._levels[0].links.shape[0] if self._levels else 0, self._pair_a.shape[0])
         columns = tuple(q.new_full((B, width), math.inf) for width in widths)  # also the floors, below
-        floors = (None, None) if decide else columns
+        floors = columns if bounds and not decide else (None, None)
         found_world, found_self = [], []
         if frames is not None:
             centers = self._root_centers(frames)  # once for every kind and the self pairs
@@ -609,7 +611,6 @@ class TreeCollisionChecker:
         offset = centers[:, a] - centers[:, b]
         lower = (offset * offset).sum(-1).sqrt() - roots.radius[a] - roots.radius[b]  # (B, P)
         if self._pair_tables is not None:  # pairs their joint table proves clear
-            lower = lower.clone()
             lower[:, self._table_pairs] = torch.maximum(lower[:, self._table_pairs],
                                                         self._pair_tables.lower_bound(q)[:, self._table_of])
         near = lower < limit.unsqueeze(1)

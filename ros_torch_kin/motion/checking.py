@@ -97,6 +97,8 @@ class MotionValidator:
         #: (J, C) how fast each distance column (:meth:`_distance`) can change per unit of each DOF,
         #: and (C,) int64 its track (0 world, 1 self)
         self.column_speed, self.column_track = _column_speeds(checker, self.sphere_speed, self._by_column)
+        #: the world columns and the self columns (index tensors: masks would read the device)
+        self._track_columns = tuple((self.column_track == t).nonzero().squeeze(1) for t in (0, 1))
 
     def with_scene(self, scene) -> "MotionValidator":
         other = object.__new__(MotionValidator)
@@ -128,11 +130,10 @@ class MotionValidator:
 
     def _tracks(self, columns: Tensor) -> Tensor:
         """(..., C) distance columns -> (..., 2) the least world and the least self one."""
-        world = self.column_track == 0
-        return torch.stack([_least(columns[..., world]), _least(columns[..., ~world])], -1)
+        return torch.stack([_least(columns.index_select(-1, c)) for c in self._track_columns], -1)
 
     def _distance_until(self, q: Tensor, deadline: float) -> tuple[Tensor, int]:
-        """(n, J) -> (n, 2) distances as :meth:`_distance` and how many rows were computed, none
+        """(n, J) -> (n, C) distances as :meth:`_distance` and how many rows were computed, none
         started after ``deadline``: one query where it ends in time even at ``SLOW_RATE``; else a
         first block of ``DEADLINE_BLOCK`` rows measures the model's time per row, and the rest goes
         in one query where it ends by the deadline at that rate, else in blocks. Rows not reached
@@ -333,7 +334,9 @@ def _column_speeds(checker, sphere_speed: Tensor, by_column: bool = True) -> tup
     per_link, moved = _link_speeds(chain, checker.spheres)  # (M, L)
     world_links, pair_links = checker.column_links
     a, b = pair_links[:, 0], pair_links[:, 1]
-    relative = per_link[:, a] * (moved[:, a] & ~moved[:, b]) + per_link[:, b] * (moved[:, b] & ~moved[:, a])
+    zero = per_link.new_zeros(())  # (a speed of inf times 0 would be NaN)
+    relative = (torch.where(moved[:, a] & ~moved[:, b], per_link[:, a], zero)
+                + torch.where(moved[:, b] & ~moved[:, a], per_link[:, b], zero))
     per_dof = chain.joint_to_dof.detach().double().cpu().abs()  # (J, M)
     speed = per_dof @ torch.cat((per_link[:, world_links], relative), 1)
     track = torch.cat((torch.zeros(world_links.shape[0], dtype=torch.int64), torch.ones(a.shape[0], dtype=torch.int64)))

@@ -589,8 +589,8 @@ def _global_seeds(chain, problem, options, limits, collision, goals: Tensor, val
     highest collision cost and is checked at once (it often passes as it is). Configurations keep
     the required clearance plus :data:`SEARCH_MARGIN`, except within ``near`` rad (max-norm) of
     a start or goal that is itself closer (a grasp's): there half that end's own distance, never
-    below the validity margin. ``cost_checker`` (the cost model): each search's trees start with
-    their roots' escapes down its clearance gradient (:func:`_escape_paths`)."""
+    below the validity margin. ``cost_checker`` (the cost model): a search tree stuck in a pocket
+    grows its roots' escapes down its clearance gradient (:func:`_escape_paths`)."""
     P = problem.start.shape[0]
     # the path's configurations keep a little more than the check requires (they are checked
     # 0.01 rad apart; the check covers everything in between), and the clearance where they can
