@@ -245,11 +245,24 @@ def _cost_matrix(points, pieces, centers, depth) -> np.ndarray:
     """(G, N) float32: the radius a sphere at each centre needs to hold each piece, minus the
     centre's depth (only guides the choice: the spheres are recomputed in float64)."""
     cost = np.empty((len(centers), len(pieces)), dtype=np.float32)
-    rows = max(1, _BLOCK_PAIRS // max(1, pieces.size))
+    # squared distances by one product in float32, about the points' centre (|p|² - 2 p·c + |c|²:
+    # errors of ~1e-7 of the squared extent, far below what guides the choice)
+    middle = points.mean(axis=0) if len(points) else np.zeros(3)
+    p = (points - middle).astype(np.float32)
+    c = (np.asarray(centers, dtype=np.float64) - middle).astype(np.float32)
+    p2 = (p * p).sum(axis=1)
+    # each piece's distinct points once (rows are padded by repeating one, often many times over)
+    ordered = np.sort(pieces, axis=1)
+    distinct = np.ones(ordered.shape, dtype=bool)
+    distinct[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    flat = ordered[distinct]
+    starts = np.concatenate([[0], np.cumsum(distinct.sum(axis=1))[:-1]])
+    rows = max(1, _BLOCK_PAIRS // max(1, len(flat)))
     for start in range(0, len(centers), rows):
-        block = centers[start : start + rows]
-        distance = np.linalg.norm(points[None, :, :] - block[:, None, :], axis=-1)
-        cost[start : start + rows] = distance[:, pieces].max(axis=-1)
+        block = c[start : start + rows]
+        squared = p2[None, :] - 2.0 * (block @ p.T) + (block * block).sum(axis=1)[:, None]
+        cost[start : start + rows] = np.maximum.reduceat(squared[:, flat], starts, axis=1)
+    np.sqrt(np.maximum(cost, 0.0), out=cost)
     cost -= np.asarray(depth, dtype=np.float32)[:, None]
     return cost
 

@@ -28,7 +28,7 @@ from .urdf_spheres import _assemble as assemble_spheres
 from .robot_spheres import RobotSpheres, SphereTiers
 from .sphere_cover import CoverProblem, CoverSettings, SphereCover, cover_problem_for_shape, mesh_problem
 from .sphere_tree import TreeCover, TreeSettings, build_sphere_tree
-from .tree_build_worker import file_size, run_in_workers
+from .build_workers import file_size, run_in_workers, usable_cores
 from .urdf_geometry import CollisionShape, read_collision_shapes
 
 #: How finely shapes are cut into pieces before the tree splits them further.
@@ -105,13 +105,22 @@ def _shape_trees(shapes, settings, search_dirs, base_dir, warnings, use_cache, w
         found[i] = _cached(key) if use_cache else None
         if found[i] is None:
             missing.append((i, shape, path, key))
-    for (i, shape, path, key), (entry, built_notes) in zip(missing, _build_all(missing, settings, workers)):
-        notes[i] += built_notes
+    # a mesh used by several links (a gripper's left and right fingers) is covered once: the key
+    # holds everything but the origin, which is applied below
+    first = {}
+    for i, shape, path, key in missing:
+        first.setdefault(key, (i, shape, path, key))
+    built = dict(zip(first, _build_all(list(first.values()), settings, workers)))
+    for i, shape, path, key in missing:
+        entry, built_notes = built[key]
+        named = first[key][1].link  # the warnings name the link whose shape was built
+        notes[i] += [note.replace(f"link '{named}'", f"link '{shape.link}'", 1) for note in built_notes]
         if entry is not None:
             found[i] = entry
-            if use_cache:
-                _store(cache_directory() / f"{key}.npz", *entry)
-                _MEMORY[key] = entry
+    for key, (entry, _) in built.items():
+        if entry is not None and use_cache:
+            _store(cache_directory() / f"{key}.npz", *entry)
+            _MEMORY[key] = entry
     trees = []
     for shape, entry, shape_notes in zip(shapes, found, notes):
         warnings += shape_notes
@@ -156,22 +165,28 @@ def _build_all(missing, settings: TreeSettings, workers: int | None):
 
     Built in this process, smallest file first, while that takes under ``PARALLEL_AFTER``: a
     worker's start (an interpreter importing torch, ~1 s) would cost a small robot more than its
-    whole build. What is left then is split among worker processes (:mod:`.tree_build_worker`)
+    whole build. What is left then is split among worker processes (:mod:`.build_workers`)
     when there are two shapes or more and more than one worker; a worker's failure leaves its
     shapes to this process."""
     jobs = [(shape, path) for _, shape, path, _ in missing]
     results: list = [None] * len(jobs)
     order = sorted(range(len(jobs)), key=lambda j: file_size(jobs[j][1]))
     began = time.perf_counter()
-    count = workers if workers is not None else _usable_cores()
+    count = workers if workers is not None else usable_cores()
     while order and (time.perf_counter() - began < PARALLEL_AFTER or len(order) < 2 or count < 2):
         j = order.pop(0)
         results[j] = build_shape_tree(*jobs[j], settings)
     if order:
-        shared = run_in_workers([jobs[j] for j in order], settings, min(count, len(order)), build_shape_tree)
+        shared = run_in_workers(_shape_job, [(*jobs[j], settings) for j in order], min(count, len(order)),
+                                [file_size(jobs[j][1]) for j in order])
         for j, result in zip(order, shared):
             results[j] = result if result is not None else build_shape_tree(*jobs[j], settings)
     return results
+
+
+def _shape_job(shape: CollisionShape, path, settings: TreeSettings):
+    """A worker's job (:mod:`.build_workers`): :func:`build_shape_tree`, looked up when called."""
+    return build_shape_tree(shape, path, settings)
 
 
 def build_shape_tree(shape: CollisionShape, path, settings: TreeSettings):
@@ -186,13 +201,6 @@ def build_shape_tree(shape: CollisionShape, path, settings: TreeSettings):
     else:
         problem = cover_problem_for_shape(replace(shape, origin=np.eye(4)), PIECES)
     return (build_sphere_tree(problem, settings), opened), notes
-
-
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _closed_mesh_problem(mesh) -> tuple[CoverProblem, tuple[int, int, int]]:
