@@ -32,6 +32,7 @@ def wrist_table(panda_collision_model, monkeypatch_module):
     """The Panda's wrist pairs tabled whatever this machine's timings (no worth or budget test)."""
     chain, model, _, _ = panda_collision_model
     monkeypatch_module.setattr(tables_module, "WORTH", -math.inf)
+    monkeypatch_module.setattr(tables_module, "PAYBACK", math.inf)
     checkers = {}
 
     def verdict(members, q, level):
@@ -151,6 +152,7 @@ def test_tables_come_back_from_the_cache(panda_collision_model, monkeypatch, tmp
     chain, model, _, _ = panda_collision_model
     monkeypatch.setenv("RTK_CACHE", str(tmp_path))
     monkeypatch.setattr(tables_module, "WORTH", -math.inf)
+    monkeypatch.setattr(tables_module, "PAYBACK", math.inf)
     calls = []
 
     def verdict(members, q, level):
@@ -176,6 +178,32 @@ def test_no_table_without_the_budget_for_it(panda_collision_model):
         return _probe(chain, model, members).clear(q.to(chain.dtype), level)
 
     assert tables_module.pair_tables(chain, model.verdict.robot_spheres, WRIST, verdict, budget=0.0) == ()
+
+
+def test_no_table_that_would_not_repay_its_building(panda_collision_model, monkeypatch):
+    chain, model, _, _ = panda_collision_model
+    monkeypatch.setattr(tables_module, "WORTH", -math.inf)
+
+    def verdict(members, q, level):
+        return _probe(chain, model, members).clear(q.to(chain.dtype), level)
+
+    monkeypatch.setattr(tables_module, "PAYBACK", 0)  # nothing repays within no configuration
+    assert tables_module.pair_tables(chain, model.verdict.robot_spheres, WRIST, verdict, budget=math.inf) == ()
+
+
+def test_tables_filled_by_worker_processes_equal_those_filled_here(panda_collision_model, monkeypatch, wrist_table):
+    """The tight model's own verdict (no ``verdict`` given) fills the nodes, split among worker
+    processes once the estimate exceeds PARALLEL_AFTER: the values of the fixture's table."""
+    chain, model, _, _ = panda_collision_model
+    monkeypatch.setattr(tables_module, "PARALLEL_AFTER", 0.0)
+    from ros_torch_kin.collision import build_workers
+
+    jobs = []
+    run = build_workers.run_in_workers
+    monkeypatch.setattr(tables_module, "run_in_workers", lambda f, j, w, s: jobs.append(len(j)) or run(f, j, w, s))
+    built = tables_module.pair_tables(chain, model.verdict.robot_spheres, WRIST, budget=math.inf, workers=2)
+    assert jobs and jobs[0] >= 2  # the nodes were split
+    assert len(built) == 1 and torch.equal(built[0].values, wrist_table.values)
 
 
 def test_a_checker_for_some_of_its_pairs_equals_one_built_for_them(panda_collision_model):

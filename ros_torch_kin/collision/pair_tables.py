@@ -41,15 +41,17 @@ import hashlib
 import math
 import os
 import time
+import types
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from ..kinematics import Chain, world_transforms
+from .build_workers import run_in_workers, usable_cores
 
 #: The values a node can hold (m): the largest at which the tight verdict finds the pair clear.
-LEVELS = (0.006, 0.012)
+LEVELS = (0.006, 0.010, 0.012)
 #: The most (m) the Lipschitz bound loses at a configuration half a grid step from a node: a node
 #: at the top level proves its pairs clear at 4 mm (the planner's self queries are at 4 mm and
 #: below) from any configuration of its cell.
@@ -64,8 +66,16 @@ SAMPLES = 128
 #: s per configuration (beyond a query's own cost) below which a candidate's pairs are left to
 #: the tree: not worth a table.
 WORTH = 20e-6
-#: s of estimated building for one robot's tables.
-BUDGET = 2.0
+#: A table is built only when its estimated building time is repaid within this many verdict
+#: configurations (what it saves each, times this): about a hundred plans' searches and checks.
+PAYBACK = 300_000
+#: s of estimated building (one process) for one robot's tables: the MBM UR5's two tables take
+#: ~12 s of it (its upper arm over its base, its forearm over its wrist: 100-200 µs a
+#: configuration each without), the Panda's wrist table ~1 s.
+BUDGET = 30.0
+#: s of estimated filling above which the tables' nodes are split among worker processes
+#: (:mod:`.build_workers`; a worker's start costs about a second).
+PARALLEL_AFTER = 2.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -209,19 +219,27 @@ def motion_rates(chain: Chain, spheres, link_a: int, link_b: int) -> list[float]
     return rates
 
 
-def pair_tables(chain: Chain, spheres, pairs, verdict, budget: float = BUDGET, seed: int = 0) -> tuple[PairTable, ...]:
+def pair_tables(chain: Chain, spheres, pairs, verdict=None, budget: float = BUDGET, seed: int = 0,
+                workers: int | None = None) -> tuple[PairTable, ...]:
     """Tables for the pairs of ``pairs`` ((link_a, link_b) names) whose relative pose depends on
     one or two DOFs with a sound rate bound; pairs that depend on the same DOFs share one.
     ``spheres``: the tight model's leaves; ``verdict(pairs, q, level)`` -> (N,) bool: the tight
     verdict finds every pair of ``pairs`` clear at ``level`` (m) at configurations q (N, J)
-    (float64, CPU).
+    (float64, CPU); None: :class:`.tree_checker.TreeCollisionChecker` on ``chain`` and
+    ``spheres`` (the only verdict whose filling may go to worker processes).
 
     A table costs its nodes' verdicts once (then the cache keeps it) and saves what its pairs
     cost the verdict, so they are chosen by that: each candidate's verdict is timed on
     :data:`SAMPLES` random configurations; those that add less than :data:`WORTH` s per
-    configuration to a query are left to the tree, the others are built dearest first while their time
-    (estimated from :data:`SAMPLES` / 2 of their nodes) stays within ``budget`` s. The choice follows
-    this machine's timings; the verdict is the same with any choice."""
+    configuration to a query are left to the tree, and so are those whose building time
+    (estimated from :data:`SAMPLES` / 2 of their nodes) would not be repaid within
+    :data:`PAYBACK` configurations; the others are built dearest first while their time stays
+    within ``budget`` s. The choice follows this machine's timings; the verdict is the same with
+    any choice. ``workers``: processes that fill the nodes side by side when the estimate exceeds
+    :data:`PARALLEL_AFTER` (None: one per core this process may use; 1: all in this process)."""
+    tight = verdict is None
+    if tight:
+        verdict = _TightVerdict(chain, spheres, pairs)
     names = {n: i for i, n in enumerate(chain.link_names)}
     lower, upper = chain.lower_limits.cpu().double(), chain.upper_limits.cpu().double()
     low = lower.clamp(min=-math.pi)
@@ -253,27 +271,95 @@ def pair_tables(chain: Chain, spheres, pairs, verdict, budget: float = BUDGET, s
         nodes = _nodes(grid, dofs, lower, upper)
         probe = nodes[torch.randperm(nodes.shape[0], generator=generator)[:SAMPLES // 2]]
         moment = time.perf_counter()
-        for level in LEVELS:
-            verdict(tuple(members), probe, level)
+        _fill(verdict, tuple(members), probe)
         estimate = (time.perf_counter() - moment) / probe.shape[0] * nodes.shape[0]
-        plans.append((cost, estimate, dofs, members, grid, nodes))
-    tables, spent = [], 0.0
-    for cost, estimate, dofs, members, grid, q in sorted(plans, key=lambda p: -p[0]):
-        if spent + estimate > budget:
-            continue
-        spent += estimate
+        if PAYBACK == math.inf or estimate <= PAYBACK * cost:  # (an infinite payback takes any)
+            plans.append((cost, estimate, dofs, members, grid, nodes))
+    chosen, spent = [], 0.0
+    for plan in sorted(plans, key=lambda p: -p[0]):
+        if spent + plan[1] <= budget:
+            spent += plan[1]
+            chosen.append(plan)
+    count = workers if workers is not None else usable_cores()
+    if tight and count > 1 and spent > PARALLEL_AFTER and chain.device.type == "cpu":
+        values = _fill_in_workers(chain, spheres, [(p[3], p[5], p[1]) for p in chosen], count)
+    else:
+        values = [_fill(verdict, tuple(p[3]), p[5]) for p in chosen]
+    tables = []
+    for (cost, estimate, dofs, members, grid, q), filled in zip(chosen, values):
         first, step, count, periodic, rates = grid
-        values = torch.full((q.shape[0],), -math.inf, dtype=torch.float64)
-        open_rows = torch.arange(q.shape[0])
-        for level in LEVELS:  # each level asked only where the one below held
-            if not open_rows.numel():
-                break
-            clear = torch.cat([verdict(tuple(members), q[rows], level) for rows in open_rows.split(BUILD_CHUNK)])
-            values[open_rows[clear]] = level
-            open_rows = open_rows[clear]
         tables.append(PairTable(tuple(members), dofs, tuple(first), tuple(step), tuple(count), tuple(periodic),
-                                tuple(rates), values))
+                                tuple(rates), filled))
     return tuple(tables)
+
+
+class _TightVerdict:
+    """``verdict(members, q, level)`` of :func:`pair_tables` on the tight model itself, for any of
+    ``pairs``: one hierarchy for every group's checks, built at the first call."""
+
+    def __init__(self, chain: Chain, spheres, pairs):
+        self.chain, self.spheres, self.pairs, self.checker = chain, spheres, tuple(pairs), None
+
+    def __call__(self, members, q: Tensor, level: float) -> Tensor:
+        if self.checker is None:
+            from .self_collision import SelfCollisionPairs
+            from .tree_checker import TreeCollisionChecker
+
+            empty = torch.zeros(0, dtype=torch.int64, device=self.chain.device)
+            every = SelfCollisionPairs(self.pairs, types.MappingProxyType({}), empty, empty)
+            self.checker = TreeCollisionChecker(self.chain, self.spheres, None, every)
+        return self.checker.for_pairs(members).clear(q.to(self.chain.device, self.chain.dtype), level).cpu()
+
+
+#: A worker's verdict, kept from one job to the next (its jobs share one chain and one set of spheres)
+_WORKER_VERDICT: list = []
+
+
+def fill_rows(chain: Chain, spheres, pairs, members, q: Tensor) -> Tensor:
+    """:func:`_fill` on the tight model (``pairs``: every pair the jobs ask): a worker process's
+    job (:mod:`.build_workers`)."""
+    if not _WORKER_VERDICT or _WORKER_VERDICT[0].spheres is not spheres or _WORKER_VERDICT[0].pairs != tuple(pairs):
+        _WORKER_VERDICT[:] = [_TightVerdict(chain, spheres, pairs)]
+    return _fill(_WORKER_VERDICT[0], tuple(members), q)
+
+
+def _fill_in_workers(chain: Chain, spheres, tables, workers: int) -> list[Tensor]:
+    """Each table's values from ``tables`` ((members, nodes (N, J), estimated s)), its nodes cut
+    into pieces dealt among ``workers`` processes by their estimated time; a piece whose worker
+    failed is filled here."""
+    pieces, owner = [], []
+    total = sum(estimate for _, _, estimate in tables)
+    share = max(total / (4 * workers), 1e-9)  # a few pieces per worker, to balance them
+    for t, (members, q, estimate) in enumerate(tables):
+        parts = max(1, math.ceil(estimate / share))
+        for rows in torch.arange(q.shape[0]).tensor_split(parts):
+            if rows.numel():
+                pieces.append((tuple(members), q[rows], estimate * rows.numel() / q.shape[0]))
+                owner.append(t)
+    every = tuple(pair for members, _, _ in tables for pair in members)
+    filled = run_in_workers(fill_rows, [(chain, spheres, every, members, q) for members, q, _ in pieces], workers,
+                            [estimate for _, _, estimate in pieces])
+    filled = [f if f is not None else fill_rows(chain, spheres, every, members, q)
+              for f, (members, q, _) in zip(filled, pieces)]
+    _WORKER_VERDICT.clear()
+    return [torch.cat([f for f, o in zip(filled, owner) if o == t]) for t in range(len(tables))]
+
+
+def _fill(verdict, members, q: Tensor) -> Tensor:
+    """(N,) float64: per configuration of q (N, J) the largest of :data:`LEVELS` at which
+    ``verdict`` finds ``members`` clear, −inf where none. The highest level first, each lower one
+    asked only where the one above failed: a pair that is clear at a level is clear at every lower
+    one (a lower threshold prunes more and reaches a subset of the leaf pairs), and most nodes of
+    a tabled pair hold at the highest, so this asks fewer than the levels bottom up."""
+    values = torch.full((q.shape[0],), -math.inf, dtype=torch.float64)
+    open_rows = torch.arange(q.shape[0])
+    for level in sorted(LEVELS, reverse=True):
+        if not open_rows.numel():
+            break
+        clear = torch.cat([verdict(members, q[rows], level) for rows in open_rows.split(BUILD_CHUNK)])
+        values[open_rows[clear]] = level
+        open_rows = open_rows[~clear]
+    return values
 
 
 def _nodes(grid, dofs, lower: Tensor, upper: Tensor) -> Tensor:
@@ -318,17 +404,17 @@ def _grid(chain: Chain, spheres, names, dofs, members):
 
 
 #: Cache format version: bump when the method changes.
-_VERSION = "1"
+_VERSION = "2"
 
 
-def cached_pair_tables(chain: Chain, spheres, pairs, verdict, budget: float = BUDGET,
+def cached_pair_tables(chain: Chain, spheres, pairs, verdict=None, budget: float = BUDGET,
                        use_cache: bool = True) -> tuple[PairTable, ...]:
     """:func:`pair_tables`, from the disk cache when the same chain, leaves, pairs and settings
     were tabled before (``$RTK_CACHE``/``~/.cache/ros_torch_kin/pair_tables``), else built and
     stored (a read-only cache directory only costs the storing)."""
     from .urdf_sphere_trees import cache_directory
 
-    digest = hashlib.sha256(repr((_VERSION, LEVELS, MOVE, MAX_NODES, WORTH, budget, tuple(pairs), chain.link_names,
+    digest = hashlib.sha256(repr((_VERSION, LEVELS, MOVE, MAX_NODES, WORTH, PAYBACK, budget, tuple(pairs), chain.link_names,
                                   chain.joint_names)).encode())
     for tensor in (chain.local_constant, chain.local_linear, chain.lower_limits, chain.upper_limits, chain.joint_axis,
                    spheres.centers, spheres.radii, spheres.sphere_links):

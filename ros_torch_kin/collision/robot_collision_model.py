@@ -95,14 +95,7 @@ def _pair_tables(chain: Chain, tight, pairs: SelfCollisionPairs, budget: float):
     """The joint tables of the enabled pairs (:mod:`.pair_tables`), filled by the tight verdict on
     the leaves alone (not the coarse level): the leaves' distance moves no faster than the table's
     rates, so a table only ever proves clear what the model's verdict would find clear."""
-    every = []  # one hierarchy for every group's checks, built at the first (none when cached)
-
-    def verdict(members, q, level):
-        if not every:
-            every.append(TreeCollisionChecker(chain, tight, None, pairs))
-        return every[0].for_pairs(members).clear(q.to(chain.device, chain.dtype), level).cpu()
-
-    return cached_pair_tables(chain, tight, pairs.enabled, verdict, budget)
+    return cached_pair_tables(chain, tight, pairs.enabled, budget=budget)
 
 
 def _confirmed_by_tight(chain: Chain, coarse, tight, pairs: SelfCollisionPairs, samples: int, seed: int) -> SelfCollisionPairs:
