@@ -74,8 +74,9 @@ PAYBACK = 300_000
 #: configuration each without), the Panda's wrist table ~1 s.
 BUDGET = 30.0
 #: s of estimated filling above which the tables' nodes are split among worker processes
-#: (:mod:`.build_workers`; a worker's start costs about a second).
-PARALLEL_AFTER = 2.0
+#: (:mod:`.build_workers`): a worker's start (importing torch, the hierarchy built again) costs
+#: 1-2 s, so the MBM Panda's ~2 s table is filled faster here, the UR5's ~15 s in two processes.
+PARALLEL_AFTER = 5.0
 
 
 @dataclass(frozen=True, eq=False)
