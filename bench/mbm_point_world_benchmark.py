@@ -82,7 +82,8 @@ CAMERAS = {
 CAMERAS[3] = CAMERAS[2] + (("above", (0.5, 0.0, 2.2), (1.0, 0.0, 0.0)),)
 #: The node's sensor parameters, at their defaults (ros_torch_kin/ros/parameters.py, config/default.yaml).
 SENSOR = {name: BY_NAME[name].default for name in ("sensor_voxel_size", "sensor_min_range", "sensor_max_range",
-                                                  "sensor_point_radius", "self_filter_padding", "sensor_lattice")}
+                                                  "sensor_point_radius", "self_filter_padding", "sensor_lattice",
+                                                  "sensor_point_size")}
 
 
 def surface_cloud(scene: Scene, spacing: float) -> tuple[np.ndarray, float]:
@@ -135,7 +136,8 @@ def depth_world(truth: Scene, cameras, chain64, robot_spheres, start: np.ndarray
             spheres = self_filter_spheres(chain64, world, robot_spheres)
         obstacle = sensed_obstacle(f"sensor:{name}", sensed, camera.pose, sensor["sensor_voxel_size"],
                                    sensor["sensor_min_range"], sensor["sensor_max_range"], spheres,
-                                   sensor["self_filter_padding"], sensor["sensor_point_radius"], sensor["sensor_lattice"])
+                                   sensor["self_filter_padding"], sensor["sensor_point_radius"], sensor["sensor_lattice"],
+                                   sensor["sensor_point_size"] or None)
         if obstacle is not None:
             obstacles.append(obstacle)
         z = np.linalg.norm(sensed, axis=1)
@@ -148,7 +150,8 @@ def run(args):
     torch.set_num_threads(args.threads)
     loads, probes = [os.getloadavg()[0]], [speed_probe()]
     problems = load_problems(args.families, args.limit)
-    sensor = dict(SENSOR, sensor_voxel_size=args.sensor_voxel, sensor_lattice=args.sensor_lattice)
+    sensor = dict(SENSOR, sensor_voxel_size=args.sensor_voxel, sensor_lattice=args.sensor_lattice,
+                  sensor_point_size=args.sensor_point_size)
     chain, verdict, cost = build_planner_models(urdf_text(), srdf_text(), [mbm_resources()])
     reference = mbm_reference(chain)
     options, limits = TrajectoryOptions(), TrajectoryLimits.from_chain(chain)
@@ -313,6 +316,8 @@ def main(argv=None):
                         help="m, with --depth-views: the node's sensor_voxel_size")
     parser.add_argument("--sensor-lattice", type=float, default=SENSOR["sensor_lattice"],
                         help="m, with --depth-views: the node's sensor_lattice (0: none)")
+    parser.add_argument("--sensor-point-size", type=float, default=SENSOR["sensor_point_size"],
+                        help="m, with --depth-views: the node's sensor_point_size (0: the voxel size)")
     parser.add_argument("--output", type=Path, help="write the 'mbm_points' section of this markdown file "
                         "('mbm_depth' with --depth-views)")
     parser.add_argument("--json", type=Path, help="every problem's numbers")

@@ -281,3 +281,56 @@ def test_sensed_voxels_are_the_distinct_voxels_of_the_posed_points(monkeypatch, 
     voxels = np.unique(np.floor((points @ pose[:3, :3].T + pose[:3, 3]) / voxel).astype(np.int64), axis=0)
     assert centers.shape == voxels.shape and len(voxels) < len(points)
     np.testing.assert_allclose(centers, (voxels + 0.5) * voxel, atol=1e-12)
+
+
+def test_finer_points_are_the_distinct_cubes_of_the_voxel_divided_and_cover_every_point(monkeypatch):
+    """With a point size, the centres are those of the distinct cubes of side voxel / n (n the
+    least whole number that brings the side to the point size or below; numpy's unique rows as
+    the reference), each ball covers every sensed point of its cube, and the obstacle stands at
+    most √3·side proud of the points."""
+    from ros_torch_kin.ros import point_cloud_input
+
+    captured = {}
+
+    def capture(cls, id, centers, voxel_size, radius=0.0, **options):
+        captured.update(voxel_size=voxel_size, radius=radius)
+        return centers
+
+    monkeypatch.setattr(point_cloud_input.Obstacle, "points", classmethod(capture))
+    rng = np.random.default_rng(5)
+    points = rng.uniform(-0.2, 0.2, (4000, 3)) + (0.0, 0.0, 1.0)
+    voxel = 0.02
+    for size, side in ((0.02, 0.02), (0.01, 0.01), (0.006, 0.02 / 4), (0.005, 0.005)):
+        centers = sensed_obstacle("sensor:cam", points, np.eye(4), voxel, 0.0, 10.0, None, 0.0, point_size=size)
+        cubes = np.unique(np.floor(points / side).astype(np.int64), axis=0)
+        assert centers.shape == cubes.shape
+        np.testing.assert_allclose(centers, (cubes + 0.5) * side, atol=1e-12)
+        assert captured["voxel_size"] == voxel  # the field keeps the voxel size
+        assert captured["radius"] == pytest.approx(0.5 * np.sqrt(3) * side)
+        nearest = np.min(np.linalg.norm(points[:, None] - centers[None], axis=2), axis=1)
+        assert (nearest <= captured["radius"] + 1e-12).all()  # every point inside a ball
+
+
+def test_the_self_filter_removes_whole_voxels_whatever_the_point_size(monkeypatch):
+    """Finer points are filtered by their voxel: a voxel the robot's sphere (plus padding and the
+    voxel half-diagonal) reaches loses all its points, the others keep all theirs."""
+    from ros_torch_kin.ros import point_cloud_input
+
+    monkeypatch.setattr(point_cloud_input.Obstacle, "points", classmethod(lambda cls, id, centers, *a, **k: centers))
+    voxel = 0.02
+    rng = np.random.default_rng(6)
+    points = rng.uniform(-0.15, 0.15, (6000, 3)) + (0.5, 0.0, 0.5)
+    spheres = (np.array([[0.5, 0.0, 0.5]]), np.array([0.05]))
+    coarse = sensed_obstacle("sensor:cam", points, np.eye(4), voxel, 0.0, 10.0, spheres, 0.01)
+    fine = sensed_obstacle("sensor:cam", points, np.eye(4), voxel, 0.0, 10.0, spheres, 0.01, point_size=0.005)
+    kept_voxels = {tuple(v) for v in np.floor(coarse / voxel).astype(np.int64)}
+    everything = {tuple(v) for v in np.floor(points / voxel).astype(np.int64)}
+    assert 0 < len(kept_voxels) < len(everything)  # the filter removed some voxels, not all
+    cubes = {tuple(c) for c in np.floor(points / 0.005).astype(np.int64)}
+    expected = {c for c in cubes if tuple(np.floor_divide(c, 4)) in kept_voxels}
+    assert {tuple(c) for c in np.floor(fine / 0.005).astype(np.int64)} == expected
+    reach = 0.05 + 0.01 + 0.5 * np.sqrt(3) * voxel
+    centres = (np.array(sorted(kept_voxels)) + 0.5) * voxel
+    assert (np.linalg.norm(centres - spheres[0], axis=1) > reach).all()
+    removed = (np.array(sorted(everything - kept_voxels)) + 0.5) * voxel
+    assert (np.linalg.norm(removed - spheres[0], axis=1) <= reach).all()

@@ -134,11 +134,16 @@ PARAMETERS = (
               "(a camera that stops never leaves a stale world).", read_only=True),
     Parameter("sensor_max_points", 2_000_000, "Largest cloud or image (points, holes included) accepted; a "
               "larger message is refused and logged.", integer_range=(1, 100_000_000), read_only=True),
-    Parameter("sensor_point_radius", 0.0, "Sensed points are kept as the centres of their occupied voxels, "
-              "each a ball of radius √3/2·s + this (m): the ball covers every sensed point of its voxel, this "
-              "adds a margin for sensor noise. Distances to the balls are exact where a ball's centre is within "
-              "2·s, i.e. up to about 1.13·s − this from the balls (ros_torch_kin.collision.point_hash), lower "
-              "bounds farther.", read_only=True),
+    Parameter("sensor_point_radius", 0.0, "Sensed points are kept as the centres of their occupied cubes "
+              "(sensor_point_size), each a ball of radius √3/2·side + this (m): the ball covers every sensed point "
+              "of its cube, this adds a margin for sensor noise. Distances to the balls are exact where a ball's "
+              "centre is within 2·s (s the voxel size; ros_torch_kin.collision.point_hash), lower bounds "
+              "farther.", read_only=True),
+    Parameter("sensor_point_size", 0.01, "Side (m) of the cubes sensed points are kept by: each occupied cube "
+              "is one point, a ball of radius √3/2·side + sensor_point_radius around its centre, so what the "
+              "camera saw stands at most √3·side proud of itself (a grasp goal nearer than that is refused). "
+              "0: the voxel size; else the voxel size divided by the least whole number that brings it to this "
+              "or below. Smaller keeps more points: insertion and queries near them cost more.", read_only=True),
     Parameter("sensor_lattice", 0.04, "Spacing (m) of the exact far-field lattice of sensed points: distances "
               "to the voxel balls are kept at its nodes out to 0.1 m (a KD-tree over the kept voxels), so a configuration a few centimetres from what the camera sees is "
               "not called in collision by the voxel field's looser bound (error about 3·spacing²/(8·d) at "
@@ -175,7 +180,7 @@ class Settings:
 
 
 _NON_NEGATIVE = ("collision_margin", "trajectory_clearance", "sensor_min_range", "self_filter_padding",
-                 "sensor_point_radius", "sensor_lattice")
+                 "sensor_point_radius", "sensor_point_size", "sensor_lattice")
 _POSITIVE = ("sensor_voxel_size", "sensor_max_range", "sensor_decay_time",
              "trajectory_time_budget", "trajectory_acceleration_limit", "trajectory_velocity_scaling",
              "trajectory_acceleration_scaling", "trajectory_control_rate", "trajectory_sample_rate")

@@ -12,12 +12,13 @@ requests in flight keep the world they started with):
 2. Points: NaN / zero depth (holes) skipped, then those closer than ``sensor_min_range`` or
    farther than ``sensor_max_range`` from the sensor dropped; more than ``sensor_max_points``
    refuses the message (logged).
-3. Quantised to ``sensor_voxel_size`` voxels (the grid is aligned to the root frame), each voxel
-   once, as a ball of radius √3/2·s + ``sensor_point_radius`` around its centre (exact distances
-   near the balls, :mod:`..collision.point_hash`); the far field is a multi-resolution grid (:mod:`..collision.occupancy`: built in time
+3. Quantised to cubes of ``sensor_point_size`` (the voxel size ``sensor_voxel_size`` divided by
+   a whole number; the grid is aligned to the root frame), each cube once, as a ball of radius
+   √3/2·side + ``sensor_point_radius`` around its centre (exact distances near the balls,
+   :mod:`..collision.point_hash`); the far field is a multi-resolution grid (:mod:`..collision.occupancy`: built in time
    proportional to the occupied voxels, not to the box they span) and, with ``sensor_lattice``, an
-   exact lattice of distances to the balls (a KD-tree over the kept voxels) out to 0.1 m.
-4. Self filter: voxels whose centre is within a collision sphere of the robot (at that joint
+   exact lattice of distances to the balls (a KD-tree over the kept points) out to 0.1 m.
+4. Self filter: voxels (with every point they hold) whose centre is within a collision sphere of the robot (at that joint
    state) plus ``self_filter_padding`` plus the voxel half-diagonal are removed, as MoveIt's
    self filter does, so a wrist camera that sees the gripper does not block every plan. Objects
    the robot carries (``~/update_scene`` ATTACH, the ones attached when the message arrives) are
@@ -106,13 +107,16 @@ def depth_points(image: Image, info: CameraInfo) -> np.ndarray:
 
 def sensed_obstacle(id: str, points: np.ndarray, sensor_pose: np.ndarray, voxel_size: float, min_range: float,
                     max_range: float, spheres: tuple[np.ndarray, np.ndarray] | None, padding: float,
-                    point_radius: float = 0.0, lattice: float | None = None) -> Obstacle | None:
+                    point_radius: float = 0.0, lattice: float | None = None,
+                    point_size: float | None = None) -> Obstacle | None:
     """Points in the sensor frame -> the world obstacle (root frame), or None when nothing is
     left. ``spheres``: the self filter's sphere centres (S, 3) and radii (S,) at the message's
     joint state (root frame): the robot's collision spheres and its carried objects' covers
-    (:func:`self_filter_spheres`). Steps 2-4 of the module doc; the
-    obstacle's points are the kept voxel centres, each a ball of √3/2·voxel_size + ``point_radius``
-    (it covers every sensed point of its voxel), exact near them (:mod:`..collision.point_hash`);
+    (:func:`self_filter_spheres`). Steps 2-4 of the module doc. The obstacle's points are the
+    occupied cubes of side ``point_size`` (m; None: ``voxel_size``; else ``voxel_size`` divided
+    by the least whole number that brings it to ``point_size`` or below), each a ball of
+    √3/2·side + ``point_radius`` around its centre (it covers every sensed point of its cube),
+    exact near them (:mod:`..collision.point_hash`); the self filter removes whole voxels;
     ``lattice`` (m, optional): the exact far-field lattice of that spacing
     (:func:`..collision.point_hash.lattice_bound`), which keeps distances of a few voxels close to
     the true ones where the voxel field alone is loose by several centimetres."""
@@ -122,30 +126,46 @@ def sensed_obstacle(id: str, points: np.ndarray, sensor_pose: np.ndarray, voxel_
     if not keep.size:
         return None
     x, y, z = x[keep], y[keep], z[keep]
+    split = 1 if point_size is None else max(1, math.ceil(voxel_size / point_size - 1e-9))
+    side = voxel_size / split
     R, t = sensor_pose[:3, :3], sensor_pose[:3, 3]
-    index = [np.floor((R[a, 0] * x + R[a, 1] * y + R[a, 2] * z + t[a]) / voxel_size).astype(np.int64) for a in range(3)]
+    index = [np.floor((R[a, 0] * x + R[a, 1] * y + R[a, 2] * z + t[a]) / side).astype(np.int64) for a in range(3)]
+    keys = _distinct_keys(index)
+    if spheres is not None and spheres[0].shape[0]:
+        voxel = np.floor_divide(keys, split)  # each cube's voxel (the sides divide exactly)
+        owner = None
+        if split > 1:  # the distinct voxels, by flat index (np.unique on rows sorts far slower)
+            low, high = index_span([voxel[:, a] for a in range(3)])
+            flat = flat_index([voxel[:, a] for a in range(3)], low, high - low + 1)
+            distinct, owner = np.unique(flat, return_inverse=True)
+            voxel = np.stack(np.unravel_index(distinct, tuple(high - low + 1)), axis=1) + low
+        kept_voxels = voxel
+        reach = torch.as_tensor(spheres[1] + padding + 0.5 * math.sqrt(3) * voxel_size)
+        c = torch.as_tensor(spheres[0])
+        free = []
+        for part in torch.as_tensor((kept_voxels + 0.5) * voxel_size).split(1 << 16):
+            free.append(((torch.cdist(part, c) - reach) > 0).all(1))
+        free = torch.cat(free).numpy()
+        keys = keys[free if owner is None else free[owner.reshape(-1)]]
+        if not keys.shape[0]:
+            return None
+    centers = (keys + 0.5) * side
+    return Obstacle.points(id, centers, voxel_size, radius=0.5 * math.sqrt(3) * side + point_radius,
+                           multires=True, lattice=lattice or None)
+
+
+def _distinct_keys(index) -> np.ndarray:
+    """Integer cell coordinates (three (N,) columns) -> the distinct cells (M, 3), in flat order."""
     low, high = index_span(index)
     span = high - low + 1
     flat = flat_index(index, low, span)
-    if np.prod(span.astype(np.float64)) <= UNIQUE_BY_MARKING:  # each voxel once: marking is ~10x np.unique
+    if np.prod(span.astype(np.float64)) <= UNIQUE_BY_MARKING:  # each cell once: marking is ~10x np.unique
         marks = np.zeros(int(np.prod(span)), dtype=bool)
         marks[flat] = True
         packed = np.flatnonzero(marks)
     else:
         packed = np.unique(flat)
-    keys = np.stack(np.unravel_index(packed, tuple(span)), axis=1) + low
-    centers = (keys + 0.5) * voxel_size
-    if spheres is not None and spheres[0].shape[0]:
-        reach = torch.as_tensor(spheres[1] + padding + 0.5 * math.sqrt(3) * voxel_size)
-        c = torch.as_tensor(spheres[0])
-        keep = []
-        for part in torch.as_tensor(centers).split(1 << 16):
-            keep.append(((torch.cdist(part, c) - reach) > 0).all(1))
-        centers = centers[torch.cat(keep).numpy()]
-        if not centers.shape[0]:
-            return None
-    return Obstacle.points(id, centers, voxel_size, radius=0.5 * math.sqrt(3) * voxel_size + point_radius,
-                           multires=True, lattice=lattice or None)
+    return np.stack(np.unravel_index(packed, tuple(span)), axis=1) + low
 
 
 def self_filter_spheres(chain, world: torch.Tensor, robot=None, attached=()) -> tuple[np.ndarray, np.ndarray] | None:
@@ -327,7 +347,8 @@ class PointCloudInput:
                 spheres = self_filter_spheres(chain, world, robot, attached)
         return sensed_obstacle(f"sensor:{topic}", points, pose, values["sensor_voxel_size"], values["sensor_min_range"],
                                values["sensor_max_range"], spheres, values["self_filter_padding"],
-                               values["sensor_point_radius"], values["sensor_lattice"])
+                               values["sensor_point_radius"], values["sensor_lattice"],
+                               values["sensor_point_size"] or None)
 
     # ------------------------------------------------------------------ the world
     def _swap(self, topic: str, obstacle: Obstacle | None) -> None:
