@@ -84,3 +84,13 @@ def test_a_worker_that_fails_leaves_its_shapes_to_the_caller(tmp_path, monkeypat
     alone = _build(urdf, workers=1)
     monkeypatch.setattr(sys, "executable", "false")  # starts, exits 1 without output
     _same(alone, _build(urdf, workers=2))
+
+
+def test_jobs_that_cannot_be_sent_to_a_worker_come_back_empty_for_the_caller():
+    """A function pickle cannot send (a lambda) starts no worker: the caller's own share is done,
+    the others come back None for the caller to do (as the tree and table builds do)."""
+    from ros_torch_kin.collision.build_workers import run_in_workers
+
+    results = run_in_workers(lambda x: 2 * x, [(1,), (2,), (3,)], 3)
+    done = [(x, r) for (x,), r in zip([(1,), (2,), (3,)], results) if r is not None]
+    assert len(done) == 1 and done[0][1] == 2 * done[0][0]

@@ -40,12 +40,17 @@ def run_in_workers(function, jobs, workers: int, weights=None) -> list:
     environment = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     started = []
     for share in shares[1:]:  # the first share is the caller's own
+        process = None
         try:
+            payload = pickle.dumps((function, [jobs[j] for j in share]))  # before a process is started
             process = subprocess.Popen([sys.executable, "-c", f"from {__name__} import serve; serve()"],
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=environment)
-            process.stdin.write(pickle.dumps((function, [jobs[j] for j in share])))
+            process.stdin.write(payload)
             process.stdin.close()
-        except (OSError, ValueError, pickle.PicklingError):
+        except (OSError, ValueError, TypeError, AttributeError, pickle.PicklingError):
+            if process is not None:  # started but not fed: not left running
+                process.kill()
+                process.wait()
             process = None
         started.append(process)
     results: list = [None] * len(jobs)
