@@ -94,3 +94,27 @@ def test_jobs_that_cannot_be_sent_to_a_worker_come_back_empty_for_the_caller():
     results = run_in_workers(lambda x: 2 * x, [(1,), (2,), (3,)], 3)
     done = [(x, r) for (x,), r in zip([(1,), (2,), (3,)], results) if r is not None]
     assert len(done) == 1 and done[0][1] == 2 * done[0][0]
+
+
+def test_coarse_covers_cached_by_a_worker_are_those_built_here(tmp_path, monkeypatch):
+    """A cold model build covers the coarse spheres in a worker process into the disk cache while
+    it builds the trees: what the caller then reads equals what it would have built itself, and
+    only a robot with a link missing from the cache starts that worker."""
+    from ros_torch_kin.collision import urdf_spheres
+    from ros_torch_kin.collision.build_workers import finish_worker, start_worker
+
+    urdf = _robot(tmp_path)
+    chain = Chain.from_urdf(urdf, dtype=torch.float64)
+    monkeypatch.setenv("RTK_CACHE", str(tmp_path / "here"))
+    urdf_spheres.clear_cover_cache()
+    here = urdf_spheres.robot_spheres_from_urdf(urdf, chain)
+    monkeypatch.setenv("RTK_CACHE", str(tmp_path / "worker"))
+    urdf_spheres.clear_cover_cache()
+    assert urdf_spheres.covers_missing(urdf, chain)
+    assert finish_worker(start_worker(urdf_spheres.cache_covers, [(urdf, (), None)])) == [None]
+    assert not urdf_spheres.covers_missing(urdf, chain)  # on disk now, not in this process's memory
+    read = urdf_spheres.robot_spheres_from_urdf(urdf, chain)
+    for name in ("centers", "radii", "slack", "sphere_links"):
+        assert torch.equal(getattr(read, name), getattr(here, name)), name
+    assert read.warnings == here.warnings and any("missing.stl" in w for w in read.warnings)
+    urdf_spheres.clear_cover_cache()

@@ -37,38 +37,48 @@ def run_in_workers(function, jobs, workers: int, weights=None) -> list:
         w = load.index(min(load))
         shares[w].append(j)
         load[w] += weights[j] + 1
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    started = []
-    for share in shares[1:]:  # the first share is the caller's own
-        process = None
-        try:
-            payload = pickle.dumps((function, [jobs[j] for j in share]))  # before a process is started
-            process = subprocess.Popen([sys.executable, "-c", f"from {__name__} import serve; serve()"],
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=environment)
-            process.stdin.write(payload)
-            process.stdin.close()
-        except (OSError, ValueError, TypeError, AttributeError, pickle.PicklingError):
-            if process is not None:  # started but not fed: not left running
-                process.kill()
-                process.wait()
-            process = None
-        started.append(process)
+    started = [start_worker(function, [jobs[j] for j in share]) for share in shares[1:]]  # the first is ours
     results: list = [None] * len(jobs)
     for j in shares[0]:
         results[j] = function(*jobs[j])
     for share, process in zip(shares[1:], started):
-        if process is None:
-            continue
-        output = process.stdout.read()
-        if process.wait() != 0:
-            continue
-        try:
-            built = pickle.loads(output)
-        except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError):
-            continue
-        for j, result in zip(share, built):
-            results[j] = result
+        built = finish_worker(process)
+        if built is not None:
+            for j, result in zip(share, built):
+                results[j] = result
     return results
+
+
+def start_worker(function, jobs) -> subprocess.Popen | None:
+    """A worker process computing ``function(*job)`` for each of ``jobs``, started now (collect
+    it with :func:`finish_worker`); None when the jobs cannot be sent (pickle) or no process starts."""
+    process = None
+    try:
+        payload = pickle.dumps((function, list(jobs)))  # before a process is started
+        environment = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        process = subprocess.Popen([sys.executable, "-c", f"from {__name__} import serve; serve()"],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=environment)
+        process.stdin.write(payload)
+        process.stdin.close()
+        return process
+    except (OSError, ValueError, TypeError, AttributeError, pickle.PicklingError):
+        if process is not None:  # started but not fed: not left running
+            process.kill()
+            process.wait()
+        return None
+
+
+def finish_worker(process: subprocess.Popen | None) -> list | None:
+    """The results of a :func:`start_worker` process (waits for it), or None where it failed."""
+    if process is None:
+        return None
+    output = process.stdout.read()
+    if process.wait() != 0:
+        return None
+    try:
+        return pickle.loads(output)
+    except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError):
+        return None
 
 
 def usable_cores() -> int:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..kinematics import Chain
+from .build_workers import finish_worker, start_worker, usable_cores
 from .collision_checker import CollisionChecker
 from .obstacles import Scene
 from .self_collision import ALWAYS_IN_COLLISION_FRACTION, DEFAULT_SAMPLES, SelfCollisionPairs, _sphere_pairs, self_collision_pairs
@@ -34,7 +35,7 @@ from .sphere_tree import TreeSettings
 from .pair_tables import BUDGET, cached_pair_tables
 from .tree_checker import TreeCollisionChecker
 from .urdf_sphere_trees import robot_sphere_trees_from_urdf
-from .urdf_spheres import robot_spheres_from_urdf
+from .urdf_spheres import cache_covers, covers_missing, robot_spheres_from_urdf
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,8 +82,13 @@ def robot_collision_model_from_urdf(
     ``validity_margin`` (m): the verdict's margin; ``table_budget`` (s): the building time of the
     joint tables of self pairs that stay close (:mod:`.pair_tables`; 0: none). Warnings of both
     builds are on the spheres."""
-    coarse = robot_spheres_from_urdf(urdf, chain, search_dirs=search_dirs, base_dir=base_dir)
+    # a cold robot: its coarse covers in a worker process (into the disk cache) while this one
+    # starts on the trees, whose own workers come a second later: a core would idle meanwhile
+    covering = (start_worker(cache_covers, [(urdf, tuple(search_dirs), base_dir)])
+                if usable_cores() > 1 and covers_missing(urdf, chain, search_dirs, base_dir) else None)
     tight = robot_sphere_trees_from_urdf(urdf, chain, search_dirs=search_dirs, base_dir=base_dir, settings=settings)
+    finish_worker(covering)  # whatever it did not cache is covered here
+    coarse = robot_spheres_from_urdf(urdf, chain, search_dirs=search_dirs, base_dir=base_dir)
     pairs = self_collision_pairs(chain, coarse, srdf=srdf, samples=samples, seed=seed)
     pairs = _confirmed_by_tight(chain, coarse, tight, pairs, samples, seed)
     cost = CollisionChecker(chain, coarse, scene, pairs)

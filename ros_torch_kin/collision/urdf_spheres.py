@@ -98,6 +98,31 @@ def robot_spheres_from_urdf(
     return _assemble(chain, covers, user, warnings, device, dtype)
 
 
+def covers_missing(urdf: str, chain: Chain, search_dirs=(), base_dir: str | os.PathLike | None = None,
+                   max_spheres_per_link: int = DEFAULT_MAX_SPHERES_PER_LINK,
+                   target_slack: float = DEFAULT_TARGET_SLACK) -> bool:
+    """Whether :func:`robot_spheres_from_urdf` (same arguments, no overrides) would cover a link
+    afresh: its cover is in neither the memory nor the disk cache (a link whose mesh is missing
+    counts as cached: nothing would be built for it)."""
+    settings = CoverSettings(max_spheres=max_spheres_per_link, target_slack=target_slack)
+    shapes, _ = read_collision_shapes(urdf)
+    by_link: dict[str, list[CollisionShape]] = {}
+    for shape in shapes:
+        if chain.has_link(shape.link) and shape.kind != "sphere":
+            by_link.setdefault(shape.link, []).append(shape)
+    for link_shapes in by_link.values():
+        key = _cover_key(link_shapes, settings, tuple(search_dirs), base_dir)
+        if key is not None and key not in _LINK_COVERS and not _cover_path(key).is_file():
+            return True
+    return False
+
+
+def cache_covers(urdf: str, search_dirs=(), base_dir: str | os.PathLike | None = None) -> None:
+    """Cover every link of ``urdf`` (default settings) into the disk cache: a worker process's job
+    (:mod:`.build_workers`) while the caller builds the sphere trees of a cold robot."""
+    robot_spheres_from_urdf(urdf, Chain.from_urdf(urdf, device="cpu", dtype=torch.float64), search_dirs, base_dir)
+
+
 def _cover_link(shapes, settings: CoverSettings, search_dirs, base_dir, warnings: list[str]) -> SphereCover:
     exact = [exact_sphere_cover(s) for s in shapes if s.kind == "sphere"]
     others = [s for s in shapes if s.kind != "sphere"]
