@@ -6,6 +6,7 @@ timings add up. Every success is re-checked densely with an independent margin-0
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 
@@ -148,7 +149,28 @@ def test_a_motion_check_past_its_deadline_is_late_and_not_clear(arm):
     assert bool(in_time.clear[0]) and not in_time.late
     late = validator.check(motion, deadline=time.perf_counter() - 1.0)
     assert not bool(late.clear[0]) and late.late
-    assert late.checked < in_time.checked
+    assert late.checked == 0 < in_time.checked  # not even the waypoints are asked after it
+    assert float(late.min_distance[0]) == -math.inf  # unknown, as an unchecked motion's
+
+
+def test_a_slow_check_stops_within_a_small_block_of_its_deadline(arm):
+    """Waypoints that cost 4 ms each (a batch deep in collision costs several times a free one):
+    a check begun 0.1 s before its deadline measures the rate on a first small block and starts
+    nothing after the deadline, so it ends within about that block of it, late and not clear."""
+    from ros_torch_kin.motion.checking import FIRST_BLOCK
+
+    chain, checker = arm
+    start = torch.tensor(ARM_START, dtype=chain.dtype)
+    goal = torch.tensor(ARM_GOAL, dtype=chain.dtype)
+    motion = torch.stack([start + t * (goal - start) for t in torch.linspace(0, 1, 8, dtype=chain.dtype)])
+    pause = 0.004
+    slow = SlowChecker(checker, pause)
+    validator = MotionValidator(slow, clearance=0.0)
+    began = time.perf_counter()
+    result = validator.check(motion.expand(32, -1, -1), deadline=began + 0.1)  # 256 waypoints: ~1 s
+    elapsed = time.perf_counter() - began
+    assert result.late and not bool(result.clear.any())
+    assert slow.asked < 256 and elapsed <= 0.1 + FIRST_BLOCK * pause + 0.05, (elapsed, slow.asked)
 
 
 class SlowChecker:
@@ -173,7 +195,7 @@ def test_time_budget_is_honoured_when_the_motion_checks_are_slow(arm):
     assume of a slow model): the call returns within its budget + 10 % and one block of a check
     (a check starts no block after the deadline; an iteration that cannot end by it is not
     begun; the curve's check is skipped after it), and says why it stopped."""
-    from ros_torch_kin.motion.checking import DEADLINE_BLOCK, SLOW_RATE
+    from ros_torch_kin.motion.checking import FIRST_BLOCK, SLOW_RATE
     from ros_torch_kin.motion.time_optimal import warm_up
 
     warm_up()  # the imports of the first timing (~0.6 s), as the node does at start-up
@@ -187,7 +209,7 @@ def test_time_budget_is_honoured_when_the_motion_checks_are_slow(arm):
     result = solve_trajectory(chain, start, "tool0", target_configuration=goal, collision=slow,
                               options=TrajectoryOptions(time_budget=budget))
     elapsed = time.perf_counter() - began
-    assert elapsed <= 1.1 * budget + DEADLINE_BLOCK * pause + 0.1, (elapsed, result.timings)
+    assert elapsed <= 1.1 * budget + FIRST_BLOCK * pause + 0.1, (elapsed, result.timings)
     assert not bool(result.success[0]) and result.stopped == "time_budget", (result.stopped, result.failure)
     assert "within budget" in result.failure[0]
 

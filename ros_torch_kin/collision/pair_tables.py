@@ -29,8 +29,9 @@ distance the tree reports are exactly what they would be without the table, only
 
 Grids are spaced so that the bound loses at most :data:`MOVE` (m) (at most :data:`MAX_NODES`
 nodes; a coarser spacing beyond). Tables are built with the tree verdict itself
-(:func:`pair_tables`), only for pairs that cost the verdict enough to be worth it, within a
-time budget, and cached on disk beside the trees (:func:`cached_pair_tables`). A chain with
+(:func:`pair_tables`; large ones in worker processes), only for pairs that cost the verdict
+enough to be worth it and whose building is repaid within :data:`PAYBACK` configurations, within
+a time budget, and cached on disk beside the trees (:func:`cached_pair_tables`). A chain with
 mimic joints, a pair with three or more joints between its links, or a prismatic joint between
 a link and another joint's axis gets no table (the tree alone, as before).
 """
@@ -69,9 +70,9 @@ WORTH = 20e-6
 #: A table is built only when its estimated building time is repaid within this many verdict
 #: configurations (what it saves each, times this): about a hundred plans' searches and checks.
 PAYBACK = 300_000
-#: s of estimated building (one process) for one robot's tables: the MBM UR5's two tables take
-#: ~12 s of it (its upper arm over its base, its forearm over its wrist: 100-200 µs a
-#: configuration each without), the Panda's wrist table ~1 s.
+#: s of estimated building (one process) for one robot's tables: the MBM UR5's take 20-25 s of
+#: it (its upper arm over its base, its forearm over its wrist: 100-270 µs a configuration each
+#: without; its shoulder over its forearm where it repays), the Panda's wrist table ~1-2 s.
 BUDGET = 30.0
 #: s of estimated filling above which the tables' nodes are split among worker processes
 #: (:mod:`.build_workers`): a worker's start (importing torch, the hierarchy built again) costs
@@ -415,8 +416,8 @@ def cached_pair_tables(chain: Chain, spheres, pairs, verdict=None, budget: float
     stored (a read-only cache directory only costs the storing)."""
     from .urdf_sphere_trees import cache_directory
 
-    digest = hashlib.sha256(repr((_VERSION, LEVELS, MOVE, MAX_NODES, WORTH, PAYBACK, budget, tuple(pairs), chain.link_names,
-                                  chain.joint_names)).encode())
+    digest = hashlib.sha256(repr((_VERSION, LEVELS, MOVE, MAX_NODES, WORTH, PAYBACK, budget, tuple(pairs),
+                                  chain.link_names, chain.joint_names)).encode())
     for tensor in (chain.local_constant, chain.local_linear, chain.lower_limits, chain.upper_limits, chain.joint_axis,
                    spheres.centers, spheres.radii, spheres.sphere_links):
         digest.update(tensor.detach().cpu().double().numpy().tobytes())

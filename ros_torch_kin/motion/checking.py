@@ -55,12 +55,20 @@ from .sphere_sweep import MotionCheck, sphere_speed_bounds
 #: for distance columns: the tight model's, as its branch and bound begins
 #: (:data:`~ros_torch_kin.collision.tree_checker.NEAREST_ABOVE`); above it, the world and self minima.
 COLUMNS_UP_TO = 0.05
-#: Configurations per distance query of a check with a deadline (:meth:`MotionValidator.check`):
-#: the most a check can run past it (on the MBM UR5, ~170 µs a configuration: ~45 ms).
-DEADLINE_BLOCK = 256
+#: Configurations of the first query of a check that might not end by its deadline
+#: (:meth:`MotionValidator.check`), drawn across the batch: it measures the rate the next ones
+#: are sized by, so a check runs past its deadline by about one such query (the Fetch's
+#: configurations deep in collision: ~8 ms each, ~130 ms).
+FIRST_BLOCK = 16
 #: Seconds per configuration assumed of a slow model (6× the MBM UR5's tight one): a query that
 #: would end before the deadline even at this rate is not split (the Panda's checks stay one query).
 SLOW_RATE = 1e-3
+#: Queries of at least this many configurations measure a validator's rate (smaller ones are
+#: mostly a call's fixed cost).
+RATE_FROM = 64
+#: How much slower than the slowest seen a batch may be: one query is made only where it ends in
+#: time even so (the Fetch's failed seeds cost ~4× the ones checked first in the same call).
+RATE_SPREAD = 4.0
 
 
 class MotionValidator:
@@ -99,6 +107,9 @@ class MotionValidator:
         self.column_speed, self.column_track = _column_speeds(checker, self.sphere_speed, self._by_column)
         #: the world columns and the self columns (index tensors: masks would read the device)
         self._track_columns = tuple((self.column_track == t).nonzero().squeeze(1) for t in (0, 1))
+        #: s per configuration assumed of a query with a deadline: the slowest seen of this
+        #: validator's (queries of ≥ RATE_FROM configurations), at least SLOW_RATE
+        self._rate = SLOW_RATE
 
     def with_scene(self, scene) -> "MotionValidator":
         other = object.__new__(MotionValidator)
@@ -132,28 +143,50 @@ class MotionValidator:
         """(..., C) distance columns -> (..., 2) the least world and the least self one."""
         return torch.stack([_least(columns.index_select(-1, c)) for c in self._track_columns], -1)
 
-    def _distance_until(self, q: Tensor, deadline: float) -> tuple[Tensor, int]:
-        """(n, J) -> (n, C) distances as :meth:`_distance` and how many rows were computed, none
-        started after ``deadline``: one query where it ends in time even at ``SLOW_RATE``; else a
-        first block of ``DEADLINE_BLOCK`` rows measures the model's time per row, and the rest goes
-        in one query where it ends by the deadline at that rate, else in blocks. Rows not reached
-        get +inf (the caller marks them undecided)."""
+    def _distance_until(self, q: Tensor, deadline: float) -> tuple[Tensor, Tensor | None, int]:
+        """(n, J) -> (n, C) distances as :meth:`_distance`, (n,) bool which rows were computed
+        (None: all) and how many, none started after ``deadline``: one query where it ends in time
+        even at ``RATE_SPREAD`` times the slowest rate this validator has seen (at least
+        ``SLOW_RATE``); else the rows in a fixed shuffled order (a batch's rows differ: a failed
+        plan's seeds are free at first and ~20× dearer deep in collision further on, so blocks in
+        their order measure nothing), a first block of ``FIRST_BLOCK`` of them measuring the
+        batch's time per row, the next blocks what ends by the deadline at ``RATE_SPREAD`` times
+        the last block's rate. Rows not reached get +inf (the caller marks them undecided)."""
         n = q.shape[0]
-        if deadline == math.inf or time.perf_counter() + SLOW_RATE * n <= deadline:
-            return self._distance(q), n  # ends in time even at a slow model's rate: one query
+        if deadline == math.inf:
+            return self._distance(q), None, n
+        if time.perf_counter() + RATE_SPREAD * self._rate * n <= deadline:
+            return self._measured(q), None, n  # ends in time even at several times the slowest rate seen
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(0)).to(q.device)
+        shuffled = q.index_select(0, order)
         parts, done, rate = [], 0, None
         while done < n:
             now = time.perf_counter()
             if now > deadline:
                 break
-            size = min(n - done, DEADLINE_BLOCK)
-            if rate is not None and now + rate * (n - done) <= deadline:
-                size = n - done
-            parts.append(self._distance(q[done:done + size]))
+            if rate is None:  # a first small block measures this batch's rate
+                size = min(n, FIRST_BLOCK)
+            else:  # then as many as end by the deadline even at RATE_SPREAD times it
+                size = min(n - done, max(FIRST_BLOCK // 2, int((deadline - now) / max(RATE_SPREAD * rate, 1e-9))))
+            parts.append(self._measured(shuffled[done:done + size]))
             rate = (time.perf_counter() - now) / size
             done += size
-        parts.append(q.new_full((n - done, self.column_track.shape[0]), math.inf))
-        return torch.cat(parts), done
+        distance = q.new_full((n, self.column_track.shape[0]), math.inf)
+        reached = torch.zeros(n, dtype=torch.bool, device=q.device)
+        if done:
+            distance[order[:done]] = torch.cat(parts)
+            reached[order[:done]] = True
+        return distance, reached, done
+
+    def _measured(self, q: Tensor) -> Tensor:
+        """:meth:`_distance`, its time per configuration kept as ``_rate`` where it is the slowest
+        yet (configurations deep in collision cost several times free ones: the Fetch's failed
+        seeds ~4 ms each, and one query of them, begun in time at SLOW_RATE, ran a second late)."""
+        began = time.perf_counter()
+        distance = self._distance(q)
+        if q.shape[0] >= RATE_FROM:
+            self._rate = max(self._rate, (time.perf_counter() - began) / q.shape[0])
+        return distance
 
     def requirements(self, waypoint_world: Tensor) -> Tensor:
         """(N, T) waypoint world distances -> (N, T − 1) the world distance each segment keeps."""
@@ -177,23 +210,29 @@ class MotionValidator:
         plus the resolution). ``names``: False leaves ``closest_pair`` empty (naming a pair
         beyond the threshold takes up to four more distance queries); :meth:`closest_pairs` of
         ``closest_configuration`` gives the same names later. ``deadline`` (``time.perf_counter()``
-        s): no distance query of the pieces starts after it (:meth:`_distance_until`: blocks of
-        ``DEADLINE_BLOCK`` configurations where one query might not end in time); the pieces not
-        reached are undecided, the motions they belong to not clear, and the result ``late``."""
+        s): no distance query of the waypoints or the pieces starts after it (:meth:`_distance_until`:
+        blocks sized by the measured rate where one query might not end in time); the waypoints
+        and pieces not reached are undecided, the motions they belong to not clear (a motion with
+        a waypoint not reached has min_distance −inf: unknown), and the result ``late``."""
         if positions.dim() == 2:
             positions = positions.unsqueeze(0)
         positions = positions.detach()
         N, T, J = positions.shape
         C = self.column_track.shape[0]
-        columns = self._distance(positions.reshape(-1, J)).view(N, T, C)
+        # the waypoints too stop at the deadline: a batch of motions deep in collision (a failed
+        # plan's seeds) costs ~2 ms a configuration, and one query of them ran a second past it
+        columns, computed, reached = self._distance_until(positions.reshape(-1, J), deadline)
+        unreached = (torch.zeros(N, T, dtype=torch.bool, device=positions.device) if computed is None
+                     else ~computed.view(N, T))  # their columns are +inf
+        columns = columns.view(N, T, C)
         waypoint = self._tracks(columns)  # (N, T, 2)
         world_need = self.requirements(waypoint[..., 0])  # (N, T − 1)
         own_need = self.self_requirements(world_need)
         need = torch.stack((world_need, own_need), -1)  # (N, T − 1, 2)
         at_waypoint = torch.minimum(torch.cat([need[:, :1], need], 1), torch.cat([need, need[:, -1:]], 1))
         at_waypoint[:, 0], at_waypoint[:, -1] = own_need[:, :1], own_need[:, -1:]  # an end: validity only
-        waypoint_clear = (waypoint >= at_waypoint).all(-1)
-        checked = N * T
+        waypoint_clear = (waypoint >= at_waypoint).all(-1) & ~unreached
+        checked = reached
         track = self.column_track
         segment = torch.arange(N * (T - 1), device=positions.device)
         need = need.reshape(-1, 2)
@@ -201,9 +240,9 @@ class MotionValidator:
         da, db = columns[:, :-1].reshape(-1, C), columns[:, 1:].reshape(-1, C)
         colliding = ((da < need[:, track]) | (db < need[:, track])).any(-1)
         bound = torch.full((N * (T - 1), C), math.inf, dtype=positions.dtype, device=positions.device)  # per column
-        undecided = torch.zeros_like(colliding)
+        undecided = (unreached[:, :-1] | unreached[:, 1:]).reshape(-1)  # a segment whose end was not reached
         extra_q, extra_d, extra_motion = [], [], []
-        cut = late = False
+        cut, late = False, reached < N * T
         finest = self.resolution / 4 ** max(self.refinements - 1, 0)  # a piece this short is not cut again
         while True:
             change = _moved((qb - qa).abs(), self.column_speed)  # (n, C): how much each column can change
@@ -237,12 +276,12 @@ class MotionValidator:
             new_a = a + (k.unsqueeze(1) / n_piece) * (b - a)
             new_b = a + ((k + 1).unsqueeze(1) / n_piece) * (b - a)
             interior = k > 0
-            d_new, reached = self._distance_until(new_a[interior], deadline)
+            d_new, computed, reached = self._distance_until(new_a[interior], deadline)
             checked += reached
             owner = segment[piece[interior]]
-            if reached < d_new.shape[0]:  # past the deadline: the rest stays undecided
+            if computed is not None and reached < d_new.shape[0]:  # past the deadline: the rest stays undecided
                 late = True
-                undecided.index_fill_(0, owner[reached:], True)
+                undecided.index_fill_(0, owner[~computed], True)
             colliding.index_fill_(0, owner[(d_new < need[owner][:, track]).any(-1)], True)
             extra_q.append(new_a[interior])
             extra_d.append(d_new.amin(-1))
@@ -261,6 +300,8 @@ class MotionValidator:
         all_motion = torch.cat([torch.arange(N, device=positions.device).repeat_interleave(T)] + extra_motion)
         min_distance = torch.full((N,), math.inf, dtype=positions.dtype, device=positions.device)
         min_distance.scatter_reduce_(0, all_motion, all_d, "amin")
+        if late:  # a motion with a waypoint not reached: its distances unknown (as an unchecked one's)
+            min_distance = torch.where(unreached.any(1), -math.inf, min_distance)
         clearance_bound = torch.minimum(_least(bound).view(N, T - 1).amin(1), min_distance)
         segments = torch.cat((bound.view(N, T - 1, C), world_need.unsqueeze(-1)), -1)
         # per motion its first checked configuration at min_distance (one scatter: no loop, no host read)

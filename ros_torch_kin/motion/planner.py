@@ -259,21 +259,27 @@ def solve_trajectory(
                               started, S, timings, cost_checker)
     moment = time.perf_counter()
     stopped, iteration, quiet = "max_iterations", 0, 0
-    step_time = 0.0  # the last line search's time: an iteration that cannot end by the deadline is not begun
+    # the last iteration's whole time (line search, checks, restarts): one that could not end by
+    # the deadline is not begun (the line search alone left the checks after it to overrun)
+    iteration_time = 0.0
     if motion is not None and checks.all_done(failure):  # solved by a seed, or nothing to optimise
         stopped = "solved" if any(not f for f in failure) else "refused"
     elif motion is not None and time.perf_counter() > deadline:
         stopped = "time_budget"  # the seeds' checks and the global search took the budget
     else:
+        evaluated = time.perf_counter()
         cost, gradient, collision_part = value_and_gradient(x, S)
         lbfgs = BatchedLBFGS(P * S, (T - 1) * J, options.history, initial_step=0.05, like=x)
         steps = torch.tensor(options.line_search_steps, dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
         A = steps.shape[0]
+        # before the first iteration, its line search (A step sizes of every seed in one batch) is
+        # predicted from this evaluation: begun late, after a long global search, it overran
+        iteration_time = A * (time.perf_counter() - evaluated)
         every_row = torch.arange(P * S, device=x.device)
         best = cost.view(P, S).amin(1)
     max_iterations = options.max_iterations if motion is None else options.collision_iterations
     for iteration in range(1, max_iterations + 1) if stopped == "max_iterations" else ():
-        if motion is not None and time.perf_counter() + step_time > deadline:
+        if motion is not None and time.perf_counter() + iteration_time > deadline:
             stopped = "time_budget"
             break
         line_search = time.perf_counter()
@@ -282,7 +288,6 @@ def solve_trajectory(
         # every step size with its gradient in one batch (problem-major rows: P, A, S)
         grouped = candidates.view(A, P, S, T - 1, J).transpose(0, 1).reshape(-1, T - 1, J)
         tried, tried_gradient, tried_collision = value_and_gradient(grouped, A * S)
-        step_time = time.perf_counter() - line_search
         tried = tried.view(P, A, S).transpose(0, 1).reshape(A, P * S)
         tried_collision = tried_collision.view(P, A, S).transpose(0, 1).reshape(A, P * S)
         tried_gradient = tried_gradient.view(P, A, S, T - 1, J).transpose(0, 1).reshape(A, P * S, T - 1, J)
@@ -325,6 +330,7 @@ def solve_trajectory(
                 if checks.all_done(failure):
                     stopped = "solved"
                     break
+        iteration_time = time.perf_counter() - line_search
         if time.perf_counter() > deadline:
             stopped = "time_budget"
             break
