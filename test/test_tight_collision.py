@@ -506,3 +506,45 @@ def test_planning_on_the_tight_model_alone_asks_for_a_cost_model(panda):
 
     result = solve_trajectory(chain, q[0], target_configuration=q[0], collision=model.verdict, collision_cost=model.cost)
     assert result.positions.shape == (1, TrajectoryOptions().waypoints, chain.num_dofs)  # with a cost model it plans
+
+
+def test_a_pair_moved_by_two_joints_changes_no_faster_than_their_pair_rates(panda):
+    """A self column whose links only joints 6 and 7 move apart (the wrist's pairs, which MBM's
+    SRDF checks) gets those joints' pair rates as its speeds (the nearer link to each axis, as
+    seen from the other: below the moving link's own speed), and along straight motions its
+    distance changes no faster than that."""
+    import types
+
+    from ros_torch_kin.collision.self_collision import SelfCollisionPairs
+    from ros_torch_kin.motion.checking import MotionValidator, _pair_rates
+
+    chain, model, _, _ = panda
+    wrist = (("panda_link5", "panda_link7"), ("panda_link5", "panda_hand"))
+    empty = model.self_pairs.sphere_a[:0]
+    checker = TreeCollisionChecker(chain, model.verdict.robot_spheres, None,
+                                   SelfCollisionPairs(wrist, types.MappingProxyType({}), empty, empty),
+                                   coarse=model.cost)
+    motion = MotionValidator(checker, clearance=0.0, resolution=0.01)
+    world_links, pair_links = checker.column_links
+    rates = _pair_rates(chain, checker.spheres, pair_links)
+    assert sorted(rates) == [0, 1]
+    joint6, joint7 = chain.joint_names.index("panda_joint6"), chain.joint_names.index("panda_joint7")
+    selfs = motion.column_speed[:, world_links.shape[0]:]
+    for column, per_dof in rates.items():
+        assert [dof for dof, _ in per_dof] == [joint6, joint7]
+        for dof, rate in per_dof:
+            assert float(selfs[dof, column]) <= rate * (1 + 1e-6)  # float32 rounding
+        others = [j for j in range(chain.num_dofs) if j not in (joint6, joint7)]
+        assert float(selfs[others, column].abs().max()) == 0.0  # the joints that move both or neither
+    g = torch.Generator().manual_seed(8)
+    lower, upper = chain.lower_limits, chain.upper_limits
+    a = lower + torch.rand(40, chain.num_dofs, generator=g) * (upper - lower)
+    b = torch.minimum(torch.maximum(a + (torch.rand(40, chain.num_dofs, generator=g) - 0.5) * 2.0, lower), upper)
+    q = a.unsqueeze(1) + torch.linspace(0, 1, 201).view(1, -1, 1) * (b - a).unsqueeze(1)
+    threshold = 0.1
+    columns = checker.distance_columns(q.reshape(-1, chain.num_dofs), threshold, threshold).view(40, 201, -1)
+    step = 20
+    change = (columns[:, step:] - columns[:, :-step]).abs()
+    exact = (columns[:, step:] < threshold) & (columns[:, :-step] < threshold)
+    allowed = (q[:, step:] - q[:, :-step]).abs() @ motion.column_speed
+    assert bool(exact.any()) and bool((change[exact] <= allowed[exact] + 1e-5).all())
