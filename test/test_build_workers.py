@@ -118,3 +118,22 @@ def test_coarse_covers_cached_by_a_worker_are_those_built_here(tmp_path, monkeyp
         assert torch.equal(getattr(read, name), getattr(here, name)), name
     assert read.warnings == here.warnings and any("missing.stl" in w for w in read.warnings)
     urdf_spheres.clear_cover_cache()
+
+
+def test_a_link_with_a_sphere_beside_other_shapes_counts_as_cached_once_covered(tmp_path, monkeypatch):
+    """A link whose collision is a sphere and a box (the box covered with the spheres the exact
+    one leaves of the cap): once covered, ``covers_missing`` finds it in the disk cache (it keyed
+    it with the full cap, so every later start started a worker for nothing)."""
+    from ros_torch_kin.collision import urdf_spheres
+
+    urdf = ('<robot name="r"><link name="base"><collision><geometry><sphere radius="0.05"/></geometry></collision>'
+            '<collision><origin xyz="0.2 0 0"/><geometry><box size="0.1 0.2 0.3"/></geometry></collision></link>'
+            '<link name="tip"/><joint name="j" type="revolute"><parent link="base"/><child link="tip"/>'
+            '<axis xyz="0 0 1"/><limit lower="-1" upper="1" effort="1" velocity="1"/></joint></robot>')
+    chain = Chain.from_urdf(urdf, dtype=torch.float64)
+    monkeypatch.setenv("RTK_CACHE", str(tmp_path))
+    urdf_spheres.clear_cover_cache()
+    assert urdf_spheres.covers_missing(urdf, chain)
+    urdf_spheres.robot_spheres_from_urdf(urdf, chain)
+    urdf_spheres.clear_cover_cache()  # the disk cache alone
+    assert not urdf_spheres.covers_missing(urdf, chain)

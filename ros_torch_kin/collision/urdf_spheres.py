@@ -80,13 +80,7 @@ def robot_spheres_from_urdf(
     the chain does not have, or an override sphere with a negative or non-finite value.
     """
     settings = CoverSettings(max_spheres=max_spheres_per_link, target_slack=target_slack)
-    shapes, warnings = read_collision_shapes(urdf)
-    by_link: dict[str, list[CollisionShape]] = {}
-    for shape in shapes:
-        if not chain.has_link(shape.link):
-            warnings.append(f"link '{shape.link}' has collision geometry but is not in the chain; skipped")
-            continue
-        by_link.setdefault(shape.link, []).append(shape)
+    by_link, warnings = _shapes_by_link(urdf, chain)
     user = read_sphere_overrides(overrides, chain) if overrides is not None else {}
     search_dirs = tuple(search_dirs)
     covers: dict[str, SphereCover] = {}
@@ -105,16 +99,37 @@ def covers_missing(urdf: str, chain: Chain, search_dirs=(), base_dir: str | os.P
     afresh: its cover is in neither the memory nor the disk cache (a link whose mesh is missing
     counts as cached: nothing would be built for it)."""
     settings = CoverSettings(max_spheres=max_spheres_per_link, target_slack=target_slack)
-    shapes, _ = read_collision_shapes(urdf)
-    by_link: dict[str, list[CollisionShape]] = {}
-    for shape in shapes:
-        if chain.has_link(shape.link) and shape.kind != "sphere":
-            by_link.setdefault(shape.link, []).append(shape)
-    for link_shapes in by_link.values():
-        key = _cover_key(link_shapes, settings, tuple(search_dirs), base_dir)
+    for link_shapes in _shapes_by_link(urdf, chain)[0].values():
+        key = _link_cover_key(link_shapes, settings, tuple(search_dirs), base_dir)
         if key is not None and key not in _LINK_COVERS and not _cover_path(key).is_file():
             return True
     return False
+
+
+def _shapes_by_link(urdf: str, chain: Chain) -> tuple[dict[str, list[CollisionShape]], list[str]]:
+    """The URDF's collision shapes by link (the chain's links only) and the warnings so far."""
+    shapes, warnings = read_collision_shapes(urdf)
+    by_link: dict[str, list[CollisionShape]] = {}
+    for shape in shapes:
+        if not chain.has_link(shape.link):
+            warnings.append(f"link '{shape.link}' has collision geometry but is not in the chain; skipped")
+            continue
+        by_link.setdefault(shape.link, []).append(shape)
+    return by_link, warnings
+
+
+def _link_cover_key(shapes, settings: CoverSettings, search_dirs, base_dir) -> str | None:
+    """The cache key of the cover :func:`_cover_link` computes for a link's shapes (its spheres are
+    exact, the others covered with the spheres left of the cap), or None: nothing to cache (only
+    spheres, or a mesh not found)."""
+    others = [s for s in shapes if s.kind != "sphere"]
+    return _cover_key(others, _rest(shapes, settings), search_dirs, base_dir) if others else None
+
+
+def _rest(shapes, settings: CoverSettings) -> CoverSettings:
+    """The settings a link's other shapes are covered with: the cap less its exact spheres."""
+    spheres = sum(s.kind == "sphere" for s in shapes)
+    return replace(settings, max_spheres=max(1, settings.max_spheres - spheres))
 
 
 def cache_covers(urdf: str, search_dirs=(), base_dir: str | os.PathLike | None = None) -> None:
@@ -128,8 +143,8 @@ def _cover_link(shapes, settings: CoverSettings, search_dirs, base_dir, warnings
     others = [s for s in shapes if s.kind != "sphere"]
     if not others:
         return SphereCover.concatenate(exact)
-    rest = replace(settings, max_spheres=max(1, settings.max_spheres - len(exact)))
-    key = _cover_key(others, rest, search_dirs, base_dir)  # None: a mesh not found (warned below)
+    rest = _rest(shapes, settings)
+    key = _link_cover_key(shapes, settings, search_dirs, base_dir)  # None: a mesh not found (warned below)
     cover = None if key is None else _LINK_COVERS.get(key) or _read_cover(key)
     if cover is None:
         read_before = len(warnings)
