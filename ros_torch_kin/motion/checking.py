@@ -169,6 +169,7 @@ class MotionValidator:
             else:  # then as many as end by the deadline even at RATE_SPREAD times it
                 size = min(n - done, max(FIRST_BLOCK // 2, int((deadline - now) / max(RATE_SPREAD * rate, 1e-9))))
             parts.append(self._measured(shuffled[done:done + size]))
+            _wait(parts[-1])
             rate = (time.perf_counter() - now) / size
             done += size
         distance = q.new_full((n, self.column_track.shape[0]), math.inf)
@@ -184,7 +185,7 @@ class MotionValidator:
         seeds ~4 ms each, and one query of them, begun in time at SLOW_RATE, ran a second late)."""
         began = time.perf_counter()
         distance = self._distance(q)
-        if q.shape[0] >= RATE_FROM:
+        if q.shape[0] >= RATE_FROM and q.device.type == "cpu":  # a device's time shows only after a sync
             self._rate = max(self._rate, (time.perf_counter() - began) / q.shape[0])
         return distance
 
@@ -380,40 +381,42 @@ def _column_speeds(checker, sphere_speed: Tensor, by_column: bool = True) -> tup
                 + torch.where(moved[:, b] & ~moved[:, a], per_link[:, b], zero))
     per_dof = chain.joint_to_dof.detach().double().cpu().abs()  # (J, M)
     speed = per_dof @ torch.cat((per_link[:, world_links], relative), 1)
-    pair_speed = speed[:, world_links.shape[0]:]  # a view: tightened in place below
-    for column, rates in _pair_rates(chain, checker.spheres, pair_links).items():
-        for dof, rate in rates:
-            pair_speed[dof, column] = min(float(pair_speed[dof, column]), rate)
+    pairs = speed[:, world_links.shape[0]:]
+    pairs.copy_(torch.minimum(pairs, _pair_rates(chain, checker.spheres, pair_links)))
     track = torch.cat((torch.zeros(world_links.shape[0], dtype=torch.int64), torch.ones(a.shape[0], dtype=torch.int64)))
     return speed.to(device, dtype), track.to(device)
 
 
-#: spheres -> (chain, pair links (P, 2), {self column: ((dof, rate), ...)}): derived once per model
+#: spheres -> (chain, pair links (P, 2), (J, P) rates): derived once per model
 _PAIR_RATES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _pair_rates(chain, spheres, pair_links: Tensor) -> dict[int, tuple[tuple[int, float], ...]]:
-    """Per self column whose two links one or two DOFs move apart, how fast (m per rad, or 1 for a
-    prismatic joint) each of those DOFs can change their distance
+def _pair_rates(chain, spheres, pair_links: Tensor) -> Tensor:
+    """(J, P) float64 CPU: per self column whose two links one or two DOFs move apart, how fast
+    (m per rad, or 1 for a prismatic joint) each of those DOFs can change their distance
     (:func:`~ros_torch_kin.collision.pair_tables.motion_rates`: the nearer of the two links to the
-    joint's axis, as seen from the other): often several times below the moving link's own
-    speed (the UR5's upper arm over its base: 0.11 m/rad for the base joint, against ~0.5 for
-    the arm's farthest leaf), so the checks cut such a pair's segments less finely."""
+    joint's axis, as seen from the other), +inf elsewhere: often several times below the moving
+    link's own speed (the UR5's upper arm over its base: 0.11 m/rad for the base joint, against
+    ~0.5 for the arm's farthest leaf), so the checks cut such a pair's segments less finely."""
     from ..collision.pair_tables import motion_rates, path_dofs
 
     cached = _PAIR_RATES.get(spheres)
     if cached is not None and cached[0] is chain and torch.equal(cached[1], pair_links):
         return cached[2]
-    found = {}
-    for column, (link_a, link_b) in enumerate(pair_links.tolist()):
+    rates = torch.full((chain.num_dofs, pair_links.shape[0]), math.inf, dtype=torch.float64)
+    for column, (link_a, link_b) in enumerate(pair_links.tolist()):  # once per model
         dofs = path_dofs(chain, link_a, link_b)
-        if dofs is None or not 1 <= len(dofs) <= 2:
-            continue
-        rates = motion_rates(chain, spheres, link_a, link_b)
-        if rates is not None:
-            found[column] = tuple(zip(dofs, rates))
-    _PAIR_RATES[spheres] = (chain, pair_links.clone(), found)
-    return found
+        found = motion_rates(chain, spheres, link_a, link_b) if dofs is not None and 1 <= len(dofs) <= 2 else None
+        if found is not None:
+            rates[dofs, column] = torch.tensor(found, dtype=torch.float64)
+    _PAIR_RATES[spheres] = (chain, pair_links.clone(), rates)
+    return rates
+
+
+def _wait(result: Tensor) -> None:
+    """Wait for a device's result before timing it (a GPU runs asynchronously): one value read."""
+    if result.device.type != "cpu" and result.numel():
+        result.reshape(-1)[:1].cpu()
 
 
 def _least(values: Tensor) -> Tensor:
