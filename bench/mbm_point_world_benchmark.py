@@ -83,7 +83,7 @@ CAMERAS[3] = CAMERAS[2] + (("above", (0.5, 0.0, 2.2), (1.0, 0.0, 0.0)),)
 #: The node's sensor parameters, at their defaults (ros_torch_kin/ros/parameters.py, config/default.yaml).
 SENSOR = {name: BY_NAME[name].default for name in ("sensor_voxel_size", "sensor_min_range", "sensor_max_range",
                                                   "sensor_point_radius", "self_filter_padding", "sensor_lattice",
-                                                  "sensor_point_size")}
+                                                  "sensor_point_size", "sensor_shadow_depth")}
 
 
 def surface_cloud(scene: Scene, spacing: float) -> tuple[np.ndarray, float]:
@@ -112,9 +112,23 @@ def surface_cloud(scene: Scene, spacing: float) -> tuple[np.ndarray, float]:
     return np.concatenate(clouds), spacing / math.sqrt(3.0) + chord
 
 
-def depth_cameras(views: int) -> list[tuple[str, DepthCamera]]:
-    """The ``views`` cameras (see the module doc), named."""
-    return [(name, DepthCamera(look_at(eye, CAMERA_TARGET, up))) for name, eye, up in CAMERAS[views]]
+def depth_cameras(views: int, target=None) -> list[tuple[str, DepthCamera]]:
+    """The ``views`` cameras (see the module doc), named: aimed at CAMERA_TARGET, or with
+    ``target`` (3,) (root frame, m) the rig turned about the root's z axis to face it, aimed at it."""
+    if target is None:
+        return [(name, DepthCamera(look_at(eye, CAMERA_TARGET, up))) for name, eye, up in CAMERAS[views]]
+    turn = math.atan2(target[1], target[0]) - math.atan2(CAMERA_TARGET[1], CAMERA_TARGET[0])
+    c, s = math.cos(turn), math.sin(turn)
+    Rz = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    return [(name, DepthCamera(look_at(Rz @ np.array(eye), tuple(target), tuple(Rz @ np.array(up)))))
+            for name, eye, up in CAMERAS[views]]
+
+
+def scene_target(truth: Scene) -> np.ndarray:
+    """Where a rig that faces the task looks: the middle of the box spanned by the scene's
+    obstacles' centres (root frame, m)."""
+    centers = np.array([truth.obstacle(i).pose[:3, 3] for i in truth.ids])
+    return 0.5 * (centers.min(0) + centers.max(0))
 
 
 def depth_world(truth: Scene, cameras, chain64, robot_spheres, start: np.ndarray, root: str, sensor=SENSOR):
@@ -137,7 +151,7 @@ def depth_world(truth: Scene, cameras, chain64, robot_spheres, start: np.ndarray
         obstacle = sensed_obstacle(f"sensor:{name}", sensed, camera.pose, sensor["sensor_voxel_size"],
                                    sensor["sensor_min_range"], sensor["sensor_max_range"], spheres,
                                    sensor["self_filter_padding"], sensor["sensor_point_radius"], sensor["sensor_lattice"],
-                                   sensor["sensor_point_size"] or None)
+                                   sensor["sensor_point_size"] or None, sensor["sensor_shadow_depth"], image.width)
         if obstacle is not None:
             obstacles.append(obstacle)
         z = np.linalg.norm(sensed, axis=1)
@@ -151,7 +165,7 @@ def run(args):
     loads, probes = [os.getloadavg()[0]], [speed_probe()]
     problems = load_problems(args.families, args.limit)
     sensor = dict(SENSOR, sensor_voxel_size=args.sensor_voxel, sensor_lattice=args.sensor_lattice,
-                  sensor_point_size=args.sensor_point_size)
+                  sensor_point_size=args.sensor_point_size, sensor_shadow_depth=args.sensor_shadow_depth)
     chain, verdict, cost = build_planner_models(urdf_text(), srdf_text(), [mbm_resources()])
     reference = mbm_reference(chain)
     options, limits = TrajectoryOptions(), TrajectoryLimits.from_chain(chain)
@@ -164,6 +178,8 @@ def run(args):
             truth = problem.scene()
             view = {}
             if cameras:
+                if args.aim == "scene":
+                    cameras = depth_cameras(args.depth_views, scene_target(truth))
                 obstacles, render_time, insert_time, seen, kept = depth_world(truth, cameras, chain64, robot_spheres,
                                                                               problem.start, chain.root_link, sensor)
                 points = sum(seen)
@@ -209,7 +225,7 @@ def run(args):
                 threads=args.threads, limit=args.limit, exact_step=args.exact_step, depth_views=args.depth_views)
     if cameras:
         info.update(cameras=[(name, list(eye), list(up)) for name, eye, up in CAMERAS[args.depth_views]],
-                    camera_target=list(CAMERA_TARGET), sensor=sensor)
+                    camera_target=list(CAMERA_TARGET), sensor=sensor, aim=args.aim)
     else:
         info.update(spacing=args.spacing, voxel=args.voxel,
                     field="exact EDT" if args.exact_field else "multi-resolution",
@@ -253,20 +269,26 @@ def markdown_depth(rows, info) -> str:
     sensor = info["sensor"]
     where = "; ".join(f"{name.replace('_', '-')} at ({', '.join(f'{v:g}' for v in eye)})"
                       for name, eye, _ in info["cameras"])
+    aimed = ("turned about the root's z axis to face the middle of each scene's obstacles" if info["aim"] == "scene"
+             else "fixed")
     lines = [f"{info['stamp']}; {info['machine']}; {info['versions']}; torch threads {info['threads']}, float32, CPU. "
              f"**Load average {info['loads'][0]:.1f} → {info['loads'][1]:.1f}** on {os.cpu_count()} shared cores{speed_note(info.get('probes'))}.", "",
              f"MBM Panda problems ({subset}), every scene seen only by {info['depth_views']} simulated depth "
              f"camera{'s' if info['depth_views'] > 1 else ''} (bench/depth_camera.py: 640×480, fx = fy = 525, 32FC1, "
-             f"exact depths ray cast against the true primitives, no noise) fixed in the root frame and aimed at "
-             f"({', '.join(f'{v:g}' for v in info['camera_target'])}): {where} (m). Each view enters the world as the "
+             f"exact depths ray cast against the true primitives, no noise) fixed in the root frame, laid out for a "
+             f"task ahead, aimed at ({', '.join(f'{v:g}' for v in info['camera_target'])}): {where} (m), {aimed}. "
+             f"Each view enters the world as the "
              f"node inserts a depth topic (Image + CameraInfo → `depth_points` → `sensed_obstacle`, one obstacle "
              f"per camera) with the node's defaults but where the command says: {sensor['sensor_voxel_size'] * 100:g} cm voxels, "
              f"far-field lattice {sensor['sensor_lattice'] * 100:g} cm (0: none), range "
              f"{sensor['sensor_min_range']:g}–{sensor['sensor_max_range']:g} m, point radius "
              f"{sensor['sensor_point_radius']:g}, self filter against the coarse spheres at the start configuration "
-             f"+ {sensor['self_filter_padding'] * 100:g} cm. **Space no camera sees (behind or inside obstacles, "
-             f"occluded, out of view) counts as free, as MoveIt's octomap treats it**: a plan through it may hit "
-             f"the true obstacles. Every success checked exactly (Pinocchio + coal) against the true primitives; "
+             f"+ {sensor['self_filter_padding'] * 100:g} cm, "
+             + (f"a band {sensor['sensor_shadow_depth'] * 100:g} cm deep behind what each camera sees "
+                f"(`sensor_shadow_depth`). **Space no camera sees beyond it" if sensor["sensor_shadow_depth"] else
+                "no band behind what the cameras see (`sensor_shadow_depth` 0). **Space no camera sees")
+             + f" (behind or inside obstacles, occluded, out of view) counts as free, as MoveIt's octomap treats it**: a "
+             f"plan through it may hit the true obstacles. Every success checked exactly (Pinocchio + coal) against the true primitives; "
              f"colliding successes are reported, no problem is left out.", "",
              "| family | solved | colliding successes | median plan (ms) | median insertion of the views (ms) | "
              "points per view (median) | voxels per view (median) | refusals |",
@@ -288,8 +310,10 @@ def markdown_depth(rows, info) -> str:
               "sensor's, not counted. Median plan over the solved problems. Command: "
               f"`python bench/mbm_point_world_benchmark.py --depth-views {info['depth_views']}"
               + (f" --limit {info['limit']}" if info["limit"] is not None else "")
+              + (" --aim fixed" if info["aim"] == "fixed" else "")
               + "".join(f" --{flag} {sensor[key]:g}" for flag, key in (("sensor-voxel", "sensor_voxel_size"),
-                                                                       ("sensor-lattice", "sensor_lattice"))
+                                                                       ("sensor-lattice", "sensor_lattice"),
+                                                                       ("sensor-shadow-depth", "sensor_shadow_depth"))
                         if sensor[key] != SENSOR[key]) + "`."]
     return ("## MBM problems as depth views (bench/mbm_point_world_benchmark.py --depth-views)\n\n"
             + "\n".join(lines))
@@ -318,6 +342,11 @@ def main(argv=None):
                         help="m, with --depth-views: the node's sensor_lattice (0: none)")
     parser.add_argument("--sensor-point-size", type=float, default=SENSOR["sensor_point_size"],
                         help="m, with --depth-views: the node's sensor_point_size (0: the voxel size)")
+    parser.add_argument("--aim", choices=("scene", "fixed"), default="scene",
+                        help="with --depth-views: 'scene', the camera rig turned to face each scene's obstacles; "
+                             "'fixed', aimed at (0.5, 0, 0.4) whatever the scene")
+    parser.add_argument("--sensor-shadow-depth", type=float, default=SENSOR["sensor_shadow_depth"],
+                        help="m, with --depth-views: the node's sensor_shadow_depth (0: no band behind what is seen)")
     parser.add_argument("--output", type=Path, help="write the 'mbm_points' section of this markdown file "
                         "('mbm_depth' with --depth-views)")
     parser.add_argument("--json", type=Path, help="every problem's numbers")

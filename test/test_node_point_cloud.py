@@ -204,3 +204,54 @@ def test_points_on_a_carried_box_are_filtered_and_far_points_kept(served, arm7, 
         client.update_scene(UpdateScene.Request.DETACH, [ObstacleMsg(id="carried_box")])
         client.update_scene(UpdateScene.Request.REMOVE, [ObstacleMsg(id="carried_box")])
     assert wait_until(lambda: f"sensor:{TOPIC}" not in [o.id for o in client.update_scene(4, [])[0]], timeout=10.0)
+
+
+def test_an_organised_cloud_gets_the_band_behind_what_it_sees(ros_domain, arm7, library):
+    """With ``sensor_shadow_depth``, an organised cloud (rows, as a depth camera publishes) also
+    occupies the band behind the patch it shows (ros_torch_kin.collision.depth_shadow), the same
+    points unorganised do not: a configuration that reaches only into the band is blocked by the
+    first and free with the second. The expected verdicts come from the library's
+    ``sensed_obstacle`` on the same points."""
+    from sensor_msgs.msg import JointState
+
+    from ros_torch_kin.collision import CollisionChecker, Scene
+    from ros_torch_kin.ros.point_cloud_input import sensed_obstacle
+
+    topic, depth = "/camera/depth/points", 0.12
+    y, z = np.meshgrid(np.arange(-0.15, 0.15, 0.01), np.arange(0.25, 0.55, 0.01))
+    patch = np.stack([np.full(y.size, 0.55), y.ravel(), z.ravel()], axis=1)  # 30 rows of 30, base_link frame
+    _, spheres = library
+    checkers = {}
+    for band in (0.0, depth):
+        obstacle = sensed_obstacle("patch", patch, np.eye(4), VOXEL, 0.05, 3.0, None, 0.0, point_size=0.01,
+                                   shadow=band, width=30)
+        checkers[band] = CollisionChecker(arm7, spheres, Scene([obstacle])).without_self_pairs()
+    g = torch.Generator().manual_seed(5)
+    q = arm7.lower_limits + torch.rand(20000, arm7.num_dofs, generator=g, dtype=arm7.dtype) * (arm7.upper_limits - arm7.lower_limits)
+    # 3 cm clear of the patch (the coarse spheres bound the node's tight leaves), the deepest in the band
+    clear = checkers[0.0].min_distance(q) > 0.03
+    banded = checkers[depth].min_distance(q[clear])
+    assert banded.min() < -0.02
+    behind = q[clear][banded.argmin()].numpy()
+    parameters = {"point_cloud_topics": topic, "sensor_voxel_size": VOXEL, "sensor_shadow_depth": depth,
+                  "self_filter_padding": 0.02}
+    with running_node(ros_domain, parameters, name="banded_node") as (process, client):
+        spinner = Spinner("organised_cloud_publisher")
+        try:
+            states = spinner.node.create_publisher(JointState, "joint_states", 10)
+            clouds = spinner.node.create_publisher(PointCloud2Type(), topic, 2)
+
+            def blocked(rows: int):
+                state = JointState(name=list(arm7.joint_names), position=[0.0] * arm7.num_dofs)
+                state.header.stamp = spinner.node.get_clock().now().to_msg()
+                states.publish(state)
+                msg = cloud_msg(patch, "base_link")
+                msg.height, msg.width, msg.row_step = rows, patch.shape[0] // rows, 12 * patch.shape[0] // rows
+                msg.header.stamp = state.header.stamp
+                clouds.publish(msg)
+                return bool(client.check_collision(behind[None], ignore_self=True).in_collision[0])
+
+            assert wait_until(lambda: blocked(30), timeout=30.0), process.log()[-3000:]
+            assert wait_until(lambda: not blocked(1), timeout=30.0), process.log()[-3000:]
+        finally:
+            spinner.close()

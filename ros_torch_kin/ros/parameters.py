@@ -148,6 +148,12 @@ PARAMETERS = (
               "to the voxel balls are kept at its nodes out to 0.1 m (a KD-tree over the kept voxels), so a configuration a few centimetres from what the camera sees is "
               "not called in collision by the voxel field's looser bound (error about 3·spacing²/(8·d) at "
               "distance d). 0: none; else at least 0.01 m (a finer lattice has millions of nodes).", read_only=True),
+    Parameter("sensor_shadow_depth", 0.0, "Depth (m, along each ray) of the band behind every surface a depth "
+              "image or organised cloud shows that counts as occupied: a camera sees no object's thickness, and a "
+              "plan through an obstacle's unseen back would hit it (a TSDF's truncation band does the same; "
+              "ros_torch_kin.collision.depth_shadow). Kept as the band's back face and its side walls at depth "
+              "edges. 0: none (what is not seen is free, as in MoveIt's octomap). Unorganised clouds get none.",
+              read_only=True),
     Parameter("self_filter_padding", 0.02, "Sensed points within the robot's collision spheres and the spheres "
               "of the objects it carries (at the joint state nearest the message's stamp) plus this (m) are "
               "removed before insertion.", read_only=True),
@@ -180,7 +186,8 @@ class Settings:
 
 
 _NON_NEGATIVE = ("collision_margin", "trajectory_clearance", "sensor_min_range", "self_filter_padding",
-                 "sensor_point_radius", "sensor_point_size", "sensor_lattice")
+                 "sensor_point_radius", "sensor_point_size", "sensor_lattice",
+                 "sensor_shadow_depth")
 _POSITIVE = ("sensor_voxel_size", "sensor_max_range", "sensor_decay_time",
              "trajectory_time_budget", "trajectory_acceleration_limit", "trajectory_velocity_scaling",
              "trajectory_acceleration_scaling", "trajectory_control_rate", "trajectory_sample_rate")

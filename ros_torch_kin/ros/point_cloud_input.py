@@ -25,7 +25,11 @@ requests in flight keep the world they started with):
    filtered by the same rule: their coarse covering spheres, moved with their link by the same
    FK at that joint state (:func:`self_filter_spheres`), so a camera that sees the carried box
    does not insert it as an obstacle touching the gripper.
-5. The topic's obstacle is replaced by the new view. A topic that sends nothing for
+5. With ``sensor_shadow_depth`` T > 0, a depth image or organised cloud (rows: ``height`` > 1)
+   also gets the band T deep behind what it sees (:mod:`..collision.depth_shadow`: the back face
+   and the side walls at depth edges, built from the cubes the self filter kept and filtered by
+   the same rule), since a camera sees no object's thickness.
+6. The topic's obstacle is replaced by the new view. A topic that sends nothing for
    ``sensor_decay_time`` seconds loses its obstacle (a camera that stops never leaves a stale
    world forever).
 """
@@ -43,6 +47,7 @@ import torch
 from sensor_msgs.msg import CameraInfo, Image, JointState, PointCloud2
 
 from ..collision import Obstacle
+from ..collision.depth_shadow import edge_pixels, shadow_cubes
 from ..collision.occupancy import flat_index, index_span
 from ..collision.sphere_centers import world_sphere_centers
 from ..kinematics import world_transforms
@@ -108,21 +113,26 @@ def depth_points(image: Image, info: CameraInfo) -> np.ndarray:
 def sensed_obstacle(id: str, points: np.ndarray, sensor_pose: np.ndarray, voxel_size: float, min_range: float,
                     max_range: float, spheres: tuple[np.ndarray, np.ndarray] | None, padding: float,
                     point_radius: float = 0.0, lattice: float | None = None,
-                    point_size: float | None = None) -> Obstacle | None:
+                    point_size: float | None = None, shadow: float = 0.0, width: int | None = None) -> Obstacle | None:
     """Points in the sensor frame -> the world obstacle (root frame), or None when nothing is
     left. ``spheres``: the self filter's sphere centres (S, 3) and radii (S,) at the message's
     joint state (root frame): the robot's collision spheres and its carried objects' covers
-    (:func:`self_filter_spheres`). Steps 2-4 of the module doc. The obstacle's points are the
+    (:func:`self_filter_spheres`). Steps 2-5 of the module doc. The obstacle's points are the
     occupied cubes of side ``point_size`` (m; None: ``voxel_size``; else ``voxel_size`` divided
     by the least whole number that brings it to ``point_size`` or below), each a ball of
     √3/2·side + ``point_radius`` around its centre (it covers every sensed point of its cube),
     exact near them (:mod:`..collision.point_hash`); the self filter removes whole voxels;
     ``lattice`` (m, optional): the exact far-field lattice of that spacing
     (:func:`..collision.point_hash.lattice_bound`), which keeps distances of a few voxels close to
-    the true ones where the voxel field alone is loose by several centimetres."""
+    the true ones where the voxel field alone is loose by several centimetres. ``shadow`` (m) and
+    ``width``: an organised view (``points`` row by row, ``width`` a row, the sensor at the
+    frame's origin) gets the band of that depth behind what it sees
+    (:mod:`..collision.depth_shadow`), built from the cubes the self filter kept and filtered
+    by the same rule; an unorganised one (``width`` None) gets none."""
     x, y, z = points[:, 0], points[:, 1], points[:, 2]  # columns: numpy is slow on a short last axis
     squared = x * x + y * y + z * z  # NaN / inf for a hole: every comparison below is False
-    keep = np.flatnonzero((squared >= min_range * min_range) & (squared <= max_range * max_range))
+    kept = (squared >= min_range * min_range) & (squared <= max_range * max_range)
+    keep = np.flatnonzero(kept)
     if not keep.size:
         return None
     x, y, z = x[keep], y[keep], z[keep]
@@ -130,28 +140,44 @@ def sensed_obstacle(id: str, points: np.ndarray, sensor_pose: np.ndarray, voxel_
     side = voxel_size / split
     R, t = sensor_pose[:3, :3], sensor_pose[:3, 3]
     index = [np.floor((R[a, 0] * x + R[a, 1] * y + R[a, 2] * z + t[a]) / side).astype(np.int64) for a in range(3)]
-    keys = _distinct_keys(index)
-    if spheres is not None and spheres[0].shape[0]:
-        voxel = np.floor_divide(keys, split)  # each cube's voxel (the sides divide exactly)
-        owner = None
-        if split > 1:  # the distinct voxels, by flat index (np.unique on rows sorts far slower)
-            low, high = index_span([voxel[:, a] for a in range(3)])
-            flat = flat_index([voxel[:, a] for a in range(3)], low, high - low + 1)
-            distinct, owner = np.unique(flat, return_inverse=True)
-            voxel = np.stack(np.unravel_index(distinct, tuple(high - low + 1)), axis=1) + low
-        kept_voxels = voxel
-        reach = torch.as_tensor(spheres[1] + padding + 0.5 * math.sqrt(3) * voxel_size)
-        c = torch.as_tensor(spheres[0])
-        free = []
-        for part in torch.as_tensor((kept_voxels + 0.5) * voxel_size).split(1 << 16):
-            free.append(((torch.cdist(part, c) - reach) > 0).all(1))
-        free = torch.cat(free).numpy()
-        keys = keys[free if owner is None else free[owner.reshape(-1)]]
-        if not keys.shape[0]:
-            return None
+    keys = _self_filtered(_distinct_keys(index), split, voxel_size, spheres, padding)
+    if not keys.shape[0]:
+        return None
+    if shadow > 0 and width:
+        if points.shape[0] % width:
+            raise ValueError(f"width: {points.shape[0]} points are not whole rows of {width}")
+        ranges = np.where(kept, np.sqrt(np.where(kept, squared, 0.0)), np.inf).reshape(-1, width)
+        edges = edge_pixels(ranges, side).reshape(-1)[keep]
+        walls = (_self_filtered(_distinct_keys([i[edges] for i in index]), split, voxel_size, spheres, padding)
+                 if edges.any() else keys[:0])
+        band = _self_filtered(shadow_cubes(keys, walls, side, t, shadow), split, voxel_size, spheres, padding)
+        keys = _distinct_keys([np.concatenate([keys[:, a], band[:, a]]) for a in range(3)])
     centers = (keys + 0.5) * side
     return Obstacle.points(id, centers, voxel_size, radius=0.5 * math.sqrt(3) * side + point_radius,
                            multires=True, lattice=lattice or None)
+
+
+def _self_filtered(keys: np.ndarray, split: int, voxel_size: float, spheres, padding: float) -> np.ndarray:
+    """Cubes (M, 3) of side voxel_size / ``split`` -> those whose voxel's centre is farther than
+    a sphere's radius + ``padding`` + the voxel's half diagonal from every sphere centre
+    (``spheres``: centres (S, 3), radii (S,), or None). Whole voxels go with every cube they
+    hold."""
+    if spheres is None or not spheres[0].shape[0] or not keys.shape[0]:
+        return keys
+    voxel = np.floor_divide(keys, split)  # each cube's voxel (the sides divide exactly)
+    owner = None
+    if split > 1:  # the distinct voxels, by flat index (np.unique on rows sorts far slower)
+        low, high = index_span([voxel[:, a] for a in range(3)])
+        flat = flat_index([voxel[:, a] for a in range(3)], low, high - low + 1)
+        distinct, owner = np.unique(flat, return_inverse=True)
+        voxel = np.stack(np.unravel_index(distinct, tuple(high - low + 1)), axis=1) + low
+    reach = torch.as_tensor(spheres[1] + padding + 0.5 * math.sqrt(3) * voxel_size)
+    c = torch.as_tensor(spheres[0])
+    free = []
+    for part in torch.as_tensor((voxel + 0.5) * voxel_size).split(1 << 16):
+        free.append(((torch.cdist(part, c) - reach) > 0).all(1))
+    free = torch.cat(free).numpy()
+    return keys[free if owner is None else free[owner.reshape(-1)]]
 
 
 def _distinct_keys(index) -> np.ndarray:
@@ -281,21 +307,22 @@ class PointCloudInput:
             pass  # the link pose pipeline logs bad joint states
 
     async def _on_cloud(self, topic: str, msg: PointCloud2) -> None:
-        await self._insert(topic, msg.header, lambda: cloud_points(msg), msg.width * msg.height)
+        organised = msg.width if msg.height > 1 else None  # rows of a depth camera's cloud: a shadow can be built
+        await self._insert(topic, msg.header, lambda: cloud_points(msg), msg.width * msg.height, organised)
 
     async def _on_depth(self, topic: str, msg: Image) -> None:
         info = self._camera_info.get(topic)
         if info is None:
             self._refuse_once(topic, "camera_info", f"{topic}: no camera_info received yet; the image is dropped")
             return
-        await self._insert(topic, msg.header, lambda: depth_points(msg, info), msg.width * msg.height)
+        await self._insert(topic, msg.header, lambda: depth_points(msg, info), msg.width * msg.height, msg.width)
 
     def _refuse_once(self, topic: str, key: str, text: str) -> None:
         if (topic, key) not in self._refused:
             self._refused.add((topic, key))
             self.node.get_logger().warning(text)
 
-    async def _insert(self, topic: str, header, read, count: int) -> None:
+    async def _insert(self, topic: str, header, read, count: int, width: int | None) -> None:
         node, values = self.node, self.values
         model = node.model
         if model is None:
@@ -324,7 +351,7 @@ class PointCloudInput:
                 return
         self._busy.add(topic)
         try:
-            obstacle = await node.run_in_worker(self._build, topic, model, frame, positions, read, attached)
+            obstacle = await node.run_in_worker(self._build, topic, model, frame, positions, read, attached, width)
         except ValueError as error:
             node.get_logger().warning(f"{topic}: message refused: {error}", throttle_duration_sec=5.0)
             return
@@ -333,7 +360,7 @@ class PointCloudInput:
         self._last_seen[topic] = time.monotonic()
         self._swap(topic, obstacle)
 
-    def _build(self, topic: str, model, frame: str, positions, read, attached=()):
+    def _build(self, topic: str, model, frame: str, positions, read, attached=(), width=None):
         values = self.values
         points = read()
         chain = model.chain.to("cpu", torch.float64)
@@ -348,7 +375,7 @@ class PointCloudInput:
         return sensed_obstacle(f"sensor:{topic}", points, pose, values["sensor_voxel_size"], values["sensor_min_range"],
                                values["sensor_max_range"], spheres, values["self_filter_padding"],
                                values["sensor_point_radius"], values["sensor_lattice"],
-                               values["sensor_point_size"] or None)
+                               values["sensor_point_size"] or None, values["sensor_shadow_depth"], width)
 
     # ------------------------------------------------------------------ the world
     def _swap(self, topic: str, obstacle: Obstacle | None) -> None:
