@@ -10,7 +10,6 @@ the stated bound of it near the geometry (:mod:`ros_torch_kin.collision.occupanc
 from __future__ import annotations
 
 import math
-import time
 import warnings
 
 import numpy as np
@@ -190,13 +189,25 @@ def test_mesh_file_round_trip(tmp_path):
         Obstacle.mesh_file("gone", tmp_path / "missing.stl")
 
 
-def test_a_100k_triangle_mesh_is_accepted_within_a_second():
+def test_a_100k_triangle_mesh_is_accepted_closed_and_filled():
+    """A 100,000-triangle sphere of radius 0.3 m (its acceptance time is a benchmark row:
+    bench/point_world_benchmark.py): closed, so its inside is in collision; outside, the distance
+    to it is a lower bound of the distance to the sphere within the grid's stated error."""
     mesh = trimesh.creation.uv_sphere(0.3, count=(224, 224))
     assert len(mesh.faces) >= 99_000
-    start = time.perf_counter()
-    Obstacle.mesh("big", mesh.vertices, mesh.faces, voxel_size=VOXEL)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 2.0, elapsed  # the target is 1 s on an idle core; the suite runs under load
+    obstacle = Obstacle.mesh("big", mesh.vertices, mesh.faces, voxel_size=VOXEL)
+    assert obstacle.grid.notes == ()  # watertight: no "open mesh" note
+    rng = np.random.default_rng(8)
+    directions = rng.normal(size=(400, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    radii = rng.uniform(0.0, 0.38, 400)
+    d, _ = _distances(obstacle, directions * radii[:, None])
+    inner = radii < 0.29  # inside the polygon (its chord error is < 0.1 mm here)
+    assert (d[inner] < 0).all()
+    outside = radii > 0.3
+    assert outside.sum() > 50
+    assert (d[outside] <= radii[outside] - 0.3 + 1e-6).all()  # never above the true distance
+    assert ((radii - 0.3)[outside] - d[outside] <= 4 * H + 2 * obstacle.grid.bound + 1e-6).all()
 
 
 # ---------------------------------------------------------------------- the checkers
