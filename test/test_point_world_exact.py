@@ -188,3 +188,24 @@ def test_the_exact_lattice_tightens_the_far_field_and_stays_a_lower_bound(dtype)
     fd = np.stack([(tree.query(queries + step * e)[0] - tree.query(queries - step * e)[0]) / (2 * step)
                    for e in np.eye(3)], axis=1)
     assert np.median((normal[band] * fd[band]).sum(1)) > 0.99
+
+
+def test_the_lattice_stands_in_for_the_field_only_where_every_grid_has_one():
+    """A query may leave the voxel field out (tree_checker: below the roots) only when every grid
+    of the kind has a far-field lattice: a mesh beside a cloud with one keeps the field, whose
+    bound alone covers the mesh's inside."""
+    import trimesh
+
+    from ros_torch_kin.collision import Obstacle, Scene
+    from ros_torch_kin.collision.occupancy import lattice_features
+
+    rng = np.random.default_rng(3)
+    cloud = rng.uniform(-0.2, 0.2, (2000, 3))
+    box = trimesh.creation.box((0.2, 0.2, 0.2))
+    kinds = {}
+    for label, obstacles in (("cloud", [Obstacle.points("cloud", cloud, 0.02, lattice=0.04)]),
+                             ("mixed", [Obstacle.points("cloud", cloud, 0.02, lattice=0.04),
+                                        Obstacle.mesh("box", box.vertices, box.faces, voxel_size=0.02)])):
+        kinds[label] = Scene(obstacles).packed("cpu", torch.float64).shapes[0].kind.features
+    assert lattice_features(kinds["cloud"]) == kinds["cloud"] - {"exact", "multires"}
+    assert "lattice" in kinds["mixed"] and lattice_features(kinds["mixed"]) is None

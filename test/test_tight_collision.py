@@ -304,17 +304,24 @@ def test_always_in_collision_only_where_the_tight_model_says_so(panda):
     assert model.verdict.self_pairs.enabled == model.cost.self_pairs.enabled
 
 
-def test_tight_verdict_on_a_point_world_equals_brute_force_over_the_leaves(panda, monkeypatch):
-    # nodes are kept or cut by the points' field alone, leaves get the exact distance to the
-    # points' balls: the verdict and the distances below the threshold are the leaves' own
+@pytest.mark.parametrize("lattice", [None, 0.02])
+def test_tight_verdict_on_a_point_world_equals_brute_force_over_the_leaves(panda, monkeypatch, lattice):
+    # nodes are kept or cut by the points' field alone (with a far-field lattice: the lattice
+    # alone below the roots), leaves get the exact distance to the points' balls: the verdict and
+    # the distances below the threshold are the leaves' own
     from scipy.spatial import cKDTree
+
+    from ros_torch_kin.collision.occupancy import lattice_features
 
     chain, model, _, _ = panda
     rng = np.random.default_rng(11)
     shelf = np.stack(np.meshgrid(np.arange(0.2, 0.8, 0.01), np.arange(-0.4, 0.4, 0.01), [0.35, 0.6]), -1).reshape(-1, 3)
     post = np.c_[np.full(200, 0.45), np.full(200, 0.25), np.linspace(0.0, 0.9, 200)] + rng.normal(0, 0.002, (200, 3))
     points, radius = np.concatenate([shelf, post]), 0.006
-    world = model.verdict.without_self_pairs().with_scene(Scene([Obstacle.points("cloud", points, 0.02, radius=radius)]))
+    world = model.verdict.without_self_pairs().with_scene(Scene([Obstacle.points("cloud", points, 0.02, radius=radius,
+                                                                                  lattice=lattice)]))
+    features = world._packed.shapes[0].kind.features
+    assert (lattice_features(features) is not None) == (lattice is not None)
     q = _random_q(chain, 48, 12)
     leaves = model.verdict.spheres
     centers = world_sphere_centers(world_transforms(chain.to("cpu", torch.float64), q.double()), leaves.to("cpu", torch.float64))

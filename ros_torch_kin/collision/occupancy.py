@@ -536,9 +536,23 @@ def grid_features(parameters) -> frozenset:
     "multires" (each row one of the two), "lattice", "points"."""
     rows = torch.as_tensor(parameters)
     multires = rows[:, 16] > 0
+    lattice = rows[:, LATTICE_COLUMN] > 0
     parts = {"exact": bool((~multires).any()), "multires": bool(multires.any()),
-             "lattice": bool((rows[:, LATTICE_COLUMN] > 0).any()), "points": bool((rows[:, POINT_COLUMN] > 0).any())}
+             "lattice": bool(lattice.any()), "lattice_everywhere": bool(lattice.all()),
+             "points": bool((rows[:, POINT_COLUMN] > 0).any())}
     return frozenset(name for name, present in parts.items() if present)
+
+
+def lattice_features(features: frozenset) -> frozenset | None:
+    """The features of a query that reads each grid's exact far-field lattice instead of its
+    voxel field (and the exact points where ``features`` has them), or None unless every grid has
+    a lattice. Within the lattice's reach (0.1 m) its bound is at least as close as the field's
+    (exact at its nodes); beyond, it is the reach and then the box: enough for a hierarchy's
+    nodes below its roots, which are opened near the geometry anyway. A tight verdict on few
+    configurations in a point world asks half the operations (the same verdicts)."""
+    if "lattice_everywhere" not in features:
+        return None
+    return features - {"exact", "multires"}
 
 
 def _corners(values: Tensor, flat: Tensor, sx: Tensor, sy: Tensor, t, with_normal: bool, guard: bool = False,
@@ -712,9 +726,21 @@ def voxel_bound_rows(points: Tensor, parameters: Tensor, values: Tensor, feature
     """:func:`voxel_distance`'s bound alone (no normal), for points laid out by row: ``points``
     (n, N, 3) in each grid's frame -> (n, N). The same lower bounds (up to float rounding) with
     the three axes and a cell's eight corners each handled in one operation: a verdict on few
-    configurations is dominated by the count of operations, and this takes about a third."""
+    configurations is dominated by the count of operations, and this takes about a third.
+    ``features`` without "exact" and "multires" leaves the voxel field out: the bound is then
+    the grids' boxes and lattices alone (every row must have a lattice: "lattice_everywhere"),
+    still a lower bound, looser only beyond the lattice's reach (see :func:`lattice_features`)."""
     features = grid_features(parameters) if features is None else features
     exact_rows, multires_rows = "exact" in features, "multires" in features
+    low, high = parameters[:, 9:12].unsqueeze(1), parameters[:, 12:15].unsqueeze(1)
+    box = torch.maximum(low - points, points - high).clamp_min(0.0).norm(dim=-1)  # (n, N), 0 inside the box
+    if not (exact_rows or multires_rows):  # the field left out (every row has a lattice): box and lattice
+        distance = box - parameters[:, 15:16]
+        if "lattice" in features:
+            from .point_hash import lattice_bound_rows
+
+            distance = torch.maximum(distance, lattice_bound_rows(points, parameters, values, LATTICE_COLUMN))
+        return voxel_points_rows(points, parameters, values, distance) if "points" in features else distance
     mixed = exact_rows and multires_rows
     if exact_rows:
         bound, inside = _dense_level_rows(points, values, parameters[:, 0:3], parameters[:, 3:4],
@@ -726,8 +752,6 @@ def voxel_bound_rows(points: Tensor, parameters: Tensor, values: Tensor, feature
             bound, inside = torch.where(multires, m_bound, bound), torch.where(multires, m_inside, inside)
         else:
             bound, inside = m_bound, m_inside
-    low, high = parameters[:, 9:12].unsqueeze(1), parameters[:, 12:15].unsqueeze(1)
-    box = torch.maximum(low - points, points - high).clamp_min(0.0).norm(dim=-1)  # (n, N), 0 inside the box
     use_cell = inside & ((bound > box - parameters[:, 15:16]) | (box <= 0))
     distance = torch.where(use_cell, bound, box - parameters[:, 15:16])
     if "lattice" in features:

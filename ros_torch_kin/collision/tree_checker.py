@@ -41,7 +41,7 @@ from ..kinematics import Chain, world_transforms
 from ..kinematics.fk import check_joint_positions
 from .leaf_hierarchy import leaf_hierarchy
 from .obstacles import PackedScene, Scene
-from .occupancy import VoxelKind, voxel_points_rows
+from .occupancy import VoxelKind, lattice_features, voxel_points_rows
 from .pair_tables import PairTables
 from .robot_spheres import RobotSpheres
 from .signed_distance import point_distances, signed_distance_rows
@@ -506,11 +506,20 @@ class TreeCollisionChecker:
 
         costly = shapes.kind == "voxels"  # a field query is dear
         kind = rough = shapes.kind
-        if costly and "points" in (shapes.kind.features or ()):
-            # a node's sphere (not a leaf) needs only a lower bound: the field's, without the exact
-            # points (a node found near by it is opened; the leaves below get the exact distance)
-            rough = VoxelKind(shapes.kind, shapes.kind.values)
-            rough.features = shapes.kind.features - {"points"}
+        if costly:
+            # below the roots, where every grid has a far-field lattice, the lattice instead of the
+            # voxel field (half the operations; see occupancy.lattice_features); a node's sphere
+            # (not a leaf) needs only a lower bound: without the exact points (a node found near
+            # by it is opened; the leaves below get the exact distance)
+            features = lattice_features(shapes.kind.features or frozenset()) or shapes.kind.features or frozenset()
+            if features != shapes.kind.features:
+                kind = VoxelKind(shapes.kind, shapes.kind.values)
+                kind.features = features
+            if "points" in features:
+                rough = VoxelKind(shapes.kind, shapes.kind.values)
+                rough.features = features - {"points"}
+            else:
+                rough = kind
 
         def distance(rows: Tensor, spheres: Tensor, kind=kind, exact_first: bool = False) -> Tensor:
             # rows (R,), spheres (R, m, 4) -> (R, m); exact_first: ``kind`` the rough field, the first
