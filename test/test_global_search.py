@@ -384,3 +384,24 @@ def test_a_tree_in_a_pocket_gets_its_roots_escapes_once():
     assert_valid_path(result, start, goal, Counted(SLOT), options)
     assert len(calls) == 1 and torch.equal(calls[0], goal)  # the goal's tree, stuck in the slot; not the start's
     assert bool((result.path[:, 1] > 0.9).any()), "out of the slot's top"
+
+
+def test_a_tree_escapes_after_poor_rounds_in_a_row_or_one_round_with_nothing_free(monkeypatch):
+    """A tree whose round finds a few of its extensions free (below ESCAPE_BELOW) waits for
+    ESCAPE_AFTER such rounds in a row before its escapes (goal trees near a table often recover);
+    one whose round finds none escapes at once."""
+    import ros_torch_kin.motion.global_search as global_search
+    from ros_torch_kin.motion.global_search import _Tree
+
+    calls = []
+    monkeypatch.setattr(global_search, "_grow_escapes", lambda check, tree, *a: (calls.append(tree.poor),
+                                                                                 setattr(tree, "escaped", True)))
+    tree = _Tree(torch.zeros(1, 2, dtype=torch.float64), 8)
+    for free, expected in ((2, []), (30, []), (2, []), (2, [2])):  # rounds of 40 extensions: 5 %, 75 %, 5 %, 5 %
+        ok = torch.zeros(40, dtype=torch.bool)
+        ok[:free] = True
+        global_search._note_round(None, tree, ok, lambda roots: roots, 0.02, None, None)
+        assert calls == expected
+    stuck = _Tree(torch.zeros(1, 2, dtype=torch.float64), 8)
+    global_search._note_round(None, stuck, torch.zeros(40, dtype=torch.bool), lambda roots: roots, 0.02, None, None)
+    assert calls == [2, 1]
