@@ -96,6 +96,29 @@ def test_jobs_that_cannot_be_sent_to_a_worker_come_back_empty_for_the_caller():
     assert len(done) == 1 and done[0][1] == 2 * done[0][0]
 
 
+def test_a_worker_that_hangs_is_killed_and_its_jobs_left_to_the_caller(tmp_path, monkeypatch):
+    """A worker that never answers (here an executable that only sleeps) is waited for the
+    patience (shortened here), killed, and its jobs come back None for the caller: a robot's
+    first start is slower, never stuck."""
+    import math
+    import time
+
+    from ros_torch_kin.collision import build_workers
+
+    sleeper = tmp_path / "sleeper"
+    sleeper.write_text("#!/bin/sh\nexec sleep 60\n")
+    sleeper.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(sleeper))
+    monkeypatch.setattr(build_workers, "MIN_PATIENCE", 0.5)
+    began = time.perf_counter()
+    results = build_workers.run_in_workers(math.sqrt, [(16.0,), (9.0,)], 2)
+    assert time.perf_counter() - began < 20.0
+    assert sorted(r is None for r in results) == [False, True]  # the caller's share done, the worker's not
+    assert [r for r in results if r is not None][0] in (4.0, 3.0)
+    process = build_workers.start_worker(math.sqrt, [(1.0,)])
+    assert build_workers.finish_worker(process, 0.2) is None and process.poll() is not None  # killed, reaped
+
+
 def test_coarse_covers_cached_by_a_worker_are_those_built_here(tmp_path, monkeypatch):
     """A cold model build covers the coarse spheres in a worker process into the disk cache while
     it builds the trees: what the caller then reads equals what it would have built itself, and

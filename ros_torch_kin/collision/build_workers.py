@@ -14,7 +14,9 @@ nothing, and its jobs are left to the caller.
 
 Jobs are dealt largest first (by the caller's ``weights``: a mesh file's size, a job's rows),
 each to the worker with the least weight so far. The results are the same whichever process
-computes them.
+computes them. A worker is waited for a bounded time (:func:`patience`: generous, since the
+caller's own share is measured): one that hangs (a stuck import, a wedged pipe) is killed and its
+jobs computed by the caller, so a robot's first start is slower at worst, never stuck.
 """
 
 from __future__ import annotations
@@ -23,7 +25,13 @@ import os
 import pickle
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+#: The least time (s) a worker is waited for once the caller has finished its own share.
+MIN_PATIENCE = 60.0
+#: ... and how many times the caller's own share's time, when that is longer.
+PATIENCE_FACTOR = 4.0
 
 
 def run_in_workers(function, jobs, workers: int, weights=None) -> list:
@@ -39,14 +47,21 @@ def run_in_workers(function, jobs, workers: int, weights=None) -> list:
         load[w] += weights[j] + 1
     started = [start_worker(function, [jobs[j] for j in share]) for share in shares[1:]]  # the first is ours
     results: list = [None] * len(jobs)
+    began = time.perf_counter()
     for j in shares[0]:
         results[j] = function(*jobs[j])
+    until = time.perf_counter() + patience(time.perf_counter() - began)
     for share, process in zip(shares[1:], started):
-        built = finish_worker(process)
+        built = finish_worker(process, max(0.0, until - time.perf_counter()))
         if built is not None:
             for j, result in zip(share, built):
                 results[j] = result
     return results
+
+
+def patience(own: float) -> float:
+    """How long (s) workers are waited for after the caller spent ``own`` s on its share."""
+    return max(MIN_PATIENCE, PATIENCE_FACTOR * own)
 
 
 def start_worker(function, jobs) -> subprocess.Popen | None:
@@ -60,6 +75,7 @@ def start_worker(function, jobs) -> subprocess.Popen | None:
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=environment)
         process.stdin.write(payload)
         process.stdin.close()
+        process.stdin = None  # sent: communicate() then only reads
         return process
     except (OSError, ValueError, TypeError, AttributeError, pickle.PicklingError):
         if process is not None:  # started but not fed: not left running
@@ -68,12 +84,18 @@ def start_worker(function, jobs) -> subprocess.Popen | None:
         return None
 
 
-def finish_worker(process: subprocess.Popen | None) -> list | None:
-    """The results of a :func:`start_worker` process (waits for it), or None where it failed."""
+def finish_worker(process: subprocess.Popen | None, timeout: float | None = None) -> list | None:
+    """The results of a :func:`start_worker` process (waits for it, at most ``timeout`` s), or
+    None where it failed or did not finish in time (then it is killed)."""
     if process is None:
         return None
-    output = process.stdout.read()
-    if process.wait() != 0:
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        return None
+    if process.returncode != 0:
         return None
     try:
         return pickle.loads(output)

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import math
 import os
+import time
 import types
 from dataclasses import dataclass, replace
 
 import torch
 
 from ..kinematics import Chain
-from .build_workers import finish_worker, start_worker, usable_cores
+from .build_workers import finish_worker, patience, start_worker, usable_cores
 from .collision_checker import CollisionChecker
 from .obstacles import Scene
 from .self_collision import ALWAYS_IN_COLLISION_FRACTION, DEFAULT_SAMPLES, SelfCollisionPairs, _sphere_pairs, self_collision_pairs
@@ -86,8 +87,9 @@ def robot_collision_model_from_urdf(
     # starts on the trees, whose own workers come a second later: a core would idle meanwhile
     covering = (start_worker(cache_covers, [(urdf, tuple(search_dirs), base_dir)])
                 if usable_cores() > 1 and covers_missing(urdf, chain, search_dirs, base_dir) else None)
+    began = time.perf_counter()
     tight = robot_sphere_trees_from_urdf(urdf, chain, search_dirs=search_dirs, base_dir=base_dir, settings=settings)
-    finish_worker(covering)  # whatever it did not cache is covered here
+    finish_worker(covering, patience(time.perf_counter() - began))  # whatever it did not cache is covered here
     coarse = robot_spheres_from_urdf(urdf, chain, search_dirs=search_dirs, base_dir=base_dir)
     pairs = self_collision_pairs(chain, coarse, srdf=srdf, samples=samples, seed=seed)
     pairs = _confirmed_by_tight(chain, coarse, tight, pairs, samples, seed)
