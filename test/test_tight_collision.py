@@ -553,3 +553,27 @@ def test_a_pair_moved_by_two_joints_changes_no_faster_than_their_pair_rates(pand
     exact = (columns[:, step:] < threshold) & (columns[:, :-step] < threshold)
     allowed = (q[:, step:] - q[:, :-step]).abs() @ motion.column_speed
     assert bool(exact.any()) and bool((change[exact] <= allowed[exact] + 1e-5).all())
+
+
+def test_checkers_on_the_same_leaves_share_one_hierarchy(panda, monkeypatch):
+    """A model's build makes two checkers on the same leaves (the always-in-collision test's and
+    the verdict's): the hierarchy is built once per leaves object and rounding, and a checker on
+    a copy of the leaves (its own hierarchy) gives the same verdicts."""
+    import dataclasses
+
+    import ros_torch_kin.collision.tree_checker as tree_checker
+    from ros_torch_kin.collision import TreeCollisionChecker
+
+    chain, model, _, _ = panda
+    built = []
+    original = tree_checker.leaf_hierarchy
+    monkeypatch.setattr(tree_checker, "leaf_hierarchy", lambda *a, **k: built.append(1) or original(*a, **k))
+    leaves = dataclasses.replace(model.verdict.robot_spheres)  # a fresh object: nothing built for it yet
+    first = TreeCollisionChecker(chain, leaves, _scene(3), model.verdict.self_pairs)
+    second = TreeCollisionChecker(chain, leaves, _scene(3), model.verdict.self_pairs)
+    assert len(built) == 1
+    own = TreeCollisionChecker(chain, dataclasses.replace(leaves), _scene(3), model.verdict.self_pairs)
+    assert len(built) == 2  # another leaves object: its own
+    q = _random_q(chain, 256, 21)
+    assert torch.equal(second.in_collision(q), own.in_collision(q))
+    assert torch.equal(first.in_collision(q), own.in_collision(q))
