@@ -2,9 +2,10 @@
 
 A depth camera sees surfaces, not solids: along each pixel's ray everything behind the first
 surface is unknown. Counted as free (MoveIt's octomap does so), a plan may pass through an
-obstacle's unseen back part: on the MotionBenchMaker Panda problems seen by two depth cameras
-behind the robot, 4 of 25 successes did (a hand under a shelf board whose underside no camera saw,
-fingers behind a can; ``bench/mbm_point_world_benchmark.py --depth-views 2``). A TSDF (nvblox,
+obstacle's unseen back part: on the first 20 MotionBenchMaker Panda problems per family seen by
+two depth cameras facing each scene, 3 of 108 successes did (fingers under a shelf board whose
+underside neither camera saw, behind cans; ``bench/mbm_point_world_benchmark.py --depth-views 2
+--limit 20``). A TSDF (nvblox,
 cuRobo's world from depth) counts the band just behind each surface, its truncation distance, as
 inside; the node does the same for a band of depth T (m, along the ray) behind every surface a
 camera sees, kept as its boundary:

@@ -95,7 +95,8 @@ MERGE_BLOCKS = 512
 PAIR_JUMP_WIDTH = 16
 #: A point world's roots (at most this many: configurations × links) are asked the field's bound
 #: by row without the exact points (the roots are large; fewer operations, which decide a small
-#: query); more are asked the field with normals' path, which measured faster at B = 4,096.
+#: query); more go the general way (:func:`.signed_distance.point_distances`, exact points
+#: included), which measured faster at B = 4,096.
 ROOT_ROWS = 4096
 
 
