@@ -43,10 +43,11 @@ it needs) and the other is its target:
    (RRT-Connect's greedy connect, one step per round).
 
 Pockets. A tree whose rounds find fewer than ``ESCAPE_BELOW`` of their extensions free
-``ESCAPE_AFTER`` times in a row (or none at all in one round) has its roots in a pocket (a goal deep in a shelf, a robot tucked against itself: few long edges out are
-free). Where the caller gives ``escapes`` (a path from each root away from the obstacles, e.g.
-down a clearance cost's gradient: the planner's), that tree then grows, once, each root's escape
-up to its first invalid edge, checked in one batch like the round's edges.
+``ESCAPE_AFTER`` times in a row (or none at all in one round) has its roots in a pocket (a goal
+deep in a shelf, a robot tucked against itself: few long edges out are free). Where the caller
+gives ``escapes`` (a path from each root away from the obstacles, e.g. down a clearance cost's
+gradient: the planner's), that tree then grows, once, each root's escape up to its first invalid
+edge, checked in one batch like the round's edges.
 
 The tree path is then shortened by :func:`shortcut_path`. Before searching: the start and the
 goals are checked (refused, without search, when the start or every goal is invalid), a goal
@@ -351,8 +352,8 @@ def search_path(valid: Valid, start: Tensor, goals: Tensor, lower: Tensor, upper
     from each root (its first row) away from the obstacles, unchecked (e.g. down the gradient
     of a clearance cost): a tree whose rounds find fewer than ESCAPE_BELOW of their extensions
     free ESCAPE_AFTER times in a row, or none in one round (its roots in a pocket: a goal deep
-    in a shelf), gets, once, the checked prefix of its roots' escapes. Returns a :class:`GlobalSearchResult`; raises ValueError for inconsistent shapes or
-    limits.
+    in a shelf), gets, once, the checked prefix of its roots' escapes. Returns a
+    :class:`GlobalSearchResult`; raises ValueError for inconsistent shapes or limits.
     """
     began = time.perf_counter()
     stop_at = began + options.time_budget if deadline is None else min(deadline, began + options.time_budget)
