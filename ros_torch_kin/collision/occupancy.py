@@ -528,6 +528,19 @@ class VoxelKind(str):
         kind = super().__new__(cls, name)
         kind.values = values
         kind.features = None if parameters is None else grid_features(parameters)
+        kind._narrowed = {}
+        return kind
+
+    def narrowed(self, features: frozenset) -> "VoxelKind":
+        """The same grids queried for ``features`` only (a subset of :attr:`features`: e.g.
+        without the exact points for a hierarchy's nodes, or the lattice instead of the field,
+        :func:`lattice_features`); made once per set, this kind itself for its own set."""
+        if features == self.features:
+            return self
+        kind = self._narrowed.get(features)
+        if kind is None:
+            kind = self._narrowed[features] = VoxelKind(self, self.values)
+            kind.features = features
         return kind
 
 

@@ -42,7 +42,7 @@ from ..kinematics import Chain, world_transforms
 from ..kinematics.fk import check_joint_positions
 from .leaf_hierarchy import leaf_hierarchy
 from .obstacles import PackedScene, Scene
-from .occupancy import VoxelKind, lattice_features, voxel_points_rows
+from .occupancy import lattice_features, voxel_points_rows
 from .pair_tables import PairTables
 from .robot_spheres import RobotSpheres
 from .signed_distance import point_distances, signed_distance_rows, to_local
@@ -511,8 +511,7 @@ class TreeCollisionChecker:
         roots = self._levels[0]
         costly = shapes.kind == "voxels"  # a field query is dear
         if costly and centers.shape[0] * centers.shape[1] <= ROOT_ROWS:  # see ROOT_ROWS
-            field = VoxelKind(shapes.kind, shapes.kind.values)
-            field.features = (shapes.kind.features or frozenset()) - {"points"}
+            field = shapes.kind.narrowed(shapes.kind.features - {"points"})
             local = to_local(centers.reshape(-1, 3).mT.contiguous(), shapes)  # (n, 3, B·L)
             d = signed_distance_rows(field, local.mT, shapes.parameters)
         else:
@@ -541,15 +540,8 @@ class TreeCollisionChecker:
             # voxel field (half the operations; see occupancy.lattice_features); a node's sphere
             # (not a leaf) needs only a lower bound: without the exact points (a node found near
             # by it is opened; the leaves below get the exact distance)
-            features = lattice_features(shapes.kind.features or frozenset()) or shapes.kind.features or frozenset()
-            if features != shapes.kind.features:
-                kind = VoxelKind(shapes.kind, shapes.kind.values)
-                kind.features = features
-            if "points" in features:
-                rough = VoxelKind(shapes.kind, shapes.kind.values)
-                rough.features = features - {"points"}
-            else:
-                rough = kind
+            kind = shapes.kind.narrowed(lattice_features(shapes.kind.features) or shapes.kind.features)
+            rough = shapes.kind.narrowed(kind.features - {"points"})
 
         def distance(rows: Tensor, spheres: Tensor, kind=kind, exact_first: bool = False) -> Tensor:
             # rows (R,), spheres (R, m, 4) -> (R, m); exact_first: ``kind`` the rough field, the first
