@@ -128,6 +128,30 @@ def test_chunked_gathers_agree(monkeypatch):
     np.testing.assert_array_equal(whole, without)
 
 
+def test_the_nearest_cells_first_give_the_same_distances(monkeypatch):
+    """Many queries look first in the 2×2×2 cells nearest each one, then in the 27 where that
+    cannot settle it: the same distances and normals as the 27 cells for every query, among them
+    queries on cell faces and at the middle of cells (the margin's edge cases) and far ones."""
+    points = _cloud(12)
+    cell = 0.03
+    obstacle = Obstacle.points("cloud", points, VOXEL, radius=0.002, point_cell=cell)
+    queries = _queries(points, 13)
+    rng = np.random.default_rng(14)
+    faces = np.round(points[rng.integers(0, len(points), 2000)] / (0.5 * cell)) * (0.5 * cell)  # faces, middles
+    queries = np.concatenate([queries, faces, faces + 1e-7])
+    monkeypatch.setattr(point_hash, "OCTANT_FROM", 1)
+    first, first_normal = _distances(obstacle, queries, torch.float64)
+    monkeypatch.setattr(point_hash, "OCTANT_FROM", 10**9)
+    whole, whole_normal = _distances(obstacle, queries, torch.float64)
+    np.testing.assert_array_equal(first, whole)
+    two = cKDTree(points).query(queries, k=2)[0]
+    ties = two[:, 1] - two[:, 0] < 1e-12  # two nearest points: either normal is right
+    np.testing.assert_allclose(first_normal[~ties], whole_normal[~ties], atol=1e-12)
+    truth = two[:, 0] - 0.002
+    exact = truth <= cell - 0.002 - 1e-4
+    np.testing.assert_allclose(first[exact], truth[exact], atol=2e-6, rtol=0)
+
+
 def test_a_posed_cloud_and_mixed_rows():
     """Two clouds (one posed) and a field-only grid packed together: each row its own table."""
     points = _cloud(8)
