@@ -214,6 +214,32 @@ def test_the_exact_lattice_tightens_the_far_field_and_stays_a_lower_bound(dtype)
     assert np.median((normal[band] * fd[band]).sum(1)) > 0.99
 
 
+@pytest.mark.parametrize("split", [1, 2, 3])
+def test_cube_centres_stamp_the_same_lattice_as_the_kd_tree(split, monkeypatch):
+    """A sensor's kept cubes (centres of cubes of side spacing / m) get their lattice by stamping,
+    other clouds by the KD-tree: the same values at every node; a cloud a hair off the cubes'
+    centres still gets a lower bound."""
+    spacing = 0.03
+    side = spacing / split
+    keys = np.unique(np.floor(_cloud(15) / side).astype(np.int64), axis=0)
+    centres = (keys + 0.5) * side
+    assert point_hash._cube_keys(centres, spacing)[0] == split
+    stamped = point_hash.build_lattice(centres, spacing, 0.1, 10**8)
+    monkeypatch.setattr(point_hash, "_cube_keys", lambda points, spacing: None)
+    searched = point_hash.build_lattice(centres, spacing, 0.1, 10**8)
+    for a, b in zip(stamped, searched):
+        np.testing.assert_array_equal(a, b)
+    assert (stamped[2] < 0.1 * (1 - 1e-6)).sum() > 1000  # nodes within reach
+    monkeypatch.undo()
+    rng = np.random.default_rng(16)
+    nudged = centres + rng.uniform(-1e-7, 1e-7, centres.shape) * side
+    origin, dims, values = point_hash.build_lattice(nudged, spacing, 0.1, 10**8)
+    nodes = origin + np.stack(np.unravel_index(np.arange(values.size), tuple(dims)), 1) * spacing
+    truth = np.minimum(cKDTree(nudged).query(nodes)[0], 0.1)
+    assert (values <= truth).all() and (truth - values).max() < 1e-6
+    assert point_hash._cube_keys(_cloud(17), spacing) is None  # a cloud not on cubes: the KD-tree
+
+
 def test_the_lattice_stands_in_for_the_field_only_where_every_grid_has_one():
     """A query may leave the voxel field out (tree_checker: below the roots) only when every grid
     of the kind has a far-field lattice: a mesh beside a cloud with one keeps the field, whose

@@ -48,6 +48,8 @@ _BLOCK8 = torch.tensor([(i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1
 #: Refinements of at least this many queries look first in the 2×2×2 cells nearest each query
 #: (module doc); fewer go straight to the 27 (two steps cost more operations than they save).
 OCTANT_FROM = 256
+#: :func:`build_lattice` stamps points that are cube centres of side spacing / m, m up to this.
+STAMP_SPLITS = 8
 
 
 def build(points: np.ndarray, cell: float, max_cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -180,11 +182,12 @@ def _nearest(q: Tensor, values: Tensor, corner: Tensor, block: Tensor, strides: 
 # ---------------------------------------------------------------------- the far field: an exact lattice
 def build_lattice(points: np.ndarray, spacing: float, reach: float, max_cells: int):
     """A lattice of nodes every ``spacing`` m over the points' box grown by ``reach`` m, each
-    holding a lower bound ℓ of its distance to the nearest point: the exact distance (scipy's
-    KD-tree) for the nodes within ``reach`` of a point, ``reach`` for the others. -> origin (node (0, 0, 0), m), dims (3,), values (prod(dims),) float32 (rounded
-    down)."""
-    from scipy.spatial import cKDTree
-
+    holding a lower bound ℓ of its distance to the nearest point: the exact distance for the
+    nodes within ``reach`` of a point, ``reach`` for the others. Points that are the centres of
+    cubes of side spacing / m (m ≤ :data:`STAMP_SPLITS`; a sensor's kept cubes are) stamp their
+    exact distances into the nodes around them (:func:`_stamped_lattice`); other points go
+    through scipy's KD-tree. -> origin (node (0, 0, 0), m), dims (3,), values (prod(dims),)
+    float32 (rounded down)."""
     if not (math.isfinite(spacing) and spacing > 0 and math.isfinite(reach) and reach > 0):
         raise ValueError(f"the lattice spacing and reach must be positive numbers of metres, got {spacing}, {reach}")
     pad = math.ceil(reach / spacing) + 1
@@ -193,21 +196,94 @@ def build_lattice(points: np.ndarray, spacing: float, reach: float, max_cells: i
     count = int(np.prod(dims.astype(np.float64)))
     if count > max_cells:
         raise ValueError(f"the lattice has {count} nodes of {spacing:g} m, above the limit of {max_cells}")
+    cubes = _cube_keys(points, spacing)
+    if cubes is not None:
+        split, keys, deviation = cubes
+        values = np.maximum(_stamped_lattice(keys, split, spacing, reach, low, dims) - deviation, 0.0)
+    else:
+        values = _searched_lattice(points, spacing, reach, low, dims)
+    values = np.nextafter(values.astype(np.float32) * np.float32(1 - 2 ** -20), np.float32(0))
+    return low * spacing, dims, values
+
+
+def _searched_lattice(points: np.ndarray, spacing: float, reach: float, low: np.ndarray, dims: np.ndarray):
+    """:func:`build_lattice`'s distances (float64, flat) for any points, by scipy's KD-tree."""
+    from scipy.ndimage import distance_transform_edt
+    from scipy.spatial import cKDTree
+
     # nodes near a point first (a node within reach of a point is within reach + half a cell
     # diagonal of that point's nearest node: scipy's EDT on the lattice finds them): only those
     # are asked of the KD-tree
-    from scipy.ndimage import distance_transform_edt
-
     free = np.ones(tuple(dims), dtype=bool)
     free[tuple(np.rint(points[:, a] / spacing).astype(np.int64) - low[a] for a in range(3))] = False
     near = np.flatnonzero(distance_transform_edt(free).reshape(-1) <= reach / spacing + 0.5 * math.sqrt(3))
-    values = np.full(count, reach, dtype=np.float64)
+    values = np.full(int(np.prod(dims)), reach, dtype=np.float64)
     index = np.unravel_index(near, tuple(dims))
     nodes = np.stack([(i + low[a]) * spacing for a, i in enumerate(index)], axis=1)
     distance, _ = cKDTree(points).query(nodes, distance_upper_bound=reach, workers=-1)
     values[near] = np.minimum(distance, reach)
-    values = np.nextafter(values.astype(np.float32) * np.float32(1 - 2 ** -20), np.float32(0))
-    return low * spacing, dims, values
+    return values
+
+
+def _cube_keys(points: np.ndarray, spacing: float):
+    """When every point is the centre of a cube of side h = spacing / m (m ≤ STAMP_SPLITS) on
+    the grid of multiples of h: (m, integer keys (P, 3), the farthest a point lies from its
+    ideal centre (m)); else None. A few points are tried first for each m (any cloud is cheap to
+    turn down)."""
+    for m in range(1, STAMP_SPLITS + 1):
+        h = spacing / m
+        for sample in (points[:64], points):
+            f = sample / h - 0.5
+            keys = np.rint(f)
+            if np.abs(f - keys).max() > 1e-6:
+                break
+        else:
+            keys = keys.astype(np.int64)
+            deviation = float(np.sqrt(((points - (keys + 0.5) * h) ** 2).sum(1).max()))
+            return m, keys, deviation
+    return None
+
+
+def _stamped_lattice(keys: np.ndarray, m: int, spacing: float, reach: float, low: np.ndarray, dims: np.ndarray):
+    """Exact distances from the lattice nodes (node i at (i + low)·spacing) to the nearest cube
+    centre (key + 0.5)·spacing/m within ``reach`` -> flat (prod(dims),) float64, ``reach``
+    elsewhere. A centre's offset from a node is an odd multiple of spacing / 2m on each axis, so
+    its squared distance is an integer in units of (spacing / 2m)², fixed by the centre's
+    residue (key mod m) and the node's step from it: each residue class writes its distances into
+    the nodes within reach, shell by shell from the farthest in over all classes, so that the
+    nearest is written last (as :func:`.occupancy._capped_squared` does on the voxel grid). No
+    KD-tree: about 4× faster on a sensor's cubes."""
+    node = np.floor_divide(keys, m)
+    residue = keys - m * node  # (P, 3) in [0, m)
+    node -= low
+    base = (node[:, 0] * dims[1] + node[:, 1]) * dims[2] + node[:, 2]
+    classes = (residue[:, 0] * m + residue[:, 1]) * m + residue[:, 2]
+    order = np.argsort(classes, kind="stable")
+    bounds = np.searchsorted(classes[order], np.arange(m ** 3 + 1))
+    K = math.ceil(reach / spacing) + 1
+    o = np.arange(-K, K + 1)
+    offsets = np.array(np.meshgrid(o, o, o, indexing="ij")).reshape(3, -1).T  # (O, 3) node steps
+    flat = (offsets[:, 0] * dims[1] + offsets[:, 1]) * dims[2] + offsets[:, 2]
+    unit = (spacing / (2 * m)) ** 2
+    limit = reach * reach / unit
+    r = np.arange(m)
+    # per axis, residue ρ and node step s: (2ρ + 1 − 2 s m)² in units of (spacing / 2m)²
+    axis = (2 * r[:, None] + 1 - 2 * m * o[None, :]) ** 2  # (m, 2K+1)
+    shells = []  # (squared, class, offsets' flat steps)
+    for c in range(m ** 3):
+        if bounds[c] == bounds[c + 1]:
+            continue
+        rx, ry, rz = c // (m * m), (c // m) % m, c % m
+        d2 = axis[rx][offsets[:, 0] + K] + axis[ry][offsets[:, 1] + K] + axis[rz][offsets[:, 2] + K]
+        within = d2 <= limit
+        for value in np.unique(d2[within]):
+            shells.append((int(value), c, flat[within & (d2 == value)]))
+    squared = np.full(int(np.prod(dims)), np.inf)
+    shells.sort(key=lambda s: -s[0])
+    for value, c, steps in shells:
+        who = base[order[bounds[c]:bounds[c + 1]]]
+        squared[(who[:, None] + steps[None, :]).reshape(-1)] = value
+    return np.minimum(np.sqrt(squared * unit), reach)
 
 
 def lattice_bound(coordinates, parameters: Tensor, values: Tensor, column: int, with_normal: bool):

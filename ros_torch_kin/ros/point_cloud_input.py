@@ -129,17 +129,22 @@ def sensed_obstacle(id: str, points: np.ndarray, sensor_pose: np.ndarray, voxel_
     frame's origin) gets the band of that depth behind what it sees
     (:mod:`..collision.depth_shadow`), built from the cubes the self filter kept and filtered
     by the same rule; an unorganised one (``width`` None) gets none."""
-    x, y, z = points[:, 0], points[:, 1], points[:, 2]  # columns: numpy is slow on a short last axis
-    squared = x * x + y * y + z * z  # NaN / inf for a hole: every comparison below is False
+    points = np.ascontiguousarray(points, dtype=np.float64)
+    squared = np.einsum("ij,ij->i", points, points)  # NaN / inf for a hole: every comparison below is False
     kept = (squared >= min_range * min_range) & (squared <= max_range * max_range)
     keep = np.flatnonzero(kept)
     if not keep.size:
         return None
-    x, y, z = x[keep], y[keep], z[keep]
     split = 1 if point_size is None else max(1, math.ceil(voxel_size / point_size - 1e-9))
     side = voxel_size / split
     R, t = sensor_pose[:3, :3], sensor_pose[:3, 3]
-    index = [np.floor((R[a, 0] * x + R[a, 1] * y + R[a, 2] * z + t[a]) / side).astype(np.int64) for a in range(3)]
+    # root-frame cube indices; np.take and one (N, 3) @ (3, 3) are several times faster than
+    # fancy indexing and per-axis column arithmetic on a camera's ~250,000 points
+    cubes = np.take(points, keep, axis=0) @ (R.T / side)
+    cubes += t / side
+    np.floor(cubes, out=cubes)
+    cubes = cubes.astype(np.int64)
+    index = [cubes[:, 0], cubes[:, 1], cubes[:, 2]]
     keys = _self_filtered(_distinct_keys(index), split, voxel_size, spheres, padding)
     if not keys.shape[0]:
         return None
