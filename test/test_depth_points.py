@@ -128,6 +128,27 @@ def test_self_filter_removes_points_on_a_carried_box_and_keeps_far_ones(arm7):
     assert len(after) == len(far)  # ... the far points are kept
 
 
+@pytest.mark.parametrize("split", [1, 2])
+def test_the_self_filter_keeps_exactly_the_voxels_clear_of_every_sphere(split):
+    """Against brute force: a voxel goes when its centre is within a sphere's radius + padding +
+    the voxel's half diagonal of the sphere's centre, with every cube it holds; voxels outside
+    the spheres' box (most of a scene) are never near one."""
+    from ros_torch_kin.ros.point_cloud_input import _self_filtered
+
+    rng = np.random.default_rng(3)
+    voxel, padding = 0.02, 0.015
+    centers = rng.uniform(-0.3, 0.3, (40, 3))
+    radii = rng.uniform(0.01, 0.08, 40)
+    keys = np.unique(rng.integers(-40 * split, 40 * split, (60_000, 3)), axis=0)
+    kept = _self_filtered(keys, split, voxel, (centers, radii), padding)
+    voxels = np.floor_divide(keys, split)
+    middle = (voxels + 0.5) * voxel
+    gap = np.linalg.norm(middle[:, None] - centers[None], axis=2) - radii - padding - 0.5 * np.sqrt(3) * voxel
+    expected = keys[(gap > 0).all(1)]
+    np.testing.assert_array_equal(kept, expected)
+    assert 1000 < len(keys) - len(expected) < len(keys) // 2  # some filtered, most kept
+
+
 # ---------------------------------------------------------------- the simulated depth camera
 # bench/depth_camera.py ray casts a pinhole camera against true primitives (the MBM depth-view
 # benchmark's sensor). The camera: at (-2, 0, 0.5) in the root frame looking along +x (optical z =

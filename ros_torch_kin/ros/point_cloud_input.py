@@ -176,12 +176,16 @@ def _self_filtered(keys: np.ndarray, split: int, voxel_size: float, spheres, pad
         flat = flat_index([voxel[:, a] for a in range(3)], low, high - low + 1)
         distinct, owner = np.unique(flat, return_inverse=True)
         voxel = np.stack(np.unravel_index(distinct, tuple(high - low + 1)), axis=1) + low
-    reach = torch.as_tensor(spheres[1] + padding + 0.5 * math.sqrt(3) * voxel_size)
-    c = torch.as_tensor(spheres[0])
-    free = []
-    for part in torch.as_tensor((voxel + 0.5) * voxel_size).split(1 << 16):
-        free.append(((torch.cdist(part, c) - reach) > 0).all(1))
-    free = torch.cat(free).numpy()
+    reach = spheres[1] + padding + 0.5 * math.sqrt(3) * voxel_size
+    centers = (voxel + 0.5) * voxel_size
+    # only voxels within the box around every sphere's reach can be near one (most of a scene)
+    low, high = (spheres[0] - reach[:, None]).min(0), (spheres[0] + reach[:, None]).max(0)
+    near = np.flatnonzero((centers[:, 0] >= low[0]) & (centers[:, 0] <= high[0]) & (centers[:, 1] >= low[1])
+                          & (centers[:, 1] <= high[1]) & (centers[:, 2] >= low[2]) & (centers[:, 2] <= high[2]))
+    free = np.ones(centers.shape[0], dtype=bool)
+    c, r = torch.as_tensor(spheres[0]), torch.as_tensor(reach)
+    for part in np.array_split(near, max(1, -(-near.size // (1 << 16)))) if near.size else ():
+        free[part] = ((torch.cdist(torch.as_tensor(centers[part]), c) - r) > 0).all(1).numpy()
     return keys[free if owner is None else free[owner.reshape(-1)]]
 
 
