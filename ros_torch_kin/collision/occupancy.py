@@ -267,9 +267,11 @@ class VoxelGrid:
         active = np.zeros(int(np.prod(blocks)), dtype=bool)
         local = tuple(n - o for n, o in zip(nodes, start))
         reach = (-cap, 0, cap)  # a ball's cube spans ≤ 3 blocks per axis (cap ≤ BRICK): these hit each
-        for corner in np.array(np.meshgrid(reach, reach, reach, indexing="ij")).reshape(3, -1).T:
-            b = [np.clip((n + o) // BRICK, 0, m - 1) for n, o, m in zip(local, corner, blocks)]
-            active[(b[0] * blocks[1] + b[1]) * blocks[2] + b[2]] = True
+        hit = [[np.clip((n + o) // BRICK, 0, m - 1) for o in reach] for n, m in zip(local, blocks)]  # per axis
+        rows = [(x * blocks[1] + y) * blocks[2] for x in hit[0] for y in hit[1]]  # the 27 corners, summed
+        for row in rows:  # in stages: 9 + 27 additions instead of 27 corners' 13 operations each
+            for z in hit[2]:
+                active[row + z] = True
         ids = np.flatnonzero(active)
         table = np.full(active.size, -1.0, dtype=np.float32)
         table[ids] = np.arange(ids.size, dtype=np.float32)
