@@ -142,13 +142,12 @@ def sensed_obstacle(id: str, points: np.ndarray, sensor_pose: np.ndarray, voxel_
     # fancy indexing and per-axis column arithmetic on a camera's ~250,000 points
     cubes = np.take(points, keep, axis=0) @ (R.T / side)
     cubes += t / side
-    np.floor(cubes, out=cubes)
-    cubes = cubes.astype(np.int64)
-    index = [cubes[:, 0], cubes[:, 1], cubes[:, 2]]
-    keys = _self_filtered(_distinct_keys(index), split, voxel_size, spheres, padding)
+    np.floor(cubes, out=cubes)  # (N, 3) whole numbers, as floats
+    keys = _self_filtered(_distinct_rows(cubes), split, voxel_size, spheres, padding)
     if not keys.shape[0]:
         return None
     if shadow > 0 and width:
+        index = [cubes[:, a].astype(np.int64) for a in range(3)]
         if points.shape[0] % width:
             raise ValueError(f"width: {points.shape[0]} points are not whole rows of {width}")
         ranges = np.where(kept, np.sqrt(np.where(kept, squared, 0.0)), np.inf).reshape(-1, width)
@@ -187,6 +186,21 @@ def _self_filtered(keys: np.ndarray, split: int, voxel_size: float, spheres, pad
     for part in np.array_split(near, max(1, -(-near.size // (1 << 16)))) if near.size else ():
         free[part] = ((torch.cdist(torch.as_tensor(centers[part]), c) - r) > 0).all(1).numpy()
     return keys[free if owner is None else free[owner.reshape(-1)]]
+
+
+def _distinct_rows(cubes: np.ndarray) -> np.ndarray:
+    """Whole-number cell coordinates as floats (N, 3) -> the distinct cells (M, 3) int64, in flat
+    order: :func:`_distinct_keys` with the flat index as one (N, 3) @ (3,) product (exact below
+    2⁵³) instead of column arithmetic."""
+    low, high = index_span([cubes[:, 0], cubes[:, 1], cubes[:, 2]])  # per column: numpy's min(0) is ~10x slower
+    span = (high - low + 1).astype(np.int64)
+    if np.prod(span.astype(np.float64)) > UNIQUE_BY_MARKING:
+        return _distinct_keys([cubes[:, a].astype(np.int64) for a in range(3)])
+    strides = np.array([span[1] * span[2], span[2], 1], dtype=np.float64)
+    flat = (cubes @ strides - low @ strides).astype(np.int64)
+    marks = np.zeros(int(np.prod(span)), dtype=bool)
+    marks[flat] = True
+    return np.stack(np.unravel_index(np.flatnonzero(marks), tuple(span)), axis=1) + low.astype(np.int64)
 
 
 def _distinct_keys(index) -> np.ndarray:
