@@ -130,7 +130,7 @@ def sensed_obstacle(id: str, points: np.ndarray, sensor_pose: np.ndarray, voxel_
     (:mod:`..collision.depth_shadow`), built from the cubes the self filter kept and filtered
     by the same rule; an unorganised one (``width`` None) gets none."""
     points = np.ascontiguousarray(points, dtype=np.float64)
-    squared = np.einsum("ij,ij->i", points, points)  # NaN / inf for a hole: every comparison below is False
+    squared = np.square(points) @ np.ones(3)  # NaN / inf for a hole: every comparison below is False
     kept = (squared >= min_range * min_range) & (squared <= max_range * max_range)
     keep = np.flatnonzero(kept)
     if not keep.size:
