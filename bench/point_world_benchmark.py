@@ -3,8 +3,9 @@
 1. A 640×480 depth view of a table with boxes (back-projected, ~2 % holes) and a 300,000-point
    cloud into the world as the node does it
    (:func:`ros_torch_kin.ros.point_cloud_input.sensed_obstacle`: range filter, voxel
-   quantisation, self filter against the arm's spheres, multi-resolution grid), at 1 cm and 2 cm
-   voxels, and the packing for the checkers; Obstacle.points with the multi-resolution field and
+   quantisation, self filter against the arm's spheres, multi-resolution grid, far-field lattice),
+   at 1 cm voxels and at 2 cm voxels with the node's default 1 cm cubes and with one point per
+   voxel, and the packing for the checkers; Obstacle.points with the multi-resolution field and
    with the exact EDT; a closed 100,000-triangle mesh into Obstacle.mesh (1 cm voxels).
 2. The verdict of the bundled arm's coarse spheres against a 100,000-point world at B = 4,096: ours
    (CollisionChecker, float32, CPU) against Pinocchio FK + a coal collide loop of the same spheres
@@ -81,6 +82,7 @@ def main() -> None:
     from ros_torch_kin.ros.point_cloud_input import sensed_obstacle
 
     lattice = BY_NAME["sensor_lattice"].default  # the node's far-field lattice
+    point_size = BY_NAME["sensor_point_size"].default  # ... and the cubes it keeps points by
 
     urdf = bundled_urdf()
     chain = Chain.from_urdf(urdf, device="cpu", dtype=torch.float32)
@@ -90,18 +92,20 @@ def main() -> None:
     c0 = world_sphere_centers(world_transforms(chain, q0), spheres)[:, :, 0].double().numpy()
     own = (c0, spheres.radii.double().numpy())
     rows = []
-    for voxel in (0.01, 0.02):
-        t, obstacle = timed(lambda: sensed_obstacle("cam", cloud, np.eye(4), voxel, 0.05, 3.0, own, 0.02, 0.0, lattice))
+    for voxel, size in ((0.01, None), (0.02, point_size), (0.02, None)):
+        t, obstacle = timed(lambda: sensed_obstacle("cam", cloud, np.eye(4), voxel, 0.05, 3.0, own, 0.02, 0.0, lattice,
+                                                    size))
+        cubes = "one point per voxel" if size is None else f"{size * 100:g} cm cubes (the node's defaults)"
         rows.append((f"640×480 depth view ({np.isfinite(cloud).all(1).sum():,} points) -> world, node path, {voxel * 100:g} cm voxels"
-                     f", {lattice * 100:g} cm lattice",
-                     t, obstacle.grid))
+                     f", {cubes}, {lattice * 100:g} cm lattice", t, obstacle.grid))
     raw = cloud[np.isfinite(cloud).all(1)]
     rng = np.random.default_rng(1)
     big = np.concatenate([raw, raw[rng.choice(len(raw), 300_000 - len(raw))] + rng.normal(0, 0.003, (300_000 - len(raw), 3))])
-    for voxel in (0.01, 0.02):
-        t, obstacle = timed(lambda: sensed_obstacle("cam", big, np.eye(4), voxel, 0.0, 10.0, own, 0.02, 0.0, lattice))
-        rows.append((f"300,000-point cloud -> world, node path, {voxel * 100:g} cm voxels, {lattice * 100:g} cm lattice", t,
-                     obstacle.grid))
+    for voxel, size in ((0.01, None), (0.02, point_size), (0.02, None)):
+        t, obstacle = timed(lambda: sensed_obstacle("cam", big, np.eye(4), voxel, 0.0, 10.0, own, 0.02, 0.0, lattice, size))
+        cubes = "one point per voxel" if size is None else f"{size * 100:g} cm cubes (the node's defaults)"
+        rows.append((f"300,000-point cloud -> world, node path, {voxel * 100:g} cm voxels, {cubes}, {lattice * 100:g} cm "
+                     f"lattice", t, obstacle.grid))
         t, packed = timed(lambda: Scene([obstacle]).packed("cpu", torch.float32))
         rows.append((f"  then packing it for the checkers (Scene.packed, float32, first query), {voxel * 100:g} cm", t,
                      obstacle.grid))

@@ -214,7 +214,7 @@ def test_the_exact_lattice_tightens_the_far_field_and_stays_a_lower_bound(dtype)
     assert np.median((normal[band] * fd[band]).sum(1)) > 0.99
 
 
-@pytest.mark.parametrize("split", [1, 2, 3])
+@pytest.mark.parametrize("split", [1, 2, 3, 4])
 def test_cube_centres_stamp_the_same_lattice_as_the_kd_tree(split, monkeypatch):
     """A sensor's kept cubes (centres of cubes of side spacing / m) get their lattice by stamping,
     other clouds by the KD-tree: the same values at every node; a cloud a hair off the cubes'

@@ -249,40 +249,47 @@ def _stamped_lattice(keys: np.ndarray, m: int, spacing: float, reach: float, low
     centre (key + 0.5)·spacing/m within ``reach`` -> flat (prod(dims),) float64, ``reach``
     elsewhere. A centre's offset from a node is an odd multiple of spacing / 2m on each axis, so
     its squared distance is an integer in units of (spacing / 2m)², fixed by the centre's
-    residue (key mod m) and the node's step from it: each residue class writes its distances into
-    the nodes within reach, shell by shell from the farthest in over all classes, so that the
-    nearest is written last (as :func:`.occupancy._capped_squared` does on the voxel grid). No
-    KD-tree: about 4× faster on a sensor's cubes."""
+    residue (key mod m) and the node's step from it: every (class, step) pair within reach is
+    written for all the cubes of its class, value by value from the farthest in, so that the
+    nearest is written last (as :func:`.occupancy._capped_squared` does on the voxel grid); the
+    pairs of one value in one write (a ragged gather over their classes' cubes). No KD-tree:
+    2-5× faster on a sensor's cubes."""
     node = np.floor_divide(keys, m)
-    residue = keys - m * node  # (P, 3) in [0, m)
+    residue = keys - m * node
     node -= low
     base = (node[:, 0] * dims[1] + node[:, 1]) * dims[2] + node[:, 2]
     classes = (residue[:, 0] * m + residue[:, 1]) * m + residue[:, 2]
     order = np.argsort(classes, kind="stable")
-    bounds = np.searchsorted(classes[order], np.arange(m ** 3 + 1))
+    members = base[order]  # the cubes' base nodes, class by class
+    counts = np.bincount(classes, minlength=m ** 3)
+    first = np.cumsum(counts) - counts
     K = math.ceil(reach / spacing) + 1
     o = np.arange(-K, K + 1)
     offsets = np.array(np.meshgrid(o, o, o, indexing="ij")).reshape(3, -1).T  # (O, 3) node steps
-    flat = (offsets[:, 0] * dims[1] + offsets[:, 1]) * dims[2] + offsets[:, 2]
+    steps = (offsets[:, 0] * dims[1] + offsets[:, 1]) * dims[2] + offsets[:, 2]
     unit = (spacing / (2 * m)) ** 2
-    limit = reach * reach / unit
     r = np.arange(m)
     # per axis, residue ρ and node step s: (2ρ + 1 − 2 s m)² in units of (spacing / 2m)²
     axis = (2 * r[:, None] + 1 - 2 * m * o[None, :]) ** 2  # (m, 2K+1)
-    shells = []  # (squared, class, offsets' flat steps)
-    for c in range(m ** 3):
-        if bounds[c] == bounds[c + 1]:
-            continue
-        rx, ry, rz = c // (m * m), (c // m) % m, c % m
-        d2 = axis[rx][offsets[:, 0] + K] + axis[ry][offsets[:, 1] + K] + axis[rz][offsets[:, 2] + K]
-        within = d2 <= limit
-        for value in np.unique(d2[within]):
-            shells.append((int(value), c, flat[within & (d2 == value)]))
+    c = np.arange(m ** 3)
+    d2 = (axis[c // (m * m)][:, offsets[:, 0] + K] + axis[(c // m) % m][:, offsets[:, 1] + K]
+          + axis[c % m][:, offsets[:, 2] + K])  # (m³, O): each class's squared distance to each step
+    pair_class, pair_step = np.nonzero((d2 <= reach * reach / unit) & (counts[:, None] > 0))
+    value = d2[pair_class, pair_step]
+    by_value = np.argsort(-value, kind="stable")
+    pair_class, pair_step, value = pair_class[by_value], steps[pair_step[by_value]], value[by_value]
+    cuts = np.flatnonzero(np.diff(value)) + 1
     squared = np.full(int(np.prod(dims)), np.inf)
-    shells.sort(key=lambda s: -s[0])
-    for value, c, steps in shells:
-        who = base[order[bounds[c]:bounds[c + 1]]]
-        squared[(who[:, None] + steps[None, :]).reshape(-1)] = value
+    for a, b in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(value)]])):
+        cs = pair_class[a:b]
+        if cs[0] == cs[-1]:  # one class (pairs are by class within a value): one broadcast sum
+            who = members[first[cs[0]]:first[cs[0]] + counts[cs[0]]]
+            squared[(who[:, None] + pair_step[a:b][None, :]).reshape(-1)] = value[a]
+            continue
+        lengths = counts[cs]  # several: every pair's members at once, a ragged gather
+        ends = np.cumsum(lengths)
+        at = np.repeat(first[cs] - (ends - lengths), lengths) + np.arange(int(ends[-1]))
+        squared[members[at] + np.repeat(pair_step[a:b], lengths)] = value[a]
     return np.minimum(np.sqrt(squared * unit), reach)
 
 
