@@ -145,7 +145,7 @@ PARAMETERS = (
               "0: the voxel size; else the voxel size divided by the least whole number that brings it to this "
               "or below. Smaller keeps more points: insertion and queries near them cost more.", read_only=True),
     Parameter("sensor_lattice", 0.04, "Spacing (m) of the exact far-field lattice of sensed points: distances "
-              "to the voxel balls are kept at its nodes out to 0.1 m (a KD-tree over the kept voxels), so a configuration a few centimetres from what the camera sees is "
+              "to the kept balls are kept exactly at its nodes out to 0.1 m (stamped around the kept cubes), so a configuration a few centimetres from what the camera sees is "
               "not called in collision by the voxel field's looser bound (error about 3·spacing²/(8·d) at "
               "distance d). 0: none; else at least 0.01 m (a finer lattice has millions of nodes).", read_only=True),
     Parameter("sensor_shadow_depth", 0.0, "Depth (m, along each ray) of the band behind every surface a depth "

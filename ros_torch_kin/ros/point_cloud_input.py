@@ -17,7 +17,8 @@ requests in flight keep the world they started with):
    √3/2·side + ``sensor_point_radius`` around its centre (exact distances near the balls,
    :mod:`..collision.point_hash`); the far field is a multi-resolution grid (:mod:`..collision.occupancy`: built in time
    proportional to the occupied voxels, not to the box they span) and, with ``sensor_lattice``, an
-   exact lattice of distances to the balls (a KD-tree over the kept points) out to 0.1 m.
+   exact lattice of distances to the balls out to 0.1 m, stamped exactly around the kept cubes
+   (:func:`..collision.point_hash.build_lattice`: no KD-tree).
 4. Self filter: voxels (with every point they hold) whose centre is within a collision sphere of the robot (at that joint
    state) plus ``self_filter_padding`` plus the voxel half-diagonal are removed, as MoveIt's
    self filter does, so a wrist camera that sees the gripper does not block every plan. Objects
