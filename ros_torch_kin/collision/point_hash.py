@@ -102,8 +102,9 @@ def refine(coordinates, parameters: Tensor, values: Tensor, distance: Tensor, no
         low = torch.minimum((u - 0.5).floor().clamp_min(0.0), dims - 2)
         margin = torch.minimum(u - low, low + 2 - u).amin(1) * c.squeeze(1)  # to the block's faces, m
         best, nearest = _nearest(q, values, low, _BLOCK8, strides, table_at, points_at, with_normal)
-        # settled: the nearest found is within the margin (a hair inside it, for u's rounding)
-        unsettled = (best > (margin * (1 - 1e-5)).clamp_min(0.0).square()).nonzero().squeeze(1)
+        # settled: the nearest found is within the margin (1e-4 of it inside: ~1 µm, well above
+        # float32's rounding of u, so a point just beyond the block can never be the nearer)
+        unsettled = (best > (margin * (1 - 1e-4)).clamp_min(0.0).square()).nonzero().squeeze(1)
         if unsettled.numel():  # the 27 cells around these
             centre = torch.minimum(u.index_select(0, unsettled).floor().clamp_min(1.0),
                                    dims.index_select(0, unsettled) - 2)
