@@ -191,9 +191,12 @@ def build_lattice(points: np.ndarray, spacing: float, reach: float, max_cells: i
     float32 (rounded down)."""
     if not (math.isfinite(spacing) and spacing > 0 and math.isfinite(reach) and reach > 0):
         raise ValueError(f"the lattice spacing and reach must be positive numbers of metres, got {spacing}, {reach}")
+    from .occupancy import index_span
+
     pad = math.ceil(reach / spacing) + 1
-    low = np.floor(points.min(0) / spacing).astype(np.int64) - pad
-    dims = np.floor(points.max(0) / spacing).astype(np.int64) + pad + 2 - low
+    least, most = index_span([points[:, 0], points[:, 1], points[:, 2]])  # per column: min(0) is ~8x slower
+    low = np.floor(least / spacing).astype(np.int64) - pad
+    dims = np.floor(most / spacing).astype(np.int64) + pad + 2 - low
     count = int(np.prod(dims.astype(np.float64)))
     if count > max_cells:
         raise ValueError(f"the lattice has {count} nodes of {spacing:g} m, above the limit of {max_cells}")
