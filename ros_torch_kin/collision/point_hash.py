@@ -97,7 +97,8 @@ def refine(coordinates, parameters: Tensor, values: Tensor, distance: Tensor, no
     origin, dims = p[:, column + 2:column + 5], p[:, column + 5:column + 8]
     u = torch.nan_to_num((q - origin) / c, nan=0.0, posinf=0.0, neginf=0.0)  # (K, 3) in cells
     table_at, points_at = _offset(p, column + 8), _offset(p, column + 10)  # (K, 1)
-    strides = torch.stack((dims[:, 1] * dims[:, 2], dims[:, 2], torch.ones_like(dims[:, 2])), 1).to(torch.int64)
+    whole = dims.to(torch.int64)  # strides in int64: a float32 product of two dims rounds above 2²⁴
+    strides = torch.stack((whole[:, 1] * whole[:, 2], whole[:, 2], torch.ones_like(whole[:, 2])), 1)
     if K >= OCTANT_FROM:  # first the 2×2×2 cells nearest each query (module doc)
         low = torch.minimum((u - 0.5).floor().clamp_min(0.0), dims - 2)
         margin = torch.minimum(u - low, low + 2 - u).amin(1) * c.squeeze(1)  # to the block's faces, m
