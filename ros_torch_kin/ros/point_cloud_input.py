@@ -139,10 +139,13 @@ def sensed_obstacle(id: str, points: np.ndarray, sensor_pose: np.ndarray, voxel_
     split = 1 if point_size is None else max(1, math.ceil(voxel_size / point_size - 1e-9))
     side = voxel_size / split
     R, t = sensor_pose[:3, :3], sensor_pose[:3, 3]
-    # root-frame cube indices, one row per axis; np.take and one (3, 3) @ (3, N) product are
-    # several times faster than fancy indexing and per-axis arithmetic on a camera's ~250,000
-    # points, and the rows reduce fast (an (N, 3) array's min(0) is ~10x its columns')
-    cubes = (R / side) @ np.take(points, keep, axis=0).T
+    # root-frame cube indices, one row per axis: one (3, 3) @ (3, N) product over every point
+    # (holes give NaN columns), then the kept columns (np.take on the rows): several times faster
+    # than fancy indexing and per-axis arithmetic on a camera's ~250,000 points, and the rows
+    # reduce fast (an (N, 3) array's min(0) is ~10x its columns')
+    cubes = (R / side) @ points.T
+    if keep.size < points.shape[0]:
+        cubes = np.take(cubes, keep, axis=1)
     cubes += (t / side)[:, None]
     np.floor(cubes, out=cubes)  # (3, N) whole numbers, as floats
     keys = _self_filtered(_distinct_rows(cubes), split, voxel_size, spheres, padding)
