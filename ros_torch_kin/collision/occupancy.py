@@ -171,7 +171,8 @@ class VoxelGrid:
         within ``point_cell`` (m, default :func:`default_point_cell`) minus the radius of them;
         ``lattice`` (m, with ``exact``): also the exact far-field lattice of that spacing out to
         ``lattice_reach`` m (:func:`.point_hash.lattice_bound`: error ≈ 3·lattice²/(8·d) at
-        distance d; built with a KD-tree, so it costs insertion time).
+        distance d; built with a KD-tree, or stamped exactly when the points are cube centres as a
+        sensor's are: :func:`.point_hash.build_lattice`; it costs insertion time).
         ValueError naming ``field`` for an empty or oversized cloud, a bad voxel size or a grid
         above ``max_cells``."""
         if not (math.isfinite(voxel_size) and voxel_size > 0):
