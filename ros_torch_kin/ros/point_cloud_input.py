@@ -148,19 +148,18 @@ def sensed_obstacle(id: str, points: np.ndarray, sensor_pose: np.ndarray, voxel_
         cubes = np.take(cubes, keep, axis=1)
     cubes += (t / side)[:, None]
     np.floor(cubes, out=cubes)  # (3, N) whole numbers, as floats
-    keys = _self_filtered(_distinct_rows(cubes), split, voxel_size, spheres, padding)
+    keys = _self_filtered(_distinct_cells(cubes), split, voxel_size, spheres, padding)
     if not keys.shape[0]:
         return None
     if shadow > 0 and width:
-        index = [cubes[a].astype(np.int64) for a in range(3)]
         if points.shape[0] % width:
             raise ValueError(f"width: {points.shape[0]} points are not whole rows of {width}")
         ranges = np.where(kept, np.sqrt(np.where(kept, squared, 0.0)), np.inf).reshape(-1, width)
         edges = edge_pixels(ranges, side).reshape(-1)[keep]
-        walls = (_self_filtered(_distinct_keys([i[edges] for i in index]), split, voxel_size, spheres, padding)
+        walls = (_self_filtered(_distinct_cells(cubes[:, edges]), split, voxel_size, spheres, padding)
                  if edges.any() else keys[:0])
         band = _self_filtered(shadow_cubes(keys, walls, side, t, shadow), split, voxel_size, spheres, padding)
-        keys = _distinct_keys([np.concatenate([keys[:, a], band[:, a]]) for a in range(3)])
+        keys = _distinct_cells(np.concatenate([keys, band]).T)
     centers = (keys + 0.5) * side
     return Obstacle.points(id, centers, voxel_size, radius=0.5 * math.sqrt(3) * side + point_radius,
                            multires=True, lattice=lattice or None)
@@ -183,43 +182,36 @@ def _self_filtered(keys: np.ndarray, split: int, voxel_size: float, spheres, pad
     reach = spheres[1] + padding + 0.5 * math.sqrt(3) * voxel_size
     centers = (voxel + 0.5) * voxel_size
     # only voxels within the box around every sphere's reach can be near one (most of a scene)
-    low, high = (spheres[0] - reach[:, None]).min(0), (spheres[0] + reach[:, None]).max(0)
-    near = np.flatnonzero((centers[:, 0] >= low[0]) & (centers[:, 0] <= high[0]) & (centers[:, 1] >= low[1])
-                          & (centers[:, 1] <= high[1]) & (centers[:, 2] >= low[2]) & (centers[:, 2] <= high[2]))
+    box_low, box_high = (spheres[0] - reach[:, None]).min(0), (spheres[0] + reach[:, None]).max(0)
+    inside = np.ones(centers.shape[0], dtype=bool)
+    for a in range(3):  # per column: numpy is slow on a short last axis
+        inside &= (centers[:, a] >= box_low[a]) & (centers[:, a] <= box_high[a])
+    near = np.flatnonzero(inside)
     free = np.ones(centers.shape[0], dtype=bool)
     c, r = torch.as_tensor(spheres[0]), torch.as_tensor(reach)
-    for part in np.array_split(near, max(1, -(-near.size // (1 << 16)))) if near.size else ():
+    for begin in range(0, near.size, 1 << 16):  # bounded (rows × spheres) temporaries
+        part = near[begin:begin + (1 << 16)]
         free[part] = ((torch.cdist(torch.as_tensor(centers[part]), c) - r) > 0).all(1).numpy()
     return keys[free if owner is None else free[owner.reshape(-1)]]
 
 
-def _distinct_rows(cubes: np.ndarray) -> np.ndarray:
-    """Whole-number cell coordinates as floats, one row per axis (3, N) -> the distinct cells
-    (M, 3) int64, in flat order: :func:`_distinct_keys` with the flat index as one (3,) @ (3, N)
-    product (exact below 2⁵³) instead of column arithmetic."""
-    low, high = cubes.min(1), cubes.max(1)
+def _distinct_cells(cells: np.ndarray) -> np.ndarray:
+    """Whole-number cell coordinates, one row per axis (3, N) (int, or floats holding whole
+    numbers) -> the distinct cells (M, 3) int64, in flat order. The rows reduce and combine fast
+    (an (N, 3) array's min(0) is ~10× its columns'); each cell is marked once where the cells'
+    box is at most UNIQUE_BY_MARKING (~10× np.unique), its flat index one (3,) @ (3, N) product
+    (exact: below 2⁵³); a larger box goes through np.unique on int64 flat indices."""
+    low, high = cells.min(1), cells.max(1)
     span = (high - low + 1).astype(np.int64)
     if np.prod(span.astype(np.float64)) > UNIQUE_BY_MARKING:
-        return _distinct_keys([cubes[a].astype(np.int64) for a in range(3)])
-    strides = np.array([span[1] * span[2], span[2], 1], dtype=np.float64)
-    flat = (strides @ cubes - low @ strides).astype(np.int64)
-    marks = np.zeros(int(np.prod(span)), dtype=bool)
-    marks[flat] = True
-    return np.stack(np.unravel_index(np.flatnonzero(marks), tuple(span)), axis=1) + low.astype(np.int64)
-
-
-def _distinct_keys(index) -> np.ndarray:
-    """Integer cell coordinates (three (N,) columns) -> the distinct cells (M, 3), in flat order."""
-    low, high = index_span(index)
-    span = high - low + 1
-    flat = flat_index(index, low, span)
-    if np.prod(span.astype(np.float64)) <= UNIQUE_BY_MARKING:  # each cell once: marking is ~10x np.unique
-        marks = np.zeros(int(np.prod(span)), dtype=bool)
-        marks[flat] = True
-        packed = np.flatnonzero(marks)
+        index = [cells[a].astype(np.int64) for a in range(3)]
+        packed = np.unique(flat_index(index, low.astype(np.int64), span))
     else:
-        packed = np.unique(flat)
-    return np.stack(np.unravel_index(packed, tuple(span)), axis=1) + low
+        strides = np.array([span[1] * span[2], span[2], 1], dtype=np.float64)
+        marks = np.zeros(int(np.prod(span)), dtype=bool)
+        marks[(strides @ cells - low @ strides).astype(np.int64)] = True
+        packed = np.flatnonzero(marks)
+    return np.stack(np.unravel_index(packed, tuple(span)), axis=1) + low.astype(np.int64)
 
 
 def self_filter_spheres(chain, world: torch.Tensor, robot=None, attached=()) -> tuple[np.ndarray, np.ndarray] | None:
