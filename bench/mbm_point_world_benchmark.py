@@ -21,8 +21,11 @@ segment checks see).
 Depth views (``--depth-views K``, K = 1-3): instead of the surface samples, each scene is seen only
 by K simulated depth cameras (:mod:`depth_camera`: 640×480, fx = fy = 525, cx = 320, cy = 240,
 32FC1 m, exact depths by ray casting the TRUE primitives, no noise; rays that meet nothing are
-holes), fixed in the root frame (panda_link0) and aimed at (0.5, 0, 0.4), the middle of the
-Panda's workspace:
+holes), fixed in the root frame (panda_link0), laid out as below and aimed at (0.5, 0, 0.4), the
+middle of the Panda's workspace; by default (``--aim scene``) the rig is turned about the root's
+z axis to face the middle of the box spanned by the scene's obstacle centres (read from the true
+scene, as a workcell's cameras are placed or a robot's head pans to the task: it chooses where
+the cameras look, never which problems count; ``--aim fixed``: no turn):
 
 * K = 1: front, at (1.8, 0, 1.0);
 * K = 2: rear-left and rear-right, at (−0.4, ±0.6, 1.2): behind and above the robot's base, as
@@ -36,8 +39,9 @@ Each view enters the world exactly as the node inserts a depth topic
 ``depth_points``, then ``sensed_obstacle`` with the node's default parameters (voxel, range,
 point radius, far-field lattice, self filter padding: :mod:`ros_torch_kin.ros.parameters`) and the self filter
 against the robot's coarse spheres at the problem's start configuration, one obstacle per camera
-(``sensor:<camera>``, as the node keeps one per topic); ``--sensor-voxel`` and ``--sensor-lattice``
-override the node's voxel size and far-field lattice. ``--voxel``, ``--spacing``,
+(``sensor:<camera>``, as the node keeps one per topic); ``--sensor-voxel``, ``--sensor-lattice``,
+``--sensor-point-size`` and ``--sensor-shadow-depth`` override the node's voxel size, far-field
+lattice, cube size and band behind what is seen. ``--voxel``, ``--spacing``,
 ``--exact-field``, ``--point-*``, ``--lattice`` and ``--field-only`` do not apply. Space no camera
 sees (behind and inside the obstacles, occluded by them, outside every view) is free, as it is for
 MoveIt's octomap: a success through it may collide with the true primitives, and is counted so.
