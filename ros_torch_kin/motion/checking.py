@@ -205,7 +205,8 @@ class MotionValidator:
         """(N, T − 1) the segments' world requirements -> the self distance each keeps."""
         return torch.full_like(world_need, self.validity_margin)
 
-    def check(self, positions: Tensor, names: bool = True, deadline: float = math.inf) -> MotionCheck:
+    def check(self, positions: Tensor, names: bool = True, deadline: float = math.inf,
+              verdict_only: bool = False) -> MotionCheck:
         """positions (N, T, J) (or (T, J)) -> :class:`MotionCheck` (its ``min_distance`` and
         ``clearance_bound``, the lesser of world and self, are exact only below the requirement
         plus the resolution). ``names``: False leaves ``closest_pair`` empty (naming a pair
@@ -214,7 +215,11 @@ class MotionValidator:
         s): no distance query of the waypoints or the pieces starts after it (:meth:`_distance_until`:
         blocks sized by the measured rate where one query might not end in time); the waypoints
         and pieces not reached are undecided, the motions they belong to not clear (a motion with
-        a waypoint not reached has min_distance −inf: unknown), and the result ``late``."""
+        a waypoint not reached has min_distance −inf: unknown), and the result ``late``.
+        ``verdict_only``: a motion already shown not clear (a configuration closer than its
+        requirement) has no further pieces cut (they stay undecided): its ``clear`` is the same,
+        its distances and bounds only those found so far (the planner's checks of candidates it
+        drops when they fail; a failed seed deep in collision cost a full refinement before)."""
         if positions.dim() == 2:
             positions = positions.unsqueeze(0)
         positions = positions.detach()
@@ -253,6 +258,9 @@ class MotionValidator:
             short = (margin < 0) & ~colliding[segment]
             sweep = self.sweep_bound(qa, qb)
             again = short & (sweep > finest * (1 + 1e-6)) if cut else short
+            if verdict_only:  # a motion shown not clear needs no finer pieces
+                failed = colliding.view(N, T - 1).any(1) | ~waypoint_clear.all(1)
+                again &= ~failed[torch.div(segment, T - 1, rounding_mode="floor")]
             if not self.refinements or late or not bool(again.any()):
                 bound.scatter_reduce_(0, segment.unsqueeze(1).expand(-1, C), piece_bound, "amin")
                 undecided.index_fill_(0, segment[short], True)

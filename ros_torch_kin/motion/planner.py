@@ -711,14 +711,16 @@ class _MotionChecks:
     def all_done(self, failure: list[str]) -> bool:
         return all(d or f for d, f in zip(self.done, failure))
 
-    def _check_rows(self, x: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+    def _check_rows(self, x: Tensor, rows: Tensor, verdict_only: bool = True) -> tuple[Tensor, Tensor]:
         """Polish and check rows (n,) of x -> their polished x (n, T − 1, J) and (n,) bool: the
-        goal is reached, every waypoint is within the limits and the motion is collision-free."""
+        goal is reached, every waypoint is within the limits and the motion is collision-free.
+        ``verdict_only`` (:meth:`.checking.MotionValidator.check`): a failing row's distances are
+        those found until it failed (:meth:`finish` checks the rows it reports in full)."""
         owner = rows // self.S
         polished = _polish_rows(self.chain, self.problem, self.options, self.limits, x[rows], owner)
         positions = torch.cat((self.problem.start[owner].unsqueeze(1), polished), dim=1)
         position, orientation = _row_goal_errors(self.chain, self.problem, polished[:, -1], owner)
-        verdict = self.motion.check(positions, names=False, deadline=self.deadline)
+        verdict = self.motion.check(positions, names=False, deadline=self.deadline, verdict_only=verdict_only)
         ok = (verdict.clear & (position <= self.options.position_tolerance)
               & (orientation <= self.options.orientation_tolerance) & self.limits.contains(positions).all(-1))
         self.clear[rows] = ok
@@ -779,7 +781,7 @@ class _MotionChecks:
             x[rows] = polished
             open_rows = [r for r in unsolved if not (failure and failure[r // S])]
             if open_rows and time.perf_counter() < deadline:  # what the failed rows reach (skipped when late)
-                self._check_rows(x, torch.tensor(open_rows, device=x.device))
+                self._check_rows(x, torch.tensor(open_rows, device=x.device), verdict_only=False)
         return x
 
 
