@@ -126,6 +126,32 @@ def test_edges_valid_matches_a_brute_force_check_of_the_same_configurations():
     assert valid.calls <= 16
 
 
+def test_edges_checked_with_their_requirements_match_checking_them_one_after_the_other():
+    """The search's rounds check each extension, its connect's first step and the rest together,
+    each only while the one it requires is valid: the verdicts of the edge alone and'ed with its
+    requirement's (a chain of two), fewer configurations than checking every edge in full."""
+    from ros_torch_kin.motion.global_search import _check_edges, _Validity
+
+    g = torch.Generator().manual_seed(7)
+    centres = torch.rand(40, 2, generator=g, dtype=torch.float64)
+    boxes = [((float(x) - 0.015, float(y) - 0.015), (float(x) + 0.015, float(y) + 0.015)) for x, y in centres]
+    valid = Counted(boxes)
+    E, resolution = 200, 0.01
+    a = torch.rand(E, 2, generator=g, dtype=torch.float64)
+    b, c = (a + 0.4 * (torch.rand(E, 2, generator=g, dtype=torch.float64) - 0.5) for _ in range(2))
+    alone = [edges_valid(valid, p, q, resolution) for p, q in ((a, b), (b, c), (c, a))]
+    chained = (alone[0], alone[0] & alone[1], alone[0] & alone[1] & alone[2])
+    assert 5 < int(chained[2].sum()) and int(alone[0].sum()) < E, "both verdicts are exercised"
+    valid.configs = 0
+    index = torch.arange(E)
+    ok = _check_edges(_Validity(valid), torch.cat((a, b, c)), torch.cat((b, c, a)), resolution,
+                      requires=torch.cat((index, index, index + E)))
+    assert torch.equal(ok, torch.cat(chained))
+    full = sum(max(1, math.ceil(float((q - p).abs().max()) / resolution)) + 1
+               for p, q in zip(torch.cat((a, b, c)), torch.cat((b, c, a))))
+    assert valid.configs < full
+
+
 def test_edges_valid_catches_a_wall_between_the_ends_with_few_checks():
     """Long edges across a thin wall in their middle: invalid, found by the coarse levels (the
     ends, the middle, ...) long before checking everything; edges beside the wall are valid."""

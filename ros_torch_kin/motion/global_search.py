@@ -458,7 +458,7 @@ def search_path(valid: Valid, start: Tensor, goals: Tensor, lower: Tensor, upper
                 added = grow.add(new, near)
                 # valid first steps of longer connects grow the other tree towards x (RRT-Connect's
                 # greedy connect); a connect valid all the way joins the trees
-                y_index, gap, y, longer, reach, first = (t[kept] for t in (y_index, gap, y, longer, reach, first))
+                y_index, gap, longer, reach, first = (t[kept] for t in (y_index, gap, longer, reach, first))
                 joined = rest[kept]
                 if bool(joined.any()):
                     total = torch.where(joined, grow.cost[added] + gap + other.cost[y_index], math.inf)
