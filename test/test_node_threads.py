@@ -41,3 +41,33 @@ def test_a_node_stopped_while_its_workers_run_exits_cleanly(ros_domain):
             time.sleep(delay)
             codes.append((process.stop(), process.log()[-2000:]))
     assert all(code == 0 for code, _ in codes), [log for code, log in codes if code != 0]
+
+
+def test_a_start_interrupted_after_its_workers_began_leaves_no_thread(ros_domain, monkeypatch):
+    """A SIGINT that lands in the constructor as a KeyboardInterrupt, after the node handed its
+    worker pool a job (the timing warm-up, in the last step of its start), stops the pool and the
+    pose publisher's thread with it: the caller has no node to destroy, and a pool thread left
+    waiting for work kept the process from ever exiting (about one start in a hundred stopped
+    just after the robot failed to load)."""
+    import threading
+    import time
+
+    import pytest
+
+    import ros_torch_kin.ros.node as node_module
+
+    class InterruptedPlanner:  # the real start up to its last step, then the interrupt
+        def __init__(self, node):
+            node.run_in_worker(time.sleep, 0.3)
+            raise KeyboardInterrupt
+
+    before = set(threading.enumerate())
+    monkeypatch.setattr(node_module, "TrajectoryActionServer", InterruptedPlanner)
+    with pytest.raises(KeyboardInterrupt):
+        node_module.KinematicsNode(namespace="interrupted_start")
+    started = [t for t in threading.enumerate() if t not in before]
+    assert any(t.name.startswith("ros_torch_kin") for t in started), [t.name for t in started]  # the pool's
+    deadline = time.monotonic() + 10
+    while any(t.is_alive() for t in started) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [t.name for t in started if t.is_alive()]

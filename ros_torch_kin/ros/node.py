@@ -93,6 +93,19 @@ _LINK_SETTINGS = ("base_link", "end_effector_link")
 class KinematicsNode(Node):
     def __init__(self, **kwargs):
         super().__init__("ros_torch_kin", **kwargs)
+        try:
+            self._start()
+        except BaseException:
+            # a bad parameter, or SIGINT while starting (rclpy's handler invalidates the context
+            # under the constructor, or a KeyboardInterrupt lands in it): what was started stops
+            # here, as the caller has no node to destroy. A KeyboardInterrupt inside the worker
+            # pool's submit, after its thread started and before the pool registered it for
+            # interpreter exit, left that thread waiting for work forever: the process never
+            # exited (about 1 start in 100 stopped just after the robot failed to load)
+            self._release(quiet=True)
+            raise
+
+    def _start(self) -> None:
         for parameter in PARAMETERS:
             self.declare_parameter(parameter.name, parameter.default, parameter.descriptor())
         values = {p.name: self.get_parameter(p.name).value for p in PARAMETERS}
@@ -146,20 +159,32 @@ class KinematicsNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     def destroy_node(self):
+        self._release()
+        super().destroy_node()
+
+    def _release(self, quiet: bool = False) -> None:
+        """Stop what the node started (the pose publisher's node and thread, the planner's action
+        server, the worker pool), whichever of them exist. ``quiet``: after a failed start, each
+        step's own error is dropped (the start's is the one to report) and running jobs are not
+        waited for."""
         poses = getattr(self, "_poses", None)  # its own node and thread (absent likewise)
-        if poses is not None:
-            poses.close()
         planner = getattr(self, "_planner", None)  # absent when __init__ stopped at a bad parameter
-        if planner is not None:
-            planner.destroy()
+        for step in (poses.close if poses is not None else None, planner.destroy if planner is not None else None):
+            if step is None:
+                continue
+            try:
+                step()
+            except Exception:  # noqa: BLE001
+                if not quiet:
+                    raise
         workers = getattr(self, "_workers", None)
         if workers is not None:
             # jobs still running (a plan, the timing warm-up) finish without touching rclpy: a worker
             # that woke a destroyed executor during shutdown crashed the process (SIGSEGV) now and then
             self._closing = True
-            workers.shutdown(wait=False, cancel_futures=True)
-            concurrent.futures.wait(list(self._running), timeout=SHUTDOWN_WAIT)
-        super().destroy_node()
+            workers.shutdown(wait=False, cancel_futures=True)  # also wakes a thread it never registered
+            if not quiet:
+                concurrent.futures.wait(list(self._running), timeout=SHUTDOWN_WAIT)
 
     def run_in_worker(self, fn, *args, work: int | None = None) -> Future:
         """Run ``fn(*args)`` in the worker pool; an rclpy Future to ``await`` in a callback. The
