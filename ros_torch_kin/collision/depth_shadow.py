@@ -3,7 +3,7 @@
 A depth camera sees surfaces, not solids: along each pixel's ray everything behind the first
 surface is unknown. Counted as free (MoveIt's octomap does so), a plan may pass through an
 obstacle's unseen back part: on the first 20 MotionBenchMaker Panda problems per family seen by
-two depth cameras facing each scene, 3 of 113 successes did (fingers under a shelf board whose
+two depth cameras facing each scene, 3 of 112 successes did (fingers under a shelf board whose
 underside neither camera saw, behind cans; ``bench/mbm_point_world_benchmark.py --depth-views 2
 --limit 20``). A TSDF (nvblox,
 cuRobo's world from depth) counts the band just behind each surface, its truncation distance, as

@@ -45,7 +45,7 @@ it needs) and the other is its target:
 Steps 3 and 4 share one batched check: the connects' pieces are checked beside the new edges,
 each piece's configurations only while its new edge (and, for the rest, the first step) is
 still valid, so the verdicts are those of checking them one after the other, in about half the
-``valid`` calls (on the MBM Panda the search's time fell by a fifth, the same plans).
+``valid`` calls (each call has a fixed cost; BENCHMARKS.md's notes compare the two on MBM).
 
 Pockets. A tree whose rounds find fewer than ``ESCAPE_BELOW`` of their extensions free
 ``ESCAPE_AFTER`` times in a row (or none at all in one round) has its roots in a pocket (a goal

@@ -167,13 +167,11 @@ class KinematicsNode(Node):
         server, the worker pool), whichever of them exist. ``quiet``: after a failed start, each
         step's own error is dropped (the start's is the one to report) and running jobs are not
         waited for."""
-        poses = getattr(self, "_poses", None)  # its own node and thread (absent likewise)
-        planner = getattr(self, "_planner", None)  # absent when __init__ stopped at a bad parameter
-        for step in (poses.close if poses is not None else None, planner.destroy if planner is not None else None):
-            if step is None:
-                continue
+        for stop in (getattr(getattr(self, "_poses", None), "close", None),  # its own node and thread
+                     getattr(getattr(self, "_planner", None), "destroy", None)):  # either absent after an early failure
             try:
-                step()
+                if stop is not None:
+                    stop()
             except Exception:  # noqa: BLE001
                 if not quiet:
                     raise
