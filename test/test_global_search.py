@@ -238,6 +238,36 @@ def test_same_seed_same_path():
     assert runs[0].path.shape != runs[2].path.shape or not torch.equal(runs[0].path, runs[2].path)
 
 
+def test_rounds_grow_their_batch_until_max_batch():
+    """A search that has not connected after ``batch_doubling`` rounds draws twice the samples a
+    round, up to ``max_batch``: behind a closed wall both trees fill their halves, and a node
+    budget takes far fewer rounds than at a fixed batch (each round adds at most two nodes a
+    sample: its extension and the other tree's connect step). A search that connects within the
+    first rounds is the same as at a fixed batch."""
+    wall = Counted([((0.48, 0.0), (0.52, 1.0))], margin=0.01)
+    start, goal = torch.tensor([0.1, 0.1], dtype=torch.float64), torch.tensor([[0.8, 0.8]], dtype=torch.float64)
+    fixed = search_path(wall, start, goal, *square(torch.float64),
+                        GlobalSearchOptions(max_nodes=3000, time_budget=30, max_batch=64))
+    growing = search_path(wall, start, goal, *square(torch.float64), GlobalSearchOptions(max_nodes=3000, time_budget=30))
+    assert fixed.stopped == growing.stopped == "max_nodes"
+    assert fixed.rounds >= (3000 - 2) / (2 * 64)
+    assert growing.rounds < fixed.rounds / 2
+    # the doubling stops at max_batch: 4 rounds of 64 samples, then 128 a round
+    capped = search_path(wall, start, goal, *square(torch.float64),
+                         GlobalSearchOptions(max_nodes=3000, time_budget=30, max_batch=128))
+    assert capped.stopped == "max_nodes" and capped.rounds >= 4 + (3000 - 2 - 2 * 4 * 64) / (2 * 128)
+    short_wall = Counted([((0.45, 0.2), (0.55, 0.8))], margin=0.01)  # around it in a few rounds
+    start, goal = torch.tensor([0.2, 0.5], dtype=torch.float64), torch.tensor([[0.8, 0.5]], dtype=torch.float64)
+    early = [search_path(short_wall, start, goal, *square(torch.float64), GlobalSearchOptions(time_budget=4.0, **extra))
+             for extra in ({}, dict(max_batch=64))]
+    assert early[0].found and 0 < early[0].rounds <= GlobalSearchOptions().batch_doubling
+    assert torch.equal(early[0].path, early[1].path) and early[0].rounds == early[1].rounds
+    with pytest.raises(ValueError, match="max_batch"):
+        GlobalSearchOptions(batch=64, max_batch=32)
+    with pytest.raises(ValueError, match="batch_doubling"):
+        GlobalSearchOptions(batch_doubling=0)
+
+
 # ----------------------------------------------------------------------------------- the budgets
 def test_enclosed_goal_stops_at_the_time_budget():
     valid = Counted(CAGE, margin=0.01)

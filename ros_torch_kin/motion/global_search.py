@@ -30,8 +30,9 @@ every valid goal (any goal may be reached). Each round the tree with fewer nodes
 take turns while balanced; a tree stuck in a pocket -- a box around the start -- gets the rounds
 it needs) and the other is its target:
 
-1. draw ``batch`` samples uniformly within [lower, upper]; with probability ``goal_bias`` a
-   sample is instead a root of the other tree;
+1. draw the round's samples uniformly within [lower, upper]: ``batch`` of them, twice as many
+   every ``batch_doubling`` rounds, up to ``max_batch``; with probability ``goal_bias`` a sample
+   is instead a root of the other tree;
 2. each sample's nearest node (one ``cdist``/argmin against the preallocated node tensor, whose
    capacity doubles when full) is steered towards it by at most ``step`` (max-norm);
 3. every new edge of the round is checked in one batch (the stages above); each valid one adds
@@ -41,6 +42,12 @@ it needs) and the other is its target:
    the trees meet; of those, the one giving the shortest path (cost-to-root in both trees plus
    the edge) closes the path. Where only the first step is valid, its end joins the other tree
    (RRT-Connect's greedy connect, one step per round).
+
+Easy problems connect within the first rounds, at ``batch`` samples each; a search that has not
+connected by then gets ever larger rounds, whose checks cost less per configuration (a call's
+fixed cost is shared by more of them): where a call is dear -- a point-cloud world's field and
+exact points, ~4× a primitive world's on the MBM Panda -- this is what makes a cage or a shelf
+fit within the budget (BENCHMARKS.md's notes: MBM cages as points 10 -> 16 of 20).
 
 Steps 3 and 4 share one batched check: the connects' pieces are checked beside the new edges,
 each piece's configurations only while its new edge (and, for the rest, the first step) is
@@ -93,7 +100,8 @@ class GlobalSearchOptions:
 
     step: rad (max-norm over joints), the longest tree extension; edge_resolution: rad
     (max-norm), the largest distance between consecutive checked configurations of an edge;
-    batch: samples drawn per round (and random pairs tried per shortcut round); max_nodes: the
+    batch: samples drawn per round at first (and random pairs tried per shortcut round),
+    doubled every ``batch_doubling`` rounds up to ``max_batch``; max_nodes: the
     most configurations in both trees together; shortcut_rounds: rounds of shortcutting of the
     found path; goal_bias: the probability that a sample is a root of the other tree;
     time_budget: s of wall clock for the whole call; random_seed: the seed of the torch.Generator
@@ -105,6 +113,8 @@ class GlobalSearchOptions:
     step: float = 0.3
     edge_resolution: float = 0.02
     batch: int = 64
+    max_batch: int = 512
+    batch_doubling: int = 4
     max_nodes: int = 20000
     shortcut_rounds: int = 30
     goal_bias: float = 0.1
@@ -118,6 +128,9 @@ class GlobalSearchOptions:
             raise ValueError(f"edge_resolution must be positive (rad), got {self.edge_resolution}")
         if self.batch < 1 or self.max_nodes < 1 or self.shortcut_rounds < 0:
             raise ValueError("batch and max_nodes must be ≥ 1 and shortcut_rounds ≥ 0")
+        if self.max_batch < self.batch or self.batch_doubling < 1:
+            raise ValueError(f"max_batch must be ≥ batch ({self.batch}) and batch_doubling ≥ 1, got "
+                             f"{self.max_batch}, {self.batch_doubling}")
         if not 0 <= self.goal_bias <= 1:
             raise ValueError(f"goal_bias must be within [0, 1], got {self.goal_bias}")
         if not (math.isfinite(self.time_budget) and self.time_budget >= 0):
@@ -131,7 +144,8 @@ class GlobalSearchResult:
     path: (K, J) waypoints from the start to one of the goals (K ≥ 2), every edge checked at
     ``edge_resolution``; None if not found. found: a path was found. nodes: configurations in
     both trees (goals and start included). checks: configurations given to ``valid``. elapsed: s
-    of wall clock. stopped: "connected" (found), "time_budget", "max_nodes", "start invalid" or
+    of wall clock. rounds: search rounds run (0 when the ends or the straight edge decided).
+    stopped: "connected" (found), "time_budget", "max_nodes", "start invalid" or
     "goal invalid" (every goal is invalid).
     """
 
@@ -141,6 +155,7 @@ class GlobalSearchResult:
     checks: int
     elapsed: float
     stopped: str
+    rounds: int = 0
 
 
 class _OutOfTime(Exception):
@@ -376,11 +391,12 @@ def search_path(valid: Valid, start: Tensor, goals: Tensor, lower: Tensor, upper
     check = _Validity(valid, stop_at)
     resolution = float(options.edge_resolution)
     trees: list[_Tree] = []
-    checked = [0]  # before the trees: the start and the valid goals, once checked
+    checked, rounds = [0], [0]  # before the trees: the start and the valid goals, once checked
 
     def result(path: Tensor | None, stopped: str) -> GlobalSearchResult:
         nodes = sum(tree.size for tree in trees) if trees else checked[0]
-        return GlobalSearchResult(path, path is not None, nodes, check.checks, time.perf_counter() - began, stopped)
+        return GlobalSearchResult(path, path is not None, nodes, check.checks, time.perf_counter() - began, stopped,
+                                  rounds[0])
 
     try:
         ok = check(torch.cat((start.unsqueeze(0), goals)))
@@ -405,7 +421,7 @@ def search_path(valid: Valid, start: Tensor, goals: Tensor, lower: Tensor, upper
     generator = torch.Generator(device=start.device).manual_seed(options.random_seed)
     capacity = min(options.max_nodes, 1024)
     trees = [_Tree(start.unsqueeze(0), capacity), _Tree(goals, capacity)]
-    B, step = options.batch, float(options.step)
+    step = float(options.step)
     slowest, path = 0.0, None  # s, a decaying maximum of the rounds' time outside `valid`
     try:
         while True:
@@ -416,6 +432,9 @@ def search_path(valid: Valid, start: Tensor, goals: Tensor, lower: Tensor, upper
                 raise _OutOfTime
             smaller = int(trees[1].size < trees[0].size)  # the trees take turns while balanced
             grow, other = trees[smaller], trees[1 - smaller]
+            # the batch doubles every `batch_doubling` rounds up to `max_batch` (module doc)
+            B = min(options.batch << min(rounds[0] // options.batch_doubling, 30), options.max_batch)
+            rounds[0] += 1
             # 1. samples, a few of them the other tree's roots
             u = torch.rand(B, J, generator=generator, device=start.device, dtype=start.dtype)
             samples = lower + u * (upper - lower)
