@@ -583,7 +583,7 @@ def _corners(values: Tensor, flat: Tensor, sx: Tensor, sy: Tensor, t, with_norma
     last = values.shape[0] - 1
 
     def at(step):
-        v = values[(flat + step).clamp(0, last)] if guard else values[flat + step]
+        v = gather(values, (flat + step).clamp(0, last) if guard else flat + step)
         return v if transform is None else transform(v)
 
     f000, f001, f010, f011 = at(0), at(1), at(sy), at(sy + 1)
@@ -620,6 +620,13 @@ def _cells(coordinates, origin: Tensor, step: Tensor, dims: Tensor):
     return cell, frac, inside
 
 
+def gather(values: Tensor, index: Tensor) -> Tensor:
+    """``values[index]`` for a flat ``values`` and an integer ``index`` of any shape, as one
+    ``index_select``: the same values, 3-9× quicker on CPU than advanced indexing for the
+    thousands of indices of a verdict's query (torch 2.13; ~10 µs for 4,000, against ~17-190)."""
+    return values.index_select(0, index.reshape(-1)).view(index.shape)
+
+
 def _offset(parameters: Tensor, column: int) -> Tensor:
     return (parameters[:, column:column + 1] * _OFFSET_BASE + parameters[:, column + 1:column + 2]).to(torch.int64)
 
@@ -650,7 +657,7 @@ def _multires_field(coordinates, parameters, values, with_normal, guard=False):
     (ix, iy, iz), t, inside = _cells(coordinates, origin, s, nodes)
     bx, by, bz = (torch.minimum(i // BRICK, blocks[:, a:a + 1] - 1) for a, i in enumerate((ix, iy, iz)))
     entry = (bx * blocks[:, 1:2] + by) * blocks[:, 2:3] + bz + _offset(parameters, 7)
-    brick = values[entry.clamp(0, values.shape[0] - 1) if guard else entry]
+    brick = gather(values, entry.clamp(0, values.shape[0] - 1) if guard else entry)
     found = inside & (brick >= 0)
     side = BRICK + 1
     local = ((ix - bx * BRICK) * side + (iy - by * BRICK)) * side + (iz - bz * BRICK)
@@ -804,7 +811,7 @@ def _corners_rows(values: Tensor, flat: Tensor, sx: Tensor, sy: Tensor, t: Tenso
     ever fewer values (4-12 % of a point world's verdict; the same verdicts)."""
     steps = _CORNER_STEPS.to(flat.device)
     index = flat.unsqueeze(-1) + (sx.unsqueeze(-1) * steps[:, 0] + sy.unsqueeze(-1) * steps[:, 1] + steps[:, 2])
-    corner = values[index.clamp(0, values.shape[0] - 1)] if guard else values[index]  # (n, N, 8)
+    corner = gather(values, index.clamp(0, values.shape[0] - 1) if guard else index)  # (n, N, 8)
     if transform is not None:
         corner = transform(corner)
     along_z = torch.lerp(corner[..., 0::2], corner[..., 1::2], t[..., 2:3])  # (n, N, 4): (x, y)
@@ -829,7 +836,7 @@ def _multires_rows(points, parameters, values, guard=False):
     brick_of = torch.minimum(torch.div(base, BRICK, rounding_mode="floor"), blocks.unsqueeze(1) - 1)  # (n, N, 3)
     entry = ((brick_of[..., 0] * blocks[:, 1:2] + brick_of[..., 1]) * blocks[:, 2:3] + brick_of[..., 2]
              + _offset(parameters, 7))
-    brick = values[entry.clamp(0, values.shape[0] - 1) if guard else entry]
+    brick = gather(values, entry.clamp(0, values.shape[0] - 1) if guard else entry)
     found = inside & (brick >= 0)
     side = BRICK + 1
     within = base - brick_of * BRICK
