@@ -622,8 +622,8 @@ def _cells(coordinates, origin: Tensor, step: Tensor, dims: Tensor):
 
 def gather(values: Tensor, index: Tensor) -> Tensor:
     """``values[index]`` for a flat ``values`` and an integer ``index`` of any shape, as one
-    ``index_select``: the same values, 3-9× quicker on CPU than advanced indexing for the
-    thousands of indices of a verdict's query (torch 2.13; ~10 µs for 4,000, against ~17-190)."""
+    ``index_select``: the same values, quicker on CPU than advanced indexing, the more so the
+    more indices (torch 2.13, random indices: 1.5× for 4,000, 3× for 32,000, 9× for 260,000)."""
     return values.index_select(0, index.reshape(-1)).view(index.shape)
 
 

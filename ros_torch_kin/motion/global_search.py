@@ -47,7 +47,8 @@ Easy problems connect within the first rounds, at ``batch`` samples each; a sear
 connected by then gets ever larger rounds, whose checks cost less per configuration (a call's
 fixed cost is shared by more of them): where a call is dear -- a point-cloud world's field and
 exact points, ~4× a primitive world's on the MBM Panda -- this is what makes a cage or a shelf
-fit within the budget (BENCHMARKS.md's notes: MBM cages as points 10 -> 16 of 20).
+fit within the budget (BENCHMARKS.md's notes: the first 20 MBM cages as points, side by side,
+8 -> 15 solved).
 
 Steps 3 and 4 share one batched check: the connects' pieces are checked beside the new edges,
 each piece's configurations only while its new edge (and, for the rest, the first step) is
