@@ -315,7 +315,7 @@ def test_refusals_and_trivial_cases_need_no_search():
     free, blocked = torch.tensor([0.5, 0.5], dtype=torch.float64), torch.tensor([0.36, 0.5], dtype=torch.float64)
     outside = torch.tensor([[0.9, 0.5], [0.95, 0.1]], dtype=torch.float64)
     result = search_path(valid, blocked, outside, *bounds, options)
-    assert (result.found, result.stopped, result.path, result.checks) == (False, "start invalid", None, 3)
+    assert (result.found, result.stopped, result.path, result.checks, result.rounds) == (False, "start invalid", None, 3, 0)
     result = search_path(valid, free, blocked.unsqueeze(0), *bounds, options)
     assert (result.found, result.stopped, result.path) == (False, "goal invalid", None)
     # start == goal
@@ -326,7 +326,7 @@ def test_refusals_and_trivial_cases_need_no_search():
     valid.calls = 0
     result = search_path(valid, free, outside.flip(0), *bounds, options)
     assert result.found and torch.equal(result.path, torch.stack((free, outside[0])))
-    assert result.nodes == 3 and valid.calls <= 3 and result.checks < 60
+    assert result.nodes == 3 and valid.calls <= 3 and result.checks < 60 and result.rounds == 0
     with pytest.raises(ValueError):
         search_path(valid, free, outside[:, :1], *bounds, options)
     with pytest.raises(ValueError):
