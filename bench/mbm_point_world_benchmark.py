@@ -13,8 +13,10 @@ point structure.
 
 Samples: every primitive as a trimesh mesh (cylinders and capsules with 64 sections), each
 triangle a barycentric lattice (:func:`ros_torch_kin.collision.occupancy.surface_samples`), so
-every point of the true surface lies within spacing/√3 + the polygon's chord error of a sample:
-that is the cloud's stated radius, so the field stays a lower bound of the distance to the true
+every point of the true surface lies within the samples' covering radius
+(:func:`ros_torch_kin.collision.occupancy.lattice_covering_radius`: at most spacing/√3, spacing/2
+on the boxes' right triangles) + the polygon's chord error of a sample: that is the cloud's
+stated radius, so the field stays a lower bound of the distance to the true
 surfaces (a robot part can still only be inside a solid after crossing its surface, which the
 segment checks see).
 
@@ -68,7 +70,7 @@ from depth_camera import DepthCamera, depth_image, look_at  # noqa: E402
 from report import commit, machine, speed_note, speed_probe, stamp, versions, write_section  # noqa: E402
 
 from ros_torch_kin.collision import Obstacle, Scene  # noqa: E402
-from ros_torch_kin.collision.occupancy import surface_samples  # noqa: E402
+from ros_torch_kin.collision.occupancy import lattice_covering_radius, surface_samples  # noqa: E402
 from ros_torch_kin.kinematics import world_transforms  # noqa: E402
 from ros_torch_kin.motion import solve_trajectory  # noqa: E402
 from ros_torch_kin.optim import TrajectoryLimits, TrajectoryOptions  # noqa: E402
@@ -95,7 +97,7 @@ def surface_cloud(scene: Scene, spacing: float) -> tuple[np.ndarray, float]:
     which of a sample every point of the true surfaces lies (m)."""
     import trimesh
 
-    clouds, chord = [], 0.0
+    clouds, chord, covering = [], 0.0, 0.0
     for id in scene.ids:
         o = scene.obstacle(id)
         if o.kind == "box":
@@ -111,9 +113,11 @@ def surface_cloud(scene: Scene, spacing: float) -> tuple[np.ndarray, float]:
             chord = max(chord, o.dimensions[1] * (1 - math.cos(math.pi / SECTIONS)))
         else:
             raise ValueError(f"obstacle '{id}': a {o.kind} has no primitive surface to sample")
-        points = surface_samples(np.asarray(mesh.vertices), np.asarray(mesh.faces), spacing)
+        vertices, faces = np.asarray(mesh.vertices), np.asarray(mesh.faces)
+        points = surface_samples(vertices, faces, spacing)
+        covering = max(covering, lattice_covering_radius(vertices, faces, spacing))
         clouds.append(points @ o.pose[:3, :3].T + o.pose[:3, 3])
-    return np.concatenate(clouds), spacing / math.sqrt(3.0) + chord
+    return np.concatenate(clouds), covering + chord
 
 
 def depth_cameras(views: int, target=None) -> list[tuple[str, DepthCamera]]:
@@ -331,7 +335,7 @@ def main(argv=None):
     parser.add_argument("--spacing", type=float, default=0.01, help="m between surface samples")
     parser.add_argument("--voxel", type=float, default=0.01, help="m, the cloud's voxel size")
     parser.add_argument("--exact-field", action="store_true", help="the exact EDT instead of the multi-resolution field")
-    parser.add_argument("--point-radius", type=float, help="m, each point's radius (default: spacing/√3 + chord, "
+    parser.add_argument("--point-radius", type=float, help="m, each point's radius (default: the samples' covering radius + chord, "
                         "which covers the true surfaces)")
     parser.add_argument("--point-cell", type=float, help="m, the exact point table's cell (default: the library's)")
     parser.add_argument("--lattice", type=float, default=0.02, help="m, the exact far-field lattice's spacing (0: none)")

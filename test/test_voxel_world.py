@@ -20,7 +20,7 @@ from scipy.spatial import cKDTree
 
 from conftest import random_q
 from ros_torch_kin.collision import CollisionChecker, Obstacle, Scene, robot_spheres_from_urdf
-from ros_torch_kin.collision.occupancy import VoxelGrid
+from ros_torch_kin.collision.occupancy import VoxelGrid, lattice_covering_radius, surface_samples
 from ros_torch_kin.collision.signed_distance import point_distances, sphere_obstacle_distances
 from ros_torch_kin.collision.sphere_centers import world_sphere_centers
 from ros_torch_kin.kinematics import world_transforms
@@ -150,6 +150,39 @@ def test_closed_mesh_distances_against_coal(make):
     assert near.sum() > 100 and ((truth - d)[near] <= bound).all()
     assert (d[inside] < 0).all()  # a closed mesh's inside is in collision
     assert obstacle.grid.notes == ()
+
+
+def test_the_samples_covering_radius_bounds_every_surface_point_and_is_tight():
+    """A mesh's surface samples (the barycentric lattice of each triangle) cover every point of the
+    triangles within :func:`lattice_covering_radius` (dense random points against a KD-tree of
+    the samples, never farther), which is nearly attained (≥ 95 % of it) and at most spacing/√3:
+    spacing/√3 for an equilateral triangle, less for a right one (a box face's: at most
+    spacing/2) and for obtuse ones, with the obtuse angle at each corner in turn."""
+    rng = np.random.default_rng(3)
+    s3 = math.sqrt(3.0)
+    shapes = {
+        "equilateral": np.array([[0.0, 0.0, 0.0], [0.1, 0.0, 0.0], [0.05, 0.05 * s3, 0.0]]),
+        "right": np.array([[0.0, 0.0, 0.0], [0.1, 0.0, 0.0], [0.0, 0.05, 0.0]]),
+        "obtuse at c": np.array([[0.0, 0.0, 0.0], [0.2, 0.0, 0.0], [0.02, 0.01, 0.0]]),
+        "obtuse at a": np.array([[0.02, 0.01, 0.0], [0.0, 0.0, 0.0], [0.2, 0.0, 0.0]]),
+        "obtuse at b": np.array([[0.2, 0.0, 0.0], [0.02, 0.01, 0.0], [0.0, 0.0, 0.0]]),
+    }
+    u = rng.random((20000, 2))
+    u[u.sum(1) > 1] = 1 - u[u.sum(1) > 1]
+    for spacing in (0.01, 0.023):
+        for name, corners in shapes.items():
+            triangles = np.array([[0, 1, 2]])
+            radius = lattice_covering_radius(corners, triangles, spacing)
+            a, b, c = corners
+            points = a + u[:, :1] * (b - a) + u[:, 1:] * (c - a)
+            farthest = float(cKDTree(surface_samples(corners, triangles, spacing)).query(points)[0].max())
+            assert farthest <= radius * (1 + 1e-9), (name, spacing, farthest, radius)
+            assert farthest >= 0.95 * radius, (name, spacing, farthest, radius)
+            assert radius <= spacing / s3 * (1 + 1e-9)
+            if name == "right":
+                assert radius <= spacing / 2 * (1 + 1e-9)
+        box = trimesh.creation.box((0.3, 0.2, 0.1))
+        assert lattice_covering_radius(box.vertices, box.faces, spacing) <= spacing / 2 * (1 + 1e-9)
 
 
 def test_open_mesh_is_a_surface_with_a_warning():

@@ -8,8 +8,8 @@ every voxel centre ("node") g, a lower bound F(g) of the signed distance from g 
 
 * a free node: ``F = D_out − h − bound``, D_out the Euclidean distance (scipy's exact EDT) to the
   nearest occupied node, h = √3/2·s the voxel half-diagonal (a point lies within h of its node),
-  ``bound`` the stated error of the points themselves (their radius; for a mesh, the sampling
-  spacing/√3 plus the radius);
+  ``bound`` the stated error of the points themselves (their radius; for a mesh, the samples'
+  covering radius, at most the sampling spacing/√3, plus the radius);
 * an occupied node: ``F = −h − bound`` for points (a cloud has no inside: negative = contact); for a
   filled closed mesh, ``−D_in − bound`` inside, D_in the distance to the nearest free node (whose
   centre lies outside the solid), so depth grows towards the middle.
@@ -407,14 +407,21 @@ def check_mesh(vertices, triangles, id: str, max_triangles: int = MAX_TRIANGLES)
     return vertices, triangles
 
 
-def surface_samples(vertices: np.ndarray, triangles: np.ndarray, spacing: float, max_points: int = MAX_POINTS):
-    """Points on every triangle: a barycentric lattice of n subdivisions, n = ⌈longest edge /
-    spacing⌉, so that every point of the surface is within spacing/√3 of a sample (each small
-    triangle has edges ≤ spacing: its points are within longest edge/√3 of a corner). -> (P, 3)."""
+def _subdivisions(vertices: np.ndarray, triangles: np.ndarray, spacing: float):
+    """Each triangle's corners a, b, c (T, 3) and its lattice's subdivisions n = ⌈longest edge /
+    spacing⌉ (≥ 1) (:func:`surface_samples`)."""
     a, b, c = (vertices[triangles[:, k]] for k in range(3))
     longest = np.maximum(np.maximum(np.linalg.norm(b - a, axis=1), np.linalg.norm(c - b, axis=1)),
                          np.linalg.norm(a - c, axis=1))
-    n = np.maximum(1, np.ceil(longest / spacing)).astype(np.int64)
+    return a, b, c, np.maximum(1, np.ceil(longest / spacing)).astype(np.int64)
+
+
+def surface_samples(vertices: np.ndarray, triangles: np.ndarray, spacing: float, max_points: int = MAX_POINTS):
+    """Points on every triangle: a barycentric lattice of n subdivisions, n = ⌈longest edge /
+    spacing⌉, so that every point of the surface is within spacing/√3 of a sample (each small
+    triangle has edges ≤ spacing: its points are within longest edge/√3 of a corner), and within
+    :func:`lattice_covering_radius` of one, which is often less. -> (P, 3)."""
+    a, b, c, n = _subdivisions(vertices, triangles, spacing)
     total = int(((n + 1) * (n + 2) // 2).sum())
     if total > max_points:
         raise ValueError(f"the mesh needs {total} surface samples at {spacing:g} m, above the limit of {max_points} "
@@ -430,10 +437,42 @@ def surface_samples(vertices: np.ndarray, triangles: np.ndarray, spacing: float,
     return np.concatenate(out)
 
 
+def lattice_covering_radius(vertices: np.ndarray, triangles: np.ndarray, spacing: float) -> float:
+    """The largest distance (m) from a point of the triangles to the nearest of their
+    :func:`surface_samples` at ``spacing``: at most spacing/√3, less for all but equilateral
+    small triangles (a box face's right triangles: at most spacing/2). A triangle's lattice cuts
+    it into n² copies of itself scaled by 1/n, each sampled at its corners, and a triangle's
+    points lie within its covering radius of a corner: its circumradius when no angle is obtuse;
+    with an obtuse angle at C, the larger of the distances from A and from B along AB to where
+    the perpendicular bisectors of AC and BC cross it, |AC|²·|AB| / (2 AB·AC) and
+    |BC|²·|AB| / (2 BA·BC) (the Voronoi cells of the corners meet AB there; the circumcentre
+    lies outside). Degenerate triangles (repeated corners) fall back to longest edge/√3."""
+    a, b, c, n = _subdivisions(vertices, triangles, spacing)
+    if not len(n):
+        return 0.0
+    ab, ac, bc = b - a, c - a, c - b
+    la, lb, lc = np.linalg.norm(bc, axis=1), np.linalg.norm(ac, axis=1), np.linalg.norm(ab, axis=1)
+    at_a, at_b, at_c = (ab * ac).sum(1), (-ab * bc).sum(1), (ac * bc).sum(1)  # the corners' dot products
+    twice_area = np.linalg.norm(np.cross(ab, ac), axis=1)
+    tiny = np.finfo(np.float64).tiny
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):  # degenerate rows: replaced below
+        radius = la * lb * lc / (2.0 * twice_area)  # circumradius: abc / (4·area)
+        # obtuse at a corner: the opposite edge's two crossings (the other two corners' dot products > 0)
+        for obtuse, (x, y, far), (p, q) in ((at_c < 0, (lb, la, lc), (at_a, at_b)),
+                                            (at_a < 0, (lc, lb, la), (at_b, at_c)),
+                                            (at_b < 0, (la, lc, lb), (at_c, at_a))):
+            radius = np.where(obtuse, np.maximum(x * x * far / (2.0 * p), y * y * far / (2.0 * q)), radius)
+    longest = np.maximum(np.maximum(la, lb), lc)
+    bad = ~np.isfinite(radius) | (np.minimum(np.minimum(la, lb), lc) <= 1e-12 * np.maximum(longest, tiny))
+    radius = np.where(bad, longest / math.sqrt(3.0), np.minimum(radius, longest / math.sqrt(3.0) * (1 + 1e-12)))
+    return float((radius / n).max())
+
+
 def mesh_grid(vertices, triangles, voxel_size: float, id: str = "mesh", radius: float = 0.0,
               max_triangles: int = MAX_TRIANGLES, max_cells: int = MAX_CELLS) -> VoxelGrid:
     """A mesh (vertices (V, 3) m, triangles (T, 3), in the obstacle frame) -> its VoxelGrid: the
-    surface sampled at voxel_size/2 (bound voxel_size/(2√3) + radius); a closed (watertight)
+    surface sampled at voxel_size/2 (bound: the samples' :func:`lattice_covering_radius`, at most
+    voxel_size/(2√3), + radius); a closed (watertight)
     mesh's inside is filled, an open mesh stays a surface and gets a note (and a warning)."""
     import trimesh
 
@@ -443,7 +482,8 @@ def mesh_grid(vertices, triangles, voxel_size: float, id: str = "mesh", radius: 
     # watertight once coincident vertices are merged (an STL repeats every vertex per triangle)
     closed = trimesh.Trimesh(vertices, triangles, process=True).is_watertight
     grid = VoxelGrid.from_points(samples, voxel_size, radius, max_cells=max_cells, field=f"mesh '{id}'",
-                                 fill_interior=closed, extra_bound=spacing / math.sqrt(3.0))
+                                 fill_interior=closed,
+                                 extra_bound=lattice_covering_radius(vertices, triangles, spacing))
     if not closed:
         note = (f"mesh '{id}' is open (not watertight): only its surface is an obstacle, a robot part entirely "
                 "inside it is not seen")
