@@ -256,6 +256,7 @@ def test_rounds_grow_their_batch_until_max_batch():
     capped = search_path(wall, start, goal, *square(torch.float64),
                          GlobalSearchOptions(max_nodes=3000, time_budget=30, max_batch=128))
     assert capped.stopped == "max_nodes" and capped.rounds >= 4 + (3000 - 2 - 2 * 4 * 64) / (2 * 128)
+    assert capped.rounds > 2 * growing.rounds  # the bound above holds without a cap too: compare
     short_wall = Counted([((0.45, 0.2), (0.55, 0.8))], margin=0.01)  # around it in a few rounds
     start, goal = torch.tensor([0.2, 0.5], dtype=torch.float64), torch.tensor([[0.8, 0.5]], dtype=torch.float64)
     early = [search_path(short_wall, start, goal, *square(torch.float64), GlobalSearchOptions(time_budget=4.0, **extra))

@@ -3,7 +3,11 @@ torch_threads parameter (0 = automatic by request size) applied per request, als
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
+import pytest
 from ros_fixtures import Spinner, requires_ros, running_node, set_parameters
 
 pytestmark = requires_ros
@@ -31,8 +35,6 @@ def test_a_node_stopped_while_its_workers_run_exits_cleanly(ros_domain):
     """Stopped a few seconds after it starts, while its worker pool still runs the timing
     warm-up: the jobs finish without touching rclpy objects, and the process exits with 0 (a
     worker that woke the destroyed executor crashed it with SIGSEGV in about one stop of three)."""
-    import time
-
     from ros_torch_kin.ros.node_process import NodeProcess
 
     codes = []
@@ -49,12 +51,7 @@ def test_a_start_interrupted_after_its_workers_began_leaves_no_thread(ros_domain
     pose publisher's thread with it: the caller has no node to destroy, and a pool thread left
     waiting for work kept the process from ever exiting (about one start in a hundred stopped
     just after the robot failed to load)."""
-    import threading
-    import time
-
-    import pytest
-
-    import ros_torch_kin.ros.node as node_module
+    import ros_torch_kin.ros.node as node_module  # rclpy: only where ROS is there (requires_ros)
 
     class InterruptedPlanner:  # the real start up to its last step, then the interrupt
         def __init__(self, node):

@@ -407,13 +407,64 @@ def check_mesh(vertices, triangles, id: str, max_triangles: int = MAX_TRIANGLES)
     return vertices, triangles
 
 
-def _subdivisions(vertices: np.ndarray, triangles: np.ndarray, spacing: float):
-    """Each triangle's corners a, b, c (T, 3) and its lattice's subdivisions n = ⌈longest edge /
-    spacing⌉ (≥ 1) (:func:`surface_samples`)."""
-    a, b, c = (vertices[triangles[:, k]] for k in range(3))
-    longest = np.maximum(np.maximum(np.linalg.norm(b - a, axis=1), np.linalg.norm(c - b, axis=1)),
-                         np.linalg.norm(a - c, axis=1))
-    return a, b, c, np.maximum(1, np.ceil(longest / spacing)).astype(np.int64)
+@dataclass(frozen=True)
+class _Lattice:
+    """The barycentric sample lattice of triangles at a spacing: corners a, b, c (T, 3), the
+    squared edge lengths opposite each corner (3, T) and the subdivisions n = ⌈longest edge /
+    spacing⌉ ≥ 1 (T,). Built once for both :func:`surface_samples` and
+    :func:`lattice_covering_radius`."""
+
+    a: np.ndarray
+    b: np.ndarray
+    c: np.ndarray
+    squared: np.ndarray
+    n: np.ndarray
+
+    @staticmethod
+    def of(vertices: np.ndarray, triangles: np.ndarray, spacing: float) -> "_Lattice":
+        a, b, c = (vertices[triangles[:, k]] for k in range(3))
+        squared = np.stack([np.einsum("ij,ij->i", e, e) for e in (c - b, a - c, b - a)])
+        n = np.maximum(1, np.ceil(np.sqrt(squared.max(0)) / spacing)).astype(np.int64)
+        return _Lattice(a, b, c, squared, n)
+
+    def samples(self, spacing: float, max_points: int) -> np.ndarray:
+        """The points (P, 3) (:func:`surface_samples`)."""
+        a, b, c, n = self.a, self.b, self.c, self.n
+        total = int(((n + 1) * (n + 2) // 2).sum())
+        if total > max_points:
+            raise ValueError(f"the mesh needs {total} surface samples at {spacing:g} m, above the limit of "
+                             f"{max_points} (raise voxel_size)")
+        out = []
+        for k in np.unique(n):  # one lattice per subdivision count (few distinct values)
+            rows = np.flatnonzero(n == k)
+            i, j = np.meshgrid(np.arange(k + 1), np.arange(k + 1), indexing="ij")
+            keep = (i + j) <= k
+            u, v = i[keep] / k, j[keep] / k  # (m,)
+            A, B, C = a[rows], b[rows], c[rows]
+            out.append((A[:, None] + u[None, :, None] * (B - A)[:, None] + v[None, :, None] * (C - A)[:, None])
+                       .reshape(-1, 3))
+        return np.concatenate(out)
+
+    def covering_radius(self) -> float:
+        """:func:`lattice_covering_radius` (m)."""
+        if not len(self.n):
+            return 0.0
+        sa, sb, sc = self.squared  # |BC|², |CA|², |AB|²
+        # each corner's dot product of its two edges, from the squared lengths (law of cosines)
+        at_a, at_b, at_c = 0.5 * (sb + sc - sa), 0.5 * (sc + sa - sb), 0.5 * (sa + sb - sc)
+        four_area2 = sb * sc - at_a * at_a  # |AB × AC|² (Lagrange's identity)
+        longest = np.sqrt(self.squared.max(0))
+        radius = longest / math.sqrt(3.0)  # a bound for any triangle; degenerate ones keep it
+        with np.errstate(divide="ignore", invalid="ignore"):
+            acute = (np.minimum(np.minimum(at_a, at_b), at_c) >= 0) & (four_area2 > 1e-24 * longest ** 4)
+            radius = np.where(acute, np.sqrt(sa * sb * sc / (4.0 * four_area2)), radius)  # circumradius abc/(4·area)
+            # obtuse at a corner: where its neighbours' Voronoi cells cross the opposite edge
+            for obtuse, (x, y, far), (p, q) in ((at_c < 0, (sb, sa, sc), (at_a, at_b)),
+                                                (at_a < 0, (sc, sb, sa), (at_b, at_c)),
+                                                (at_b < 0, (sa, sc, sb), (at_c, at_a))):
+                crossing = np.sqrt(far) * np.maximum(x / (2.0 * p), y / (2.0 * q))
+                radius = np.where(obtuse & (p > 0) & (q > 0), crossing, radius)
+        return float((np.minimum(radius, longest / math.sqrt(3.0)) / self.n).max())
 
 
 def surface_samples(vertices: np.ndarray, triangles: np.ndarray, spacing: float, max_points: int = MAX_POINTS):
@@ -421,20 +472,7 @@ def surface_samples(vertices: np.ndarray, triangles: np.ndarray, spacing: float,
     spacing⌉, so that every point of the surface is within spacing/√3 of a sample (each small
     triangle has edges ≤ spacing: its points are within longest edge/√3 of a corner), and within
     :func:`lattice_covering_radius` of one, which is often less. -> (P, 3)."""
-    a, b, c, n = _subdivisions(vertices, triangles, spacing)
-    total = int(((n + 1) * (n + 2) // 2).sum())
-    if total > max_points:
-        raise ValueError(f"the mesh needs {total} surface samples at {spacing:g} m, above the limit of {max_points} "
-                         "(raise voxel_size)")
-    out = []
-    for k in np.unique(n):  # one lattice per subdivision count (few distinct values)
-        rows = np.flatnonzero(n == k)
-        i, j = np.meshgrid(np.arange(k + 1), np.arange(k + 1), indexing="ij")
-        keep = (i + j) <= k
-        u, v = i[keep] / k, j[keep] / k  # (m,)
-        A, B, C = a[rows], b[rows], c[rows]
-        out.append((A[:, None] + u[None, :, None] * (B - A)[:, None] + v[None, :, None] * (C - A)[:, None]).reshape(-1, 3))
-    return np.concatenate(out)
+    return _Lattice.of(vertices, triangles, spacing).samples(spacing, max_points)
 
 
 def lattice_covering_radius(vertices: np.ndarray, triangles: np.ndarray, spacing: float) -> float:
@@ -446,26 +484,8 @@ def lattice_covering_radius(vertices: np.ndarray, triangles: np.ndarray, spacing
     with an obtuse angle at C, the larger of the distances from A and from B along AB to where
     the perpendicular bisectors of AC and BC cross it, |AC|²·|AB| / (2 AB·AC) and
     |BC|²·|AB| / (2 BA·BC) (the Voronoi cells of the corners meet AB there; the circumcentre
-    lies outside). Degenerate triangles (repeated corners) fall back to longest edge/√3."""
-    a, b, c, n = _subdivisions(vertices, triangles, spacing)
-    if not len(n):
-        return 0.0
-    ab, ac, bc = b - a, c - a, c - b
-    la, lb, lc = np.linalg.norm(bc, axis=1), np.linalg.norm(ac, axis=1), np.linalg.norm(ab, axis=1)
-    at_a, at_b, at_c = (ab * ac).sum(1), (-ab * bc).sum(1), (ac * bc).sum(1)  # the corners' dot products
-    twice_area = np.linalg.norm(np.cross(ab, ac), axis=1)
-    tiny = np.finfo(np.float64).tiny
-    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):  # degenerate rows: replaced below
-        radius = la * lb * lc / (2.0 * twice_area)  # circumradius: abc / (4·area)
-        # obtuse at a corner: the opposite edge's two crossings (the other two corners' dot products > 0)
-        for obtuse, (x, y, far), (p, q) in ((at_c < 0, (lb, la, lc), (at_a, at_b)),
-                                            (at_a < 0, (lc, lb, la), (at_b, at_c)),
-                                            (at_b < 0, (la, lc, lb), (at_c, at_a))):
-            radius = np.where(obtuse, np.maximum(x * x * far / (2.0 * p), y * y * far / (2.0 * q)), radius)
-    longest = np.maximum(np.maximum(la, lb), lc)
-    bad = ~np.isfinite(radius) | (np.minimum(np.minimum(la, lb), lc) <= 1e-12 * np.maximum(longest, tiny))
-    radius = np.where(bad, longest / math.sqrt(3.0), np.minimum(radius, longest / math.sqrt(3.0) * (1 + 1e-12)))
-    return float((radius / n).max())
+    lies outside). Degenerate triangles (repeated corners) keep longest edge/√3."""
+    return _Lattice.of(vertices, triangles, spacing).covering_radius()
 
 
 def mesh_grid(vertices, triangles, voxel_size: float, id: str = "mesh", radius: float = 0.0,
@@ -478,12 +498,12 @@ def mesh_grid(vertices, triangles, voxel_size: float, id: str = "mesh", radius: 
 
     vertices, triangles = check_mesh(vertices, triangles, id, max_triangles)
     spacing = 0.5 * voxel_size
-    samples = surface_samples(vertices, triangles, spacing)
+    lattice = _Lattice.of(vertices, triangles, spacing)
+    samples = lattice.samples(spacing, MAX_POINTS)
     # watertight once coincident vertices are merged (an STL repeats every vertex per triangle)
     closed = trimesh.Trimesh(vertices, triangles, process=True).is_watertight
     grid = VoxelGrid.from_points(samples, voxel_size, radius, max_cells=max_cells, field=f"mesh '{id}'",
-                                 fill_interior=closed,
-                                 extra_bound=lattice_covering_radius(vertices, triangles, spacing))
+                                 fill_interior=closed, extra_bound=lattice.covering_radius())
     if not closed:
         note = (f"mesh '{id}' is open (not watertight): only its surface is an obstacle, a robot part entirely "
                 "inside it is not seen")
@@ -663,7 +683,7 @@ def _cells(coordinates, origin: Tensor, step: Tensor, dims: Tensor):
 def gather(values: Tensor, index: Tensor) -> Tensor:
     """``values[index]`` for a flat ``values`` and an integer ``index`` of any shape, as one
     ``index_select``: the same values, quicker on CPU than advanced indexing, the more so the
-    more indices (torch 2.13, random indices: 1.5× for 4,000, 3× for 32,000, 9× for 260,000)."""
+    more indices (BENCHMARKS.md's notes)."""
     return values.index_select(0, index.reshape(-1)).view(index.shape)
 
 
@@ -848,7 +868,7 @@ def _corners_rows(values: Tensor, flat: Tensor, sx: Tensor, sy: Tensor, t: Tenso
     """:func:`_corners`' value and spread (no gradient) for cells at ``flat`` (n, N), strides sx,
     sy (n, 1), t (n, N, 3): the eight corners in one gather, then one ``lerp`` per axis (z, y,
     x; the corners are z fastest): three operations instead of the eight weights' seven, on
-    ever fewer values (4-12 % of a point world's verdict; the same verdicts)."""
+    ever fewer values (the same verdicts, quicker: BENCHMARKS.md's notes)."""
     steps = _CORNER_STEPS.to(flat.device)
     index = flat.unsqueeze(-1) + (sx.unsqueeze(-1) * steps[:, 0] + sy.unsqueeze(-1) * steps[:, 1] + steps[:, 2])
     corner = gather(values, index.clamp(0, values.shape[0] - 1) if guard else index)  # (n, N, 8)

@@ -87,15 +87,20 @@ def refine(coordinates, parameters: Tensor, values: Tensor, distance: Tensor, no
     cell = parameters[:, column + 1:column + 2]
     radius = parameters[:, column + 12:column + 13]
     want = (parameters[:, column:column + 1] > 0) & (distance < cell - radius)
-    # the wanted entries by flat index (index_select / index_copy: several times quicker than
-    # indexing by (row, column) pairs, the same values)
-    flat = want.expand(distance.shape).reshape(-1).nonzero().squeeze(1)
+    # the wanted entries by flat index (index_select / index_copy: quicker than indexing by
+    # (row, column) pairs, the same values)
+    shape = distance.shape
+
+    def flat_of(t: Tensor) -> Tensor:  # (n, N) or broadcastable to it -> (n·N,)
+        return t.expand(shape).reshape(-1)
+
+    flat = flat_of(want).nonzero().squeeze(1)
     K = flat.numel()
     if not K:
         return distance, normal
-    rows = torch.div(flat, distance.shape[1], rounding_mode="floor")
+    rows = torch.div(flat, shape[1], rounding_mode="floor")
     p = parameters.index_select(0, rows)  # (K, k)
-    q = torch.stack([c.expand(distance.shape).reshape(-1).index_select(0, flat) for c in coordinates], dim=1)  # (K, 3)
+    q = torch.stack([flat_of(c).index_select(0, flat) for c in coordinates], dim=1)  # (K, 3)
     c = p[:, column + 1:column + 2]
     origin, dims = p[:, column + 2:column + 5], p[:, column + 5:column + 8]
     u = torch.nan_to_num((q - origin) / c, nan=0.0, posinf=0.0, neginf=0.0)  # (K, 3) in cells
@@ -124,16 +129,14 @@ def refine(coordinates, parameters: Tensor, values: Tensor, distance: Tensor, no
     m = torch.sqrt(best)
     certified = m <= c.squeeze(1)
     r = p[:, column + 12]
-    shape = distance.shape
-    current = distance.reshape(-1).index_select(0, flat)
+    current = flat_of(distance).index_select(0, flat)
     value = torch.where(certified, m - r, torch.maximum(current, c.squeeze(1) - r))
-    distance = distance.reshape(-1).index_copy(0, flat, value).view(shape)
+    distance = flat_of(distance).index_copy(0, flat, value).view(shape)
     if with_normal:
         use = certified & (m > 0)
         unit = nearest / m.clamp_min(torch.finfo(m.dtype).tiny).unsqueeze(1)
-        normal = tuple(n.expand(shape).reshape(-1).index_copy(
-            0, flat, torch.where(use, unit[:, a], n.expand(shape).reshape(-1).index_select(0, flat))).view(shape)
-            for a, n in enumerate(normal))
+        normal = tuple(flat_of(n).index_copy(0, flat, torch.where(use, unit[:, a], flat_of(n).index_select(0, flat)))
+                       .view(shape) for a, n in enumerate(normal))
     return distance, normal
 
 

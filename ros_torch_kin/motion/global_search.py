@@ -46,9 +46,8 @@ it needs) and the other is its target:
 Easy problems connect within the first rounds, at ``batch`` samples each; a search that has not
 connected by then gets ever larger rounds, whose checks cost less per configuration (a call's
 fixed cost is shared by more of them): where a call is dear -- a point-cloud world's field and
-exact points, ~4× a primitive world's on the MBM Panda -- this is what makes a cage or a shelf
-fit within the budget (BENCHMARKS.md's notes: the first 20 MBM cages as points, side by side,
-8 -> 15 solved).
+exact points, several times a primitive world's -- this is what makes a cage or a shelf fit
+within the budget (BENCHMARKS.md's notes compare the two on MBM problems as point clouds).
 
 Steps 3 and 4 share one batched check: the connects' pieces are checked beside the new edges,
 each piece's configurations only while its new edge (and, for the rest, the first step) is
@@ -245,10 +244,11 @@ def _check_edges(check: _Validity, a: Tensor, b: Tensor, resolution: float, skip
     if E == 0:
         return alive
     depth = 0
-    if requires is not None:  # how many steps the longest chain of requirements takes
-        reach, depth = requires, 0
-        while depth < E and not bool((reach == requires[reach]).all()):
-            reach, depth = requires[reach], depth + 1
+    if requires is not None:  # how many steps the longest chain of requirements takes (one host read)
+        on_host = requires.cpu()
+        reach = on_host
+        while depth < E and not bool((reach == on_host[reach]).all()):
+            reach, depth = on_host[reach], depth + 1
         depth += 1
     n = torch.ceil((b - a).abs().amax(-1) / resolution).clamp(min=1).to(torch.int64)  # segments per edge
     first = torch.as_tensor(skip_start, device=a.device).to(torch.int64).expand(E)
