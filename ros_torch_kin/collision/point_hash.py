@@ -263,11 +263,9 @@ def _stamped_lattice(keys: np.ndarray, m: int, spacing: float, reach: float, low
     centre (key + 0.5)·spacing/m within ``reach`` -> flat (prod(dims),) float64, ``reach``
     elsewhere. A centre's offset from a node is an odd multiple of spacing / 2m on each axis, so
     its squared distance is an integer in units of (spacing / 2m)², fixed by the centre's
-    residue (key mod m) and the node's step from it: every (class, step) pair within reach is
-    written for all the cubes of its class, value by value from the farthest in, so that the
-    nearest is written last (as :func:`.occupancy._capped_squared` does on the voxel grid); the
-    pairs of one value in one write (a ragged gather over their classes' cubes). No KD-tree:
-    2-5× faster on a sensor's cubes."""
+    residue (key mod m) and the node's step from it: the cubes of one residue class all stamp
+    the same (step, squared distance) pairs, one ``np.minimum.at`` per class over its cubes ×
+    its steps within reach (integers: exact). No KD-tree: 2-5× faster on a sensor's cubes."""
     node = np.floor_divide(keys, m)
     residue = keys - m * node
     node -= low
@@ -288,22 +286,15 @@ def _stamped_lattice(keys: np.ndarray, m: int, spacing: float, reach: float, low
     c = np.arange(m ** 3)
     d2 = (axis[c // (m * m)][:, offsets[:, 0] + K] + axis[(c // m) % m][:, offsets[:, 1] + K]
           + axis[c % m][:, offsets[:, 2] + K])  # (m³, O): each class's squared distance to each step
-    pair_class, pair_step = np.nonzero((d2 <= reach * reach / unit) & (counts[:, None] > 0))
-    value = d2[pair_class, pair_step]
-    by_value = np.argsort(-value, kind="stable")
-    pair_class, pair_step, value = pair_class[by_value], steps[pair_step[by_value]], value[by_value]
-    cuts = np.flatnonzero(np.diff(value)) + 1
-    squared = np.full(int(np.prod(dims)), np.inf)
-    for a, b in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(value)]])):
-        cs = pair_class[a:b]
-        if cs[0] == cs[-1]:  # one class (pairs are by class within a value): one broadcast sum
-            who = members[first[cs[0]]:first[cs[0]] + counts[cs[0]]]
-            squared[(who[:, None] + pair_step[a:b][None, :]).reshape(-1)] = value[a]
-            continue
-        lengths = counts[cs]  # several: every pair's members at once, a ragged gather
-        ends = np.cumsum(lengths)
-        at = np.repeat(first[cs] - (ends - lengths), lengths) + np.arange(int(ends[-1]))
-        squared[members[at] + np.repeat(pair_step[a:b], lengths)] = value[a]
+    limit = reach * reach / unit
+    kind = np.int32 if limit < 2 ** 31 - 2 else np.int64  # int32: less to move (~10 %)
+    d2 = d2.astype(kind)
+    squared = np.full(int(np.prod(dims)), math.floor(limit) + 1, dtype=kind)  # beyond reach
+    for k in np.flatnonzero(counts):
+        near = np.flatnonzero(d2[k] <= limit)
+        who = members[first[k]:first[k] + counts[k]]
+        np.minimum.at(squared, (who[:, None] + steps[near][None, :]).reshape(-1),
+                      np.broadcast_to(d2[k, near], (who.size, near.size)).reshape(-1))
     return np.minimum(np.sqrt(squared * unit), reach)
 
 
