@@ -426,6 +426,44 @@ def test_escapes_join_a_tree_up_to_their_first_invalid_edge():
         assert math.isclose(float(tree.cost[i]), float(tree.cost[parent] + (tree.nodes[i] - tree.nodes[parent]).norm()))
 
 
+def test_several_escapes_per_root_each_join_from_their_own_root():
+    """``escapes`` may give M paths per root (rows m·R + r: escape m of root r, as the planner's
+    clearance descent and its six tool retreats): each joins the tree from its own root, up to
+    its first invalid edge; one that stops (steps under ESCAPE_MOVED) adds nothing more."""
+    from ros_torch_kin.motion.global_search import ESCAPE_MOVED, _grow_escapes, _Tree, _Validity
+
+    wall = Counted([((0.0, 0.58), (1.0, 0.65))])  # across the square: up is blocked from the first root
+    roots = torch.tensor([[0.5, 0.3], [0.2, 0.1]], dtype=torch.float64)
+
+    def up_and_right(r):  # M = 2: up the slot, then to the right; the right one of root 1 stalls
+        steps = torch.arange(13, dtype=r.dtype).view(1, -1, 1)
+        right = r.unsqueeze(1) + steps * torch.tensor([0.05, 0.0], dtype=r.dtype)
+        right[1, 3:] = right[1, 2] + steps[0, 3:] * torch.tensor([0.1 * ESCAPE_MOVED, 0.0], dtype=r.dtype)
+        return torch.cat((up_the_slot(r), torch.minimum(right, torch.ones(2, dtype=r.dtype))))
+
+    tree = _Tree(roots, 64)
+    _grow_escapes(_Validity(wall), tree, up_and_right, 0.02, *square(torch.float64))
+    added = tree.nodes[tree.roots:tree.size]
+    def root_of(i):
+        while int(tree.parent[i]) >= 0:
+            i = int(tree.parent[i])
+        return i
+    roots_of = [root_of(i) for i in range(tree.roots, tree.size)]
+    from_first = added[[r == 0 for r in roots_of]]
+    from_second = added[[r == 1 for r in roots_of]]
+    # root 0: up to 0.54 (the wall above), and right along y = 0.3 up to x = 1 (clamped)
+    assert torch.allclose(from_first[from_first[:, 0] == 0.5, 1].sort().values,
+                          torch.tensor([0.36, 0.42, 0.48, 0.54], dtype=torch.float64))
+    assert bool((from_first[from_first[:, 1] == 0.3, 0] > 0.5).all()) and float(from_first[:, 0].max()) == 1.0
+    # root 1: up to 0.58 (the wall's face: free, its inside starts beyond), and two steps right
+    # before its escape stalls
+    assert torch.allclose(from_second[from_second[:, 0] == 0.2, 1].max(), torch.tensor(0.58, dtype=torch.float64))
+    right = from_second[from_second[:, 1] == 0.1, 0].sort().values
+    assert torch.allclose(right, torch.tensor([0.25, 0.3], dtype=torch.float64))
+    with pytest.raises(ValueError, match="M·R"):
+        _grow_escapes(_Validity(wall), _Tree(roots, 8), lambda r: up_the_slot(r)[:1], 0.02, *square(torch.float64))
+
+
 def test_a_tree_in_a_pocket_gets_its_roots_escapes_once():
     options = GlobalSearchOptions(time_budget=10.0, max_nodes=400)
     valid = Counted(SLOT, margin=options.edge_resolution / 2)

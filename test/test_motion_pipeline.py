@@ -228,6 +228,39 @@ def test_a_refused_goal_costs_no_motion_check(arm):
     assert slow.asked == 0
 
 
+def test_retreat_paths_move_the_tool_straight_along_its_axes_and_hold_its_orientation(arm):
+    """The global search's retreats (planner._retreat_paths): from each root, six paths moving
+    the target link's origin along its own frame's +x, +y, +z, −x, −y, −z by RETREAT_STEP a step
+    (compared with the straight line from the root's pose), its orientation held, within the
+    limits."""
+    from ros_torch_kin.motion.planner import RETREAT_STEP, RETREAT_STEPS, _retreat_paths
+
+    chain, _ = arm
+    lower, upper = chain.lower_limits, chain.upper_limits
+    roots = torch.tensor([ARM_START, ARM_GOAL], dtype=chain.dtype)
+    link = chain.link_names.index("tool0")
+    paths = _retreat_paths(chain, link, lower, upper, roots)
+    assert paths.shape == (12, RETREAT_STEPS + 1, chain.num_dofs)
+    assert torch.equal(paths[:, 0], roots.repeat(6, 1))
+    assert bool(((paths >= lower) & (paths <= upper)).all())
+    poses = forward_kinematics(chain, paths.reshape(-1, chain.num_dofs), links="tool0").reshape(12, -1, 4, 4)
+    axes = torch.cat((torch.eye(3), -torch.eye(3))).to(chain.dtype)
+    steps = 5  # near the roots, far from any singularity: the least-squares steps follow the line
+    for d in range(6):
+        for r in range(2):
+            row = d * 2 + r
+            start = poses[row, 0]
+            axis = start[:3, :3] @ axes[d]  # the direction in the root frame
+            moved = poses[row, :steps + 1, :3, 3] - start[:3, 3]
+            along = moved @ axis
+            k = torch.arange(steps + 1, dtype=chain.dtype)
+            # on the line, at its points (each step aims at the next: closed loop)
+            assert float((moved - along.unsqueeze(1) * axis).norm(dim=1).max()) < 1e-3, (d, r)
+            assert bool((along - k * RETREAT_STEP).abs().max() < 1e-3), (d, r)
+            turned = (poses[row, :steps + 1, :3, :3] @ start[:3, :3].T).diagonal(dim1=-2, dim2=-1).sum(-1)
+            assert bool((turned > 3 - 1e-3).all()), (d, r)  # trace of the relative rotation: within ~2°
+
+
 def test_escape_paths_step_away_from_what_is_near(arm):
     """The global search's escapes (planner._escape_paths): from a configuration 5 mm from a
     ball, steps of at most ESCAPE_STEP (max-norm) within the limits down the cost model's penalty

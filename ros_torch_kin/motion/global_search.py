@@ -57,9 +57,10 @@ still valid, so the verdicts are those of checking them one after the other, in 
 Pockets. A tree whose rounds find fewer than ``ESCAPE_BELOW`` of their extensions free
 ``ESCAPE_AFTER`` times in a row (or none at all in one round) has its roots in a pocket (a goal
 deep in a shelf, a robot tucked against itself: few long edges out are free). Where the caller
-gives ``escapes`` (a path from each root away from the obstacles, e.g. down a clearance cost's
-gradient: the planner's), that tree then grows, once, each root's escape up to its first invalid
-edge, checked in one batch like the round's edges.
+gives ``escapes`` (paths from each root away from the obstacles, one or several per root: the
+planner's go down a clearance cost's gradient and retreat its target link straight along its
+axes), that tree then grows, once, each escape up to its first invalid edge, checked in one
+batch like the round's edges.
 
 The tree path is then shortened by :func:`shortcut_path`. Before searching: the start and the
 goals are checked (refused, without search, when the start or every goal is invalid), a goal
@@ -92,6 +93,8 @@ ESCAPE_BELOW = 0.1
 #: rounds near a table or shelf often find 3-7 % free and then recover: escaping at once cost the
 #: MBM Panda's median ~20 % (142 -> 114 ms on 28 problems with two rounds, ad hoc).
 ESCAPE_AFTER = 2
+#: rad (max-norm): an escape's step shorter than this has stopped; the escape ends there.
+ESCAPE_MOVED = 1e-3
 
 
 @dataclass(frozen=True)
@@ -379,9 +382,10 @@ def search_path(valid: Valid, start: Tensor, goals: Tensor, lower: Tensor, upper
 
     valid: (N, J) -> (N,) bool, True = collision-free. deadline: a ``time.perf_counter()`` value;
     the call returns by ``min(deadline, entry + options.time_budget)`` (plus the time of the
-    last non-``valid`` work, a few ms). escapes (optional): roots (R, J) -> (R, K, J) a path
-    from each root (its first row) away from the obstacles, unchecked (e.g. down the gradient
-    of a clearance cost): a tree whose rounds find fewer than ESCAPE_BELOW of their extensions
+    last non-``valid`` work, a few ms). escapes (optional): roots (R, J) -> (M·R, K, J), M
+    paths from each root (its first row; row m·R + r is escape m of root r; a path that stops
+    repeats its end) away from the obstacles, unchecked (e.g. down the gradient of a clearance
+    cost, a tool's straight retreat): a tree whose rounds find fewer than ESCAPE_BELOW of their extensions
     free ESCAPE_AFTER times in a row, or none in one round (its roots in a pocket: a goal deep
     in a shelf), gets, once, the checked prefix of its roots' escapes. Returns a
     :class:`GlobalSearchResult`; raises ValueError for inconsistent shapes or limits.
@@ -516,22 +520,25 @@ def _note_round(check: _Validity, tree: _Tree, ok: Tensor, escapes, resolution: 
 
 def _grow_escapes(check: _Validity, tree: _Tree, escapes: Callable[[Tensor], Tensor], resolution: float,
                   lower: Tensor, upper: Tensor) -> None:
-    """The tree's roots' escapes (``escapes(roots)`` (R, K, J), first row the root), clamped into
-    the limits and checked edge by edge in one batch; every root's escape up to its first
-    invalid edge joins the tree, node by node. Done once per tree (``tree.escaped``)."""
+    """The tree's roots' escapes (``escapes(roots)`` (M·R, K, J), row m·R + r from root r, first
+    row the root), clamped into the limits and checked edge by edge in one batch; every escape
+    up to its first invalid edge (or its first step under ESCAPE_MOVED) joins the tree from its
+    root, node by node. Done once per tree (``tree.escaped``)."""
     tree.escaped = True
     roots = tree.nodes[:tree.roots]
     path = escapes(roots)
-    if path.dim() != 3 or path.shape[0] != roots.shape[0] or path.shape[2] != roots.shape[1]:
-        raise ValueError(f"escapes must return (R, K, J) paths for R = {roots.shape[0]} roots, got {tuple(path.shape)}")
+    R = roots.shape[0]
+    if path.dim() != 3 or path.shape[0] % R or not path.shape[0] or path.shape[2] != roots.shape[1]:
+        raise ValueError(f"escapes must return (M·R, K, J) paths for R = {R} roots, got {tuple(path.shape)}")
     path = torch.minimum(torch.maximum(path.to(roots), lower), upper)
-    R, K, J = path.shape
+    N, K, J = path.shape
     if K < 2:
         return
     free = _check_edges(check, path[:, :-1].reshape(-1, J), path[:, 1:].reshape(-1, J), resolution, skip_start=True)
-    moved = (path[:, 1:] - path[:, :-1]).abs().amax(-1) > 0  # an escape that stopped repeats its end
-    prefix = (free.view(R, K - 1) & moved).to(torch.int64).cumprod(1).to(torch.bool)  # up to the first invalid edge
-    parent = torch.arange(R, device=path.device)
+    # an escape that stopped repeats its end (or nearly: a least-squares step at a singularity)
+    moved = (path[:, 1:] - path[:, :-1]).abs().amax(-1) > ESCAPE_MOVED
+    prefix = (free.view(N, K - 1) & moved).to(torch.int64).cumprod(1).to(torch.bool)  # up to the first invalid edge
+    parent = torch.arange(N, device=path.device) % R  # escape m·R + r starts at root r
     for k in range(K - 1):
         rows = prefix[:, k].nonzero().squeeze(1)
         if not rows.numel():

@@ -53,7 +53,7 @@ import torch
 from torch import Tensor
 
 from ..collision import CollisionChecker
-from ..kinematics import Chain, forward_kinematics
+from ..kinematics import Chain, compute_jacobian, forward_kinematics
 from ..kinematics.fk import link_index
 from ..optim.costs import CostTerm, TrajectoryState, acceleration_cost, goal_costs, goal_pose_errors, jerk_cost, path_cost
 from ..optim.ik import damped_least_squares_ik
@@ -409,6 +409,9 @@ class _Problem:
     target_pose: Tensor | None  # (P, 4, 4)
     target_configuration: Tensor | None  # (P, J)
     position_only: bool
+    #: the link whose straight retreats a search stuck at a start or goal tries (the target link;
+    #: for a joint target without one, the chain's last link, the deepest: a tool's)
+    retreat_link: int = -1
 
     @classmethod
     def make(cls, chain, start, link, target_pose, target_configuration, position_only, limits,
@@ -422,14 +425,16 @@ class _Problem:
             target_configuration = _batch(chain, target_configuration, (chain.num_dofs,), "target_configuration")
             target_configuration = target_configuration.expand(P, -1) if target_configuration.shape[0] == 1 else target_configuration
             target_configuration = _check_inside(chain, target_configuration, limits, "target_configuration", tolerance)
-            return cls(start, None, None, target_configuration, False)
+            retreat = chain.num_links - 1 if link is None else link_index(chain, link)
+            return cls(start, None, None, target_configuration, False, retreat)
         if link is None:
             raise ValueError("a target_pose needs the link it is for")
         target_pose = _batch(chain, target_pose, (4, 4), "target_pose")
         target_pose = target_pose.expand(P, -1, -1) if target_pose.shape[0] == 1 else target_pose
         if target_pose.shape[0] != P:
             raise ValueError(f"{target_pose.shape[0]} target poses for {P} start configurations")
-        return cls(start, link_index(chain, link), target_pose, None, position_only)
+        index = link_index(chain, link)
+        return cls(start, index, target_pose, None, position_only, index)
 
 
 def _batch(chain: Chain, value, shape: tuple[int, ...], name: str) -> Tensor:
@@ -573,6 +578,55 @@ SEARCH_MARGIN = 0.004
 ESCAPE_STEPS, ESCAPE_STEP, ESCAPE_MARGIN = 12, 0.06, 0.08
 
 
+#: A search's roots' retreats (:func:`_retreat_paths`): steps, and each step's length (m) of the
+#: target link's origin along one of its frame's six axis directions, its orientation held.
+RETREAT_STEPS, RETREAT_STEP = 20, 0.02
+#: The damping (m or rad) of the retreats' least-squares steps (small moves near a singularity).
+RETREAT_DAMPING = 0.02
+
+
+def _retreat_paths(chain, link: int, lower: Tensor, upper: Tensor, roots: Tensor) -> Tensor:
+    """(R, J) -> (6R, RETREAT_STEPS + 1, J): from each root, the target link's origin moved in a
+    straight line along each of its frame's axes, both ways (rows d·R + r: direction d of root r;
+    +x, +y, +z, −x, −y, −z), RETREAT_STEP m a step, its orientation held, by damped
+    least-squares steps of the geometric Jacobian towards the line's next point (closed loop),
+    within [lower, upper]. A grasp deep in a shelf
+    or a box was reached along one of them, and is left the same way: what random extensions of
+    a tree rooted there almost never find. Unchecked: the search checks them."""
+    R, J = roots.shape
+    directions = torch.cat((torch.eye(3), -torch.eye(3))).to(roots).repeat_interleave(R, 0)  # (6R, 3)
+    q, path = roots.repeat(6, 1), [roots.repeat(6, 1)]
+    damping = RETREAT_DAMPING ** 2 * torch.eye(6, dtype=roots.dtype, device=roots.device)
+    origin = None
+    for k in range(RETREAT_STEPS):
+        jacobian, pose = compute_jacobian(chain, q, link, return_pose=True)  # (6R, 6, J), (6R, 4, 4)
+        if origin is None:  # each root's pose: the line's start and the orientation held
+            origin, held = pose[:, :3, 3], pose[:, :3, :3]
+            axis = (held @ directions.unsqueeze(2)).squeeze(2)
+        # each step aims at the line's next point and the held orientation (closed loop: no drift)
+        linear = origin + (k + 1) * RETREAT_STEP * axis - pose[:, :3, 3]
+        angular = 0.5 * torch.linalg.cross(pose[:, :3, :3], held, dim=1).sum(2)  # small-angle error, root frame
+        twist = torch.cat((linear, angular), 1).unsqueeze(2)
+        step = jacobian.mT @ torch.linalg.solve(jacobian @ jacobian.mT + damping, twist)
+        q = torch.minimum(torch.maximum(q + step.squeeze(2), lower), upper)
+        path.append(q)
+    return torch.stack(path, 1)
+
+
+def _search_escapes(chain, link: int | None, cost_checker, lower: Tensor, upper: Tensor, roots: Tensor) -> Tensor:
+    """(R, J) -> (M·R, K, J): each root's escapes for the global search (rows m·R + r: escape m
+    of root r), the descent of the cost model's clearance penalty (:func:`_escape_paths`; with a
+    cost model) and the target link's six retreats (:func:`_retreat_paths`; with a target link),
+    the shorter ones repeating their last row."""
+    paths = []
+    if cost_checker is not None:
+        paths.append(_escape_paths(cost_checker, lower, upper, roots))
+    if link is not None:
+        paths.append(_retreat_paths(chain, link, lower, upper, roots))
+    K = max(p.shape[1] for p in paths)
+    return torch.cat([torch.cat((p, p[:, -1:].expand(-1, K - p.shape[1], -1)), 1) for p in paths])
+
+
 def _escape_paths(cost_checker, lower: Tensor, upper: Tensor, roots: Tensor) -> Tensor:
     """(R, J) -> (R, ESCAPE_STEPS + 1, J): from each root, steps of ESCAPE_STEP (max-norm) down
     the gradient of the cost model's penalty at ESCAPE_MARGIN (away from what is near), within
@@ -595,8 +649,9 @@ def _global_seeds(chain, problem, options, limits, collision, goals: Tensor, val
     highest collision cost and is checked at once (it often passes as it is). Configurations keep
     the required clearance plus :data:`SEARCH_MARGIN`, except within ``near`` rad (max-norm) of
     a start or goal that is itself closer (a grasp's): there half that end's own distance, never
-    below the validity margin. ``cost_checker`` (the cost model): a search tree stuck in a pocket
-    grows its roots' escapes down its clearance gradient (:func:`_escape_paths`)."""
+    below the validity margin. A search tree stuck in a pocket grows its roots' escapes
+    (:func:`_search_escapes`): down the clearance gradient of ``cost_checker`` (the cost model)
+    and, with a target link, that link's straight retreats."""
     P = problem.start.shape[0]
     # the path's configurations keep a little more than the check requires (they are checked
     # 0.01 rad apart; the check covers everything in between), and the clearance where they can
@@ -622,7 +677,7 @@ def _global_seeds(chain, problem, options, limits, collision, goals: Tensor, val
 
         search = GlobalSearchOptions(time_budget=options.global_search * remaining, step=options.search_step,
                                      edge_resolution=options.search_resolution, random_seed=options.random_seed)
-        escapes = None if cost_checker is None else functools.partial(_escape_paths, cost_checker, lower, upper)
+        escapes = functools.partial(_search_escapes, chain, problem.retreat_link, cost_checker, lower, upper)
         found = search_path(free, problem.start[p], ends[1:], lower, upper, search, escapes=escapes)
         timings["global_search"] += time.perf_counter() - moment
         if not found.found:
