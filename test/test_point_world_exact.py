@@ -188,7 +188,8 @@ def test_nan_and_far_queries_fall_back_to_the_field():
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_the_exact_lattice_tightens_the_far_field_and_stays_a_lower_bound(dtype):
     """d(x)² − |x|² is concave: the lattice's interpolated squares bound d from below, within a
-    few mm at 2-10 cm where the voxel field is off by about a centimetre."""
+    few mm at 2-10 cm where the voxel field is off by about a centimetre; with it (and the exact
+    points) the field's level 0 is not built, and the bound is still at least the full field's."""
     points = _cloud(12)
     radius = 0.003
     rng = np.random.default_rng(13)
@@ -196,8 +197,10 @@ def test_the_exact_lattice_tightens_the_far_field_and_stays_a_lower_bound(dtype)
     truth = cKDTree(points).query(queries)[0] - radius
     plain, _ = _distances(Obstacle.points("cloud", points, VOXEL, radius=radius, multires=True, point_cell=0.02),
                           queries, dtype)
-    far, normal = _distances(Obstacle.points("cloud", points, VOXEL, radius=radius, multires=True, point_cell=0.02,
-                                             lattice=0.02), queries, dtype)
+    with_lattice = Obstacle.points("cloud", points, VOXEL, radius=radius, multires=True, point_cell=0.02, lattice=0.02)
+    layout = with_lattice.grid.layout  # (blocks, level 0's brick offset, levels 1 and 2: (origin, dims, offset))
+    assert layout[2][0][2] == layout[1]  # no level-0 bricks: the exact points and the lattice stand in for them
+    far, normal = _distances(with_lattice, queries, dtype)
     slack = 1e-9 if dtype == torch.float64 else 2e-6
     assert (far <= truth + slack).all(), (far - truth).max()
     assert (far >= plain - slack).all()

@@ -47,7 +47,12 @@ L(x) ≤ d(x) everywhere, and d(x) − L(x) ≤ 2√3·s + 2·bound where d(x) �
 farther, L(x) ≥ min(d(x) − 18·s, 17·s − bound)** (level ℓ is uncapped at all 8 corners while
 d(x) + bound + 3h_ℓ ≤ c_ℓ·σ_ℓ; test/test_multires_world.py checks each tier against a KD-tree).
 Typical errors are much smaller (median ≈ 1.2·s within 2 cm at s = 1 cm). The normal is the
-gradient direction of the level that gave the bound.
+gradient direction of the level that gave the bound. With the exact points and a far-field
+lattice (``exact=True, lattice=...``: a sensor's world), level 0 is not built (no bricks; its
+queries fall to levels 1 and 2): the exact points hold the exact distance within a point cell
+(less their radius) of them and the lattice holds it, up to its interpolation, out to its reach,
+so the bound is at least the full field's there (a test); level 0's stamping was a sixth of a
+camera view's insertion.
 """
 
 from __future__ import annotations
@@ -196,7 +201,9 @@ class VoxelGrid:
             if fill_interior:
                 raise ValueError(f"{field}: a multi-resolution grid has no inside (fill_interior)")
             index = tuple(np.floor(points[:, axis] / s).astype(np.int64) for axis in range(3))
-            grid = cls._multires(index, s, radius + extra_bound, max_cells, field, tuple(notes))
+            # with the exact points and a lattice, level 0 would only repeat them (module docstring)
+            grid = cls._multires(index, s, radius + extra_bound, max_cells, field, tuple(notes),
+                                 level0=not (exact and lattice is not None))
             return grid._exact(points, exact, point_cell, extra_bound, fill_interior, field, max_cells, lattice,
                                lattice_reach)
         pad = max(1, math.ceil((max(0.1, 4 * s) if padding is None else padding) / s))
@@ -233,9 +240,10 @@ class VoxelGrid:
 
     @classmethod
     def _multires(cls, index: tuple[np.ndarray, ...], s: float, bound: float, max_cells: int, field: str,
-                  notes: tuple[str, ...]) -> "VoxelGrid":
+                  notes: tuple[str, ...], level0: bool = True) -> "VoxelGrid":
         """Fine voxel indices, one int64 array per axis (floor(point / s)) -> the multi-resolution
-        grid. (Columns, not an (N, 3) array: numpy reduces a short last axis slowly.)"""
+        grid. (Columns, not an (N, 3) array: numpy reduces a short last axis slowly.) ``level0``
+        False: no level-0 bricks (every query falls to levels 1 and 2 there)."""
         cap = LEVEL_CAPS[0]
         low, high = index_span(index)
         start = (low - cap - 1) // BRICK * BRICK  # level 0: nodes at voxel centres, cap + 1 beyond the points
@@ -263,16 +271,17 @@ class VoxelGrid:
             parts.append(table[_capped_squared(np.flatnonzero(mark), dims, c)])
             coarse.append(((first + 0.5) * step, tuple(int(d) for d in dims)))
         # level 0 in bricks of BRICK³ cells: the blocks that an occupied node's ball of radius cap reaches
-        squared = _capped_squared(keys, dims0, cap)
         blocks = cells0 // BRICK
         active = np.zeros(int(np.prod(blocks)), dtype=bool)
-        local = tuple(n - o for n, o in zip(nodes, start))
-        reach = (-cap, 0, cap)  # a ball's cube spans ≤ 3 blocks per axis (cap ≤ BRICK): these hit each
-        hit = [[np.clip((n + o) // BRICK, 0, m - 1) for o in reach] for n, m in zip(local, blocks)]  # per axis
-        rows = [(x * blocks[1] + y) * blocks[2] for x in hit[0] for y in hit[1]]  # the 27 corners, summed
-        for row in rows:  # in stages: 9 + 27 additions instead of 27 corners' 13 operations each
-            for z in hit[2]:
-                active[row + z] = True
+        if level0:
+            squared = _capped_squared(keys, dims0, cap)
+            local = tuple(n - o for n, o in zip(nodes, start))
+            reach = (-cap, 0, cap)  # a ball's cube spans ≤ 3 blocks per axis (cap ≤ BRICK): these hit each
+            hit = [[np.clip((n + o) // BRICK, 0, m - 1) for o in reach] for n, m in zip(local, blocks)]  # per axis
+            rows = [(x * blocks[1] + y) * blocks[2] for x in hit[0] for y in hit[1]]  # the 27 corners, summed
+            for row in rows:  # in stages: 9 + 27 additions instead of 27 corners' 13 operations each
+                for z in hit[2]:
+                    active[row + z] = True
         ids = np.flatnonzero(active)
         table = np.full(active.size, -1.0, dtype=np.float32)
         table[ids] = np.arange(ids.size, dtype=np.float32)
@@ -280,7 +289,8 @@ class VoxelGrid:
         base = ((bx * BRICK) * dims0[1] + by * BRICK) * dims0[2] + bz * BRICK
         r = np.arange(BRICK + 1)
         within = ((r[:, None, None] * dims0[1] + r[None, :, None]) * dims0[2] + r[None, None, :]).reshape(-1)
-        bricks = _capped_table(cap, s, h0 + bound)[squared[(base[:, None] + within[None, :]).reshape(-1)]]
+        bricks = (_capped_table(cap, s, h0 + bound)[squared[(base[:, None] + within[None, :]).reshape(-1)]] if level0
+                  else np.zeros(0, dtype=np.float32))
         parts = [table, bricks] + parts
         offsets = np.cumsum([0] + [p.size for p in parts])
         layout = (tuple(int(b) for b in blocks), int(offsets[1]),

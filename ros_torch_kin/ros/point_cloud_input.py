@@ -18,7 +18,8 @@ requests in flight keep the world they started with):
    :mod:`..collision.point_hash`); the far field is a multi-resolution grid (:mod:`..collision.occupancy`: built in time
    proportional to the occupied voxels, not to the box they span) and, with ``sensor_lattice``, an
    exact lattice of distances to the balls out to 0.1 m, stamped exactly around the kept cubes
-   (:func:`..collision.point_hash.build_lattice`: no KD-tree).
+   (:func:`..collision.point_hash.build_lattice`: no KD-tree); with the lattice the grid's
+   finest level is not built (the exact points and the lattice hold more).
 4. Self filter: voxels (with every point they hold) whose centre is within a collision sphere of the robot (at that joint
    state) plus ``self_filter_padding`` plus the voxel half-diagonal are removed, as MoveIt's
    self filter does, so a wrist camera that sees the gripper does not block every plan. Objects
