@@ -261,6 +261,28 @@ def test_retreat_paths_move_the_tool_straight_along_its_axes_and_hold_its_orient
             assert bool((turned > 3 - 1e-3).all()), (d, r)  # trace of the relative rotation: within ~2°
 
 
+def test_search_escapes_are_the_clearance_descent_then_the_six_retreats(arm):
+    """What a stuck search tree is given (planner._search_escapes): per root, the descent of the
+    cost model's penalty (padded by repeating its end to the retreats' length), then the six
+    retreats, rows m·R + r; without a cost model the retreats alone, with neither the roots."""
+    from ros_torch_kin.motion.planner import _escape_paths, _retreat_paths, _search_escapes
+
+    chain, checker = arm
+    lower, upper = chain.lower_limits, chain.upper_limits
+    roots = torch.tensor([ARM_START, ARM_GOAL], dtype=chain.dtype)
+    near = checker.with_scene(Scene([ball_beside_the_last_link(chain, checker, roots[0], 0.005)]))
+    link = chain.link_names.index("tool0")
+    paths = _search_escapes(chain, link, near, lower, upper, roots)
+    descent, retreats = _escape_paths(near, lower, upper, roots), _retreat_paths(chain, link, lower, upper, roots)
+    K = retreats.shape[1]
+    assert descent.shape[1] < K and paths.shape == (7 * 2, K, chain.num_dofs)
+    assert torch.equal(paths[:2, :descent.shape[1]], descent)
+    assert torch.equal(paths[:2, descent.shape[1]:], descent[:, -1:].expand(-1, K - descent.shape[1], -1))
+    assert torch.equal(paths[2:], retreats)
+    assert torch.equal(_search_escapes(chain, link, None, lower, upper, roots), retreats)
+    assert torch.equal(_search_escapes(chain, None, None, lower, upper, roots), roots.unsqueeze(1))
+
+
 def test_escape_paths_step_away_from_what_is_near(arm):
     """The global search's escapes (planner._escape_paths): from a configuration 5 mm from a
     ball, steps of at most ESCAPE_STEP (max-norm) within the limits down the cost model's penalty

@@ -411,7 +411,7 @@ class _Problem:
     position_only: bool
     #: the link whose straight retreats a search stuck at a start or goal tries (the target link;
     #: for a joint target without one, the chain's last link, the deepest: a tool's)
-    retreat_link: int = -1
+    retreat_link: int | None = None
 
     @classmethod
     def make(cls, chain, start, link, target_pose, target_configuration, position_only, limits,
@@ -590,9 +590,9 @@ def _retreat_paths(chain, link: int, lower: Tensor, upper: Tensor, roots: Tensor
     straight line along each of its frame's axes, both ways (rows d·R + r: direction d of root r;
     +x, +y, +z, −x, −y, −z), RETREAT_STEP m a step, its orientation held, by damped
     least-squares steps of the geometric Jacobian towards the line's next point (closed loop),
-    within [lower, upper]. A grasp deep in a shelf
-    or a box was reached along one of them, and is left the same way: what random extensions of
-    a tree rooted there almost never find. Unchecked: the search checks them."""
+    within [lower, upper]. A grasp deep in a shelf or a box was reached along one of them, and is
+    left the same way: what random extensions of a tree rooted there almost never find.
+    Unchecked: the search checks them."""
     R, J = roots.shape
     directions = torch.cat((torch.eye(3), -torch.eye(3))).to(roots).repeat_interleave(R, 0)  # (6R, 3)
     q, path = roots.repeat(6, 1), [roots.repeat(6, 1)]
@@ -617,12 +617,14 @@ def _search_escapes(chain, link: int | None, cost_checker, lower: Tensor, upper:
     """(R, J) -> (M·R, K, J): each root's escapes for the global search (rows m·R + r: escape m
     of root r), the descent of the cost model's clearance penalty (:func:`_escape_paths`; with a
     cost model) and the target link's six retreats (:func:`_retreat_paths`; with a target link),
-    the shorter ones repeating their last row."""
+    the shorter ones repeating their last row; with neither, the roots alone (no escape)."""
     paths = []
     if cost_checker is not None:
         paths.append(_escape_paths(cost_checker, lower, upper, roots))
     if link is not None:
         paths.append(_retreat_paths(chain, link, lower, upper, roots))
+    if not paths:
+        return roots.unsqueeze(1)
     K = max(p.shape[1] for p in paths)
     return torch.cat([torch.cat((p, p[:, -1:].expand(-1, K - p.shape[1], -1)), 1) for p in paths])
 
