@@ -128,12 +128,17 @@ def test_self_filter_removes_points_on_a_carried_box_and_keeps_far_ones(arm7):
     assert len(after) == len(far)  # ... the far points are kept
 
 
-@pytest.mark.parametrize("split", [1, 2])
-def test_the_self_filter_keeps_exactly_the_voxels_clear_of_every_sphere(split):
+@pytest.mark.parametrize("split, marking", [(1, True), (2, True), (2, False)])
+def test_the_self_filter_keeps_exactly_the_voxels_clear_of_every_sphere(split, marking, monkeypatch):
     """Against brute force: a voxel goes when its centre is within a sphere's radius + padding +
-    the voxel's half diagonal of the sphere's centre, with every cube it holds; voxels outside
-    the spheres' box (most of a scene) are never near one."""
+    the voxel's half diagonal of the sphere's centre, with every cube it holds (the cubes' voxels
+    found by marking or by np.unique); voxels outside the spheres' box (most of a scene) are
+    never near one."""
+    from ros_torch_kin.ros import point_cloud_input
     from ros_torch_kin.ros.point_cloud_input import _self_filtered
+
+    if not marking:
+        monkeypatch.setattr(point_cloud_input, "UNIQUE_BY_MARKING", 0)
 
     rng = np.random.default_rng(3)
     voxel, padding = 0.02, 0.015

@@ -177,9 +177,16 @@ def _self_filtered(keys: np.ndarray, split: int, voxel_size: float, spheres, pad
     owner = None
     if split > 1:  # the distinct voxels, by flat index (np.unique on rows sorts far slower)
         low, high = index_span([voxel[:, a] for a in range(3)])
-        flat = flat_index([voxel[:, a] for a in range(3)], low, high - low + 1)
-        distinct, owner = np.unique(flat, return_inverse=True)
-        voxel = np.stack(np.unravel_index(distinct, tuple(high - low + 1)), axis=1) + low
+        span = high - low + 1
+        flat = flat_index([voxel[:, a] for a in range(3)], low, span)
+        if np.prod(span.astype(np.float64)) <= UNIQUE_BY_MARKING:  # marked once each, then found: no sort
+            marks = np.zeros(int(np.prod(span)), dtype=bool)
+            marks[flat] = True
+            distinct = np.flatnonzero(marks)
+            owner = np.searchsorted(distinct, flat)
+        else:
+            distinct, owner = np.unique(flat, return_inverse=True)
+        voxel = np.stack(np.unravel_index(distinct, tuple(span)), axis=1) + low
     reach = spheres[1] + padding + 0.5 * math.sqrt(3) * voxel_size
     centers = (voxel + 0.5) * voxel_size
     # only voxels within the box around every sphere's reach can be near one (most of a scene)
