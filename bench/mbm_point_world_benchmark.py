@@ -70,7 +70,7 @@ from depth_camera import DepthCamera, depth_image, look_at  # noqa: E402
 from report import commit, machine, speed_note, speed_probe, stamp, versions, write_section  # noqa: E402
 
 from ros_torch_kin.collision import Obstacle, Scene  # noqa: E402
-from ros_torch_kin.collision.occupancy import lattice_covering_radius, surface_samples  # noqa: E402
+from ros_torch_kin.collision.occupancy import covered_surface_samples  # noqa: E402
 from ros_torch_kin.kinematics import world_transforms  # noqa: E402
 from ros_torch_kin.motion import solve_trajectory  # noqa: E402
 from ros_torch_kin.optim import TrajectoryLimits, TrajectoryOptions  # noqa: E402
@@ -113,9 +113,8 @@ def surface_cloud(scene: Scene, spacing: float) -> tuple[np.ndarray, float]:
             chord = max(chord, o.dimensions[1] * (1 - math.cos(math.pi / SECTIONS)))
         else:
             raise ValueError(f"obstacle '{id}': a {o.kind} has no primitive surface to sample")
-        vertices, faces = np.asarray(mesh.vertices), np.asarray(mesh.faces)
-        points = surface_samples(vertices, faces, spacing)
-        covering = max(covering, lattice_covering_radius(vertices, faces, spacing))
+        points, radius = covered_surface_samples(np.asarray(mesh.vertices), np.asarray(mesh.faces), spacing)
+        covering = max(covering, radius)
         clouds.append(points @ o.pose[:3, :3].T + o.pose[:3, 3])
     return np.concatenate(clouds), covering + chord
 

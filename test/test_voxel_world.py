@@ -20,7 +20,7 @@ from scipy.spatial import cKDTree
 
 from conftest import random_q
 from ros_torch_kin.collision import CollisionChecker, Obstacle, Scene, robot_spheres_from_urdf
-from ros_torch_kin.collision.occupancy import VoxelGrid, lattice_covering_radius, surface_samples
+from ros_torch_kin.collision.occupancy import VoxelGrid, covered_surface_samples, lattice_covering_radius, surface_samples
 from ros_torch_kin.collision.signed_distance import point_distances, sphere_obstacle_distances
 from ros_torch_kin.collision.sphere_centers import world_sphere_centers
 from ros_torch_kin.kinematics import world_transforms
@@ -175,7 +175,10 @@ def test_the_samples_covering_radius_bounds_every_surface_point_and_is_tight():
             radius = lattice_covering_radius(corners, triangles, spacing)
             a, b, c = corners
             points = a + u[:, :1] * (b - a) + u[:, 1:] * (c - a)
-            farthest = float(cKDTree(surface_samples(corners, triangles, spacing)).query(points)[0].max())
+            samples = surface_samples(corners, triangles, spacing)
+            together, same_radius = covered_surface_samples(corners, triangles, spacing)  # one lattice for both
+            assert np.array_equal(together, samples) and same_radius == radius
+            farthest = float(cKDTree(samples).query(points)[0].max())
             assert farthest <= radius * (1 + 1e-9), (name, spacing, farthest, radius)
             assert farthest >= 0.95 * radius, (name, spacing, farthest, radius)
             assert radius <= spacing / s3 * (1 + 1e-9)

@@ -422,7 +422,7 @@ class _Lattice:
     """The barycentric sample lattice of triangles at a spacing: corners a, b, c (T, 3), the
     squared edge lengths opposite each corner (3, T) and the subdivisions n = ⌈longest edge /
     spacing⌉ ≥ 1 (T,). Built once for both :func:`surface_samples` and
-    :func:`lattice_covering_radius`."""
+    :func:`lattice_covering_radius` (:func:`covered_surface_samples`)."""
 
     a: np.ndarray
     b: np.ndarray
@@ -485,6 +485,13 @@ def surface_samples(vertices: np.ndarray, triangles: np.ndarray, spacing: float,
     return _Lattice.of(vertices, triangles, spacing).samples(spacing, max_points)
 
 
+def covered_surface_samples(vertices: np.ndarray, triangles: np.ndarray, spacing: float,
+                            max_points: int = MAX_POINTS) -> tuple[np.ndarray, float]:
+    """:func:`surface_samples` and their :func:`lattice_covering_radius` (m), from one lattice."""
+    lattice = _Lattice.of(vertices, triangles, spacing)
+    return lattice.samples(spacing, max_points), lattice.covering_radius()
+
+
 def lattice_covering_radius(vertices: np.ndarray, triangles: np.ndarray, spacing: float) -> float:
     """The largest distance (m) from a point of the triangles to the nearest of their
     :func:`surface_samples` at ``spacing``: at most spacing/√3, less for all but equilateral
@@ -508,12 +515,11 @@ def mesh_grid(vertices, triangles, voxel_size: float, id: str = "mesh", radius: 
 
     vertices, triangles = check_mesh(vertices, triangles, id, max_triangles)
     spacing = 0.5 * voxel_size
-    lattice = _Lattice.of(vertices, triangles, spacing)
-    samples = lattice.samples(spacing, MAX_POINTS)
+    samples, covering = covered_surface_samples(vertices, triangles, spacing)
     # watertight once coincident vertices are merged (an STL repeats every vertex per triangle)
     closed = trimesh.Trimesh(vertices, triangles, process=True).is_watertight
     grid = VoxelGrid.from_points(samples, voxel_size, radius, max_cells=max_cells, field=f"mesh '{id}'",
-                                 fill_interior=closed, extra_bound=lattice.covering_radius())
+                                 fill_interior=closed, extra_bound=covering)
     if not closed:
         note = (f"mesh '{id}' is open (not watertight): only its surface is an obstacle, a robot part entirely "
                 "inside it is not seen")

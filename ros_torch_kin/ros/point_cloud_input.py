@@ -179,13 +179,8 @@ def _self_filtered(keys: np.ndarray, split: int, voxel_size: float, spheres, pad
         low, high = index_span([voxel[:, a] for a in range(3)])
         span = high - low + 1
         flat = flat_index([voxel[:, a] for a in range(3)], low, span)
-        if np.prod(span.astype(np.float64)) <= UNIQUE_BY_MARKING:  # marked once each, then found: no sort
-            marks = np.zeros(int(np.prod(span)), dtype=bool)
-            marks[flat] = True
-            distinct = np.flatnonzero(marks)
-            owner = np.searchsorted(distinct, flat)
-        else:
-            distinct, owner = np.unique(flat, return_inverse=True)
+        distinct = _distinct_flat(flat, np.prod(span.astype(np.float64)))
+        owner = np.searchsorted(distinct, flat)  # each cube's voxel among them
         voxel = np.stack(np.unravel_index(distinct, tuple(span)), axis=1) + low
     reach = spheres[1] + padding + 0.5 * math.sqrt(3) * voxel_size
     centers = (voxel + 0.5) * voxel_size
@@ -203,6 +198,17 @@ def _self_filtered(keys: np.ndarray, split: int, voxel_size: float, spheres, pad
     return keys[free if owner is None else free[owner.reshape(-1)]]
 
 
+def _distinct_flat(flat: np.ndarray, size: float) -> np.ndarray:
+    """The distinct values of int64 flat indices into a box of ``size`` cells, sorted: each
+    marked once in a boolean array where the box is at most UNIQUE_BY_MARKING (no sort: ~3-10×
+    np.unique), else np.unique."""
+    if size > UNIQUE_BY_MARKING:
+        return np.unique(flat)
+    marks = np.zeros(int(size), dtype=bool)
+    marks[flat] = True
+    return np.flatnonzero(marks)
+
+
 def _distinct_cells(cells: np.ndarray) -> np.ndarray:
     """Whole-number cell coordinates, one row per axis (3, N) (int, or floats holding whole
     numbers) -> the distinct cells (M, 3) int64, in flat order. The rows reduce and combine fast
@@ -211,14 +217,13 @@ def _distinct_cells(cells: np.ndarray) -> np.ndarray:
     (exact: below 2⁵³); a larger box goes through np.unique on int64 flat indices."""
     low, high = cells.min(1), cells.max(1)
     span = (high - low + 1).astype(np.int64)
-    if np.prod(span.astype(np.float64)) > UNIQUE_BY_MARKING:
-        index = [cells[a].astype(np.int64) for a in range(3)]
-        packed = np.unique(flat_index(index, low.astype(np.int64), span))
+    size = np.prod(span.astype(np.float64))
+    if size > UNIQUE_BY_MARKING:
+        flat = flat_index([cells[a].astype(np.int64) for a in range(3)], low.astype(np.int64), span)
     else:
         strides = np.array([span[1] * span[2], span[2], 1], dtype=np.float64)
-        marks = np.zeros(int(np.prod(span)), dtype=bool)
-        marks[(strides @ cells - low @ strides).astype(np.int64)] = True
-        packed = np.flatnonzero(marks)
+        flat = (strides @ cells - low @ strides).astype(np.int64)
+    packed = _distinct_flat(flat, size)
     return np.stack(np.unravel_index(packed, tuple(span)), axis=1) + low.astype(np.int64)
 
 
