@@ -249,12 +249,15 @@ def _cube_keys(points: np.ndarray, spacing: float):
         for sample in (points[:64], points):
             f = sample / h - 0.5
             keys = np.rint(f)
-            if np.abs(f - keys).max() > 1e-6:
+            f -= keys
+            off = float(np.abs(f).max())
+            if off > 1e-6:
                 break
         else:
-            keys = keys.astype(np.int64)
-            deviation = float(np.sqrt(((points - (keys + 0.5) * h) ** 2).sum(1).max()))
-            return m, keys, deviation
+            # a point is within √3·off·h of its centre (with a margin for the rounding of f): a
+            # bound from the largest coordinate error, without the rows' norms (~1 ms on 38,000)
+            return m, keys.astype(np.int64), math.sqrt(3.0) * off * h * (1 + 1e-6) + 4 * np.finfo(np.float64).eps * (
+                float(np.abs(points).max()) if points.size else 0.0)
     return None
 
 
