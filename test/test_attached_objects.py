@@ -256,7 +256,7 @@ def test_carrying_a_box_out_of_a_shelf_compartment(panda, monkeypatch):
     assert box_distances(hand, _dense(plain.positions[0]), BOX_IN_HAND, SHELF).min() < -0.01
     named = []  # the planner names the closest pair of the returned motion only, not of every check
     closest_pairs = MotionValidator.closest_pairs
-    monkeypatch.setattr(MotionValidator, "closest_pairs", lambda self, q: named.append(q.shape[0]) or closest_pairs(self, q))
+    monkeypatch.setattr(MotionValidator, "closest_pairs", lambda self, q, *distance: named.append(q.shape[0]) or closest_pairs(self, q, *distance))
     result = solve_trajectory(chain, START, target_configuration=goal, options=options, collision=carried.verdict,
                               collision_cost=carried.cost)
     monkeypatch.undo()

@@ -577,3 +577,29 @@ def test_checkers_on_the_same_leaves_share_one_hierarchy(panda, monkeypatch):
     q = _random_q(chain, 256, 21)
     assert torch.equal(second.in_collision(q), own.in_collision(q))
     assert torch.equal(first.in_collision(q), own.in_collision(q))
+
+
+def test_closest_pairs_asked_within_the_found_distance_are_those_found_step_by_step(panda):
+    """The motion check names its closest pair within the distance it found there (one query)
+    instead of at its own threshold and then four times farther: the same names, fewer queries."""
+    from ros_torch_kin.motion.checking import MotionValidator
+
+    chain, model, _, _ = panda
+    scene = Scene([Obstacle.box("floor", (1.5, 1.5, 0.05), [0.5, 0, -0.3, 0, 0, 0, 1]),
+                   Obstacle.sphere("ball", 0.05, [0.6, 0.4, 0.6, 0, 0, 0, 1])])
+    checker = model.verdict.with_scene(scene)
+    motion = MotionValidator(checker, clearance=0.01, validity_margin=0.0, resolution=0.01)
+    g = torch.Generator().manual_seed(5)
+    lower, upper = chain.lower_limits, chain.upper_limits
+    q = lower + torch.rand(40, chain.num_dofs, generator=g) * (upper - lower)
+    distance = checker.min_distance(q, 1.0)
+    far = distance > 0.05  # beyond the check's threshold: named stepwise before
+    assert int(far.sum()) >= 5
+    queries = []
+    asked = checker.distances
+    checker.distances = lambda *args, **kwargs: queries.append(1) or asked(*args, **kwargs)
+    stepwise = motion.closest_pairs(q[far])
+    steps = len(queries)
+    at_once = motion.closest_pairs(q[far], distance[far])
+    assert at_once == stepwise and all(a and b for a, b in at_once)
+    assert len(queries) - steps == 1 < steps

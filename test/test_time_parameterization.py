@@ -470,3 +470,17 @@ def test_a_curve_check_past_its_deadline_falls_back_to_the_checked_polyline(arm)
     assert late.method == "waypoint_stops" and late.curve_checked is False
     assert "within the time budget" in late.note, late.note
     assert late.duration > in_time.duration  # stopping at every waypoint is slower
+
+
+def test_a_toppra_profile_inverted_exactly_meets_its_path_parameters():
+    """_ToppraProfile.time_at (the waypoints' times, instead of 64 bisections of s(t)) inverts
+    s(t): s(time_at(s)) = s on every grid piece, at rest at the start (ṡ = 0: the root's form)
+    and on a piece of constant speed (ṡ̈ = 0)."""
+    grid = np.array([0.0, 0.1, 0.25, 0.5, 0.7, 1.0])
+    sd = np.array([0.0, 0.6, 0.9, 0.9, 0.5, 0.0])
+    profile = time_optimal._ToppraProfile(grid, sd)
+    s = np.concatenate([grid, np.linspace(0, 1, 101)])
+    t = profile.time_at(s)
+    assert (np.diff(t[len(grid):]) >= 0).all() and t[0] == 0 and t[len(grid) - 1] == pytest.approx(profile.duration)
+    np.testing.assert_allclose(profile(t)[0], s, atol=1e-12)
+    np.testing.assert_allclose(t[:len(grid)], profile.t, atol=1e-12)

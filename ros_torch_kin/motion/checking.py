@@ -318,14 +318,22 @@ class MotionValidator:
         at = torch.full((N,), all_d.shape[0], dtype=torch.int64, device=positions.device)
         at.scatter_reduce_(0, all_motion, torch.where(all_d == min_distance[all_motion], order, all_d.shape[0]), "amin")
         closest = all_q[at.clamp(max=all_d.shape[0] - 1)]
-        pairs = self.closest_pairs(closest) if names else ()
+        pairs = self.closest_pairs(closest, min_distance) if names else ()
         return MotionCheck(clear, min_distance, clearance_bound, waypoint_clear, first_collision, pairs, checked,
                            segments, closest, late)
 
-    def closest_pairs(self, q: Tensor) -> tuple[tuple[str, str], ...]:
+    def closest_pairs(self, q: Tensor, distance: Tensor | None = None) -> tuple[tuple[str, str], ...]:
         """(N, J) -> the closest pair of each configuration by name, as :meth:`check` names
-        them at its ``closest_configuration``."""
-        return _pair_names(self.checker, q, self.clearance + self.resolution)
+        them at its ``closest_configuration``. ``distance`` (N,) m (optional): what the check
+        found there (its ``min_distance``): the pairs are asked for within it (plus 1 mm) at once
+        where it is beyond the check's own threshold, instead of at that threshold and then at
+        ever four times farther (each query of a single configuration costs ~1.5 ms)."""
+        threshold = self.clearance + self.resolution
+        if distance is not None and distance.numel():
+            finite = distance[torch.isfinite(distance)]
+            if finite.numel():
+                threshold = min(max(threshold, float(finite.max()) + 1e-3), 1.0)
+        return _pair_names(self.checker, q, threshold)
 
 
 #: spheres -> (chain, (M, L) per moving joint and link the largest speed of its spheres' centres, (M, L)

@@ -791,7 +791,7 @@ class _MotionChecks:
     def closest_pairs(self, rows: Tensor) -> tuple[tuple[str, str], ...]:
         """Per row its last check's closest pair by name (('', '') where never checked)."""
         checked = self.checked[rows]
-        named = iter(self.motion.closest_pairs(self.closest[rows[checked]]))
+        named = iter(self.motion.closest_pairs(self.closest[rows[checked]], self.min_distance[rows[checked]]))
         return tuple(next(named) if c else ("", "") for c in checked.tolist())
 
     def check_rows(self, x: Tensor, rows: Tensor) -> None:

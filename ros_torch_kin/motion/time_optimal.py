@@ -288,6 +288,18 @@ class _ToppraProfile:
         dt = t - self.t[i]
         return self.s[i] + self.sd[i] * dt + 0.5 * self.u[i] * dt**2, self.sd[i] + self.u[i] * dt, self.u[i]
 
+    def time_at(self, s: np.ndarray) -> np.ndarray:
+        """The inverse: when s(t) reaches each of ``s`` (within [0, L]), s. On a grid piece
+        s = sᵢ + ṡᵢ·dt + uᵢ·dt²/2, so dt = 2·Δs / (ṡᵢ + √(ṡᵢ² + 2·uᵢ·Δs)) (no cancellation; the
+        root is ṡ at that time, ≥ 0)."""
+        s = np.clip(s, self.s[0], self.s[-1])
+        i = np.clip(np.searchsorted(self.s, s, side="right") - 1, 0, len(self.u) - 1)
+        ds = s - self.s[i]
+        speed = np.sqrt(np.maximum(self.sd[i] ** 2 + 2 * self.u[i] * ds, 0.0))
+        denominator = self.sd[i] + speed
+        dt = np.where(denominator > 0, 2 * ds / np.where(denominator > 0, denominator, 1.0), 0.0)
+        return np.minimum(self.t[i] + dt, self.t[i + 1])
+
     def state(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(∫₀ᵗ s, s, ṡ, s̈) at any times: at rest at 0 before the start and at L after the end."""
         before, after = t <= 0, t >= self.duration
@@ -614,8 +626,12 @@ def _knot_times(motion: _Motion) -> np.ndarray:
     """(T,) when ``motion`` (unstretched) passes each of its (deduplicated) waypoints, s."""
     if isinstance(motion, _Stops):
         return motion.begins.copy()
-    # a path timed by a nondecreasing s(t), strictly increasing inside: bisection for s(t) = knot
     knots = motion.path.knots
+    if isinstance(motion.profile, _ToppraProfile):  # piecewise quadratic: inverted exactly
+        times = motion.profile.time_at(knots)
+        times[0], times[-1] = 0.0, motion.duration
+        return times
+    # a path timed by a nondecreasing s(t), strictly increasing inside: bisection for s(t) = knot
     low, high = np.zeros_like(knots), np.full_like(knots, motion.duration)
     for _ in range(64):
         middle = 0.5 * (low + high)
