@@ -68,8 +68,10 @@ def test_leaves_hold_the_mesh_within_the_slack(panda):
 def test_hierarchical_verdict_equals_brute_force_over_every_leaf(panda):
     chain, model, _, _ = panda
     scene = _scene(3)
-    # leaves alone: no tiers (they may prune a leaf that pokes out of its tier's geometry bound)
-    checker = TreeCollisionChecker(chain, replace(model.verdict.spheres, tiers=None), scene, model.self_pairs)
+    # leaves alone: no tiers (they may prune a leaf that pokes out of its tier's geometry bound),
+    # and no triangles (the spheres' verdict; the triangles' is tested against coal below)
+    checker = TreeCollisionChecker(chain, replace(model.verdict.spheres, tiers=None), scene, model.self_pairs,
+                                   triangles=False)
     q = _random_q(chain, 96, 1)
     world = world_transforms(chain, q)
     centers = world_sphere_centers(world, checker.spheres)  # (S, 3, B)
@@ -103,11 +105,13 @@ def test_hierarchical_verdict_equals_brute_force_over_every_leaf(panda):
     hits = layered.in_collision(q)
     assert bool((hits <= ((brute < 0) & (coarse < 0))).all()) and bool(hits.any())
     # the verdict with early exit (clear) agrees with the distances, at one threshold or one per configuration
-    # (thresholds that float rounding of threshold + rounding − rounding would move: it once did)
+    # (thresholds that float rounding of threshold + rounding − rounding would move: it once did);
+    # the spheres' verdict (at the margin, 0, the leaves' triangles decide: the test above)
     for threshold in (0.0, 0.004, 1.3338e-4, 0.01, torch.linspace(0.0, 0.03, q.shape[0]),
                       torch.linspace(0.0, 0.05, q.shape[0])):
-        for c in (checker, layered):
+        for c in (checker, layered.without_triangles()):
             assert bool((c.clear(q, threshold) == (c.min_distance(q, 0.05) >= threshold)).all())
+    assert bool((layered.clear(q, 0.0) == (layered.min_distance(q, 0.0) >= 0.0)).all())
 
 
 def test_never_misses_a_contact_that_coal_finds_and_is_tight(panda):
@@ -131,6 +135,31 @@ def test_never_misses_a_contact_that_coal_finds_and_is_tight(panda):
     assert missed == 0
     assert colliding > 50  # the scenes do touch the robot
     assert false_alarms <= 0.08 * 450, false_alarms  # measured 3 % at 6 mm (bench/README: tight model)
+
+
+def test_the_leaves_triangles_decide_self_contacts_as_coal_does(panda):
+    """At the validity margin a self pair's grazing leaf pairs are decided by their triangles: the
+    verdict calls a configuration in contact exactly where coal finds the meshes touching (up to
+    0.1 mm either way), where the leaf spheres alone also call contacts up to ~6 mm away."""
+    pytest.importorskip("pinocchio")
+    pytest.importorskip("coal")
+    from motion_scenes import ExactReference
+
+    chain, model, robots, share = panda
+    reference = ExactReference(robots / "panda_description/urdf/panda.urdf", [share], chain, model.self_pairs.enabled)
+    reference.set_scene(Scene())
+    verdict = model.verdict
+    spheres = TreeCollisionChecker(chain, verdict.robot_spheres, None, model.self_pairs, triangles=False)
+    q = _random_q(chain, 400, 31)
+    ours, loose = verdict.in_collision(q).numpy(), spheres.in_collision(q).numpy()
+    exact = np.array([reference.clearance(x) for x in q.double().numpy()])
+    assert not (ours & ~loose).any()  # the triangles only ever lift a sphere contact
+    assert not ((exact < -1e-4) & ~ours).any()  # no contact missed
+    assert not ((exact > 1e-4) & ours).any()  # and none called where the meshes are apart
+    assert int((loose & (exact > 1e-4)).sum()) >= 2  # the spheres alone do call such (this sample: 3; 6 contacts)
+    # the same verdict with an early exit, without it, and the distances agree
+    assert np.array_equal(ours, verdict.link_pair_collisions(q).any(1).numpy())
+    assert np.array_equal(ours, (verdict.min_distance(q, verdict.margin) < verdict.margin).numpy())
 
 
 def test_world_distance_is_a_lower_bound_within_the_slack(panda):
@@ -197,6 +226,36 @@ def test_open_mesh_is_closed_with_a_warning_and_stays_covered(tmp_path):
     inside = (torch.cdist(torch.as_tensor(points), spheres.centers) <= spheres.radii + 1e-9).any(1)
     assert bool(inside.all())
     assert float(spheres.slack.max()) <= 0.004 + 1e-9
+
+
+def test_leaves_hold_their_triangles_through_the_disk_cache(tmp_path, monkeypatch):
+    """Each leaf's triangles (what the exact test of a grazing self pair reads) are the pieces it
+    covers: inside its sphere, covering the mesh's area, in the link frame (the shape's origin
+    applied), the same when read back from the disk cache; a sphere shape's leaf has none."""
+    trimesh = pytest.importorskip("trimesh")
+    from ros_torch_kin.collision import urdf_sphere_trees
+
+    mesh = trimesh.creation.capsule(height=0.12, radius=0.035, count=[12, 12])
+    mesh.export(tmp_path / "capsule.stl")
+    urdf = f"""<robot name="r"><link name="base"><collision><geometry><sphere radius="0.05"/></geometry></collision>
+      </link><link name="arm"><collision><origin xyz="0.3 0 0" rpy="0 1.2 0"/><geometry>
+      <mesh filename="{tmp_path / 'capsule.stl'}"/></geometry></collision></link>
+      <joint name="j" type="revolute"><parent link="base"/><child link="arm"/><axis xyz="0 0 1"/>
+      <limit lower="-1" upper="1" effort="1" velocity="1"/></joint></robot>"""
+    chain = Chain.from_urdf(urdf, dtype=torch.float64)
+    monkeypatch.setenv("RTK_CACHE", str(tmp_path / "cache"))
+    built = robot_sphere_trees_from_urdf(urdf, chain, settings=TreeSettings(target_slack=0.004))
+    urdf_sphere_trees._MEMORY.clear()
+    read = robot_sphere_trees_from_urdf(urdf, chain, settings=TreeSettings(target_slack=0.004))
+    assert torch.equal(built.triangles.corners, read.triangles.corners) and torch.equal(built.triangles.start, read.triangles.start)
+    triangles, arm = built.triangles, built.sphere_links == chain.link_index("arm")
+    assert bool((triangles.counts[arm] > 0).all()) and bool((triangles.counts[~arm] == 0).all())
+    owner = torch.repeat_interleave(torch.arange(built.num_spheres), triangles.counts)
+    reach = (triangles.corners - built.centers[owner].unsqueeze(1)).norm(dim=-1).amax(1)
+    assert bool((reach <= built.radii[owner] + 1e-9).all())
+    corners = triangles.corners
+    area = 0.5 * torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]).norm(dim=-1).sum()
+    assert float(area) == pytest.approx(mesh.area, rel=1e-6)  # every piece once (split triangles tile theirs)
 
 
 def test_tree_cover_holds_every_surface_point_of_a_mesh():

@@ -199,8 +199,9 @@ def attached_bodies(chain, robot: RobotSpheres, objects: Sequence[AttachedObject
     tiers = None
     if robot.tiers is not None:  # each object's sphere its own tier
         tiers = robot.tiers.appended(centers[robot.num_spheres:], radii[robot.num_spheres:])
+    triangles = None if robot.triangles is None else robot.triangles.appended(len(radii) - robot.num_spheres)
     spheres = RobotSpheres(robot.link_names, sphere_links, centers, radii, slack, robot.source, robot.warnings, groups,
-                           tiers)
+                           tiers, triangles)
     with_spheres = sorted(set(robot.sphere_links.cpu().tolist()))
     pairs, skipped = [], {}
     for k, obj in enumerate(objects):

@@ -309,7 +309,7 @@ class _TightVerdict:
 
             empty = torch.zeros(0, dtype=torch.int64, device=self.chain.device)
             every = SelfCollisionPairs(self.pairs, types.MappingProxyType({}), empty, empty)
-            self.checker = TreeCollisionChecker(self.chain, self.spheres, None, every)
+            self.checker = TreeCollisionChecker(self.chain, self.spheres, None, every, triangles=False)
         return self.checker.for_pairs(members).clear(q.to(self.chain.device, self.chain.dtype), level).cpu()
 
 

@@ -41,6 +41,33 @@ class SphereTiers:
 
 
 @dataclass(frozen=True, eq=False)
+class LeafTriangles:
+    """The geometry each of a tight model's spheres covers, where it is triangles (a mesh's, or
+    the pieces its tree split them into): ``corners`` (N, 3, 3) m, in the frame of the link the
+    sphere is on (triangle, corner, xyz; a segment or a point repeats a corner); ``start``
+    (S + 1,) int64: sphere s covers ``corners[start[s]:start[s + 1]]``. An empty range: that
+    sphere's geometry is not given as triangles (a primitive's prisms, a hulled piece, a carried
+    object), and its sphere alone bounds it. The triangles hold every point the sphere must
+    cover, so the least distance between two spheres' triangles is the exact distance of what
+    they cover (:mod:`.triangle_distance`)."""
+
+    corners: Tensor
+    start: Tensor
+
+    @property
+    def counts(self) -> Tensor:
+        """(S,) int64: each sphere's number of triangles (0: not given as triangles)."""
+        return self.start[1:] - self.start[:-1]
+
+    def to(self, device, dtype) -> "LeafTriangles":
+        return LeafTriangles(self.corners.to(device, dtype), self.start.to(device))
+
+    def appended(self, n: int) -> "LeafTriangles":
+        """The same with ``n`` spheres appended whose geometry is not given as triangles."""
+        return LeafTriangles(self.corners, torch.cat([self.start, self.start[-1:].expand(n)]))
+
+
+@dataclass(frozen=True, eq=False)
 class RobotSpheres:
     """S spheres, each rigidly attached to one link of a chain.
 
@@ -66,6 +93,8 @@ class RobotSpheres:
     sphere_groups: Tensor | None = None
     #: optional :class:`SphereTiers` over the spheres (a tight model's), None for none
     tiers: SphereTiers | None = None
+    #: optional :class:`LeafTriangles` of the spheres (a tight model's), None for none
+    triangles: LeafTriangles | None = None
     _counts: tuple[int, ...] = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -103,4 +132,5 @@ class RobotSpheres:
             slack=self.slack.to(device, dtype),
             sphere_groups=None if self.sphere_groups is None else self.sphere_groups.to(device),
             tiers=None if self.tiers is None else self.tiers.to(device, dtype),
+            triangles=None if self.triangles is None else self.triangles.to(device, dtype),
         )

@@ -85,12 +85,17 @@ class TreeCover:
     groups: np.ndarray
     tiers: SphereCover | None = None
     tier_of: np.ndarray | None = None
+    #: optional (corners (N, 3, 3), start (K + 1,) int64): the triangles each leaf covers (leaf k
+    #: ``corners[start[k]:start[k + 1]]``, empty where its pieces are not triangles; see
+    #: :class:`.robot_spheres.LeafTriangles`)
+    triangles: tuple[np.ndarray, np.ndarray] | None = None
 
     def with_tiers(self) -> "TreeCover":
         """The same cover with tiers: each leaf its own where it has none."""
         if self.tiers is not None:
             return self
-        return TreeCover(self.leaves, self.groups, self.leaves, np.arange(self.leaves.num_spheres, dtype=np.int64))
+        return TreeCover(self.leaves, self.groups, self.leaves, np.arange(self.leaves.num_spheres, dtype=np.int64),
+                         self.triangles)
 
     @staticmethod
     def concatenate(covers) -> "TreeCover":
@@ -99,12 +104,19 @@ class TreeCover:
         groups = (np.concatenate([c.groups + o for c, o in zip(covers, offsets)]) if covers
                   else np.zeros(0, dtype=np.int64))
         leaves = SphereCover.concatenate([c.leaves for c in covers])
+        triangles = None
+        if any(c.triangles is not None for c in covers):  # a cover without: empty ranges
+            parts = [c.triangles if c.triangles is not None else
+                     (np.zeros((0, 3, 3)), np.zeros(c.leaves.num_spheres + 1, dtype=np.int64)) for c in covers]
+            starts = np.cumsum([0] + [len(corners) for corners, _ in parts])
+            triangles = (np.concatenate([corners for corners, _ in parts]),
+                         np.concatenate([[0]] + [start[1:] + s for (_, start), s in zip(parts, starts)]).astype(np.int64))
         if not any(c.tiers is not None for c in covers):
-            return TreeCover(leaves, groups)
+            return TreeCover(leaves, groups, triangles=triangles)
         covers = [c.with_tiers() for c in covers]
         starts = np.cumsum([0] + [c.tiers.num_spheres for c in covers])
         return TreeCover(leaves, groups, SphereCover.concatenate([c.tiers for c in covers]),
-                         np.concatenate([c.tier_of + o for c, o in zip(covers, starts)]))
+                         np.concatenate([c.tier_of + o for c, o in zip(covers, starts)]), triangles)
 
 
 def build_sphere_tree(problem: CoverProblem, settings: TreeSettings = TreeSettings()) -> TreeCover:
@@ -125,6 +137,7 @@ def build_sphere_tree(problem: CoverProblem, settings: TreeSettings = TreeSettin
     offsets = np.array([0, pieces.count], dtype=np.int64) if pieces.count else np.zeros(1, dtype=np.int64)
     nodes: list[tuple[int, tuple[int, int], int]] = [(0, (0, 0), -1)] if pieces.count else []
     leaves: list[tuple[np.ndarray, float, float, tuple[int, int], int]] = []
+    covered: list[np.ndarray] = []  # each leaf's triangles (n, 3, 3), none where its pieces are not triangles
     # every node's sphere, slack, parent and group path, level after level (for the tiers)
     record: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     numbered = 0  # nodes of the levels before this one
@@ -166,6 +179,7 @@ def build_sphere_tree(problem: CoverProblem, settings: TreeSettings = TreeSettin
             size = int(offsets[k + 1] - offsets[k])
             if slack[k] <= settings.target_slack or pending >= settings.max_leaves:
                 leaves.append((centers[k], radius[k], slack[k], path, number))
+                covered.append(pieces.triangles(flat[offsets[k] : offsets[k + 1]]))
             elif size > 1:
                 ordered = halves[offsets[k] : offsets[k + 1]]
                 cut = min(max(int(before[k]), 1), size - 1)  # neither half empty
@@ -185,6 +199,7 @@ def build_sphere_tree(problem: CoverProblem, settings: TreeSettings = TreeSettin
                 pending += 3
             else:  # a piece that cannot be split further keeps its slack
                 leaves.append((centers[k], radius[k], slack[k], path, number))
+                covered.append(pieces.triangles(flat[offsets[k] : offsets[k + 1]]))
         numbered += K
         if new_points:
             pieces.add(np.concatenate(new_points), np.concatenate(new_rows))
@@ -197,11 +212,13 @@ def build_sphere_tree(problem: CoverProblem, settings: TreeSettings = TreeSettin
     cover = SphereCover(np.stack([leaf[0] for leaf in leaves]), np.array([leaf[1] for leaf in leaves]),
                         np.maximum(np.array([leaf[2] for leaf in leaves]), 0.0))
     groups = np.array([paths[leaf[3]] for leaf in leaves], dtype=np.int64)
+    triangles = (np.concatenate(covered), np.concatenate([[0], np.cumsum([len(c) for c in covered])]).astype(np.int64))
     if not settings.tiered:
-        return TreeCover(cover, groups)
+        return TreeCover(cover, groups, triangles=triangles)
     center, radius, slack, parent = (np.concatenate(column) for column in zip(*record))
     tiers, tier_of = _tiers(np.array([leaf[4] for leaf in leaves], dtype=np.int64), parent, slack, settings)
-    return TreeCover(cover, groups, SphereCover(center[tiers], radius[tiers], np.maximum(slack[tiers], 0.0)), tier_of)
+    return TreeCover(cover, groups, SphereCover(center[tiers], radius[tiers], np.maximum(slack[tiers], 0.0)), tier_of,
+                     triangles)
 
 
 def _tiers(leaf_nodes: np.ndarray, parent: np.ndarray, slack: np.ndarray, settings: TreeSettings):
@@ -248,6 +265,13 @@ class _Pieces:
     @property
     def count(self) -> int:
         return len(self.rows)
+
+    def triangles(self, chosen: np.ndarray) -> np.ndarray:
+        """(n, 3, 3) the corners of pieces ``chosen`` (n,) where every one is a triangle (or a
+        segment or point, a corner repeated); (0, 3, 3) where one has more points (a prism)."""
+        if (self.sizes[chosen] > 3).any():
+            return np.zeros((0, 3, 3))
+        return self.points[self.rows[chosen, :3]] if self.rows.shape[1] >= 3 else self.points[self.rows[chosen][:, [0, 0, 0]]]
 
     def _describe(self, rows: np.ndarray, sizes: np.ndarray):
         used = np.arange(rows.shape[1]) < sizes[:, None]

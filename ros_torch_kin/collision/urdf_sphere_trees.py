@@ -25,7 +25,7 @@ import torch
 from ..kinematics import Chain
 from .mesh_files import not_found_warning, read_link_mesh, resolve_mesh_path
 from .urdf_spheres import _assemble as assemble_spheres
-from .robot_spheres import RobotSpheres, SphereTiers
+from .robot_spheres import LeafTriangles, RobotSpheres, SphereTiers
 from .sphere_cover import CoverProblem, CoverSettings, SphereCover, cover_problem_for_shape, mesh_problem
 from .sphere_tree import TreeCover, TreeSettings, build_sphere_tree
 from .build_workers import file_size, run_in_workers, usable_cores
@@ -38,7 +38,7 @@ _MEMORY: dict[str, tuple[TreeCover, tuple[int, int, int]]] = {}
 #: Seconds of building in the caller after which the shapes left go to worker processes.
 PARALLEL_AFTER = 1.0
 #: Cache format version: bump when the method changes.
-_VERSION = "10"
+_VERSION = "11"
 
 
 def cache_directory() -> Path:
@@ -151,8 +151,9 @@ def _cached(key: str) -> tuple[TreeCover, tuple[int, int, int]] | None:
             with np.load(cached) as data:
                 tiers = (SphereCover(data["tier_centers"], data["tier_radii"], data["tier_slack"])
                          if "tier_of" in data else None)
+                triangles = (data["triangles"], data["triangle_start"]) if "triangle_start" in data else None
                 entry = (TreeCover(SphereCover(data["centers"], data["radii"], data["slack"]), data["groups"], tiers,
-                                   data["tier_of"] if tiers is not None else None),
+                                   data["tier_of"] if tiers is not None else None, triangles),
                          tuple(int(n) for n in data["open_pieces"]))
         except (OSError, ValueError, KeyError):
             return None
@@ -242,6 +243,8 @@ def _store(path: Path, cover: TreeCover, opened: tuple[int, int, int]) -> None:
         temporary = path.with_suffix(f".{os.getpid()}.tmp.npz")
         tiers = {} if cover.tiers is None else dict(tier_centers=cover.tiers.centers, tier_radii=cover.tiers.radii,
                                                     tier_slack=cover.tiers.slack, tier_of=cover.tier_of)
+        if cover.triangles is not None:
+            tiers.update(triangles=cover.triangles[0], triangle_start=cover.triangles[1])
         np.savez(temporary, centers=cover.leaves.centers, radii=cover.leaves.radii, slack=cover.leaves.slack,
                  groups=cover.groups, open_pieces=np.asarray(opened), **tiers)
         os.replace(temporary, path)
@@ -254,16 +257,22 @@ def _transformed(cover: TreeCover, T: np.ndarray) -> TreeCover:
         return None if spheres is None else SphereCover(spheres.centers @ T[:3, :3].T + T[:3, 3], spheres.radii,
                                                         spheres.slack)
 
-    return TreeCover(moved(cover.leaves), cover.groups, moved(cover.tiers), cover.tier_of)
+    triangles = None if cover.triangles is None else (cover.triangles[0] @ T[:3, :3].T + T[:3, 3], cover.triangles[1])
+    return TreeCover(moved(cover.leaves), cover.groups, moved(cover.tiers), cover.tier_of, triangles)
 
 
 def _assemble(chain: Chain, covers: dict[str, TreeCover], warnings, device, dtype) -> RobotSpheres:
     spheres = assemble_spheres(chain, {link: c.leaves for link, c in covers.items()}, {}, warnings, device, dtype,
                                groups={link: c.groups for link, c in covers.items()})
+    # the links in chain order, as assemble_spheres puts their leaves
+    ordered = [covers[name] for name in chain.link_names if name in covers]
+    if ordered and any(c.triangles is not None for c in ordered):
+        corners, start = TreeCover.concatenate(ordered).triangles
+        spheres = replace(spheres, triangles=LeafTriangles(torch.as_tensor(corners, dtype=spheres.dtype, device=spheres.device),
+                                                           torch.as_tensor(start, dtype=torch.int64, device=spheres.device)))
     if not any(c.tiers is not None for c in covers.values()):
         return spheres
-    # the links in chain order, as assemble_spheres puts their leaves
-    ordered = [covers[name].with_tiers() for name in chain.link_names if name in covers]
+    ordered = [c.with_tiers() for c in ordered]
     starts = np.cumsum([0] + [c.tiers.num_spheres for c in ordered])
     tiers = SphereTiers(
         torch.as_tensor(np.concatenate([c.tiers.centers for c in ordered]), dtype=spheres.dtype, device=spheres.device),

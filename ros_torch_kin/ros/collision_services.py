@@ -74,13 +74,16 @@ def serve_check_collision(model: ServedModel, settings: Settings, request, respo
 
 
 def _serve_tight_check(verdict, coarse: CollisionChecker, q: torch.Tensor, margin: float, response) -> None:
-    """Verdicts from the tight model; distances exact within EXACT_RANGE of the margin, beyond
-    it the larger of the two models' lower bounds; the pair from whichever model gave it."""
+    """Verdicts from the tight model (its leaves' triangles deciding a grazing contact); distances
+    exact within EXACT_RANGE of the margin (the leaf spheres'), beyond it the larger of the two
+    models' lower bounds, and at least the margin where the verdict finds no contact; the pair
+    from whichever model gave it."""
     tight = verdict.distances(q, margin + EXACT_RANGE)
+    contact = ~verdict.clear(q, margin)
     loose = coarse.distances(q)
     world = torch.maximum(tight.world_distance, loose.world_distance)
     own = torch.maximum(tight.self_distance, loose.self_distance)
-    minimum = convert.to_numpy(torch.minimum(world, own))
+    minimum = convert.to_numpy(torch.where(contact, torch.minimum(world, own), torch.minimum(world, own).clamp(min=margin)))
     self_closer = convert.to_numpy(own < world).astype(bool)
     coarse_pairs = _coarse_pairs(loose, coarse, self_closer)
     link_a, link_b = [], []
@@ -89,7 +92,7 @@ def _serve_tight_check(verdict, coarse: CollisionChecker, q: torch.Tensor, margi
             a, other = coarse_pairs[0][b], coarse_pairs[1][b]
         link_a.append(a)
         link_b.append(other)
-    response.in_collision = convert.to_numpy(tight.min_distance < margin).astype(bool).tolist()
+    response.in_collision = convert.to_numpy(contact).astype(bool).tolist()
     response.min_distance = convert.pack(np.where(np.isfinite(minimum), minimum, NOTHING_CHECKED))
     response.link_a, response.link_b = link_a, link_b
     kinds = np.where(self_closer, CheckCollision.Response.SELF, CheckCollision.Response.WORLD)
