@@ -195,12 +195,15 @@ class TreeCollisionChecker:
             #: kind whose queries are dear, a point world's, is asked about the real children only)
             self._sparse = tuple(float(level.valid.float().mean()) < 0.75 for level in tree.levels)
             self._child_spheres, self._representative_spheres = self._packed_levels()
+            #: per level, its nodes' representative leaves' slack (N,)
+            self._representative_slack = tuple(self.spheres.slack.index_select(0, level.representative)
+                                               for level in self._levels)
             #: (level k, per root its level-k nodes (roots, D), their spheres (roots, D, 4)): see JUMP_*
             self._world_jump, self._pair_jump = self._descendants(JUMP_WIDTH), self._descendants(PAIR_JUMP_WIDTH)
             root_bodies = list(tree.bodies)
         else:
             self._levels, root_bodies, self._sparse = (), [], ()
-            self._child_spheres = self._representative_spheres = ()
+            self._child_spheres = self._representative_spheres = self._representative_slack = ()
             self._world_jump = self._pair_jump = (0, None, None)
         slot = {body: k for k, body in enumerate(root_bodies)}  # a robot link's body is its index
         #: each root slot's name: its link's, or the attached object's id
@@ -594,10 +597,6 @@ class TreeCollisionChecker:
         block, nodes = torch.arange(o.shape[0], device=o.device), s
         leaf_min, early = torch.full_like(bound, math.inf), torch.full_like(bound, math.inf)
         decisive = row_limit - self.rounding  # below the threshold itself
-        certain = decisive  # below it, a representative leaf pair decides its configuration
-        if self._triangles is not None:  # ... a certain contact, where the leaves' triangles decide
-            exact = decisive <= self.margin + EXACT_AT
-            certain = torch.where(exact, decisive - 2 * self._poke, decisive)
         upper = limit.clone() if nearest else None  # per configuration: the least value found, + the poke
         first, jump_nodes, jump_spheres = self._world_jump
         if (jump_nodes is not None and not nearest and not costly and block.numel()
@@ -714,10 +713,9 @@ class TreeCollisionChecker:
         block, na, nb = torch.arange(j.shape[0], device=j.device), sa, sb
         leaf_min, early = torch.full_like(bound, math.inf), torch.full_like(bound, math.inf)
         decisive = row_limit - self.rounding  # below the threshold itself
-        certain = decisive  # below it, a representative leaf pair decides its configuration
-        if self._triangles is not None:  # ... a certain contact, where the leaves' triangles decide
-            exact = decisive <= self.margin + EXACT_AT
-            certain = torch.where(exact, decisive - 2 * self._poke, decisive)
+        # below it, a representative leaf pair decides its configuration; where the leaves'
+        # triangles decide (at the margin), only when it is in contact by more than their slack
+        exact = decisive <= self.margin + EXACT_AT if self._triangles is not None else None
         upper = limit.clone() if nearest else None  # per configuration: the least value found
         first, jump_nodes, jump_spheres = self._pair_jump
         if jump_nodes is not None and not nearest and block.numel() and (
@@ -734,7 +732,11 @@ class TreeCollisionChecker:
                 d = distance(block, table.index_select(0, na).unsqueeze(1), table.index_select(0, nb).unsqueeze(1))
                 value = torch.maximum(bound.index_select(0, block), d[:, 0, 0])
             if decided is not None:  # ... within the limit, it decides its configuration
-                alive = _decide(block, value, certain, j, early, decided)
+                if exact is not None:  # (a certain contact: the two leaves' inner balls meet)
+                    reach = self._representative_slack[index]
+                    value = value + torch.where(exact.index_select(0, block), reach.index_select(0, na)
+                                                + reach.index_select(0, nb), 0.0)
+                alive = _decide(block, value, decisive, j, early, decided)
                 if alive is not None:
                     block, na, nb = (t.index_select(0, alive) for t in (block, na, nb))
                     if not block.numel():
