@@ -14,12 +14,17 @@ centred at C is at least d(C) − R from an obstacle; two spheres |C_a − C_b| 
 3. *the leaf hierarchy* (:mod:`.leaf_hierarchy`): a few levels of ≤ 4 children per node, down to
    buckets of ≤ 4 leaves (or tiers, then their ≤ 8 leaves), expanded only where a node is within
    the threshold; then the leaves.
+4. *the leaves' triangles* (self pairs, at the validity margin only): a leaf pair below the
+   threshold that its leaves' slack does not prove in contact gets the larger of its sphere
+   distance and its triangles' exact one (:meth:`TreeCollisionChecker._exact_leaf_pairs`), so a
+   grazing self contact is decided by the meshes, not by spheres up to ~6 mm beyond them.
 
 Every query returns, per configuration, the smallest block value wherever it is below the
 threshold it was asked with (and some value ≥ that threshold elsewhere). Each block value is a
 lower bound of the exact distance of that block's geometry (both covers hold it), at least the
 leaves' own distance: the verdict ``d < margin`` never calls a contact free and is at most the
-leaves' all-pairs verdict. Levels are gathered with ``nonzero`` (on CUDA one host synchronisation
+leaves' all-pairs verdict (without the triangles: equal to it). Levels are gathered with
+``nonzero`` (on CUDA one host synchronisation
 per level); no Python loop over configurations, leaves or obstacles (only over the ≤ 4 kinds and
 the levels).
 
@@ -155,7 +160,10 @@ class TreeCollisionChecker:
     objects', ``robot_spheres`` the robot's own; ``with_attached`` for other objects);
     pair_tables: :class:`.pair_tables.PairTable` s of enabled self pairs, each a lower bound of
     its pairs' distance from a lookup over one or two joints: a pair it puts at or beyond a
-    query's limit is not descended (the results are the same, only cheaper).
+    query's limit is not descended (the results are the same, only cheaper); triangles: whether
+    a self pair's grazing leaf pairs are decided by their triangles at the validity margin
+    (level 4 of the module doc; the leaves must carry them, as sphere trees built by
+    :func:`.urdf_sphere_trees.robot_sphere_trees_from_urdf` do).
     """
 
     def __init__(self, chain: Chain, spheres: RobotSpheres, scene: Scene | None = None, self_pairs=None,
@@ -788,7 +796,8 @@ class TreeCollisionChecker:
         if not sub.numel():
             return d
         level = self._levels[-1]
-        leaf_a, leaf_b = level.children[nodes_a.index_select(0, sub)], level.children[nodes_b.index_select(0, sub)]  # (R, F)
+        leaf_a = level.children[nodes_a.index_select(0, sub)]  # (R, F)
+        leaf_b = level.children[nodes_b.index_select(0, sub)]
         part, rows, threshold = d.index_select(0, sub), rows.index_select(0, sub), threshold.index_select(0, sub)
         configuration = configuration.index_select(0, sub)
         slack, counts = self.spheres.slack, self._triangles.counts
@@ -842,12 +851,13 @@ class TreeCollisionChecker:
         cut = threshold + TRIANGLE_ROUNDING  # (P,) a triangle pair this far cannot matter
         # each side's triangles near the other leaf (its sphere and its slab), each in its own frame
         ta, pair_a = self._near_triangles(la, self._leaf_shape(lb, rotation, offset), cut)
-        tb, pair_b = self._near_triangles(lb, self._leaf_shape(la, rotation.mT, -torch.bmm(offset.unsqueeze(1), rotation.mT).squeeze(1)), cut)
+        back = -torch.bmm(offset.unsqueeze(1), rotation.mT).squeeze(1)  # link a's frame in link b's
+        tb, pair_b = self._near_triangles(lb, self._leaf_shape(la, rotation.mT, back), cut)
         P = la.shape[0]
         na, nb = (torch.bincount(pair, minlength=P) for pair in (pair_a, pair_b))
-        first_a, first_b = torch.cumsum(na, 0) - na, torch.cumsum(nb, 0) - nb
+        first_a, first_b = _starts(na), _starts(nb)
         pair = torch.repeat_interleave(torch.arange(P, device=la.device), na * nb)
-        within = torch.arange(pair.shape[0], device=la.device) - (torch.cumsum(na * nb, 0) - na * nb).index_select(0, pair)
+        within = torch.arange(pair.shape[0], device=la.device) - _starts(na * nb).index_select(0, pair)
         nb_pair = nb.index_select(0, pair)
         sa = ta.index_select(0, first_a.index_select(0, pair) + torch.div(within, nb_pair, rounding_mode="floor"))
         sb = tb.index_select(0, first_b.index_select(0, pair) + within % nb_pair)
@@ -874,8 +884,9 @@ class TreeCollisionChecker:
         sphere centres (P, 3) and radii (P,), their slabs' unit normals (P, 3) and the least and
         greatest heights (P,) of their triangles' corners above the centre along it."""
         normal, low, high = self._leaf_slabs
-        return (_moved(self.spheres.centers.index_select(0, leaves), rotation, offset), self.spheres.radii.index_select(0, leaves),
-                _moved(normal.index_select(0, leaves), rotation, 0.0), low.index_select(0, leaves), high.index_select(0, leaves))
+        return (_moved(self.spheres.centers.index_select(0, leaves), rotation, offset),
+                self.spheres.radii.index_select(0, leaves), _moved(normal.index_select(0, leaves), rotation, 0.0),
+                low.index_select(0, leaves), high.index_select(0, leaves))
 
     def _near_triangles(self, leaves: Tensor, other: tuple[Tensor, ...], cut: Tensor) -> tuple[Tensor, Tensor]:
         """For P leaf pairs: the triangles of ``leaves`` (P,) that may be nearer than ``cut`` (P,)
@@ -885,7 +896,7 @@ class TreeCollisionChecker:
         center, radius, normal, low, high = other
         counts = self._triangles.counts.index_select(0, leaves)
         pair = torch.repeat_interleave(torch.arange(leaves.shape[0], device=leaves.device), counts)
-        within = torch.arange(pair.shape[0], device=leaves.device) - (torch.cumsum(counts, 0) - counts).index_select(0, pair)
+        within = torch.arange(pair.shape[0], device=leaves.device) - _starts(counts).index_select(0, pair)
         triangle = self._triangles.start.index_select(0, leaves).index_select(0, pair) + within
         middle = self._triangle_spheres[0].index_select(0, triangle)
         center, cut = center.index_select(0, pair), cut.index_select(0, pair)
@@ -926,6 +937,11 @@ def _leaf_slabs(triangles, centers: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         empty = triangles.counts == 0
         low, high = low.masked_fill(empty, -math.inf), high.masked_fill(empty, math.inf)
     return normal, low, high
+
+
+def _starts(counts: Tensor) -> Tensor:
+    """(P,) counts -> (P,) where each one's run begins in their concatenation."""
+    return torch.cumsum(counts, 0) - counts
 
 
 def _moved(points: Tensor, rotation: Tensor, offset: Tensor) -> Tensor:
