@@ -162,6 +162,38 @@ def test_the_leaves_triangles_decide_self_contacts_as_coal_does(panda):
     assert np.array_equal(ours, (verdict.min_distance(q, verdict.margin) < verdict.margin).numpy())
 
 
+def test_the_leaf_bounds_before_the_triangles_never_exceed_their_distance(panda):
+    """The cuts before the triangle test (each leaf's sphere ∩ slab, the gap between two such
+    along a few directions) are lower bounds: never above the least distance between the two
+    leaves' triangles, on leaf pairs of two links placed near each other in random poses."""
+    from ros_torch_kin.collision.tree_checker import _slab_gaps
+    from ros_torch_kin.collision.triangle_distance import triangle_distances
+
+    chain, model, _, _ = panda
+    checker = model.verdict  # float32, as the checks run
+    spheres, triangles = checker.spheres, checker.spheres.triangles
+    g = torch.Generator().manual_seed(4)
+    P = 300
+    la, lb = torch.randint(0, spheres.num_spheres, (2, P), generator=g)
+    rotation = torch.linalg.qr(torch.randn(P, 3, 3, generator=g, dtype=torch.float32))[0]
+    # b's leaf centre put 0-1.5 radii beside a's, in a random direction
+    direction = torch.nn.functional.normalize(torch.randn(P, 3, generator=g, dtype=torch.float32), dim=1)
+    reach = (spheres.radii[la] + spheres.radii[lb]) * torch.rand(P, generator=g, dtype=torch.float32) * 1.5
+    offset = spheres.centers[la] + direction * reach.unsqueeze(1) - (spheres.centers[lb].unsqueeze(1) @ rotation).squeeze(1)
+    eye = torch.eye(3, dtype=torch.float32).expand(P, 3, 3)
+    gaps = _slab_gaps(checker._leaf_shape(la, eye, torch.zeros(P, 3, dtype=torch.float32)),
+                      checker._leaf_shape(lb, rotation, offset))
+    exact = []
+    for p in range(P):
+        a = triangles.corners[triangles.start[la[p]]:triangles.start[la[p] + 1]]
+        b = triangles.corners[triangles.start[lb[p]]:triangles.start[lb[p] + 1]] @ rotation[p] + offset[p]
+        i, k = torch.meshgrid(torch.arange(len(a)), torch.arange(len(b)), indexing="ij")
+        exact.append(float(triangle_distances(a[i.flatten()], b[k.flatten()]).min()))
+    exact = torch.tensor(exact, dtype=torch.float32)
+    assert bool((gaps <= exact + 1e-6).all())  # float32 rounding
+    assert int((gaps > 0).sum()) > P // 4  # and they do separate many of them
+
+
 def test_world_distance_is_a_lower_bound_within_the_slack(panda):
     pytest.importorskip("coal")
     from motion_scenes import ExactReference

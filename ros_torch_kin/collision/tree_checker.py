@@ -849,6 +849,14 @@ class TreeCollisionChecker:
         threshold apart."""
         rotation, offset = block[:, :9].view(-1, 3, 3), block[:, 9:12]  # x_a = x_b @ rotation + offset
         cut = threshold + TRIANGLE_ROUNDING  # (P,) a triangle pair this far cannot matter
+        least = threshold.clone()
+        # the pairs whose leaves' sphere-and-slab bounds are not that far apart
+        shape_a = self._leaf_shape(la, torch.eye(3, dtype=block.dtype, device=block.device).expand(la.shape[0], 3, 3),
+                                   torch.zeros_like(offset))
+        open_ = (_slab_gaps(shape_a, self._leaf_shape(lb, rotation, offset)) < cut).nonzero().squeeze(1)
+        if not open_.numel():
+            return least
+        la, lb, rotation, offset, cut = (t.index_select(0, open_) for t in (la, lb, rotation, offset, cut))
         # each side's triangles near the other leaf (its sphere and its slab), each in its own frame
         ta, pair_a = self._near_triangles(la, self._leaf_shape(lb, rotation, offset), cut)
         back = -torch.bmm(offset.unsqueeze(1), rotation.mT).squeeze(1)  # link a's frame in link b's
@@ -875,8 +883,7 @@ class TreeCollisionChecker:
         near = (gap < cut.index_select(0, pair)).nonzero().squeeze(1)
         pair, mine, seen = pair.index_select(0, near), mine.index_select(0, near), seen.index_select(0, near)
         exact = triangle_distances(mine, seen) - TRIANGLE_ROUNDING
-        least = threshold.clone()
-        least.scatter_reduce_(0, pair, exact, "amin")
+        least.scatter_reduce_(0, open_.index_select(0, pair), exact, "amin")
         return least
 
     def _leaf_shape(self, leaves: Tensor, rotation: Tensor, offset: Tensor) -> tuple[Tensor, ...]:
@@ -937,6 +944,31 @@ def _leaf_slabs(triangles, centers: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         empty = triangles.counts == 0
         low, high = low.masked_fill(empty, -math.inf), high.masked_fill(empty, math.inf)
     return normal, low, high
+
+
+def _slab_gaps(a: tuple[Tensor, ...], b: tuple[Tensor, ...]) -> Tensor:
+    """(P,) a lower bound of the distance between two leaves' triangles, each held by its sphere
+    and its slab (``a``, ``b``: :meth:`TreeCollisionChecker._leaf_shape` in one frame): how far
+    apart the two sets' extents lie along each slab's normal and along the line of the centres
+    (for any unit u, the least of u·x over one set less the greatest over the other)."""
+    directions = torch.stack((a[2], b[2], b[0] - a[0]), 1)  # (P, 3, 3)
+    directions = directions / directions.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    directions = torch.cat((directions, -directions), 1)  # (P, 6, 3)
+    gap = -_support(b, -directions) - _support(a, directions)
+    return gap.amax(1)
+
+
+def _support(shape: tuple[Tensor, ...], u: Tensor) -> Tensor:
+    """(P, k) the greatest u·x over a leaf's sphere ∩ slab (``shape``, P leaves) for unit
+    directions ``u`` (P, k, 3): u = α n + β w (w ⟂ n), the best height along n is α r clamped
+    into the slab's, the rest of the reach β √(r² − t²)."""
+    center, radius, normal, low, high = shape
+    r = radius.unsqueeze(1)
+    alpha = (u * normal.unsqueeze(1)).sum(-1)
+    beta = (1.0 - alpha * alpha).clamp(min=0.0).sqrt()
+    t = torch.minimum(torch.maximum(alpha * r, torch.maximum(low, -radius).unsqueeze(1)),
+                      torch.minimum(high, radius).unsqueeze(1))
+    return (u * center.unsqueeze(1)).sum(-1) + alpha * t + beta * (r * r - t * t).clamp(min=0.0).sqrt()
 
 
 def _starts(counts: Tensor) -> Tensor:
