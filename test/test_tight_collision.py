@@ -263,7 +263,8 @@ def test_open_mesh_is_closed_with_a_warning_and_stays_covered(tmp_path):
 def test_leaves_hold_their_triangles_through_the_disk_cache(tmp_path, monkeypatch):
     """Each leaf's triangles (what the exact test of a grazing self pair reads) are the pieces it
     covers: inside its sphere, covering the mesh's area, in the link frame (the shape's origin
-    applied), the same when read back from the disk cache; a sphere shape's leaf has none."""
+    applied), the same when read back from the disk cache; a sphere shape's leaf is its centre
+    grown by its radius."""
     trimesh = pytest.importorskip("trimesh")
     from ros_torch_kin.collision import urdf_sphere_trees
 
@@ -281,13 +282,46 @@ def test_leaves_hold_their_triangles_through_the_disk_cache(tmp_path, monkeypatc
     read = robot_sphere_trees_from_urdf(urdf, chain, settings=TreeSettings(target_slack=0.004))
     assert torch.equal(built.triangles.corners, read.triangles.corners) and torch.equal(built.triangles.start, read.triangles.start)
     triangles, arm = built.triangles, built.sphere_links == chain.link_index("arm")
-    assert bool((triangles.counts[arm] > 0).all()) and bool((triangles.counts[~arm] == 0).all())
+    assert bool((triangles.counts[arm] > 0).all())
+    assert triangles.counts[~arm].tolist() == [1]  # the base's sphere: its centre, grown by its radius
     owner = torch.repeat_interleave(torch.arange(built.num_spheres), triangles.counts)
-    reach = (triangles.corners - built.centers[owner].unsqueeze(1)).norm(dim=-1).amax(1)
+    assert torch.allclose(triangles.radii, torch.where(arm[owner], 0.0, 0.05).to(triangles.radii))
+    reach = (triangles.corners - built.centers[owner].unsqueeze(1)).norm(dim=-1).amax(1) + triangles.radii
     assert bool((reach <= built.radii[owner] + 1e-9).all())
     corners = triangles.corners
     area = 0.5 * torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]).norm(dim=-1).sum()
     assert float(area) == pytest.approx(mesh.area, rel=1e-6)  # every piece once (split triangles tile theirs)
+
+
+def test_a_urdf_sphere_against_a_mesh_is_decided_exactly(tmp_path, monkeypatch):
+    """A URDF <sphere> is its own exact leaf, its "triangle" its centre grown by its radius: a
+    mesh box slid towards it along a prismatic joint is in contact by the verdict exactly when
+    the gap is below 0 (±0.05 mm), where the box's leaf spheres (up to 4 mm loose here) call
+    contacts millimetres early."""
+    import types
+
+    trimesh = pytest.importorskip("trimesh")
+    from ros_torch_kin.collision.self_collision import SelfCollisionPairs
+
+    trimesh.creation.box(extents=(0.1, 0.1, 0.1)).export(tmp_path / "box.stl")
+    urdf = f"""<robot name="r"><link name="base"><collision><geometry><sphere radius="0.05"/></geometry></collision>
+      </link><link name="middle"/><link name="arm"><collision><geometry><mesh filename="{tmp_path / 'box.stl'}"/>
+      </geometry></collision></link>
+      <joint name="slide" type="prismatic"><parent link="base"/><child link="middle"/><axis xyz="1 0 0"/>
+      <limit lower="-1" upper="1" effort="1" velocity="1"/></joint>
+      <joint name="fixed" type="fixed"><parent link="middle"/><child link="arm"/><origin xyz="0.1 0.02 0.01"/></joint>
+      </robot>"""
+    chain = Chain.from_urdf(urdf, dtype=torch.float64)
+    monkeypatch.setenv("RTK_CACHE", str(tmp_path / "cache"))
+    spheres = robot_sphere_trees_from_urdf(urdf, chain, settings=TreeSettings(target_slack=0.004))
+    empty = torch.zeros(0, dtype=torch.int64)
+    pairs = SelfCollisionPairs((("base", "arm"),), types.MappingProxyType({}), empty, empty)
+    verdict = TreeCollisionChecker(chain, spheres, None, pairs)
+    # the box's near face at x = slide + 0.05, the sphere's surface at x = 0.05: the gap is the slide
+    gaps = torch.tensor([-0.002, -0.0005, 0.0005, 0.001, 0.002, 0.003], dtype=torch.float64)
+    assert verdict.in_collision(gaps.unsqueeze(1)).tolist() == [True, True, False, False, False, False]
+    assert bool(verdict.without_triangles().in_collision(gaps.unsqueeze(1))[2:].any())  # the spheres alone: early
+    assert torch.allclose(verdict.min_distance(gaps[2:].unsqueeze(1), 0.0), torch.zeros(4, dtype=torch.float64))
 
 
 def test_tree_cover_holds_every_surface_point_of_a_mesh():

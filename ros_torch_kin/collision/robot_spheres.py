@@ -45,14 +45,17 @@ class LeafTriangles:
     """The geometry each of a tight model's spheres covers, where it is triangles (a mesh's, or
     the pieces its tree split them into): ``corners`` (N, 3, 3) m, in the frame of the link the
     sphere is on (triangle, corner, xyz; a segment or a point repeats a corner); ``start``
-    (S + 1,) int64: sphere s covers ``corners[start[s]:start[s + 1]]``. An empty range: that
-    sphere's geometry is not given as triangles (a primitive's prisms, a hulled piece, a carried
-    object), and its sphere alone bounds it. The triangles hold every point the sphere must
-    cover, so the least distance between two spheres' triangles is the exact distance of what
-    they cover (:mod:`.triangle_distance`)."""
+    (S + 1,) int64: sphere s covers ``corners[start[s]:start[s + 1]]``; ``radii`` (N,) m: each
+    triangle stands for the points within its radius of it (0 for a mesh's; a URDF
+    ``<sphere>``'s leaf is its centre, three times, grown by its radius). An empty range: that
+    sphere's geometry is not given as triangles (a primitive's prisms, a carried object), and
+    its sphere alone bounds it. The (grown) triangles hold every point the sphere must cover, so
+    the least distance between two spheres' triangles, less both radii, is the exact distance of
+    what they cover (:mod:`.triangle_distance`)."""
 
     corners: Tensor
     start: Tensor
+    radii: Tensor
 
     @property
     def counts(self) -> Tensor:
@@ -60,11 +63,11 @@ class LeafTriangles:
         return self.start[1:] - self.start[:-1]
 
     def to(self, device, dtype) -> "LeafTriangles":
-        return LeafTriangles(self.corners.to(device, dtype), self.start.to(device))
+        return LeafTriangles(self.corners.to(device, dtype), self.start.to(device), self.radii.to(device, dtype))
 
     def appended(self, n: int) -> "LeafTriangles":
         """The same with ``n`` spheres appended whose geometry is not given as triangles."""
-        return LeafTriangles(self.corners, torch.cat([self.start, self.start[-1:].expand(n)]))
+        return LeafTriangles(self.corners, torch.cat([self.start, self.start[-1:].expand(n)]), self.radii)
 
 
 @dataclass(frozen=True, eq=False)

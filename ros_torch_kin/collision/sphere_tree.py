@@ -85,10 +85,10 @@ class TreeCover:
     groups: np.ndarray
     tiers: SphereCover | None = None
     tier_of: np.ndarray | None = None
-    #: optional (corners (N, 3, 3), start (K + 1,) int64): the triangles each leaf covers (leaf k
-    #: ``corners[start[k]:start[k + 1]]``, empty where its pieces are not triangles; see
-    #: :class:`.robot_spheres.LeafTriangles`)
-    triangles: tuple[np.ndarray, np.ndarray] | None = None
+    #: optional (corners (N, 3, 3), start (K + 1,) int64, radii (N,)): the triangles each leaf
+    #: covers (leaf k ``corners[start[k]:start[k + 1]]``, empty where its pieces are not
+    #: triangles), each grown by its radius (0 for a mesh's; see :class:`.robot_spheres.LeafTriangles`)
+    triangles: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def with_tiers(self) -> "TreeCover":
         """The same cover with tiers: each leaf its own where it has none."""
@@ -107,10 +107,12 @@ class TreeCover:
         triangles = None
         if any(c.triangles is not None for c in covers):  # a cover without: empty ranges
             parts = [c.triangles if c.triangles is not None else
-                     (np.zeros((0, 3, 3)), np.zeros(c.leaves.num_spheres + 1, dtype=np.int64)) for c in covers]
-            starts = np.cumsum([0] + [len(corners) for corners, _ in parts])
-            triangles = (np.concatenate([corners for corners, _ in parts]),
-                         np.concatenate([[0]] + [start[1:] + s for (_, start), s in zip(parts, starts)]).astype(np.int64))
+                     (np.zeros((0, 3, 3)), np.zeros(c.leaves.num_spheres + 1, dtype=np.int64), np.zeros(0))
+                     for c in covers]
+            starts = np.cumsum([0] + [len(corners) for corners, _, _ in parts])
+            triangles = (np.concatenate([corners for corners, _, _ in parts]),
+                         np.concatenate([[0]] + [start[1:] + s for (_, start, _), s in zip(parts, starts)]).astype(np.int64),
+                         np.concatenate([radii for _, _, radii in parts]))
         if not any(c.tiers is not None for c in covers):
             return TreeCover(leaves, groups, triangles=triangles)
         covers = [c.with_tiers() for c in covers]
@@ -212,7 +214,9 @@ def build_sphere_tree(problem: CoverProblem, settings: TreeSettings = TreeSettin
     cover = SphereCover(np.stack([leaf[0] for leaf in leaves]), np.array([leaf[1] for leaf in leaves]),
                         np.maximum(np.array([leaf[2] for leaf in leaves]), 0.0))
     groups = np.array([paths[leaf[3]] for leaf in leaves], dtype=np.int64)
-    triangles = (np.concatenate(covered), np.concatenate([[0], np.cumsum([len(c) for c in covered])]).astype(np.int64))
+    corners = np.concatenate(covered)
+    triangles = (corners, np.concatenate([[0], np.cumsum([len(c) for c in covered])]).astype(np.int64),
+                 np.zeros(len(corners)))
     if not settings.tiered:
         return TreeCover(cover, groups, triangles=triangles)
     center, radius, slack, parent = (np.concatenate(column) for column in zip(*record))

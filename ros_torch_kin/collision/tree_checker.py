@@ -193,8 +193,8 @@ class TreeCollisionChecker:
         if self._triangles is not None:  # each triangle's bounding sphere: centre (N, 3) and radius (N,)
             corners = self._triangles.corners
             middle = 0.5 * (corners.amax(1) + corners.amin(1))
-            self._triangle_spheres = (middle, (corners - middle.unsqueeze(1)).norm(dim=-1).amax(1) * (1 + 1e-6),
-                                      triangle_normals(corners))
+            self._triangle_spheres = (middle, (corners - middle.unsqueeze(1)).norm(dim=-1).amax(1) * (1 + 1e-6)
+                                      + self._triangles.radii, triangle_normals(corners))
             self._leaf_slabs = _leaf_slabs(self._triangles, self.spheres.centers)
         if self.spheres.num_spheres:
             tree = _hierarchy(spheres, self.rounding, bodies)
@@ -839,7 +839,7 @@ class TreeCollisionChecker:
     def _triangle_distances(self, block: Tensor, la: Tensor, lb: Tensor, threshold: Tensor) -> Tensor:
         """(P,) the least distance between the triangles of leaves ``la`` (P,) (link a) and ``lb``
         (P,) (link b; ``block`` (P, 12) its frame in link a's, as the packed rows hold it), capped
-        at ``threshold`` (P,), less :data:`TRIANGLE_ROUNDING`.
+        at ``threshold`` (P,), less both triangles' radii and :data:`TRIANGLE_ROUNDING`.
 
         Of each leaf's triangles only those whose bounding sphere is within the threshold of the
         other leaf's sphere can be that near the other's triangles (which that sphere holds); of
@@ -879,10 +879,11 @@ class TreeCollisionChecker:
         corners = self._triangles.corners
         mine = corners.index_select(0, sa)
         seen = torch.baddbmm(offset.unsqueeze(1), corners.index_select(0, sb), rotation)  # (K, 3, 3) in link a's frame
-        gap = plane_gaps(mine, seen, normal.index_select(0, sa), _moved(normal.index_select(0, sb), rotation, 0.0))
+        grown = self._triangles.radii.index_select(0, sa) + self._triangles.radii.index_select(0, sb)
+        gap = plane_gaps(mine, seen, normal.index_select(0, sa), _moved(normal.index_select(0, sb), rotation, 0.0)) - grown
         near = (gap < cut.index_select(0, pair)).nonzero().squeeze(1)
-        pair, mine, seen = pair.index_select(0, near), mine.index_select(0, near), seen.index_select(0, near)
-        exact = triangle_distances(mine, seen) - TRIANGLE_ROUNDING
+        pair, mine, seen, grown = (t.index_select(0, near) for t in (pair, mine, seen, grown))
+        exact = triangle_distances(mine, seen) - grown - TRIANGLE_ROUNDING
         least.scatter_reduce_(0, open_.index_select(0, pair), exact, "amin")
         return least
 
@@ -910,8 +911,9 @@ class TreeCollisionChecker:
         gap = (middle - center).norm(dim=-1) - self._triangle_spheres[1].index_select(0, triangle) - radius.index_select(0, pair)
         height = ((self._triangles.corners.index_select(0, triangle) - center.unsqueeze(1))
                   * normal.index_select(0, pair).unsqueeze(1)).sum(-1)  # (K, 3): the corners above the other's slab
-        gap = torch.maximum(gap, torch.maximum(height.amin(1) - high.index_select(0, pair),
-                                               low.index_select(0, pair) - height.amax(1)))
+        grown = self._triangles.radii.index_select(0, triangle)
+        gap = torch.maximum(gap, torch.maximum(height.amin(1) - grown - high.index_select(0, pair),
+                                               low.index_select(0, pair) - height.amax(1) - grown))
         near = (gap < cut).nonzero().squeeze(1)
         return triangle.index_select(0, near), pair.index_select(0, near)
 
@@ -924,8 +926,9 @@ class TreeCollisionChecker:
 def _leaf_slabs(triangles, centers: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Each sphere's slab around its triangles (:class:`.robot_spheres.LeafTriangles`): the unit
     normal (S, 3) of their summed area vectors (any unit vector where they cancel), and the least
-    and greatest height (S,) of their corners above the sphere's centre along it (−inf / +inf
-    for a sphere without triangles): a bound of its triangles that is thin where they are flat."""
+    and greatest height (S,) of their corners above the sphere's centre along it, less / plus
+    their radii (−inf / +inf for a sphere without triangles): a bound of its triangles that is
+    thin where they are flat."""
     S = centers.shape[0]
     corners = triangles.corners
     owner = torch.repeat_interleave(torch.arange(S, device=centers.device), triangles.counts)
@@ -939,8 +942,8 @@ def _leaf_slabs(triangles, centers: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     low = torch.full((S,), -math.inf, dtype=centers.dtype, device=centers.device)
     high = torch.full((S,), math.inf, dtype=centers.dtype, device=centers.device)
     if owner.numel():
-        low = torch.full_like(low, math.inf).scatter_reduce_(0, owner, height.amin(1), "amin")
-        high = torch.full_like(high, -math.inf).scatter_reduce_(0, owner, height.amax(1), "amax")
+        low = torch.full_like(low, math.inf).scatter_reduce_(0, owner, height.amin(1) - triangles.radii, "amin")
+        high = torch.full_like(high, -math.inf).scatter_reduce_(0, owner, height.amax(1) + triangles.radii, "amax")
         empty = triangles.counts == 0
         low, high = low.masked_fill(empty, -math.inf), high.masked_fill(empty, math.inf)
     return normal, low, high

@@ -92,8 +92,10 @@ def _shape_trees(shapes, settings, search_dirs, base_dir, warnings, use_cache, w
     missing = []  # (index, shape, mesh path, cache key)
     for i, shape in enumerate(shapes):
         if shape.kind == "sphere":
+            # its leaf is the sphere itself; as a "triangle", its centre (three times) grown by the radius
             found[i] = (TreeCover(SphereCover(np.zeros((1, 3)), np.array([shape.radius]), np.zeros(1)),
-                                  np.zeros(1, dtype=np.int64)), (0, 0, 0))
+                                  np.zeros(1, dtype=np.int64),
+                                  triangles=(np.zeros((1, 3, 3)), np.array([0, 1]), np.array([shape.radius]))), (0, 0, 0))
             continue
         path = None
         if shape.kind == "mesh":
@@ -151,7 +153,8 @@ def _cached(key: str) -> tuple[TreeCover, tuple[int, int, int]] | None:
             with np.load(cached) as data:
                 tiers = (SphereCover(data["tier_centers"], data["tier_radii"], data["tier_slack"])
                          if "tier_of" in data else None)
-                triangles = (data["triangles"], data["triangle_start"]) if "triangle_start" in data else None
+                triangles = ((data["triangles"], data["triangle_start"], np.zeros(len(data["triangles"])))
+                             if "triangle_start" in data else None)
                 entry = (TreeCover(SphereCover(data["centers"], data["radii"], data["slack"]), data["groups"], tiers,
                                    data["tier_of"] if tiers is not None else None, triangles),
                          tuple(int(n) for n in data["open_pieces"]))
@@ -243,7 +246,7 @@ def _store(path: Path, cover: TreeCover, opened: tuple[int, int, int]) -> None:
         temporary = path.with_suffix(f".{os.getpid()}.tmp.npz")
         tiers = {} if cover.tiers is None else dict(tier_centers=cover.tiers.centers, tier_radii=cover.tiers.radii,
                                                     tier_slack=cover.tiers.slack, tier_of=cover.tier_of)
-        if cover.triangles is not None:
+        if cover.triangles is not None:  # a built tree's triangles have no radius
             tiers.update(triangles=cover.triangles[0], triangle_start=cover.triangles[1])
         np.savez(temporary, centers=cover.leaves.centers, radii=cover.leaves.radii, slack=cover.leaves.slack,
                  groups=cover.groups, open_pieces=np.asarray(opened), **tiers)
@@ -257,7 +260,7 @@ def _transformed(cover: TreeCover, T: np.ndarray) -> TreeCover:
         return None if spheres is None else SphereCover(spheres.centers @ T[:3, :3].T + T[:3, 3], spheres.radii,
                                                         spheres.slack)
 
-    triangles = None if cover.triangles is None else (cover.triangles[0] @ T[:3, :3].T + T[:3, 3], cover.triangles[1])
+    triangles = None if cover.triangles is None else (cover.triangles[0] @ T[:3, :3].T + T[:3, 3], *cover.triangles[1:])
     return TreeCover(moved(cover.leaves), cover.groups, moved(cover.tiers), cover.tier_of, triangles)
 
 
@@ -267,9 +270,11 @@ def _assemble(chain: Chain, covers: dict[str, TreeCover], warnings, device, dtyp
     # the links in chain order, as assemble_spheres puts their leaves
     ordered = [covers[name] for name in chain.link_names if name in covers]
     if ordered and any(c.triangles is not None for c in ordered):
-        corners, start = TreeCover.concatenate(ordered).triangles
-        spheres = replace(spheres, triangles=LeafTriangles(torch.as_tensor(corners, dtype=spheres.dtype, device=spheres.device),
-                                                           torch.as_tensor(start, dtype=torch.int64, device=spheres.device)))
+        corners, start, radii = TreeCover.concatenate(ordered).triangles
+        spheres = replace(spheres, triangles=LeafTriangles(
+            torch.as_tensor(corners, dtype=spheres.dtype, device=spheres.device),
+            torch.as_tensor(start, dtype=torch.int64, device=spheres.device),
+            torch.as_tensor(radii, dtype=spheres.dtype, device=spheres.device)))
     if not any(c.tiers is not None for c in covers.values()):
         return spheres
     ordered = [c.with_tiers() for c in ordered]
