@@ -25,13 +25,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 pytestmark = requires_ros
 
 
-def test_every_reply_arrives_under_concurrent_clients(ros_domain):
+def _stress(args) -> tuple[dict, float]:
+    """``concurrency_stress.stress(args)`` and the seconds its (last) run took, run once more
+    when a client process ended without a result: on this 2-core machine in a slow moment one of
+    six clients once found no ``compute_fk`` within 60 s (DDS discovery; the node's log said it
+    was serving, and the five others were answered), which says nothing of the replies under
+    test. A client that fails for another reason fails again."""
     import concurrency_stress
 
+    start = time.monotonic()
+    try:
+        return concurrency_stress.stress(args), time.monotonic() - start
+    except SystemExit as failure:
+        if "client(s) failed" not in str(failure):
+            raise
+        print(f"stress run again: {str(failure).splitlines()[0]}")
+    start = time.monotonic()
+    return concurrency_stress.stress(args), time.monotonic() - start
+
+
+def test_every_reply_arrives_under_concurrent_clients(ros_domain):
     args = argparse.Namespace(clients=6, requests=150, batch=100, stall_ms=50.0, stalled_clients=1, settle_s=0.0,
                               reply_timeout=10.0, late_ms=5000.0, client_qos="service", retry_timeout=0.0, tries=1)
-    start = time.monotonic()
-    result = concurrency_stress.stress(args)
+    result, seconds = _stress(args)
     assert result["requests"] == 900
     detail = f"replies lost: {result['lost_by_client']}; node: {result['node_warnings']}"
     # the stalled client (0) is where keep-last-10 readers lose replies: never with SERVICE_QOS
@@ -40,12 +56,10 @@ def test_every_reply_arrives_under_concurrent_clients(ros_domain):
     # the whole suite) can still miss one: seen once in ~10 runs of 900 (see ros/qos.py)
     assert result["lost"] <= 1, detail
     assert result["wrong"] == 0
-    assert time.monotonic() - start < 120
+    assert seconds < 120
 
 
 def test_kinematics_client_resends_the_replies_it_loses(ros_domain):
-    import concurrency_stress
-
     # client 0 sleeps 300 ms after sending each call's first try: with keep last 10 the others'
     # replies (about 150 in that time on a quiet machine, still dozens on a loaded one: at 100 ms a
     # run beside a benchmark lost none, and the test tested nothing) push its own out of its
@@ -55,7 +69,7 @@ def test_kinematics_client_resends_the_replies_it_loses(ros_domain):
         args = argparse.Namespace(clients=6, requests=60, batch=100, stall_ms=stall, stalled_clients=1, settle_s=0.0,
                                   reply_timeout=30.0, late_ms=30000.0, client_qos="default", retry_timeout=0.5,
                                   tries=4)
-        result = concurrency_stress.stress(args)
+        result, _ = _stress(args)
         assert result["requests"] == 360
         detail = f"calls failed: {result['lost_by_client']}; node: {result['node_warnings']}"
         assert result["lost"] == 0, detail
