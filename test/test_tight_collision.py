@@ -160,6 +160,10 @@ def test_the_leaves_triangles_decide_self_contacts_as_coal_does(panda):
     # the same verdict with an early exit, without it, and the distances agree
     assert np.array_equal(ours, verdict.link_pair_collisions(q).any(1).numpy())
     assert np.array_equal(ours, (verdict.min_distance(q, verdict.margin) < verdict.margin).numpy())
+    # only at the margin: a clearance above it is the spheres' (as ~/check_collision relies on)
+    assert verdict.decides_by_triangles(verdict.margin) and not verdict.decides_by_triangles(verdict.margin + 0.01)
+    assert not spheres.decides_by_triangles(verdict.margin)
+    assert np.array_equal(~verdict.clear(q, 0.01).numpy(), ~spheres.clear(q, 0.01).numpy())
 
 
 def test_the_leaf_bounds_before_the_triangles_never_exceed_their_distance(panda):

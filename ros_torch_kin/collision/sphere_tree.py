@@ -275,7 +275,8 @@ class _Pieces:
         segment or point, a corner repeated); (0, 3, 3) where one has more points (a prism)."""
         if (self.sizes[chosen] > 3).any():
             return np.zeros((0, 3, 3))
-        return self.points[self.rows[chosen, :3]] if self.rows.shape[1] >= 3 else self.points[self.rows[chosen][:, [0, 0, 0]]]
+        width = self.rows.shape[1]  # narrower rows (points, segments) repeat their last column
+        return self.points[self.rows[chosen][:, [0, min(1, width - 1), min(2, width - 1)]]]
 
     def _describe(self, rows: np.ndarray, sizes: np.ndarray):
         used = np.arange(rows.shape[1]) < sizes[:, None]

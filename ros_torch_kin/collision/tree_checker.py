@@ -303,10 +303,17 @@ class TreeCollisionChecker:
         checker._checks_self = False
         return checker
 
+    def decides_by_triangles(self, threshold: float) -> bool:
+        """Whether a query at ``threshold`` (m) lets the leaves' triangles decide grazing self
+        pairs (at the validity margin, with triangles; see :data:`EXACT_AT`): elsewhere the
+        spheres' distances below it give the same verdict as :meth:`clear`."""
+        return self._triangles is not None and bool(self._pair_a.numel()) and threshold <= self.margin + EXACT_AT
+
     def without_triangles(self) -> "TreeCollisionChecker":
         """The same checker deciding by its leaf spheres alone (no triangle test; see
-        :meth:`_exact_leaf_pairs`): ~2.5× faster on random configurations, with the spheres'
-        false alarms (contacts called up to ~6 mm from the meshes)."""
+        :meth:`_exact_leaf_pairs`): about twice as fast on random configurations (BENCHMARKS.md,
+        section `tight`), with the spheres' false alarms (contacts called up to ~6 mm from the
+        meshes)."""
         checker = object.__new__(TreeCollisionChecker)
         checker.__dict__.update(self.__dict__)
         checker._triangles = None
@@ -851,9 +858,7 @@ class TreeCollisionChecker:
         cut = threshold + TRIANGLE_ROUNDING  # (P,) a triangle pair this far cannot matter
         least = threshold.clone()
         # the pairs whose leaves' sphere-and-slab bounds are not that far apart
-        shape_a = self._leaf_shape(la, torch.eye(3, dtype=block.dtype, device=block.device).expand(la.shape[0], 3, 3),
-                                   torch.zeros_like(offset))
-        open_ = (_slab_gaps(shape_a, self._leaf_shape(lb, rotation, offset)) < cut).nonzero().squeeze(1)
+        open_ = (_slab_gaps(self._leaf_shape(la), self._leaf_shape(lb, rotation, offset)) < cut).nonzero().squeeze(1)
         if not open_.numel():
             return least
         la, lb, rotation, offset, cut = (t.index_select(0, open_) for t in (la, lb, rotation, offset, cut))
@@ -864,8 +869,7 @@ class TreeCollisionChecker:
         P = la.shape[0]
         na, nb = (torch.bincount(pair, minlength=P) for pair in (pair_a, pair_b))
         first_a, first_b = _starts(na), _starts(nb)
-        pair = torch.repeat_interleave(torch.arange(P, device=la.device), na * nb)
-        within = torch.arange(pair.shape[0], device=la.device) - _starts(na * nb).index_select(0, pair)
+        pair, within = _runs(na * nb)  # every near triangle of a against every one of b, pair by pair
         nb_pair = nb.index_select(0, pair)
         sa = ta.index_select(0, first_a.index_select(0, pair) + torch.div(within, nb_pair, rounding_mode="floor"))
         sb = tb.index_select(0, first_b.index_select(0, pair) + within % nb_pair)
@@ -887,14 +891,17 @@ class TreeCollisionChecker:
         least.scatter_reduce_(0, open_.index_select(0, pair), exact, "amin")
         return least
 
-    def _leaf_shape(self, leaves: Tensor, rotation: Tensor, offset: Tensor) -> tuple[Tensor, ...]:
-        """Leaves (P,) moved by ``rotation`` (P, 3, 3) and ``offset`` (P, 3) (row vectors): their
-        sphere centres (P, 3) and radii (P,), their slabs' unit normals (P, 3) and the least and
-        greatest heights (P,) of their triangles' corners above the centre along it."""
+    def _leaf_shape(self, leaves: Tensor, rotation: Tensor | None = None, offset: Tensor | None = None
+                    ) -> tuple[Tensor, ...]:
+        """Leaves (P,), moved by ``rotation`` (P, 3, 3) and ``offset`` (P, 3) (row vectors) unless
+        None: their sphere centres (P, 3) and radii (P,), their slabs' unit normals (P, 3) and the
+        least and greatest heights (P,) of their triangles' corners above the centre along it."""
         normal, low, high = self._leaf_slabs
-        return (_moved(self.spheres.centers.index_select(0, leaves), rotation, offset),
-                self.spheres.radii.index_select(0, leaves), _moved(normal.index_select(0, leaves), rotation, 0.0),
-                low.index_select(0, leaves), high.index_select(0, leaves))
+        center, normal = self.spheres.centers.index_select(0, leaves), normal.index_select(0, leaves)
+        if rotation is not None:
+            center, normal = _moved(center, rotation, offset), _moved(normal, rotation, 0.0)
+        return center, self.spheres.radii.index_select(0, leaves), normal, low.index_select(0, leaves), \
+            high.index_select(0, leaves)
 
     def _near_triangles(self, leaves: Tensor, other: tuple[Tensor, ...], cut: Tensor) -> tuple[Tensor, Tensor]:
         """For P leaf pairs: the triangles of ``leaves`` (P,) that may be nearer than ``cut`` (P,)
@@ -902,9 +909,7 @@ class TreeCollisionChecker:
         :meth:`_leaf_shape`, in the frame of ``leaves``' link) -> their indices (K,) and their
         pair's (K,), pair after pair."""
         center, radius, normal, low, high = other
-        counts = self._triangles.counts.index_select(0, leaves)
-        pair = torch.repeat_interleave(torch.arange(leaves.shape[0], device=leaves.device), counts)
-        within = torch.arange(pair.shape[0], device=leaves.device) - _starts(counts).index_select(0, pair)
+        pair, within = _runs(self._triangles.counts.index_select(0, leaves))
         triangle = self._triangles.start.index_select(0, leaves).index_select(0, pair) + within
         middle = self._triangle_spheres[0].index_select(0, triangle)
         center, cut = center.index_select(0, pair), cut.index_select(0, pair)
@@ -931,7 +936,7 @@ def _leaf_slabs(triangles, centers: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     thin where they are flat."""
     S = centers.shape[0]
     corners = triangles.corners
-    owner = torch.repeat_interleave(torch.arange(S, device=centers.device), triangles.counts)
+    owner, _ = _runs(triangles.counts)
     area = torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
     normal = torch.zeros_like(centers).index_add_(0, owner, area)
     length = normal.norm(dim=-1, keepdim=True)
@@ -977,6 +982,13 @@ def _support(shape: tuple[Tensor, ...], u: Tensor) -> Tensor:
 def _starts(counts: Tensor) -> Tensor:
     """(P,) counts -> (P,) where each one's run begins in their concatenation."""
     return torch.cumsum(counts, 0) - counts
+
+
+def _runs(counts: Tensor) -> tuple[Tensor, Tensor]:
+    """(P,) counts -> for each entry of their concatenated runs, its run (K,) and its place in
+    it (K,) (K = counts.sum(); one host synchronisation on CUDA, for K)."""
+    owner = torch.repeat_interleave(torch.arange(counts.shape[0], device=counts.device), counts)
+    return owner, torch.arange(owner.shape[0], device=counts.device) - _starts(counts).index_select(0, owner)
 
 
 def _moved(points: Tensor, rotation: Tensor, offset: Tensor) -> Tensor:

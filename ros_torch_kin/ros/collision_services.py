@@ -79,11 +79,13 @@ def _serve_tight_check(verdict, coarse: CollisionChecker, q: torch.Tensor, margi
     models' lower bounds, and at least the margin where the verdict finds no contact; the pair
     from whichever model gave it."""
     tight = verdict.distances(q, margin + EXACT_RANGE)
-    contact = ~verdict.clear(q, margin)
+    # at the validity margin the triangles may lift a grazing self contact the spheres report
+    contact = ~verdict.clear(q, margin) if verdict.decides_by_triangles(margin) else tight.min_distance < margin
     loose = coarse.distances(q)
     world = torch.maximum(tight.world_distance, loose.world_distance)
     own = torch.maximum(tight.self_distance, loose.self_distance)
-    minimum = convert.to_numpy(torch.where(contact, torch.minimum(world, own), torch.minimum(world, own).clamp(min=margin)))
+    nearest = torch.minimum(world, own)
+    minimum = convert.to_numpy(torch.where(contact, nearest, nearest.clamp(min=margin)))
     self_closer = convert.to_numpy(own < world).astype(bool)
     coarse_pairs = _coarse_pairs(loose, coarse, self_closer)
     link_a, link_b = [], []
