@@ -5,7 +5,9 @@
    (:func:`ros_torch_kin.ros.point_cloud_input.sensed_obstacle`: range filter, voxel
    quantisation, self filter against the arm's spheres, multi-resolution grid, far-field lattice),
    at 1 cm voxels and at 2 cm voxels with the node's default 1 cm cubes and with one point per
-   voxel, and the packing for the checkers; Obstacle.points with the multi-resolution field and
+   voxel, and the packing for the checkers, each in a fresh process with the node's allocator
+   policy (freed memory kept: ``ros_torch_kin.allocator``) and again with glibc's defaults, side
+   by side; Obstacle.points with the multi-resolution field and
    with the exact EDT; a closed 100,000-triangle mesh into Obstacle.mesh (1 cm voxels).
 2. The verdict of the bundled arm's coarse spheres against a 100,000-point world at B = 4,096: ours
    (CollisionChecker, float32, CPU) against Pinocchio FK + a coal collide loop of the same spheres
@@ -17,8 +19,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,8 +32,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from report import machine, stamp, versions, write_section  # noqa: E402
+from report import machine, speed_note, speed_probe, stamp, versions, write_section  # noqa: E402
 
+from ros_torch_kin.allocator import keep_freed_memory  # noqa: E402
 from ros_torch_kin.collision import CollisionChecker, Obstacle, Scene, robot_spheres_from_urdf  # noqa: E402
 from ros_torch_kin.collision.sphere_centers import world_sphere_centers  # noqa: E402
 from ros_torch_kin.kinematics import Chain, world_transforms  # noqa: E402
@@ -68,6 +73,60 @@ def timed(fn, repeat=5):
     return float(np.median(times)), out
 
 
+NODE_ROWS = [(source, voxel, cubes) for source in ("view", "cloud") for voxel, cubes in ((0.01, False), (0.02, True),
+                                                                                        (0.02, False))]
+
+
+def inputs():
+    """The bundled arm, its spheres, the depth view (with holes), the 300,000-point cloud, and the
+    self filter's spheres at q = 0."""
+    urdf = bundled_urdf()
+    chain = Chain.from_urdf(urdf, device="cpu", dtype=torch.float32)
+    spheres = robot_spheres_from_urdf(urdf, chain)
+    cloud = depth_view()
+    q0 = torch.zeros(1, chain.num_dofs)
+    c0 = world_sphere_centers(world_transforms(chain, q0), spheres)[:, :, 0].double().numpy()
+    raw = cloud[np.isfinite(cloud).all(1)]
+    rng = np.random.default_rng(1)
+    big = np.concatenate([raw, raw[rng.choice(len(raw), 300_000 - len(raw))] + rng.normal(0, 0.003, (300_000 - len(raw), 3))])
+    return urdf, chain, spheres, cloud, raw, big, (c0, spheres.radii.double().numpy()), rng
+
+
+def node_path_row(index: int) -> dict:
+    """Row ``index`` of :data:`NODE_ROWS`: the node's way into the world (``sensed_obstacle``),
+    timed in this process -> {what, time (s), packing (s) or None, grid (text)}."""
+    from ros_torch_kin.ros.parameters import BY_NAME
+    from ros_torch_kin.ros.point_cloud_input import sensed_obstacle
+
+    lattice = BY_NAME["sensor_lattice"].default  # the node's far-field lattice
+    point_size = BY_NAME["sensor_point_size"].default  # ... and the cubes it keeps points by
+    _, _, _, cloud, _, big, own, _ = inputs()
+    source, voxel, cubes = NODE_ROWS[index]
+    size = point_size if cubes else None
+    points, low, high = (cloud, 0.05, 3.0) if source == "view" else (big, 0.0, 10.0)
+    name = f"640×480 depth view ({np.isfinite(cloud).all(1).sum():,} points)" if source == "view" else "300,000-point cloud"
+    t, obstacle = timed(lambda: sensed_obstacle("cam", points, np.eye(4), voxel, low, high, own, 0.02, 0.0, lattice,
+                                                size), repeat=9)
+    packing = timed(lambda: Scene([obstacle]).packed("cpu", torch.float32))[0] if source == "cloud" else None
+    kind = f"{size * 100:g} cm cubes (the node's defaults)" if cubes else "one point per voxel"
+    return dict(what=f"{name} -> world, node path, {voxel * 100:g} cm voxels, {kind}, {lattice * 100:g} cm lattice",
+                time=t, packing=packing, grid=grid_text(obstacle.grid))
+
+
+def grid_text(grid) -> str:
+    kind = "exact EDT" if grid.layout is None else f"multi-resolution, {grid.field.size:,} values"
+    return f"{grid.occupied_count:,} voxels of {'×'.join(map(str, grid.shape))}, {kind}"
+
+
+def node_path_in_a_process(index: int, threads: int, glibc_defaults: bool) -> dict:
+    """:func:`node_path_row` in a fresh process, with the node's allocator policy or glibc's
+    defaults: what a row costs depends on what the process allocated and freed before it."""
+    command = [sys.executable, __file__, "--node-row", str(index), "--threads", str(threads)]
+    done = subprocess.run(command + (["--glibc-defaults"] if glibc_defaults else []), capture_output=True, text=True,
+                          check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
@@ -75,52 +134,36 @@ def main() -> None:
     parser.add_argument("--coal-configurations", type=int, default=256, help="configurations timed in the coal loop")
     parser.add_argument("--output", default=str(Path(__file__).resolve().parents[1] / "BENCHMARKS.md"))
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--node-row", type=int, help="time this node-path row alone and print it as JSON")
+    parser.add_argument("--glibc-defaults", action="store_true", help="with --node-row: glibc's allocator defaults")
     args = parser.parse_args()
+    # the node's executable keeps freed memory (ros_torch_kin.allocator) before it builds anything
+    memory = "glibc's defaults" if args.glibc_defaults else keep_freed_memory()
     torch.set_num_threads(args.threads)
-    load = os.getloadavg()[0]
-    from ros_torch_kin.ros.parameters import BY_NAME
-    from ros_torch_kin.ros.point_cloud_input import sensed_obstacle
-
-    lattice = BY_NAME["sensor_lattice"].default  # the node's far-field lattice
-    point_size = BY_NAME["sensor_point_size"].default  # ... and the cubes it keeps points by
-
-    urdf = bundled_urdf()
-    chain = Chain.from_urdf(urdf, device="cpu", dtype=torch.float32)
-    spheres = robot_spheres_from_urdf(urdf, chain)
-    cloud = depth_view()
-    q0 = torch.zeros(1, chain.num_dofs)
-    c0 = world_sphere_centers(world_transforms(chain, q0), spheres)[:, :, 0].double().numpy()
-    own = (c0, spheres.radii.double().numpy())
-    rows = []
-    for voxel, size in ((0.01, None), (0.02, point_size), (0.02, None)):
-        t, obstacle = timed(lambda: sensed_obstacle("cam", cloud, np.eye(4), voxel, 0.05, 3.0, own, 0.02, 0.0, lattice,
-                                                    size))
-        cubes = "one point per voxel" if size is None else f"{size * 100:g} cm cubes (the node's defaults)"
-        rows.append((f"640×480 depth view ({np.isfinite(cloud).all(1).sum():,} points) -> world, node path, {voxel * 100:g} cm voxels"
-                     f", {cubes}, {lattice * 100:g} cm lattice", t, obstacle.grid))
-    raw = cloud[np.isfinite(cloud).all(1)]
-    rng = np.random.default_rng(1)
-    big = np.concatenate([raw, raw[rng.choice(len(raw), 300_000 - len(raw))] + rng.normal(0, 0.003, (300_000 - len(raw), 3))])
-    for voxel, size in ((0.01, None), (0.02, point_size), (0.02, None)):
-        t, obstacle = timed(lambda: sensed_obstacle("cam", big, np.eye(4), voxel, 0.0, 10.0, own, 0.02, 0.0, lattice, size))
-        cubes = "one point per voxel" if size is None else f"{size * 100:g} cm cubes (the node's defaults)"
-        rows.append((f"300,000-point cloud -> world, node path, {voxel * 100:g} cm voxels, {cubes}, {lattice * 100:g} cm "
-                     f"lattice", t, obstacle.grid))
-        t, packed = timed(lambda: Scene([obstacle]).packed("cpu", torch.float32))
-        rows.append((f"  then packing it for the checkers (Scene.packed, float32, first query), {voxel * 100:g} cm", t,
-                     obstacle.grid))
+    if args.node_row is not None:
+        print(json.dumps(node_path_row(args.node_row)))
+        return
+    load, probes = os.getloadavg()[0], [speed_probe()]
+    urdf, chain, spheres, cloud, raw, big, own, rng = inputs()
+    rows = []  # (what, time, grid text, time with glibc's defaults or None)
+    for index in range(len(NODE_ROWS)):
+        kept, default = (node_path_in_a_process(index, args.threads, flag) for flag in (False, True))
+        rows.append((kept["what"], kept["time"], kept["grid"], default["time"]))
+        if kept["packing"] is not None:
+            rows.append((f"  then packing it for the checkers (Scene.packed, float32, first query), "
+                         f"{NODE_ROWS[index][1] * 100:g} cm", kept["packing"], kept["grid"], None))
     for voxel in (0.01, 0.02):
         for multires in (True, False):
             t, obstacle = timed(lambda: Obstacle.points("cloud", big, voxel, multires=multires), repeat=5 if multires else 2)
             rows.append((f"300,000-point cloud -> Obstacle.points({'multires=True' if multires else 'exact EDT'}), "
-                         f"{voxel * 100:g} cm voxels", t, obstacle.grid))
+                         f"{voxel * 100:g} cm voxels", t, grid_text(obstacle.grid), None))
 
     import trimesh
 
     sphere = trimesh.creation.uv_sphere(0.3, count=(224, 224))  # issue #14: a 100,000-triangle mesh in <= 1 s
     t, obstacle = timed(lambda: Obstacle.mesh("big", sphere.vertices, sphere.faces, voxel_size=0.01), repeat=3)
     rows.append((f"{len(sphere.faces):,}-triangle closed mesh (sphere, r = 0.3 m) -> Obstacle.mesh, 1 cm voxels", t,
-                 obstacle.grid))
+                 grid_text(obstacle.grid), None))
 
     # verdict against a 100,000-point world
     voxel = 0.01
@@ -168,18 +211,23 @@ def main() -> None:
                 coal_hits[b] = True
                 break  # the verdict: the first contact ends this configuration
     coal_time = (time.perf_counter() - start) * args.batch / n
+    probes.append(speed_probe())
     agree = verdict[:n].numpy()
     missed = {label: int((coal_hits & ~v[:n].numpy()).sum()) for label, (_, v, _) in worlds.items()}
 
     busy = (f"**Measured under load** (load average {load:.1f} on {os.cpu_count()} cores shared with other "
             "work): figures are upper bounds of what an idle core gives." if load >= 1.0 else
             f"Load average {load:.1f} at the start (a quiet machine).")
-    lines = [f"{stamp()}; {machine()}; {versions()}; torch threads {args.threads}, float32, CPU. {busy}", "",
-             "| what | median time | grid |", "|---|---:|---|"]
-    for what, t, grid in rows:
-        kind = "exact EDT" if grid.layout is None else f"multi-resolution, {grid.field.size:,} values"
-        lines.append(f"| {what} | {t * 1000:.1f} ms | {grid.occupied_count:,} voxels of {'×'.join(map(str, grid.shape))}, "
-                     f"{kind} |")
+    lines = [f"{stamp()}; {machine()}; {versions()}{speed_note(probes)}; torch threads {args.threads}, float32, CPU. "
+             f"{busy} Allocator: "
+             f"freed memory {memory} (the node's policy, `ros_torch_kin.allocator`). Each node-path row runs in a "
+             "fresh process of its own, with that policy and again with glibc's defaults (a library user's, unless "
+             "they keep it), side by side: with glibc's defaults what a row costs depends on what the process "
+             "allocated and freed before it.", "",
+             "| what | median time | the same, glibc's allocator defaults | grid |", "|---|---:|---:|---|"]
+    for what, t, grid, default in rows:
+        other = "–" if default is None else f"{default * 1000:.1f} ms"
+        lines.append(f"| {what} | {t * 1000:.1f} ms | {other} | {grid} |")
     lines += ["", f"Verdict of the bundled arm's {spheres.num_spheres} coarse spheres against a 100,000-point world "
               f"(1 cm voxels), B = {args.batch:,}:", "",
               "| method | time | per configuration | in collision (first {n}) | coal contacts not flagged | world build |"

@@ -1,5 +1,6 @@
 """The node's thread policy: passive OpenMP waits set by its executable before torch loads, and the
-torch_threads parameter (0 = automatic by request size) applied per request, also when changed."""
+torch_threads parameter (0 = automatic by request size) applied per request, also when changed;
+its allocator policy (freed memory kept) in the same start-up line."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ pytestmark = requires_ros
 def test_passive_waits_and_torch_threads(ros_domain):
     with running_node(ros_domain, {"collision_checking": False}) as (process, client):
         assert "torch threads: automatic per request; OpenMP workers wait passively" in process.log(), process.log()
+        assert "freed memory: kept (blocks up to 32 MiB" in process.log(), process.log()
         model = client.robot_model()
         rng = np.random.default_rng(0)
         q = rng.uniform(model.lower_limits, model.upper_limits, (2000, len(model.joint_names)))

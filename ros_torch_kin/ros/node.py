@@ -28,7 +28,7 @@ and executor thread (see :mod:`.link_pose_publisher`).
 
 from __future__ import annotations
 
-from .. import threads
+from .. import allocator, threads
 
 # before torch loads its OpenMP runtime, which reads the wait policy once (see ros_torch_kin.threads);
 # silent when torch is already imported (the node in a test's process): main() logs the policy
@@ -476,6 +476,9 @@ def _unknown_links(settings: Settings, chain, names) -> list[str]:
 
 
 def main(args=None) -> None:
+    # the node's process reuses the memory it frees (ros_torch_kin.allocator): no page faults for a
+    # cloud's or a plan's temporaries in steady state
+    memory = allocator.keep_freed_memory()
     rclpy.init(args=args)
     node = executor = None
     exit_code = 0
@@ -485,7 +488,8 @@ def main(args=None) -> None:
             node.get_logger().info(
                 f"torch threads: {node._torch_threads or 'automatic'} per request; OpenMP workers wait "
                 + ("passively" if threads.passive_waits() else "actively (OMP_WAIT_POLICY is set but not PASSIVE: "
-                   "they spin, and lose time beside busy processes; see ros_torch_kin.threads)"))
+                   "they spin, and lose time beside busy processes; see ros_torch_kin.threads)")
+                + f"; freed memory: {memory}")
             executor = SingleThreadedExecutor()
             executor.add_node(node)
             executor.spin()
