@@ -136,3 +136,26 @@ def test_the_row_form_of_the_bound_equals_the_field_query(dtype):
         tolerance = 1e-9 if dtype == torch.float64 else 2e-6
         assert torch.allclose(rows, expected, atol=tolerance), float((rows - expected).abs().max())
         assert bool((expected < 0).any()) and bool((expected > 0.05).any())
+
+
+@pytest.mark.parametrize("cap", [4, 5, 6])
+def test_capped_stamping_equals_the_exact_transform(cap):
+    """Each level's capped squared distances (:func:`occupancy._capped_squared`, which stamps only
+    the pairs that can be a node's minimum) equal scipy's exact Euclidean transform, capped: on a
+    surface (nodes with in-plane neighbours), a solid block (nodes with all six) and lone nodes."""
+    from scipy.ndimage import distance_transform_edt
+
+    from ros_torch_kin.collision.occupancy import _capped_squared
+
+    rng = np.random.default_rng(cap)
+    dims = np.array([40, 44, 36])
+    occupied = np.zeros(tuple(dims), dtype=bool)
+    x, y = np.meshgrid(np.arange(8, 32), np.arange(8, 36), indexing="ij")
+    occupied[x, y, np.rint(18 + 4 * np.sin(x / 4)).astype(int)] = True  # a wavy surface
+    occupied[10:16, 20:30, 8:13] = True  # a solid block
+    lone = rng.integers(cap, dims - cap, (40, 3))
+    occupied[lone[:, 0], lone[:, 1], lone[:, 2]] = True
+    squared = _capped_squared(np.flatnonzero(occupied), dims, cap).reshape(tuple(dims))
+    exact = np.rint(distance_transform_edt(~occupied) ** 2).astype(np.int64)
+    expected = np.where(exact <= cap * cap, exact, 255)
+    np.testing.assert_array_equal(squared, expected)

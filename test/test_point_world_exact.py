@@ -217,14 +217,25 @@ def test_the_exact_lattice_tightens_the_far_field_and_stays_a_lower_bound(dtype)
     assert np.median((normal[band] * fd[band]).sum(1)) > 0.99
 
 
-@pytest.mark.parametrize("split", [1, 2, 3, 4])
-def test_cube_centres_stamp_the_same_lattice_as_the_kd_tree(split, monkeypatch):
+def _solid(seed: int) -> np.ndarray:
+    """A surface cloud as _cloud's, plus a solid box of points (cubes inside it have all six
+    face neighbours) and scattered lone points (none)."""
+    rng = np.random.default_rng(seed)
+    box = rng.uniform((-0.12, -0.1, 0.5), (0.02, 0.05, 0.62), (40000, 3))
+    lone = rng.uniform((-0.3, -0.3, 0.0), (0.3, 0.3, 0.8), (300, 3))
+    return np.concatenate([_cloud(seed), box, lone])
+
+
+@pytest.mark.parametrize("split, cloud", [(1, _cloud), (2, _cloud), (3, _cloud), (4, _cloud), (2, _solid),
+                                          (4, _solid), (5, _cloud), (8, _solid)])
+def test_cube_centres_stamp_the_same_lattice_as_the_kd_tree(split, cloud, monkeypatch):
     """A sensor's kept cubes (centres of cubes of side spacing / m) get their lattice by stamping,
-    other clouds by the KD-tree: the same values at every node; a cloud a hair off the cubes'
-    centres still gets a lower bound."""
+    other clouds by the KD-tree: the same values at every node (for m ≤ 4 only the cubes a node
+    can have as its nearest stamp it: surfaces, solids and lone points alike; larger m stamps
+    every cube); a cloud a hair off the cubes' centres still gets a lower bound."""
     spacing = 0.03
     side = spacing / split
-    keys = np.unique(np.floor(_cloud(15) / side).astype(np.int64), axis=0)
+    keys = np.unique(np.floor(cloud(15) / side).astype(np.int64), axis=0)
     centres = (keys + 0.5) * side
     assert point_hash._cube_keys(centres, spacing)[0] == split
     stamped = point_hash.build_lattice(centres, spacing, 0.1, 10**8)
