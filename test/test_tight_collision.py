@@ -166,6 +166,45 @@ def test_the_leaves_triangles_decide_self_contacts_as_coal_does(panda):
     assert np.array_equal(~verdict.clear(q, 0.01).numpy(), ~spheres.clear(q, 0.01).numpy())
 
 
+def test_the_leaves_triangles_decide_contacts_with_primitives_as_coal_does(panda):
+    """At the validity margin a leaf grazing a box, cylinder or sphere of the scene is decided by
+    its triangles too: the verdict (world and self) calls a configuration in contact exactly where
+    coal finds the meshes touching a primitive or each other (up to 0.1 mm either way; a cylinder
+    is bounded by a prism within 0.05 mm of it here), where the leaf spheres alone also call
+    contacts up to ~6 mm away."""
+    pytest.importorskip("pinocchio")
+    pytest.importorskip("coal")
+    from motion_scenes import ExactReference
+
+    chain, model, robots, share = panda
+    reference = ExactReference(robots / "panda_description/urdf/panda.urdf", [share], chain, model.self_pairs.enabled)
+    lifted = contained = 0
+    for seed in range(3):
+        scene = _scene(10 + seed)
+        verdict = model.verdict.with_scene(scene)
+        assert verdict.decides_by_triangles(verdict.margin)
+        reference.set_scene(scene)
+        q = _random_q(chain, 400, 40 + seed)
+        ours, loose = verdict.in_collision(q).numpy(), verdict.without_triangles().in_collision(q).numpy()
+        depth = verdict.min_distance(q, verdict.margin).numpy()
+        exact = np.array([reference.clearance(x) for x in q.double().numpy()])
+        assert not (ours & ~loose).any()  # the triangles only ever lift a sphere contact
+        assert not ((exact < -1e-4) & ~ours).any()  # no contact missed
+        # none called where apart, but for a ball wholly inside a link (coal compares surfaces; the
+        # leaves' inner balls, inside the link, reach deep into it: seed 0, configuration 357)
+        apart = (exact > 1e-4) & ours
+        assert (depth[apart] < -10 * SLACK).all(), (exact[apart], depth[apart])
+        contained += int(apart.sum())
+        assert np.array_equal(ours, depth < verdict.margin)
+        lifted += int((loose & (exact > 1e-4) & (depth >= -10 * SLACK)).sum())
+    assert lifted >= 5 and contained <= 2, (lifted, contained)  # the spheres alone call such (here 9; 1 contained)
+    # a world of primitives alone decides by triangles too; a point world does not
+    alone = model.verdict.with_scene(_scene(10)).without_self_pairs()
+    assert alone.decides_by_triangles(alone.margin)
+    cloud = Scene([Obstacle.points("cloud", np.random.default_rng(0).uniform(-0.5, 0.5, (500, 3)), 0.02)])
+    assert not model.verdict.with_scene(cloud).without_self_pairs().decides_by_triangles(alone.margin)
+
+
 def test_the_leaf_bounds_before_the_triangles_never_exceed_their_distance(panda):
     """The cuts before the triangle test (each leaf's sphere ∩ slab, the gap between two such
     along a few directions) are lower bounds: never above the least distance between the two

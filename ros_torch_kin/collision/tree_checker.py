@@ -14,10 +14,13 @@ centred at C is at least d(C) − R from an obstacle; two spheres |C_a − C_b| 
 3. *the leaf hierarchy* (:mod:`.leaf_hierarchy`): a few levels of ≤ 4 children per node, down to
    buckets of ≤ 4 leaves (or tiers, then their ≤ 8 leaves), expanded only where a node is within
    the threshold; then the leaves.
-4. *the leaves' triangles* (self pairs, at the validity margin only): a leaf pair below the
-   threshold that its leaves' slack does not prove in contact gets the larger of its sphere
-   distance and its triangles' exact one (:meth:`TreeCollisionChecker._exact_leaf_pairs`), so a
-   grazing self contact is decided by the meshes, not by spheres up to ~6 mm beyond them.
+4. *the leaves' triangles* (at the validity margin only): a leaf pair below the threshold that
+   its leaves' slack does not prove in contact gets the larger of its sphere distance and its
+   triangles' exact one (:meth:`TreeCollisionChecker._exact_leaf_pairs`), and so does a leaf
+   near a box, sphere, capsule or cylinder of the scene (its triangles' distance to the
+   primitive, :meth:`TreeCollisionChecker._exact_leaf_obstacles`; a cylinder through the prism
+   around it, within 0.12 % of its radius), so a grazing contact is decided by the meshes, not
+   by spheres up to ~6 mm beyond them. A point world's leaves stay the spheres'.
 
 Every query returns, per configuration, the smallest block value wherever it is below the
 threshold it was asked with (and some value ≥ that threshold elsewhere). Each block value is a
@@ -50,8 +53,9 @@ from .obstacles import PackedScene, Scene
 from .occupancy import lattice_features, voxel_points_rows
 from .pair_tables import PairTables
 from .robot_spheres import RobotSpheres
-from .signed_distance import point_distances, signed_distance_rows, to_local
+from .signed_distance import local_signed_distance, point_distances, signed_distance_rows, to_local
 from .triangle_distance import plane_gaps, triangle_distances, triangle_normals
+from .triangle_primitive_distance import CONVEX_KINDS, triangle_primitive_distances
 
 
 #: Thresholds (m) above which distance queries cut the hierarchy by branch and bound (see
@@ -63,8 +67,8 @@ NEAREST_ABOVE = 0.05
 #: Subtracted from a distance between leaf triangles (m): float32 rounding of the corners, the
 #: link poses and the distance itself is ~1e-7 m at the scale of a robot; this is 100 times that.
 TRIANGLE_ROUNDING = 1e-5
-#: A self pair's leaves are tested by their triangles in queries at the validity margin (within
-#: this, m): the verdict of contact. A clearance above it stays the spheres' (conservative, and a
+#: A self pair's leaves, and a leaf near a convex primitive, are tested by their triangles in
+#: queries at the validity margin (within this, m): the verdict of contact. A clearance above it stays the spheres' (conservative, and a
 #: grazing configuration's hundreds of leaf pairs cost more than the rest of its check).
 EXACT_AT = 1e-6
 
@@ -188,7 +192,8 @@ class TreeCollisionChecker:
         self._packed: PackedScene = self.scene.packed(device, dtype)
         self.rounding = max(1e-6, 1e4 * torch.finfo(dtype).eps)
         #: the leaves' triangles (:class:`.robot_spheres.LeafTriangles`), for the exact test of
-        #: the self pairs that decide a verdict (see :meth:`_exact_leaf_pairs`); None: spheres only
+        #: the self pairs and primitives that decide a verdict (see :meth:`_exact_leaf_pairs`,
+        #: :meth:`_exact_leaf_obstacles`); None: spheres only
         self._triangles = self.spheres.triangles if self.spheres.num_spheres and triangles else None
         if self._triangles is not None:  # each triangle's bounding sphere: centre (N, 3) and radius (N,)
             corners = self._triangles.corners
@@ -305,13 +310,16 @@ class TreeCollisionChecker:
 
     def decides_by_triangles(self, threshold: float) -> bool:
         """Whether a query at ``threshold`` (m) lets the leaves' triangles decide grazing self
-        pairs (at the validity margin, with triangles; see :data:`EXACT_AT`): elsewhere the
-        spheres' distances below it give the same verdict as :meth:`clear`."""
-        return self._triangles is not None and bool(self._pair_a.numel()) and threshold <= self.margin + EXACT_AT
+        pairs or grazing contacts with the scene's primitives (at the validity margin, with
+        triangles; see :data:`EXACT_AT`): elsewhere the spheres' distances below it give the same
+        verdict as :meth:`clear`."""
+        if self._triangles is None or threshold > self.margin + EXACT_AT:
+            return False
+        return bool(self._pair_a.numel()) or any(shapes.kind in CONVEX_KINDS for shapes in self._packed.shapes)
 
     def without_triangles(self) -> "TreeCollisionChecker":
         """The same checker deciding by its leaf spheres alone (no triangle test; see
-        :meth:`_exact_leaf_pairs`): about twice as fast on random configurations (BENCHMARKS.md,
+        :meth:`_exact_leaf_pairs`, :meth:`_exact_leaf_obstacles`): about twice as fast on random configurations (BENCHMARKS.md,
         section `tight`), with the spheres' false alarms (contacts called up to ~6 mm from the
         meshes)."""
         checker = object.__new__(TreeCollisionChecker)
@@ -612,6 +620,10 @@ class TreeCollisionChecker:
         block, nodes = torch.arange(o.shape[0], device=o.device), s
         leaf_min, early = torch.full_like(bound, math.inf), torch.full_like(bound, math.inf)
         decisive = row_limit - self.rounding  # below the threshold itself
+        # at the validity margin a convex primitive's leaves are decided by their triangles: a
+        # representative leaf decides only when in contact by more than its slack
+        exact = (decisive <= self.margin + EXACT_AT if self._triangles is not None and shapes.kind in CONVEX_KINDS
+                 else None)
         upper = limit.clone() if nearest else None  # per configuration: the least value found, + the poke
         first, jump_nodes, jump_spheres = self._world_jump
         if (jump_nodes is not None and not nearest and not costly and block.numel()
@@ -639,6 +651,9 @@ class TreeCollisionChecker:
                 representative = self._representative_spheres[index].index_select(0, nodes).unsqueeze(1)
                 value = torch.maximum(bound.index_select(0, block), distance(block, representative)[:, 0])
             if decided is not None:  # ... within the limit, it decides its configuration
+                if exact is not None:  # (a certain contact: the leaf's inner ball reaches the obstacle)
+                    value = value + torch.where(exact.index_select(0, block),
+                                                self._representative_slack[index].index_select(0, nodes), 0.0)
                 alive = _decide(block, value, decisive, j, early, decided)
                 if alive is not None:
                     block, nodes = block.index_select(0, alive), nodes.index_select(0, alive)
@@ -651,6 +666,10 @@ class TreeCollisionChecker:
                 d = self._sphere_distances(block, self._children(index, nodes), distance, kind if last else rough,
                                            costly and self._sparse[index])
             if last:
+                if exact is not None:
+                    d = self._exact_leaf_obstacles(packed, block, nodes, d, decisive.index_select(0, block),
+                                                   exact.index_select(0, block), j.index_select(0, block), B,
+                                                   shapes.kind)
                 leaf_min.scatter_reduce_(0, block, d.amin(1), "amin")
                 break
             rows, nodes = self._next_nodes(index, nodes, d < _cut(row_limit, upper, j, block).unsqueeze(1))
@@ -783,6 +802,79 @@ class TreeCollisionChecker:
         if decided is not None:
             decided[j[value < decisive]] = True
         return _Blocks(value[keep], j[keep], sa[keep], sb[keep]), p[keep]
+
+    def _exact_leaf_obstacles(self, packed: Tensor, rows: Tensor, nodes: Tensor, d: Tensor, threshold: Tensor,
+                              exact: Tensor, configuration: Tensor, B: int, kind: str) -> Tensor:
+        """The last level's leaf distances ``d`` (R, F) to a convex primitive of ``kind`` for
+        blocks ``rows`` (R,) (the link frame in the obstacle's and the obstacle's parameters:
+        ``packed`` rows; their ``configuration`` (R,) of B), nodes ``nodes`` (R,), with the leaves
+        that decide a verdict at the validity margin (``exact`` (R,) bool) made exact below the
+        block's ``threshold`` (R,): as :meth:`_exact_leaf_pairs` does for self pairs (a leaf
+        whose slack does not already put it in contact gets the larger of its sphere distance
+        and its triangles' (:meth:`_triangle_obstacle_distances`); first each configuration's
+        nearest such leaf, then the others where no contact decides it already)."""
+        below = (d < threshold.unsqueeze(1)).any(1) & exact
+        sub = below.nonzero().squeeze(1)
+        if not sub.numel():
+            return d
+        leaves = self._levels[-1].children[nodes.index_select(0, sub)]  # (R, F)
+        part, rows, threshold = d.index_select(0, sub), rows.index_select(0, sub), threshold.index_select(0, sub)
+        configuration = configuration.index_select(0, sub)
+        limit = threshold.unsqueeze(1)
+        certain = (part + self.spheres.slack[leaves] < limit).any(1)
+        window = (part < limit) & ~certain.unsqueeze(1) & (self._triangles.counts[leaves] > 0)
+        value, nearest = part.masked_fill(~window, math.inf).min(1)
+        least = torch.full((B,), math.inf, dtype=d.dtype, device=d.device)
+        least.scatter_reduce_(0, configuration, value, "amin")
+        r = (window.any(1) & (value == least.index_select(0, configuration))).nonzero().squeeze(1)
+        i = nearest.index_select(0, r)
+        self._refine_obstacle(part, packed, rows, leaves, threshold, r, i, kind)
+        touching = certain | ((part < limit) & ~window).any(1)
+        touching[r] |= part[r, i] < threshold.index_select(0, r)
+        window[r, i] = False
+        settled = torch.zeros(B, dtype=torch.bool, device=d.device)
+        settled[configuration[touching]] = True
+        window &= ~settled.index_select(0, configuration).unsqueeze(1)
+        r, i = window.nonzero(as_tuple=True)
+        if r.numel():
+            self._refine_obstacle(part, packed, rows, leaves, threshold, r, i, kind)
+        d = d.clone()
+        d[sub] = part
+        return d
+
+    def _refine_obstacle(self, d: Tensor, packed: Tensor, rows: Tensor, leaves: Tensor, threshold: Tensor,
+                         r: Tensor, i: Tensor, kind: str) -> None:
+        """``d[r, i]`` (leaves ``leaves[r, i]``) raised in place to their triangles' distance to the
+        obstacle, capped at ``threshold[r]`` (:meth:`_triangle_obstacle_distances`)."""
+        least = self._triangle_obstacle_distances(packed.index_select(0, rows.index_select(0, r)), leaves[r, i],
+                                                  threshold.index_select(0, r), kind)
+        d[r, i] = torch.maximum(d[r, i], least)
+
+    def _triangle_obstacle_distances(self, block: Tensor, leaves: Tensor, threshold: Tensor, kind: str) -> Tensor:
+        """(P,) the least distance from the triangles of ``leaves`` (P,) to a convex primitive of
+        ``kind`` (``block`` (P, 12 + k): the link frame in the obstacle's, as the packed rows hold
+        it, then the obstacle's parameters), capped at ``threshold`` (P,), less the triangles'
+        radii and :data:`TRIANGLE_ROUNDING` (:func:`.triangle_primitive_distance.triangle_primitive_distances`:
+        exact for boxes, spheres and capsules, within 0.12 % of the radius below it for
+        cylinders). Only triangles whose bounding sphere is within the threshold of the obstacle
+        are measured; the others are at least that far."""
+        rotation, offset, parameters = block[:, :9].view(-1, 3, 3), block[:, 9:12], block[:, 12:]
+        least = threshold.clone()
+        pair, within = _runs(self._triangles.counts.index_select(0, leaves))
+        triangle = self._triangles.start.index_select(0, leaves).index_select(0, pair) + within
+        middle, radius, _ = self._triangle_spheres
+        rotation, offset = rotation.index_select(0, pair), offset.index_select(0, pair)
+        centre = _moved(middle.index_select(0, triangle), rotation, offset)
+        gap, _ = local_signed_distance(kind, centre.unsqueeze(2), parameters.index_select(0, pair), with_normal=False)
+        near = (gap[:, 0] - radius.index_select(0, triangle) < (threshold + TRIANGLE_ROUNDING).index_select(0, pair))
+        near = near.nonzero().squeeze(1)
+        pair, triangle = pair.index_select(0, near), triangle.index_select(0, near)
+        corners = torch.baddbmm(offset.index_select(0, near).unsqueeze(1), self._triangles.corners.index_select(0, triangle),
+                                rotation.index_select(0, near))  # (K, 3, 3) in the obstacle's frame
+        exact = (triangle_primitive_distances(kind, corners, parameters.index_select(0, pair))
+                 - self._triangles.radii.index_select(0, triangle) - TRIANGLE_ROUNDING)
+        least.scatter_reduce_(0, pair, exact, "amin")
+        return least
 
     def _exact_leaf_pairs(self, packed: Tensor, rows: Tensor, nodes_a: Tensor, nodes_b: Tensor, d: Tensor,
                           threshold: Tensor, exact: Tensor, configuration: Tensor, B: int) -> Tensor:
