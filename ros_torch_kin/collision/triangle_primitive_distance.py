@@ -68,6 +68,19 @@ def _unit_prism(sides: int) -> Tensor:
 
 
 _PRISM = _unit_prism(PRISM_SIDES)
+
+
+def _plane_normals(surface: Tensor) -> Tensor:
+    """(F, 3) the outward unit normal of each surface triangle (F, 3, 3) of a unit shape centred
+    at the origin."""
+    normal = torch.linalg.cross(surface[:, 1] - surface[:, 0], surface[:, 2] - surface[:, 0])
+    normal = normal / normal.norm(dim=1, keepdim=True)
+    return torch.where((normal * surface[:, 0]).sum(1, keepdim=True) < 0, -normal, normal)
+
+
+#: Each surface triangle's plane: its outward unit normal; scaled by (hx, hy, hz) a box's planes
+#: keep their normals (axes) at offsets Σ|nᵢ|hᵢ, a prism scaled by (r, r, h) at |n_xy|·r + |n_z|·h.
+_BOX_NORMALS, _PRISM_PLANES = _plane_normals(_BOX), _plane_normals(_PRISM)
 #: The prism's side planes' unit normals (sides, 2): a point is inside where x·u ≤ r for each.
 _PRISM_NORMALS = torch.stack((torch.cos(torch.arange(PRISM_SIDES, dtype=torch.float64) * (2 * math.pi / PRISM_SIDES)
                                         + math.pi / PRISM_SIDES),
@@ -91,15 +104,22 @@ def triangle_primitive_distances(kind: str, corners: Tensor, parameters: Tensor)
         return (triangle_distances(corners, axis) - radius).clamp(min=0.0)
     if kind == BOX:
         scale = parameters[:, :3]
-        surface = _BOX.to(corners) * scale.view(N, 1, 1, 3)  # (N, 12, 3, 3)
+        unit, normals = _BOX.to(corners), _BOX_NORMALS.to(corners)
+        offset = normals.abs() @ scale.T  # (F, N)
         inside = (corners.abs() <= scale.unsqueeze(1)).all(2).any(1)
     else:  # CYLINDER: half-height, radius
         half, radius = parameters[:, 0], parameters[:, 1]
         scale = torch.stack((radius, radius, half), 1)
-        surface = _PRISM.to(corners) * scale.view(N, 1, 1, 3)
+        unit, normals = _PRISM.to(corners), _PRISM_PLANES.to(corners)
+        offset = normals[:, :2].norm(dim=1, keepdim=True) * radius + normals[:, 2:].abs() * half  # (F, N)
         across = corners[..., :2] @ _PRISM_NORMALS.to(corners).T  # (N, 3, sides)
         inside = ((across.amax(2) <= radius.unsqueeze(1)) & (corners[..., 2].abs() <= half.unsqueeze(1))).any(1)
-    faces = surface.shape[1]
-    distance = triangle_distances(corners.unsqueeze(1).expand(N, faces, 3, 3).reshape(-1, 3, 3),
-                                  surface.reshape(-1, 3, 3)).view(N, faces).amin(1)
-    return torch.where(inside, torch.zeros_like(distance), distance)
+    # only the faces whose outer side a corner reaches can hold the nearest point (there the
+    # segment to the triangle leaves the shape through that face's plane): 1-3 of a box's 6
+    # planes, about half a prism's sides
+    reach = (corners @ normals.T).amax(1) >= offset.T - 1e-7  # (N, F); within rounding: kept
+    row, face = reach.nonzero(as_tuple=True)
+    surface = unit.index_select(0, face) * scale.index_select(0, row).unsqueeze(1)
+    distance = torch.full((N,), torch.inf, dtype=corners.dtype, device=corners.device)
+    distance.scatter_reduce_(0, row, triangle_distances(corners.index_select(0, row), surface), "amin")
+    return torch.where(inside | torch.isinf(distance), torch.zeros_like(distance), distance)
