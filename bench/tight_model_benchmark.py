@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mbm_problems import load_problems, mbm_reference, mbm_resources, srdf_text, urdf_text  # noqa: E402
-from report import cold_model_cache, forget_models, machine, stamp, versions, write_section  # noqa: E402
+from report import cold_model_cache, forget_models, machine, speed_note, speed_probe, stamp, versions, write_section  # noqa: E402
 
 from ros_torch_kin.collision import TreeCollisionChecker, TreeSettings, robot_collision_model_from_urdf  # noqa: E402
 from ros_torch_kin.collision import pair_tables as pair_tables_module  # noqa: E402
@@ -35,7 +35,7 @@ from ros_torch_kin.kinematics import Chain  # noqa: E402
 
 def run(args):
     torch.set_num_threads(args.threads)
-    load = os.getloadavg()[0]
+    load, probes = os.getloadavg()[0], [speed_probe()]
     urdf, srdf, share = urdf_text(), srdf_text(), [str(mbm_resources())]
     chain = Chain.from_urdf(urdf, device="cpu", dtype=torch.float32)
     settings = TreeSettings(target_slack=args.slack)
@@ -100,10 +100,11 @@ def run(args):
                         int((exact & ~c).sum()), int((~exact & c).sum()), int(exact.sum()), farthest, own, alone_time,
                         int((~exact & s_alone).sum())))
         print(tallies[-1], flush=True)
+    probes.append(speed_probe())
     lines = [
         "## Tight collision model (`bench/tight_model_benchmark.py`)",
         "",
-        f"{stamp()}; {machine()}; {versions()}; torch threads {args.threads}, float32, CPU; load average at the start "
+        f"{stamp()}; {machine()}; {versions()}{speed_note(probes)}; torch threads {args.threads}, float32, CPU; load average at the start "
         f"{load:.2f}. The MBM Panda (VAMP 0.6.4's meshes and SRDF). Tight model: sphere trees, target slack "
         f"{1e3 * args.slack:.0f} mm: {leaves.num_spheres} leaves under {tiers} tiers of {1e3 * settings.tier_slack:.0f} mm "
         f"(coarse cover: {coarse.num_spheres} spheres); both models from the disk cache (memory caches cleared) in {cached:.2f} s.",
@@ -125,8 +126,8 @@ def run(args):
         "",
         f"Verdicts on B = {args.batch} random configurations in the limits per scene (world + SRDF self pairs); "
         f"missed / false alarms against coal on the first {args.exact} of them; coal loop time scaled to B. The tight "
-        f"verdict decides a grazing self pair by its leaves' triangles; 'leaf spheres alone' is the same verdict "
-        f"without that test (`without_triangles()`):",
+        f"verdict decides a grazing self pair, and a leaf grazing a primitive, by its leaves' triangles; 'leaf spheres "
+        f"alone' is the same verdict without that test (`without_triangles()`):",
         "",
         "| scene | tight verdict (s) | without joint tables (s, same verdicts) | leaf spheres alone (s) | coarse verdict (s) | "
         "coal loop (s) | coal / tight | coal / spheres alone | tight missed | tight false alarms (of them self pairs; "
@@ -134,7 +135,7 @@ def run(args):
         "colliding (coal) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *[f"| {n} | {a:.3f} | {u:.3f} | {sa:.3f} | {b:.3f} | {c:.3f} | {c / a:.1f}× | {c / sa:.1f}× | {m} | "
-          f"{f} ({own}; {1e3 * far:.1f} mm) | {sf} | {cm} | {cf} | {k} / {args.exact} |"
+          f"{f}{f' ({own}; {1e3 * far:.1f} mm)' if f else ''} | {sf} | {cm} | {cf} | {k} / {args.exact} |"
           for n, a, u, b, c, m, f, cm, cf, k, far, own, sa, sf in tallies],
     ]
     text = "\n".join(lines)
