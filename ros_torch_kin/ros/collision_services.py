@@ -79,7 +79,7 @@ def _serve_tight_check(verdict, coarse: CollisionChecker, q: torch.Tensor, margi
     models' lower bounds, and at least the margin where the verdict finds no contact; the pair
     from whichever model gave it."""
     tight = verdict.distances(q, margin + EXACT_RANGE)
-    # at the validity margin the triangles may lift a grazing self contact the spheres report
+    # at the validity margin the triangles may lift a grazing contact (self, or with a primitive) the spheres report
     contact = ~verdict.clear(q, margin) if verdict.decides_by_triangles(margin) else tight.min_distance < margin
     loose = coarse.distances(q)
     world = torch.maximum(tight.world_distance, loose.world_distance)

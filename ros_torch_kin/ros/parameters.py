@@ -71,8 +71,9 @@ PARAMETERS = (
               "avoid_collisions and the planner. false: those requests are refused."),
     Parameter("collision_verdict", "tight", "What decides whether a configuration or motion is in "
               "collision: 'tight' (sphere trees within 3 mm of the URDF's collision meshes and shapes, "
-              "conservative: never misses a contact; a grazing self contact at the validity margin "
-              "decided by the meshes' triangles; built once per robot, then cached in "
+              "conservative: never misses a contact; a grazing self contact, or one with a box, sphere, "
+              "capsule or cylinder, at the validity margin decided by the meshes' triangles; built once "
+              "per robot, then cached in "
               "~/.cache/ros_torch_kin) or 'coarse' (the dozen spheres per link that the costs and "
               "gradients always use: 10-50 mm loose, quick to build). With collision_spheres_file the "
               "given spheres decide.", choices=("tight", "coarse")),
