@@ -811,44 +811,25 @@ class TreeCollisionChecker:
         that decide a verdict at the validity margin (``exact`` (R,) bool) made exact below the
         block's ``threshold`` (R,): as :meth:`_exact_leaf_pairs` does for self pairs (a leaf
         whose slack does not already put it in contact gets the larger of its sphere distance
-        and its triangles' (:meth:`_triangle_obstacle_distances`); first each configuration's
-        nearest such leaf, then the others where no contact decides it already)."""
+        and its triangles' (:meth:`_triangle_obstacle_distances`), in :func:`_two_rounds`)."""
         below = (d < threshold.unsqueeze(1)).any(1) & exact
         sub = below.nonzero().squeeze(1)
         if not sub.numel():
             return d
         leaves = self._levels[-1].children[nodes.index_select(0, sub)]  # (R, F)
         part, rows, threshold = d.index_select(0, sub), rows.index_select(0, sub), threshold.index_select(0, sub)
-        configuration = configuration.index_select(0, sub)
         limit = threshold.unsqueeze(1)
         certain = (part + self.spheres.slack[leaves] < limit).any(1)
         window = (part < limit) & ~certain.unsqueeze(1) & (self._triangles.counts[leaves] > 0)
-        value, nearest = part.masked_fill(~window, math.inf).min(1)
-        least = torch.full((B,), math.inf, dtype=d.dtype, device=d.device)
-        least.scatter_reduce_(0, configuration, value, "amin")
-        r = (window.any(1) & (value == least.index_select(0, configuration))).nonzero().squeeze(1)
-        i = nearest.index_select(0, r)
-        self._refine_obstacle(part, packed, rows, leaves, threshold, r, i, kind)
-        touching = certain | ((part < limit) & ~window).any(1)
-        touching[r] |= part[r, i] < threshold.index_select(0, r)
-        window[r, i] = False
-        settled = torch.zeros(B, dtype=torch.bool, device=d.device)
-        settled[configuration[touching]] = True
-        window &= ~settled.index_select(0, configuration).unsqueeze(1)
-        r, i = window.nonzero(as_tuple=True)
-        if r.numel():
-            self._refine_obstacle(part, packed, rows, leaves, threshold, r, i, kind)
+
+        def measure(r: Tensor, m: Tensor) -> Tensor:
+            return self._triangle_obstacle_distances(packed.index_select(0, rows.index_select(0, r)), leaves[r, m],
+                                                     threshold.index_select(0, r), kind)
+
+        _two_rounds(part, window, certain, threshold, configuration.index_select(0, sub), B, measure)
         d = d.clone()
         d[sub] = part
         return d
-
-    def _refine_obstacle(self, d: Tensor, packed: Tensor, rows: Tensor, leaves: Tensor, threshold: Tensor,
-                         r: Tensor, i: Tensor, kind: str) -> None:
-        """``d[r, i]`` (leaves ``leaves[r, i]``) raised in place to their triangles' distance to the
-        obstacle, capped at ``threshold[r]`` (:meth:`_triangle_obstacle_distances`)."""
-        least = self._triangle_obstacle_distances(packed.index_select(0, rows.index_select(0, r)), leaves[r, i],
-                                                  threshold.index_select(0, r), kind)
-        d[r, i] = torch.maximum(d[r, i], least)
 
     def _triangle_obstacle_distances(self, block: Tensor, leaves: Tensor, threshold: Tensor, kind: str) -> Tensor:
         """(P,) the least distance from the triangles of ``leaves`` (P,) to a convex primitive of
@@ -885,11 +866,10 @@ class TreeCollisionChecker:
 
         A pair is looked at where it is below the threshold but its leaves' slack does not
         already put it in contact (d + slack_a + slack_b ≥ the threshold) and both leaves cover
-        triangles (:meth:`_triangle_distances`). First the nearest such pair of each bucket pair;
-        then the others, only in configurations that no certain or exact contact decides
-        already (a grazing configuration can have hundreds; a contact needs one). A pair's value
-        becomes the larger of its sphere distance and its triangles' (capped at the threshold):
-        exact below the threshold, a lower bound either way, as the spheres' own."""
+        triangles (:meth:`_triangle_distances`), in :func:`_two_rounds` (a grazing configuration
+        can have hundreds; a contact needs one). A pair's value becomes the larger of its sphere
+        distance and its triangles' (capped at the threshold): exact below the threshold, a lower
+        bound either way, as the spheres' own."""
         below = (d < threshold.view(-1, 1, 1)).flatten(1).any(1) & exact
         sub = below.nonzero().squeeze(1)  # the bucket pairs with a pair below the threshold
         if not sub.numel():
@@ -898,42 +878,22 @@ class TreeCollisionChecker:
         leaf_a = level.children[nodes_a.index_select(0, sub)]  # (R, F)
         leaf_b = level.children[nodes_b.index_select(0, sub)]
         part, rows, threshold = d.index_select(0, sub), rows.index_select(0, sub), threshold.index_select(0, sub)
-        configuration = configuration.index_select(0, sub)
         slack, counts = self.spheres.slack, self._triangles.counts
         limit = threshold.view(-1, 1, 1)
         certain = (part + slack[leaf_a].unsqueeze(2) + slack[leaf_b].unsqueeze(1) < limit).flatten(1).any(1)
         window = ((part < limit) & ~certain.view(-1, 1, 1) & (counts[leaf_a] > 0).unsqueeze(2)
                   & (counts[leaf_b] > 0).unsqueeze(1))
         F = part.shape[1]
-        # the first round: each configuration's nearest pair in its window (ties: each)
-        value, nearest = part.masked_fill(~window, math.inf).flatten(1).min(1)
-        least = torch.full((B,), math.inf, dtype=d.dtype, device=d.device)
-        least.scatter_reduce_(0, configuration, value, "amin")
-        r = (window.flatten(1).any(1) & (value == least.index_select(0, configuration))).nonzero().squeeze(1)
-        i, k = nearest.index_select(0, r) // F, nearest.index_select(0, r) % F
-        self._refine(part, packed, rows, leaf_a, leaf_b, threshold, r, i, k)
-        # configurations in contact now (a certain pair, a nearest pair in contact, or a pair
-        # below the threshold that its triangles cannot lift) need no more
-        touching = certain | ((part < limit) & ~window).flatten(1).any(1)
-        touching[r] |= part[r, i, k] < threshold.index_select(0, r)
-        window[r, i, k] = False
-        settled = torch.zeros(B, dtype=torch.bool, device=d.device)
-        settled[configuration[touching]] = True
-        window &= ~settled.index_select(0, configuration).view(-1, 1, 1)
-        r, i, k = window.nonzero(as_tuple=True)
-        if r.numel():
-            self._refine(part, packed, rows, leaf_a, leaf_b, threshold, r, i, k)
+
+        def measure(r: Tensor, m: Tensor) -> Tensor:  # pair m of row r: leaves m // F of a, m % F of b
+            return self._triangle_distances(packed.index_select(0, rows.index_select(0, r)), leaf_a[r, m // F],
+                                            leaf_b[r, m % F], threshold.index_select(0, r))
+
+        _two_rounds(part.view(part.shape[0], -1), window.view(window.shape[0], -1), certain, threshold,
+                    configuration.index_select(0, sub), B, measure)
         d = d.clone()
         d[sub] = part
         return d
-
-    def _refine(self, d: Tensor, packed: Tensor, rows: Tensor, leaf_a: Tensor, leaf_b: Tensor, threshold: Tensor,
-                r: Tensor, i: Tensor, k: Tensor) -> None:
-        """``d[r, i, k]`` (P pairs of leaves ``leaf_a[r, i]``, ``leaf_b[r, k]``) raised in place to
-        their triangles' distance capped at ``threshold[r]`` (:meth:`_triangle_distances`)."""
-        least = self._triangle_distances(packed.index_select(0, rows.index_select(0, r)), leaf_a[r, i], leaf_b[r, k],
-                                         threshold.index_select(0, r))
-        d[r, i, k] = torch.maximum(d[r, i, k], least)
 
     def _triangle_distances(self, block: Tensor, la: Tensor, lb: Tensor, threshold: Tensor) -> Tensor:
         """(P,) the least distance between the triangles of leaves ``la`` (P,) (link a) and ``lb``
@@ -1121,6 +1081,34 @@ def _cut(limit: Tensor, upper: Tensor | None, configuration: Tensor, rows: Tenso
     if upper is None:
         return cut
     return torch.minimum(cut, upper.index_select(0, configuration.index_select(0, rows)).clamp(min=0.0))
+
+
+def _two_rounds(part: Tensor, window: Tensor, certain: Tensor, threshold: Tensor, configuration: Tensor, B: int,
+                measure) -> None:
+    """The triangle test's rounds over the last level's leaf (or leaf-pair) distances ``part``
+    (R, M), raised in place where ``window`` (R, M) bool (below the threshold, not certain by the
+    slack, with triangles) to ``measure(r, m)`` (P,) (the triangles' distance of entries (r, m),
+    capped at ``threshold[r]``). First each configuration's nearest entry in its window (ties:
+    each); then the others, only in configurations that no contact decides already: a certain
+    one (``certain`` (R,)), a nearest one its triangles put in contact, or an entry below the
+    threshold outside the window (no triangles to lift it). ``configuration`` (R,) of B; ``window``
+    is used up."""
+    limit = threshold.unsqueeze(1)
+    value, nearest = part.masked_fill(~window, math.inf).min(1)
+    least = torch.full((B,), math.inf, dtype=part.dtype, device=part.device)
+    least.scatter_reduce_(0, configuration, value, "amin")
+    r = (window.any(1) & (value == least.index_select(0, configuration))).nonzero().squeeze(1)
+    m = nearest.index_select(0, r)
+    part[r, m] = torch.maximum(part[r, m], measure(r, m))
+    touching = certain | ((part < limit) & ~window).any(1)
+    touching[r] |= part[r, m] < threshold.index_select(0, r)
+    window[r, m] = False
+    settled = torch.zeros(B, dtype=torch.bool, device=part.device)
+    settled[configuration[touching]] = True
+    window &= ~settled.index_select(0, configuration).unsqueeze(1)
+    r, m = window.nonzero(as_tuple=True)
+    if r.numel():
+        part[r, m] = torch.maximum(part[r, m], measure(r, m))
 
 
 def _decide(block: Tensor, value: Tensor, decisive: Tensor, configuration: Tensor, early: Tensor,
