@@ -20,6 +20,7 @@ radius; sphere: radius, 0).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -81,6 +82,13 @@ def _plane_normals(surface: Tensor) -> Tensor:
 #: Each surface triangle's plane: its outward unit normal; scaled by (hx, hy, hz) a box's planes
 #: keep their normals (axes) at offsets Σ|nᵢ|hᵢ, a prism scaled by (r, r, h) at |n_xy|·r + |n_z|·h.
 _BOX_NORMALS, _PRISM_PLANES = _plane_normals(_BOX), _plane_normals(_PRISM)
+
+
+@functools.lru_cache(maxsize=8)
+def _shapes(device: torch.device, dtype: torch.dtype) -> tuple[Tensor, ...]:
+    """The unit box's and prism's triangles and planes on ``device`` in ``dtype``, copied there
+    once (not on every query)."""
+    return tuple(t.to(device, dtype) for t in (_BOX, _BOX_NORMALS, _PRISM, _PRISM_PLANES, _PRISM_NORMALS))
 #: The prism's side planes' unit normals (sides, 2): a point is inside where x·u ≤ r for each.
 _PRISM_NORMALS = torch.stack((torch.cos(torch.arange(PRISM_SIDES, dtype=torch.float64) * (2 * math.pi / PRISM_SIDES)
                                         + math.pi / PRISM_SIDES),
@@ -102,17 +110,18 @@ def triangle_primitive_distances(kind: str, corners: Tensor, parameters: Tensor)
         end[:, 2] = half
         axis = torch.stack((-end, end, end), 1)  # the segment as a degenerate triangle
         return (triangle_distances(corners, axis) - radius).clamp(min=0.0)
+    box, box_normals, prism, prism_planes, prism_normals = _shapes(corners.device, corners.dtype)
     if kind == BOX:
         scale = parameters[:, :3]
-        unit, normals = _BOX.to(corners), _BOX_NORMALS.to(corners)
+        unit, normals = box, box_normals
         offset = normals.abs() @ scale.T  # (F, N)
         inside = (corners.abs() <= scale.unsqueeze(1)).all(2).any(1)
     else:  # CYLINDER: half-height, radius
         half, radius = parameters[:, 0], parameters[:, 1]
         scale = torch.stack((radius, radius, half), 1)
-        unit, normals = _PRISM.to(corners), _PRISM_PLANES.to(corners)
+        unit, normals = prism, prism_planes
         offset = normals[:, :2].norm(dim=1, keepdim=True) * radius + normals[:, 2:].abs() * half  # (F, N)
-        across = corners[..., :2] @ _PRISM_NORMALS.to(corners).T  # (N, 3, sides)
+        across = corners[..., :2] @ prism_normals.T  # (N, 3, sides)
         inside = ((across.amax(2) <= radius.unsqueeze(1)) & (corners[..., 2].abs() <= half.unsqueeze(1))).any(1)
     # only the faces whose outer side a corner reaches can hold the nearest point (there the
     # segment to the triangle leaves the shape through that face's plane): 1-3 of a box's 6
