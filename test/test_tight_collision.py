@@ -205,6 +205,40 @@ def test_the_leaves_triangles_decide_contacts_with_primitives_as_coal_does(panda
     assert not model.verdict.with_scene(cloud).without_self_pairs().decides_by_triangles(alone.margin)
 
 
+def test_a_goal_the_spheres_put_in_contact_but_the_meshes_do_not_is_planned_to(panda):
+    """A goal whose leaf spheres reach into a primitive while its meshes stay clear (a grasp's)
+    is accepted (the triangles decide at the margin) and planned to: the motion check measures
+    the leaves its spheres put within EXACT_WINDOW of the margin by their triangles, so the
+    approach can be certified; the motion is clear under coal."""
+    pytest.importorskip("pinocchio")
+    pytest.importorskip("coal")
+    from motion_scenes import ExactReference
+
+    from ros_torch_kin.motion import solve_trajectory
+    from ros_torch_kin.optim import TrajectoryOptions
+
+    chain, model, robots, share = panda
+    reference = ExactReference(robots / "panda_description/urdf/panda.urdf", [share], chain, model.self_pairs.enabled)
+    for seed in range(10, 14):  # the first scene with such a goal among random configurations
+        scene = _scene(seed)
+        verdict, cost = model.verdict.with_scene(scene), model.cost.with_scene(scene)
+        reference.set_scene(scene)
+        q = _random_q(chain, 2000, 40 + seed)
+        world = verdict.without_self_pairs()
+        grazing = (world.without_triangles().in_collision(q) & ~verdict.in_collision(q)).nonzero().squeeze(1).tolist()
+        goal = next((q[k] for k in grazing if reference.clearance(q[k].double().numpy()) > 2e-4), None)
+        if goal is not None:
+            break
+    assert goal is not None
+    free = (~verdict.in_collision(q)).nonzero().squeeze(1).tolist()
+    start = min((q[k] for k in free if k not in grazing and float(verdict.min_distance(q[k:k + 1], 0.05)[0]) >= 0.05),
+                key=lambda x: float((x - goal).abs().max()))
+    result = solve_trajectory(chain, start, "panda_hand", target_configuration=goal, collision=verdict,
+                              collision_cost=cost, options=TrajectoryOptions(time_budget=10.0))
+    assert bool(result.success[0]), result.failure
+    assert not reference.collides(result.positions[0].double().numpy(), 0.005)[0]
+
+
 def test_the_leaf_bounds_before_the_triangles_never_exceed_their_distance(panda):
     """The cuts before the triangle test (each leaf's sphere ∩ slab, the gap between two such
     along a few directions) are lower bounds: never above the least distance between the two

@@ -170,6 +170,10 @@ class TreeCollisionChecker:
     :func:`.urdf_sphere_trees.robot_sphere_trees_from_urdf` do).
     """
 
+    #: leaves closer than margin + this (m) by their spheres get their triangles' distance in
+    #: queries above the margin too (:meth:`with_exact_window`); None: at the margin only
+    exact_window: float | None = None
+
     def __init__(self, chain: Chain, spheres: RobotSpheres, scene: Scene | None = None, self_pairs=None,
                  margin: float = 0.0, coarse=None, attached=(), pair_tables=(), triangles: bool = True):
         if tuple(spheres.link_names) != tuple(chain.link_names):
@@ -316,6 +320,28 @@ class TreeCollisionChecker:
         if self._triangles is None or threshold > self.margin + EXACT_AT:
             return False
         return bool(self._pair_a.numel()) or any(shapes.kind in CONVEX_KINDS for shapes in self._packed.shapes)
+
+    def with_exact_window(self, window: float) -> "TreeCollisionChecker":
+        """The same checker whose leaves (and leaf pairs) closer than ``margin + window`` (m) by
+        their spheres get their triangles' distance in every query, whatever its threshold (by
+        default only queries at the validity margin do, :data:`EXACT_AT`): what a motion check
+        needs near a start or goal that its spheres put in contact but its meshes do not (a
+        grasp's, a fraction of a millimetre from what it grasps). The values stay lower bounds;
+        below the window they are exact. Costs the triangle test wherever a leaf is that near."""
+        checker = object.__new__(TreeCollisionChecker)
+        checker.__dict__.update(self.__dict__)
+        checker.exact_window = float(window)
+        return checker
+
+    def _exact_rows(self, decisive: Tensor, applies: bool = True) -> tuple[Tensor | None, float | None]:
+        """Which blocks (their ``decisive`` limits (K,)) have their last level's leaves decided by
+        triangles, and below what distance (m; None: their own threshold): at the validity margin
+        only, or with :meth:`with_exact_window` every block below ``margin + window``."""
+        if self._triangles is None or not applies:
+            return None, None
+        if self.exact_window is not None:
+            return torch.ones_like(decisive, dtype=torch.bool), self.margin + self.exact_window
+        return decisive <= self.margin + EXACT_AT, None
 
     def without_triangles(self) -> "TreeCollisionChecker":
         """The same checker deciding by its leaf spheres alone (no triangle test; see
@@ -622,8 +648,7 @@ class TreeCollisionChecker:
         decisive = row_limit - self.rounding  # below the threshold itself
         # at the validity margin a convex primitive's leaves are decided by their triangles: a
         # representative leaf decides only when in contact by more than its slack
-        exact = (decisive <= self.margin + EXACT_AT if self._triangles is not None and shapes.kind in CONVEX_KINDS
-                 else None)
+        exact, cap = self._exact_rows(decisive, shapes.kind in CONVEX_KINDS)
         upper = limit.clone() if nearest else None  # per configuration: the least value found, + the poke
         first, jump_nodes, jump_spheres = self._world_jump
         if (jump_nodes is not None and not nearest and not costly and block.numel()
@@ -669,7 +694,7 @@ class TreeCollisionChecker:
                 if exact is not None:
                     d = self._exact_leaf_obstacles(packed, block, nodes, d, decisive.index_select(0, block),
                                                    exact.index_select(0, block), j.index_select(0, block), B,
-                                                   shapes.kind)
+                                                   shapes.kind, cap)
                 leaf_min.scatter_reduce_(0, block, d.amin(1), "amin")
                 break
             rows, nodes = self._next_nodes(index, nodes, d < _cut(row_limit, upper, j, block).unsqueeze(1))
@@ -749,7 +774,7 @@ class TreeCollisionChecker:
         decisive = row_limit - self.rounding  # below the threshold itself
         # below it, a representative leaf pair decides its configuration; where the leaves'
         # triangles decide (at the margin), only when it is in contact by more than their slack
-        exact = decisive <= self.margin + EXACT_AT if self._triangles is not None else None
+        exact, cap = self._exact_rows(decisive)
         upper = limit.clone() if nearest else None  # per configuration: the least value found
         first, jump_nodes, jump_spheres = self._pair_jump
         if jump_nodes is not None and not nearest and block.numel() and (
@@ -786,7 +811,7 @@ class TreeCollisionChecker:
                 if last:
                     if self._triangles is not None:
                         d = self._exact_leaf_pairs(packed, rows, pa, pb, d, decisive.index_select(0, rows),
-                                                   exact.index_select(0, rows), j.index_select(0, rows), B)
+                                                   exact.index_select(0, rows), j.index_select(0, rows), B, cap)
                     leaf_min.scatter_reduce_(0, rows, d.flatten(1).amin(1), "amin")
                     continue
                 r, ca, cb = _near_node_pairs(self._levels[index].children, pa, pb,
@@ -804,29 +829,34 @@ class TreeCollisionChecker:
         return _Blocks(value[keep], j[keep], sa[keep], sb[keep]), p[keep]
 
     def _exact_leaf_obstacles(self, packed: Tensor, rows: Tensor, nodes: Tensor, d: Tensor, threshold: Tensor,
-                              exact: Tensor, configuration: Tensor, B: int, kind: str) -> Tensor:
+                              exact: Tensor, configuration: Tensor, B: int, kind: str, cap: float | None = None
+                              ) -> Tensor:
         """The last level's leaf distances ``d`` (R, F) to a convex primitive of ``kind`` for
         blocks ``rows`` (R,) (the link frame in the obstacle's and the obstacle's parameters:
         ``packed`` rows; their ``configuration`` (R,) of B), nodes ``nodes`` (R,), with the leaves
         that decide a verdict at the validity margin (``exact`` (R,) bool) made exact below the
         block's ``threshold`` (R,): as :meth:`_exact_leaf_pairs` does for self pairs (a leaf
         whose slack does not already put it in contact gets the larger of its sphere distance
-        and its triangles' (:meth:`_triangle_obstacle_distances`), in :func:`_two_rounds`)."""
-        below = (d < threshold.unsqueeze(1)).any(1) & exact
+        and its triangles' (:meth:`_triangle_obstacle_distances`), in :func:`_two_rounds`); with
+        ``cap`` (m, :meth:`with_exact_window`) the leaves below it, all of them."""
+        chosen = threshold if cap is None else threshold.clamp(max=cap)  # the leaves looked at: below it
+        below = (d < chosen.unsqueeze(1)).any(1) & exact
         sub = below.nonzero().squeeze(1)
         if not sub.numel():
             return d
         leaves = self._levels[-1].children[nodes.index_select(0, sub)]  # (R, F)
         part, rows, threshold = d.index_select(0, sub), rows.index_select(0, sub), threshold.index_select(0, sub)
-        limit = threshold.unsqueeze(1)
-        certain = (part + self.spheres.slack[leaves] < limit).any(1)
+        limit = chosen.index_select(0, sub).unsqueeze(1)
+        # certain: in contact below the threshold (with a cap, below the margin: a distance is asked)
+        sure = limit if cap is None else self.margin
+        certain = (part + self.spheres.slack[leaves] < sure).any(1)
         window = (part < limit) & ~certain.unsqueeze(1) & (self._triangles.counts[leaves] > 0)
 
         def measure(r: Tensor, m: Tensor) -> Tensor:
             return self._triangle_obstacle_distances(packed.index_select(0, rows.index_select(0, r)), leaves[r, m],
                                                      threshold.index_select(0, r), kind)
 
-        _two_rounds(part, window, certain, threshold, configuration.index_select(0, sub), B, measure)
+        _two_rounds(part, window, certain, threshold, configuration.index_select(0, sub), B, measure, cap is None)
         d = d.clone()
         d[sub] = part
         return d
@@ -858,7 +888,8 @@ class TreeCollisionChecker:
         return least
 
     def _exact_leaf_pairs(self, packed: Tensor, rows: Tensor, nodes_a: Tensor, nodes_b: Tensor, d: Tensor,
-                          threshold: Tensor, exact: Tensor, configuration: Tensor, B: int) -> Tensor:
+                          threshold: Tensor, exact: Tensor, configuration: Tensor, B: int, cap: float | None = None
+                          ) -> Tensor:
         """The last level's leaf-pair distances ``d`` (R, F, F) of blocks ``rows`` (R,) (link b's
         frame in link a's: ``packed`` rows; their ``configuration`` (R,) of B), nodes ``nodes_a`` /
         ``nodes_b`` (R,), with the pairs that decide a verdict at the validity margin (``exact``
@@ -869,8 +900,10 @@ class TreeCollisionChecker:
         triangles (:meth:`_triangle_distances`), in :func:`_two_rounds` (a grazing configuration
         can have hundreds; a contact needs one). A pair's value becomes the larger of its sphere
         distance and its triangles' (capped at the threshold): exact below the threshold, a lower
-        bound either way, as the spheres' own."""
-        below = (d < threshold.view(-1, 1, 1)).flatten(1).any(1) & exact
+        bound either way, as the spheres' own. With ``cap`` (m, :meth:`with_exact_window`) the
+        pairs below it, all of them."""
+        chosen = threshold if cap is None else threshold.clamp(max=cap)  # the pairs looked at: below it
+        below = (d < chosen.view(-1, 1, 1)).flatten(1).any(1) & exact
         sub = below.nonzero().squeeze(1)  # the bucket pairs with a pair below the threshold
         if not sub.numel():
             return d
@@ -879,8 +912,10 @@ class TreeCollisionChecker:
         leaf_b = level.children[nodes_b.index_select(0, sub)]
         part, rows, threshold = d.index_select(0, sub), rows.index_select(0, sub), threshold.index_select(0, sub)
         slack, counts = self.spheres.slack, self._triangles.counts
-        limit = threshold.view(-1, 1, 1)
-        certain = (part + slack[leaf_a].unsqueeze(2) + slack[leaf_b].unsqueeze(1) < limit).flatten(1).any(1)
+        limit = chosen.index_select(0, sub).view(-1, 1, 1)
+        # certain: in contact below the threshold (with a cap, below the margin: a distance is asked)
+        sure = limit if cap is None else self.margin
+        certain = (part + slack[leaf_a].unsqueeze(2) + slack[leaf_b].unsqueeze(1) < sure).flatten(1).any(1)
         window = ((part < limit) & ~certain.view(-1, 1, 1) & (counts[leaf_a] > 0).unsqueeze(2)
                   & (counts[leaf_b] > 0).unsqueeze(1))
         F = part.shape[1]
@@ -890,7 +925,7 @@ class TreeCollisionChecker:
                                             leaf_b[r, m % F], threshold.index_select(0, r))
 
         _two_rounds(part.view(part.shape[0], -1), window.view(window.shape[0], -1), certain, threshold,
-                    configuration.index_select(0, sub), B, measure)
+                    configuration.index_select(0, sub), B, measure, cap is None)
         d = d.clone()
         d[sub] = part
         return d
@@ -1084,7 +1119,7 @@ def _cut(limit: Tensor, upper: Tensor | None, configuration: Tensor, rows: Tenso
 
 
 def _two_rounds(part: Tensor, window: Tensor, certain: Tensor, threshold: Tensor, configuration: Tensor, B: int,
-                measure) -> None:
+                measure, settle: bool = True) -> None:
     """The triangle test's rounds over the last level's leaf (or leaf-pair) distances ``part``
     (R, M), raised in place where ``window`` (R, M) bool (below the threshold, not certain by the
     slack, with triangles) to ``measure(r, m)`` (P,) (the triangles' distance of entries (r, m),
@@ -1092,7 +1127,12 @@ def _two_rounds(part: Tensor, window: Tensor, certain: Tensor, threshold: Tensor
     each); then the others, only in configurations that no contact decides already: a certain
     one (``certain`` (R,)), a nearest one its triangles put in contact, or an entry below the
     threshold outside the window (no triangles to lift it). ``configuration`` (R,) of B; ``window``
-    is used up."""
+    is used up. ``settle`` False: every entry of the window at once (a distance, not a verdict)."""
+    if not settle:
+        r, m = window.nonzero(as_tuple=True)
+        if r.numel():
+            part[r, m] = torch.maximum(part[r, m], measure(r, m))
+        return
     limit = threshold.unsqueeze(1)
     value, nearest = part.masked_fill(~window, math.inf).min(1)
     least = torch.full((B,), math.inf, dtype=part.dtype, device=part.device)
