@@ -61,7 +61,8 @@ COLUMNS_UP_TO = 0.05
 #: then be certified. On 28 such random MBM Panda goals (world grazes, coal 0.03-18 mm free,
 #: the spheres −0.1 to −2.6 mm) 0 / 9 / 26 / 24 / 24 were planned with none / 0 / 1 / 2 / 4 mm,
 #: none colliding under coal; the checks of the first 30 MBM problems per family cost ~1.5× /
-#: ~2× / ~5× with 1 / 2 / 4 mm (ad hoc, BENCHMARKS.md's notes).
+#: ~2× / ~5× with 1 / 2 / 4 mm (ad hoc, BENCHMARKS.md's notes), so the planner asks for it only
+#: where a start or goal is within it by its spheres (:meth:`MotionValidator.with_exact_window`).
 EXACT_WINDOW = 0.001
 #: Configurations of the first query of a check that might not end by its deadline
 #: (:meth:`MotionValidator.check`), drawn across the batch: it measures the rate the next ones
@@ -119,6 +120,22 @@ class MotionValidator:
         #: validator's (queries of ≥ RATE_FROM configurations), at least SLOW_RATE
         self._rate = SLOW_RATE
 
+    #: m: leaves its spheres put below validity_margin + this are measured by their triangles
+    #: (:meth:`with_exact_window`); None: the model's own distances
+    exact_window: float | None = None
+
+    def with_exact_window(self, window: float = EXACT_WINDOW) -> "MotionValidator":
+        """The same validator measuring, with a tight model, the leaves its spheres put within
+        ``window`` (m) of the validity margin by their triangles
+        (:meth:`~ros_torch_kin.collision.TreeCollisionChecker.with_exact_window`): what a motion
+        to or from a configuration that the spheres put in contact but the meshes do not (a
+        grasp's) needs to be certified. The planner asks for it only when a start or goal is
+        that close by its spheres (it makes the checks dearer)."""
+        other = object.__new__(MotionValidator)
+        other.__dict__.update(self.__dict__)
+        other.exact_window = float(window)
+        return other
+
     def with_scene(self, scene) -> "MotionValidator":
         other = object.__new__(MotionValidator)
         other.__dict__.update(self.__dict__)
@@ -141,13 +158,11 @@ class MotionValidator:
         if not q.shape[0]:
             return q.new_zeros(0, C)
         world_threshold, self_threshold = self.clearance + self.resolution, self.validity_margin + self.resolution
-        # a tight model's leaves that its spheres put closer than the margin are measured by
-        # their triangles: a start or goal in contact by the spheres but not by the meshes (a
-        # grasp's, a fraction of a millimetre from what it grasps) then has an approach that
-        # can be certified
+        # with an exact window (:meth:`with_exact_window`) a tight model's leaves that its
+        # spheres put that close to the margin are measured by their triangles
         checker = self.checker
-        if hasattr(checker, "with_exact_window"):
-            checker = checker.with_exact_window(EXACT_WINDOW)
+        if self.exact_window is not None and hasattr(checker, "with_exact_window"):
+            checker = checker.with_exact_window(self.exact_window)
         if self._by_column:
             columns = checker.distance_columns(q, world_threshold, self_threshold)
         else:

@@ -59,7 +59,7 @@ from ..optim.costs import CostTerm, TrajectoryState, acceleration_cost, goal_cos
 from ..optim.ik import damped_least_squares_ik
 from ..optim.lbfgs import BatchedLBFGS
 from ..optim.options import TrajectoryLimits, TrajectoryOptions
-from .checking import MotionValidator, _pair_names
+from .checking import EXACT_WINDOW, MotionValidator, _pair_names
 from .collision_costs import ClearanceModel, trajectory_collision_cost
 from .global_search import GlobalSearchOptions, search_path
 from .goals import GOAL_IN_COLLISION, GOAL_NOT_REACHED, NO_PATH, START_IN_COLLISION, collision_free_goals
@@ -249,6 +249,7 @@ def solve_trajectory(
         x = _seed_trajectories(chain, problem, options, limits)[:, 1:]  # (P·S, T − 1, J)
     else:
         goals, valid = _collision_goals(chain, problem, options, limits, collision, cost_checker, failure, timings)
+        motion = _grazing_ends(motion, collision, problem.start, goals, valid, options.validity_margin)
         x = _ranked_seeds(problem, options, limits, cost_checker, goals, valid, timings, draw=0)[:, 1:]
         checks = _MotionChecks(chain, problem, options, limits, motion, S, deadline)
         moment = time.perf_counter()
@@ -569,6 +570,19 @@ def _collision_goals(chain, problem, options, limits, collision, cost_checker, f
                 failure[p] = failure[p] or reason
     timings["goals"] += time.perf_counter() - moment
     return goals, valid
+
+
+def _grazing_ends(motion: MotionValidator, collision, start: Tensor, goals: Tensor, valid: Tensor,
+                  margin: float) -> MotionValidator:
+    """``motion`` with its exact window (:meth:`.checking.MotionValidator.with_exact_window`)
+    where a start or valid goal is within it of the validity margin by the model's own distances
+    (its spheres; the triangles accepted it), else as it is: the window costs every check."""
+    ends = torch.cat((start, goals[valid]))
+    reach = margin + EXACT_WINDOW
+    with torch.no_grad():
+        if ends.shape[0] and bool((collision.min_distance(ends, reach) < reach).any()):
+            return motion.with_exact_window()
+    return motion
 
 
 #: How much farther (m) than the check requires the global search keeps its configurations.
