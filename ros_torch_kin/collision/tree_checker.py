@@ -14,7 +14,9 @@ centred at C is at least d(C) − R from an obstacle; two spheres |C_a − C_b| 
 3. *the leaf hierarchy* (:mod:`.leaf_hierarchy`): a few levels of ≤ 4 children per node, down to
    buckets of ≤ 4 leaves (or tiers, then their ≤ 8 leaves), expanded only where a node is within
    the threshold; then the leaves.
-4. *the leaves' triangles* (at the validity margin only): a leaf pair below the threshold that
+4. *the leaves' triangles* (at the validity margin; with :meth:`TreeCollisionChecker.with_exact_window`
+   in every query, for the leaves its spheres put within the window of the margin, as a motion
+   check near a grazing start or goal asks): a leaf pair below the threshold that
    its leaves' slack does not prove in contact gets the larger of its sphere distance and its
    triangles' exact one (:meth:`TreeCollisionChecker._exact_leaf_pairs`), and so does a leaf
    near a box, sphere, capsule or cylinder of the scene (its triangles' distance to the
