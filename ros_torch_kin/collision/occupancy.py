@@ -269,13 +269,13 @@ class VoxelGrid:
             mark = np.zeros(int(np.prod(dims)), dtype=bool)
             mark[flat_index(at, first, dims)] = True
             table = _capped_table(c, step, 0.5 * math.sqrt(3.0) * step + bound)
-            parts.append(table[_capped_squared(np.flatnonzero(mark), dims, c)])
+            parts.append(table[_capped_squared(np.flatnonzero(mark), dims, c, mark)])
             coarse.append(((first + 0.5) * step, tuple(int(d) for d in dims)))
         # level 0 in bricks of BRICK³ cells: the blocks that an occupied node's ball of radius cap reaches
         blocks = cells0 // BRICK
         active = np.zeros(int(np.prod(blocks)), dtype=bool)
         if level0:
-            squared = _capped_squared(keys, dims0, cap)
+            squared = _capped_squared(keys, dims0, cap, occupied)
             local = tuple(n - o for n, o in zip(nodes, start))
             reach = (-cap, 0, cap)  # a ball's cube spans ≤ 3 blocks per axis (cap ≤ BRICK): these hit each
             hit = [[np.clip((n + o) // BRICK, 0, m - 1) for o in reach] for n, m in zip(local, blocks)]  # per axis
@@ -355,7 +355,7 @@ def flat_index(columns, first, dims) -> np.ndarray:
     return ((columns[0] - first[0]) * dims[1] + (columns[1] - first[1])) * dims[2] + (columns[2] - first[2])
 
 
-def _capped_squared(keys: np.ndarray, dims, cap: int) -> np.ndarray:
+def _capped_squared(keys: np.ndarray, dims, cap: int, occupied: np.ndarray | None = None) -> np.ndarray:
     """Flat (prod(dims),) uint8: the squared Euclidean distance (nodes²) from each node to the
     nearest of the occupied nodes ``keys`` (flat indices into ``dims``, each at least ``cap``
     nodes from the border) where it is at most cap², else 255. Exact: one ``np.minimum.at``
@@ -369,8 +369,9 @@ def _capped_squared(keys: np.ndarray, dims, cap: int) -> np.ndarray:
     squared = np.full(size, 255, dtype=np.uint8)
     if not keys.size:
         return squared
-    occupied = np.zeros(size, dtype=bool)
-    occupied[keys] = True
+    if occupied is None:  # flat (prod(dims),) bool: the keys marked (the caller's, where it has it)
+        occupied = np.zeros(size, dtype=bool)
+        occupied[keys] = True
     strides = (int(dims[1]) * int(dims[2]), int(dims[2]), 1)
     kinds = np.zeros(keys.size, dtype=np.int64)
     for a, stride in enumerate(strides):

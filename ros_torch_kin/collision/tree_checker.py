@@ -70,8 +70,9 @@ NEAREST_ABOVE = 0.05
 #: link poses and the distance itself is ~1e-7 m at the scale of a robot; this is 100 times that.
 TRIANGLE_ROUNDING = 1e-5
 #: A self pair's leaves, and a leaf near a convex primitive, are tested by their triangles in
-#: queries at the validity margin (within this, m): the verdict of contact. A clearance above it stays the spheres' (conservative, and a
-#: grazing configuration's hundreds of leaf pairs cost more than the rest of its check).
+#: queries at the validity margin (within this, m): the verdict of contact. A clearance above it
+#: stays the spheres' (conservative, and a grazing configuration's hundreds of leaf pairs cost
+#: more than the rest of its check), unless a checker is given an exact window.
 EXACT_AT = 1e-6
 
 

@@ -577,6 +577,8 @@ def _grazing_ends(motion: MotionValidator, collision, start: Tensor, goals: Tens
     """``motion`` with its exact window (:meth:`.checking.MotionValidator.with_exact_window`)
     where a start or valid goal is within it of the validity margin by the model's own distances
     (its spheres; the triangles accepted it), else as it is: the window costs every check."""
+    if not hasattr(collision, "with_exact_window"):  # not a tight model: no triangles to measure
+        return motion
     ends = torch.cat((start, goals[valid]))
     reach = margin + EXACT_WINDOW
     with torch.no_grad():
