@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from ros_torch_kin.collision.triangle_distance import plane_gaps, segment_distances, triangle_distances, triangle_normals
+from ros_torch_kin.collision.triangle_distance import (plane_gaps, segment_distances, triangle_distances, triangle_normals,
+                                                       triangle_segment_distances)
 
 
 def _coal_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -51,6 +52,27 @@ def test_equals_coal_on_random_and_near_touching_pairs():
     reference = torch.tensor([_coal_distance(x.numpy(), y.numpy()) for x, y in zip(a, b)], dtype=torch.float64)
     assert int((reference == 0).sum()) > 50 and int((reference > 0).sum()) > 500  # both kinds in the sample
     assert torch.allclose(ours, reference, atol=1e-12, rtol=0)
+
+
+def test_triangle_to_segment_equals_coal():
+    """The segment form (three edges, two ends over the face, a crossing) against coal with the
+    segment as a degenerate triangle, on random, nearly touching and crossing pairs; and a
+    segment through a face and one over its middle by hand."""
+    pytest.importorskip("coal")
+    a, b = _pairs(5, 600)
+    g = torch.Generator().manual_seed(6)
+    crossing = a[:100].mean(1)  # a segment through each of the first 100 triangles' centroid
+    along = torch.randn(100, 3, generator=g, dtype=torch.float64) * 0.01
+    b[:100, 0], b[:100, 1] = crossing - along, crossing + along
+    ours = triangle_segment_distances(a, b[:, 0], b[:, 1])
+    segment = torch.stack((b[:, 0], b[:, 1], b[:, 1]), 1)
+    reference = torch.tensor([_coal_distance(x.numpy(), y.numpy()) for x, y in zip(a, segment)], dtype=torch.float64)
+    assert int((reference == 0).sum()) > 100 and int((reference > 0).sum()) > 300
+    assert torch.allclose(ours, reference, atol=1e-12, rtol=0)
+    flat = torch.tensor([[[0.0, 0, 0], [1, 0, 0], [0, 1, 0]]] * 2, dtype=torch.float64)
+    ends = torch.tensor([[0.2, 0.2, -1.0], [0.2, 0.2, 0.5]], dtype=torch.float64)
+    heads = torch.tensor([[0.2, 0.2, 1.0], [0.3, 0.2, 0.5]], dtype=torch.float64)
+    torch.testing.assert_close(triangle_segment_distances(flat, ends, heads), torch.tensor([0.0, 0.5], dtype=torch.float64))
 
 
 def test_hand_derived_cases():

@@ -1,6 +1,7 @@
-"""The distance from triangles to boxes, capsules and spheres (exact) and cylinders (a lower bound
-within the bounding prism's reach), collision/triangle_primitive_distance.py, against coal on
-random and near-touching pairs, and degenerate triangles (points, segments) by hand."""
+"""The distance from triangles to boxes, capsules and spheres (exact) and cylinders (exact where
+the nearest point is on the side or inside a cap, elsewhere a lower bound within the bounding prism's reach),
+collision/triangle_primitive_distance.py, against coal on random and near-touching pairs, and
+degenerate triangles (points, segments) by hand."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from ros_torch_kin.collision.signed_distance import local_signed_distance
 from ros_torch_kin.collision.triangle_primitive_distance import PRISM_SIDES, triangle_primitive_distances
 
 
-def _coal_distance(kind: str, parameters: np.ndarray, corners: np.ndarray) -> float:
+def _coal_distance(kind: str, parameters: np.ndarray, corners: np.ndarray, nearest: bool = False):
+    """coal's distance between the triangle and the primitive (0 where they meet); with
+    ``nearest`` also coal's nearest point on the primitive (its frame)."""
     import coal
 
     if kind == BOX:
@@ -30,7 +33,8 @@ def _coal_distance(kind: str, parameters: np.ndarray, corners: np.ndarray) -> fl
     model.endModel()
     result = coal.DistanceResult()
     coal.distance(shape, coal.Transform3s(), model, coal.Transform3s(), coal.DistanceRequest(), result)
-    return max(result.min_distance, 0.0)
+    distance = max(result.min_distance, 0.0)
+    return (distance, np.array(result.getNearestPoint1())) if nearest else distance
 
 
 def _problems(kind: str, seed: int, count: int):
@@ -74,8 +78,9 @@ def _point_distance(kind: str, points: np.ndarray, parameters: torch.Tensor):
 
 @pytest.mark.parametrize("kind", [BOX, CYLINDER, CAPSULE, SPHERE])
 def test_equal_to_coal(kind):
-    """Exact for boxes, capsules and spheres; for cylinders never above coal and short by at most
-    the prism's reach r·(1/cos(π/S) − 1). Proper triangles only (coal calls a degenerate one at a
+    """Exact for boxes, capsules and spheres; for cylinders never above coal, equal to it where
+    coal's nearest point is on the side or inside a cap (not on a rim), and short by at most the
+    prism's reach r·(1/cos(π/S) − 1). Proper triangles only (coal calls a degenerate one at a
     sphere 0 apart)."""
     pytest.importorskip("coal")
     parameters, corners = _problems(kind, {BOX: 1, CYLINDER: 2, CAPSULE: 3, SPHERE: 4}[kind], 900)
@@ -83,12 +88,21 @@ def test_equal_to_coal(kind):
     proper[300:320] = False
     parameters, corners = parameters[proper], corners[proper]
     ours = triangle_primitive_distances(kind, torch.as_tensor(corners), torch.as_tensor(parameters)).numpy()
-    reference = np.array([_coal_distance(kind, p, c) for p, c in zip(parameters, corners)])
+    found = [_coal_distance(kind, p, c, nearest=True) for p, c in zip(parameters, corners)]
+    reference = np.array([d for d, _ in found])
     if kind == CYLINDER:
         reach = parameters[:, 1] * (1 / np.cos(np.pi / PRISM_SIDES) - 1)
         assert (ours <= reference + 1e-9).all(), float((ours - reference).max())
         assert (ours >= reference - reach - 1e-6).all(), float((reference - reach - ours).max())  # coal: ~1e-6
         assert np.median(reference - ours) < 1e-5
+        # coal's nearest point on the side or inside a cap, 0.1 mm or more from the rims: exact
+        height = np.array([abs(point[2]) for _, point in found])
+        across = np.array([np.hypot(point[0], point[1]) for _, point in found])
+        side = (reference > 0) & (height < parameters[:, 0] - 1e-4)
+        cap = (reference > 0) & (across < parameters[:, 1] - 1e-4)
+        assert side.sum() >= 100 and cap.sum() >= 30, (int(side.sum()), int(cap.sum()))
+        side |= cap
+        np.testing.assert_allclose(ours[side], reference[side], atol=2e-6)
     else:
         np.testing.assert_allclose(ours, reference, atol=1e-9)
     touching = reference == 0
@@ -135,3 +149,40 @@ def test_a_box_by_hand():
                             [[0.0, 0, 0], [0.01, 0, 0], [0, 0.01, 0]]], dtype=torch.float64)
     torch.testing.assert_close(triangle_primitive_distances(BOX, corners, box),
                                torch.tensor([0.002, 0.0, 0.0], dtype=torch.float64))
+
+
+def test_a_rim_takes_the_same_prism_distance_from_its_nearest_sectors():
+    """Near a cylinder's rim the prism is measured only through the sectors a triangle's nearest
+    point can lie in: the same distance as through all of the prism's faces (to rounding), at
+    every angle (sector edges included), never above coal's and short by at most the prism's
+    reach."""
+    from ros_torch_kin.collision.triangle_primitive_distance import _PRISM, _PRISM_NORMALS, _PRISM_PLANES, \
+        _polytope_distances, _prism_distances
+
+    rng = np.random.default_rng(11)
+    count = 600
+    half, radius = rng.uniform(0.02, 0.1, count), rng.uniform(0.01, 0.05, count)
+    angle = rng.uniform(-np.pi, np.pi, count)
+    angle[:100] = np.round(angle[:100] / (2 * np.pi / PRISM_SIDES)) * (2 * np.pi / PRISM_SIDES)  # on sector edges
+    up = rng.choice([-1.0, 1.0], count)
+    rim = np.stack([radius * np.cos(angle), radius * np.sin(angle), up * half], 1)
+    tilt = rng.uniform(0, np.pi / 2, count)  # within the rim's cone of normals
+    normal = np.stack([np.cos(angle) * np.sin(tilt), np.sin(angle) * np.sin(tilt), up * np.cos(tilt)], 1)
+    anchor = rim + normal * rng.uniform(0, 0.002, (count, 1))
+    corners = anchor[:, None, :] + rng.normal(0, 1, (count, 3, 3)) * rng.uniform(0.001, 0.01, (count, 1, 1))
+    corners[:, 0] = anchor
+    c, h, r = (torch.as_tensor(t) for t in (corners, half, radius))
+    ours = _prism_distances(c, h, r, _PRISM, _PRISM_PLANES, _PRISM_NORMALS)
+    scale = torch.stack((r, r, h), 1)
+    offset = _PRISM_PLANES[:, :2].norm(dim=1, keepdim=True) * r + _PRISM_PLANES[:, 2:].abs() * h
+    across = c[..., :2] @ _PRISM_NORMALS.T
+    inside = ((across.amax(2) <= r.unsqueeze(1)) & (c[..., 2].abs() <= h.unsqueeze(1))).any(1)
+    every = _polytope_distances(c, _PRISM, _PRISM_PLANES, scale, offset, inside)
+    torch.testing.assert_close(ours, every, atol=1e-12, rtol=0)
+    assert int((every > 0).sum()) > 300
+    if pytest.importorskip("coal"):
+        parameters = np.stack([half, radius], 1)
+        whole = triangle_primitive_distances(CYLINDER, c, torch.as_tensor(parameters)).numpy()
+        reference = np.array([_coal_distance(CYLINDER, p, x) for p, x in zip(parameters, corners)])
+        reach = radius * (1 / np.cos(np.pi / PRISM_SIDES) - 1)
+        assert (whole <= reference + 1e-9).all() and (whole >= reference - reach - 1e-6).all()

@@ -36,6 +36,20 @@ def triangle_distances(a: Tensor, b: Tensor) -> Tensor:
     return torch.where(meet, torch.zeros_like(nearest), nearest)
 
 
+def triangle_segment_distances(triangles: Tensor, p0: Tensor, p1: Tensor) -> Tensor:
+    """(N, 3, 3) triangles and segments from ``p0`` (N, 3) to ``p1`` (N, 3) in one frame -> (N,)
+    their distance, 0 where the segment passes through the triangle: what
+    :func:`triangle_distances` gives for the segment held as a degenerate triangle, with a third
+    of its work (its three edges against the segment, the segment's ends over the face, the
+    segment through the face). A zero-length segment is a point."""
+    A = triangles.permute(2, 0, 1).contiguous()  # (3 xyz, N, 3 corners)
+    P0, P1 = p0.T.unsqueeze(2), p1.T.unsqueeze(2)  # (3, N, 1)
+    face = _Face(A)
+    nearest = torch.cat((segment_distances(A, A.roll(-1, 2), P0, P1), face.height_inside(torch.cat((P0, P1), 2))),
+                        1).amin(1)
+    return torch.where(face.crossed_by(P0, P1), torch.zeros_like(nearest), nearest)
+
+
 def segment_distances(p0: Tensor, p1: Tensor, q0: Tensor, q1: Tensor) -> Tensor:
     """(3, ...) ends of segments p and q, coordinate first (broadcast) -> (...) the distance
     between them.
