@@ -16,6 +16,7 @@ from ros_torch_kin.kinematics import Chain
 from ros_torch_kin.motion.global_search import (
     GlobalSearchOptions,
     GlobalSearchResult,
+    Resolution,
     edges_valid,
     search_path,
     shortcut_path,
@@ -165,6 +166,29 @@ def test_edges_valid_catches_a_wall_between_the_ends_with_few_checks():
     assert valid.configs < 64 * 401 * 0.6
     with pytest.raises(ValueError):
         edges_valid(valid, a, b[:3], 0.01)
+
+
+def test_edges_near_a_grazing_goal_are_checked_finely():
+    """A thin wall just before a goal, between the configurations the usual spacing checks: the
+    straight edge to the goal passes at that spacing and is refused with ``fine_near`` (edges
+    with an end within its radius checked at the finer spacing); the path found then goes
+    around it, its edges near the goal valid at that spacing; an edge with neither end near the
+    goal keeps the coarse spacing."""
+    wall = [((0.83, 0.3), (0.835, 0.7))]  # 5 mm thick, 5-10 cm before the goal at x = 0.9
+    start, goal = torch.tensor([0.1, 0.5], dtype=torch.float64), torch.tensor([[0.9, 0.5]], dtype=torch.float64)
+    lower, upper = torch.zeros(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64)
+    options = GlobalSearchOptions(edge_resolution=0.04, random_seed=3)
+    coarse = search_path(Counted(wall), start, goal, lower, upper, options)
+    assert coarse.found and coarse.path.shape[0] == 2  # straight through: the wall lies between checks
+    fine = search_path(Counted(wall), start, goal, lower, upper, options, fine_near=(goal, 0.15, 0.004))
+    assert fine.found and fine.path.shape[0] > 2
+    a, b = fine.path[:-1], fine.path[1:]
+    near = ((a - goal).abs().amax(-1) <= 0.15) | ((b - goal).abs().amax(-1) <= 0.15)
+    assert bool(near[-1]) and bool(edges_valid(Counted(wall), a[near], b[near], 0.004).all())
+    spacing = Resolution(0.04, goal, 0.15, 0.004)  # per edge: fine only with an end that near the goal
+    ends = torch.tensor([[0.1, 0.5], [0.8, 0.6], [0.5, 0.5]], dtype=torch.float64)
+    torch.testing.assert_close(spacing(ends, torch.tensor([[0.5, 0.5], [0.2, 0.2], [0.76, 0.5]], dtype=torch.float64)),
+                               torch.tensor([0.04, 0.004, 0.004], dtype=torch.float64))
 
 
 # ------------------------------------------------------------------------------------ 2-D worlds

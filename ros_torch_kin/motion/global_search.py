@@ -233,7 +233,24 @@ def _bisection_level(k: Tensor, n: Tensor) -> Tensor:
     return level
 
 
-def _check_edges(check: _Validity, a: Tensor, b: Tensor, resolution: float, skip_start: bool | Tensor = False,
+class Resolution:
+    """The spacing (rad, max-norm) of an edge's checked configurations: ``coarse``, and ``fine``
+    for an edge with an end within ``radius`` (rad, max-norm) of one of ``near`` (K, J): where a
+    path comes to an end that grazes the model (a grasp's goal), sampled edges at the coarse
+    spacing cut into what lies beside it between their configurations."""
+
+    def __init__(self, coarse: float, near: Tensor, radius: float, fine: float):
+        self.coarse, self.near, self.radius, self.fine = float(coarse), near, float(radius), min(float(fine), coarse)
+
+    def __call__(self, a: Tensor, b: Tensor) -> Tensor:
+        """Edges a → b (E, J) each -> (E,) their spacing."""
+        close = torch.zeros(a.shape[0], dtype=torch.bool, device=a.device)
+        for end in (a, b):
+            close |= ((end.unsqueeze(1) - self.near.unsqueeze(0)).abs().amax(-1) <= self.radius).any(1)
+        return torch.where(close, self.fine, self.coarse).to(a.dtype)
+
+
+def _check_edges(check: _Validity, a: Tensor, b: Tensor, resolution: "float | Resolution", skip_start: bool | Tensor = False,
                  skip_end: bool | Tensor = False, requires: Tensor | None = None) -> Tensor:
     """Edges a → b, (E, J) each -> (E,) bool: every checked configuration of the edge is valid
     (see the module docstring). ``skip_start`` / ``skip_end``: that end is known valid and not
@@ -253,7 +270,8 @@ def _check_edges(check: _Validity, a: Tensor, b: Tensor, resolution: float, skip
         while depth < E and not bool((reach == on_host[reach]).all()):
             reach, depth = on_host[reach], depth + 1
         depth += 1
-    n = torch.ceil((b - a).abs().amax(-1) / resolution).clamp(min=1).to(torch.int64)  # segments per edge
+    spacing = resolution(a, b) if callable(resolution) else resolution  # per edge, or one for all
+    n = torch.ceil((b - a).abs().amax(-1) / spacing).clamp(min=1).to(torch.int64)  # segments per edge
     first = torch.as_tensor(skip_start, device=a.device).to(torch.int64).expand(E)
     count = (n - torch.as_tensor(skip_end, device=a.device).to(torch.int64) - first + 1).clamp(min=0)
     edge = torch.repeat_interleave(torch.arange(E, device=a.device), count)  # per checked configuration
@@ -375,7 +393,8 @@ def _inputs(start: Tensor, goals: Tensor, lower, upper) -> tuple[Tensor, Tensor,
 # --------------------------------------------------------------------------------------- search
 def search_path(valid: Valid, start: Tensor, goals: Tensor, lower: Tensor, upper: Tensor,
                 options: GlobalSearchOptions = GlobalSearchOptions(), deadline: float | None = None,
-                escapes: Callable[[Tensor], Tensor] | None = None) -> GlobalSearchResult:
+                escapes: Callable[[Tensor], Tensor] | None = None,
+                fine_near: tuple[Tensor, float, float] | None = None) -> GlobalSearchResult:
     """A collision-free joint path from ``start`` (J,) to one of ``goals`` (G, J) within
     [lower, upper] (J,) each (finite; rad or m), by batched bidirectional RRT-Connect and
     shortcuts (see the module docstring).
@@ -387,14 +406,19 @@ def search_path(valid: Valid, start: Tensor, goals: Tensor, lower: Tensor, upper
     repeats its end) away from the obstacles, unchecked (e.g. down the gradient of a clearance
     cost, a tool's straight retreat): a tree whose rounds find fewer than ESCAPE_BELOW of their extensions
     free ESCAPE_AFTER times in a row, or none in one round (its roots in a pocket: a goal deep
-    in a shelf), gets, once, the checked prefix of its roots' escapes. Returns a
-    :class:`GlobalSearchResult`; raises ValueError for inconsistent shapes or limits.
+    in a shelf), gets, once, the checked prefix of its roots' escapes. fine_near (optional):
+    (configurations (K, J), radius, resolution): edges (of the trees, connects and shortcuts)
+    with an end within radius (rad, max-norm) of one of them are checked at that finer
+    resolution (:class:`Resolution`). Returns a :class:`GlobalSearchResult`; raises ValueError
+    for inconsistent shapes or limits.
     """
     began = time.perf_counter()
     stop_at = began + options.time_budget if deadline is None else min(deadline, began + options.time_budget)
     start, goals, lower, upper = _inputs(start, goals, lower, upper)
     check = _Validity(valid, stop_at)
     resolution = float(options.edge_resolution)
+    if fine_near is not None:
+        resolution = Resolution(resolution, fine_near[0].to(start), float(fine_near[1]), float(fine_near[2]))
     trees: list[_Tree] = []
     checked, rounds = [0], [0]  # before the trees: the start and the valid goals, once checked
 
@@ -502,10 +526,10 @@ def search_path(valid: Valid, start: Tensor, goals: Tensor, lower: Tensor, upper
             slowest = max(0.9 * slowest, time.perf_counter() - moment - (check.time - in_valid))
     except _OutOfTime:
         return result(None, "time_budget")
-    return result(_shortcut(check, path, options, generator), "connected")
+    return result(_shortcut(check, path, options, generator, resolution), "connected")
 
 
-def _note_round(check: _Validity, tree: _Tree, ok: Tensor, escapes, resolution: float, lower: Tensor,
+def _note_round(check: _Validity, tree: _Tree, ok: Tensor, escapes, resolution, lower: Tensor,
                 upper: Tensor) -> None:
     """After a round of ``tree`` whose extensions' validity was ``ok`` (E,): counts its poor rounds
     in a row (fewer than ESCAPE_BELOW free) and, with ``escapes``, grows its roots' escapes once
@@ -518,7 +542,7 @@ def _note_round(check: _Validity, tree: _Tree, ok: Tensor, escapes, resolution: 
         _grow_escapes(check, tree, escapes, resolution, lower, upper)
 
 
-def _grow_escapes(check: _Validity, tree: _Tree, escapes: Callable[[Tensor], Tensor], resolution: float,
+def _grow_escapes(check: _Validity, tree: _Tree, escapes: Callable[[Tensor], Tensor], resolution,
                   lower: Tensor, upper: Tensor) -> None:
     """The tree's roots' escapes (``escapes(roots)`` (M·R, K, J), row m·R + r from root r, first
     row the root), clamped into the limits and checked edge by edge in one batch; every escape
@@ -563,10 +587,12 @@ def _shortcut_pairs(K: int, count: int, generator: torch.Generator, device) -> t
     return key // K, key % K, False
 
 
-def _shortcut(check: _Validity, path: Tensor, options: GlobalSearchOptions, generator: torch.Generator) -> Tensor:
+def _shortcut(check: _Validity, path: Tensor, options: GlobalSearchOptions, generator: torch.Generator,
+              resolution: "float | Resolution | None" = None) -> Tensor:
     """``path`` (K, J) shortened by ``options.shortcut_rounds`` rounds (see :func:`shortcut_path`);
-    returns the current path when the time is up."""
-    resolution = float(options.edge_resolution)
+    returns the current path when the time is up. ``resolution``: the edges' spacing (default
+    ``options.edge_resolution``)."""
+    resolution = float(options.edge_resolution) if resolution is None else resolution
     try:
         for _ in range(options.shortcut_rounds):
             K = path.shape[0]

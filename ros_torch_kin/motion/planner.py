@@ -589,6 +589,15 @@ def _grazing_ends(motion: MotionValidator, collision, start: Tensor, goals: Tens
 
 #: How much farther (m) than the check requires the global search keeps its configurations.
 SEARCH_MARGIN = 0.004
+#: rad (max-norm): the search's edge spacing near a start or goal that its spheres put within
+#: :data:`.checking.EXACT_WINDOW` of the validity margin (a grasp's goal; there the search's
+#: clearance is relaxed to the margin): at the usual spacing (``search_resolution``, 0.04) a
+#: path's last edge into a goal grazing a can cut up to 14 mm into it between its checked
+#: configurations, failed the whole-motion check and went to the optimiser (~1-1.3 s); at 0.01 it
+#: passed as found (ad hoc, two MBM Panda goals 0.37 / 0.49 mm from a can: 1.9 / 1.5 s -> 0.37 /
+#: 0.54 s a plan). Asked for every end closer than the clearance, it made the MBM Panda's searches
+#: dearer (first 30 per family, ad hoc: bookshelf medians 74-94 -> 104-177 ms, cage 277 -> 346 ms).
+SEARCH_FINE_RESOLUTION = 0.01
 #: A search's roots' escapes (:func:`_escape_paths`): steps, each step's length (rad, max-norm
 #: over joints), and the clearance (m) whose penalty they descend.
 ESCAPE_STEPS, ESCAPE_STEP, ESCAPE_MARGIN = 12, 0.06, 0.08
@@ -667,7 +676,8 @@ def _global_seeds(chain, problem, options, limits, collision, goals: Tensor, val
     highest collision cost and is checked at once (it often passes as it is). Configurations keep
     the required clearance plus :data:`SEARCH_MARGIN`, except within ``near`` rad (max-norm) of
     a start or goal that is itself closer (a grasp's): there half that end's own distance, never
-    below the validity margin. A search tree stuck in a pocket grows its roots' escapes
+    below the validity margin; near one its spheres put within the exact window of the margin,
+    edges are checked :data:`SEARCH_FINE_RESOLUTION` apart. A search tree stuck in a pocket grows its roots' escapes
     (:func:`_search_escapes`): down the clearance gradient of ``cost_checker`` (the cost model)
     and, with a target link, that link's straight retreats."""
     P = problem.start.shape[0]
@@ -687,7 +697,8 @@ def _global_seeds(chain, problem, options, limits, collision, goals: Tensor, val
         ends = torch.cat((problem.start[p:p + 1], goals[p][valid[p]]))
         # near an end closer than c, half its own distance (≥ v): a path that grazes the model
         # there could not be certified by the swept check between its configurations
-        relaxed = torch.clamp(0.5 * collision.min_distance(ends, c), min=v, max=c)  # (E,)
+        distance = collision.min_distance(ends, c)  # (E,)
+        relaxed = torch.clamp(0.5 * distance, min=v, max=c)
 
         def free(q: Tensor, ends=ends, relaxed=relaxed) -> Tensor:
             close = (q.unsqueeze(1) - ends.unsqueeze(0)).abs().amax(-1) <= near  # (N, E)
@@ -696,7 +707,10 @@ def _global_seeds(chain, problem, options, limits, collision, goals: Tensor, val
         search = GlobalSearchOptions(time_budget=options.global_search * remaining, step=options.search_step,
                                      edge_resolution=options.search_resolution, random_seed=options.random_seed)
         escapes = functools.partial(_search_escapes, chain, problem.retreat_link, cost_checker, lower, upper)
-        found = search_path(free, problem.start[p], ends[1:], lower, upper, search, escapes=escapes)
+        # near an end its spheres put within the exact window of the margin (a grasp's), finely
+        grazing = distance < v + EXACT_WINDOW
+        fine = (ends[grazing], near, SEARCH_FINE_RESOLUTION) if bool(grazing.any()) else None
+        found = search_path(free, problem.start[p], ends[1:], lower, upper, search, escapes=escapes, fine_near=fine)
         timings["global_search"] += time.perf_counter() - moment
         if not found.found:
             continue
