@@ -41,6 +41,7 @@ bench: build
 	$(ROS_ENV) && python bench/tight_model_benchmark.py --output BENCHMARKS.md
 	$(ROS_ENV) && python bench/self_pair_benchmark.py --output BENCHMARKS.md
 	$(ROS_ENV) && python bench/mbm_benchmark.py --output BENCHMARKS.md
+	$(ROS_ENV) && python bench/grazing_goal_benchmark.py --limit 20 --output BENCHMARKS.md
 	$(ROS_ENV) && python bench/point_world_benchmark.py --output BENCHMARKS.md
 	$(ROS_ENV) && python bench/load_benchmark.py --output BENCHMARKS.md
 

@@ -86,8 +86,7 @@ def run(args):
     reference = mbm_reference(chain, robot)
     options = TrajectoryOptions(search_step=args.search_step, search_resolution=args.search_resolution)
     limits = TrajectoryLimits.from_chain(chain)
-    rows, reference_time = [], 0.0
-    first = True
+    rows, reference_time, warmed = [], 0.0, []
     for family in args.families:
         for problem in (p for p in problems if p.family == family):
             moment = time.perf_counter()
@@ -97,12 +96,7 @@ def run(args):
             start, goal = (torch.as_tensor(q, dtype=chain.dtype) for q in (problem.start, problem.goal))
             call = dict(link=robot.tool, target_configuration=goal, options=options, limits=limits,
                         collision=checker, collision_cost=cost_checker)
-            if first:  # one-off costs (allocator, lazy imports, caches) stay out of the times
-                solve_trajectory(chain, start, **call)
-                first = False
-            moment = time.perf_counter()
-            result = solve_trajectory(chain, start, **call)
-            elapsed = time.perf_counter() - moment
+            result, elapsed = timed_solve(chain, start, call, warmed)
             moment = time.perf_counter()
             reference.set_scene(scene)
             start_clearance, start_pair = reference.closest(problem.start)
@@ -133,6 +127,18 @@ def run(args):
                 tight_slack=args.tight_slack, robot=robot.name, build_time=build_time,
                 search=(options.search_step, options.search_resolution))
     return rows, info
+
+
+def timed_solve(chain, start, call: dict, warmed: list):
+    """``solve_trajectory(chain, start, **call)`` and its time (s). A run's first call is made once
+    before, untimed, so one-off costs (allocator, lazy imports, caches) stay out of the times;
+    ``warmed`` (a list, empty until then) remembers it."""
+    if not warmed:
+        solve_trajectory(chain, start, **call)
+        warmed.append(True)
+    began = time.perf_counter()
+    result = solve_trajectory(chain, start, **call)
+    return result, time.perf_counter() - began
 
 
 def _search_note(info) -> str:

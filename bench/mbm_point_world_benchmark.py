@@ -64,7 +64,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mbm_benchmark import REPO, build_planner_models, failures  # noqa: E402,F401  (REPO: this checkout first)
+from mbm_benchmark import REPO, build_planner_models, failures, timed_solve  # noqa: E402,F401  (REPO: this checkout first)
 from mbm_problems import FAMILIES, TOOL, load_problems, mbm_reference, mbm_resources, srdf_text, urdf_text  # noqa: E402
 from depth_camera import DepthCamera, depth_image, look_at  # noqa: E402
 from report import commit, machine, speed_note, speed_probe, stamp, versions, write_section  # noqa: E402
@@ -72,7 +72,6 @@ from report import commit, machine, speed_note, speed_probe, stamp, versions, wr
 from ros_torch_kin.collision import Obstacle, Scene  # noqa: E402
 from ros_torch_kin.collision.occupancy import covered_surface_samples  # noqa: E402
 from ros_torch_kin.kinematics import world_transforms  # noqa: E402
-from ros_torch_kin.motion import solve_trajectory  # noqa: E402
 from ros_torch_kin.optim import TrajectoryLimits, TrajectoryOptions  # noqa: E402
 from ros_torch_kin.ros.parameters import BY_NAME  # noqa: E402
 from ros_torch_kin.ros.point_cloud_input import depth_points, self_filter_spheres, sensed_obstacle  # noqa: E402
@@ -179,7 +178,7 @@ def run(args):
     cameras = depth_cameras(args.depth_views) if args.depth_views else []
     chain64, radius = chain.to("cpu", torch.float64), None
     robot_spheres = cost.spheres  # the node's self filter: the coarse model's spheres (model.collision.spheres)
-    rows, first = [], True
+    rows, warmed = [], []
     for family in args.families:
         for problem in (p for p in problems if p.family == family):
             truth = problem.scene()
@@ -206,12 +205,7 @@ def run(args):
             start, goal = (torch.as_tensor(q, dtype=chain.dtype) for q in (problem.start, problem.goal))
             call = dict(link=TOOL, target_configuration=goal, options=options, limits=limits,
                         collision=checker, collision_cost=cost_checker)
-            if first:
-                solve_trajectory(chain, start, **call)
-                first = False
-            moment = time.perf_counter()
-            result = solve_trajectory(chain, start, **call)
-            elapsed = time.perf_counter() - moment
+            result, elapsed = timed_solve(chain, start, call, warmed)
             success = bool(result.success[0])
             q = result.positions[0].double().numpy()
             reference.set_scene(truth)  # the exact check is against the true primitives
