@@ -20,8 +20,8 @@ centred at C is at least d(C) − R from an obstacle; two spheres |C_a − C_b| 
    its leaves' slack does not prove in contact gets the larger of its sphere distance and its
    triangles' exact one (:meth:`TreeCollisionChecker._exact_leaf_pairs`), and so does a leaf
    near a box, sphere, capsule or cylinder of the scene (its triangles' distance to the
-   primitive, :meth:`TreeCollisionChecker._exact_leaf_obstacles`; a cylinder through the prism
-   around it, within 0.12 % of its radius), so a grazing contact is decided by the meshes, not
+   primitive, :meth:`TreeCollisionChecker._exact_leaf_obstacles`; a cylinder exactly on its side
+   and caps, near a rim within 0.12 % of its radius), so a grazing contact is decided by the meshes, not
    by spheres up to ~6 mm beyond them. A point world's leaves stay the spheres'.
 
 Every query returns, per configuration, the smallest block value wherever it is below the
@@ -869,8 +869,8 @@ class TreeCollisionChecker:
         ``kind`` (``block`` (P, 12 + k): the link frame in the obstacle's, as the packed rows hold
         it, then the obstacle's parameters), capped at ``threshold`` (P,), less the triangles'
         radii and :data:`TRIANGLE_ROUNDING` (:func:`.triangle_primitive_distance.triangle_primitive_distances`:
-        exact for boxes, spheres and capsules, within 0.12 % of the radius below it for
-        cylinders). Only triangles whose bounding sphere is within the threshold of the obstacle
+        exact for boxes, spheres and capsules, and for cylinders but near a rim, within 0.12 % of
+        the radius below it there). Only triangles whose bounding sphere is within the threshold of the obstacle
         are measured; the others are at least that far."""
         rotation, offset, parameters = block[:, :9].view(-1, 3, 3), block[:, 9:12], block[:, 12:]
         least = threshold.clone()
