@@ -170,10 +170,10 @@ def test_edges_valid_catches_a_wall_between_the_ends_with_few_checks():
 
 def test_edges_near_a_grazing_goal_are_checked_finely():
     """A thin wall just before a goal, between the configurations the usual spacing checks: the
-    straight edge to the goal passes at that spacing and is refused with ``fine_near`` (edges
-    with an end within its radius checked at the finer spacing); the path found then goes
-    around it, its edges near the goal valid at that spacing; an edge with neither end near the
-    goal keeps the coarse spacing."""
+    straight edge to the goal passes at that spacing and is refused with ``fine_near`` (an edge
+    checked at the finer spacing where it passes within its radius); the path found then goes
+    around it, its edges near the goal valid at that spacing; the same wall far from the goal is
+    still stepped over (the coarse spacing outside the radius, on the same edge)."""
     wall = [((0.83, 0.3), (0.835, 0.7))]  # 5 mm thick, 5-10 cm before the goal at x = 0.9
     start, goal = torch.tensor([0.1, 0.5], dtype=torch.float64), torch.tensor([[0.9, 0.5]], dtype=torch.float64)
     lower, upper = torch.zeros(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64)
@@ -185,10 +185,16 @@ def test_edges_near_a_grazing_goal_are_checked_finely():
     a, b = fine.path[:-1], fine.path[1:]
     near = ((a - goal).abs().amax(-1) <= 0.15) | ((b - goal).abs().amax(-1) <= 0.15)
     assert bool(near[-1]) and bool(edges_valid(Counted(wall), a[near], b[near], 0.004).all())
-    spacing = Resolution(0.04, goal, 0.15, 0.004)  # per edge: fine only with an end that near the goal
-    ends = torch.tensor([[0.1, 0.5], [0.8, 0.6], [0.5, 0.5]], dtype=torch.float64)
-    torch.testing.assert_close(spacing(ends, torch.tensor([[0.5, 0.5], [0.2, 0.2], [0.76, 0.5]], dtype=torch.float64)),
-                               torch.tensor([0.04, 0.004, 0.004], dtype=torch.float64))
+    far = [((0.31, 0.3), (0.315, 0.7))]  # the same wall far from the goal: still between the coarse checks
+    assert search_path(Counted(far), start, goal, lower, upper, options, fine_near=(goal, 0.15, 0.004)).path.shape[0] == 2
+    # the grid: fine where an edge passes within the radius (that window, one fine step wider), coarse elsewhere
+    n, low, high, stride = Resolution(0.04, goal, 0.15, 0.004).grid(
+        torch.tensor([[0.1, 0.5], [0.1, 0.1], [0.5, 0.9]], dtype=torch.float64),
+        torch.tensor([[0.9, 0.5], [0.5, 0.1], [0.9, 0.5]], dtype=torch.float64))
+    assert n.tolist() == [200, 10, 100] and stride.tolist() == [10, 1, 10]
+    torch.testing.assert_close(low[[0, 2]], torch.tensor([0.8125 - 1 / 200, 0.625 - 1 / 100], dtype=torch.float64))
+    torch.testing.assert_close(high[[0, 2]], torch.tensor([1 + 1 / 200, 1 + 1 / 100], dtype=torch.float64))
+    assert math.isinf(float(low[1])) and math.isinf(float(high[1]))
 
 
 # ------------------------------------------------------------------------------------ 2-D worlds

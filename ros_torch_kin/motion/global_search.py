@@ -235,19 +235,43 @@ def _bisection_level(k: Tensor, n: Tensor) -> Tensor:
 
 class Resolution:
     """The spacing (rad, max-norm) of an edge's checked configurations: ``coarse``, and ``fine``
-    for an edge with an end within ``radius`` (rad, max-norm) of one of ``near`` (K, J): where a
-    path comes to an end that grazes the model (a grasp's goal), sampled edges at the coarse
-    spacing cut into what lies beside it between their configurations."""
+    along the part of it within ``radius`` (rad, max-norm) of one of ``near`` (K, J): where a path
+    comes to an end that grazes the model (a grasp's goal), edges checked at the coarse spacing
+    cut into what lies beside it between their configurations."""
 
     def __init__(self, coarse: float, near: Tensor, radius: float, fine: float):
         self.coarse, self.near, self.radius, self.fine = float(coarse), near, float(radius), min(float(fine), coarse)
 
-    def __call__(self, a: Tensor, b: Tensor) -> Tensor:
-        """Edges a → b (E, J) each -> (E,) their spacing."""
-        close = torch.zeros(a.shape[0], dtype=torch.bool, device=a.device)
-        for end in (a, b):
-            close |= ((end.unsqueeze(1) - self.near.unsqueeze(0)).abs().amax(-1) <= self.radius).any(1)
-        return torch.where(close, self.fine, self.coarse).to(a.dtype)
+    def grid(self, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Edges a → b (E, J) each -> per edge its segments n (E,) int64, the parameter window
+        [low, high] (E,) each where every configuration k / n is checked, and the stride (E,)
+        int64 of those checked outside it. An edge that passes within the radius gets the fine
+        grid, the window where it does (the slab method on each near configuration's box of
+        half-width radius, one fine step wider) and a stride that keeps the coarse spacing
+        outside; the others their coarse grid, every configuration checked."""
+        length = (b - a).abs().amax(-1)
+        direction = (b - a).unsqueeze(1)  # (E, 1, J)
+        low_side = self.near.unsqueeze(0) - self.radius - a.unsqueeze(1)  # (E, K, J)
+        high_side = low_side + 2 * self.radius
+        moving = direction != 0
+        safe = torch.where(moving, direction, torch.ones_like(direction))
+        t0, t1 = torch.minimum(low_side / safe, high_side / safe), torch.maximum(low_side / safe, high_side / safe)
+        still = (low_side <= 0) & (high_side >= 0)  # a joint that does not move: inside its slab or never
+        t0 = torch.where(moving, t0, torch.where(still, -math.inf, math.inf))
+        t1 = torch.where(moving, t1, torch.where(still, math.inf, -math.inf))
+        enter, leave = t0.amax(-1).clamp(min=0.0), t1.amin(-1).clamp(max=1.0)  # (E, K)
+        meets = enter <= leave
+        enter = torch.where(meets, enter, torch.full_like(enter, math.inf)).amin(1)
+        leave = torch.where(meets, leave, torch.full_like(leave, -math.inf)).amax(1)
+        touches = meets.any(1)
+        coarse_n = torch.ceil(length / self.coarse).clamp(min=1).to(torch.int64)
+        fine_n = torch.ceil(length / self.fine).clamp(min=1).to(torch.int64)
+        n = torch.where(touches, fine_n, coarse_n)
+        step = 1.0 / n.to(a.dtype)
+        low = torch.where(touches, enter - step, torch.full_like(enter, math.inf))
+        high = torch.where(touches, leave + step, torch.full_like(leave, -math.inf))
+        stride = torch.where(touches, torch.full_like(n, max(1, int(self.coarse / self.fine + 1e-9))), torch.ones_like(n))
+        return n, low, high, stride
 
 
 def _check_edges(check: _Validity, a: Tensor, b: Tensor, resolution: "float | Resolution", skip_start: bool | Tensor = False,
@@ -270,14 +294,25 @@ def _check_edges(check: _Validity, a: Tensor, b: Tensor, resolution: "float | Re
         while depth < E and not bool((reach == on_host[reach]).all()):
             reach, depth = on_host[reach], depth + 1
         depth += 1
-    spacing = resolution(a, b) if callable(resolution) else resolution  # per edge, or one for all
-    n = torch.ceil((b - a).abs().amax(-1) / spacing).clamp(min=1).to(torch.int64)  # segments per edge
+    window = None
+    if isinstance(resolution, Resolution):  # fine where an edge passes near given configurations
+        n, low, high, stride = resolution.grid(a, b)
+        window = (low, high, stride)
+    else:
+        n = torch.ceil((b - a).abs().amax(-1) / resolution).clamp(min=1).to(torch.int64)  # segments per edge
     first = torch.as_tensor(skip_start, device=a.device).to(torch.int64).expand(E)
     count = (n - torch.as_tensor(skip_end, device=a.device).to(torch.int64) - first + 1).clamp(min=0)
     edge = torch.repeat_interleave(torch.arange(E, device=a.device), count)  # per checked configuration
     if edge.numel() == 0:
         return alive
     k = torch.arange(edge.shape[0], device=a.device) - (torch.cumsum(count, 0) - count)[edge] + first[edge]
+    if window is not None:  # outside its window an edge keeps every stride-th configuration and its ends
+        low, high, stride = window
+        t = k.to(a.dtype) / n[edge].to(a.dtype)
+        keep = ((t >= low[edge]) & (t <= high[edge])) | (k % stride[edge] == 0) | (k == n[edge])
+        edge, k = edge[keep], k[keep]
+        if edge.numel() == 0:
+            return alive
     level = _bisection_level(k, n[edge])
     order = torch.argsort(level, stable=True)  # coarse to fine; each level a contiguous run
     edge, k, level = edge[order], k[order], level[order]
@@ -407,8 +442,8 @@ def search_path(valid: Valid, start: Tensor, goals: Tensor, lower: Tensor, upper
     cost, a tool's straight retreat): a tree whose rounds find fewer than ESCAPE_BELOW of their extensions
     free ESCAPE_AFTER times in a row, or none in one round (its roots in a pocket: a goal deep
     in a shelf), gets, once, the checked prefix of its roots' escapes. fine_near (optional):
-    (configurations (K, J), radius, resolution): edges (of the trees, connects and shortcuts)
-    with an end within radius (rad, max-norm) of one of them are checked at that finer
+    (configurations (K, J), radius, resolution): where an edge (of the trees, connects and
+    shortcuts) passes within radius (rad, max-norm) of one of them it is checked at that finer
     resolution (:class:`Resolution`). Returns a :class:`GlobalSearchResult`; raises ValueError
     for inconsistent shapes or limits.
     """
