@@ -239,6 +239,43 @@ def test_a_goal_the_spheres_put_in_contact_but_the_meshes_do_not_is_planned_to(p
     assert not reference.collides(result.positions[0].double().numpy(), 0.005)[0]
 
 
+def test_a_motion_tens_of_micrometres_from_a_table_is_certified_with_the_exact_window(panda):
+    """The hand slid along a table 20 µm above it (the base turning 0.02 rad): free under coal,
+    certified by a motion check with the exact window, whose pieces are refined down to
+    GRAZING_REFINEMENTS levels (~4 µm of sphere motion), and not with the default 4 levels
+    (~62 µm), at which such a motion stays undecided (a grasp's goal that close ran out of budget)."""
+    pytest.importorskip("pinocchio")
+    pytest.importorskip("coal")
+    from motion_scenes import ExactReference
+
+    from ros_torch_kin.motion import MotionValidator
+    from ros_torch_kin.motion.checking import GRAZING_REFINEMENTS
+
+    chain, model, robots, share = panda
+    goal = torch.tensor([0.0, 0.4, 0.0, -2.2, 0.0, 2.6, 0.785, 0.03])  # fingers 3 cm open
+
+    def table(top: float) -> Scene:
+        return Scene([Obstacle.box("table", [0.4, 0.6, 0.1], [0.55, 0.0, top - 0.05, 0, 0, 0, 1])])
+
+    top = 0.0
+    for _ in range(3):  # raise the table until its exact distance to the fingers is 20 µm
+        exact = model.verdict.with_scene(table(top)).without_self_pairs().with_exact_window(0.02)
+        top += float(exact.min_distance(goal[None], 0.05)[0]) - 20e-6
+    exact = model.verdict.with_scene(table(top)).without_self_pairs().with_exact_window(0.02)
+    assert 15e-6 < float(exact.min_distance(goal[None], 0.05)[0]) < 25e-6
+    start = goal.clone()
+    start[0] += 0.02
+    motion = torch.stack((start, goal))[None]
+    reference = ExactReference(robots / "panda_description/urdf/panda.urdf", [share], chain, model.self_pairs.enabled)
+    reference.set_scene(table(top))
+    assert 0.0 < reference.closest(goal.double().numpy())[0] < 1e-4
+    assert not reference.collides(motion[0].double().numpy(), 0.001)[0]
+    windowed = MotionValidator(model.verdict.with_scene(table(top)), clearance=0.01).with_exact_window()
+    assert windowed.refinements == GRAZING_REFINEMENTS and bool(windowed.check(motion).clear[0])
+    windowed.refinements = 4
+    assert not bool(windowed.check(motion).clear[0])
+
+
 def test_the_leaf_bounds_before_the_triangles_never_exceed_their_distance(panda):
     """The cuts before the triangle test (each leaf's sphere ∩ slab, the gap between two such
     along a few directions) are lower bounds: never above the least distance between the two

@@ -64,6 +64,14 @@ COLUMNS_UP_TO = 0.05
 #: ~2× / ~5× with 1 / 2 / 4 mm (ad hoc, BENCHMARKS.md's notes), so the planner asks for it only
 #: where a start or goal is within it by its spheres (:meth:`MotionValidator.with_exact_window`).
 EXACT_WINDOW = 0.001
+#: Refinement levels of a check with the exact window (:meth:`MotionValidator.with_exact_window`):
+#: its finest pieces resolution / 4^5 (~4 µm of sphere motion) instead of / 4^3 (~62 µm), so the
+#: approach to a goal 10-50 µm from contact can be certified: of the MBM Panda goals drawn by
+#: coal that close (bench/grazing_goal_benchmark.py), three at 12-39 µm failed with 4 levels even
+#: with a 10 s budget and were planned in 0.24-1.06 s with 6 (ad hoc). Only pieces still short
+#: are cut again; asked of every check, the MBM Panda's first 30 per family ran 0-50 % slower in
+#: one A/B (ad hoc), so only the exact window asks it.
+GRAZING_REFINEMENTS = 6
 #: Configurations of the first query of a check that might not end by its deadline
 #: (:meth:`MotionValidator.check`), drawn across the batch: it measures the rate the next ones
 #: are sized by, so a check runs past its deadline by about one such query (the Fetch's
@@ -129,11 +137,13 @@ class MotionValidator:
         ``window`` (m) of the validity margin by their triangles
         (:meth:`~ros_torch_kin.collision.TreeCollisionChecker.with_exact_window`): what a motion
         to or from a configuration that the spheres put in contact but the meshes do not (a
-        grasp's) needs to be certified. The planner asks for it only when a start or goal is
-        that close by its spheres (it makes the checks dearer)."""
+        grasp's) needs to be certified; and pieces refined down to :data:`GRAZING_REFINEMENTS`
+        levels (a goal tens of µm from contact needs pieces that short). The planner asks for it
+        only when a start or goal is that close by its spheres (it makes the checks dearer)."""
         other = object.__new__(MotionValidator)
         other.__dict__.update(self.__dict__)
         other.exact_window = float(window)
+        other.refinements = max(self.refinements, GRAZING_REFINEMENTS)
         return other
 
     def with_scene(self, scene) -> "MotionValidator":
