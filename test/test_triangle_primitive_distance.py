@@ -157,7 +157,7 @@ def test_a_rim_takes_the_same_prism_distance_from_its_nearest_sectors():
     every angle (sector edges included), never above coal's and short by at most the prism's
     reach."""
     from ros_torch_kin.collision.triangle_primitive_distance import _PRISM, _PRISM_NORMALS, _PRISM_PLANES, \
-        _polytope_distances, _prism_distances
+        _face_distances, _prism_distances
 
     rng = np.random.default_rng(11)
     count = 600
@@ -177,7 +177,9 @@ def test_a_rim_takes_the_same_prism_distance_from_its_nearest_sectors():
     offset = _PRISM_PLANES[:, :2].norm(dim=1, keepdim=True) * r + _PRISM_PLANES[:, 2:].abs() * h
     across = c[..., :2] @ _PRISM_NORMALS.T
     inside = ((across.amax(2) <= r.unsqueeze(1)) & (c[..., 2].abs() <= h.unsqueeze(1))).any(1)
-    every = _polytope_distances(c, _PRISM, _PRISM_PLANES, scale, offset, inside)
+    F = _PRISM.shape[0]
+    every = _face_distances(c, torch.arange(count).repeat_interleave(F), torch.arange(F).repeat(count), _PRISM,
+                            _PRISM_PLANES, scale, offset.T.reshape(-1), inside)
     torch.testing.assert_close(ours, every, atol=1e-12, rtol=0)
     assert int((every > 0).sum()) > 300
     if pytest.importorskip("coal"):

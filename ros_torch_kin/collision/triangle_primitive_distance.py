@@ -123,12 +123,16 @@ def triangle_primitive_distances(kind: str, corners: Tensor, parameters: Tensor)
     if kind == BOX:
         scale = parameters[:, :3]
         inside = (corners.abs() <= scale.unsqueeze(1)).all(2).any(1)
-        return _polytope_distances(corners, box, box_normals, scale, box_normals.abs() @ scale.T, inside)
+        N, F = corners.shape[0], box.shape[0]
+        row = torch.arange(N, device=corners.device).repeat_interleave(F)
+        face = torch.arange(F, device=corners.device).repeat(N)
+        offset = (scale @ box_normals.abs().T).reshape(-1)  # (N·F,): row-major, as the pairs
+        return _face_distances(corners, row, face, box, box_normals, scale, offset, inside)
     # CYLINDER: half-height, radius
     half, radius = parameters[:, 0], parameters[:, 1]
-    axis = _axis_distances(corners, half)
+    axis, longer = _axis_distances(corners.repeat(2, 1, 1), torch.cat((half, half + radius))).chunk(2)
     distance = (axis - radius).clamp(min=0.0)  # the capsule's: a lower bound, exact on the side
-    rest = (axis > _axis_distances(corners, half + radius)).nonzero().squeeze(1)  # nearest at an end
+    rest = (axis > longer).nonzero().squeeze(1)  # the nearest axis point at an end
     if not rest.numel():
         return distance
     corners, half, radius = corners.index_select(0, rest), half.index_select(0, rest), radius.index_select(0, rest)
@@ -173,18 +177,11 @@ def _prism_distances(corners: Tensor, half: Tensor, radius: Tensor, prism: Tenso
     sector = torch.remainder(first.index_select(0, row) + within, sides)
     face = (4 * sector.unsqueeze(1) + torch.arange(4, device=corners.device)).reshape(-1)  # side ×2, top, bottom
     row = row.repeat_interleave(4)
-    # only the faces whose outer side a corner reaches can hold the nearest point
     plane = planes.index_select(0, face)
     offset = plane[:, :2].norm(dim=1) * radius.index_select(0, row) + plane[:, 2].abs() * half.index_select(0, row)
-    reach = ((corners.index_select(0, row) * plane.unsqueeze(1)).sum(-1).amax(1) >= offset - 1e-7).nonzero().squeeze(1)
-    row, face = row.index_select(0, reach), face.index_select(0, reach)
-    scale = torch.stack((radius, radius, half), 1).index_select(0, row)
-    distance = torch.full((corners.shape[0],), torch.inf, dtype=corners.dtype, device=corners.device)
-    distance.scatter_reduce_(0, row, triangle_distances(corners.index_select(0, row),
-                                                        prism.index_select(0, face) * scale.unsqueeze(1)), "amin")
     across = corners[..., :2] @ normals.T  # (N, 3, sides)
     inside = ((across.amax(2) <= radius.unsqueeze(1)) & (corners[..., 2].abs() <= half.unsqueeze(1))).any(1)
-    return torch.where(inside | torch.isinf(distance), torch.zeros_like(distance), distance)
+    return _face_distances(corners, row, face, prism, planes, torch.stack((radius, radius, half), 1), offset, inside)
 
 
 def _axis_distances(corners: Tensor, half: Tensor) -> Tensor:
@@ -195,19 +192,20 @@ def _axis_distances(corners: Tensor, half: Tensor) -> Tensor:
     return triangle_segment_distances(corners, -end, end)
 
 
-def _polytope_distances(corners: Tensor, unit: Tensor, normals: Tensor, scale: Tensor, offset: Tensor,
-                        inside: Tensor) -> Tensor:
-    """(N,) the distance from triangles (N, 3, 3) to a convex polytope given as the surface
-    triangles ``unit`` (F, 3, 3) of a unit shape scaled per triangle by ``scale`` (N, 3), with
-    the faces' outward unit ``normals`` (F, 3) at offsets ``offset`` (F, N); 0 where ``inside``
-    (N,) (a corner inside) or where they meet."""
-    N = corners.shape[0]
-    # only the faces whose outer side a corner reaches can hold the nearest point (there the
-    # segment to the triangle leaves the shape through that face's plane): 1-3 of a box's 6
-    # planes, about half a prism's sides
-    reach = (corners @ normals.T).amax(1) >= offset.T - 1e-7  # (N, F); within rounding: kept
-    row, face = reach.nonzero(as_tuple=True)
+def _face_distances(corners: Tensor, row: Tensor, face: Tensor, unit: Tensor, planes: Tensor, scale: Tensor,
+                    offset: Tensor, inside: Tensor) -> Tensor:
+    """(N,) the distance from triangles (N, 3, 3) to a convex polytope through candidate faces:
+    pairs (``row`` (P,) into the triangles, ``face`` (P,) into ``unit`` (F, 3, 3), the surface
+    triangles of a unit shape scaled per triangle by ``scale`` (N, 3)), each face's outward unit
+    normal in ``planes`` (F, 3) at the pair's ``offset`` (P,); 0 where ``inside`` (N,) (a corner
+    inside) or where they meet. Only the faces whose outer side a corner reaches can hold the
+    nearest point (there the segment to the triangle leaves the shape through that face's plane):
+    1-3 of a box's 6 planes, about half a prism's sides; the others are dropped."""
+    plane = planes.index_select(0, face)
+    reach = ((corners.index_select(0, row) * plane.unsqueeze(1)).sum(-1).amax(1) >= offset - 1e-7)  # within rounding: kept
+    reach = reach.nonzero().squeeze(1)
+    row, face = row.index_select(0, reach), face.index_select(0, reach)
     surface = unit.index_select(0, face) * scale.index_select(0, row).unsqueeze(1)
-    distance = torch.full((N,), torch.inf, dtype=corners.dtype, device=corners.device)
+    distance = torch.full((corners.shape[0],), torch.inf, dtype=corners.dtype, device=corners.device)
     distance.scatter_reduce_(0, row, triangle_distances(corners.index_select(0, row), surface), "amin")
     return torch.where(inside | torch.isinf(distance), torch.zeros_like(distance), distance)

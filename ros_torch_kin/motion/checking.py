@@ -143,6 +143,8 @@ class MotionValidator:
         other = object.__new__(MotionValidator)
         other.__dict__.update(self.__dict__)
         other.exact_window = float(window)
+        if hasattr(self.checker, "with_exact_window"):  # a tight model (its scene swaps keep the window)
+            other.checker = self.checker.with_exact_window(other.exact_window)
         other.refinements = max(self.refinements, GRAZING_REFINEMENTS)
         return other
 
@@ -168,15 +170,10 @@ class MotionValidator:
         if not q.shape[0]:
             return q.new_zeros(0, C)
         world_threshold, self_threshold = self.clearance + self.resolution, self.validity_margin + self.resolution
-        # with an exact window (:meth:`with_exact_window`) a tight model's leaves that its
-        # spheres put that close to the margin are measured by their triangles
-        checker = self.checker
-        if self.exact_window is not None and hasattr(checker, "with_exact_window"):
-            checker = checker.with_exact_window(self.exact_window)
         if self._by_column:
-            columns = checker.distance_columns(q, world_threshold, self_threshold)
+            columns = self.checker.distance_columns(q, world_threshold, self_threshold)
         else:
-            columns = torch.stack(checker.world_and_self_distance(q, world_threshold, self_threshold), 1)
+            columns = torch.stack(self.checker.world_and_self_distance(q, world_threshold, self_threshold), 1)
         return columns.clamp(max=1e3)
 
     def _tracks(self, columns: Tensor) -> Tensor:

@@ -580,11 +580,17 @@ def _grazing_ends(motion: MotionValidator, collision, start: Tensor, goals: Tens
     if not hasattr(collision, "with_exact_window"):  # not a tight model: no triangles to measure
         return motion
     ends = torch.cat((start, goals[valid]))
-    reach = margin + EXACT_WINDOW
     with torch.no_grad():
-        if ends.shape[0] and bool((collision.min_distance(ends, reach) < reach).any()):
+        if ends.shape[0] and bool(_grazes(collision.min_distance(ends, margin + EXACT_WINDOW), margin).any()):
             return motion.with_exact_window()
     return motion
+
+
+def _grazes(distance: Tensor, margin: float) -> Tensor:
+    """Which ends (their model distances (E,), m, exact below margin + EXACT_WINDOW) graze the
+    model: within the exact window of the validity margin (a grasp's; the triangles accepted
+    them). There the motion check measures by triangles and the search samples finely."""
+    return distance < margin + EXACT_WINDOW
 
 
 #: How much farther (m) than the check requires the global search keeps its configurations.
@@ -708,7 +714,7 @@ def _global_seeds(chain, problem, options, limits, collision, goals: Tensor, val
                                      edge_resolution=options.search_resolution, random_seed=options.random_seed)
         escapes = functools.partial(_search_escapes, chain, problem.retreat_link, cost_checker, lower, upper)
         # near an end its spheres put within the exact window of the margin (a grasp's), finely
-        grazing = distance < v + EXACT_WINDOW
+        grazing = _grazes(distance, v)
         fine = (ends[grazing], near, SEARCH_FINE_RESOLUTION) if bool(grazing.any()) else None
         found = search_path(free, problem.start[p], ends[1:], lower, upper, search, escapes=escapes, fine_near=fine)
         timings["global_search"] += time.perf_counter() - moment
