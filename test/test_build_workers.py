@@ -1,9 +1,14 @@
-"""A robot's cold sphere-tree build split among worker processes gives the covers and warnings of
-a build in one process, and falls back to building in the caller when no worker can start."""
+"""A robot's cold sphere-tree build shared with worker processes gives the covers and warnings of
+a build in one process, and falls back to building in the caller when no worker can start; the
+pool's jobs go to whoever is free, largest first, and a worker that fails, hangs or cannot be
+sent a job leaves it to the caller."""
 
 from __future__ import annotations
 
+import math
+import os
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -12,6 +17,8 @@ import trimesh
 
 from ros_torch_kin.collision import TreeSettings, robot_sphere_trees_from_urdf, urdf_sphere_trees
 from ros_torch_kin.kinematics import Chain
+
+import worker_jobs
 
 SETTINGS = TreeSettings(target_slack=0.005)
 
@@ -63,7 +70,13 @@ def test_workers_build_the_same_covers_and_warnings_as_one_process(tmp_path, mon
     alone = _build(urdf, workers=1)
     here = []
     build = urdf_sphere_trees.build_shape_tree
-    monkeypatch.setattr(urdf_sphere_trees, "build_shape_tree", lambda *args: here.append(args) or build(*args))
+
+    def slowly(*args):  # this process slowed, so that the workers (a second to start) take shapes
+        here.append(args)
+        time.sleep(3.0)
+        return build(*args)
+
+    monkeypatch.setattr(urdf_sphere_trees, "build_shape_tree", slowly)
     shared = _build(urdf, workers=3)
     assert 0 < len(here) < 4  # 4 shapes to build (a missing mesh and a sphere need none): some built elsewhere
     _same(alone, shared)
@@ -86,23 +99,40 @@ def test_a_worker_that_fails_leaves_its_shapes_to_the_caller(tmp_path, monkeypat
     _same(alone, _build(urdf, workers=2))
 
 
-def test_jobs_that_cannot_be_sent_to_a_worker_come_back_empty_for_the_caller():
-    """A function pickle cannot send (a lambda) starts no worker: the caller's own share is done,
-    the others come back None for the caller to do (as the tree and table builds do)."""
-    from ros_torch_kin.collision.build_workers import run_in_workers
+def test_jobs_go_to_whoever_is_free_largest_first_with_shared_arguments_sent_once():
+    """Whichever process takes the largest job (by weight, the first taken) takes no other: the
+    other one, free meanwhile, takes them all (a split made in advance would have given the
+    first half of them); ``shared`` arguments reach both processes."""
+    from ros_torch_kin.collision.build_workers import WorkerPool
 
-    results = run_in_workers(lambda x: 2 * x, [(1,), (2,), (3,)], 3)
-    done = [(x, r) for (x,), r in zip([(1,), (2,), (3,)], results) if r is not None]
-    assert len(done) == 1 and done[0][1] == 2 * done[0][0]
+    with WorkerPool(2) as pool:
+        pool.map(worker_jobs.process_with, [("worker_jobs",)] * 2)  # the worker started and ready
+        jobs = [(0.0,), (0.0,), (4.0,), (0.0,), (0.0,)]
+        results = pool.map(worker_jobs.pause_and_name, jobs, weights=[1, 1, 9, 1, 1], shared=("tag",))
+    assert all(tag == "tag" for tag, _ in results)
+    both = {os.getpid(), pool._workers[0].process.pid}
+    others = {pid for _, pid in results[:2] + results[3:]}
+    assert results[2][1] in both and others == both - {results[2][1]}
+
+
+def test_jobs_a_worker_cannot_take_are_computed_by_the_caller():
+    """A function pickle cannot send (a lambda) and a job that raises in the worker come back
+    computed here: the results are complete, and the job's own error is raised here."""
+    from ros_torch_kin.collision.build_workers import WorkerPool, run_in_workers
+
+    assert run_in_workers(lambda x: 2 * x, [(1,), (2,), (3,)], 3) == [2, 4, 6]
+    with WorkerPool(2) as pool:
+        pool.map(worker_jobs.process_with, [("worker_jobs",)] * 2)
+        with pytest.raises(ValueError, match="no root for"):
+            pool.map(worker_jobs.fails, [(1.0,), (2.0,), (3.0,)])
+        assert pool.warm  # a job's error does not stop its worker
+        assert pool.map(worker_jobs.slow_root, [(4.0,), (9.0,)]) == [2.0, 3.0]
 
 
 def test_a_worker_that_hangs_is_killed_and_its_jobs_left_to_the_caller(tmp_path, monkeypatch):
     """A worker that never answers (here an executable that only sleeps) is waited for the
-    patience (shortened here), killed, and its jobs come back None for the caller: a robot's
+    patience (shortened here), killed and reaped, and its job computed by the caller: a robot's
     first start is slower, never stuck."""
-    import math
-    import time
-
     from ros_torch_kin.collision import build_workers
 
     sleeper = tmp_path / "sleeper"
@@ -111,12 +141,15 @@ def test_a_worker_that_hangs_is_killed_and_its_jobs_left_to_the_caller(tmp_path,
     monkeypatch.setattr(sys, "executable", str(sleeper))
     monkeypatch.setattr(build_workers, "MIN_PATIENCE", 0.5)
     began = time.perf_counter()
-    results = build_workers.run_in_workers(math.sqrt, [(16.0,), (9.0,)], 2)
+    with build_workers.WorkerPool(2) as pool:
+        assert pool.map(worker_jobs.slow_root, [(16.0,), (9.0,)]) == [4.0, 3.0]
+        worker = pool._workers[0]
+        assert not worker.alive and worker.process.wait(timeout=5) is not None  # killed, reaped
+        assert not pool.submit(math.sqrt, (1.0,)).wait(0.2)  # no worker left: nothing done there
     assert time.perf_counter() - began < 20.0
-    assert sorted(r is None for r in results) == [False, True]  # the caller's share done, the worker's not
-    assert [r for r in results if r is not None][0] in (4.0, 3.0)
-    process = build_workers.start_worker(math.sqrt, [(1.0,)])
-    assert build_workers.finish_worker(process, 0.2) is None and process.poll() is not None  # killed, reaped
+    with build_workers.WorkerPool(2) as pool:
+        pending = pool.submit(math.sqrt, (1.0,))
+        assert not pending.wait(0.2) and pool._workers[0].process.wait(timeout=5) is not None
 
 
 def test_coarse_covers_cached_by_a_worker_are_those_built_here(tmp_path, monkeypatch):
@@ -124,7 +157,7 @@ def test_coarse_covers_cached_by_a_worker_are_those_built_here(tmp_path, monkeyp
     it builds the trees: what the caller then reads equals what it would have built itself, and
     only a robot with a link missing from the cache starts that worker."""
     from ros_torch_kin.collision import urdf_spheres
-    from ros_torch_kin.collision.build_workers import finish_worker, start_worker
+    from ros_torch_kin.collision.build_workers import WorkerPool
 
     urdf = _robot(tmp_path)
     chain = Chain.from_urdf(urdf, dtype=torch.float64)
@@ -134,7 +167,8 @@ def test_coarse_covers_cached_by_a_worker_are_those_built_here(tmp_path, monkeyp
     monkeypatch.setenv("RTK_CACHE", str(tmp_path / "worker"))
     urdf_spheres.clear_cover_cache()
     assert urdf_spheres.covers_missing(urdf, chain)
-    assert finish_worker(start_worker(urdf_spheres.cache_covers, [(urdf, (), None)])) == [None]
+    with WorkerPool(2) as pool:
+        assert pool.submit(urdf_spheres.cache_covers, (urdf, (), None)).wait()
     assert not urdf_spheres.covers_missing(urdf, chain)  # on disk now, not in this process's memory
     read = urdf_spheres.robot_spheres_from_urdf(urdf, chain)
     for name in ("centers", "radii", "slack", "sphere_links"):

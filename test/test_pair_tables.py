@@ -192,17 +192,25 @@ def test_no_table_that_would_not_repay_its_building(panda_collision_model, monke
 
 
 def test_tables_filled_by_worker_processes_equal_those_filled_here(panda_collision_model, monkeypatch, wrist_table):
-    """The tight model's own verdict (no ``verdict`` given) fills the nodes, split among worker
-    processes once the estimate exceeds PARALLEL_AFTER: the values of the fixture's table."""
+    """The tight model's own verdict (no ``verdict`` given) fills the nodes, shared with a worker
+    process (a model build's pool, its worker already running): the values of the fixture's
+    table, with some pieces filled by the worker."""
     chain, model, _, _ = panda_collision_model
-    monkeypatch.setattr(tables_module, "PARALLEL_AFTER", 0.0)
-    from ros_torch_kin.collision import build_workers
+    from ros_torch_kin.collision.build_workers import WorkerPool
 
-    jobs = []
-    run = build_workers.run_in_workers
-    monkeypatch.setattr(tables_module, "run_in_workers", lambda f, j, w, s: jobs.append(len(j)) or run(f, j, w, s))
-    built = tables_module.pair_tables(chain, model.verdict.robot_spheres, WRIST, budget=math.inf, workers=2)
-    assert jobs and jobs[0] >= 2  # the nodes were split
+    import worker_jobs
+
+    here = []
+    fill = tables_module._fill
+    monkeypatch.setattr(tables_module, "_fill", lambda *args: here.append(1) or fill(*args))  # this process's
+    pieces = []
+    run = tables_module.run_in_workers
+    monkeypatch.setattr(tables_module, "run_in_workers",
+                        lambda f, j, *args, **kwargs: pieces.append(len(j)) or run(f, j, *args, **kwargs))
+    with WorkerPool(2) as pool:
+        pool.map(worker_jobs.process_with, [("ros_torch_kin.collision.pair_tables",)] * 2)  # ready
+        built = tables_module.pair_tables(chain, model.verdict.robot_spheres, WRIST, budget=math.inf, pool=pool)
+    assert pieces and pieces[0] >= 2 and len(here) < pieces[0]  # split, and not all filled here
     assert len(built) == 1 and torch.equal(built[0].values, wrist_table.values)
 
 

@@ -1,31 +1,44 @@
-"""Cold-build work in worker processes: a robot's sphere trees and joint tables, one process per core.
+"""Cold-build work in worker processes: a robot's coarse covers, sphere trees and joint tables,
+side by side with the caller, one process per core.
 
-A robot's first start on a machine (nothing in the cache yet) covers each collision shape with a
-sphere tree (:func:`.urdf_sphere_trees.build_shape_tree`) and fills the joint tables of its
-closest self pairs (:func:`.pair_tables.fill_rows`). Both split into independent jobs, so once
-such a build has run for a second the jobs left are split among worker processes, the caller's
-own among them. The others are fresh interpreters (running :func:`serve`), not forks or
-``multiprocessing`` children: the caller may hold threads (the node's executor, torch's OpenMP
-pool), which a fork copies in whatever state their locks are, and ``multiprocessing``'s spawn
-imports the caller's main script again in every child, which a plain user script does not
-expect. The function (module-level: pickled by its name) and the jobs go to the workers pickled
-on stdin, results come back pickled on stdout; a worker that cannot start or fails returns
-nothing, and its jobs are left to the caller.
+A robot's first start on a machine (nothing in the cache yet) covers its links with coarse spheres
+(:func:`.urdf_spheres.cache_covers`), each collision shape with a sphere tree
+(:func:`.urdf_sphere_trees.build_shape_tree`), and fills the joint tables of its closest self
+pairs (:func:`.pair_tables.fill_rows`). All of it splits into independent jobs.
 
-Jobs are dealt largest first (by the caller's ``weights``: a mesh file's size, a job's rows),
-each to the worker with the least weight so far. The results are the same whichever process
-computes them. A worker is waited for a bounded time (:func:`patience`: generous, since the
-caller's own share is measured): one that hangs (a stuck import, a wedged pipe) is killed and its
-jobs computed by the caller, so a robot's first start is slower at worst, never stuck.
+A :class:`WorkerPool` holds the other processes for one model build: started when the first job
+is given to it, kept from the covers to the trees to the tables (a worker's start, an interpreter
+importing torch, ~1-2 s, is paid once), closed at the end. Jobs wait in one queue, largest first
+(by the caller's ``weights``: a mesh file's size, a table piece's estimated time), and whoever is
+free takes the next, the caller among them: a long shape keeps one process busy while the others
+take the rest, where a split made in advance by file size left cores idle (the MBM Fetch's
+caller finished its share at 16 s and waited for its worker until 37 s). Each job's result is
+the same whichever process computes it.
+
+The workers are fresh interpreters (running :func:`serve`), not forks or ``multiprocessing``
+children: the caller may hold threads (the node's executor, torch's OpenMP pool), which a fork
+copies in whatever state their locks are, and ``multiprocessing``'s spawn imports the caller's
+main script again in every child, which a plain user script does not expect. A job (a
+module-level function, pickled by its name, and its arguments) goes to a worker as one
+length-prefixed pickle on its stdin, its result comes back the same way on its stdout. A worker
+that cannot start, cannot be sent a job (an unpicklable function), fails or raises leaves the
+job to the caller, who computes it here (so its error, if any, is raised here). A worker is waited
+for a bounded time (:func:`patience`: generous, since the caller's own share is measured): one
+that hangs (a stuck import, a wedged pipe) is killed and its job computed by the caller, so a
+robot's first start is slower at worst, never stuck.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import pickle
+import struct
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from pathlib import Path
 
 #: The least time (s) a worker is waited for once the caller has finished its own share.
@@ -33,74 +46,13 @@ MIN_PATIENCE = 60.0
 #: ... and how many times the caller's own share's time, when that is longer.
 PATIENCE_FACTOR = 4.0
 
-
-def run_in_workers(function, jobs, workers: int, weights=None) -> list:
-    """For each argument tuple of ``jobs``: ``function(*job)`` (a module-level function), or None
-    where its worker failed. ``workers`` processes in all: this one computes its share while the
-    others run. ``weights`` (one number per job, default 1): how jobs are dealt."""
-    weights = [1] * len(jobs) if weights is None else list(weights)
-    shares: list[list[int]] = [[] for _ in range(max(1, min(workers, len(jobs))))]
-    load = [0] * len(shares)
-    for j in sorted(range(len(jobs)), key=lambda j: -weights[j]):
-        w = load.index(min(load))
-        shares[w].append(j)
-        load[w] += weights[j] + 1
-    started = [start_worker(function, [jobs[j] for j in share]) for share in shares[1:]]  # the first is ours
-    results: list = [None] * len(jobs)
-    began = time.perf_counter()
-    for j in shares[0]:
-        results[j] = function(*jobs[j])
-    until = time.perf_counter() + patience(time.perf_counter() - began)
-    for share, process in zip(shares[1:], started):
-        built = finish_worker(process, max(0.0, until - time.perf_counter()))
-        if built is not None:
-            for j, result in zip(share, built):
-                results[j] = result
-    return results
+_HEADER = struct.Struct("<Q")
+_TOKENS = itertools.count()
 
 
 def patience(own: float) -> float:
     """How long (s) workers are waited for after the caller spent ``own`` s on its share."""
     return max(MIN_PATIENCE, PATIENCE_FACTOR * own)
-
-
-def start_worker(function, jobs) -> subprocess.Popen | None:
-    """A worker process computing ``function(*job)`` for each of ``jobs``, started now (collect
-    it with :func:`finish_worker`); None when the jobs cannot be sent (pickle) or no process starts."""
-    process = None
-    try:
-        payload = pickle.dumps((function, list(jobs)))  # before a process is started
-        environment = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        process = subprocess.Popen([sys.executable, "-c", f"from {__name__} import serve; serve()"],
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=environment)
-        process.stdin.write(payload)
-        process.stdin.close()
-        process.stdin = None  # sent: communicate() then only reads
-        return process
-    except (OSError, ValueError, TypeError, AttributeError, pickle.PicklingError):
-        if process is not None:  # started but not fed: not left running
-            process.kill()
-            process.wait()
-        return None
-
-
-def finish_worker(process: subprocess.Popen | None, timeout: float | None = None) -> list | None:
-    """The results of a :func:`start_worker` process (waits for it, at most ``timeout`` s), or
-    None where it failed or did not finish in time (then it is killed)."""
-    if process is None:
-        return None
-    try:
-        output, _ = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.communicate()
-        return None
-    if process.returncode != 0:
-        return None
-    try:
-        return pickle.loads(output)
-    except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError):
-        return None
 
 
 def usable_cores() -> int:
@@ -117,10 +69,249 @@ def file_size(path) -> int:
     return Path(path).stat().st_size if path is not None and Path(path).is_file() else 0
 
 
+class _Failed(Exception):
+    """A job a worker could not compute (the caller computes it)."""
+
+
+class _Worker:
+    """One worker process; ``lock`` is held while it computes a job."""
+
+    def __init__(self):
+        self.process: subprocess.Popen | None = None
+        self.lock = threading.Lock()
+        self.alive = True
+        self.shared_token = None  # the shared arguments it holds
+
+    def start(self) -> None:
+        # one process per core: each runs one thread (torch's and BLAS's pools would oversubscribe)
+        environment = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p), OMP_NUM_THREADS="1")
+        try:
+            self.process = subprocess.Popen([sys.executable, "-c", f"from {__name__} import serve; serve()"],
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=environment)
+        except (OSError, ValueError):
+            self.alive = False
+
+    def call(self, function, args: tuple, shared: tuple | None = None):
+        """``function(*shared_args, *args)`` in the worker (the lock held by the caller);
+        ``shared`` (token, shared_args) or None, sent once per token. Raises :class:`_Failed`
+        where it cannot (the worker is then no longer used, unless only the job was at fault)."""
+        if not self.alive or self.process is None:
+            raise _Failed
+        token, values = shared if shared is not None else (None, ())
+        try:
+            data = pickle.dumps((function, token, values if token != self.shared_token else None, args))
+        except (pickle.PicklingError, TypeError, AttributeError) as error:  # the job, not the worker
+            raise _Failed from error
+        try:
+            self.process.stdin.write(_HEADER.pack(len(data)) + data)
+            self.process.stdin.flush()
+            self.shared_token = token
+            ok, value = _receive(self.process.stdout)
+        except (OSError, EOFError, ValueError, pickle.UnpicklingError, AttributeError, ImportError) as error:
+            self.kill()
+            raise _Failed from error
+        if not ok:  # the function raised there: the caller computes it (and raises it) here
+            raise _Failed(value)
+        return value
+
+    def kill(self) -> None:
+        self.alive = False
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+
+    def close(self) -> None:
+        """Ask the worker to exit (the end of its input) without waiting for it (an interpreter's
+        exit takes a while): ``subprocess`` reaps it later; one still computing is killed."""
+        if self.process is None:
+            return
+        if self.lock.acquire(blocking=False):  # idle: it exits at the end of its input
+            self.lock.release()
+        else:
+            self.kill()
+        try:
+            self.process.stdin.close()
+        except OSError:
+            pass
+        self.alive = False
+
+
+class Pending:
+    """A job given to one worker in the background (:meth:`WorkerPool.submit`)."""
+
+    def __init__(self, worker: _Worker | None):
+        self._worker, self._done = worker, threading.Event()
+        self.ok, self.value = False, None
+        if worker is None:
+            self._done.set()
+
+    def _finish(self, ok: bool, value) -> None:
+        self.ok, self.value = ok, value
+        self._done.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Whether the job succeeded, waiting at most ``timeout`` s; a worker not done by then is
+        killed (its job is left to the caller)."""
+        if not self._done.wait(timeout) and self._worker is not None:
+            self._worker.kill()
+            self._done.wait()
+        return self.ok
+
+
+class WorkerPool:
+    """``workers`` processes in all (None: one per core this process may use), this one among
+    them: the others are started when a job is first given to them (:meth:`map`,
+    :meth:`submit`) and kept until :meth:`close` (or the end of a ``with`` block)."""
+
+    def __init__(self, workers: int | None = None):
+        count = usable_cores() if workers is None else workers
+        self._workers = [_Worker() for _ in range(max(0, count - 1))]
+        self._started = False
+
+    def __enter__(self) -> "WorkerPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def size(self) -> int:
+        """Processes beside this one."""
+        return len(self._workers)
+
+    @property
+    def warm(self) -> bool:
+        """Whether its workers run already (a job given to them costs no start)."""
+        return self._started and any(w.alive for w in self._workers)
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            for worker in self._workers:
+                worker.start()
+
+    def close(self) -> None:
+        for worker in self._workers:
+            worker.close()
+
+    def submit(self, function, args: tuple) -> Pending:
+        """``function(*args)`` on one worker in the background (the first that is alive; while it
+        runs, that worker takes no job of :meth:`map`); a :class:`Pending` with nothing to wait for
+        when there is no worker."""
+        self.start()
+        worker = next((w for w in self._workers if w.alive), None)
+        pending = Pending(worker)
+        if worker is not None:
+            def run():
+                with worker.lock:
+                    try:
+                        pending._finish(True, worker.call(function, args))
+                    except _Failed:
+                        pending._finish(False, None)
+
+            threading.Thread(target=run, daemon=True).start()
+        return pending
+
+    def map(self, function, jobs, weights=None, shared: tuple = ()) -> list:
+        """``function(*shared, *job)`` for each argument tuple of ``jobs`` (``function``
+        module-level), in their order, computed here and by the workers side by side: the jobs
+        largest first by ``weights`` (one number per job, default 1), each taken by whoever is
+        free. ``shared``: arguments common to every job, sent to each worker once."""
+        jobs = list(jobs)
+        weights = [1] * len(jobs) if weights is None else list(weights)
+        queue = deque(sorted(range(len(jobs)), key=lambda j: -weights[j]))
+        results: list = [None] * len(jobs)
+        done = [False] * len(jobs)
+        state = threading.Condition()
+        flight: dict[int, _Worker] = {}  # job -> the worker computing it
+        token = (next(_TOKENS), os.getpid())
+
+        def feed(worker: _Worker) -> None:
+            while True:
+                with worker.lock:  # free: take the next job
+                    with state:
+                        if not queue or not worker.alive:
+                            return
+                        j = queue.popleft()
+                        flight[j] = worker
+                    try:
+                        results[j], done[j] = worker.call(function, jobs[j], (token, shared) if shared else None), True
+                    except _Failed:
+                        pass
+                    finally:
+                        with state:
+                            del flight[j]
+                            state.notify_all()
+
+        if len(jobs) > 1 and self._workers:
+            self.start()
+            for worker in self._workers:
+                if worker.alive:
+                    threading.Thread(target=feed, args=(worker,), daemon=True).start()
+        began = time.perf_counter()
+        try:
+            while True:
+                with state:
+                    if not queue:
+                        break
+                    j = queue.popleft()
+                results[j], done[j] = function(*shared, *jobs[j]), True
+        except BaseException:  # the workers take nothing more
+            with state:
+                queue.clear()
+            raise
+        until = time.perf_counter() + patience(time.perf_counter() - began)
+        with state:
+            while flight and state.wait(max(0.0, until - time.perf_counter())):
+                pass
+            for worker in set(flight.values()):  # past the patience: killed, their jobs done here
+                worker.kill()
+            while flight:
+                state.wait()
+        for j in range(len(jobs)):
+            if not done[j]:
+                results[j] = function(*shared, *jobs[j])
+        return results
+
+
+def run_in_workers(function, jobs, workers: int, weights=None, shared: tuple = (), pool: WorkerPool | None = None) -> list:
+    """:meth:`WorkerPool.map` on ``pool``, or on a pool of ``workers`` processes made for it."""
+    if pool is not None:
+        return pool.map(function, jobs, weights, shared)
+    with WorkerPool(workers) as made:
+        return made.map(function, jobs, weights, shared)
+
+
+def _receive(stream):
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        raise EOFError("the worker's output ended")
+    (size,) = _HEADER.unpack(header)
+    data = stream.read(size)
+    if len(data) < size:
+        raise EOFError("the worker's output ended")
+    return pickle.loads(data)
+
+
 def serve() -> None:
-    """A worker's body: compute the pickled (function, jobs) on stdin, write the pickled results
-    to stdout."""
-    function, jobs = pickle.loads(sys.stdin.buffer.read())
-    built = [function(*job) for job in jobs]
-    sys.stdout.buffer.write(pickle.dumps(built))
-    sys.stdout.buffer.flush()
+    """A worker's body: jobs (function, token, shared arguments or None, arguments) from stdin,
+    (ok, result or the error's text) to stdout, until stdin ends."""
+    source, sink = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # what a job prints must not enter the results' stream
+    held: dict = {}
+    while True:
+        try:
+            function, token, values, args = _receive(source)
+        except EOFError:
+            return
+        if values is not None:
+            held = {token: values}
+        try:
+            reply = (True, function(*held.get(token, ()), *args))
+        except Exception as error:  # noqa: BLE001 -- reported to the caller, who computes it again
+            reply = (False, f"{type(error).__name__}: {error}")
+        try:
+            data = pickle.dumps(reply)
+        except Exception as error:  # noqa: BLE001 -- a result pickle cannot send: computed by the caller
+            data = pickle.dumps((False, f"the result cannot be sent: {type(error).__name__}: {error}"))
+        sink.write(_HEADER.pack(len(data)) + data)
+        sink.flush()

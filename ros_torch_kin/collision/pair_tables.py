@@ -49,7 +49,7 @@ import torch
 from torch import Tensor
 
 from ..kinematics import Chain, world_transforms
-from .build_workers import run_in_workers, usable_cores
+from .build_workers import WorkerPool, run_in_workers, usable_cores
 
 #: The values a node can hold (m): the largest at which the tight verdict finds the pair clear.
 LEVELS = (0.006, 0.010, 0.012)
@@ -222,7 +222,7 @@ def motion_rates(chain: Chain, spheres, link_a: int, link_b: int) -> list[float]
 
 
 def pair_tables(chain: Chain, spheres, pairs, verdict=None, budget: float = BUDGET, seed: int = 0,
-                workers: int | None = None) -> tuple[PairTable, ...]:
+                workers: int | None = None, pool: WorkerPool | None = None) -> tuple[PairTable, ...]:
     """Tables for the pairs of ``pairs`` ((link_a, link_b) names) whose relative pose depends on
     one or two DOFs with a sound rate bound; pairs that depend on the same DOFs share one.
     ``spheres``: the tight model's leaves; ``verdict(pairs, q, level)`` -> (N,) bool: the tight
@@ -238,7 +238,9 @@ def pair_tables(chain: Chain, spheres, pairs, verdict=None, budget: float = BUDG
     :data:`PAYBACK` configurations; the others are built dearest first while their time stays
     within ``budget`` s. The choice follows this machine's timings; the verdict is the same with
     any choice. ``workers``: processes that fill the nodes side by side when the estimate exceeds
-    :data:`PARALLEL_AFTER` (None: one per core this process may use; 1: all in this process)."""
+    :data:`PARALLEL_AFTER` (None: one per core this process may use; 1: all in this process);
+    ``pool``: a :class:`.build_workers.WorkerPool` to use instead (a model build's: when its
+    workers run already, from the trees, they share any table)."""
     tight = verdict is None
     if tight:
         verdict = _TightVerdict(chain, spheres, pairs)
@@ -282,9 +284,10 @@ def pair_tables(chain: Chain, spheres, pairs, verdict=None, budget: float = BUDG
         if spent + plan[1] <= budget:
             spent += plan[1]
             chosen.append(plan)
-    count = workers if workers is not None else usable_cores()
-    if tight and count > 1 and spent > PARALLEL_AFTER and chain.device.type == "cpu":
-        values = _fill_in_workers(chain, spheres, [(p[3], p[5], p[1]) for p in chosen], count)
+    count = pool.size + 1 if pool is not None else workers if workers is not None else usable_cores()
+    warm = pool is not None and pool.warm
+    if tight and count > 1 and (spent > PARALLEL_AFTER or warm) and chosen and chain.device.type == "cpu":
+        values = _fill_in_workers(chain, spheres, [(p[3], p[5], p[1]) for p in chosen], count, pool)
     else:
         values = [_fill(verdict, tuple(p[3]), p[5]) for p in chosen]
     tables = []
@@ -325,10 +328,10 @@ def fill_rows(chain: Chain, spheres, pairs, members, q: Tensor) -> Tensor:
     return _fill(_WORKER_VERDICT[0], tuple(members), q)
 
 
-def _fill_in_workers(chain: Chain, spheres, tables, workers: int) -> list[Tensor]:
+def _fill_in_workers(chain: Chain, spheres, tables, workers: int, pool: WorkerPool | None = None) -> list[Tensor]:
     """Each table's values from ``tables`` ((members, nodes (N, J), estimated s)), its nodes cut
-    into pieces dealt among ``workers`` processes by their estimated time; a piece whose worker
-    failed is filled here."""
+    into pieces shared among ``workers`` processes (or ``pool``'s), the dearest first; a piece
+    whose worker failed is filled here."""
     pieces, owner = [], []
     total = sum(estimate for _, _, estimate in tables)
     share = max(total / (4 * workers), 1e-9)  # a few pieces per worker, to balance them
@@ -339,10 +342,8 @@ def _fill_in_workers(chain: Chain, spheres, tables, workers: int) -> list[Tensor
                 pieces.append((tuple(members), q[rows], estimate * rows.numel() / q.shape[0]))
                 owner.append(t)
     every = tuple(pair for members, _, _ in tables for pair in members)
-    filled = run_in_workers(fill_rows, [(chain, spheres, every, members, q) for members, q, _ in pieces], workers,
-                            [estimate for _, _, estimate in pieces])
-    filled = [f if f is not None else fill_rows(chain, spheres, every, members, q)
-              for f, (members, q, _) in zip(filled, pieces)]
+    filled = run_in_workers(fill_rows, [(members, q) for members, q, _ in pieces], workers,
+                            [estimate for _, _, estimate in pieces], shared=(chain, spheres, every), pool=pool)
     _WORKER_VERDICT.clear()
     return [torch.cat([f for f, o in zip(filled, owner) if o == t]) for t in range(len(tables))]
 
@@ -410,10 +411,10 @@ _VERSION = "2"
 
 
 def cached_pair_tables(chain: Chain, spheres, pairs, verdict=None, budget: float = BUDGET,
-                       use_cache: bool = True) -> tuple[PairTable, ...]:
+                       use_cache: bool = True, pool: WorkerPool | None = None) -> tuple[PairTable, ...]:
     """:func:`pair_tables`, from the disk cache when the same chain, leaves, pairs and settings
     were tabled before (``$RTK_CACHE``/``~/.cache/ros_torch_kin/pair_tables``), else built and
-    stored (a read-only cache directory only costs the storing)."""
+    stored (a read-only cache directory only costs the storing). ``pool``: see :func:`pair_tables`."""
     from .urdf_sphere_trees import cache_directory
 
     digest = hashlib.sha256(repr((_VERSION, LEVELS, MOVE, MAX_NODES, WORTH, PAYBACK, budget, tuple(pairs),
@@ -427,7 +428,7 @@ def cached_pair_tables(chain: Chain, spheres, pairs, verdict=None, budget: float
             return tuple(PairTable(**entry) for entry in torch.load(path, weights_only=True))
         except Exception:  # noqa: BLE001 -- a damaged or foreign file: built again
             pass
-    tables = pair_tables(chain, spheres, pairs, verdict, budget)
+    tables = pair_tables(chain, spheres, pairs, verdict, budget, pool=pool)
     if use_cache:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

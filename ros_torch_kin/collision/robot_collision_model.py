@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..kinematics import Chain
-from .build_workers import finish_worker, patience, start_worker, usable_cores
+from .build_workers import WorkerPool, patience
 from .collision_checker import CollisionChecker
 from .obstacles import Scene
 from .self_collision import ALWAYS_IN_COLLISION_FRACTION, DEFAULT_SAMPLES, SelfCollisionPairs, _sphere_pairs, self_collision_pairs
@@ -83,27 +83,31 @@ def robot_collision_model_from_urdf(
     ``validity_margin`` (m): the verdict's margin; ``table_budget`` (s): the building time of the
     joint tables of self pairs that stay close (:mod:`.pair_tables`; 0: none). Warnings of both
     builds are on the spheres."""
-    # a cold robot: its coarse covers in a worker process (into the disk cache) while this one
-    # starts on the trees, whose own workers come a second later: a core would idle meanwhile
-    covering = (start_worker(cache_covers, [(urdf, tuple(search_dirs), base_dir)])
-                if usable_cores() > 1 and covers_missing(urdf, chain, search_dirs, base_dir) else None)
-    began = time.perf_counter()
-    tight = robot_sphere_trees_from_urdf(urdf, chain, search_dirs=search_dirs, base_dir=base_dir, settings=settings)
-    finish_worker(covering, patience(time.perf_counter() - began))  # whatever it did not cache is covered here
-    coarse = robot_spheres_from_urdf(urdf, chain, search_dirs=search_dirs, base_dir=base_dir)
-    pairs = self_collision_pairs(chain, coarse, srdf=srdf, samples=samples, seed=seed)
-    pairs = _confirmed_by_tight(chain, coarse, tight, pairs, samples, seed)
-    cost = CollisionChecker(chain, coarse, scene, pairs)
-    tables = _pair_tables(chain, tight, pairs, table_budget) if table_budget > 0 else ()
+    # a cold robot: one pool of worker processes for the whole build (started only if something
+    # is missing from the cache), the coarse covers in one of them (into the disk cache) while this
+    # process starts on the trees, whose jobs that worker then shares, and the joint tables'
+    with WorkerPool() as pool:
+        covering = (pool.submit(cache_covers, (urdf, tuple(search_dirs), base_dir))
+                    if pool.size and covers_missing(urdf, chain, search_dirs, base_dir) else None)
+        began = time.perf_counter()
+        tight = robot_sphere_trees_from_urdf(urdf, chain, search_dirs=search_dirs, base_dir=base_dir,
+                                             settings=settings, pool=pool)
+        if covering is not None:  # whatever it did not cache is covered here
+            covering.wait(patience(time.perf_counter() - began))
+        coarse = robot_spheres_from_urdf(urdf, chain, search_dirs=search_dirs, base_dir=base_dir)
+        pairs = self_collision_pairs(chain, coarse, srdf=srdf, samples=samples, seed=seed)
+        pairs = _confirmed_by_tight(chain, coarse, tight, pairs, samples, seed)
+        cost = CollisionChecker(chain, coarse, scene, pairs)
+        tables = _pair_tables(chain, tight, pairs, table_budget, pool) if table_budget > 0 else ()
     verdict = TreeCollisionChecker(chain, tight, scene, pairs, margin=validity_margin, coarse=cost, pair_tables=tables)
     return RobotCollisionModel(verdict, cost)
 
 
-def _pair_tables(chain: Chain, tight, pairs: SelfCollisionPairs, budget: float):
+def _pair_tables(chain: Chain, tight, pairs: SelfCollisionPairs, budget: float, pool: WorkerPool | None = None):
     """The joint tables of the enabled pairs (:mod:`.pair_tables`), filled by the tight verdict on
     the leaves alone (not the coarse level): the leaves' distance moves no faster than the table's
     rates, so a table only ever proves clear what the model's verdict would find clear."""
-    return cached_pair_tables(chain, tight, pairs.enabled, budget=budget)
+    return cached_pair_tables(chain, tight, pairs.enabled, budget=budget, pool=pool)
 
 
 def _confirmed_by_tight(chain: Chain, coarse, tight, pairs: SelfCollisionPairs, samples: int, seed: int) -> SelfCollisionPairs:

@@ -28,7 +28,7 @@ from .urdf_spheres import _assemble as assemble_spheres
 from .robot_spheres import LeafTriangles, RobotSpheres, SphereTiers
 from .sphere_cover import CoverProblem, CoverSettings, SphereCover, cover_problem_for_shape, mesh_problem
 from .sphere_tree import TreeCover, TreeSettings, build_sphere_tree
-from .build_workers import file_size, run_in_workers, usable_cores
+from .build_workers import WorkerPool, file_size, run_in_workers, usable_cores
 from .urdf_geometry import CollisionShape, read_collision_shapes
 
 #: How finely shapes are cut into pieces before the tree splits them further.
@@ -57,6 +57,7 @@ def robot_sphere_trees_from_urdf(
     dtype: torch.dtype | None = None,
     use_cache: bool = True,
     workers: int | None = None,
+    pool: WorkerPool | None = None,
 ) -> RobotSpheres:
     """Tight spheres (every leaf's slack ≤ ``settings.target_slack`` where the method reaches it)
     covering every link's collision geometry, grouped for the broad phase. Arguments as
@@ -64,8 +65,9 @@ def robot_sphere_trees_from_urdf(
 
     ``workers``: processes that build the shapes missing from the cache side by side once a cold
     build has run ``PARALLEL_AFTER`` seconds (None: one per core this process may use; 1: all in
-    this process). Each shape is built the same way whatever the count, so the covers do not
-    depend on it."""
+    this process); ``pool``: a :class:`.build_workers.WorkerPool` to use instead (a model build's,
+    kept for its joint tables; its workers, when already started, take shapes at once). Each
+    shape is built the same way whatever the count, so the covers do not depend on it."""
     shapes, warnings = read_collision_shapes(urdf)
     by_link: dict[str, list[CollisionShape]] = {}
     for shape in shapes:
@@ -74,7 +76,7 @@ def robot_sphere_trees_from_urdf(
         else:
             warnings.append(f"link '{shape.link}' has collision geometry but is not in the chain; skipped")
     ordered = [shape for link_shapes in by_link.values() for shape in link_shapes]
-    trees = _shape_trees(ordered, settings, tuple(search_dirs), base_dir, warnings, use_cache, workers)
+    trees = _shape_trees(ordered, settings, tuple(search_dirs), base_dir, warnings, use_cache, workers, pool)
     parts: dict[str, list[TreeCover]] = {}
     for shape, tree in zip(ordered, trees):
         if tree is not None and tree.leaves.num_spheres:
@@ -83,7 +85,7 @@ def robot_sphere_trees_from_urdf(
     return _assemble(chain, covers, warnings, device, dtype)
 
 
-def _shape_trees(shapes, settings, search_dirs, base_dir, warnings, use_cache, workers) -> list[TreeCover | None]:
+def _shape_trees(shapes, settings, search_dirs, base_dir, warnings, use_cache, workers, pool) -> list[TreeCover | None]:
     """Each shape's tree cover in its link's frame (None: its mesh is missing or unreadable), from
     the memory or disk cache, the others built (side by side when ``workers`` allows) and cached;
     warnings in the shapes' order."""
@@ -112,7 +114,7 @@ def _shape_trees(shapes, settings, search_dirs, base_dir, warnings, use_cache, w
     first = {}
     for i, shape, path, key in missing:
         first.setdefault(key, (i, shape, path, key))
-    built = dict(zip(first, _build_all(list(first.values()), settings, workers)))
+    built = dict(zip(first, _build_all(list(first.values()), settings, workers, pool)))
     for i, shape, path, key in missing:
         entry, built_notes = built[key]
         named = first[key][1].link  # the warnings name the link whose shape was built
@@ -164,27 +166,29 @@ def _cached(key: str) -> tuple[TreeCover, tuple[int, int, int]] | None:
     return entry
 
 
-def _build_all(missing, settings: TreeSettings, workers: int | None):
+def _build_all(missing, settings: TreeSettings, workers: int | None, pool: WorkerPool | None = None):
     """(entry or None, warnings) for each (index, shape, path, key) of ``missing``, in its order.
 
-    Built in this process, smallest file first, while that takes under ``PARALLEL_AFTER``: a
-    worker's start (an interpreter importing torch, ~1 s) would cost a small robot more than its
-    whole build. What is left then is split among worker processes (:mod:`.build_workers`)
-    when there are two shapes or more and more than one worker; a worker's failure leaves its
-    shapes to this process."""
+    Built in this process, smallest file first, while that takes under ``PARALLEL_AFTER`` (unless
+    ``pool``'s workers run already): a worker's start (an interpreter importing torch, ~1 s) would
+    cost a small robot more than its whole build. What is left then is shared with the worker
+    processes (:mod:`.build_workers`: the largest files first, each shape taken by whichever
+    process is free) when there are two shapes or more and more than one process; a worker's
+    failure leaves its shapes to this process."""
     jobs = [(shape, path) for _, shape, path, _ in missing]
     results: list = [None] * len(jobs)
     order = sorted(range(len(jobs)), key=lambda j: file_size(jobs[j][1]))
     began = time.perf_counter()
-    count = workers if workers is not None else usable_cores()
-    while order and (time.perf_counter() - began < PARALLEL_AFTER or len(order) < 2 or count < 2):
+    count = pool.size + 1 if pool is not None else workers if workers is not None else usable_cores()
+    warm = pool is not None and pool.warm
+    while order and ((time.perf_counter() - began < PARALLEL_AFTER and not warm) or len(order) < 2 or count < 2):
         j = order.pop(0)
         results[j] = build_shape_tree(*jobs[j], settings)
     if order:
         shared = run_in_workers(_shape_job, [(*jobs[j], settings) for j in order], min(count, len(order)),
-                                [file_size(jobs[j][1]) for j in order])
+                                [file_size(jobs[j][1]) for j in order], pool=pool)
         for j, result in zip(order, shared):
-            results[j] = result if result is not None else build_shape_tree(*jobs[j], settings)
+            results[j] = result
     return results
 
 
