@@ -3,6 +3,7 @@ from each description source; config/default.yaml matches the declared defaults.
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -96,6 +97,10 @@ def test_start_without_a_robot_then_receive_one_on_the_topic(ros_domain, spinner
         publisher.publish(String(data=bundled_urdf()))
         assert wait_until(lambda: process.wait_for_log("from topic robot_description", timeout=0.1), timeout=20)
         assert client.forward_kinematics(np.zeros(7)).shape == (10, 7)
+        # the log says what it serves and how long its collision model took to build
+        served = re.search(r"serving robot 'rtk_arm7' \(7 DOFs, .* sphere-tree leaves, built in (\d+\.\d) s\) on .*"
+                           r"from topic robot_description", process.log())
+        assert served and 0.0 <= float(served.group(1)) < 120.0, process.log()[-2000:]
 
 
 def test_latched_description_published_before_the_node_starts(ros_domain, spinner):

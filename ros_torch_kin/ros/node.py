@@ -52,6 +52,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile
 from rclpy.task import Future
 from std_msgs.msg import String
 
+from ..collision.urdf_sphere_trees import cache_directory
 from ..srv import CheckCollision, ComputeFK, ComputeGradient, ComputeIK, ComputeJacobian, GetCollisionModel, GetRobotModel
 from . import collision_services, convert, handlers, ik_service
 from .convert import RequestError
@@ -83,6 +84,8 @@ NO_MODEL = (
 INLINE_VALUES = 512
 #: Seconds the node waits at shutdown for worker jobs still running (a plan stops at its budget).
 SHUTDOWN_WAIT = 10.0
+#: s: a collision model that took longer was built cold (nothing cached): the log says why and where it is kept
+COLD_BUILD_NOTE_AFTER = 5.0
 _DESCRIPTION_PARAMETERS = {"robot_description", "robot_description_file", "bundled_robot"}
 _CHAIN_PARAMETERS = {"device", "dtype", "floating_joints"}
 _COLLISION_PARAMETERS = {"collision_checking", "robot_description_semantic", "collision_spheres_file",
@@ -248,6 +251,11 @@ class KinematicsNode(Node):
             except ValueError as error:
                 self.get_logger().error(f"{error}; the scene stays as it was ({len(self.world.scene)} obstacles)")
         self.get_logger().info(f"serving {model.summary()}")
+        if model.collision_build_seconds > COLD_BUILD_NOTE_AFTER:
+            self.get_logger().info(
+                f"the collision model took {model.collision_build_seconds:.0f} s: a robot's first start on this machine "
+                f"covers its meshes (worker processes, one per core); what it built is cached in "
+                f"{cache_directory().parent} and read in about a second by later starts")
         for warning in model.warnings:
             self.get_logger().warning(f"URDF: {warning}")
         scene = getattr(self, "_scene", None)  # absent while __init__ loads the configured robot

@@ -56,6 +56,9 @@ class ServedModel:
     collision_options: CollisionOptions = CollisionOptions()
     #: directory that relative mesh paths are resolved against (a URDF file's directory)
     base_dir: str | None = None
+    #: wall-clock seconds its collision model took to build (0: none built); seconds on a robot's
+    #: first start on a machine (nothing cached), about one after
+    collision_build_seconds: float = 0.0
 
     @cached_property
     def lower_limits(self) -> np.ndarray:
@@ -76,6 +79,7 @@ class ServedModel:
                          "link pairs checked")
             if self.verdict is not None:
                 collision += f", verdict on {self.verdict.spheres.num_spheres} sphere-tree leaves"
+            collision += f", built in {self.collision_build_seconds:.1f} s"
         return (
             f"robot '{chain.name}' ({chain.num_dofs} DOFs, {chain.num_links} links{collision}) on "
             f"{chain.device} {str(chain.dtype).replace('torch.', '')}, from {self.source}"
@@ -131,13 +135,15 @@ def build_model(
 def with_collision(model: ServedModel, options: CollisionOptions) -> ServedModel:
     """``model`` with its collision model (re)built for ``options`` (the chain is kept)."""
     if not options.enabled:
-        return replace(model, collision=None, verdict=None, collision_options=options)
+        return replace(model, collision=None, verdict=None, collision_options=options, collision_build_seconds=0.0)
     chain = model.chain
+    began = time.perf_counter()
     if options.verdict == "tight" and not options.spheres_file:
         both = robot_collision_model_from_urdf(model.urdf, chain, srdf=options.srdf or None,
                                                search_dirs=options.mesh_search_paths, base_dir=model.base_dir,
                                                samples=options.self_collision_samples)
-        return replace(model, collision=both.cost, verdict=both.verdict, collision_options=options)
+        return replace(model, collision=both.cost, verdict=both.verdict, collision_options=options,
+                       collision_build_seconds=time.perf_counter() - began)
     spheres = robot_spheres_from_urdf(
         model.urdf, chain, search_dirs=options.mesh_search_paths, base_dir=model.base_dir,
         overrides=options.spheres_file or None,
@@ -145,7 +151,8 @@ def with_collision(model: ServedModel, options: CollisionOptions) -> ServedModel
     pairs = self_collision_pairs(chain, spheres.to(chain.device, chain.dtype), srdf=options.srdf or None,
                                  samples=options.self_collision_samples)
     checker = CollisionChecker(chain, spheres, self_pairs=pairs)
-    return replace(model, collision=checker, verdict=None, collision_options=options)
+    return replace(model, collision=checker, verdict=None, collision_options=options,
+                   collision_build_seconds=time.perf_counter() - began)
 
 
 def check_description_size(urdf: str, limit: int) -> None:
