@@ -193,6 +193,24 @@ def test_mesh_depth_estimate_agrees_with_the_exact_depth():
         assert np.mean(np.abs(estimate - exact) < 1e-4) > 0.99
         far = np.abs(exact) > 0.003
         assert np.all(np.sign(estimate[far]) == np.sign(exact[far]))
+        # the careful estimate measures a superset of the fast one's triangles: exact wherever it is
+        careful = problem.careful_estimate(points)
+        assert not ((np.abs(careful - exact) > 1e-9) & (np.abs(estimate - exact) <= 1e-9)).any()
+
+
+def test_the_careful_depth_estimate_finds_the_nearest_triangle_the_fast_one_misses():
+    """The fast estimate measures the triangles of the 6 surface samples nearest a point and now
+    and then misses the nearest triangle (its samples farther than a neighbour face's); the
+    careful one (24: what the tree's centre search asks where the fast one misled it, before the
+    exact bound at tens of µs a point) finds it at each of those points of a capsule."""
+    mesh = trimesh.creation.capsule(height=0.3, radius=0.05)
+    depth = MeshDepth(np.asarray(mesh.triangles), True)
+    rng = np.random.default_rng(0)
+    points = rng.uniform(mesh.bounds[0], mesh.bounds[1], (20000, 3))
+    exact = depth(points)
+    fast_wrong = np.abs(depth.estimate(points) - exact) > 1e-9
+    careful_wrong = np.abs(depth.careful_estimate(points) - exact) > 1e-9
+    assert fast_wrong.sum() >= 10 and not careful_wrong.any(), (fast_wrong.sum(), careful_wrong.sum())
 
 
 def test_union_depth_is_the_largest_of_its_shapes():
@@ -208,6 +226,8 @@ def test_union_depth_is_the_largest_of_its_shapes():
     points = np.random.default_rng(5).uniform(-0.15, 0.15, (4000, 3))
     assert np.array_equal(union.depth_at(points), np.max([p.depth_at(points) for p in parts], axis=0))
     assert np.array_equal(union.estimate(points), np.max([p.estimate(points) for p in parts], axis=0))
+    careful = [(p.careful_estimate or p.estimate)(points) for p in parts]  # the boxes: exact already
+    assert np.array_equal(union.careful_estimate(points), np.max(careful, axis=0))
 
 
 def test_collision_sizes_must_be_finite_and_positive():

@@ -158,15 +158,21 @@ def build_sphere_tree(problem: CoverProblem, settings: TreeSettings = TreeSettin
                                                    deepest, settings.target_slack)
         slack = radius - problem.depth_at(centers)  # the true bound, whatever the search estimated
         # where the estimate misled the search (its centre is not within the target after all),
-        # the node's search again with the true bound
-        misled = np.flatnonzero((slack > settings.target_slack) & (estimated <= settings.target_slack))
-        if len(misled) and problem.depth_estimate is not None:
-            again, again_radius, again_slack = _best_centres(problem.depth_at, held.subset(misled), inward[misled],
-                                                             settings.search_rounds, np.ones(len(misled), dtype=bool),
-                                                             deepest, settings.target_slack)
+        # the node's search again with the careful estimate, then where that misled it too with
+        # the true bound (each centre's slack is the true bound's)
+        target = settings.target_slack
+        misled = np.flatnonzero((slack > target) & (estimated <= target))
+        for depth in ((problem.careful_estimate, problem.depth_at) if problem.depth_estimate is not None else ()):
+            if depth is None or not len(misled):
+                continue
+            again, again_radius, again_estimated = _best_centres(depth, held.subset(misled), inward[misled],
+                                                                 settings.search_rounds,
+                                                                 np.ones(len(misled), dtype=bool), deepest, target)
+            again_slack = again_estimated if depth is problem.depth_at else again_radius - problem.depth_at(again)
             better = again_slack < slack[misled]
             update = misled[better]
             centers[update], radius[update], slack[update] = again[better], again_radius[better], again_slack[better]
+            misled = misled[(again_slack > target) & (again_estimated <= target)]
         record.append((centers, radius, slack, np.array([n[2] for n in nodes], dtype=np.int64)))
         halves, before = _halves(pieces.centroids, flat, offsets, label)
         pending = len(leaves) + K
