@@ -72,3 +72,19 @@ def test_a_start_interrupted_after_its_workers_began_leaves_no_thread(ros_domain
     while any(t.is_alive() for t in started) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not [t.name for t in started if t.is_alive()]
+
+
+def test_a_crash_in_native_code_leaves_the_threads_stacks_in_the_log(ros_domain):
+    """A fatal signal (here SIGSEGV sent to the running node, as a crash in a middleware or torch
+    thread raises it) leaves every thread's Python stack in the node's log, not a bare -11."""
+    import signal
+
+    from ros_torch_kin.ros.node_process import NodeProcess
+
+    with NodeProcess({"collision_checking": False}, domain_id=ros_domain, name="crashing_node") as process:
+        assert process.wait_for_log("torch threads:", timeout=60), process.log()
+        process.process.send_signal(signal.SIGSEGV)
+        assert process.process.wait(timeout=30) == -signal.SIGSEGV
+        log = process.log()
+        assert "Fatal Python error: Segmentation fault" in log and "most recent call first" in log, log[-2000:]
+        assert "ros_torch_kin/ros/node.py" in log, log[-2000:]  # the main thread's stack, in the executor's spin

@@ -35,6 +35,7 @@ from .. import allocator, threads
 threads.use_passive_waits(warn=False)
 
 import dataclasses  # noqa: E402
+import faulthandler  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
@@ -487,6 +488,9 @@ def main(args=None) -> None:
     # the node's process reuses the memory it frees (ros_torch_kin.allocator): no page faults for a
     # cloud's or a plan's temporaries in steady state
     memory = allocator.keep_freed_memory()
+    # a crash in native code (a middleware or torch thread) leaves every thread's Python stack on
+    # stderr, beside the log, instead of a bare exit code
+    faulthandler.enable()
     rclpy.init(args=args)
     node = executor = None
     exit_code = 0
