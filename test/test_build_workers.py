@@ -118,9 +118,10 @@ def test_jobs_go_to_whoever_is_free_largest_first_with_shared_arguments_sent_onc
 def test_jobs_a_worker_cannot_take_are_computed_by_the_caller():
     """A function pickle cannot send (a lambda) and a job that raises in the worker come back
     computed here: the results are complete, and the job's own error is raised here."""
-    from ros_torch_kin.collision.build_workers import WorkerPool, run_in_workers
+    from ros_torch_kin.collision.build_workers import WorkerPool
 
-    assert run_in_workers(lambda x: 2 * x, [(1,), (2,), (3,)], 3) == [2, 4, 6]
+    with WorkerPool(3) as pool:
+        assert pool.map(lambda x: 2 * x, [(1,), (2,), (3,)]) == [2, 4, 6]
     with WorkerPool(2) as pool:
         pool.map(worker_jobs.process_with, [("worker_jobs",)] * 2)
         with pytest.raises(ValueError, match="no root for"):

@@ -39,6 +39,7 @@ import sys
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from pathlib import Path
 
 #: The least time (s) a worker is waited for once the caller has finished its own share.
@@ -103,8 +104,7 @@ class _Worker:
         except (pickle.PicklingError, TypeError, AttributeError) as error:  # the job, not the worker
             raise _Failed from error
         try:
-            self.process.stdin.write(_HEADER.pack(len(data)) + data)
-            self.process.stdin.flush()
+            _send(self.process.stdin, data)
             self.shared_token = token
             ok, value = _receive(self.process.stdout)
         except (OSError, EOFError, ValueError, pickle.UnpicklingError, AttributeError, ImportError) as error:
@@ -140,12 +140,12 @@ class Pending:
 
     def __init__(self, worker: _Worker | None):
         self._worker, self._done = worker, threading.Event()
-        self.ok, self.value = False, None
+        self.ok = False
         if worker is None:
             self._done.set()
 
-    def _finish(self, ok: bool, value) -> None:
-        self.ok, self.value = ok, value
+    def _finish(self, ok: bool) -> None:
+        self.ok = ok
         self._done.set()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -194,7 +194,8 @@ class WorkerPool:
             worker.close()
 
     def submit(self, function, args: tuple) -> Pending:
-        """``function(*args)`` on one worker in the background (the first that is alive; while it
+        """``function(*args)`` on one worker in the background, for its effect (its result is not
+        kept: the coarse covers go to the disk cache) (the first worker that is alive; while it
         runs, that worker takes no job of :meth:`map`); a :class:`Pending` with nothing to wait for
         when there is no worker."""
         self.start()
@@ -204,9 +205,10 @@ class WorkerPool:
             def run():
                 with worker.lock:
                     try:
-                        pending._finish(True, worker.call(function, args))
+                        worker.call(function, args)
+                        pending._finish(True)
                     except _Failed:
-                        pending._finish(False, None)
+                        pending._finish(False)
 
             threading.Thread(target=run, daemon=True).start()
         return pending
@@ -223,7 +225,7 @@ class WorkerPool:
         done = [False] * len(jobs)
         state = threading.Condition()
         flight: dict[int, _Worker] = {}  # job -> the worker computing it
-        token = (next(_TOKENS), os.getpid())
+        token = next(_TOKENS)
 
         def feed(worker: _Worker) -> None:
             while True:
@@ -273,12 +275,21 @@ class WorkerPool:
         return results
 
 
-def run_in_workers(function, jobs, workers: int, weights=None, shared: tuple = (), pool: WorkerPool | None = None) -> list:
-    """:meth:`WorkerPool.map` on ``pool``, or on a pool of ``workers`` processes made for it."""
+@contextmanager
+def pool_or_own(pool: WorkerPool | None, workers: int | None = None):
+    """``pool`` itself (left open: its owner closes it), or a pool of ``workers`` processes (None:
+    one per usable core) made for the ``with`` block and closed at its end."""
     if pool is not None:
-        return pool.map(function, jobs, weights, shared)
-    with WorkerPool(workers) as made:
-        return made.map(function, jobs, weights, shared)
+        yield pool
+    else:
+        with WorkerPool(workers) as made:
+            yield made
+
+
+def _send(stream, data: bytes) -> None:
+    """One length-prefixed pickle (``data``) on ``stream``."""
+    stream.write(_HEADER.pack(len(data)) + data)
+    stream.flush()
 
 
 def _receive(stream):
@@ -313,5 +324,4 @@ def serve() -> None:
             data = pickle.dumps(reply)
         except Exception as error:  # noqa: BLE001 -- a result pickle cannot send: computed by the caller
             data = pickle.dumps((False, f"the result cannot be sent: {type(error).__name__}: {error}"))
-        sink.write(_HEADER.pack(len(data)) + data)
-        sink.flush()
+        _send(sink, data)

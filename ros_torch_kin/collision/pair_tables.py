@@ -49,7 +49,7 @@ import torch
 from torch import Tensor
 
 from ..kinematics import Chain, world_transforms
-from .build_workers import WorkerPool, run_in_workers, usable_cores
+from .build_workers import WorkerPool, pool_or_own
 
 #: The values a node can hold (m): the largest at which the tight verdict finds the pair clear.
 LEVELS = (0.006, 0.010, 0.012)
@@ -284,12 +284,11 @@ def pair_tables(chain: Chain, spheres, pairs, verdict=None, budget: float = BUDG
         if spent + plan[1] <= budget:
             spent += plan[1]
             chosen.append(plan)
-    count = pool.size + 1 if pool is not None else workers if workers is not None else usable_cores()
-    warm = pool is not None and pool.warm
-    if tight and count > 1 and (spent > PARALLEL_AFTER or warm) and chosen and chain.device.type == "cpu":
-        values = _fill_in_workers(chain, spheres, [(p[3], p[5], p[1]) for p in chosen], count, pool)
-    else:
-        values = [_fill(verdict, tuple(p[3]), p[5]) for p in chosen]
+    with pool_or_own(pool, workers) as pool:
+        if tight and pool.size and (spent > PARALLEL_AFTER or pool.warm) and chosen and chain.device.type == "cpu":
+            values = _fill_in_workers(chain, spheres, [(p[3], p[5], p[1]) for p in chosen], pool)
+        else:
+            values = [_fill(verdict, tuple(p[3]), p[5]) for p in chosen]
     tables = []
     for (cost, estimate, dofs, members, grid, q), filled in zip(chosen, values):
         first, step, count, periodic, rates = grid
@@ -328,13 +327,13 @@ def fill_rows(chain: Chain, spheres, pairs, members, q: Tensor) -> Tensor:
     return _fill(_WORKER_VERDICT[0], tuple(members), q)
 
 
-def _fill_in_workers(chain: Chain, spheres, tables, workers: int, pool: WorkerPool | None = None) -> list[Tensor]:
+def _fill_in_workers(chain: Chain, spheres, tables, pool: WorkerPool) -> list[Tensor]:
     """Each table's values from ``tables`` ((members, nodes (N, J), estimated s)), its nodes cut
-    into pieces shared among ``workers`` processes (or ``pool``'s), the dearest first; a piece
-    whose worker failed is filled here."""
+    into pieces shared among ``pool``'s processes and this one, the dearest first; a piece whose
+    worker failed is filled here."""
     pieces, owner = [], []
     total = sum(estimate for _, _, estimate in tables)
-    share = max(total / (4 * workers), 1e-9)  # a few pieces per worker, to balance them
+    share = max(total / (4 * (pool.size + 1)), 1e-9)  # a few pieces per process, to balance them
     for t, (members, q, estimate) in enumerate(tables):
         parts = max(1, math.ceil(estimate / share))
         for rows in torch.arange(q.shape[0]).tensor_split(parts):
@@ -342,8 +341,8 @@ def _fill_in_workers(chain: Chain, spheres, tables, workers: int, pool: WorkerPo
                 pieces.append((tuple(members), q[rows], estimate * rows.numel() / q.shape[0]))
                 owner.append(t)
     every = tuple(pair for members, _, _ in tables for pair in members)
-    filled = run_in_workers(fill_rows, [(members, q) for members, q, _ in pieces], workers,
-                            [estimate for _, _, estimate in pieces], shared=(chain, spheres, every), pool=pool)
+    filled = pool.map(fill_rows, [(members, q) for members, q, _ in pieces], [estimate for _, _, estimate in pieces],
+                      shared=(chain, spheres, every))
     _WORKER_VERDICT.clear()
     return [torch.cat([f for f, o in zip(filled, owner) if o == t]) for t in range(len(tables))]
 

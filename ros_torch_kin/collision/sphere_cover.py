@@ -548,25 +548,25 @@ def mesh_problem(mesh, settings: CoverSettings) -> CoverProblem:
     depth = np.concatenate([grid_depth, np.zeros(len(centroids))])
     # the estimate's side assumes consistent outward winding (the winding number does not); a mesh
     # with a few faces the wrong way round misleads it only near them, where the search is redone
-    # with the exact bound (see CoverProblem). It is taken per closed shell (shells may cross).
+    # with the careful estimate, then the exact bound (see CoverProblem). It is taken per closed
+    # shell (shells may cross).
     estimate, careful = depth_at.estimate, depth_at.careful_estimate
     if depth_at.closed and mesh.body_count > 1:
-        shells = [np.asarray(body.triangles) for body in mesh.split(only_watertight=False) if len(body.faces)]
-        estimate, careful = _shells_estimate(shells), _shells_estimate(shells, CAREFUL_CANDIDATES)
+        estimate, careful = _shells_estimates([np.asarray(body.triangles)
+                                               for body in mesh.split(only_watertight=False) if len(body.faces)])
     return CoverProblem(points, pieces, candidates, depth, depth_at, estimate, careful)
 
 
-def _shells_estimate(shells, candidates: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
-    """The estimate of :class:`MeshDepth` for a mesh of several closed shells (T_i, 3, 3): the
-    distance to the nearest of their triangles, positive inside any shell (as the winding number
-    says, but for cavities). A shell is looked at only where its bounding box is nearer than the
-    nearest triangle so far (the largest shells first). ``candidates``: as
-    :class:`NearestTriangles`' (None: its default)."""
-    nearest = [NearestTriangles(t) if candidates is None else NearestTriangles(t, candidates) for t in shells]
+def _shells_estimates(shells) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]:
+    """The estimate and the careful estimate of :class:`MeshDepth` for a mesh of several closed
+    shells (T_i, 3, 3): the distance to the nearest of their triangles, positive inside any shell
+    (as the winding number says, but for cavities). A shell is looked at only where its bounding
+    box is nearer than the nearest triangle so far (the largest shells first)."""
+    nearest = [NearestTriangles(t) for t in shells]
     boxes = [(t.reshape(-1, 3).min(axis=0), t.reshape(-1, 3).max(axis=0)) for t in shells]
     order = sorted(range(len(shells)), key=lambda i: -float(np.prod(boxes[i][1] - boxes[i][0])))
 
-    def estimate(x: np.ndarray) -> np.ndarray:
+    def estimate(x: np.ndarray, candidates: int | None = None) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64).reshape(-1, 3)
         distance, inside = np.full(len(x), np.inf), np.zeros(len(x), dtype=bool)
         for i in order:
@@ -574,12 +574,12 @@ def _shells_estimate(shells, candidates: int | None = None) -> Callable[[np.ndar
             gap = np.linalg.norm(np.maximum(np.maximum(low - x, x - high), 0.0), axis=1)
             need = np.flatnonzero(gap < distance)
             if len(need):
-                d, outside = nearest[i](x[need])
+                d, outside = nearest[i](x[need], candidates)
                 distance[need] = np.minimum(distance[need], d)
                 inside[need] |= ~outside
         return np.where(inside, distance, -distance)
 
-    return estimate
+    return estimate, lambda x: estimate(x, CAREFUL_CANDIDATES)
 
 
 #: Nearest surface samples whose triangles the careful estimate measures (the fast one: 6). On
@@ -615,18 +615,18 @@ class MeshDepth:
         over the whole mesh): the distance is exact when the nearest triangle is among them, the
         side is the pseudo-normal's (it assumes outward-facing triangles, as a watertight mesh with
         consistent winding has). Not a bound: it only guides searches (see :class:`CoverProblem`)."""
-        if self._nearest is None:
-            self._nearest = NearestTriangles(self.triangles)
-        distance, outside = self._nearest(x)
-        return np.where(outside, -distance, distance) if self.closed else -distance
+        return self._estimated(x, None)
 
     def careful_estimate(self, x: np.ndarray) -> np.ndarray:
         """:meth:`estimate` from :data:`CAREFUL_CANDIDATES` nearest samples' triangles: about
         twice its cost, and it misses the nearest triangle far less often (a large face beside
         small ones, whose samples crowd the nearest few)."""
+        return self._estimated(x, CAREFUL_CANDIDATES)
+
+    def _estimated(self, x: np.ndarray, candidates: int | None) -> np.ndarray:
         if self._nearest is None:
             self._nearest = NearestTriangles(self.triangles)
-        distance, outside = self._nearest(x, CAREFUL_CANDIDATES)
+        distance, outside = self._nearest(x, candidates)
         return np.where(outside, -distance, distance) if self.closed else -distance
 
 

@@ -28,7 +28,7 @@ from .urdf_spheres import _assemble as assemble_spheres
 from .robot_spheres import LeafTriangles, RobotSpheres, SphereTiers
 from .sphere_cover import CoverProblem, CoverSettings, SphereCover, cover_problem_for_shape, mesh_problem
 from .sphere_tree import TreeCover, TreeSettings, build_sphere_tree
-from .build_workers import WorkerPool, file_size, run_in_workers, usable_cores
+from .build_workers import WorkerPool, file_size, pool_or_own
 from .urdf_geometry import CollisionShape, read_collision_shapes
 
 #: How finely shapes are cut into pieces before the tree splits them further.
@@ -179,16 +179,15 @@ def _build_all(missing, settings: TreeSettings, workers: int | None, pool: Worke
     results: list = [None] * len(jobs)
     order = sorted(range(len(jobs)), key=lambda j: file_size(jobs[j][1]))
     began = time.perf_counter()
-    count = pool.size + 1 if pool is not None else workers if workers is not None else usable_cores()
-    warm = pool is not None and pool.warm
-    while order and ((time.perf_counter() - began < PARALLEL_AFTER and not warm) or len(order) < 2 or count < 2):
-        j = order.pop(0)
-        results[j] = build_shape_tree(*jobs[j], settings)
-    if order:
-        shared = run_in_workers(_shape_job, [(*jobs[j], settings) for j in order], min(count, len(order)),
-                                [file_size(jobs[j][1]) for j in order], pool=pool)
-        for j, result in zip(order, shared):
-            results[j] = result
+    with pool_or_own(pool, workers) as pool:
+        while order and ((time.perf_counter() - began < PARALLEL_AFTER and not pool.warm) or len(order) < 2
+                         or not pool.size):
+            j = order.pop(0)
+            results[j] = build_shape_tree(*jobs[j], settings)
+        if order:
+            shared = pool.map(_shape_job, [(*jobs[j], settings) for j in order], [file_size(jobs[j][1]) for j in order])
+            for j, result in zip(order, shared):
+                results[j] = result
     return results
 
 
