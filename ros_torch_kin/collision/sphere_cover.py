@@ -38,6 +38,7 @@ from typing import Callable
 import numpy as np
 
 from .triangle_hierarchy import TriangleHierarchy
+from .triangle_refinement import refine_to_size
 from .urdf_geometry import CollisionShape
 
 #: (centre, piece point) pairs per vectorized block of the cost matrix.
@@ -532,8 +533,7 @@ def mesh_problem(mesh, settings: CoverSettings) -> CoverProblem:
     faces = np.asarray(mesh.faces, dtype=np.int64)
     low, high = vertices.min(axis=0), vertices.max(axis=0)
     centre, half = 0.5 * (low + high), np.maximum(0.5 * (high - low), 1e-9)
-    points, pieces = trimesh.remesh.subdivide_to_size(vertices, faces, max_edge=2 * half.max() / settings.piece_cells)
-    points, pieces = np.asarray(points), np.asarray(pieces, dtype=np.int64)
+    points, pieces = refine_to_size(vertices, faces, max_edge=2 * half.max() / settings.piece_cells)
     depth_at = MeshDepth(vertices[faces], bool(mesh.is_watertight))
     grid = centre + _grid(half, settings.grid_cells)
     if depth_at.closed:

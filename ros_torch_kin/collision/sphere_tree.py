@@ -20,9 +20,13 @@ Method (a top-down sphere tree over the pieces of a :class:`.sphere_cover.CoverP
   ``depth_at``, and a node whose estimate promised the target but whose true slack misses it is
   searched again with ``depth_at``. The estimate therefore only decides where the centres go.
 * A node whose slack exceeds the target is split in two at the middle of its pieces' centroids'
-  extent along its widest axis; a single triangle is split into four at its edge midpoints (down to
-  ``min_edge``). Leaves are the tight cover; the nodes at ``group_depth`` group the leaves for
-  the checker's broad phase (see :class:`.collision_checker.CollisionChecker`).
+  extent along its widest axis, after its pieces longer than half that side have been cut across
+  (a node of slivers side by side, as CAD tessellates fillets and cylinders, would otherwise be
+  parted lengthwise, each sliver into leaves of its own: the MBM Fetch's torso got 16,165
+  leaves, now 3,749); a single triangle or quadrilateral is cut across its length (down to
+  ``min_edge``; see :meth:`_Pieces.split`). Leaves are the tight cover; the nodes at
+  ``group_depth`` group the leaves for the checker's broad phase (see
+  :class:`.collision_checker.CollisionChecker`).
 
 Everything is deterministic. Frames: the problem's (a link's). Units: m.
 """
@@ -36,6 +40,7 @@ from typing import Callable
 import numpy as np
 
 from .sphere_cover import _STEPS, CoverProblem, SphereCover
+from .triangle_refinement import long_edges, split_triangles
 
 
 @dataclass(frozen=True)
@@ -137,7 +142,7 @@ def build_sphere_tree(problem: CoverProblem, settings: TreeSettings = TreeSettin
     # and group path (its ancestor at the group depth)
     flat = np.arange(pieces.count, dtype=np.int64)
     offsets = np.array([0, pieces.count], dtype=np.int64) if pieces.count else np.zeros(1, dtype=np.int64)
-    nodes: list[tuple[int, tuple[int, int], int]] = [(0, (0, 0), -1)] if pieces.count else []
+    nodes: list[tuple[int, tuple[int, int], int, bool]] = [(0, (0, 0), -1, False)] if pieces.count else []
     leaves: list[tuple[np.ndarray, float, float, tuple[int, int], int]] = []
     covered: list[np.ndarray] = []  # each leaf's triangles (n, 3, 3), none where its pieces are not triangles
     # every node's sphere, slack, parent and group path, level after level (for the tiers)
@@ -151,6 +156,7 @@ def build_sphere_tree(problem: CoverProblem, settings: TreeSettings = TreeSettin
         # a node's sphere is at least half its widest extent; one that cannot get within the
         # target even at the deepest centre is split without searching for its centre
         hopeless = 0.5 * (held.high - held.low).max(axis=1) - deepest > settings.target_slack
+        hopeless |= np.array([n[3] for n in nodes])  # its geometry is its parent's, which missed the target
         inward = -np.add.reduceat(pieces.normals[flat], offsets[:-1], axis=0)
         length = np.linalg.norm(inward, axis=1, keepdims=True)
         inward = np.where(length > 1e-12, inward / np.where(length > 1e-12, length, 1.0), 0.0)
@@ -175,11 +181,13 @@ def build_sphere_tree(problem: CoverProblem, settings: TreeSettings = TreeSettin
             misled = misled[(again_slack > target) & (again_estimated <= target)]
         record.append((centers, radius, slack, np.array([n[2] for n in nodes], dtype=np.int64)))
         halves, before = _halves(pieces.centroids, flat, offsets, label)
+        long = _long_pieces(pieces, flat, offsets, label, held, min_edge2)
         pending = len(leaves) + K
         following: list[np.ndarray] = []
-        next_nodes: list[tuple[int, tuple[int, int], int]] = []
+        next_nodes: list[tuple[int, tuple[int, int], int, bool]] = []
         new_points, new_rows = [], []
-        for k, (depth, path, _) in enumerate(nodes):
+        new_count = 0  # the new points so far
+        for k, (depth, path, _, _) in enumerate(nodes):
             number = numbered + k
             def child(bit: int, path=path, depth=depth) -> tuple[int, int]:
                 return (depth + 1, 2 * path[1] + bit) if depth < settings.group_depth else path
@@ -188,23 +196,39 @@ def build_sphere_tree(problem: CoverProblem, settings: TreeSettings = TreeSettin
             if slack[k] <= settings.target_slack or pending >= settings.max_leaves:
                 leaves.append((centers[k], radius[k], slack[k], path, number))
                 covered.append(pieces.triangles(flat[offsets[k] : offsets[k + 1]]))
+            elif size > 1 and long[k] is not None:
+                # pieces longer than half the node's widest side: cut across first (the node is
+                # split by its pieces' centroids; a cut between the centroids of slivers side by
+                # side would part them lengthwise, each to end in leaves of its own)
+                mine = flat[offsets[k] : offsets[k + 1]]
+                kept, parts = [mine[~long[k]]], []
+                for piece in mine[long[k]]:
+                    added, rows, _ = pieces.split(piece, len(pieces.points) + new_count)
+                    new_points.append(added)
+                    new_count += len(added)
+                    first = pieces.count + sum(len(r) for r in new_rows)
+                    new_rows.append(rows)
+                    parts.append(first + np.arange(len(rows)))
+                following.append(np.concatenate(kept + parts))
+                next_nodes.append((depth, path, number, True))  # the same node, in finer pieces
+                continue
             elif size > 1:
                 ordered = halves[offsets[k] : offsets[k + 1]]
                 cut = min(max(int(before[k]), 1), size - 1)  # neither half empty
                 following += [ordered[:cut], ordered[cut:]]
-                next_nodes += [(depth + 1, child(0), number), (depth + 1, child(1), number)]
+                next_nodes += [(depth + 1, child(0), number, False), (depth + 1, child(1), number, False)]
                 pending += 1
-            elif pieces.sizes[flat[offsets[k]]] == 3 and _longest_edge2(
-                    pieces.points[pieces.rows[flat[offsets[k]], :3]]) > 4 * min_edge2:
-                a, b, c = pieces.rows[flat[offsets[k]], :3]  # one triangle: four at its edge midpoints
-                corners = pieces.points[[a, b, c]]
-                ab, bc, ca = len(pieces.points) + 3 * len(new_points) + np.arange(3)
-                new_points.append(0.5 * (corners + corners[[1, 2, 0]]))
-                first = pieces.count + 4 * len(new_rows)
-                new_rows.append([[a, ab, ca], [ab, b, bc], [ca, bc, c], [ab, bc, ca]])
-                following.append(np.arange(first, first + 4))
-                next_nodes.append((depth + 1, child(0), number))
-                pending += 3
+            elif pieces.splittable(flat[offsets[k]], min_edge2):
+                # one triangle or quadrilateral: split across its length (see _Pieces.split)
+                added, rows, groups = pieces.split(flat[offsets[k]], len(pieces.points) + new_count)
+                new_points.append(added)
+                new_count += len(added)
+                first = pieces.count + sum(len(r) for r in new_rows)
+                new_rows.append(rows)
+                following += [first + np.asarray(group) for group in groups]
+                # (a node holding all of the piece's parts is the piece again: not searched)
+                next_nodes += [(depth + 1, child(bit), number, len(groups) == 1) for bit in range(len(groups))]
+                pending += len(rows) - 1
             else:  # a piece that cannot be split further keeps its slack
                 leaves.append((centers[k], radius[k], slack[k], path, number))
                 covered.append(pieces.triangles(flat[offsets[k] : offsets[k + 1]]))
@@ -257,12 +281,17 @@ def _tiers(leaf_nodes: np.ndarray, parent: np.ndarray, slack: np.ndarray, settin
 
 
 class _Pieces:
-    """The pieces as rows of their distinct point indices in their order (padded with the first),
-    with each one's number of points, centroid and (for a triangle, in its corners' order: outward
-    for a closed mesh's) area-weighted normal; ``add`` appends points and pieces."""
+    """The pieces as rows of their distinct point indices in their order (padded with the first, at
+    least four columns), with each one's number of points, centroid and (for a triangle, in its
+    corners' order: outward for a closed mesh's) area-weighted normal, and whether it is a
+    quadrilateral (four corners in order, in one plane: a part of a triangle, made by
+    :meth:`split`; a four-point piece of a problem is not one); ``add`` appends points and
+    pieces."""
 
     def __init__(self, rows: np.ndarray, points: np.ndarray):
         self.points = points
+        if rows.shape[1] < 4:
+            rows = np.concatenate([rows, np.repeat(rows[:, :1], 4 - rows.shape[1], axis=1)], axis=1)
         repeat = np.zeros(rows.shape, dtype=bool)
         for j in range(1, rows.shape[1]):
             repeat[:, j] = (rows[:, :j] == rows[:, j : j + 1]).any(axis=1)
@@ -270,34 +299,92 @@ class _Pieces:
         rows = np.take_along_axis(rows, order, axis=1)
         self.sizes = (~repeat).sum(axis=1)
         self.rows = np.where(np.arange(rows.shape[1]) < self.sizes[:, None], rows, rows[:, :1])
-        self.centroids, self.normals = self._describe(self.rows, self.sizes)
+        self.quad = np.zeros(len(rows), dtype=bool)
+        self.centroids, self.normals = self._describe(self.rows, self.sizes, self.quad)
 
     @property
     def count(self) -> int:
         return len(self.rows)
 
     def triangles(self, chosen: np.ndarray) -> np.ndarray:
-        """(n, 3, 3) the corners of pieces ``chosen`` (n,) where every one is a triangle (or a
-        segment or point, a corner repeated); (0, 3, 3) where one has more points (a prism)."""
-        if (self.sizes[chosen] > 3).any():
+        """(n, 3, 3) the triangles of pieces ``chosen`` where every one is a triangle (or a
+        segment or point, a corner repeated) or a quadrilateral (two triangles); (0, 3, 3) where
+        one has more points (a prism)."""
+        if ((self.sizes[chosen] > 3) & ~self.quad[chosen]).any():
             return np.zeros((0, 3, 3))
-        width = self.rows.shape[1]  # narrower rows (points, segments) repeat their last column
-        return self.points[self.rows[chosen][:, [0, min(1, width - 1), min(2, width - 1)]]]
+        rows = self.rows[chosen]
+        quads = rows[self.quad[chosen]]
+        return self.points[np.concatenate([rows[:, :3], quads[:, [0, 2, 3]]])]
 
-    def _describe(self, rows: np.ndarray, sizes: np.ndarray):
+    def splittable(self, piece: int, min_edge2: float) -> bool:
+        """Whether :meth:`split` splits ``piece``: a triangle or quadrilateral whose longest
+        side is longer than twice the least edge (``min_edge2``: its square)."""
+        if not (self.sizes[piece] == 3 or self.quad[piece]):
+            return False
+        corners = self.points[self.rows[piece, : self.sizes[piece]]]
+        return float(((corners - np.roll(corners, -1, axis=0)) ** 2).sum(axis=1).max()) > 4 * min_edge2
+
+    def split(self, piece: int, base: int) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
+        """A triangle or quadrilateral cut across its length -> (new points (m, 3), numbered from
+        ``base``; its parts' rows (n, width) in their corners' order; the parts grouped into
+        nodes (indices into the rows)). A triangle: by its edges longer than half its longest
+        (:func:`.triangle_refinement.split_triangles`): halved (two nodes), four at the edge
+        midpoints (one node; split apart at the next level), or, two long edges, the corner
+        between them and the quadrilateral left (two nodes); a quadrilateral: halved across its
+        longer pair of opposite sides (two nodes). A sliver is thus cut only across its length,
+        into pieces that stay whole."""
+        width = self.rows.shape[1]
+        if self.quad[piece]:
+            p = self.rows[piece, :4]
+            c = self.points[p]
+            sides = np.linalg.norm(c - np.roll(c, -1, axis=0), axis=1)
+            turn = 0 if sides[0] + sides[2] >= sides[1] + sides[3] else 1  # sides p0p1 and p2p3 cut
+            p = np.roll(p, -turn)
+            added = 0.5 * np.stack([self.points[p[0]] + self.points[p[1]], self.points[p[2]] + self.points[p[3]]])
+            m01, m23 = base, base + 1
+            rows = np.array([[p[0], m01, m23, p[3]], [m01, p[1], p[2], m23]])
+            return added, _padded(rows, width), [[0], [1]]
+        row = self.rows[piece, :3][None]
+        corners = self.points[row]
+        longest = math.sqrt(_longest_edge2(corners[0]))
+        long = long_edges(corners, 0.5 * longest)
+        if long.sum() == 2:  # the corner between the long edges, and the quadrilateral left
+            turn = (int(np.argmin(long[0])) + 2) % 3  # ab and ca long
+            a, b, c = (int(row[0, (turn + i) % 3]) for i in range(3))
+            added = 0.5 * np.stack([self.points[a] + self.points[b], self.points[c] + self.points[a]])
+            mab, mca = base, base + 1
+            return added, _padded(np.array([[a, mab, mca, a], [mab, b, c, mca]]), width), [[0], [1]]
+        added, children, _ = split_triangles(self.points, row, long)
+        children = np.where(children >= len(self.points), children - len(self.points) + base, children)
+        groups = [[0], [1]] if len(children) == 2 else [list(range(len(children)))]
+        return added, _padded(children, width), groups
+
+    def _describe(self, rows: np.ndarray, sizes: np.ndarray, quad: np.ndarray):
         used = np.arange(rows.shape[1]) < sizes[:, None]
         centroids = (self.points[rows] * used[:, :, None]).sum(axis=1) / sizes[:, None]
-        corners = self.points[rows[:, :3]] if rows.shape[1] >= 3 else np.zeros((len(rows), 3, 3))
+        corners = self.points[rows[:, :3]]
         normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-        return centroids, np.where((sizes == 3)[:, None], normals, 0.0)
+        return centroids, np.where(((sizes == 3) | quad)[:, None], normals, 0.0)
 
-    def add(self, points: np.ndarray, triangles: np.ndarray):
+    def add(self, points: np.ndarray, rows: np.ndarray):
+        """New points, and pieces (triangles and quadrilaterals: a row's corners in order, a
+        triangle's fourth column its first)."""
         self.points = np.concatenate([self.points, points])
-        rows = np.concatenate([triangles, np.repeat(triangles[:, :1], self.rows.shape[1] - 3, axis=1)], axis=1)
-        sizes = np.full(len(rows), 3)
-        centroids, normals = self._describe(rows, sizes)
-        self.rows, self.sizes = np.concatenate([self.rows, rows]), np.concatenate([self.sizes, sizes])
+        rows = _padded(rows, self.rows.shape[1])
+        quad = rows[:, 3] != rows[:, 0]
+        sizes = np.where(quad, 4, 3)
+        centroids, normals = self._describe(rows, sizes, quad)
+        self.rows, self.sizes, self.quad = (np.concatenate([self.rows, rows]), np.concatenate([self.sizes, sizes]),
+                                            np.concatenate([self.quad, quad]))
         self.centroids, self.normals = np.concatenate([self.centroids, centroids]), np.concatenate([self.normals, normals])
+
+
+def _padded(rows: np.ndarray, width: int) -> np.ndarray:
+    """Rows (n, w ≤ width) widened to ``width`` columns by repeating their first."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.shape[1] >= width:
+        return rows
+    return np.concatenate([rows, np.repeat(rows[:, :1], width - rows.shape[1], axis=1)], axis=1)
 
 
 class _Held:
@@ -349,6 +436,28 @@ def _halves(centroids: np.ndarray, flat: np.ndarray, offsets: np.ndarray, label:
     middle = 0.5 * (high + low)[np.arange(len(axis)), axis]
     before = np.bincount(label, weights=along < middle[label], minlength=len(axis)).astype(np.int64)
     return flat[np.lexsort((along, label))], before
+
+
+def _long_pieces(pieces: _Pieces, flat: np.ndarray, offsets: np.ndarray, label: np.ndarray, held: _Held,
+                 min_edge2: float) -> list[np.ndarray | None]:
+    """Per node: the mask (n,) of its pieces longer than half its widest side, along it, that can
+    be split (triangles and quadrilaterals with a side longer than twice the least edge,
+    ``min_edge2`` its square), or None where it has none (or only one piece)."""
+    K = len(offsets) - 1
+    if not len(flat):
+        return [None] * K
+    box = held.high - held.low
+    axis, extent = box.argmax(axis=1), box.max(axis=1)
+    coordinate = pieces.points[pieces.rows[flat], axis[label][:, None]]  # (n, width)
+    corners = pieces.points[pieces.rows[flat, :4]]  # a triangle's fourth corner is its first
+    sides = ((corners - np.roll(corners, -1, axis=1)) ** 2).sum(axis=2).max(axis=1)
+    long = ((coordinate.max(axis=1) - coordinate.min(axis=1)) > 0.5 * extent[label]) & (
+        (pieces.sizes[flat] == 3) | pieces.quad[flat]) & (sides > 4 * min_edge2)
+    result = []
+    for k in range(K):
+        mine = long[offsets[k] : offsets[k + 1]]
+        result.append(mine if offsets[k + 1] - offsets[k] > 1 and mine.any() else None)
+    return result
 
 
 def _longest_edge2(corners: np.ndarray) -> float:

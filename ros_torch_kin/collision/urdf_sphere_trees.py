@@ -38,7 +38,7 @@ _MEMORY: dict[str, tuple[TreeCover, tuple[int, int, int]]] = {}
 #: Seconds of building in the caller after which the shapes left go to worker processes.
 PARALLEL_AFTER = 1.0
 #: Cache format version: bump when the method changes.
-_VERSION = "12"
+_VERSION = "13"
 
 
 def cache_directory() -> Path:
