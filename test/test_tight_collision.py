@@ -441,7 +441,7 @@ def test_a_urdf_sphere_against_a_mesh_is_decided_exactly(tmp_path, monkeypatch):
 def test_tree_cover_holds_every_surface_point_of_a_mesh():
     trimesh = pytest.importorskip("trimesh")
     mesh = trimesh.creation.capsule(height=0.12, radius=0.035, count=[16, 16])
-    cover = build_sphere_tree(mesh_problem(mesh, PIECES), TreeSettings(target_slack=0.004)).leaves
+    cover = build_sphere_tree(mesh_problem(mesh, PIECES, across=True), TreeSettings(target_slack=0.004)).leaves
     points = torch.as_tensor(np.asarray(trimesh.sample.sample_surface(mesh, 4000)[0]))
     inside = (torch.cdist(points, torch.as_tensor(cover.centers)) <= torch.as_tensor(cover.radii) + 1e-9).any(1)
     assert bool(inside.all())
@@ -476,9 +476,9 @@ def test_slivers_side_by_side_cost_no_more_leaves_than_a_plain_box_and_stay_cove
     box = trimesh.creation.box(extents=(0.08, 0.16, 0.2))
     box.apply_translation([0.0, 0.0, 0.1])
     settings = TreeSettings(target_slack=SLACK)
-    problem = mesh_problem(prism, PIECES)
+    problem = mesh_problem(prism, PIECES, across=True)
     tree = build_sphere_tree(problem, settings)
-    plain = build_sphere_tree(mesh_problem(box, PIECES), settings)
+    plain = build_sphere_tree(mesh_problem(box, PIECES, across=True), settings)
     cover = tree.leaves
     assert cover.num_spheres <= 1.25 * plain.leaves.num_spheres
     assert cover.worst_slack <= SLACK + 1e-9
@@ -499,7 +499,7 @@ def test_tiers_hold_the_geometry_of_their_leaves_and_the_tiered_verdict_stays_co
     where the tier is clear then never calls a contact free (against brute force over the leaves)."""
     trimesh = pytest.importorskip("trimesh")
     mesh = trimesh.creation.capsule(height=0.12, radius=0.035, count=[16, 16])
-    tree = build_sphere_tree(mesh_problem(mesh, PIECES), TreeSettings(target_slack=0.002, tier_slack=0.006, tier_size=8))
+    tree = build_sphere_tree(mesh_problem(mesh, PIECES, across=True), TreeSettings(target_slack=0.002, tier_slack=0.006, tier_size=8))
     leaves, tiers, of = tree.leaves, tree.tiers, tree.tier_of
     assert tiers is not None and len(of) == leaves.num_spheres and tiers.num_spheres < leaves.num_spheres
     assert np.bincount(of).max() <= 8 and np.bincount(of).min() >= 1 and leaves.worst_slack <= 0.002 + 1e-9
@@ -511,7 +511,7 @@ def test_tiers_hold_the_geometry_of_their_leaves_and_the_tiered_verdict_stays_co
     wrong = np.roll(of, len(of) // 2)
     in_wrong = np.linalg.norm(points[:, None] - tiers.centers[wrong][None], axis=2) <= tiers.radii[wrong] + 1e-9
     assert not bool((in_leaf & in_wrong).any(1).all())
-    plain = build_sphere_tree(mesh_problem(mesh, PIECES), TreeSettings(target_slack=0.004, tier_slack=0.0))
+    plain = build_sphere_tree(mesh_problem(mesh, PIECES, across=True), TreeSettings(target_slack=0.004, tier_slack=0.0))
     assert plain.tiers is None
     both = TreeCover.concatenate([tree, plain])  # leaves without a tier get themselves as one
     K = plain.leaves.num_spheres
@@ -537,7 +537,7 @@ def test_tree_slack_is_the_exact_bound_whatever_the_estimate_and_the_build_is_de
     from dataclasses import replace
 
     mesh = trimesh.creation.capsule(height=0.12, radius=0.035, count=[16, 16])
-    problem = mesh_problem(mesh, PIECES)
+    problem = mesh_problem(mesh, PIECES, across=True)
     settings = TreeSettings(target_slack=0.004)
     points = torch.as_tensor(np.asarray(trimesh.sample.sample_surface(mesh, 4000, seed=4)[0]))
     first = build_sphere_tree(problem, settings)

@@ -523,17 +523,24 @@ def _cap_piece(R, phi0, phi1, theta0, theta1, sign, half, sides: int = 8) -> np.
 # ---------------------------------------------------------------------------- meshes
 
 
-def mesh_problem(mesh, settings: CoverSettings) -> CoverProblem:
+def mesh_problem(mesh, settings: CoverSettings, across: bool = False) -> CoverProblem:
     """A triangle mesh (trimesh.Trimesh) in its own frame. Pieces: its triangles, split until no
-    edge is longer than the longest side / ``piece_cells``. Candidates: grid points (inside ones only, for a watertight
-    mesh) and the original triangles' centroids (on the surface: depth 0)."""
+    edge is longer than the longest side / ``piece_cells`` (``across``: at their long edges only,
+    :func:`.triangle_refinement.refine_to_size`, as the sphere trees want them; else every edge
+    at its midpoint, which the coarse covers' merged pieces were tuned with: a sliver becomes rows
+    of slivers). Candidates: grid points (inside ones only, for a watertight mesh) and the
+    original triangles' centroids (on the surface: depth 0)."""
     import trimesh
 
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
     faces = np.asarray(mesh.faces, dtype=np.int64)
     low, high = vertices.min(axis=0), vertices.max(axis=0)
     centre, half = 0.5 * (low + high), np.maximum(0.5 * (high - low), 1e-9)
-    points, pieces = refine_to_size(vertices, faces, max_edge=2 * half.max() / settings.piece_cells)
+    if across:
+        points, pieces = refine_to_size(vertices, faces, max_edge=2 * half.max() / settings.piece_cells)
+    else:
+        points, pieces = trimesh.remesh.subdivide_to_size(vertices, faces, max_edge=2 * half.max() / settings.piece_cells)
+        points, pieces = np.asarray(points), np.asarray(pieces, dtype=np.int64)
     depth_at = MeshDepth(vertices[faces], bool(mesh.is_watertight))
     grid = centre + _grid(half, settings.grid_cells)
     if depth_at.closed:

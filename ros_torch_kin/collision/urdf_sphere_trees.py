@@ -215,7 +215,7 @@ def _closed_mesh_problem(mesh) -> tuple[CoverProblem, tuple[int, int, int]]:
     convex hull (it contains the piece, so a cover of it covers the mesh), and (hulled pieces,
     pieces, flat pieces kept as surfaces)."""
     if mesh.is_watertight:
-        return mesh_problem(mesh, PIECES), (0, 0, 0)
+        return mesh_problem(mesh, PIECES, across=True), (0, 0, 0)
     pieces = mesh.split(only_watertight=False)
     closed, hulled = [], 0
     flat = 0
@@ -233,7 +233,7 @@ def _closed_mesh_problem(mesh) -> tuple[CoverProblem, tuple[int, int, int]]:
         else:  # a flat piece stays a surface: spheres on it, slack measured from the surface
             closed.append(piece)
             flat += 1
-    problem = CoverProblem.union([mesh_problem(piece, PIECES) for piece in closed if len(piece.faces)])
+    problem = CoverProblem.union([mesh_problem(piece, PIECES, across=True) for piece in closed if len(piece.faces)])
     return problem, (hulled, len(pieces), flat)
 
 

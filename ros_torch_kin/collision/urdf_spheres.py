@@ -41,7 +41,7 @@ _MESH_PROBLEMS: dict[tuple, CoverProblem] = {}
 _LINK_COVERS: dict[str, SphereCover] = {}
 #: Disk cache format version (``$RTK_CACHE``/``~/.cache/ros_torch_kin/sphere_covers``): bump
 #: when the covering method changes.
-_DISK_VERSION = "3"
+_DISK_VERSION = "2"
 
 DEFAULT_MAX_SPHERES_PER_LINK = CoverSettings().max_spheres
 DEFAULT_TARGET_SLACK = CoverSettings().target_slack
