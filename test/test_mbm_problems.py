@@ -105,3 +105,43 @@ def test_other_robots_read_with_their_planned_joints(robot):
     assert len(scene) > 0
     pairs = {frozenset(p) for p in mbm_problems.reference_self_pairs(chain, mbm_problems.srdf_text(robot), robot)}
     assert pairs and all(chain.has_link(a) and chain.has_link(b) for a, b in pairs)
+
+
+def test_a_search_path_that_touches_a_wall_between_its_samples_is_searched_again_finely(problems, monkeypatch):
+    """MBM box 30 (the goal inside a box): the global search's path passed its samples 0.04 rad
+    apart, but the certified motion check found it 0.04 mm into the box's wall between two of
+    them, and 20 iterations could not mend that within the 2 s budget. The planner now searches
+    again with the edges near that contact checked finely; the motion it returns is free under
+    the exact reference (Pinocchio + coal, every 0.005 rad)."""
+    pytest.importorskip("pinocchio")
+    pytest.importorskip("coal")
+    from mbm_benchmark import build_planner_models
+
+    from ros_torch_kin.motion import planner, solve_trajectory
+    from ros_torch_kin.optim import TrajectoryLimits, TrajectoryOptions
+
+    problem = next(p for p in problems if p.family == "box" and p.index == 30)
+    chain, verdict, cost = build_planner_models(mbm_problems.urdf_text(), mbm_problems.srdf_text(),
+                                                [mbm_problems.mbm_resources()])
+    scene = problem.scene()
+    searches = []
+
+    def counted(*args, **kwargs):  # the real search, its calls counted
+        found = search(*args, **kwargs)
+        searches.append((found.found, kwargs.get("fine_near")))
+        return found
+
+    search = planner.search_path
+    monkeypatch.setattr(planner, "search_path", counted)
+    start, goal = (torch.as_tensor(q, dtype=chain.dtype) for q in (problem.start, problem.goal))
+    result = solve_trajectory(chain, start, link=mbm_problems.mbm_robot().tool, target_configuration=goal, options=TrajectoryOptions(),
+                              limits=TrajectoryLimits.from_chain(chain), collision=verdict.with_scene(scene),
+                              collision_cost=cost.with_scene(scene))
+    assert bool(result.success[0]), result.failure
+    assert len(searches) <= planner.SEARCH_ATTEMPTS and all(found for found, _ in searches)
+    if len(searches) == 2:  # searched again: with a fine check near the first path's contact
+        assert searches[1][1] is not None and result.iterations == 0
+    reference = mbm_problems.mbm_reference(Chain.from_urdf(mbm_problems.urdf_text(), device="cpu", dtype=torch.float64))
+    reference.set_scene(scene)
+    hit, pair = reference.collides(result.positions[0].double().numpy(), 0.005)
+    assert not hit, pair

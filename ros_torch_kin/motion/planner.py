@@ -604,6 +604,11 @@ SEARCH_MARGIN = 0.004
 #: 0.54 s a plan). Asked for every end closer than the clearance, it made the MBM Panda's searches
 #: dearer (first 30 per family, ad hoc: bookshelf medians 74-94 -> 104-177 ms, cage 277 -> 346 ms).
 SEARCH_FINE_RESOLUTION = 0.01
+#: Global searches per problem: a path whose check finds a contact between the search's samples
+#: (a thin wall its coarse samples straddled) is searched for again, with edges near that contact
+#: checked at :data:`SEARCH_FINE_RESOLUTION` (MBM Panda box 30: a path 131 ms into the call touched
+#: a box wall by 0.04 mm between two samples, and 20 iterations could not mend it in the budget)
+SEARCH_ATTEMPTS = 2
 #: A search's roots' escapes (:func:`_escape_paths`): steps, each step's length (rad, max-norm
 #: over joints), and the clearance (m) whose penalty they descend.
 ESCAPE_STEPS, ESCAPE_STEP, ESCAPE_MARGIN = 12, 0.06, 0.08
@@ -710,22 +715,33 @@ def _global_seeds(chain, problem, options, limits, collision, goals: Tensor, val
             close = (q.unsqueeze(1) - ends.unsqueeze(0)).abs().amax(-1) <= near  # (N, E)
             return collision.clear(q, torch.where(close, relaxed, torch.full_like(relaxed, c)).amin(1))
 
-        search = GlobalSearchOptions(time_budget=options.global_search * remaining, step=options.search_step,
-                                     edge_resolution=options.search_resolution, random_seed=options.random_seed)
         escapes = functools.partial(_search_escapes, chain, problem.retreat_link, cost_checker, lower, upper)
         # near an end its spheres put within the exact window of the margin (a grasp's), finely
-        grazing = _grazes(distance, v)
-        fine = (ends[grazing], near, SEARCH_FINE_RESOLUTION) if bool(grazing.any()) else None
-        found = search_path(free, problem.start[p], ends[1:], lower, upper, search, escapes=escapes, fine_near=fine)
-        timings["global_search"] += time.perf_counter() - moment
-        if not found.found:
-            continue
-        row = p * S + S - 1  # the seeds are ranked: the last is the worst
-        x = x.clone()
-        x[row] = _path_waypoints(found.path, options.waypoints)[1:]
-        moment = time.perf_counter()
-        checks.check_rows(x, torch.tensor([row], device=x.device))
-        timings["checking"] += time.perf_counter() - moment
+        fine_near = ends[_grazes(distance, v)]
+        for attempt in range(SEARCH_ATTEMPTS):
+            if attempt:  # the path's check found a contact between the search's samples: again,
+                # its edges near that configuration checked finely (a wall the coarse samples straddled)
+                moment = time.perf_counter()
+                remaining = started + options.time_budget - moment
+                if remaining <= 0:
+                    break
+                fine_near = torch.cat((fine_near, checks.closest[row].unsqueeze(0)))
+            search = GlobalSearchOptions(time_budget=options.global_search * remaining, step=options.search_step,
+                                         edge_resolution=options.search_resolution,
+                                         random_seed=options.random_seed + attempt)
+            fine = (fine_near, near, SEARCH_FINE_RESOLUTION) if fine_near.shape[0] else None
+            found = search_path(free, problem.start[p], ends[1:], lower, upper, search, escapes=escapes, fine_near=fine)
+            timings["global_search"] += time.perf_counter() - moment
+            if not found.found:
+                break
+            row = p * S + S - 1  # the seeds are ranked: the last is the worst
+            x = x.clone()
+            x[row] = _path_waypoints(found.path, options.waypoints)[1:]
+            moment = time.perf_counter()
+            checks.check_rows(x, torch.tensor([row], device=x.device))
+            timings["checking"] += time.perf_counter() - moment
+            if checks.done[p]:
+                break
     return x
 
 
