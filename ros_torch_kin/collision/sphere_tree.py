@@ -46,16 +46,16 @@ from .triangle_refinement import long_edges, split_triangles
 @dataclass(frozen=True)
 class TreeSettings:
     """``target_slack`` (m): a leaf is split while its slack exceeds this (3 mm by default: the
-    MBM Panda gets ~8,200 leaves); ``tier_slack`` (m): the tree's nodes that first reach this
-    slack (6 mm by default, ~2,400 on the MBM Panda) are kept as *tiers*, each bounding the leaves
+    MBM Panda gets ~7,100 leaves); ``tier_slack`` (m): the tree's nodes that first reach this
+    slack (6 mm by default, ~2,200 on the MBM Panda) are kept as *tiers*, each bounding the leaves
     below it, so that a checker touches a tier's leaves only where the tier is near something
     (``tier_slack`` ≤ ``target_slack``: no tiers); ``tier_size``: most leaves under one tier (a
     node with more passes its place to its children); ``min_edge`` (m): a triangle is not split
     below this edge length; ``max_leaves``: splitting stops (the worst leaves keep a larger slack)
     when a shape would get more (a guard against absurd meshes: the MBM UR5's upper arm needs
-    ~9,600 leaves for 3 mm, the Fetch's torso ~7,500; at 4,096 they kept 15-19 mm, and the UR5
-    verdict called 6 % of random configurations in collision that 3 mm leaves call free, at the
-    same verdict time); ``group_depth``: tree depth whose nodes group the leaves (at most
+    ~5,200 leaves for 3 mm, the Fetch's torso ~3,700; when they needed about twice that, a cap
+    of 4,096 left them 15-19 mm, and the UR5 verdict called 6 % of random configurations in
+    collision that 3 mm leaves call free, at the same verdict time); ``group_depth``: tree depth whose nodes group the leaves (at most
     2**group_depth groups per link); ``search_rounds``: pattern search rounds per node."""
 
     target_slack: float = 0.003
@@ -186,7 +186,7 @@ def build_sphere_tree(problem: CoverProblem, settings: TreeSettings = TreeSettin
         following: list[np.ndarray] = []
         next_nodes: list[tuple[int, tuple[int, int], int, bool]] = []
         new_points, new_rows = [], []
-        new_count = 0  # the new points so far
+        new_count, new_pieces = 0, 0  # the new points and pieces so far
         for k, (depth, path, _, _) in enumerate(nodes):
             number = numbered + k
             def child(bit: int, path=path, depth=depth) -> tuple[int, int]:
@@ -206,8 +206,9 @@ def build_sphere_tree(problem: CoverProblem, settings: TreeSettings = TreeSettin
                     added, rows, _ = pieces.split(piece, len(pieces.points) + new_count)
                     new_points.append(added)
                     new_count += len(added)
-                    first = pieces.count + sum(len(r) for r in new_rows)
+                    first = pieces.count + new_pieces
                     new_rows.append(rows)
+                    new_pieces += len(rows)
                     parts.append(first + np.arange(len(rows)))
                 following.append(np.concatenate(kept + parts))
                 next_nodes.append((depth, path, number, True))  # the same node, in finer pieces
@@ -223,8 +224,9 @@ def build_sphere_tree(problem: CoverProblem, settings: TreeSettings = TreeSettin
                 added, rows, groups = pieces.split(flat[offsets[k]], len(pieces.points) + new_count)
                 new_points.append(added)
                 new_count += len(added)
-                first = pieces.count + sum(len(r) for r in new_rows)
+                first = pieces.count + new_pieces
                 new_rows.append(rows)
+                new_pieces += len(rows)
                 following += [first + np.asarray(group) for group in groups]
                 # (a node holding all of the piece's parts is the piece again: not searched)
                 next_nodes += [(depth + 1, child(bit), number, len(groups) == 1) for bit in range(len(groups))]
