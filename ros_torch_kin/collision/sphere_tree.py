@@ -181,12 +181,11 @@ def build_sphere_tree(problem: CoverProblem, settings: TreeSettings = TreeSettin
             misled = misled[(again_slack > target) & (again_estimated <= target)]
         record.append((centers, radius, slack, np.array([n[2] for n in nodes], dtype=np.int64)))
         halves, before = _halves(pieces.centroids, flat, offsets, label)
-        long = _long_pieces(pieces, flat, offsets, label, held, min_edge2)
+        splittable = pieces.splittable(flat, min_edge2)
+        long = _long_pieces(pieces, flat, offsets, label, held, splittable)
         pending = len(leaves) + K
         following: list[np.ndarray] = []
         next_nodes: list[tuple[int, tuple[int, int], int, bool]] = []
-        new_points, new_rows = [], []
-        new_count, new_pieces = 0, 0  # the new points and pieces so far
         for k, (depth, path, _, _) in enumerate(nodes):
             number = numbered + k
             def child(bit: int, path=path, depth=depth) -> tuple[int, int]:
@@ -201,16 +200,7 @@ def build_sphere_tree(problem: CoverProblem, settings: TreeSettings = TreeSettin
                 # split by its pieces' centroids; a cut between the centroids of slivers side by
                 # side would part them lengthwise, each to end in leaves of its own)
                 mine = flat[offsets[k] : offsets[k + 1]]
-                kept, parts = [mine[~long[k]]], []
-                for piece in mine[long[k]]:
-                    added, rows, _ = pieces.split(piece, len(pieces.points) + new_count)
-                    new_points.append(added)
-                    new_count += len(added)
-                    first = pieces.count + new_pieces
-                    new_rows.append(rows)
-                    new_pieces += len(rows)
-                    parts.append(first + np.arange(len(rows)))
-                following.append(np.concatenate(kept + parts))
+                following.append(np.concatenate([mine[~long[k]]] + [pieces.cut(piece)[0] for piece in mine[long[k]]]))
                 next_nodes.append((depth, path, number, True))  # the same node, in finer pieces
                 continue
             elif size > 1:
@@ -219,24 +209,18 @@ def build_sphere_tree(problem: CoverProblem, settings: TreeSettings = TreeSettin
                 following += [ordered[:cut], ordered[cut:]]
                 next_nodes += [(depth + 1, child(0), number, False), (depth + 1, child(1), number, False)]
                 pending += 1
-            elif pieces.splittable(flat[offsets[k]], min_edge2):
+            elif splittable[offsets[k]]:
                 # one triangle or quadrilateral: split across its length (see _Pieces.split)
-                added, rows, groups = pieces.split(flat[offsets[k]], len(pieces.points) + new_count)
-                new_points.append(added)
-                new_count += len(added)
-                first = pieces.count + new_pieces
-                new_rows.append(rows)
-                new_pieces += len(rows)
-                following += [first + np.asarray(group) for group in groups]
+                parts, groups = pieces.cut(flat[offsets[k]])
+                following += [parts[group] for group in groups]
                 # (a node holding all of the piece's parts is the piece again: not searched)
                 next_nodes += [(depth + 1, child(bit), number, len(groups) == 1) for bit in range(len(groups))]
-                pending += len(rows) - 1
+                pending += len(parts) - 1
             else:  # a piece that cannot be split further keeps its slack
                 leaves.append((centers[k], radius[k], slack[k], path, number))
                 covered.append(pieces.triangles(flat[offsets[k] : offsets[k + 1]]))
         numbered += K
-        if new_points:
-            pieces.add(np.concatenate(new_points), np.concatenate(new_rows))
+        pieces.add_cut()
         nodes = next_nodes
         flat = np.concatenate(following) if following else np.zeros(0, dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum([len(f) for f in following])]).astype(np.int64)
@@ -303,6 +287,9 @@ class _Pieces:
         self.rows = np.where(np.arange(rows.shape[1]) < self.sizes[:, None], rows, rows[:, :1])
         self.quad = np.zeros(len(rows), dtype=bool)
         self.centroids, self.normals = self._describe(self.rows, self.sizes, self.quad)
+        self._cut_points: list[np.ndarray] = []  # parts made by cut(), added by add_cut()
+        self._cut_rows: list[np.ndarray] = []
+        self._cut_counts = [0, 0]  # their points, their pieces
 
     @property
     def count(self) -> int:
@@ -318,13 +305,30 @@ class _Pieces:
         quads = rows[self.quad[chosen]]
         return self.points[np.concatenate([rows[:, :3], quads[:, [0, 2, 3]]])]
 
-    def splittable(self, piece: int, min_edge2: float) -> bool:
-        """Whether :meth:`split` splits ``piece``: a triangle or quadrilateral whose longest
-        side is longer than twice the least edge (``min_edge2``: its square)."""
-        if not (self.sizes[piece] == 3 or self.quad[piece]):
-            return False
-        corners = self.points[self.rows[piece, : self.sizes[piece]]]
-        return float(((corners - np.roll(corners, -1, axis=0)) ** 2).sum(axis=1).max()) > 4 * min_edge2
+    def splittable(self, chosen: np.ndarray, min_edge2: float) -> np.ndarray:
+        """(n,) bool: whether :meth:`split` splits pieces ``chosen`` (n,): triangles and
+        quadrilaterals whose longest side is longer than twice the least edge (``min_edge2``: its
+        square)."""
+        corners = self.points[self.rows[chosen, :4]]  # a triangle's fourth corner is its first
+        longest = ((corners - np.roll(corners, -1, axis=1)) ** 2).sum(axis=2).max(axis=1)
+        return ((self.sizes[chosen] == 3) | self.quad[chosen]) & (longest > 4 * min_edge2)
+
+    def cut(self, piece: int) -> tuple[np.ndarray, list[list[int]]]:
+        """:meth:`split` ``piece``, its parts numbered after the pieces (and the parts cut
+        before them) and kept until :meth:`add_cut` -> (the parts' indices (n,), their nodes:
+        lists of positions in them)."""
+        added, rows, groups = self.split(piece, len(self.points) + self._cut_counts[0])
+        first = self.count + self._cut_counts[1]
+        self._cut_points.append(added)
+        self._cut_rows.append(rows)
+        self._cut_counts = [self._cut_counts[0] + len(added), self._cut_counts[1] + len(rows)]
+        return first + np.arange(len(rows)), groups
+
+    def add_cut(self) -> None:
+        """Add the parts :meth:`cut` made since the last call."""
+        if self._cut_rows:
+            self.add(np.concatenate(self._cut_points), np.concatenate(self._cut_rows))
+        self._cut_points, self._cut_rows, self._cut_counts = [], [], [0, 0]
 
     def split(self, piece: int, base: int) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
         """A triangle or quadrilateral cut across its length -> (new points (m, 3), numbered from
@@ -441,20 +445,17 @@ def _halves(centroids: np.ndarray, flat: np.ndarray, offsets: np.ndarray, label:
 
 
 def _long_pieces(pieces: _Pieces, flat: np.ndarray, offsets: np.ndarray, label: np.ndarray, held: _Held,
-                 min_edge2: float) -> list[np.ndarray | None]:
+                 splittable: np.ndarray) -> list[np.ndarray | None]:
     """Per node: the mask (n,) of its pieces longer than half its widest side, along it, that can
-    be split (triangles and quadrilaterals with a side longer than twice the least edge,
-    ``min_edge2`` its square), or None where it has none (or only one piece)."""
+    be split (``splittable`` (n,): :meth:`_Pieces.splittable` of ``flat``), or None where it has
+    none (or only one piece)."""
     K = len(offsets) - 1
     if not len(flat):
         return [None] * K
     box = held.high - held.low
     axis, extent = box.argmax(axis=1), box.max(axis=1)
     coordinate = pieces.points[pieces.rows[flat], axis[label][:, None]]  # (n, width)
-    corners = pieces.points[pieces.rows[flat, :4]]  # a triangle's fourth corner is its first
-    sides = ((corners - np.roll(corners, -1, axis=1)) ** 2).sum(axis=2).max(axis=1)
-    long = ((coordinate.max(axis=1) - coordinate.min(axis=1)) > 0.5 * extent[label]) & (
-        (pieces.sizes[flat] == 3) | pieces.quad[flat]) & (sides > 4 * min_edge2)
+    long = ((coordinate.max(axis=1) - coordinate.min(axis=1)) > 0.5 * extent[label]) & splittable
     result = []
     for k in range(K):
         mine = long[offsets[k] : offsets[k + 1]]

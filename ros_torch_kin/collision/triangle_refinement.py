@@ -53,30 +53,29 @@ def split_triangles(points: np.ndarray, faces: np.ndarray, long: np.ndarray, ban
     two = np.flatnonzero(count == 2)
     if len(two):  # cut across the long edges into bands: the corner between them, then trapezoids
         A, B, C = a[two], b[two], c[two]
-        every = np.concatenate([points, *middles]) if middles else points
-        length = np.maximum(np.linalg.norm(every[B] - every[A], axis=1), np.linalg.norm(every[C] - every[A], axis=1))
+        length = np.maximum(np.linalg.norm(points[B] - points[A], axis=1), np.linalg.norm(points[C] - points[A], axis=1))
         bands = np.maximum(2, np.ceil(length / np.maximum(band_length, 1e-12)).astype(np.int64)) if band_length \
             is not None else np.full(len(two), 2)
         for k in np.unique(bands):
             chosen = np.flatnonzero(bands == k)
             fa, fb, fc = A[chosen], B[chosen], C[chosen]
-            start = V + sum(len(m) for m in middles)
-            t = (np.arange(1, k) / k)[None, :, None]  # (1, k - 1, 1)
-            along_b = every[fa][:, None] + t * (every[fb] - every[fa])[:, None]  # (n, k - 1, 3)
-            along_c = every[fa][:, None] + t * (every[fc] - every[fa])[:, None]
-            n = len(chosen)
-            middles.append(np.concatenate([along_b.reshape(-1, 3), along_c.reshape(-1, 3)]))
+            n, start = len(chosen), V + sum(len(m) for m in middles)
+            t = (np.arange(k + 1) / k)[None, :, None]  # (1, k + 1, 1): the band edges' fractions
+            along_b = points[fa][:, None] + t * (points[fb] - points[fa])[:, None]  # (n, k + 1, 3), a first
+            along_c = points[fa][:, None] + t * (points[fc] - points[fa])[:, None]
+            middles.append(np.concatenate([along_b[:, 1:-1].reshape(-1, 3), along_c[:, 1:-1].reshape(-1, 3)]))
             P = np.concatenate([fa[:, None], start + np.arange(n * (k - 1)).reshape(n, k - 1), fb[:, None]], axis=1)
             Q = np.concatenate([fa[:, None], start + n * (k - 1) + np.arange(n * (k - 1)).reshape(n, k - 1),
                                 fc[:, None]], axis=1)
             add(two[chosen], (P[:, 0], P[:, 1], Q[:, 1]))  # the corner
-            for i in range(1, k):  # band i: P_i P_i+1 Q_i+1 Q_i, cut along its shorter diagonal
+            # band i: P_i P_i+1 Q_i+1 Q_i, cut along its shorter diagonal
+            shorter = (np.linalg.norm(along_b[:, 1:-1] - along_c[:, 2:], axis=2)
+                       <= np.linalg.norm(along_b[:, 2:] - along_c[:, 1:-1], axis=2))  # (n, k - 1)
+            for i in range(1, k):
                 p0, p1, q1, q0 = P[:, i], P[:, i + 1], Q[:, i + 1], Q[:, i]
-                every = np.concatenate([points, *middles])
-                shorter = np.linalg.norm(every[p0] - every[q1], axis=1) <= np.linalg.norm(every[p1] - every[q0], axis=1)
-                first_ = np.where(shorter[:, None], np.stack([p0, p1, q1], 1), np.stack([p0, p1, q0], 1))
-                second = np.where(shorter[:, None], np.stack([p0, q1, q0], 1), np.stack([p1, q1, q0], 1))
-                add(two[chosen], tuple(first_.T), tuple(second.T))
+                s = shorter[:, i - 1, None]
+                add(two[chosen], tuple(np.where(s, np.stack([p0, p1, q1], 1), np.stack([p0, p1, q0], 1)).T),
+                    tuple(np.where(s, np.stack([p0, q1, q0], 1), np.stack([p1, q1, q0], 1)).T))
     three = np.flatnonzero(count == 3)
     if len(three):
         A, B, C = a[three], b[three], c[three]
