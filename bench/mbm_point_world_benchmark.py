@@ -40,7 +40,8 @@ Each view enters the world exactly as the node inserts a depth topic
 (:mod:`ros_torch_kin.ros.point_cloud_input`): a ``sensor_msgs/Image`` + ``CameraInfo`` through
 ``depth_points``, then ``sensed_obstacle`` with the node's default parameters (voxel, range,
 point radius, far-field lattice, self filter padding: :mod:`ros_torch_kin.ros.parameters`) and the self filter
-against the robot's coarse spheres at the problem's start configuration, one obstacle per camera
+against the robot's tight model (the verdict's leaf spheres, as the node filters) at the problem's start
+configuration, one obstacle per camera
 (``sensor:<camera>``, as the node keeps one per topic); ``--sensor-voxel``, ``--sensor-lattice``,
 ``--sensor-point-size`` and ``--sensor-shadow-depth`` override the node's voxel size, far-field
 lattice, cube size and band behind what is seen. ``--voxel``, ``--spacing``,
@@ -153,7 +154,7 @@ def depth_world(truth: Scene, cameras, chain64, robot_spheres, start: np.ndarray
         sensed = depth_points(image, info)
         with torch.no_grad():
             world = world_transforms(chain64, torch.as_tensor(start, dtype=torch.float64).reshape(1, -1))
-            spheres = self_filter_spheres(chain64, world, robot_spheres)
+            spheres = self_filter_spheres(chain64, world, robot_spheres, (), True)
         obstacle = sensed_obstacle(f"sensor:{name}", sensed, camera.pose, sensor["sensor_voxel_size"],
                                    sensor["sensor_min_range"], sensor["sensor_max_range"], spheres,
                                    sensor["self_filter_padding"], sensor["sensor_point_radius"], sensor["sensor_lattice"],
@@ -177,7 +178,7 @@ def run(args):
     options, limits = TrajectoryOptions(), TrajectoryLimits.from_chain(chain)
     cameras = depth_cameras(args.depth_views) if args.depth_views else []
     chain64, radius = chain.to("cpu", torch.float64), None
-    robot_spheres = cost.spheres  # the node's self filter: the coarse model's spheres (model.collision.spheres)
+    robot_spheres = verdict.robot_spheres  # the node's self filter: the tight model's leaves (point_cloud_input.filter_model)
     rows, warmed = [], []
     for family in args.families:
         for problem in (p for p in problems if p.family == family):
@@ -283,7 +284,7 @@ def markdown_depth(rows, info) -> str:
              f"per camera) with the node's defaults but where the command says: {sensor['sensor_voxel_size'] * 100:g} cm voxels, "
              f"far-field lattice {sensor['sensor_lattice'] * 100:g} cm (0: none), range "
              f"{sensor['sensor_min_range']:g}–{sensor['sensor_max_range']:g} m, point radius "
-             f"{sensor['sensor_point_radius']:g}, self filter against the coarse spheres at the start configuration "
+             f"{sensor['sensor_point_radius']:g}, self filter against the tight model's leaf spheres at the start configuration "
              f"+ {sensor['self_filter_padding'] * 100:g} cm, "
              + (f"a band {sensor['sensor_shadow_depth'] * 100:g} cm deep behind what each camera sees "
                 f"(`sensor_shadow_depth`). **Space no camera sees beyond it" if sensor["sensor_shadow_depth"] else

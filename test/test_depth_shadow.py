@@ -114,12 +114,11 @@ def test_the_band_closes_the_unseen_part_of_a_box_seen_face_on():
 
 
 def test_the_self_filter_also_removes_the_band_near_the_robot():
-    """The band is filtered by the same rule as the points: no kept cube's voxel centre within
-    a sphere's radius + the voxel half-diagonal (padding 0 here) of a sphere behind the face."""
+    """The band is filtered by the same rule as the points: no kept cube's centre within a
+    sphere's radius + the cube's half diagonal (padding 0 here) of a sphere behind the face, so
+    the sphere is clear of everything kept."""
     spheres = (np.array([[-0.25, 0.0, 0.5]]), np.array([0.03]))
     obstacle = _seen_box(0.05, spheres)
-    centers = obstacle.grid.occupied_centers()  # voxel centres of what was kept
-    reach = 0.03 + 0.5 * math.sqrt(3) * 0.02
-    assert (np.linalg.norm(centers - spheres[0][0], axis=1) > reach - 1e-9).all()
+    assert _distances(obstacle, [[-0.25, 0.0, 0.5]])[0] >= 0.03 - 1e-6
     d = _distances(_seen_box(0.05), [[-0.25, 0.0, 0.5]])
     assert d[0] <= 0.0  # without the sphere that place is on the band

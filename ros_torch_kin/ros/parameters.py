@@ -156,9 +156,10 @@ PARAMETERS = (
               "ros_torch_kin.collision.depth_shadow). Kept as the band's back face and its side walls at depth "
               "edges. 0: none (what is not seen is free, as in MoveIt's octomap). Unorganised clouds get none.",
               read_only=True),
-    Parameter("self_filter_padding", 0.02, "Sensed points within the robot's collision spheres and the spheres "
-              "of the objects it carries (at the joint state nearest the message's stamp) plus this (m) are "
-              "removed before insertion.", read_only=True),
+    Parameter("self_filter_padding", 0.02, "Sensed points within the robot's collision spheres (the tight model's, a "
+              "few mm from the meshes, where collision_verdict is 'tight') and the spheres of the objects it "
+              "carries (at the joint state nearest the message's stamp) plus this (m) are removed before "
+              "insertion, by cubes of sensor_point_size.", read_only=True),
 )
 
 BY_NAME = {p.name: p for p in PARAMETERS}

@@ -20,13 +20,17 @@ requests in flight keep the world they started with):
    exact lattice of distances to the balls out to 0.1 m, stamped exactly around the kept cubes
    (:func:`..collision.point_hash.build_lattice`: no KD-tree); with the lattice the grid's
    finest level is not built (the exact points and the lattice hold more).
-4. Self filter: voxels (with every point they hold) whose centre is within a collision sphere of the robot (at that joint
-   state) plus ``self_filter_padding`` plus the voxel half-diagonal are removed, as MoveIt's
-   self filter does, so a wrist camera that sees the gripper does not block every plan. Objects
-   the robot carries (``~/update_scene`` ATTACH, the ones attached when the message arrives) are
-   filtered by the same rule: their coarse covering spheres, moved with their link by the same
-   FK at that joint state (:func:`self_filter_spheres`), so a camera that sees the carried box
-   does not insert it as an obstacle touching the gripper.
+4. Self filter: cubes (with every point they hold) whose centre is within a sphere of the robot
+   (at that joint state) plus ``self_filter_padding`` plus the cube's half diagonal are removed,
+   as MoveIt's self filter does, so a wrist camera that sees the gripper does not block every
+   plan. The spheres are the tight model's leaves where the node has one (a few mm from the
+   meshes, :func:`filter_model`): the coarse spheres stand tens of mm proud of the meshes, and
+   whole 2 cm voxels another ~3 cm, so an obstacle that near the robot went with it (an MBM cage
+   bar both cameras saw beside the start configuration's link 5: the plan went through it).
+   Objects the robot carries (``~/update_scene`` ATTACH, the ones attached when the message
+   arrives) are filtered by the same rule: their covering spheres (tight with a tight model),
+   moved with their link by the same FK at that joint state (:func:`self_filter_spheres`), so a
+   camera that sees the carried box does not insert it as an obstacle touching the gripper.
 5. With ``sensor_shadow_depth`` T > 0, a depth image or organised cloud (rows: ``height`` > 1)
    also gets the band T deep behind what it sees (:mod:`..collision.depth_shadow`: the back face
    and the side walls at depth edges, built from the cubes the self filter kept and filtered by
@@ -39,6 +43,7 @@ requests in flight keep the world they started with):
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import threading
 import time
@@ -46,11 +51,12 @@ from collections import deque
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 from sensor_msgs.msg import CameraInfo, Image, JointState, PointCloud2
 
 from ..collision import Obstacle
 from ..collision.depth_shadow import edge_pixels, shadow_cubes
-from ..collision.occupancy import flat_index, index_span
+from ..collision.occupancy import flat_index
 from ..collision.sphere_centers import world_sphere_centers
 from ..kinematics import world_transforms
 from .joint_states import JointStateTracker
@@ -123,7 +129,7 @@ def sensed_obstacle(id: str, points: np.ndarray, sensor_pose: np.ndarray, voxel_
     occupied cubes of side ``point_size`` (m; None: ``voxel_size``; else ``voxel_size`` divided
     by the least whole number that brings it to ``point_size`` or below), each a ball of
     √3/2·side + ``point_radius`` around its centre (it covers every sensed point of its cube),
-    exact near them (:mod:`..collision.point_hash`); the self filter removes whole voxels;
+    exact near them (:mod:`..collision.point_hash`); the self filter removes cubes (:func:`_self_filtered`);
     ``lattice`` (m, optional): the exact far-field lattice of that spacing
     (:func:`..collision.point_hash.lattice_bound`), which keeps distances of a few voxels close to
     the true ones where the voxel field alone is loose by several centimetres. ``shadow`` (m) and
@@ -149,7 +155,7 @@ def sensed_obstacle(id: str, points: np.ndarray, sensor_pose: np.ndarray, voxel_
         cubes = np.take(cubes, keep, axis=1)
     cubes += (t / side)[:, None]
     np.floor(cubes, out=cubes)  # (3, N) whole numbers, as floats
-    keys = _self_filtered(_distinct_cells(cubes), split, voxel_size, spheres, padding)
+    keys = _self_filtered(_distinct_cells(cubes), side, spheres, padding)
     if not keys.shape[0]:
         return None
     if shadow > 0 and width:
@@ -157,45 +163,69 @@ def sensed_obstacle(id: str, points: np.ndarray, sensor_pose: np.ndarray, voxel_
             raise ValueError(f"width: {points.shape[0]} points are not whole rows of {width}")
         ranges = np.where(kept, np.sqrt(np.where(kept, squared, 0.0)), np.inf).reshape(-1, width)
         edges = edge_pixels(ranges, side).reshape(-1)[keep]
-        walls = (_self_filtered(_distinct_cells(cubes[:, edges]), split, voxel_size, spheres, padding)
+        walls = (_self_filtered(_distinct_cells(cubes[:, edges]), side, spheres, padding)
                  if edges.any() else keys[:0])
-        band = _self_filtered(shadow_cubes(keys, walls, side, t, shadow), split, voxel_size, spheres, padding)
+        band = _self_filtered(shadow_cubes(keys, walls, side, t, shadow), side, spheres, padding)
         keys = _distinct_cells(np.concatenate([keys, band]).T)
     centers = (keys + 0.5) * side
     return Obstacle.points(id, centers, voxel_size, radius=0.5 * math.sqrt(3) * side + point_radius,
                            multires=True, lattice=lattice or None)
 
 
-def _self_filtered(keys: np.ndarray, split: int, voxel_size: float, spheres, padding: float) -> np.ndarray:
-    """Cubes (M, 3) of side voxel_size / ``split`` -> those whose voxel's centre is farther than
-    a sphere's radius + ``padding`` + the voxel's half diagonal from every sphere centre
-    (``spheres``: centres (S, 3), radii (S,), or None). Whole voxels go with every cube they
-    hold."""
+#: Nearest sphere centres a cube asks first in the self filter: on the robot's own surface one
+#: of them nearly always reaches it, so only cubes beside the robot ask further.
+FILTER_NEAREST = 8
+
+
+def _self_filtered(keys: np.ndarray, side: float, spheres, padding: float) -> np.ndarray:
+    """Cubes (M, 3) of side ``side`` (m) -> those whose centre is farther than a sphere's radius
+    + ``padding`` + the cube's half diagonal from every sphere centre (``spheres``: centres (S, 3),
+    radii (S,), or None): a cube any of whose points may lie within ``padding`` of a sphere goes.
+
+    Exact, and cheap for a tight model's thousands of overlapping spheres: only the cubes in the
+    box around every sphere's reach are looked at (most of a scene is not); each asks the k-d
+    tree of the sphere centres for its FILTER_NEAREST nearest (a cube on the robot is decided
+    there); a cube that none of them reaches and that is near enough for a larger sphere to (the
+    radii halve from class to class) asks each class of radii for the centres within that class's
+    largest reach."""
     if spheres is None or not spheres[0].shape[0] or not keys.shape[0]:
         return keys
-    voxel = np.floor_divide(keys, split)  # each cube's voxel (the sides divide exactly)
-    owner = None
-    if split > 1:  # the distinct voxels, by flat index (np.unique on rows sorts far slower)
-        low, high = index_span([voxel[:, a] for a in range(3)])
-        span = high - low + 1
-        flat = flat_index([voxel[:, a] for a in range(3)], low, span)
-        distinct = _distinct_flat(flat, np.prod(span.astype(np.float64)))
-        owner = np.searchsorted(distinct, flat)  # each cube's voxel among them
-        voxel = np.stack(np.unravel_index(distinct, tuple(span)), axis=1) + low
-    reach = spheres[1] + padding + 0.5 * math.sqrt(3) * voxel_size
-    centers = (voxel + 0.5) * voxel_size
-    # only voxels within the box around every sphere's reach can be near one (most of a scene)
-    box_low, box_high = (spheres[0] - reach[:, None]).min(0), (spheres[0] + reach[:, None]).max(0)
+    centres, radii = spheres
+    extra = padding + 0.5 * math.sqrt(3) * side
+    reach = radii + extra
+    centers = (keys + 0.5) * side
+    box_low, box_high = (centres - reach[:, None]).min(0), (centres + reach[:, None]).max(0)
     inside = np.ones(centers.shape[0], dtype=bool)
     for a in range(3):  # per column: numpy is slow on a short last axis
         inside &= (centers[:, a] >= box_low[a]) & (centers[:, a] <= box_high[a])
     near = np.flatnonzero(inside)
+    if not near.size:
+        return keys
     free = np.ones(centers.shape[0], dtype=bool)
-    c, r = torch.as_tensor(spheres[0]), torch.as_tensor(reach)
-    for begin in range(0, near.size, 1 << 16):  # bounded (rows × spheres) temporaries
-        part = near[begin:begin + (1 << 16)]
-        free[part] = ((torch.cdist(torch.as_tensor(centers[part]), c) - r) > 0).all(1).numpy()
-    return keys[free if owner is None else free[owner.reshape(-1)]]
+    points = centers[near]
+    k = min(FILTER_NEAREST, centres.shape[0])
+    farthest = radii.max() + extra  # no sphere reaches a cube whose centres are all farther
+    distance, index = cKDTree(centres).query(points, k=k, distance_upper_bound=farthest)
+    distance, index = distance.reshape(len(points), k), index.reshape(len(points), k)
+    reached = (distance <= np.append(reach, -1.0)[index]).any(1)  # index S: none within ``farthest``
+    # the spheres beyond the k nearest are at least as far as the k-th (when it is within
+    # ``farthest``; else every centre that near was among them): only a larger radius reaches
+    open_ = np.flatnonzero(~reached & np.isfinite(distance[:, -1]))
+    if open_.size:
+        classes = np.floor(np.log2(np.maximum(radii, 1e-4) / 1e-4)).astype(np.int64)
+        for c in np.unique(classes):
+            members = np.flatnonzero(classes == c)
+            found = cKDTree(centres[members]).query_ball_point(points[open_], radii[members].max() + extra,
+                                                               return_sorted=False)
+            count = np.fromiter((len(f) for f in found), dtype=np.int64, count=len(found))
+            if not count.sum():
+                continue
+            sphere = members[np.fromiter(itertools.chain.from_iterable(found), dtype=np.int64, count=int(count.sum()))]
+            cube = np.repeat(open_, count)
+            gap = np.linalg.norm(points[cube] - centres[sphere], axis=1) - reach[sphere]
+            reached[cube[gap <= 0]] = True
+    free[near[reached]] = False
+    return keys[free]
 
 
 def _distinct_flat(flat: np.ndarray, size: float) -> np.ndarray:
@@ -227,14 +257,16 @@ def _distinct_cells(cells: np.ndarray) -> np.ndarray:
     return np.stack(np.unravel_index(packed, tuple(span)), axis=1) + low.astype(np.int64)
 
 
-def self_filter_spheres(chain, world: torch.Tensor, robot=None, attached=()) -> tuple[np.ndarray, np.ndarray] | None:
-    """The spheres the self filter removes voxels near, root frame, at the link poses ``world``
+def self_filter_spheres(chain, world: torch.Tensor, robot=None, attached=(), tight: bool = False
+                        ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The spheres the self filter removes cubes near, root frame, at the link poses ``world``
     ((L, 4, 4, 1) from ``world_transforms`` at the message's joint state, float64 on the CPU):
-    the robot's collision spheres ``robot`` (RobotSpheres; None: none) followed by each carried
-    object's coarse cover (``attached``: AttachedObject, :attr:`~..collision.AttachedObject.coarse_cover`
-    in its link's frame) moved with its link. -> (centres (S, 3), radii (S,)) float64, or None
-    when there is no sphere. Objects on a link ``chain`` lacks (a model swapped meanwhile) are
-    skipped."""
+    the robot's collision spheres ``robot`` (RobotSpheres; None: none; the node gives its tight
+    model's leaves, a few mm from the meshes, where it has one) followed by each carried object's
+    cover (``attached``: AttachedObject, its :attr:`~..collision.AttachedObject.tight_cover` with
+    ``tight``, else its coarse cover, in its link's frame) moved with its link. -> (centres (S, 3),
+    radii (S,)) float64, or None when there is no sphere. Objects on a link ``chain`` lacks (a
+    model swapped meanwhile) are skipped."""
     centers, radii = [], []
     if robot is not None:
         cover = robot.to("cpu", torch.float64)
@@ -244,12 +276,22 @@ def self_filter_spheres(chain, world: torch.Tensor, robot=None, attached=()) -> 
         if not chain.has_link(obj.link):
             continue
         T = world[chain.link_index(obj.link), :, :, 0].numpy()
-        cover = obj.coarse_cover
+        cover = obj.tight_cover if tight else obj.coarse_cover
         centers.append(np.asarray(cover.centers, dtype=np.float64).reshape(-1, 3) @ T[:3, :3].T + T[:3, 3])
         radii.append(np.asarray(cover.radii, dtype=np.float64).reshape(-1))
     if not centers:
         return None
     return np.concatenate(centers), np.concatenate(radii)
+
+
+def filter_model(model) -> tuple[object | None, bool]:
+    """The robot spheres the self filter uses for a served model, and whether they are tight: the
+    tight model's leaves (a few mm from the meshes) where the model has one, else its coarse
+    spheres (tens of mm proud of the meshes: obstacles that near the robot are lost with it),
+    else None (no collision model: nothing filtered)."""
+    if model.verdict is not None:
+        return model.verdict.robot_spheres, True
+    return (None if model.collision is None else model.collision.spheres), False
 
 
 class JointStateHistory:
@@ -403,8 +445,8 @@ class PointCloudInput:
             with torch.no_grad():
                 world = world_transforms(chain, q)  # (L, 4, 4, 1)
                 pose = world[chain.link_index(frame), :, :, 0].numpy()
-                robot = None if model.collision is None else model.collision.spheres
-                spheres = self_filter_spheres(chain, world, robot, attached)
+                robot, tight = filter_model(model)
+                spheres = self_filter_spheres(chain, world, robot, attached, tight)
         return sensed_obstacle(f"sensor:{topic}", points, pose, values["sensor_voxel_size"], values["sensor_min_range"],
                                values["sensor_max_range"], spheres, values["self_filter_padding"],
                                values["sensor_point_radius"], values["sensor_lattice"],
