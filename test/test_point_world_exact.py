@@ -88,6 +88,34 @@ def test_exact_near_the_points_and_a_lower_bound_everywhere(multires, dtype, rad
     assert (d[~exact] >= cell - radius - 2e-4).all()  # farther: at least what the table certifies (no point within the cell)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_the_wide_gather_is_exact_to_twice_the_cell(dtype):
+    """:func:`point_hash.refine_wide` raises the 27 cells' result to the KD-tree's distance out
+    to 2c − r from the points (a large leaf's centre near what a camera saw), stays a lower
+    bound beyond, and never lowers what it is given."""
+    from ros_torch_kin.collision.occupancy import POINT_COLUMN
+
+    points = _cloud(4)
+    cell, radius = 0.03, 0.004
+    obstacle = Obstacle.points("cloud", points, VOXEL, radius=radius, point_cell=cell)
+    queries = _queries(points, 5)
+    d, _ = _distances(obstacle, queries, dtype, with_normal=False)
+    shapes = Scene([obstacle]).packed("cpu", dtype).shapes[0]
+    rows = shapes.parameters.expand(len(queries), -1)  # the grid's frame is the root frame (no pose)
+    wide = point_hash.refine_wide(torch.as_tensor(queries, dtype=dtype), rows, shapes.kind.values,
+                                  torch.as_tensor(d, dtype=dtype), POINT_COLUMN).numpy()
+    truth = cKDTree(points).query(queries)[0] - radius
+    slack = 1e-9 if dtype == torch.float64 else 2e-6
+    assert (wide <= truth + slack).all() and (wide >= d).all()
+    exact = truth <= 2 * cell - radius - 1e-4
+    beyond_27 = exact & (truth > cell - radius + 1e-4)
+    assert beyond_27.sum() > 500 and (~exact).sum() > 1000
+    tolerance = 2e-6 if dtype == torch.float64 else 2e-5
+    np.testing.assert_allclose(wide[exact], truth[exact], atol=tolerance, rtol=0)
+    assert (d[beyond_27] < truth[beyond_27] - 1e-3).mean() > 0.5  # the 27 cells alone only bounded most of them
+    assert (wide[~exact] >= 2 * cell - radius - 2e-4).all()
+
+
 def test_the_field_alone_is_looser_and_the_table_changes_nothing_far_away():
     points = _cloud(2)
     queries = _queries(points, 3)

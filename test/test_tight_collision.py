@@ -621,9 +621,9 @@ def test_tight_verdict_on_a_point_world_equals_brute_force_over_the_leaves(panda
         for threshold in (0.0, 0.004, 0.012):
             decided = (brute - threshold).abs() > 1e-5  # float32 rounding aside
             assert torch.equal(world.clear(q, threshold)[decided], (brute >= threshold)[decided])
-    # more configurations: both ways give the same verdicts, never a missed contact; a few false
-    # alarms where a large leaf (up to 4.7 cm on the Panda) reaches beyond the exact points' reach
-    # (a cell, 4 cm here, less the point radius: beyond it the voxel field's bound, ~2 cm loose)
+    # more configurations: both ways give the same verdicts, never a missed contact, and no false
+    # alarm: a large leaf (up to 4.7 cm on the Panda) whose centre lies beyond the 27 cells' exact
+    # reach (a cell, 4 cm here, less the point radius) gets the 125 cells' (twice that)
     many = _random_q(chain, 240, 13)
     verdicts = []
     for merge in (0, 1 << 30):
@@ -636,7 +636,7 @@ def test_tight_verdict_on_a_point_world_equals_brute_force_over_the_leaves(panda
     many_brute = torch.tensor([float((torch.as_tensor(nearest.query(many_centers[:, :, b].numpy())[0])
                                       - leaves.radii.double()).min()) for b in range(many.shape[0])]) - radius
     assert not bool((verdicts[0] & (many_brute < -1e-5)).any())  # no missed contact
-    assert int((~verdicts[0] & (many_brute > 1e-5)).sum()) <= 0.05 * many.shape[0]
+    assert not bool((~verdicts[0] & (many_brute > 1e-5)).any())
     distance = world.min_distance(q, 0.03)
     near = (brute < 0.03) & (brute > 0)
     assert torch.allclose(distance[near].double(), brute[near], atol=2e-5)

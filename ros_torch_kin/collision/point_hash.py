@@ -46,6 +46,7 @@ CHUNK_PAIRS = 1 << 20
 #: The cells around a query's own (a 3×3×3 block) and a 2×2×2 block from its low corner.
 _BLOCK27 = torch.tensor([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)])
 _BLOCK8 = torch.tensor([(i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1)])
+_BLOCK125 = torch.tensor([(i, j, k) for i in range(-2, 3) for j in range(-2, 3) for k in range(-2, 3)])
 #: Refinements of at least this many queries look first in the 2×2×2 cells nearest each query
 #: (module doc); fewer go straight to the 27 (two steps cost more operations than they save).
 OCTANT_FROM = 256
@@ -139,6 +140,36 @@ def refine(coordinates, parameters: Tensor, values: Tensor, distance: Tensor, no
         normal = tuple(flat_of(n).index_copy(0, flat, torch.where(use, unit[:, a], flat_of(n).index_select(0, flat)))
                        .view(shape) for a, n in enumerate(normal))
     return distance, normal
+
+
+def refine_wide(q: Tensor, parameters: Tensor, values: Tensor, distance: Tensor, column: int) -> Tensor:
+    """:func:`refine`'s result ``distance`` (K,) at points q (K, 3) (each row of ``parameters``
+    (K, k) its grid's, which must have points) raised further: the points of the 5×5×5 cells
+    around each query's own, a block that reaches at least 2c beyond it, so the distance is
+    exact up to 2c − r from the points (27 cells: c − r). For the few queries that need it: a
+    large sphere's centre whose surface is near the points (a tight model's leaf of a few cm
+    radius grazing what a camera saw was otherwise only bounded, by c − r, and called in
+    contact). Cells are clamped two inside the table, as :func:`refine` clamps one: a query
+    whose 125 cells would leave it is more than 2c from the cells beyond; a table fewer than 5
+    cells wide along an axis keeps ``distance`` (its points all lie within the 27-cell reach
+    anyway)."""
+    from .occupancy import _offset
+
+    if not q.shape[0]:
+        return distance
+    p = parameters
+    c = p[:, column + 1]
+    origin, dims = p[:, column + 2:column + 5], p[:, column + 5:column + 8]
+    u = torch.nan_to_num((q - origin) / c.unsqueeze(1), nan=0.0, posinf=0.0, neginf=0.0)
+    whole = dims.to(torch.int64)
+    strides = torch.stack((whole[:, 1] * whole[:, 2], whole[:, 2], torch.ones_like(whole[:, 2])), 1)
+    wide = (dims >= 5).all(1)
+    centre = torch.minimum(u.floor().clamp_min(2.0), dims - 3).clamp_min(2.0)
+    best, _ = _nearest(q, values, centre, _BLOCK125, strides, _offset(p, column + 8), _offset(p, column + 10), False)
+    m = torch.sqrt(best)
+    r = p[:, column + 12]
+    value = torch.where(m <= 2 * c, m - r, torch.maximum(distance, 2 * c - r))
+    return torch.where(wide, torch.maximum(distance, value), distance)
 
 
 def _nearest(q: Tensor, values: Tensor, corner: Tensor, block: Tensor, strides: Tensor, table_at: Tensor,

@@ -632,7 +632,13 @@ class TreeCollisionChecker:
             d = signed_distance_rows(kind, local, block[:, 12:])
             if exact_first:
                 d = torch.cat((voxel_points_rows(local[:, :1], block[:, 12:], kind.values, d[:, :1]), d[:, 1:]), 1)
-            return d - spheres[..., 3]
+            d = d - spheres[..., 3]
+            exact_columns = 0 if not costly else d.shape[1] if "points" in (kind.features or ()) else int(exact_first)
+            if exact_columns:  # a large sphere beyond the exact points' reach (_wide_leaf_points)
+                wide = _wide_leaf_points(block, local[:, :exact_columns], spheres[:, :exact_columns, 3],
+                                         d[:, :exact_columns], row_limit.index_select(0, rows), kind.values)
+                d = torch.cat((wide, d[:, exact_columns:]), 1) if exact_columns < d.shape[1] else wide
+            return d
 
         bound = torch.full_like(row_limit, -math.inf)
         if self.coarse is not None:
@@ -1016,6 +1022,30 @@ class TreeCollisionChecker:
     def _no_blocks(frames: Tensor) -> _Blocks:
         empty = torch.zeros(0, dtype=torch.int64, device=frames.device)
         return _Blocks(frames.new_zeros(0), empty, empty, empty)
+
+
+def _wide_leaf_points(block: Tensor, local: Tensor, radius: Tensor, d: Tensor, limit: Tensor, values: Tensor) -> Tensor:
+    """Sphere distances ``d`` (R, m) to a point world (rows ``block`` (R, 12 + k) as ``packed``
+    holds them, the spheres' centres ``local`` (R, m, 3) in the grid's frame, their ``radius``
+    (R, m)) made exact where they are below ``limit`` (R,) only because the exact points reach
+    c − r from a centre and the sphere is larger: its centre's distance was then bounded, not
+    measured, so a leaf of a few cm grazing what a camera saw counted as a contact (an MBM grasp
+    goal 11 mm clear under coal refused at −4.7 mm). Those few get the 125 cells' reach
+    (:func:`.point_hash.refine_wide`, exact to 2c − r)."""
+    from .occupancy import POINT_COLUMN
+    from .point_hash import refine_wide
+
+    parameters = block[:, 12:]
+    has = parameters[:, POINT_COLUMN] > 0
+    floor = parameters[:, POINT_COLUMN + 1] - parameters[:, POINT_COLUMN + 12]  # c − r: the 27 cells' exact reach
+    bounded = (d < limit.unsqueeze(1)) & (d + radius >= (floor * (1 - 1e-5)).unsqueeze(1)) & has.unsqueeze(1)
+    r, f = bounded.nonzero(as_tuple=True)
+    if not r.numel():
+        return d
+    centre = refine_wide(local[r, f], parameters.index_select(0, r), values, d[r, f] + radius[r, f], POINT_COLUMN)
+    d = d.clone()
+    d[r, f] = centre - radius[r, f]
+    return d
 
 
 def _leaf_slabs(triangles, centers: Tensor) -> tuple[Tensor, Tensor, Tensor]:
