@@ -3,7 +3,8 @@
 1. A 640×480 depth view of a table with boxes (back-projected, ~2 % holes) and a 300,000-point
    cloud into the world as the node does it
    (:func:`ros_torch_kin.ros.point_cloud_input.sensed_obstacle`: range filter, voxel
-   quantisation, self filter against the arm's spheres, multi-resolution grid, far-field lattice),
+   quantisation, self filter against the arm's tight model's leaves as the node filters,
+   multi-resolution grid, far-field lattice),
    at 1 cm voxels and at 2 cm voxels with the node's default 1 cm cubes and with one point per
    voxel, and the packing for the checkers, each in a fresh process with the node's allocator
    policy (freed memory kept: ``ros_torch_kin.allocator``) and again with glibc's defaults, side
@@ -36,7 +37,6 @@ from report import machine, speed_note, speed_probe, stamp, versions, write_sect
 
 from ros_torch_kin.allocator import keep_freed_memory  # noqa: E402
 from ros_torch_kin.collision import CollisionChecker, Obstacle, Scene, robot_spheres_from_urdf  # noqa: E402
-from ros_torch_kin.collision.sphere_centers import world_sphere_centers  # noqa: E402
 from ros_torch_kin.kinematics import Chain, world_transforms  # noqa: E402
 from ros_torch_kin.robots import bundled_urdf  # noqa: E402
 
@@ -79,17 +79,22 @@ NODE_ROWS = [(source, voxel, cubes) for source in ("view", "cloud") for voxel, c
 
 def inputs():
     """The bundled arm, its spheres, the depth view (with holes), the 300,000-point cloud, and the
-    self filter's spheres at q = 0."""
+    self filter's spheres at q = 0 (the node's: its tight model's leaves, ``filter_model``)."""
+    from ros_torch_kin.collision import robot_collision_model_from_urdf
+    from ros_torch_kin.ros.point_cloud_input import self_filter_spheres
+
     urdf = bundled_urdf()
     chain = Chain.from_urdf(urdf, device="cpu", dtype=torch.float32)
     spheres = robot_spheres_from_urdf(urdf, chain)
     cloud = depth_view()
-    q0 = torch.zeros(1, chain.num_dofs)
-    c0 = world_sphere_centers(world_transforms(chain, q0), spheres)[:, :, 0].double().numpy()
+    chain64 = chain.to("cpu", torch.float64)
+    leaves = robot_collision_model_from_urdf(urdf, chain).verdict.robot_spheres
+    c0, r0 = self_filter_spheres(chain64, world_transforms(chain64, torch.zeros(1, chain.num_dofs, dtype=torch.float64)),
+                                 leaves, (), True)
     raw = cloud[np.isfinite(cloud).all(1)]
     rng = np.random.default_rng(1)
     big = np.concatenate([raw, raw[rng.choice(len(raw), 300_000 - len(raw))] + rng.normal(0, 0.003, (300_000 - len(raw), 3))])
-    return urdf, chain, spheres, cloud, raw, big, (c0, spheres.radii.double().numpy()), rng
+    return urdf, chain, spheres, cloud, raw, big, (c0, r0), rng
 
 
 def node_path_row(index: int) -> dict:
