@@ -116,6 +116,30 @@ def test_the_wide_gather_is_exact_to_twice_the_cell(dtype):
     assert (wide[~exact] >= 2 * cell - radius - 2e-4).all()
 
 
+def test_a_table_too_narrow_for_the_wide_gather_keeps_the_bound_it_is_given():
+    """A few points within a cell or two (a carried box's, a small object's): the point table is
+    fewer than 5 cells wide, where the 125 cells would read beyond it; their rows keep the
+    distance given (their points are all within the 27 cells' reach anyway), beside a wide table's
+    rows, which are raised."""
+    from ros_torch_kin.collision.occupancy import POINT_COLUMN
+
+    small = Obstacle.points("small", np.array([[0.0, 0.0, 0.0], [0.01, 0.0, 0.0]]), VOXEL, point_cell=0.03)
+    large = Obstacle.points("large", _cloud(6), VOXEL, point_cell=0.03)
+    packed = Scene([small, large]).packed("cpu", torch.float64)
+    rows = torch.cat([packed.shapes[0].parameters, packed.shapes[1].parameters]) if len(packed.shapes) > 1 else \
+        packed.shapes[0].parameters
+    assert (rows[0, POINT_COLUMN + 5:POINT_COLUMN + 8] < 5).any() and (rows[1, POINT_COLUMN + 5:POINT_COLUMN + 8] >= 5).all()
+    values = packed.shapes[0].kind.values
+    tree = cKDTree(_cloud(6))
+    beside = next(x for x in (np.array([0.1, 0.0, 0.3 + 0.04 * np.sin(0.9) + h]) for h in np.arange(0.03, 0.06, 0.002))
+                  if 0.035 < tree.query(x)[0] < 0.055)  # beyond the 27 cells' reach, within the 125's
+    q = torch.tensor(np.stack([[0.0, 0.0, 0.05], beside]), dtype=torch.float64)
+    given = torch.tensor([0.01, 0.01], dtype=torch.float64)
+    out = point_hash.refine_wide(q, rows, values, given, POINT_COLUMN)
+    assert out[0] == given[0]
+    assert abs(float(out[1]) - tree.query(beside)[0]) < 2e-6  # the table holds float32 points
+
+
 def test_the_field_alone_is_looser_and_the_table_changes_nothing_far_away():
     points = _cloud(2)
     queries = _queries(points, 3)

@@ -155,21 +155,22 @@ def refine_wide(q: Tensor, parameters: Tensor, values: Tensor, distance: Tensor,
     anyway)."""
     from .occupancy import _offset
 
-    if not q.shape[0]:
+    wide = (parameters[:, column + 5:column + 8] >= 5).all(1).nonzero().squeeze(1)
+    if not wide.numel():
         return distance
-    p = parameters
+    p, q = parameters.index_select(0, wide), q.index_select(0, wide)
     c = p[:, column + 1]
     origin, dims = p[:, column + 2:column + 5], p[:, column + 5:column + 8]
     u = torch.nan_to_num((q - origin) / c.unsqueeze(1), nan=0.0, posinf=0.0, neginf=0.0)
     whole = dims.to(torch.int64)
     strides = torch.stack((whole[:, 1] * whole[:, 2], whole[:, 2], torch.ones_like(whole[:, 2])), 1)
-    wide = (dims >= 5).all(1)
-    centre = torch.minimum(u.floor().clamp_min(2.0), dims - 3).clamp_min(2.0)
+    centre = torch.minimum(u.floor().clamp_min(2.0), dims - 3)
     best, _ = _nearest(q, values, centre, _BLOCK125, strides, _offset(p, column + 8), _offset(p, column + 10), False)
     m = torch.sqrt(best)
     r = p[:, column + 12]
-    value = torch.where(m <= 2 * c, m - r, torch.maximum(distance, 2 * c - r))
-    return torch.where(wide, torch.maximum(distance, value), distance)
+    given = distance.index_select(0, wide)
+    value = torch.where(m <= 2 * c, m - r, torch.maximum(given, 2 * c - r))
+    return distance.index_copy(0, wide, torch.maximum(given, value))
 
 
 def _nearest(q: Tensor, values: Tensor, corner: Tensor, block: Tensor, strides: Tensor, table_at: Tensor,

@@ -51,7 +51,6 @@ from collections import deque
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 from sensor_msgs.msg import CameraInfo, Image, JointState, PointCloud2
 
 from ..collision import Obstacle
@@ -190,6 +189,8 @@ def _self_filtered(keys: np.ndarray, side: float, spheres, padding: float) -> np
     largest reach."""
     if spheres is None or not spheres[0].shape[0] or not keys.shape[0]:
         return keys
+    from scipy.spatial import cKDTree  # here, not at import: the node imports this module at start
+
     centres, radii = spheres
     extra = padding + 0.5 * math.sqrt(3) * side
     reach = radii + extra
