@@ -83,6 +83,10 @@ def test_a_crash_in_native_code_leaves_the_threads_stacks_in_the_log(ros_domain)
 
     with NodeProcess({"collision_checking": False}, domain_id=ros_domain, name="crashing_node") as process:
         assert process.wait_for_log("torch threads:", timeout=60), process.log()
+        # the start-up warm-up (a worker thread importing toppra, scipy, matplotlib) done first: a
+        # thread running Python while faulthandler walks its frames can cut the dump short (a
+        # second fault), which twice left the log with one thread's first frames
+        assert process.wait_for_log("time parameterisation ready", timeout=60), process.log()
         process.process.send_signal(signal.SIGSEGV)
         assert process.process.wait(timeout=30) == -signal.SIGSEGV
         log = process.log()

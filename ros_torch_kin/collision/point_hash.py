@@ -29,7 +29,10 @@ cell inside the table (it has one cell of padding): a query whose 27 cells would
 more than c from every point, and the cells gathered instead hold only real points. **Guarantee: the result never exceeds
 the true distance to the balls, and equals it (up to float rounding) wherever that distance is
 at most c − r.** The cost grows with the points in the 27 cells (∝ c² on a surface): c trades
-exactness reach against time.
+exactness reach against time. A sphere larger than c − r (a tight model's leaf of a few cm) is
+near the points while its centre is beyond that reach: :func:`refine_wide` gathers the 5×5×5
+cells for such centres (the tree verdict asks it only for spheres below its threshold), exact
+out to 2c − r.
 """
 
 from __future__ import annotations

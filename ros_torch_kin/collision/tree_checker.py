@@ -1030,8 +1030,8 @@ def _wide_leaf_points(block: Tensor, local: Tensor, radius: Tensor, d: Tensor, l
     (R, m)) made exact where they are below ``limit`` (R,) only because the exact points reach
     c − r from a centre and the sphere is larger: its centre's distance was then bounded, not
     measured, so a leaf of a few cm grazing what a camera saw counted as a contact (an MBM grasp
-    goal 11 mm clear under coal refused at −4.7 mm). Those few get the 125 cells' reach
-    (:func:`.point_hash.refine_wide`, exact to 2c − r)."""
+    goal 14.7 mm clear under coal and 1.1 mm from the sensed balls refused at −0.2 mm). Those few
+    get the 125 cells' reach (:func:`.point_hash.refine_wide`, exact to 2c − r)."""
     from .occupancy import POINT_COLUMN
     from .point_hash import refine_wide
 

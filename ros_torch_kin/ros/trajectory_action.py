@@ -55,7 +55,7 @@ class TrajectoryActionServer:
         except Exception as error:  # noqa: BLE001 -- a plan will say what is wrong; the node serves on
             self.node.get_logger().warning(f"time parameterisation warm-up failed: {type(error).__name__}: {error}")
             return
-        self.node.get_logger().debug(f"time parameterisation ready (imports and warm-up: {seconds:.2f} s)")
+        self.node.get_logger().info(f"time parameterisation ready (imports and warm-up: {seconds:.2f} s)")
 
     def destroy(self):
         self._server.destroy()
