@@ -183,10 +183,10 @@ def _self_filtered(keys: np.ndarray, side: float, spheres, padding: float) -> np
 
     Exact, and cheap for a tight model's thousands of overlapping spheres: only the cubes in the
     box around every sphere's reach are looked at (most of a scene is not); each asks the k-d
-    tree of the sphere centres for its nearest (most cubes on the robot are decided there), then
-    for its FILTER_NEAREST nearest; a cube that none of them reaches and that is near enough for
-    a larger sphere to (the radii halve from class to class) asks each class of radii for the
-    centres within that class's largest reach."""
+    tree of the sphere centres for its FILTER_NEAREST nearest (a cube on the robot is decided
+    there); a cube that none of them reaches and that is near enough for a larger sphere to (the
+    radii halve from class to class) asks each class of radii for the centres within that class's
+    largest reach."""
     if spheres is None or not spheres[0].shape[0] or not keys.shape[0]:
         return keys
     from scipy.spatial import cKDTree  # here, not at import: the node imports this module at start
@@ -204,21 +204,14 @@ def _self_filtered(keys: np.ndarray, side: float, spheres, padding: float) -> np
         return keys
     free = np.ones(centers.shape[0], dtype=bool)
     points = centers[near]
-    tree = cKDTree(centres)
-    farthest = radii.max() + extra  # no sphere reaches a cube whose centres are all farther
-    padded = np.append(reach, -1.0)  # index S: no centre within ``farthest``
-    # the nearest centre first (it decides most cubes on the robot), then the k nearest for the rest
-    distance, index = tree.query(points, k=1, distance_upper_bound=farthest)
-    reached = distance <= padded[index]
-    rest = np.flatnonzero(~reached & np.isfinite(distance))
-    open_ = rest[:0]
     k = min(FILTER_NEAREST, centres.shape[0])
-    if rest.size and k > 1:
-        distance, index = tree.query(points[rest], k=k, distance_upper_bound=farthest)
-        reached[rest] = (distance <= padded[index]).any(1)
-        # the spheres beyond the k nearest are at least as far as the k-th (when it is within
-        # ``farthest``; else every centre that near was among them): only a larger radius reaches
-        open_ = rest[~reached[rest] & np.isfinite(distance[:, -1])]
+    farthest = radii.max() + extra  # no sphere reaches a cube whose centres are all farther
+    distance, index = cKDTree(centres).query(points, k=k, distance_upper_bound=farthest)
+    distance, index = distance.reshape(len(points), k), index.reshape(len(points), k)
+    reached = (distance <= np.append(reach, -1.0)[index]).any(1)  # index S: none within ``farthest``
+    # the spheres beyond the k nearest are at least as far as the k-th (when it is within
+    # ``farthest``; else every centre that near was among them): only a larger radius reaches
+    open_ = np.flatnonzero(~reached & np.isfinite(distance[:, -1]))
     if open_.size:
         classes = np.floor(np.log2(np.maximum(radii, 1e-4) / 1e-4)).astype(np.int64)
         for c in np.unique(classes):
