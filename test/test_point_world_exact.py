@@ -125,11 +125,11 @@ def test_a_table_too_narrow_for_the_wide_gather_keeps_the_bound_it_is_given():
 
     small = Obstacle.points("small", np.array([[0.0, 0.0, 0.0], [0.01, 0.0, 0.0]]), VOXEL, point_cell=0.03)
     large = Obstacle.points("large", _cloud(6), VOXEL, point_cell=0.03)
-    packed = Scene([small, large]).packed("cpu", torch.float64)
-    rows = torch.cat([packed.shapes[0].parameters, packed.shapes[1].parameters]) if len(packed.shapes) > 1 else \
-        packed.shapes[0].parameters
+    shapes = Scene([small, large]).packed("cpu", torch.float64).shapes
+    assert len(shapes) == 1  # one kind: both grids are rows of it
+    rows = shapes[0].parameters
     assert (rows[0, POINT_COLUMN + 5:POINT_COLUMN + 8] < 5).any() and (rows[1, POINT_COLUMN + 5:POINT_COLUMN + 8] >= 5).all()
-    values = packed.shapes[0].kind.values
+    values = shapes[0].kind.values
     tree = cKDTree(_cloud(6))
     beside = next(x for x in (np.array([0.1, 0.0, 0.3 + 0.04 * np.sin(0.9) + h]) for h in np.arange(0.03, 0.06, 0.002))
                   if 0.035 < tree.query(x)[0] < 0.055)  # beyond the 27 cells' reach, within the 125's
